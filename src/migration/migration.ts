@@ -1,0 +1,194 @@
+/**
+ * The patent's four-step migration of one VIP from appliance A (source) to B (target),
+ * top to bottom. The controller runs it; the appliances do the work through their
+ * agents. Every step is timed, reported, bounded by a timeout, and a failure at any
+ * step aborts and gives the VIP back to the source with its connections alive.
+ */
+
+export const STEPS = ['prepare', 'move_address', 'move_entries', 'activate'] as const;
+export type Step = (typeof STEPS)[number];
+
+/** What the migration needs from an appliance's agent (src/nat/agent-client.ts). */
+export interface MigrationAgent {
+  readonly name: string;
+  /** Step 1 on the target: the VIP enters the mode table as `migrating` (held). */
+  prepare(vip: string): Promise<void>;
+  /** Step 2: the source gives up the VIP's addresses, the target takes them and announces them. */
+  releaseAddress(vip: string): Promise<void>;
+  claimAddress(vip: string): Promise<void>;
+  /**
+   * Step 3 on the target: pull the VIP's access-table entries straight from the source's
+   * agent and create them here. Reports progress as entries arrive.
+   */
+  importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult>;
+  /** Step 3 on the source, once the target has them: delete the VIP's entries. */
+  deleteEntries(vip: string): Promise<number>;
+  /** Step 4: the source forgets the VIP, the target switches it to `normal` and releases held packets in order. */
+  forget(vip: string): Promise<void>;
+  activate(vip: string): Promise<HoldRelease>;
+  /** Abort on the target: forget the VIP, drop its imported entries and held packets (clients retransmit). */
+  abort(vip: string): Promise<void>;
+  /** Where the source's entries can be read from (its agent's URL). */
+  readonly url: string;
+  /** Live entries of the VIP on this appliance, for progress totals. */
+  entryCount(vip: string): Promise<number>;
+}
+
+export interface ImportResult {
+  created: number;
+  failed: number;
+}
+
+export interface HoldRelease {
+  held: number;
+  released: number;
+}
+
+export type MigrationState = 'running' | 'done' | 'aborted';
+
+export interface MigrationProgress {
+  id: string;
+  vip: string;
+  from: string;
+  to: string;
+  state: MigrationState;
+  /** The step running now, or the last one reached. */
+  step: Step;
+  startedAt: string;
+  /** Durations of the finished steps. */
+  steps: Partial<Record<`${Step}_ms`, number>>;
+  totalMs?: number;
+  entries: { moved: number; total: number };
+  held: number;
+  released: number;
+  error?: string;
+}
+
+export interface MigrationOptions {
+  /** Per-step timeout; the step is abandoned and the migration aborted past it. */
+  stepTimeoutMs: number;
+  /**
+   * A drill: fail at the end of the given step (for move_entries: after the target has
+   * the entries, before the source deletes its own), to exercise the abort path.
+   */
+  abortAt?: Exclude<Step, 'activate'>;
+  now?: () => number;
+  onProgress?: (p: MigrationProgress) => void;
+}
+
+class StepTimeout extends Error {
+  constructor(step: Step, ms: number) {
+    super(`step ${step} did not finish within ${ms} ms`);
+  }
+}
+
+function withTimeout<T>(step: Step, ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StepTimeout(step, ms)), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Runs the migration and resolves with its final progress record (state `done` or
+ * `aborted`); it never rejects, a failure is reported in the record.
+ */
+export async function migrate(
+  id: string,
+  vip: string,
+  source: MigrationAgent,
+  target: MigrationAgent,
+  options: MigrationOptions,
+): Promise<MigrationProgress> {
+  const now = options.now ?? (() => performance.now());
+  const progress: MigrationProgress = {
+    id,
+    vip,
+    from: source.name,
+    to: target.name,
+    state: 'running',
+    step: 'prepare',
+    startedAt: new Date().toISOString(),
+    steps: {},
+    entries: { moved: 0, total: 0 },
+    held: 0,
+    released: 0,
+  };
+  const report = () => options.onProgress?.(structuredClone(progress));
+  const started = now();
+  let reached: Step = 'prepare';
+  // Once the source starts deleting its entries, the target holds the only complete
+  // copy: from then on a failure is finished forward, never rolled back.
+  let committed = false;
+  const drill = (step: Step) => {
+    if (options.abortAt === step) throw new Error(`drill: abort requested at step ${step}`);
+  };
+
+  const run = async <T>(step: Step, work: () => Promise<T>): Promise<T> => {
+    progress.step = reached = step;
+    report();
+    const t0 = now();
+    const result = await withTimeout(step, options.stepTimeoutMs, work());
+    progress.steps[`${step}_ms`] = Math.round((now() - t0) * 100) / 100;
+    return result;
+  };
+
+  report(); // synchronously, so the caller has a record before the first await
+  try {
+    progress.entries.total = await source.entryCount(vip).catch(() => 0);
+    await run('prepare', async () => {
+      await target.prepare(vip);
+      drill('prepare');
+    });
+    await run('move_address', async () => {
+      await source.releaseAddress(vip);
+      await target.claimAddress(vip);
+      drill('move_address');
+    });
+    await run('move_entries', async () => {
+      const result = await target.importEntries(vip, source, (moved) => {
+        progress.entries.moved = moved;
+        if (moved > progress.entries.total) progress.entries.total = moved;
+        report();
+      });
+      if (result.failed > 0) throw new Error(`${result.failed} of ${result.created + result.failed} entries could not be created on ${target.name}`);
+      progress.entries.moved = progress.entries.total = result.created;
+      drill('move_entries');
+      committed = true;
+      await source.deleteEntries(vip);
+    });
+    await run('activate', async () => {
+      await source.forget(vip);
+      const hold = await target.activate(vip);
+      progress.held = hold.held;
+      progress.released = hold.released;
+    });
+    progress.state = 'done';
+  } catch (err) {
+    progress.error = err instanceof Error ? err.message : String(err);
+    progress.state = committed ? 'done' : 'aborted';
+    await (committed ? finishForward(vip, source, target) : giveBack(vip, reached, source, target)).catch((e: unknown) => {
+      progress.error += `; recovering failed too: ${e instanceof Error ? e.message : String(e)}`;
+    });
+  }
+  progress.totalMs = Math.round((now() - started) * 100) / 100;
+  report();
+  return progress;
+}
+
+/** Abort before the commit point: the source keeps (or gets back) the VIP and its entries are untouched. */
+async function giveBack(vip: string, reached: Step, source: MigrationAgent, target: MigrationAgent): Promise<void> {
+  await target.abort(vip);
+  if (reached !== 'prepare') {
+    await target.releaseAddress(vip).catch(() => undefined);
+    await source.claimAddress(vip);
+  }
+}
+
+/** Failure after the commit point: the target has the entries and the address, so it takes the VIP. */
+async function finishForward(vip: string, source: MigrationAgent, target: MigrationAgent): Promise<void> {
+  await source.deleteEntries(vip).catch(() => undefined);
+  await source.forget(vip).catch(() => undefined);
+  await target.activate(vip);
+}

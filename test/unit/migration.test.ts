@@ -1,0 +1,125 @@
+import { describe, expect, it } from 'vitest';
+import { migrate, type HoldRelease, type ImportResult, type MigrationAgent, type MigrationProgress } from '../../src/migration/migration.js';
+
+/**
+ * An appliance reduced to what the four steps change: its mode table, whether it has
+ * the VIP's addresses, and its entries. Real appliances are exercised by the
+ * integration tests; this checks the order of the steps and every abort path.
+ */
+class ModelAppliance implements MigrationAgent {
+  mode: 'normal' | 'migrating' | 'absent' = 'absent';
+  hasAddress = false;
+  entries = new Set<string>();
+  held = 0;
+  failOn?: keyof MigrationAgent;
+  calls: string[] = [];
+  constructor(
+    readonly name: string,
+    readonly url = `http://${name}`,
+  ) {}
+  private step(call: keyof MigrationAgent) {
+    this.calls.push(call);
+    if (this.failOn === call) throw new Error(`${this.name}: ${call} failed`);
+  }
+  async prepare() {
+    this.step('prepare');
+    this.mode = 'migrating';
+    this.held = 3;
+  }
+  async releaseAddress() {
+    this.step('releaseAddress');
+    this.hasAddress = false;
+  }
+  async claimAddress() {
+    this.step('claimAddress');
+    this.hasAddress = true;
+  }
+  async importEntries(_vip: string, source: MigrationAgent, onProgress: (n: number) => void): Promise<ImportResult> {
+    this.step('importEntries');
+    for (const e of (source as ModelAppliance).entries) this.entries.add(e);
+    onProgress(this.entries.size);
+    return { created: this.entries.size, failed: 0 };
+  }
+  async deleteEntries() {
+    this.step('deleteEntries');
+    const n = this.entries.size;
+    this.entries.clear();
+    return n;
+  }
+  async forget() {
+    this.step('forget');
+    this.mode = 'absent';
+  }
+  async activate(): Promise<HoldRelease> {
+    this.step('activate');
+    this.mode = 'normal';
+    const r = { held: this.held, released: this.held };
+    this.held = 0;
+    return r;
+  }
+  async abort() {
+    this.step('abort');
+    this.mode = 'absent';
+    this.entries.clear();
+    this.held = 0;
+  }
+  async entryCount() {
+    return this.entries.size;
+  }
+}
+
+function site() {
+  const a = new ModelAppliance('lb1');
+  const b = new ModelAppliance('lb2');
+  a.mode = 'normal';
+  a.hasAddress = true;
+  for (let i = 0; i < 5; i++) a.entries.add(`c${i}`);
+  return { a, b };
+}
+
+describe('the four-step migration', () => {
+  it('moves mode, address and entries in the patent order and reports each step', async () => {
+    const { a, b } = site();
+    const seen: MigrationProgress[] = [];
+    const p = await migrate('m1', 'vip1', a, b, { stepTimeoutMs: 1000, onProgress: (x) => seen.push(x) });
+    expect(p.state).toBe('done');
+    expect([a.mode, a.hasAddress, a.entries.size]).toEqual(['absent', false, 0]);
+    expect([b.mode, b.hasAddress, b.entries.size]).toEqual(['normal', true, 5]);
+    expect(b.calls).toEqual(['prepare', 'claimAddress', 'importEntries', 'activate']);
+    // The source releases before the target claims; it deletes only after the import; it forgets before the target activates.
+    expect(a.calls).toEqual(['releaseAddress', 'deleteEntries', 'forget']);
+    expect(Object.keys(p.steps)).toEqual(['prepare_ms', 'move_address_ms', 'move_entries_ms', 'activate_ms']);
+    expect(p.entries).toEqual({ moved: 5, total: 5 });
+    expect(p.released).toBe(3);
+    expect(seen.map((s) => s.step)).toContain('move_entries');
+  });
+
+  for (const abortAt of ['prepare', 'move_address', 'move_entries'] as const) {
+    it(`an abort at ${abortAt} gives the VIP back to the source with its entries`, async () => {
+      const { a, b } = site();
+      const p = await migrate('m2', 'vip1', a, b, { stepTimeoutMs: 1000, abortAt });
+      expect(p.state).toBe('aborted');
+      expect(p.error).toContain(abortAt);
+      expect([a.mode, a.hasAddress, a.entries.size]).toEqual(['normal', true, 5]);
+      expect([b.mode, b.hasAddress, b.entries.size]).toEqual(['absent', false, 0]);
+    });
+  }
+
+  it('a step that hangs is abandoned at its timeout and rolled back', async () => {
+    const { a, b } = site();
+    b.importEntries = () => new Promise(() => undefined);
+    const p = await migrate('m3', 'vip1', a, b, { stepTimeoutMs: 50 });
+    expect(p.state).toBe('aborted');
+    expect(p.error).toMatch(/move_entries did not finish within 50 ms/);
+    expect([a.hasAddress, a.entries.size, b.mode]).toEqual([true, 5, 'absent']);
+  });
+
+  it('a failure after the source began deleting is finished forward, never rolled back', async () => {
+    const { a, b } = site();
+    a.failOn = 'forget';
+    const p = await migrate('m4', 'vip1', a, b, { stepTimeoutMs: 1000 });
+    expect(p.state).toBe('done');
+    expect(p.error).toContain('forget failed');
+    expect([b.mode, b.hasAddress, b.entries.size]).toEqual(['normal', true, 5]);
+  });
+});
