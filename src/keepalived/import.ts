@@ -81,6 +81,8 @@ export function importKeepalivedFile(file: string): ImportResult {
 
 interface Globals {
   routerId?: string;
+  /** keepalived speaks VRRPv2 unless told vrrp_version 3. */
+  version: number;
   strict: boolean;
   garpRepeat?: number;
   garpInterval?: number;
@@ -89,13 +91,14 @@ interface Globals {
 interface InstanceDraft extends VrrpInstance {
   at: Position;
   startsMaster: boolean;
+  version: number;
 }
 
 export function importStatements(statements: Statement[], warnings: Warning[]): ImportedConfig {
   const warn = (at: Position, message: string): void => {
     warnings.push({ file: at.file, line: at.line, message });
   };
-  const globals: Globals = { strict: false };
+  const globals: Globals = { strict: false, version: 2 };
   // global_defs first: its settings are defaults for every instance, wherever it stands.
   for (const s of statements) if (s.keyword === 'global_defs') readGlobals(s, globals, warn);
 
@@ -114,6 +117,11 @@ export function importStatements(statements: Statement[], warnings: Warning[]): 
       instances.push(inst);
     }
   }
+  const v2 = instances.find((i) => i.version === 2);
+  if (v2) {
+    // A keepalived peer left at VRRPv2 and vipshift (VRRPv3) would both become master.
+    warn(v2.at, `vrrp_instance ${v2.name} is VRRPv2 in keepalived (its default without vrrp_version 3); vipshift speaks VRRPv3 (RFC 5798) only: set vrrp_version 3 on the keepalived peers`);
+  }
   for (const s of groupStatements) syncGroups.push(readSyncGroup(s, instances, grouped, syncGroups));
   for (const s of statements) {
     if (s.keyword === 'virtual_server') {
@@ -124,7 +132,7 @@ export function importStatements(statements: Statement[], warnings: Warning[]): 
 
   const config: ImportedConfig = {
     vips,
-    vrrp: { instances: instances.map(({ at: _at, startsMaster: _m, ...inst }) => inst), syncGroups },
+    vrrp: { instances: instances.map(({ at: _at, startsMaster: _m, version: _v, ...inst }) => inst), syncGroups },
   };
   return globals.routerId === undefined ? config : { appliance: globals.routerId, ...config };
 }
@@ -139,7 +147,7 @@ function readGlobals(s: Statement, g: Globals, warn: Warn): void {
         g.routerId = a!.text;
         break;
       case 'vrrp_version':
-        checkVersion(a!, warn);
+        g.version = integer(a!, 2, 3, 'vrrp_version');
         break;
       case 'vrrp_strict':
         g.strict = true;
@@ -154,16 +162,13 @@ function readGlobals(s: Statement, g: Globals, warn: Warn): void {
   }
 }
 
-function checkVersion(t: Token, warn: Warn): void {
-  const v = integer(t, 2, 3, 'VRRP version');
-  if (v === 2) warn(t, 'vipshift speaks VRRPv3 (RFC 5798) only; imported as version 3');
-}
-
 function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
   const name = s.args[0]!.text;
   let iface: string | undefined;
   let vrid: number | undefined;
   let explicitAccept: boolean | undefined;
+  let priority: number | undefined;
+  let nopreempt: Position | undefined;
   const inst: InstanceDraft = {
     name,
     interface: '',
@@ -178,6 +183,7 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
     trackInterfaces: [],
     at: { file: s.file, line: s.line },
     startsMaster: false,
+    version: g.version,
   };
   for (const c of s.children ?? []) {
     const a = c.args[0]!;
@@ -193,19 +199,19 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
         vrid = integer(a, 1, 255, 'virtual_router_id (VRID)');
         break;
       case 'priority':
-        inst.priority = integer(a, 1, 255, 'priority');
+        priority = integer(a, 1, 255, 'priority');
         break;
       case 'advert_int':
         inst.advertInterval = centiseconds(a, warn);
         break;
       case 'version':
-        checkVersion(a, warn);
+        inst.version = integer(a, 2, 3, 'version');
         break;
       case 'preempt':
-        inst.preempt = true;
+        nopreempt = undefined;
         break;
       case 'nopreempt':
-        inst.preempt = false;
+        nopreempt = c;
         break;
       case 'preempt_delay':
         inst.preemptDelay = seconds(a, 0, 1000, 'preempt_delay');
@@ -248,6 +254,17 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
   if (inst.addresses.length > 255) throw new KeepalivedConfigError(s, `vrrp_instance ${name} has ${inst.addresses.length} addresses; an advertisement carries at most 255`);
   inst.interface = iface;
   inst.vrid = vrid;
+  // As keepalived 2.2: `state MASTER` without a priority makes this node the address owner.
+  inst.priority = priority ?? (inst.startsMaster ? 255 : 100);
+  if (nopreempt && (inst.startsMaster || inst.priority === 255)) {
+    warn(nopreempt, `nopreempt has no effect with ${inst.startsMaster ? 'state MASTER' : 'priority 255'} (keepalived clears it too); preempting`);
+  } else if (nopreempt) {
+    inst.preempt = false;
+    if (inst.preemptDelay > 0) {
+      warn(nopreempt, 'preempt_delay has no effect with nopreempt (keepalived resets it too)');
+      inst.preemptDelay = 0;
+    }
+  }
   // `dev` naming the instance's own interface says nothing more than the plain CIDR.
   inst.addresses = inst.addresses.map((x) => (typeof x !== 'string' && x.dev === iface ? x.address : x));
   // keepalived only drops traffic to a backup-held address in vrrp_strict mode; without it the

@@ -37,7 +37,7 @@ const GARP = 'vipshift sends its gratuitous ARPs once on becoming master (garp_m
 
 const healthChecks: Section = Object.fromEntries(
   ['TCP_CHECK', 'HTTP_GET', 'SSL_GET', 'MISC_CHECK', 'SMTP_CHECK', 'DNS_CHECK', 'UDP_CHECK', 'PING_CHECK', 'FILE_CHECK', 'BFD_CHECK'].map(
-    (k) => [k, { args: [0, 0], block: 'skip', unsupported: `${k}: ${HEALTH}` }],
+    (k) => [k, { args: [0, 0], block: 'skip', unsupported: HEALTH }],
   ),
 );
 
