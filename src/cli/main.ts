@@ -4,7 +4,9 @@
  */
 export type Command = (args: string[]) => Promise<number>;
 
-const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  'import-keepalived': { summary: 'keepalived.conf → vipshift configuration', load: async () => (await import('./import-keepalived.js')).importKeepalived },
+};
 
 export function usage(): string {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(20)} ${c.summary}`);

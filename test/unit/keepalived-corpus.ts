@@ -1,0 +1,340 @@
+/**
+ * keepalived.conf files the keepalived tests write, and keepalived's own verdict on them
+ * (`keepalived -t`, the config test of Debian's keepalived 2.2). keepalived refuses a
+ * configuration naming an interface that does not exist, so the check runs in a fresh network
+ * namespace of its own (unshare: no name, gone when the process ends) holding ext0, int0 and
+ * mgmt0 as veth pairs.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+
+/** A relative path → file text; the first entry is the file to import. */
+export type ConfigTree = Record<string, string>;
+
+export function writeTree(tree: ConfigTree, dir = mkdtempSync(join(tmpdir(), 'vtkpa-'))): string {
+  for (const [path, text] of Object.entries(tree)) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), text);
+  }
+  return join(dir, Object.keys(tree)[0]!);
+}
+
+export function hasKeepalived(): boolean {
+  return spawnSync('keepalived', ['-v'], { encoding: 'utf8' }).error === undefined;
+}
+
+export interface KeepalivedVerdict {
+  ok: boolean;
+  status: number | null;
+  messages: string;
+}
+
+const LINKS = 'ip link add ext0 type veth peer name int0 && ip link add mgmt0 type veth peer name mgmt0p';
+
+/** `keepalived -t -f FILE` in a throwaway network namespace with the site's interface names. */
+export function keepalivedCheck(file: string): KeepalivedVerdict {
+  const r = spawnSync('unshare', ['--user', '--map-root-user', '--net', 'sh', '-c', `${LINKS} && exec keepalived -t -f "$1"`, 'sh', file], {
+    encoding: 'utf8',
+  });
+  if (r.error) throw r.error;
+  return { ok: r.status === 0, status: r.status, messages: `${r.stdout}${r.stderr}` };
+}
+
+/** Two appliances, each master of one VIP and backup of the other; a VIP and its inside address in one sync group. */
+export const activeActive: ConfigTree = {
+  'keepalived.conf': `! lb1 of the site: master of vip1, backup of vip3
+global_defs {
+   router_id lb1
+   vrrp_version 3
+}
+
+vrrp_sync_group G_vip1 {
+    group {
+        VI_vip1_ext
+        VI_vip1_int
+    }
+}
+
+vrrp_sync_group G_vip3 {
+    group {
+        VI_vip3_ext
+        VI_vip3_int
+    }
+}
+
+vrrp_instance VI_vip1_ext {
+    state MASTER
+    interface ext0
+    virtual_router_id 10
+    priority 150
+    advert_int 1
+    virtual_ipaddress {
+        203.0.113.10/24 dev ext0
+    }
+}
+
+vrrp_instance VI_vip1_int {
+    state MASTER
+    interface int0
+    virtual_router_id 110
+    priority 150
+    advert_int 1
+    virtual_ipaddress {
+        198.18.0.10/24
+    }
+}
+
+vrrp_instance VI_vip3_ext {   # lb2 is master of vip3
+    state BACKUP
+    interface ext0
+    virtual_router_id 12
+    priority 100
+    preempt_delay 2.5
+    advert_int 1
+    virtual_ipaddress {
+        203.0.113.12/24
+    }
+}
+
+vrrp_instance VI_vip3_int {
+    state BACKUP
+    interface int0
+    virtual_router_id 112
+    priority 100
+    advert_int 1
+    virtual_ipaddress {
+        198.18.0.12/24
+    }
+}
+
+virtual_server 203.0.113.10 80 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 198.18.0.101 80 {
+        weight 1
+    }
+}
+
+virtual_server 203.0.113.12 7 {
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 198.18.0.103 7 {
+    }
+}
+`,
+};
+
+/** No multicast on the segment: unicast peers, a 50 ms advertisement interval, tracking. */
+export const unicastFast: ConfigTree = {
+  'keepalived.conf': `global_defs {
+    router_id "lb2"
+    vrrp_version 3
+}
+vrrp_instance VI_fast {
+    state BACKUP
+    interface ext0
+    virtual_router_id 51
+    priority 90
+    advert_int 0.05
+    nopreempt
+    accept
+    unicast_src_ip 203.0.113.3
+    unicast_peer {
+        203.0.113.2
+        203.0.113.4
+    }
+    track_interface {
+        int0
+        mgmt0
+    }
+    virtual_ipaddress {
+        203.0.113.20/24 dev ext0 label ext0:vip
+        198.18.0.20/24 dev int0
+    }
+}
+`,
+};
+
+/** A pool of three servers with weights and health checks vipshift does not run yet. */
+export const pool: ConfigTree = {
+  'keepalived.conf': `global_defs {
+    router_id lb1
+    vrrp_version 3
+}
+vrrp_instance VI_pool {
+    state MASTER
+    interface ext0
+    virtual_router_id 13
+    priority 200
+    virtual_ipaddress {
+        203.0.113.13/24
+        198.18.0.13/24 dev int0
+    }
+}
+virtual_server 203.0.113.13 80 {
+    delay_loop 6
+    lb_algo wrr
+    lb_kind NAT
+    persistence_timeout 50
+    protocol TCP
+
+    real_server 198.18.0.101 80 {
+        weight 3
+        TCP_CHECK {
+            connect_timeout 3
+            connect_port 80
+        }
+    }
+    real_server 198.18.0.102 80 {
+        weight 2
+        HTTP_GET {
+            url {
+                path /healthz
+                status_code 200
+            }
+            connect_timeout 3
+        }
+    }
+    real_server 198.18.0.103 80 {
+        weight 1
+    }
+}
+virtual_server 203.0.113.13 53 {
+    lb_algo sh
+    lb_kind NAT
+    protocol UDP
+    real_server 198.18.0.101 53 {
+    }
+    real_server 198.18.0.102 53 {
+    }
+}
+`,
+};
+
+/** The configuration split over files: a glob relative to the including file, nested. */
+export const included: ConfigTree = {
+  'etc/keepalived.conf': `global_defs {
+    router_id lb1
+    vrrp_version 3
+}
+include conf.d/*.conf
+`,
+  'etc/conf.d/10-vip1.conf': `vrrp_instance VI_1 {
+    interface ext0
+    virtual_router_id 1
+    virtual_ipaddress {
+        203.0.113.10/24
+    }
+}
+include ../shared/peer?.conf
+`,
+  'etc/conf.d/20-vip2.conf': `vrrp_instance VI_2 {
+    interface ext0
+    virtual_router_id 2
+    virtual_ipaddress {
+        203.0.113.11/24
+    }
+}
+`,
+  'etc/conf.d/.hidden.conf': `this is not read: glob(7) leaves dot files out
+`,
+  'etc/shared/peer1.conf': `vrrp_sync_group G {
+    group {
+        VI_1
+        VI_2
+    }
+}
+`,
+};
+
+export const corpus: Record<string, ConfigTree> = { activeActive, unicastFast, pool, included };
+
+const instance = (body: string): string => `vrrp_instance VI_1 {
+    interface ext0
+${body}
+}
+`;
+
+/** Broken input: the line our error must name, and whether keepalived -t refuses it too. */
+export interface BrokenCase {
+  tree: ConfigTree;
+  /** The file (relative) and line of the error. */
+  file: string;
+  line: number;
+  error: RegExp;
+  keepalivedRejects: boolean;
+}
+
+export const broken: Record<string, BrokenCase> = {
+  'missing }': {
+    tree: { 'k.conf': instance('    virtual_router_id 1\n    virtual_ipaddress {\n        203.0.113.10/24\n') },
+    file: 'k.conf',
+    line: 1,
+    error: /never closed/,
+    keepalivedRejects: true,
+  },
+  'extra }': {
+    tree: { 'k.conf': `${instance('    virtual_router_id 1\n    virtual_ipaddress {\n        203.0.113.10/24\n    }')}}\n` },
+    file: 'k.conf',
+    line: 8,
+    error: /unexpected '}'/,
+    keepalivedRejects: true,
+  },
+  'VRID 0': {
+    tree: { 'k.conf': instance('    virtual_router_id 0\n    virtual_ipaddress {\n        203.0.113.10/24\n    }') },
+    file: 'k.conf',
+    line: 3,
+    error: /virtual_router_id \(VRID\) 0 is outside 1-255/,
+    keepalivedRejects: true,
+  },
+  'VRID 256': {
+    tree: { 'k.conf': instance('    virtual_router_id 256\n    virtual_ipaddress {\n        203.0.113.10/24\n    }') },
+    file: 'k.conf',
+    line: 3,
+    error: /outside 1-255/,
+    keepalivedRejects: true,
+  },
+  'priority 300': {
+    tree: { 'k.conf': instance('    virtual_router_id 1\n    priority 300\n    virtual_ipaddress {\n        203.0.113.10/24\n    }') },
+    file: 'k.conf',
+    line: 4,
+    error: /priority 300 is outside 1-255/,
+    keepalivedRejects: true,
+  },
+  'bad address': {
+    tree: { 'k.conf': instance('    virtual_router_id 1\n    virtual_ipaddress {\n        203.0.113.300/24\n    }') },
+    file: 'k.conf',
+    line: 5,
+    error: /'203.0.113.300\/24' is not an IPv4 address/,
+    keepalivedRejects: true,
+  },
+  'bad real server': {
+    tree: {
+      'k.conf': `${instance('    virtual_router_id 1\n    virtual_ipaddress {\n        203.0.113.10/24\n    }')}virtual_server 203.0.113.10 80 {\n    lb_kind NAT\n    real_server 198.18.0.1x 80 {\n    }\n}\n`,
+    },
+    file: 'k.conf',
+    line: 10,
+    error: /real_server address '198.18.0.1x' is not an IPv4 address/,
+    keepalivedRejects: true,
+  },
+  'missing include': {
+    // keepalived only warns ("Config files missing") and runs without the file; we refuse,
+    // since an import that silently lost a file would run a different site.
+    tree: { 'k.conf': `global_defs {\n    router_id lb1\n}\ninclude missing.conf\n` },
+    file: 'k.conf',
+    line: 4,
+    error: /cannot read .*missing\.conf: ENOENT/,
+    keepalivedRejects: false,
+  },
+  'missing include in an included file': {
+    tree: { 'k.conf': `include sub/a.conf\n`, 'sub/a.conf': `\n\ninclude b.conf\n` },
+    file: 'sub/a.conf',
+    line: 3,
+    error: /cannot read .*sub\/b\.conf: ENOENT/,
+    keepalivedRejects: false,
+  },
+};
