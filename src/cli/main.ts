@@ -4,7 +4,9 @@
  */
 export type Command = (args: string[]) => Promise<number>;
 
-const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  pki: { summary: 'create the cluster credentials (keys of every API peer)', load: async () => (await import('./pki.js')).pki },
+};
 
 export function usage(): string {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(20)} ${c.summary}`);
