@@ -19,6 +19,7 @@ import {
   encodeMessage,
   type NetlinkMessage,
 } from './message.js';
+import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
 import { NetlinkError, NetlinkSocket } from './socket.js';
 
 export const RTM_NEWLINK = 16;
@@ -55,18 +56,6 @@ export function parseCidr(text: string): Cidr {
     throw new Error(`not an IPv4 address with prefix: "${text}"`);
   }
   return { address: m[1]!, prefixLength };
-}
-
-export function ipv4ToBytes(address: string): Buffer {
-  const parts = address.split('.').map(Number);
-  if (parts.length !== 4 || parts.some((p) => !Number.isInteger(p) || p < 0 || p > 255)) {
-    throw new Error(`not an IPv4 address: "${address}"`);
-  }
-  return Buffer.from(parts);
-}
-
-export function bytesToIpv4(b: Buffer, offset = 0): string {
-  return `${b[offset]}.${b[offset + 1]}.${b[offset + 2]}.${b[offset + 3]}`;
 }
 
 /** An address on an interface, as RTM_NEWADDR carries it. */
