@@ -4,7 +4,9 @@
  */
 export type Command = (args: string[]) => Promise<number>;
 
-const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
+};
 
 export function usage(): string {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(20)} ${c.summary}`);
