@@ -25,7 +25,6 @@ import {
   type LabInfo,
   type Site,
   applianceConfig,
-  checkLabName,
   configPath,
   controllerConfig,
   defaultSite,
@@ -233,8 +232,9 @@ export async function labDown(options: { name?: string; stateBase?: string } = {
 
 /**
  * Removes disposable labs whose name starts with `prefix` and whose owner process is gone
- * (a test run that crashed), and namespaces of such labs left without a state directory.
- * Labs of living owners and labs made by `vipshift lab up` are left alone.
+ * (a test run that crashed). Labs of living owners (another test running now) and labs made
+ * by `vipshift lab up` are left alone, and so are namespaces that no state file claims: other
+ * parts' tests make namespaces of their own.
  */
 export async function reapAbandonedLabs(prefix: string, stateBase?: string): Promise<string[]> {
   const base = stateBase ?? process.env.VIPSHIFT_LAB_DIR ?? DEFAULT_STATE_BASE;
@@ -257,22 +257,7 @@ export async function reapAbandonedLabs(prefix: string, stateBase?: string): Pro
       reaped.push(name);
     }
   }
-  // Namespaces are created only after the state file is written and deleted before it is:
-  // a namespace of the site's shape without a state directory is an orphan.
-  const hostNames = defaultSite({ name: 'x' }).hosts.map((h) => h.name).join('|');
-  const shape = new RegExp(`^(${escapeRegExp(prefix)}[a-z0-9]*)-(${hostNames})$`);
-  const orphans = new Set<string>();
-  for (const ns of await listNamespaces()) {
-    const m = shape.exec(ns);
-    if (m && !fs.existsSync(path.join(base, m[1]!))) orphans.add(m[1]!);
-  }
-  for (const name of orphans) {
-    checkLabName(name);
-    await labDown({ name, stateBase: base });
-    reaped.push(name);
-  }
   return reaped;
 }
 
-const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const ms = (x: number) => Math.round(x);
