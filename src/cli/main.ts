@@ -4,7 +4,9 @@
  */
 export type Command = (args: string[]) => Promise<number>;
 
-const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {};
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
+};
 
 export function usage(): string {
   const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(20)} ${c.summary}`);

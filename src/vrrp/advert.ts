@@ -50,7 +50,9 @@ export type BadAdvertReason =
   | 'checksum' // §7.1, §5.2.8
   | 'interval' // Max Adver Int of 0 would make Master_Down_Interval meaningless
   | 'vrid' // §7.1: VRID not configured on the receiving interface
-  | 'owner'; // §7.1: the local router is the address owner (priority 255)
+  | 'owner' // §7.1: the local router is the address owner (priority 255)
+  | 'peer' // unicast mode: the source is not one of the configured unicast peers
+  | 'destination'; // neither 224.0.0.18 nor this router's own address
 
 export type DecodeResult =
   | { ok: true; advert: ReceivedAdvertisement }
