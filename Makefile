@@ -44,3 +44,11 @@ lab-down: build
 
 clean:
 	rm -rf dist
+
+# lab
+.PHONY: test-lab bench-lab
+test-lab: build
+	npx vitest run test/unit/lab-site.test.ts test/integration/lab-up.test.ts test/integration/lab-down.test.ts test/integration/lab-traffic.test.ts
+
+bench-lab: build
+	npx tsx bench/lab.ts

@@ -10,6 +10,7 @@ import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './ne
 import {
   type LabState,
   type ProcessRecord,
+  STATE_FILE,
   type Started,
   identify,
   isAlive,
@@ -127,7 +128,8 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
       timings: { cleanupMs: ms(t1 - t0), buildMs: ms(t2 - t1), processesMs: ms(t3 - t2), totalMs: ms(t3 - t0) },
     };
   } catch (e) {
-    await labDown({ name: site.name, stateBase: options.stateBase }).catch(() => {});
+    // The logs stay for the post-mortem (the error names them); the next up or down removes them.
+    await labDown({ name: site.name, stateBase: options.stateBase, keepLogs: true }).catch(() => {});
     throw e;
   }
 }
@@ -203,11 +205,12 @@ export interface DownResult {
 
 /**
  * Removes a lab: its recorded processes, any other process inside its namespaces, the
- * namespaces (and with them every interface), the state directory. Works without a state
+ * namespaces (and with them every interface), the state directory (`keepLogs`: all but the
+ * state file, after a failed `up`). Works without a state
  * file too (the namespaces of the default site under that name) and is a no-op when there
  * is nothing to remove.
  */
-export async function labDown(options: { name?: string; stateBase?: string } = {}): Promise<DownResult> {
+export async function labDown(options: { name?: string; stateBase?: string; keepLogs?: boolean } = {}): Promise<DownResult> {
   const t0 = performance.now();
   const site = siteFor(options.name, options.stateBase);
   let state: LabState | undefined;
@@ -226,7 +229,8 @@ export async function labDown(options: { name?: string; stateBase?: string } = {
   stopped += await stopProcesses(strays, { group: false });
 
   await deleteNamespaces(existing);
-  fs.rmSync(site.stateDir, { recursive: true, force: true });
+  if (options.keepLogs) fs.rmSync(path.join(site.stateDir, STATE_FILE), { force: true });
+  else fs.rmSync(site.stateDir, { recursive: true, force: true });
   return { name: site.name, stopped, namespaces: existing, ms: ms(performance.now() - t0) };
 }
 

@@ -51,7 +51,7 @@ describe('lab up', () => {
     }
   });
 
-  it('gives every namespace the addresses and routes of the site', async () => {
+  it('gives every namespace the addresses, routes and forwarding of the site', async () => {
     for (const h of site.hosts) {
       const addrs = JSON.parse(await run('ip', ['-n', h.namespace, '-j', 'addr', 'show']).then((x) => x.stdout)) as Array<{
         ifname: string;
@@ -63,6 +63,8 @@ describe('lab up', () => {
       expect(addrs.some((a) => a.addr_info.some((x) => x.family === 'inet6')), `${h.name} has IPv6`).toBe(false);
       const routes = JSON.parse((await run('ip', ['-n', h.namespace, '-j', 'route', 'show'])).stdout) as Array<{ dst: string; gateway?: string }>;
       expect(routes.filter((x) => x.gateway).map((x) => ({ to: x.dst, via: x.gateway })), h.name).toEqual(h.routes);
+      const forwarding = await run('ip', ['netns', 'exec', h.namespace, 'sysctl', '-n', 'net.ipv4.ip_forward']);
+      expect(forwarding.stdout.trim(), `${h.name} forwarding`).toBe(h.forwarding ? '1' : '0');
     }
   });
 

@@ -232,7 +232,8 @@ describe('the ip batches', () => {
     for (const h of site.hosts) {
       const s = hostSysctls(h);
       expect(s['net.ipv6.conf.default.disable_ipv6']).toBe('1');
-      expect(s['net.ipv4.ip_forward'] === '1').toBe(h.role === 'router' || h.role === 'appliance');
+      expect(s['net.ipv4.ip_forward']).toBe(h.role === 'router' || h.role === 'appliance' ? '1' : '0');
+      expect(s['net.ipv4.conf.default.rp_filter']).toBe('0');
     }
   });
 });
