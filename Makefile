@@ -52,3 +52,8 @@ test-lab: build
 
 bench-lab: build
 	npx tsx bench/lab.ts
+# nat — the appliance's NAT engine (nftables, hold queue)
+.PHONY: test-nat
+test-nat: build
+	npx vitest run test/unit/nat-config.test.ts test/unit/nat-ruleset.test.ts test/unit/nat-queue.test.ts
+	npx vitest run test/integration/nat-engine.test.ts

@@ -95,8 +95,8 @@ export class NatEngine {
   }
 
   private vip(name: string): VipConfig {
-    const vip = this.config?.vips.find((v) => v.name === name);
     if (!this.config) throw new Error('the NAT engine is not started');
+    const vip = this.config.vips.find((v) => v.name === name);
     if (!vip) throw new Error(`no VIP named '${name}' in the configuration of ${this.config.appliance}`);
     return vip;
   }
