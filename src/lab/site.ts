@@ -5,6 +5,8 @@
  * configurations, and `lab info`. Pure: no I/O here.
  */
 import path from 'node:path';
+import type { ControllerConfigInput } from '../controller/config.js';
+import type { ApplianceConfigInput } from '../nat/config.js';
 
 /** The three L2 segments; each is one bridge inside the `<lab>-sw` namespace. */
 export type SegmentName = 'ext' | 'int' | 'mgmt';
@@ -254,29 +256,8 @@ const listen = (api: Api) => `${api.address}:${api.port}`;
 
 // --- derived configurations ----------------------------------------------------------------
 
-/** An appliance's configuration, in the schema of src/nat/config.ts (CONTRACT.md). */
-export interface ApplianceConfig {
-  appliance: string;
-  api: { listen: string };
-  interfaces: { external: string; internal: string };
-  hold: { policy: 'queue' | 'drop'; queueLength: number };
-  vips: Array<{
-    name: string;
-    id: number;
-    address: string;
-    insideAddress: string;
-    prefixLength: number;
-    protocol: 'tcp';
-    ports: number[];
-    mode: 'dnat' | 'fullnat';
-    servers: Array<{ address: string; weight: number }>;
-    scheduler?: 'roundrobin' | 'sourcehash';
-    snatPorts?: string;
-    owner: string;
-  }>;
-}
-
-export function applianceConfig(site: Site, appliance: string): ApplianceConfig {
+/** An appliance's configuration file (src/nat/config.ts's schema). */
+export function applianceConfig(site: Site, appliance: string): ApplianceConfigInput {
   const h = host(site, appliance);
   if (h.role !== 'appliance') throw new Error(`lab ${site.name}: '${appliance}' is not an appliance`);
   const ifname = (segment: SegmentName) => {
@@ -306,25 +287,12 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfig 
   };
 }
 
-/**
- * The controller's configuration as the lab writes it (an assumption until src/controller
- * owns the schema): where it listens, where its journal lives, the appliances' agent APIs,
- * the keepers' APIs, and each VIP with its starting owner.
- */
-export interface ControllerConfig {
-  controller: string;
-  api: { listen: string };
-  journal: string;
-  appliances: Array<{ name: string; api: string }>;
-  keepers: Array<{ name: string; api: string }>;
-  vips: Array<{ name: string; address: string; owner: string }>;
-}
-
-export function controllerConfig(site: Site): ControllerConfig {
+/** The controller's configuration file (src/controller/config.ts's schema). */
+export function controllerConfig(site: Site): ControllerConfigInput {
   const c = site.apis.controller;
   return {
     controller: c.host,
-    api: { listen: listen(c) },
+    api: { listen: listen(c), socket: path.join(site.stateDir, 'controller.sock') },
     journal: path.join(site.stateDir, 'controller-journal.sqlite'),
     appliances: hostsOf(site, 'appliance').map((a) => ({ name: a.name, api: apiUrl(site.apis.appliances[a.name]!) })),
     keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, api: apiUrl(site.apis.keepers[s.name]!) })),

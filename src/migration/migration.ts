@@ -22,7 +22,7 @@ export interface MigrationAgent {
    */
   importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult>;
   /** Step 3 on the source, once the target has them: delete the VIP's entries. */
-  deleteEntries(vip: string): Promise<number>;
+  deleteEntries(vip: string): Promise<void>;
   /** Step 4: the source forgets the VIP, the target switches it to `normal` and releases held packets in order. */
   forget(vip: string): Promise<void>;
   activate(vip: string): Promise<HoldRelease>;
@@ -39,8 +39,8 @@ export interface ImportResult {
   failed: number;
 }
 
+/** How many packets the target held while the VIP was migrating, released in order. */
 export interface HoldRelease {
-  held: number;
   released: number;
 }
 
@@ -59,7 +59,7 @@ export interface MigrationProgress {
   steps: Partial<Record<`${Step}_ms`, number>>;
   totalMs?: number;
   entries: { moved: number; total: number };
-  held: number;
+  /** Packets the target held and then released in arrival order. */
   released: number;
   error?: string;
 }
@@ -112,7 +112,6 @@ export async function migrate(
     startedAt: new Date().toISOString(),
     steps: {},
     entries: { moved: 0, total: 0 },
-    held: 0,
     released: 0,
   };
   const report = () => options.onProgress?.(structuredClone(progress));
@@ -160,9 +159,7 @@ export async function migrate(
     });
     await run('activate', async () => {
       await source.forget(vip);
-      const hold = await target.activate(vip);
-      progress.held = hold.held;
-      progress.released = hold.released;
+      progress.released = (await target.activate(vip)).released;
     });
     progress.state = 'done';
   } catch (err) {

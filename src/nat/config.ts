@@ -5,7 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { LineCounter, isMap, isSeq, parseDocument, type Document } from 'yaml';
-import { z } from 'zod';
+import { z, type ZodType } from 'zod';
 
 /** A zod message that says "is required" when the field is missing, `text` otherwise. */
 const says =
@@ -141,6 +141,8 @@ const applianceSchema = z
   });
 
 export type ApplianceConfig = z.infer<typeof applianceSchema>;
+/** A configuration as written in a file, before defaults are applied. */
+export type ApplianceConfigInput = z.input<typeof applianceSchema>;
 export type VipConfig = ApplianceConfig['vips'][number];
 export type ServerConfig = VipConfig['servers'][number];
 
@@ -192,8 +194,12 @@ function lineOf(doc: Document, counter: LineCounter, path: readonly PropertyKey[
   return offset === undefined ? undefined : counter.linePos(offset).line;
 }
 
-/** Parses and validates a configuration text; throws ConfigError listing every issue. */
-export function parseApplianceConfig(text: string, fileName: string): ApplianceConfig {
+/**
+ * Parses YAML (or JSON, a subset) and validates it with `schema`; throws ConfigError
+ * listing every issue with its file, line and field. Every configuration file of
+ * vipshift is read through here.
+ */
+export function parseConfigText<T>(text: string, fileName: string, schema: ZodType<T>): T {
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -201,7 +207,7 @@ export function parseApplianceConfig(text: string, fileName: string): ApplianceC
       doc.errors.map((e) => ({ file: fileName, line: counter.linePos(e.pos[0]).line, path: '', message: e.message.split('\n')[0] ?? e.message })),
     );
   }
-  const result = applianceSchema.safeParse(doc.toJS());
+  const result = schema.safeParse(doc.toJS());
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue): ConfigIssue => {
     // An unknown key is reported on its parent; point at the key itself.
@@ -215,14 +221,22 @@ export function parseApplianceConfig(text: string, fileName: string): ApplianceC
   throw new ConfigError(issues);
 }
 
-export async function loadApplianceConfig(path: string): Promise<ApplianceConfig> {
+export function parseApplianceConfig(text: string, fileName: string): ApplianceConfig {
+  return parseConfigText(text, fileName, applianceSchema);
+}
+
+export async function loadConfigFile<T>(path: string, schema: ZodType<T>): Promise<T> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
     throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
   }
-  return parseApplianceConfig(text, path);
+  return parseConfigText(text, path, schema);
+}
+
+export function loadApplianceConfig(path: string): Promise<ApplianceConfig> {
+  return loadConfigFile(path, applianceSchema);
 }
 
 /** The `first-last` of a fullnat VIP's snatPorts. */

@@ -148,7 +148,7 @@ describe('derived configurations', () => {
   it('tells the controller the appliances, keepers and VIP owners', () => {
     expect(controllerConfig(site)).toEqual({
       controller: 'ctl',
-      api: { listen: '192.0.2.2:8440' },
+      api: { listen: '192.0.2.2:8440', socket: '/tmp/labs/vs/controller.sock' },
       journal: '/tmp/labs/vs/controller-journal.sqlite',
       appliances: [
         { name: 'lb1', api: 'http://192.0.2.11:8441' },

@@ -42,9 +42,7 @@ class ModelAppliance implements MigrationAgent {
   }
   async deleteEntries() {
     this.step('deleteEntries');
-    const n = this.entries.size;
     this.entries.clear();
-    return n;
   }
   async forget() {
     this.step('forget');
@@ -53,7 +51,7 @@ class ModelAppliance implements MigrationAgent {
   async activate(): Promise<HoldRelease> {
     this.step('activate');
     this.mode = 'normal';
-    const r = { held: this.held, released: this.held };
+    const r = { released: this.held };
     this.held = 0;
     return r;
   }
