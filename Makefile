@@ -44,3 +44,11 @@ lab-down: build
 
 clean:
 	rm -rf dist
+
+# netlink (ctnetlink access table, rtnetlink addresses)
+.PHONY: test-netlink bench-conntrack
+test-netlink: build
+	npx vitest run test/unit/netlink-ctnetlink.test.ts test/unit/netlink-entry-record.test.ts test/unit/netlink-route.test.ts test/integration/netlink-conntrack.test.ts test/integration/netlink-route.test.ts
+
+bench-conntrack: build
+	npx tsx bench/conntrack.ts
