@@ -42,12 +42,12 @@ export async function appliance(args: string[]): Promise<number> {
   await box.start();
 
   const peers = new Map<string, ApiClient>();
-  const peerClient = (url: string): ApiClient => {
+  const peerClient = (url: string, peer: string): ApiClient => {
     let client = peers.get(url);
-    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { timeoutMs: 30_000 })));
+    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
     return client;
   };
-  const server = createApiServer({ name: 'agent', routes: agentRoutes(box, peerClient), authenticator: new Authenticator(credentials), logger });
+  const server = createApiServer({ name: 'agent', routes: agentRoutes(box, peerClient, logger), authenticator: new Authenticator(credentials), logger });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 

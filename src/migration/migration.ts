@@ -72,6 +72,11 @@ export interface MigrationOptions {
    * the entries, before the source deletes its own), to exercise the abort path.
    */
   abortAt?: Exclude<Step, 'activate'>;
+  /**
+   * The negative control: step 1 is skipped, so the target does not hold the VIP's
+   * packets and answers those that reach it before its entries with resets.
+   */
+  skipPrepare?: boolean;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
 }
@@ -137,7 +142,7 @@ export async function migrate(
   try {
     progress.entries.total = await source.entryCount(vip).catch(() => 0);
     await run('prepare', async () => {
-      await target.prepare(vip);
+      if (!options.skipPrepare) await target.prepare(vip);
       drill('prepare');
     });
     await run('move_address', async () => {
@@ -174,13 +179,18 @@ export async function migrate(
   return progress;
 }
 
-/** Abort before the commit point: the source keeps (or gets back) the VIP and its entries are untouched. */
+/**
+ * Abort before the commit point: the source keeps (or gets back) the VIP, its entries
+ * untouched. The address goes back first: until then the target keeps holding the
+ * VIP's packets, and only then forgets it — a target that forgot the VIP while still
+ * owning its address would answer its packets with resets.
+ */
 async function giveBack(vip: string, reached: Step, source: MigrationAgent, target: MigrationAgent): Promise<void> {
-  await target.abort(vip);
   if (reached !== 'prepare') {
     await target.releaseAddress(vip).catch(() => undefined);
     await source.claimAddress(vip);
   }
+  await target.abort(vip);
 }
 
 /** Failure after the commit point: the target has the entries and the address, so it takes the VIP. */

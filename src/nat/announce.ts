@@ -18,16 +18,22 @@ export class Announcer {
     private readonly spacingMs = 20,
   ) {}
 
-  async announce(ifname: string, address: string): Promise<void> {
+  /**
+   * Sends the first frame now and the repeats in the background: the caller (step 2 of
+   * a migration) must not wait for the spacing.
+   */
+  announce(ifname: string, address: string): void {
     let link = this.links.get(ifname);
     if (!link) {
       link = new PcapLink(ifname, INJECT_ONLY);
       this.links.set(ifname, link);
     }
     const frame = gratuitousArp(address, interfaceFacts(ifname).mac);
-    for (let i = 0; i < this.count; i++) {
-      if (i > 0) await new Promise((r) => setTimeout(r, this.spacingMs));
-      link.send(frame);
+    link.send(frame);
+    for (let i = 1; i < this.count; i++) {
+      setTimeout(() => {
+        if (this.links.get(ifname) === link) link.send(frame);
+      }, i * this.spacingMs).unref();
     }
   }
 

@@ -24,8 +24,8 @@ export interface ApplianceStatus {
   vips: VipStatus[];
 }
 
-/** Sends gratuitous ARP for an address on an interface (src/vrrp/link.ts). */
-export type Announce = (ifname: string, address: string) => Promise<void>;
+/** Sends gratuitous ARP for an address on an interface (src/nat/announce.ts). */
+export type Announce = (ifname: string, address: string) => void;
 
 export class UnknownVipError extends Error {
   constructor(readonly vip: string) {
@@ -93,8 +93,8 @@ export class Appliance {
     const vip = this.vip(name);
     await this.addresses.add(this.config.interfaces.external, `${vip.address}/${vip.prefixLength}`);
     await this.addresses.add(this.config.interfaces.internal, `${vip.insideAddress}/${vip.prefixLength}`);
-    await this.announce(this.config.interfaces.external, vip.address);
-    await this.announce(this.config.interfaces.internal, vip.insideAddress);
+    this.announce(this.config.interfaces.external, vip.address);
+    this.announce(this.config.interfaces.internal, vip.insideAddress);
   }
 
   // Step 3 (source): the VIP's entries as a record stream (entry-record.ts).
