@@ -221,6 +221,11 @@ export class Controller {
     this.stopped = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    await this.idle();
+  }
+
+  /** Resolves when every migration under way now has ended. */
+  async idle(): Promise<void> {
     await Promise.all([...this.running.values()].map((r) => r.done));
   }
 
