@@ -68,4 +68,4 @@ bench-conntrack: build
 .PHONY: test-controller
 test-controller: build
 	npx vitest run test/unit/controller-journal.test.ts test/unit/controller-statistics.test.ts test/unit/controller-auth.test.ts test/unit/api-assignment.test.ts
-	npx vitest run test/integration/controller-journal.test.ts test/integration/controller-rebalance.test.ts
+	npx vitest run test/integration/controller-journal.test.ts test/integration/controller-rebalance.test.ts test/integration/controller-auth.test.ts

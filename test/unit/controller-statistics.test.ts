@@ -144,4 +144,21 @@ describe('the plan the controller shows', () => {
     expect(() => controller.setPinned('nope', true)).toThrow(/no VIP named 'nope'/);
     expect(() => controller.setMaintenance('lb9', true)).toThrow(/no appliance named 'lb9'/);
   });
+
+  it('drain moves every VIP off an appliance but the pinned one, which it names', async () => {
+    const { site, controller, second } = setup();
+    await controller.open();
+    await second({});
+    await second({ vip1: 100, vip2: 100, vip3: 100 });
+    controller.setPinned('vip2', true);
+    const result = await controller.drain('lb1');
+    expect(result.migrations.map((m) => `${m.vip} ${m.from}→${m.to} ${m.state}`)).toEqual(['vip1 lb1→lb3 done']);
+    expect(result.remaining).toEqual(['vip2']);
+    expect(result.waiting).toEqual([{ vip: 'vip2', reason: 'lb1 is in maintenance but vip2 is pinned' }]);
+    expect(site.owners('vip1')).toEqual(['lb3']);
+    controller.setPinned('vip2', false);
+    const again = await controller.drain('lb1');
+    expect(again.remaining).toEqual([]);
+    expect(site.resets).toBe(0);
+  });
 });
