@@ -41,6 +41,8 @@ export class Controller {
   private readonly owners: Map<string, string>;
   private readonly running = new Map<string, MigrationProgress>();
   private readonly history: MigrationProgress[] = [];
+  /** Entries per VIP on its owner, as last seen: the progress total of a migration starting now. */
+  private readonly lastEntries = new Map<string, number>();
 
   constructor(
     readonly config: ControllerConfig,
@@ -79,6 +81,7 @@ export class Controller {
       const owner = this.owners.get(v.name) ?? v.owner;
       const onOwner = appliances.find((a) => a.name === owner)?.vips.find((s) => s.name === v.name);
       const migrating = [...this.running.values()].find((m) => m.vip === v.name);
+      if (onOwner) this.lastEntries.set(v.name, onOwner.entries);
       return {
         name: v.name,
         owner,
@@ -116,6 +119,7 @@ export class Controller {
     const done = migrate(id, vip, source, target, {
       stepTimeoutMs: this.config.migration.stepTimeoutMs,
       ...drill,
+      ...(this.lastEntries.has(vip) ? { expectedEntries: this.lastEntries.get(vip) } : {}),
       onProgress: (p) => {
         const before = this.running.get(id);
         if (before && before.step !== p.step) log.info({ step: before.step, ms: p.steps[`${before.step}_ms`] }, 'step done');

@@ -30,8 +30,6 @@ export interface MigrationAgent {
   abort(vip: string): Promise<void>;
   /** Where the source's entries can be read from (its agent's URL). */
   readonly url: string;
-  /** Live entries of the VIP on this appliance, for progress totals. */
-  entryCount(vip: string): Promise<number>;
 }
 
 export interface ImportResult {
@@ -79,6 +77,12 @@ export interface MigrationOptions {
   skipPrepare?: boolean;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
+  /**
+   * The source's entry count as last seen (the controller's statistics), for the
+   * progress total until step 3 knows it exactly. Counting now would cost the source a
+   * second dump of its table in the middle of the move.
+   */
+  expectedEntries?: number;
 }
 
 class StepTimeout extends Error {
@@ -116,7 +120,7 @@ export async function migrate(
     step: 'prepare',
     startedAt: new Date().toISOString(),
     steps: {},
-    entries: { moved: 0, total: 0 },
+    entries: { moved: 0, total: options.expectedEntries ?? 0 },
     released: 0,
   };
   const report = () => options.onProgress?.(structuredClone(progress));
@@ -140,7 +144,6 @@ export async function migrate(
 
   report(); // synchronously, so the caller has a record before the first await
   try {
-    progress.entries.total = await source.entryCount(vip).catch(() => 0);
     await run('prepare', async () => {
       if (!options.skipPrepare) await target.prepare(vip);
       drill('prepare');
@@ -162,9 +165,11 @@ export async function migrate(
       committed = true;
       await source.deleteEntries(vip);
     });
+    // The source has neither the address nor the entries any more: it forgets the VIP
+    // while the target activates it, rather than one after the other.
     await run('activate', async () => {
-      await source.forget(vip);
-      progress.released = (await target.activate(vip)).released;
+      const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
+      progress.released = activated.released;
     });
     progress.state = 'done';
   } catch (err) {
