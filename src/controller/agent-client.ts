@@ -64,9 +64,4 @@ export class AgentClient implements MigrationAgent {
   async abort(vip: string): Promise<void> {
     await this.api.post(vipPath(vip, 'abort'), {});
   }
-
-  async entryCount(vip: string): Promise<number> {
-    const status = await this.status();
-    return status.vips.find((v) => v.name === vip)?.entries ?? 0;
-  }
 }

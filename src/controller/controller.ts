@@ -97,7 +97,8 @@ export class Controller {
   private readonly now: () => number;
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopped = false;
-  private lastStatuses = new Map<string, ApplianceStatus>();
+  /** Each appliance's answer to the last poll it answered. */
+  private readonly lastStatuses = new Map<string, ApplianceStatus>();
 
   constructor(
     readonly config: ControllerConfig,
@@ -414,7 +415,7 @@ export class Controller {
         try {
           return { name: agent.name, reachable: true, ...flags, ...(await agent.status({ timeoutMs: 5000 })) };
         } catch (err) {
-          return { name: agent.name, appliance: agent.name, vips: [], reachable: false, ...flags, error: (err as Error).message };
+          return { name: agent.name, appliance: agent.name, vips: [], vrrp: [], reachable: false, ...flags, error: (err as Error).message };
         }
       }),
     );
@@ -476,9 +477,12 @@ export class Controller {
     const log = this.logger.child({ migration: id, vip });
     log.info({ from, to, reason, ...drill }, 'migration starting');
     let first: MigrationProgress | undefined;
+    // The progress total until step 3 knows it: the source's entries at the last poll.
+    const expectedEntries = this.lastStatuses.get(from)?.vips.find((v) => v.name === vip)?.entries;
     const done = migrate(id, vip, source, target, {
       stepTimeoutMs: this.config.migration.stepTimeoutMs,
       ...drill,
+      ...(expectedEntries !== undefined ? { expectedEntries } : {}),
       journal: { step: (step) => this.journal.step(id, step), commit: () => this.journal.commit(id) },
       ...(this.options.pause ? { pause: this.options.pause } : {}),
       onProgress: (p) => {

@@ -30,8 +30,6 @@ export interface MigrationAgent {
   abort(vip: string): Promise<void>;
   /** Where the source's entries can be read from (its agent's URL). */
   readonly url: string;
-  /** Live entries of the VIP on this appliance, for progress totals. */
-  entryCount(vip: string): Promise<number>;
 }
 
 export interface ImportResult {
@@ -87,12 +85,18 @@ export interface MigrationOptions {
   /**
    * A test hook: waits in the middle of a step, where a crash hurts most — prepare: after
    * the target holds; move_address: after the source released, before the target claims;
-   * move_entries: after the import, before the commit point; activate: after the source
-   * forgot, before the target activates.
+   * move_entries: after the import, before the commit point; activate: past the commit
+   * point, the source without entries or address, before it forgets and the target activates.
    */
   pause?: (step: Step) => Promise<void>;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
+  /**
+   * The source's entry count as last seen (the controller's statistics), for the
+   * progress total until step 3 knows it exactly. Counting now would cost the source a
+   * second dump of its table in the middle of the move.
+   */
+  expectedEntries?: number;
 }
 
 export interface MigrationJournal {
@@ -135,7 +139,7 @@ export async function migrate(
     step: 'prepare',
     startedAt: new Date().toISOString(),
     steps: {},
-    entries: { moved: 0, total: 0 },
+    entries: { moved: 0, total: options.expectedEntries ?? 0 },
     released: 0,
   };
   const report = () => options.onProgress?.(structuredClone(progress));
@@ -164,7 +168,6 @@ export async function migrate(
 
   report(); // synchronously, so the caller has a record before the first await
   try {
-    progress.entries.total = await source.entryCount(vip).catch(() => 0);
     await run('prepare', async () => {
       if (!options.skipPrepare) await target.prepare(vip);
       await pause('prepare');
@@ -190,10 +193,12 @@ export async function migrate(
       committed = true;
       await source.deleteEntries(vip);
     });
+    // The source has neither the address nor the entries any more: it forgets the VIP
+    // while the target activates it, rather than one after the other.
     await run('activate', async () => {
-      await source.forget(vip);
       await pause('activate');
-      progress.released = (await target.activate(vip)).released;
+      const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
+      progress.released = activated.released;
     });
     progress.state = 'done';
   } catch (err) {

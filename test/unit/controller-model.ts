@@ -99,7 +99,7 @@ export class ModelAgent implements ApplianceAgent {
         dropped: 0,
       };
     });
-    return { appliance: this.name, vips };
+    return { appliance: this.name, vips, vrrp: [] };
   }
   async prepare(vip: string): Promise<void> {
     this.check('prepare', vip);
@@ -142,9 +142,5 @@ export class ModelAgent implements ApplianceAgent {
     this.entries.delete(vip);
     // Held packets are dropped: the clients retransmit them (to whoever has the address then).
     this.site.held.get(this.name)!.delete(vip);
-  }
-  async entryCount(vip: string): Promise<number> {
-    this.check('count', vip);
-    return this.entries.get(vip) ?? 0;
   }
 }
