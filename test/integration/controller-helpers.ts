@@ -5,6 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import YAML from 'yaml';
 import { controllerClient } from '../../src/cli/controller-client.js';
@@ -39,11 +40,22 @@ export async function startController(lab: Lab, configFile: string, env: Record<
   let gone: number | string | undefined;
   void exited.then((e) => (gone = e));
   const deadline = Date.now() + 20_000;
-  while (!(await listening(lab.ns('ctl'), lab.site.apis.controller.port))) {
+  // Its TCP port first, then its local socket (a killed predecessor leaves the file behind).
+  while (!(await listening(lab.ns('ctl'), lab.site.apis.controller.port)) || !(await accepts(path.join(lab.site.stateDir, 'controller.sock')))) {
     if (gone !== undefined || Date.now() > deadline) throw new Error(`controller did not start (${gone ?? 'timeout'}): ${fs.readFileSync(log, 'utf8').slice(-2000)}`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return { pid: child.pid!, log, exited };
+}
+
+function accepts(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(socketPath, () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.on('error', () => resolve(false));
+  });
 }
 
 export const api = (lab: Lab) =>

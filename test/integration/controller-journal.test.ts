@@ -22,7 +22,16 @@ describe('controller killed during a migration', () => {
         statistics: { intervalSeconds: 1 },
       });
       const vip1 = lab.info.vips.find((v) => v.name === 'vip1')!;
-      const traffic = lab.traffic({ address: vip1.address, port: 7, connections: 60, intervalMs: 50, timeoutMs: 20_000 });
+      // A timeline of kills and of connection errors as they appear, for the failure message.
+      const timeline: string[] = [];
+      const t0 = Date.now();
+      const mark = (what: string) => timeline.push(`${((Date.now() - t0) / 1000).toFixed(2)} s ${what}`);
+      let lastErrors = 0;
+      const traffic = lab.traffic({ address: vip1.address, port: 7, connections: 60, intervalMs: 50, timeoutMs: 20_000, progressMs: 250 }, (p) => {
+        const n = errorsOf(p.errors);
+        if (n !== lastErrors) mark(`connection errors ${JSON.stringify(p.errors)}`);
+        lastErrors = n;
+      });
       await traffic.established;
       // Step → who owns vip1 after the restart: before the commit point it goes back.
       const rules: [Step, 'back' | 'forward'][] = [
@@ -44,12 +53,14 @@ describe('controller killed during a migration', () => {
           await sleep(20);
         }
         await sleep(500); // into the pause, after the step's first action
+        mark(`SIGKILL in ${step}`);
         process.kill(ctl.pid, 'SIGKILL');
         await ctl.exited;
         await sleep(500); // the site runs without a controller
-        const t0 = Date.now();
+        const t1 = Date.now();
         const again = await startController(lab, config);
-        const restartMs = Date.now() - t0;
+        const restartMs = Date.now() - t1;
+        mark(`restarted in ${restartMs} ms`);
         const site = await siteStatus(lab);
         const m = await api(lab).get<MigrationProgress>(`/v1/migrations/${started.id}`);
         const owner = outcome === 'back' ? before : target;
@@ -65,7 +76,7 @@ describe('controller killed during a migration', () => {
       await sleep(2000);
       const summary = await traffic.stop();
       console.log(`${report.join('\n')}\nlongest stall ${summary.gapMs.max} ms`);
-      expect(summary.connections).toMatchObject({ requested: 60, established: 60, ok: 60, failed: 0 });
+      expect(summary.connections, `${JSON.stringify(summary.errorCodes)}\n${timeline.join('\n')}`).toMatchObject({ requested: 60, established: 60, ok: 60, failed: 0 });
       expect(errorsOf(summary.errors)).toBe(0);
       expect(summary.bytes.echoed).toBe(summary.bytes.sent);
     });
