@@ -104,7 +104,7 @@ describe('the controller rebalances by itself', () => {
 
       const [s1, s2] = await Promise.all([t1.stop(), t2.stop()]);
       for (const s of [s1, s2]) {
-        expect(s.connections).toMatchObject({ requested: 40, established: 40, ok: 40, failed: 0 });
+        expect(s.connections, `${s.target.address}: ${JSON.stringify(s.errors)} ${JSON.stringify(s.errorCodes)}; migrations ${JSON.stringify(migrations)}`).toMatchObject({ requested: 40, established: 40, ok: 40, failed: 0 });
         expect(errorsOf(s.errors)).toBe(0);
         expect(s.bytes.echoed).toBe(s.bytes.sent);
       }
