@@ -69,6 +69,11 @@ export interface InstanceStatus {
   /** Master_Down_Interval, ms. */
   masterDownInterval: number;
   addresses: string[];
+  /**
+   * RFC 5798 Accept_Mode. The speaker only reports it: refusing local delivery to the VIPs in
+   * non-accept mode is a packet-filter rule, the NAT engine's (as keepalived does with nftables).
+   */
+  accept: boolean;
   advertsSent: number;
   advertsReceived: number;
   transitions: Record<VrrpState, number>;
@@ -171,18 +176,8 @@ export class Speaker extends EventEmitter {
       const primary = this.facts.get(c.interface)?.addresses.find((a) => !advertised.includes(a));
       const source = c.unicastSource ?? primary;
       if (!source) throw new Error(`vrrp instance ${c.name}: interface ${c.interface} has no IPv4 address to send adverts from`);
-      const inst: Instance = {
-        config: c,
-        source,
-        advertised,
-        vips,
-        work: Promise.resolve(),
-        garpTimers: [],
-        advertsSent: 0,
-        advertsReceived: 0,
-        router: undefined as unknown as VirtualRouter,
-      };
-      inst.router = new VirtualRouter(
+      let inst: Instance | undefined;
+      const router = new VirtualRouter(
         {
           vrid: c.vrid,
           priority: c.priority,
@@ -192,8 +187,9 @@ export class Speaker extends EventEmitter {
           primaryAddress: source,
         },
         this.clock,
-        (action) => this.perform(inst, action),
+        (action) => this.perform(inst as Instance, action),
       );
+      inst = { config: c, router, source, advertised, vips, work: Promise.resolve(), garpTimers: [], advertsSent: 0, advertsReceived: 0 };
       this.instances.set(c.name, inst);
     }
     for (const g of this.config.syncGroups) {
@@ -204,7 +200,7 @@ export class Speaker extends EventEmitter {
     }
     for (const ifname of this.facts.keys()) {
       const link = openLink(ifname);
-      link.onFrame((frame) => this.receive(ifname, frame));
+      link.onFrame((frame, at) => this.receive(ifname, frame, at));
       this.links.set(ifname, link);
     }
     this.running = true;
@@ -257,6 +253,7 @@ export class Speaker extends EventEmitter {
       masterAdverInterval: i.router.learnedMasterAdverInterval / 100,
       masterDownInterval: i.router.masterDownInterval,
       addresses: i.vips.map((v) => v.cidr),
+      accept: i.config.accept,
       advertsSent: i.advertsSent,
       advertsReceived: i.advertsReceived,
       transitions: { ...i.router.transitions },
@@ -276,7 +273,7 @@ export class Speaker extends EventEmitter {
   }
 
   /** A frame from a link. Never throws: bad adverts are counted by reason and dropped. */
-  private receive(ifname: string, frame: Buffer): void {
+  private receive(ifname: string, frame: Buffer, capturedAt: number): void {
     if (frame.length >= 14 && frame.readUInt16BE(12) === ETHERTYPE_ARP) {
       const arp = decodeArpFrame(frame);
       if (arp && (arp.operation === ARPOP_REPLY || arp.operation === ARPOP_REQUEST)) {
@@ -305,7 +302,11 @@ export class Speaker extends EventEmitter {
     }
     inst.advertsReceived++;
     this.totals.advertsReceived++;
-    inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source });
+    // The capture timestamp (wall clock) on the speaker's clock; bounded, so that a stepped
+    // wall clock can at worst shift one timer by one advert interval.
+    const late = Math.min(Math.max(0, Date.now() - capturedAt), inst.config.advertInterval * 1000);
+    const receivedAt = this.clock.now() - late;
+    inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source, receivedAt });
   }
 
   private bad(reason: BadAdvertReason): void {

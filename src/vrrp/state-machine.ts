@@ -44,6 +44,8 @@ export interface AdvertSeen {
   /** Max Adver Int, centiseconds. */
   maxAdverInt: number;
   source: string;
+  /** When it arrived (clock time), if known better than "now": the capture timestamp. */
+  receivedAt?: number;
 }
 
 export const OWNER_PRIORITY = 255;
@@ -174,9 +176,11 @@ export class VirtualRouter {
   }
 
   private receiveInBackup(advert: AdvertSeen): void {
+    // Timers run from the advert's arrival, not from when this code got to it.
+    const late = Math.max(0, this.clock.now() - (advert.receivedAt ?? this.clock.now()));
     if (advert.priority === RELEASE_PRIORITY) {
       // §6.4.2: the master is leaving; take over after Skew_Time.
-      this.armMasterDown(this.skewTime);
+      this.armMasterDown(this.skewTime - late);
       return;
     }
     const lower = advert.priority < this.priority;
@@ -184,7 +188,7 @@ export class VirtualRouter {
       if (!lower) this.lowerPrioritySince = undefined;
       this.masterAdverInterval = advert.maxAdverInt;
       this.masterAddress = advert.source;
-      this.armMasterDown(this.masterDownInterval);
+      this.armMasterDown(this.masterDownInterval - late);
     }
     // Otherwise discard: Master_Down_Timer fires and this router preempts (§6.4.2).
   }
@@ -237,7 +241,7 @@ export class VirtualRouter {
 
   private armMasterDown(ms: number): void {
     this.masterDownTimer?.cancel();
-    this.masterDownTimer = this.clock.setTimer(ms, () => {
+    this.masterDownTimer = this.clock.setTimer(Math.max(0, ms), () => {
       this.masterDownTimer = undefined;
       if (this.current === 'backup') this.enterMaster('master down');
     });
