@@ -285,15 +285,12 @@ export class Speaker extends EventEmitter {
       const inst = this.instanceOn(ifname, vrid);
       return inst && { owner: inst.router.priority === OWNER_PRIORITY };
     });
-    if (!result.ok) {
-      this.totals.badAdverts[result.reason] = (this.totals.badAdverts[result.reason] ?? 0) + 1;
-      return;
-    }
+    if (!result.ok) return this.bad(result.reason, ifname);
     const advert = result.advert;
     const inst = this.instanceOn(ifname, advert.vrid) as Instance;
     const unicast = inst.config.unicastPeers.length > 0;
-    if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer');
-    if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination');
+    if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer', ifname, advert.source);
+    if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination', ifname, advert.source);
     if (unicast) this.neighbours.set(advert.source, advert.sourceMac);
     if (!addressesMatch(advert.addresses, inst.advertised)) {
       if (this.totals.addressMismatches++ === 0) {
@@ -309,8 +306,11 @@ export class Speaker extends EventEmitter {
     inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source, receivedAt });
   }
 
-  private bad(reason: BadAdvertReason): void {
-    this.totals.badAdverts[reason] = (this.totals.badAdverts[reason] ?? 0) + 1;
+  /** Counted always; logged the first time per reason (§7.1 SHOULD log), a flood stays quiet. */
+  private bad(reason: BadAdvertReason, ifname: string, from?: string): void {
+    const seen = this.totals.badAdverts[reason] ?? 0;
+    this.totals.badAdverts[reason] = seen + 1;
+    if (seen === 0) this.log?.warn({ interface: ifname, reason, ...(from ? { from } : {}) }, 'advert dropped (RFC 5798 §7.1); further ones with this reason are only counted');
   }
 
   private instanceOn(ifname: string, vrid: number): Instance | undefined {

@@ -151,6 +151,25 @@ describe('VRRP speaker', () => {
     expect(s.counters().badAdverts.ttl).toBeGreaterThanOrEqual(1000);
   });
 
+  it('exposes states and counters as Prometheus metrics', async () => {
+    const { Registry } = await import('prom-client');
+    const { registerVrrpMetrics } = await import('../../src/vrrp/metrics.js');
+    const { s, clock, link, settle } = speaker({ instances: [vip1] });
+    const registry = new Registry();
+    registerVrrpMetrics(s, registry);
+    clock.advance(400);
+    await settle();
+    clock.advance(1); // the gARP repeats (garpInterval 0) run on the clock too
+    link('ext0').deliver(((f) => ((f[22] = 1), f))(master()));
+    const text = await registry.metrics();
+    expect(text).toContain('vipshift_vrrp_state{instance="vip1",vrid="10",state="master"} 1');
+    expect(text).toContain('vipshift_vrrp_state{instance="vip1",vrid="10",state="backup"} 0');
+    expect(text).toContain('vipshift_vrrp_adverts_sent_total{instance="vip1"} 1');
+    expect(text).toContain('vipshift_vrrp_transitions_total{instance="vip1",state="master"} 1');
+    expect(text).toContain('vipshift_vrrp_bad_adverts_total{reason="ttl"} 1');
+    expect(text).toContain('vipshift_vrrp_gratuitous_arps_sent_total 5');
+  });
+
   it('release: priority-0 advert and addresses removed before it resolves; claim takes them back', async () => {
     const { s, clock, link, addresses, settle } = speaker({ instances: [vip1] });
     clock.advance(400);
