@@ -111,6 +111,23 @@ describe('vipshift VRRP speaker against keepalived 2.2', () => {
     expect(holds(b)).toBe(true);
   });
 
+  it('SIGTERM: vipshift announces priority 0, removes the VIP and exits; keepalived takes over after Skew_Time', async () => {
+    await site();
+    const v = new VipshiftVrrp(segment, b, instance(200));
+    await v.started();
+    await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
+    segment.keepalived(a, keepalivedConf({ routerId: 'a', vrid: VRID, priority: 100, advertInterval: INTERVAL, addresses: [`${VIP}/24`] }));
+    await sleep(1000);
+    const exited = new Promise<number | null>((resolve) => v.child.once('exit', (code) => resolve(code)));
+    v.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(holds(b)).toBe(false);
+    await waitFor('keepalived to hold the VIP', () => holds(a), 3000);
+    const goodbye = await waitFor('the priority-0 advert', () => wire((e) => e.kind === 'advert' && e.source === B && e.priority === 0)[0], 2000);
+    const first = await waitFor('keepalived advert', () => wire((e) => e.kind === 'advert' && e.source === A)[0], 2000);
+    expect(first.at - goodbye.at).toBeLessThan(skew(100) + 100);
+  });
+
   it('preemption: vipshift (higher) preempts keepalived, keepalived (higher) preempts vipshift', async () => {
     await site();
     await keepalivedMaster(100);
@@ -167,7 +184,7 @@ describe('vipshift VRRP speaker against keepalived 2.2', () => {
     await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
     execFileSync('ip', ['-n', b, 'link', 'set', 'trk1', 'down']);
     await waitFor('the VIP removed', () => !holds(b), 2000);
-    expect(v.transitions('fault')).toHaveLength(1);
+    await waitFor('the fault transition in the log', () => v.transitions('fault').length === 1, 1000);
     execFileSync('ip', ['-n', b, 'link', 'set', 'trk1', 'up']);
     await waitFor('vipshift to hold the VIP again', () => holds(b), 3000);
   });
