@@ -213,7 +213,11 @@ export class Speaker extends EventEmitter {
 
   /** Shut every instance down (a master announces priority 0 and drops its addresses). */
   async stop(): Promise<void> {
-    if (!this.running) return;
+    if (!this.running) {
+      for (const link of this.links.values()) link.close(); // a start() that failed half-way
+      this.links.clear();
+      return;
+    }
     this.trackTimer?.cancel();
     for (const inst of this.instances.values()) inst.router.shutdown();
     await Promise.all([...this.instances.values()].map((i) => i.work));
@@ -231,13 +235,20 @@ export class Speaker extends EventEmitter {
     await Promise.all(members.map((i) => i.work));
   }
 
-  /** Controlled handover: become master now (addresses, gratuitous ARP, adverts). */
+  /**
+   * Controlled handover: become master now (addresses, gratuitous ARP, adverts). Rejects when
+   * an instance cannot be master (in fault, or not started).
+   */
   async claim(name: string): Promise<void> {
     const members = this.resolve(name);
     const group = members[0]?.group;
     if (group) group.claim();
     else members.forEach((i) => i.router.claim());
     await Promise.all(members.map((i) => i.work));
+    const stuck = members.filter((i) => i.router.state !== 'master');
+    if (stuck.length > 0) {
+      throw new Error(`cannot claim ${name}: ${stuck.map((i) => `${i.config.name} is ${i.router.state}`).join(', ')}`);
+    }
   }
 
   state(): InstanceStatus[] {

@@ -217,6 +217,7 @@ describe('VRRP speaker', () => {
     await settle();
     expect(s.state()[0]?.state).toBe('fault');
     expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    await expect(s.claim('vip1')).rejects.toThrow('cannot claim vip1: vip1 is fault');
     up.add('int0');
     clock.advance(100);
     expect(s.state()[0]?.state).toBe('backup');
