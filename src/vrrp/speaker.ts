@@ -14,16 +14,11 @@ import {
   type BadAdvertReason,
 } from './advert.js';
 import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFrame, encodeArpFrame, gratuitousArp } from './arp.js';
+import { VirtualAddresses, type AddressTable, type VirtualAddress } from './addresses.js';
 import type { VrrpConfig, VrrpInstanceConfig } from './config.js';
 import { PcapLink, interfaceFacts, linkIsUp, type InterfaceFacts, type Link } from './link.js';
 import { OWNER_PRIORITY, VirtualRouter, type Action, type Clock, type TimerHandle, type VrrpState } from './state-machine.js';
 import { SyncGroup } from './sync-group.js';
-
-/** Adds and removes addresses on interfaces (src/netlink/route.ts `Addresses`). */
-export interface AddressTable {
-  add(ifname: string, cidr: string): Promise<unknown>;
-  remove(ifname: string, cidr: string): Promise<unknown>;
-}
 
 export interface SpeakerLogger {
   info(obj: object, msg: string): void;
@@ -121,12 +116,9 @@ interface Instance {
   group?: SyncGroup;
   /** IPv4 source of adverts: unicastSource or the interface's primary address. */
   source: string;
-  /** The addresses as advertised (no prefix) and as configured (with their interface). */
+  /** The addresses as advertised (no prefix). */
   advertised: string[];
-  vips: { cidr: string; ifname: string; address: string }[];
-  /** Address changes and gARPs in the order the state machine asked for them. */
-  work: Promise<void>;
-  garpTimers: TimerHandle[];
+  vips: VirtualAddresses;
   advertsSent: number;
   advertsReceived: number;
 }
@@ -168,7 +160,7 @@ export class Speaker extends EventEmitter {
     const facts = this.options.interfaceFacts ?? interfaceFacts;
     const openLink = this.options.openLink ?? ((ifname: string) => new PcapLink(ifname));
     for (const c of this.config.instances) {
-      const vips = c.addresses.map((a) => ({ cidr: a.address, ifname: a.dev ?? c.interface, address: a.address.split('/')[0] as string }));
+      const vips: VirtualAddress[] = c.addresses.map((a) => ({ cidr: a.address, ifname: a.dev ?? c.interface, address: a.address.split('/')[0] as string }));
       for (const ifname of [c.interface, ...vips.map((v) => v.ifname)]) {
         if (!this.facts.has(ifname)) this.facts.set(ifname, facts(ifname));
       }
@@ -189,7 +181,11 @@ export class Speaker extends EventEmitter {
         this.clock,
         (action) => this.perform(inst as Instance, action),
       );
-      inst = { config: c, router, source, advertised, vips, work: Promise.resolve(), garpTimers: [], advertsSent: 0, advertsReceived: 0 };
+      const addresses = new VirtualAddresses(vips, this.options.addresses, this.clock, {
+        changed: (change, failures) => this.addressesChanged(inst as Instance, change, failures),
+        announce: (v) => this.announce(inst as Instance, v),
+      }, { repeat: c.garpRepeat, intervalMs: c.garpInterval * 1000 });
+      inst = { config: c, router, source, advertised, vips: addresses, advertsSent: 0, advertsReceived: 0 };
       this.instances.set(c.name, inst);
     }
     for (const g of this.config.syncGroups) {
@@ -220,7 +216,7 @@ export class Speaker extends EventEmitter {
     }
     this.trackTimer?.cancel();
     for (const inst of this.instances.values()) inst.router.shutdown();
-    await Promise.all([...this.instances.values()].map((i) => i.work));
+    await Promise.all([...this.instances.values()].map((i) => i.vips.settled()));
     for (const link of this.links.values()) link.close();
     this.links.clear();
     this.running = false;
@@ -232,7 +228,7 @@ export class Speaker extends EventEmitter {
     const group = members[0]?.group;
     if (group) group.release();
     else members.forEach((i) => i.router.release());
-    await Promise.all(members.map((i) => i.work));
+    await Promise.all(members.map((i) => i.vips.settled()));
   }
 
   /**
@@ -244,7 +240,7 @@ export class Speaker extends EventEmitter {
     const group = members[0]?.group;
     if (group) group.claim();
     else members.forEach((i) => i.router.claim());
-    await Promise.all(members.map((i) => i.work));
+    await Promise.all(members.map((i) => i.vips.settled()));
     const stuck = members.filter((i) => i.router.state !== 'master');
     if (stuck.length > 0) {
       throw new Error(`cannot claim ${name}: ${stuck.map((i) => `${i.config.name} is ${i.router.state}`).join(', ')}`);
@@ -263,7 +259,7 @@ export class Speaker extends EventEmitter {
       advertInterval: i.config.advertInterval,
       masterAdverInterval: i.router.learnedMasterAdverInterval / 100,
       masterDownInterval: i.router.masterDownInterval,
-      addresses: i.vips.map((v) => v.cidr),
+      addresses: i.vips.list.map((v) => v.cidr),
       accept: i.config.accept,
       advertsSent: i.advertsSent,
       advertsReceived: i.advertsReceived,
@@ -336,14 +332,11 @@ export class Speaker extends EventEmitter {
       case 'send-advert':
         return this.sendAdvert(inst, action.priority);
       case 'add-addresses':
-        return this.queue(inst, 'added', (v) => this.options.addresses.add(v.ifname, v.cidr));
+        return inst.vips.add();
       case 'remove-addresses':
-        inst.garpTimers.forEach((t) => t.cancel());
-        inst.garpTimers = [];
-        return this.queue(inst, 'removed', (v) => this.options.addresses.remove(v.ifname, v.cidr));
+        return inst.vips.remove();
       case 'send-garp':
-        inst.work = inst.work.then(() => this.sendGarps(inst, inst.config.garpRepeat));
-        return;
+        return inst.vips.announce();
       case 'transition': {
         const event: TransitionEvent = { instance: inst.config.name, vrid: inst.config.vrid, from: action.from, to: action.to, reason: action.reason, at: wallClock() };
         this.totals.transitions[action.to]++;
@@ -354,39 +347,27 @@ export class Speaker extends EventEmitter {
     }
   }
 
-  private queue(inst: Instance, change: 'added' | 'removed', op: (v: Instance['vips'][number]) => Promise<unknown>): void {
-    inst.work = inst.work.then(async () => {
-      const results = await Promise.allSettled(inst.vips.map(op));
-      results.forEach((r, k) => {
-        if (r.status === 'rejected') {
-          this.totals.errors++;
-          this.log?.error({ instance: inst.config.name, address: inst.vips[k]?.cidr, err: String(r.reason) }, `address not ${change}`);
-        }
-      });
-      const event: AddressesEvent = { instance: inst.config.name, change, addresses: inst.vips.map((v) => v.cidr), at: wallClock() };
-      this.emit('addresses', event);
-    });
+  private addressesChanged(inst: Instance, change: 'added' | 'removed', failures: { cidr: string; error: string }[]): void {
+    for (const f of failures) {
+      this.totals.errors++;
+      this.log?.error({ instance: inst.config.name, address: f.cidr, err: f.error }, `address not ${change}`);
+    }
+    const event: AddressesEvent = { instance: inst.config.name, change, addresses: inst.vips.list.map((v) => v.cidr), at: wallClock() };
+    this.emit('addresses', event);
   }
 
-  private sendGarps(inst: Instance, remaining: number): void {
-    if (inst.router.state !== 'master' || remaining <= 0) return;
-    for (const v of inst.vips) {
-      const mac = this.facts.get(v.ifname)?.mac as string;
-      // The kernel answers ARP for the address with the interface's own MAC, so that is the
-      // MAC to announce (no virtual-MAC interface is created).
-      if (this.inject(v.ifname, gratuitousArp(v.address, mac))) {
-        this.totals.garpsSent++;
-        const event: GarpEvent = { instance: inst.config.name, address: v.address, interface: v.ifname, at: wallClock() };
-        this.emit('garp', event);
-      }
+  /**
+   * One gratuitous ARP. It announces the interface's own MAC: that is the MAC the kernel
+   * answers ARP for the address with (no virtual-MAC interface is created).
+   */
+  private announce(inst: Instance, v: VirtualAddress): boolean {
+    const sent = this.inject(v.ifname, gratuitousArp(v.address, this.facts.get(v.ifname)?.mac as string));
+    if (sent) {
+      this.totals.garpsSent++;
+      const event: GarpEvent = { instance: inst.config.name, address: v.address, interface: v.ifname, at: wallClock() };
+      this.emit('garp', event);
     }
-    if (remaining > 1) {
-      const timer = this.clock.setTimer(inst.config.garpInterval * 1000, () => {
-        inst.garpTimers = inst.garpTimers.filter((t) => t !== timer);
-        this.sendGarps(inst, remaining - 1);
-      });
-      inst.garpTimers.push(timer);
-    }
+    return sent;
   }
 
   private sendAdvert(inst: Instance, priority: number): void {

@@ -5,6 +5,7 @@
  * addresses, send gratuitous ARPs) for the speaker to carry out. Times are in milliseconds
  * internally; the advert interval is kept in centiseconds as on the wire (§5.2.7).
  */
+import { ipv4ToNumber } from './advert.js';
 
 export type VrrpState = 'initialize' | 'backup' | 'master' | 'fault';
 
@@ -50,10 +51,6 @@ export interface AdvertSeen {
 
 export const OWNER_PRIORITY = 255;
 export const RELEASE_PRIORITY = 0;
-
-function ipv4Value(address: string): number {
-  return address.split('.').reduce((v, octet) => v * 256 + Number(octet), 0);
-}
 
 export class VirtualRouter {
   private current: VrrpState = 'initialize';
@@ -209,7 +206,7 @@ export class VirtualRouter {
     }
     const higher =
       advert.priority > this.priority ||
-      (advert.priority === this.priority && ipv4Value(advert.source) > ipv4Value(this.params.primaryAddress));
+      (advert.priority === this.priority && ipv4ToNumber(advert.source) > ipv4ToNumber(this.params.primaryAddress));
     if (!higher) return;
     this.cancelTimers();
     this.masterAdverInterval = advert.maxAdverInt;

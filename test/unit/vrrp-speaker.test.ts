@@ -8,7 +8,8 @@ import { decodeAdvertisementFrame, encodeAdvertisementFrame, internetChecksum, t
 import { decodeArpFrame, encodeArpFrame } from '../../src/vrrp/arp.js';
 import { parseVrrpConfig, type VrrpConfigInput } from '../../src/vrrp/config.js';
 import type { Link } from '../../src/vrrp/link.js';
-import { Speaker, type AddressTable } from '../../src/vrrp/speaker.js';
+import type { AddressTable } from '../../src/vrrp/addresses.js';
+import { Speaker } from '../../src/vrrp/speaker.js';
 import { FakeClock } from '../support/vrrp-fake-clock.js';
 
 class MemoryLink implements Link {
