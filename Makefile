@@ -64,3 +64,10 @@ test-netlink: build
 
 bench-conntrack: build
 	npx tsx bench/conntrack.ts
+# --- vrrp (src/vrrp: the VRRPv3 speaker) ---
+.PHONY: bench-vrrp test-vrrp
+bench-vrrp: build
+	npx tsx bench/vrrp.ts
+
+test-vrrp: build
+	npx vitest run test/unit/vrrp-advert.test.ts test/unit/vrrp-state-machine.test.ts test/unit/vrrp-config.test.ts test/unit/vrrp-speaker.test.ts test/integration/vrrp-keepalived.test.ts
