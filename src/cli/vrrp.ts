@@ -33,7 +33,14 @@ export async function vrrp(args: string[]): Promise<number> {
   const log = pino({ base: { part: 'vrrp' } });
   const addresses = new Addresses();
   const speaker = new Speaker(config, { addresses, logger: log });
-  speaker.start();
+  try {
+    speaker.start();
+  } catch (e) {
+    await speaker.stop();
+    addresses.close();
+    process.stderr.write(`vipshift vrrp: ${(e as Error).message}\n`);
+    return 1;
+  }
   log.info({ instances: speaker.state() }, 'started');
 
   const input = createInterface({ input: process.stdin, terminal: false });

@@ -8,7 +8,8 @@ import { decodeAdvertisementFrame, encodeAdvertisementFrame, internetChecksum, t
 import { decodeArpFrame, encodeArpFrame } from '../../src/vrrp/arp.js';
 import { parseVrrpConfig, type VrrpConfigInput } from '../../src/vrrp/config.js';
 import type { Link } from '../../src/vrrp/link.js';
-import { Speaker, type AddressTable } from '../../src/vrrp/speaker.js';
+import type { AddressTable } from '../../src/vrrp/addresses.js';
+import { Speaker } from '../../src/vrrp/speaker.js';
 import { FakeClock } from '../support/vrrp-fake-clock.js';
 
 class MemoryLink implements Link {
@@ -151,6 +152,25 @@ describe('VRRP speaker', () => {
     expect(s.counters().badAdverts.ttl).toBeGreaterThanOrEqual(1000);
   });
 
+  it('exposes states and counters as Prometheus metrics', async () => {
+    const { Registry } = await import('prom-client');
+    const { registerVrrpMetrics } = await import('../../src/vrrp/metrics.js');
+    const { s, clock, link, settle } = speaker({ instances: [vip1] });
+    const registry = new Registry();
+    registerVrrpMetrics(s, registry);
+    clock.advance(400);
+    await settle();
+    clock.advance(1); // the gARP repeats (garpInterval 0) run on the clock too
+    link('ext0').deliver(((f) => ((f[22] = 1), f))(master()));
+    const text = await registry.metrics();
+    expect(text).toContain('vipshift_vrrp_state{instance="vip1",vrid="10",state="master"} 1');
+    expect(text).toContain('vipshift_vrrp_state{instance="vip1",vrid="10",state="backup"} 0');
+    expect(text).toContain('vipshift_vrrp_adverts_sent_total{instance="vip1"} 1');
+    expect(text).toContain('vipshift_vrrp_transitions_total{instance="vip1",state="master"} 1');
+    expect(text).toContain('vipshift_vrrp_bad_adverts_total{reason="ttl"} 1');
+    expect(text).toContain('vipshift_vrrp_gratuitous_arps_sent_total 5');
+  });
+
   it('release: priority-0 advert and addresses removed before it resolves; claim takes them back', async () => {
     const { s, clock, link, addresses, settle } = speaker({ instances: [vip1] });
     clock.advance(400);
@@ -198,6 +218,7 @@ describe('VRRP speaker', () => {
     await settle();
     expect(s.state()[0]?.state).toBe('fault');
     expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    await expect(s.claim('vip1')).rejects.toThrow('cannot claim vip1: vip1 is fault');
     up.add('int0');
     clock.advance(100);
     expect(s.state()[0]?.state).toBe('backup');
