@@ -42,10 +42,11 @@ class MemoryAddresses implements AddressTable {
   }
 }
 
-function speaker(vrrp: VrrpConfigInput) {
+function speaker(vrrp: VrrpConfigInput, leftovers: [string, string][] = []) {
   const clock = new FakeClock();
   const links = new Map<string, MemoryLink>();
   const addresses = new MemoryAddresses();
+  for (const [ifname, cidr] of leftovers) void addresses.add(ifname, cidr);
   const facts: Record<string, { mac: string; addresses: string[] }> = {
     ext0: { mac: '02:00:00:00:00:03', addresses: ['203.0.113.3'] },
     int0: { mac: '02:00:00:00:01:03', addresses: ['198.18.0.3'] },
@@ -150,6 +151,14 @@ describe('VRRP speaker', () => {
     for (let i = 0; i < 1000; i++) link('ext0').deliver(((f) => ((f[22] = 1), f))(master({ priority: 255 })));
     expect(s.state()[0]?.state).toBe('master');
     expect(s.counters().badAdverts.ttl).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('removes addresses left behind by a crashed run when it starts as backup', async () => {
+    const { s, addresses, settle } = speaker({ instances: [vip1] }, [['ext0', '203.0.113.10/24']]);
+    await settle();
+    expect(s.state()[0]?.state).toBe('backup');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    expect(() => s.start()).toThrow('the VRRP speaker starts once');
   });
 
   it('exposes states and counters as Prometheus metrics', async () => {
