@@ -420,10 +420,15 @@ export class Speaker extends EventEmitter {
     }
   }
 
-  /** keepalived tracks an instance's own interface and its track_interface list. */
+  /**
+   * keepalived tracks an instance's own interface and its track_interface list; in a sync
+   * group, those of every member, so that the whole group goes to fault together (a group
+   * half master, half fault would hold a VIP without its inside address).
+   */
   private trackedDown(inst: Instance): string | undefined {
     const isUp = this.options.linkIsUp ?? linkIsUp;
-    return [inst.config.interface, ...inst.config.trackInterfaces].find((ifname) => !isUp(ifname));
+    const members = inst.group ? [...inst.group.members.keys()].map((n) => this.instances.get(n) as Instance) : [inst];
+    return members.flatMap((m) => [m.config.interface, ...m.config.trackInterfaces]).find((ifname) => !isUp(ifname));
   }
 
   private armTracking(): void {

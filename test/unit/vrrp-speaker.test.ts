@@ -233,6 +233,29 @@ describe('VRRP speaker', () => {
     expect(s.state()[0]?.state).toBe('backup');
   });
 
+  it('interface tracking in a sync group: one member\'s tracked link down → the whole group in fault', async () => {
+    const { s, clock, addresses, up, settle } = speaker({
+      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['198.18.0.10/24'] }],
+      syncGroups: [{ name: 'vip1-group', instances: ['vip1', 'vip1-inside'] }],
+    });
+    clock.advance(400);
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
+    up.delete('int0');
+    clock.advance(100);
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['fault', 'fault']);
+    clock.advance(5000); // no member's down timer may bring it back while the link is down
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['fault', 'fault']);
+    expect([addresses.has('ext0', '203.0.113.10/24'), addresses.has('int0', '198.18.0.10/24')]).toEqual([false, false]);
+    up.add('int0');
+    clock.advance(100);
+    expect(s.state().map((i) => i.state)).toEqual(['backup', 'backup']);
+    clock.advance(400);
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
+  });
+
   it('unicast peers: ARP for the peer first, then adverts to its MAC; adverts from others are dropped', async () => {
     const { s, clock, link, settle } = speaker({ instances: [{ ...vip1, unicastPeers: ['203.0.113.2'] }] });
     clock.advance(400);
