@@ -156,7 +156,7 @@ export class Speaker extends EventEmitter {
 
   /** Open the links, learn the interfaces' addresses, and start every instance (§6.4.1). */
   start(): void {
-    if (this.running) return;
+    if (this.running || this.instances.size > 0) throw new Error('the VRRP speaker starts once');
     const facts = this.options.interfaceFacts ?? interfaceFacts;
     const openLink = this.options.openLink ?? ((ifname: string) => new PcapLink(ifname));
     for (const c of this.config.instances) {
@@ -201,6 +201,9 @@ export class Speaker extends EventEmitter {
     }
     this.running = true;
     for (const inst of this.instances.values()) {
+      // Addresses left behind by a crashed run would make a backup answer for them (keepalived
+      // also removes its VIPs at start); an owner adds them back at once.
+      inst.vips.remove();
       if (this.trackedDown(inst)) inst.router.fault(`tracked interface down at start`);
       else inst.router.startup();
     }
@@ -417,10 +420,15 @@ export class Speaker extends EventEmitter {
     }
   }
 
-  /** keepalived tracks an instance's own interface and its track_interface list. */
+  /**
+   * keepalived tracks an instance's own interface and its track_interface list; in a sync
+   * group, those of every member, so that the whole group goes to fault together (a group
+   * half master, half fault would hold a VIP without its inside address).
+   */
   private trackedDown(inst: Instance): string | undefined {
     const isUp = this.options.linkIsUp ?? linkIsUp;
-    return [inst.config.interface, ...inst.config.trackInterfaces].find((ifname) => !isUp(ifname));
+    const members = inst.group ? [...inst.group.members.keys()].map((n) => this.instances.get(n) as Instance) : [inst];
+    return members.flatMap((m) => [m.config.interface, ...m.config.trackInterfaces]).find((ifname) => !isUp(ifname));
   }
 
   private armTracking(): void {

@@ -42,10 +42,11 @@ class MemoryAddresses implements AddressTable {
   }
 }
 
-function speaker(vrrp: VrrpConfigInput) {
+function speaker(vrrp: VrrpConfigInput, leftovers: [string, string][] = []) {
   const clock = new FakeClock();
   const links = new Map<string, MemoryLink>();
   const addresses = new MemoryAddresses();
+  for (const [ifname, cidr] of leftovers) void addresses.add(ifname, cidr);
   const facts: Record<string, { mac: string; addresses: string[] }> = {
     ext0: { mac: '02:00:00:00:00:03', addresses: ['203.0.113.3'] },
     int0: { mac: '02:00:00:00:01:03', addresses: ['198.18.0.3'] },
@@ -152,6 +153,14 @@ describe('VRRP speaker', () => {
     expect(s.counters().badAdverts.ttl).toBeGreaterThanOrEqual(1000);
   });
 
+  it('removes addresses left behind by a crashed run when it starts as backup', async () => {
+    const { s, addresses, settle } = speaker({ instances: [vip1] }, [['ext0', '203.0.113.10/24']]);
+    await settle();
+    expect(s.state()[0]?.state).toBe('backup');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    expect(() => s.start()).toThrow('the VRRP speaker starts once');
+  });
+
   it('exposes states and counters as Prometheus metrics', async () => {
     const { Registry } = await import('prom-client');
     const { registerVrrpMetrics } = await import('../../src/vrrp/metrics.js');
@@ -222,6 +231,29 @@ describe('VRRP speaker', () => {
     up.add('int0');
     clock.advance(100);
     expect(s.state()[0]?.state).toBe('backup');
+  });
+
+  it('interface tracking in a sync group: one member\'s tracked link down → the whole group in fault', async () => {
+    const { s, clock, addresses, up, settle } = speaker({
+      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['198.18.0.10/24'] }],
+      syncGroups: [{ name: 'vip1-group', instances: ['vip1', 'vip1-inside'] }],
+    });
+    clock.advance(400);
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
+    up.delete('int0');
+    clock.advance(100);
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['fault', 'fault']);
+    clock.advance(5000); // no member's down timer may bring it back while the link is down
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['fault', 'fault']);
+    expect([addresses.has('ext0', '203.0.113.10/24'), addresses.has('int0', '198.18.0.10/24')]).toEqual([false, false]);
+    up.add('int0');
+    clock.advance(100);
+    expect(s.state().map((i) => i.state)).toEqual(['backup', 'backup']);
+    clock.advance(400);
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
   });
 
   it('unicast peers: ARP for the peer first, then adverts to its MAC; adverts from others are dropped', async () => {
