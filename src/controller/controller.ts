@@ -47,6 +47,11 @@ export class Controller {
     this.owners = new Map(config.vips.map((v) => [v.name, v.owner]));
   }
 
+  /** The agent of an appliance of the inventory (the console's access-table pages go through it). */
+  agent(name: string): AgentClient | undefined {
+    return this.agents.get(name);
+  }
+
   owner(vip: string): string | undefined {
     return this.owners.get(vip);
   }

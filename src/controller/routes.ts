@@ -1,7 +1,9 @@
 /** The controller's API: the site's status, and migrations started and followed. */
 import { z } from 'zod';
 import { HttpError, reply, type RequestContext, type Route } from '../api/server.js';
+import { ApiError } from '../api/client.js';
 import { STEPS } from '../migration/migration.js';
+import { pageQuery } from '../nat/agent.js';
 import { MigrationRefused, type Controller } from './controller.js';
 
 const migrationRequest = z
@@ -20,6 +22,22 @@ export function controllerRoutes(site: Controller): Route[] {
   return [
     { method: 'GET', path: '/v1/status', handler: () => site.status() },
     { method: 'GET', path: '/v1/migrations', handler: () => site.migrations() },
+    {
+      // A page of an appliance's access table, asked of its agent (the console talks only to us).
+      method: 'GET',
+      path: '/v1/appliances/:name/vips/:vip/entries',
+      query: pageQuery,
+      handler: async (ctx: RequestContext<unknown, z.infer<typeof pageQuery>>) => {
+        const agent = site.agent(ctx.params.name ?? '');
+        if (!agent) throw new HttpError(404, `no appliance named '${ctx.params.name}'`, 'name');
+        try {
+          return await agent.entriesPage(ctx.params.vip ?? '', ctx.query);
+        } catch (err) {
+          if (err instanceof ApiError) throw new HttpError(err.status === 0 ? 502 : err.status, `${agent.name}: ${err.message}`, err.field);
+          throw err;
+        }
+      },
+    },
     {
       method: 'GET',
       path: '/v1/migrations/:id',
