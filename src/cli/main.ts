@@ -12,6 +12,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   status: { summary: 'VIP owners, mode tables and counters of the site', load: async () => (await import('./status.js')).status },
   migrate: { summary: 'move a VIP with its live connections to another appliance', load: async () => (await import('./migrate.js')).migrateCommand },
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
+  console: { summary: 'the operator console: site, mode and access tables, migrations, plan', load: async () => (await import('./console.js')).consoleCommand },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
 };
 
