@@ -14,6 +14,8 @@ import { Announcer } from '../nat/announce.js';
 import { Appliance } from '../nat/appliance.js';
 import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
+import { registerApplianceMetrics } from '../nat/metrics.js';
+import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
 
@@ -47,7 +49,9 @@ export async function appliance(args: string[]): Promise<number> {
     if (!client) peers.set(url, (client = new ApiClient(url, credentials, { timeoutMs: 30_000 })));
     return client;
   };
-  const server = createApiServer({ name: 'agent', routes: agentRoutes(box, peerClient), authenticator: new Authenticator(credentials), logger });
+  const metrics = processRegistry();
+  registerApplianceMetrics(metrics, () => box.status());
+  const server = createApiServer({ name: 'agent', routes: [...agentRoutes(box, peerClient), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 

@@ -12,6 +12,8 @@ import { AgentClient } from '../controller/agent-client.js';
 import { controllerConfigSchema } from '../controller/config.js';
 import { controllerRoutes } from '../controller/routes.js';
 import { Controller } from '../controller/controller.js';
+import { ControllerMetrics } from '../controller/metrics.js';
+import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { loadConfigFile } from '../nat/config.js';
 
 const USAGE = 'usage: vipshift controller --config FILE [--credentials DIR]\n';
@@ -36,9 +38,12 @@ export async function controller(args: string[]): Promise<number> {
   );
   const site = new Controller(config, agents, logger);
   await site.reconcile();
+  const metrics = processRegistry();
+  const migrationMetrics = new ControllerMetrics(metrics, () => site.migrations());
+  site.onFinished = (final) => migrationMetrics.observe(final);
   // One authenticator for both listeners, so a nonce seen on one is a replay on the other.
   const authenticator = new Authenticator(credentials);
-  const serve = () => createApiServer({ name: 'controller', routes: controllerRoutes(site), authenticator, logger });
+  const serve = () => createApiServer({ name: 'controller', routes: [...controllerRoutes(site), metricsRoute(metrics)], authenticator, logger, metrics });
   const server = serve();
   await server.listen(config.api.listen);
   // A local socket for the operator's CLI on the same box (in the lab: from the host).

@@ -13,6 +13,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   migrate: { summary: 'move a VIP with its live connections to another appliance', load: async () => (await import('./migrate.js')).migrateCommand },
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
   console: { summary: 'the operator console: site, mode and access tables, migrations, plan', load: async () => (await import('./console.js')).consoleCommand },
+  metrics: { summary: 'Prometheus metrics of a process, fetched with the cluster credentials', load: async () => (await import('./metrics.js')).metricsCommand },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
 };
 

@@ -38,6 +38,8 @@ export class Controller {
   private readonly owners: Map<string, string>;
   private readonly running = new Map<string, MigrationProgress>();
   private readonly history: MigrationProgress[] = [];
+  /** Told of every migration that ends (metrics). */
+  onFinished?: (final: MigrationProgress) => void;
 
   constructor(
     readonly config: ControllerConfig,
@@ -128,6 +130,7 @@ export class Controller {
       this.history.unshift(final);
       this.history.length = Math.min(this.history.length, HISTORY);
       if (final.state === 'done') this.owners.set(vip, to);
+      this.onFinished?.(final);
       log.info({ state: final.state, totalMs: final.totalMs, steps: final.steps, entries: final.entries.moved, released: final.released, error: final.error }, 'migration finished');
       return final;
     });
