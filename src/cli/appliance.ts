@@ -3,7 +3,7 @@
  * engine, the access table, the VIP addresses and the agent API the controller drives.
  */
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { createLogger } from '../log/logger.js';
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
@@ -33,7 +33,7 @@ export async function appliance(args: string[]): Promise<number> {
   }
   const config = await loadApplianceConfig(values.config);
   const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.appliance);
-  const logger = pino({ name: 'appliance', base: { appliance: config.appliance } });
+  const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
 
   const engine = new NatEngine();
   await engine.start(config);

@@ -4,7 +4,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { createLogger } from '../log/logger.js';
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
@@ -32,7 +32,7 @@ export async function controller(args: string[]): Promise<number> {
   }
   const config = await loadConfigFile(values.config, controllerConfigSchema);
   const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.controller);
-  const logger = pino({ name: 'controller' });
+  const logger = createLogger({ name: 'controller' });
   const agents = new Map(
     config.appliances.map((a) => [a.name, new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }))]),
   );
