@@ -57,3 +57,10 @@ bench-lab: build
 test-nat: build
 	npx vitest run test/unit/nat-config.test.ts test/unit/nat-ruleset.test.ts test/unit/nat-queue.test.ts
 	npx vitest run test/integration/nat-engine.test.ts
+# netlink (ctnetlink access table, rtnetlink addresses)
+.PHONY: test-netlink bench-conntrack
+test-netlink: build
+	npx vitest run test/unit/netlink-ctnetlink.test.ts test/unit/netlink-entry-record.test.ts test/unit/netlink-route.test.ts test/integration/netlink-conntrack.test.ts test/integration/netlink-route.test.ts
+
+bench-conntrack: build
+	npx tsx bench/conntrack.ts

@@ -10,12 +10,14 @@ import { createApiServer } from '../api/server.js';
 import { Conntrack } from '../netlink/conntrack.js';
 import { Addresses } from '../netlink/route.js';
 import { agentRoutes } from '../nat/agent.js';
+import { DirectAddressing, VrrpAddressing } from '../nat/addressing.js';
 import { Announcer } from '../nat/announce.js';
 import { Appliance } from '../nat/appliance.js';
 import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
 import { registerApplianceMetrics } from '../nat/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
+import { Speaker } from '../vrrp/speaker.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
 
@@ -40,18 +42,22 @@ export async function appliance(args: string[]): Promise<number> {
   const conntrack = new Conntrack();
   const addresses = new Addresses();
   const announcer = new Announcer();
-  const box = new Appliance(config, engine, conntrack, addresses, (ifname, address) => announcer.announce(ifname, address));
+  const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
+  const speaker = config.vrrp?.instances.length ? new Speaker(config.vrrp, { addresses, logger: logger.child({ part: 'vrrp' }) }) : undefined;
+  const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
+  const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
+  speaker?.start();
   await box.start();
 
   const peers = new Map<string, ApiClient>();
-  const peerClient = (url: string): ApiClient => {
+  const peerClient = (url: string, peer: string): ApiClient => {
     let client = peers.get(url);
-    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { timeoutMs: 30_000 })));
+    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
     return client;
   };
   const metrics = processRegistry();
   registerApplianceMetrics(metrics, () => box.status());
-  const server = createApiServer({ name: 'agent', routes: [...agentRoutes(box, peerClient), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
+  const server = createApiServer({ name: 'agent', routes: [...agentRoutes(box, peerClient, logger), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 
@@ -61,7 +67,8 @@ export async function appliance(args: string[]): Promise<number> {
   });
   logger.info('stopping: giving up the VIP addresses and removing the ruleset');
   await server.close();
-  for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
+  if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
+  else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
   await engine.stop();
   announcer.close();
   conntrack.close();

@@ -35,7 +35,7 @@ export class AgentClient implements MigrationAgent {
 
   /** The target answers with one JSON line per batch created, then a summary line. */
   async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult> {
-    const response = await this.api.stream('POST', vipPath(vip, 'import'), { from: source.url });
+    const response = await this.api.stream('POST', vipPath(vip, 'import'), { from: source.url, peer: source.name });
     let result: ImportResult | undefined;
     let failure: string | undefined;
     for await (const line of createInterface({ input: response, crlfDelay: Infinity })) {
@@ -70,10 +70,5 @@ export class AgentClient implements MigrationAgent {
   entriesPage(vip: string, query: Partial<PageQuery>): Promise<AccessPage> {
     const q = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
     return this.api.get(`${vipPath(vip, 'entries/page')}?${q}`) as Promise<AccessPage>;
-  }
-
-  async entryCount(vip: string): Promise<number> {
-    const status = await this.status();
-    return status.vips.find((v) => v.name === vip)?.entries ?? 0;
   }
 }

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { migrate, type MigrationProgress, type Step } from '../migration/migration.js';
+import { migrate, type MigrationOptions, type MigrationProgress } from '../migration/migration.js';
 import type { ApplianceStatus } from '../nat/appliance.js';
 import type { AgentClient } from './agent-client.js';
 import type { ControllerConfig } from './config.js';
@@ -34,10 +34,15 @@ export class MigrationRefused extends Error {
 
 const HISTORY = 50;
 
+/** Drills for tests and rehearsals: fail at a step, or skip the hold (the negative control). */
+export type Drill = Pick<MigrationOptions, 'abortAt' | 'skipPrepare'>;
+
 export class Controller {
   private readonly owners: Map<string, string>;
   private readonly running = new Map<string, MigrationProgress>();
   private readonly history: MigrationProgress[] = [];
+  /** Entries per VIP on its owner, as last seen: the progress total of a migration starting now. */
+  private readonly lastEntries = new Map<string, number>();
   /** Told of every migration that ends (metrics). */
   onFinished?: (final: MigrationProgress) => void;
 
@@ -75,7 +80,7 @@ export class Controller {
         try {
           return { name: agent.name, reachable: true, ...(await agent.status()) };
         } catch (err) {
-          return { name: agent.name, appliance: agent.name, vips: [], reachable: false, error: (err as Error).message };
+          return { name: agent.name, appliance: agent.name, vips: [], vrrp: [], reachable: false, error: (err as Error).message };
         }
       }),
     );
@@ -83,6 +88,7 @@ export class Controller {
       const owner = this.owners.get(v.name) ?? v.owner;
       const onOwner = appliances.find((a) => a.name === owner)?.vips.find((s) => s.name === v.name);
       const migrating = [...this.running.values()].find((m) => m.vip === v.name);
+      if (onOwner) this.lastEntries.set(v.name, onOwner.entries);
       return {
         name: v.name,
         owner,
@@ -105,7 +111,7 @@ export class Controller {
    * Starts moving a VIP; resolves once it is under way with its first progress record.
    * `done` resolves when it has finished or aborted.
    */
-  start(vip: string, to: string, abortAt?: Exclude<Step, 'activate'>): { progress: MigrationProgress; done: Promise<MigrationProgress> } {
+  start(vip: string, to: string, drill: Drill = {}): { progress: MigrationProgress; done: Promise<MigrationProgress> } {
     const from = this.owners.get(vip);
     if (!from) throw new MigrationRefused(`no VIP named '${vip}'`, 'vip', 404);
     const target = this.agents.get(to);
@@ -116,10 +122,11 @@ export class Controller {
     if (!source) throw new MigrationRefused(`${vip} is owned by ${from}, which is not in the inventory`, 'vip');
     const id = randomUUID();
     const log = this.logger.child({ migration: id, vip });
-    log.info({ from, to, abortAt }, 'migration starting');
+    log.info({ from, to, ...drill }, 'migration starting');
     const done = migrate(id, vip, source, target, {
       stepTimeoutMs: this.config.migration.stepTimeoutMs,
-      ...(abortAt ? { abortAt } : {}),
+      ...drill,
+      ...(this.lastEntries.has(vip) ? { expectedEntries: this.lastEntries.get(vip) } : {}),
       onProgress: (p) => {
         const before = this.running.get(id);
         if (before && before.step !== p.step) log.info({ step: before.step, ms: p.steps[`${before.step}_ms`] }, 'step done');

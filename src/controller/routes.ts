@@ -14,6 +14,8 @@ const migrationRequest = z
     wait: z.boolean().default(false),
     /** A drill that exercises the abort path at the end of a step. */
     abortAt: z.enum(STEPS.filter((s) => s !== 'activate') as ['prepare', 'move_address', 'move_entries']).optional(),
+    /** The negative control: no hold on the target; connections WILL see resets. */
+    unsafeSkipPrepare: z.boolean().optional(),
   })
   .strict();
 type MigrationRequest = z.infer<typeof migrationRequest>;
@@ -52,9 +54,9 @@ export function controllerRoutes(site: Controller): Route[] {
       path: '/v1/migrations',
       body: migrationRequest,
       handler: async (ctx: RequestContext<MigrationRequest>) => {
-        const { vip, to, wait, abortAt } = ctx.body;
+        const { vip, to, wait, abortAt, unsafeSkipPrepare } = ctx.body;
         try {
-          const started = site.start(vip, to, abortAt);
+          const started = site.start(vip, to, { ...(abortAt ? { abortAt } : {}), ...(unsafeSkipPrepare ? { skipPrepare: true } : {}) });
           return wait ? await started.done : reply(202, started.progress);
         } catch (err) {
           if (err instanceof MigrationRefused) throw new HttpError(err.status, err.message, err.field);
