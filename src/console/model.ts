@@ -25,7 +25,6 @@ const STEP_TITLES: Record<(typeof STEP_NAMES)[number], string> = {
 interface ApplianceExtras {
   maintenance?: boolean;
   capacity?: number;
-  vrrp?: { vrid: number; state: string }[];
 }
 interface VipExtras {
   pinned?: boolean;
@@ -377,7 +376,8 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
       selected: i === ui.appliance,
       reachable: a.reachable,
       ...(a.error ? { error: a.error } : {}),
-      vrrp: extra.vrrp?.length ? extra.vrrp.map((r) => `${r.vrid}:${r.state.slice(0, 3).toLowerCase()}`).join(' ') : '-',
+      // Per VRID: m(aster), b(ackup), f(ault), i(nitialize).
+      vrrp: a.vrrp?.length ? a.vrrp.map((r) => `${r.vrid}${r.state.slice(0, 1)}`).join(' ') : '-',
       vips: present.length,
       live: present.reduce((t, v) => t + v.entries, 0),
       ...(prev ? rates(site, prev.site, (at - prev.at) / 1000, a.name) : {}),

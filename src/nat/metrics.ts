@@ -7,6 +7,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
 import type { ApplianceStatus, VipStatus } from './appliance.js';
 
 const MODES = ['normal', 'migrating', 'absent'] as const;
+const VRRP_STATES = ['initialize', 'backup', 'master', 'fault'] as const;
 
 export function registerApplianceMetrics(registry: Registry, status: () => Promise<ApplianceStatus>): void {
   // The metrics of one scrape are collected one after another: share one status among them.
@@ -67,6 +68,32 @@ export function registerApplianceMetrics(registry: Registry, status: () => Promi
       });
     },
   });
-  // VRRP state and transitions (vipshift_vrrp_state{vrid,state}, vipshift_vrrp_transitions_total{vrid,to})
-  // belong here once the speaker (src/vrrp/speaker.ts) runs inside the appliance process.
+  const instances = async (set: (i: ApplianceStatus['vrrp'][number], labels: { appliance: string; vrid: string; instance: string }) => void) => {
+    const s = await current();
+    for (const i of s.vrrp ?? []) set(i, { appliance: s.appliance, vrid: String(i.vrid), instance: i.name });
+  };
+  new Gauge({
+    name: 'vipshift_vrrp_state',
+    help: 'VRRP state of each instance (RFC 5798): 1 for its state.',
+    labelNames: ['appliance', 'vrid', 'instance', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      await instances((i, l) => {
+        for (const state of VRRP_STATES) this.set({ ...l, state }, i.state === state ? 1 : 0);
+      });
+    },
+  });
+  new Counter({
+    name: 'vipshift_vrrp_transitions_total',
+    help: 'VRRP state transitions of each instance, by the state entered.',
+    labelNames: ['appliance', 'vrid', 'instance', 'to'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      await instances((i, l) => {
+        for (const to of VRRP_STATES) this.inc({ ...l, to }, i.transitions[to] ?? 0);
+      });
+    },
+  });
 }
