@@ -377,7 +377,8 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
       reachable: a.reachable,
       ...(a.error ? { error: a.error } : {}),
       // Per VRID: m(aster), b(ackup), f(ault), i(nitialize).
-      vrrp: a.vrrp?.length ? a.vrrp.map((r) => `${r.vrid}${r.state.slice(0, 1)}`).join(' ') : '-',
+      // (an instance per interface: one entry per VRID and state).
+      vrrp: a.vrrp?.length ? [...new Set(a.vrrp.map((r) => `${r.vrid}${r.state.slice(0, 1)}`))].join(' ') : '-',
       vips: present.length,
       live: present.reduce((t, v) => t + v.entries, 0),
       ...(prev ? rates(site, prev.site, (at - prev.at) / 1000, a.name) : {}),
@@ -387,8 +388,8 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
   });
   const columns: Column<ApplianceRow>[] = [
     { title: 'APPLIANCE', width: 11, value: (r) => `${r.selected ? '>' : ' '}${r.name}` },
-    { title: 'HEALTH', width: 11, min: 7, value: (r) => (r.reachable ? 'up' : 'UNREACHABLE'), style: (r) => (r.reachable ? 'ok' : 'bad') },
-    { title: 'VRRP', width: 12, min: 5, drop: 2, value: (r) => r.vrrp },
+    { title: 'HEALTH', width: 6, value: (r) => (r.reachable ? 'up' : 'DOWN'), style: (r) => (r.reachable ? 'ok' : 'bad') },
+    { title: 'VRRP', width: 15, min: 5, drop: 2, value: (r) => r.vrrp },
     { title: 'VIPS', width: 4, align: 'right', value: (r) => String(r.vips) },
     { title: 'LIVE', width: 8, align: 'right', value: (r) => count(r.live) },
     { title: 'PKT/S', width: 8, align: 'right', value: (r) => count(r.pps) },

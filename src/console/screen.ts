@@ -4,7 +4,7 @@
  * model keys, refreshes once a second, and sends confirmed actions through source.ts.
  */
 import blessed from 'blessed';
-import { frame, initialUi, press, type ConsoleData, type Key, type Ui, type View } from './model.js';
+import { frame, initialUi, press, valueOf, type ConsoleData, type Key, type Ui, type View } from './model.js';
 import type { Line, Style } from './format.js';
 import type { ConsoleSource } from './source.js';
 
@@ -56,6 +56,13 @@ function tagged(lines: Line[], mono: boolean): string {
     .join('\n');
 }
 
+/** `next` with the migrations of `newer` (fetched later than next's status). */
+function withMigrationsOf(newer: ConsoleData, next: ConsoleData): ConsoleData {
+  const migrations = valueOf(newer.site)?.migrations;
+  if (!migrations || !next.site || !('ok' in next.site)) return next;
+  return { ...next, site: { ...next.site, ok: { ...next.site.ok, migrations } } };
+}
+
 /** Runs the console until the operator quits; resolves with the exit code. */
 export function runScreen(source: ConsoleSource, options: ScreenOptions): Promise<number> {
   const screen = blessed.screen({ smartCSR: true, title: 'vipshift console', warnings: false, fullUnicode: false, autoPadding: false });
@@ -77,6 +84,23 @@ export function runScreen(source: ConsoleSource, options: ScreenOptions): Promis
     screen.render();
   };
 
+  // Progress is fetched on its own, also while a slow full refresh is in flight; the newer
+  // of the two wins, so a step never appears to go back.
+  let lightBusy = false;
+  let lightAt = 0;
+  let watching = false;
+  const progress = async () => {
+    if (lightBusy) return;
+    lightBusy = true;
+    try {
+      const next = await source.progress(data);
+      if (next !== data) lightAt = Date.now();
+      data = next;
+      draw();
+    } finally {
+      lightBusy = false;
+    }
+  };
   const refresh = async () => {
     if (fetching) {
       again = true;
@@ -86,7 +110,9 @@ export function runScreen(source: ConsoleSource, options: ScreenOptions): Promis
     try {
       do {
         again = false;
-        data = await source.refresh(data, ui, Number(screen.height) || 24);
+        const startedAt = Date.now();
+        const next = await source.refresh(data, ui, Number(screen.height) || 24);
+        data = lightAt > startedAt ? withMigrationsOf(data, next) : next;
         draw();
       } while (again && !stopped);
     } finally {
@@ -95,17 +121,15 @@ export function runScreen(source: ConsoleSource, options: ScreenOptions): Promis
   };
 
   return new Promise<number>((resolve) => {
-    // Faster while a migration runs: its steps take fractions of a second.
-    const running = () => {
-      const site = data.site && 'ok' in data.site ? data.site.ok : undefined;
-      return site?.migrations.some((m) => m.state === 'running') ?? false;
-    };
+    // A migration's steps take fractions of a second: while one runs, its progress is
+    // asked four times a second between the full refreshes.
+    const running = () => valueOf(data.site)?.migrations.some((m) => m.state === 'running') ?? false;
     let last = 0;
     const timer = setInterval(() => {
-      const every = running() ? 250 : (options.refreshMs ?? 1000);
-      if (Date.now() - last < every - 20) return;
-      last = Date.now();
-      void refresh();
+      if (Date.now() - last >= (options.refreshMs ?? 1000) - 20) {
+        last = Date.now();
+        void refresh();
+      } else if (running() || watching) void progress();
     }, 250);
     const quit = () => {
       stopped = true;
@@ -124,8 +148,11 @@ export function runScreen(source: ConsoleSource, options: ScreenOptions): Promis
       if (action.kind === 'refresh') return void refresh();
       ui = { ...ui, message: { text: `${action.kind}: sending...`, style: 'warn' } };
       draw();
+      if (action.kind === 'migrate') watching = true;
       void source.act(action).then((outcome) => {
         ui = { ...ui, message: outcome };
+        // Until a status shows the migration running, follow its progress anyway.
+        if (action.kind === 'migrate') setTimeout(() => (watching = false), 3000);
         // A migration is best followed on its view.
         if (action.kind === 'migrate' && outcome.style === 'ok') ui = { ...ui, view: ui.view === 'site' ? 'site' : 'migrations' };
         void refresh();

@@ -14,14 +14,18 @@ export const ROUTES = {
   status: '/v1/status',
   page: (appliance: string, vip: string) => `/v1/appliances/${encodeURIComponent(appliance)}/vips/${encodeURIComponent(vip)}/entries`,
   migrate: '/v1/migrations',
+  migrations: '/v1/migrations',
   plan: '/v1/plan',
   rebalance: '/v1/rebalance',
   drain: (appliance: string) => `/v1/appliances/${encodeURIComponent(appliance)}/maintenance`,
   pin: (vip: string) => `/v1/vips/${encodeURIComponent(vip)}/pin`,
 };
 
-/** Per request: a refresh a second must not pile up behind a dead controller. */
-const TIMEOUT_MS = 2_000;
+/**
+ * Per request: refreshes never overlap, so a dead controller costs one timeout per refresh;
+ * a status during a large migration may take seconds (every appliance counts its entries).
+ */
+const TIMEOUT_MS = 5_000;
 
 const message = (err: unknown) => (err instanceof Error ? err.message : String(err));
 /** The server answers a route it does not have with 404 "no route ..." (src/api/server.ts). */
@@ -43,6 +47,22 @@ export class ConsoleSource {
     private readonly api: ApiClient,
     readonly target: string,
   ) {}
+
+  /**
+   * Between two refreshes while a migration runs: only its progress, which the controller
+   * has in memory (a status asks every appliance and costs far more).
+   */
+  async progress(data: ConsoleData, now = Date.now()): Promise<ConsoleData> {
+    const site = data.site;
+    if (!site || 'unavailable' in site || ('error' in site && !site.last)) return data;
+    try {
+      const migrations = await this.api.get<MigrationProgress[]>(ROUTES.migrations, { timeoutMs: TIMEOUT_MS });
+      if ('ok' in site) return { ...data, site: { ...site, ok: { ...site.ok, migrations } }, now };
+      return { ...data, site: { ...site, last: { ...site.last!, migrations } }, now };
+    } catch {
+      return data; // the next full refresh says what is wrong
+    }
+  }
 
   /** One refresh: the status always, and what the current view needs. */
   async refresh(data: ConsoleData, ui: Ui, height: number, now = Date.now()): Promise<ConsoleData> {
