@@ -6,7 +6,8 @@
  * A dump of 100,000 entries costs the kernel and us ~0.25 s of CPU, so pages are served from
  * a snapshot of the table whose greatest age grows with what the last dump cost: the dumps
  * a watching console causes stay near 2 % of a core (SNAPSHOT_CPU_SHARE). Small tables are
- * re-read every second. The page says how old its snapshot is.
+ * re-read every second. The page says how old its snapshot is; an expired snapshot is still
+ * served while the next dump runs, so a page never waits for a dump but the first.
  */
 import { TCP_CONNTRACK_NAMES } from '../netlink/ctnetlink.js';
 import {
@@ -246,23 +247,37 @@ export class AccessPages {
     this.snapshots.delete(vip);
   }
 
-  private snapshot(vip: string): Promise<Snapshot> {
+  /**
+   * The VIP's snapshot. An old one is still served while the next dump runs (stale while
+   * revalidating), so only a VIP's very first page waits for a dump; the orders the old
+   * snapshot had are sorted again on the new one as soon as it lands.
+   */
+  private async snapshot(vip: string): Promise<Snapshot> {
     const have = this.snapshots.get(vip);
-    if (have && this.now() - have.takenAt < AccessPages.maxAgeMs(have.dumpMs)) return Promise.resolve(have);
-    // Concurrent pages of one VIP share one dump.
-    let p = this.pending.get(vip);
-    if (!p) {
-      const t0 = this.now();
-      p = this.dump(vip)
-        .then((records) => {
-          const takenAt = this.now();
-          const snap: Snapshot = { records, takenAt, takenAtIso: this.wallClock().toISOString(), dumpMs: takenAt - t0, orders: new Map() };
-          this.snapshots.set(vip, snap);
-          return snap;
-        })
-        .finally(() => this.pending.delete(vip));
-      this.pending.set(vip, p);
+    if (have && this.now() - have.takenAt < AccessPages.maxAgeMs(have.dumpMs)) return have;
+    const next = this.pending.get(vip) ?? this.redump(vip, have);
+    if (have) {
+      next.catch(() => undefined); // the next page asks again
+      return have;
     }
+    return next;
+  }
+
+  private redump(vip: string, previous: Snapshot | undefined): Promise<Snapshot> {
+    const t0 = this.now();
+    const p = this.dump(vip)
+      .then((records) => {
+        const takenAt = this.now();
+        const snap: Snapshot = { records, takenAt, takenAtIso: this.wallClock().toISOString(), dumpMs: takenAt - t0, orders: new Map() };
+        for (const key of previous?.orders.keys() ?? []) {
+          const space = key.indexOf(' ');
+          snap.orders.set(key, orderRecords(records, key.slice(0, space), key.slice(space + 1)));
+        }
+        this.snapshots.set(vip, snap);
+        return snap;
+      })
+      .finally(() => this.pending.delete(vip));
+    this.pending.set(vip, p);
     return p;
   }
 }
