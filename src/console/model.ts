@@ -38,6 +38,9 @@ export interface PlanView {
   imbalance?: { before: number; after: number };
   waiting?: { vip: string; reason: string }[];
   notes?: string[];
+  /** Why nothing would be carried out now although there are moves. */
+  holdingBack?: string;
+  mode?: string;
 }
 
 /** A fetch's outcome: a value, "the controller has no such route", or an error to show. */
@@ -560,6 +563,8 @@ function planView(data: ConsoleData, width: number): Line[] {
   if ('error' in f) lines.push([seg(`could not fetch the plan: ${f.error}`, 'bad')]);
   if (!plan) return lines;
   lines.push([seg(`Plan (${plan.algorithm ?? 'assignment'})`, 'head'), seg(plan.imbalance ? `  imbalance ${percent(plan.imbalance.before)} -> ${percent(plan.imbalance.after)}` : '', 'dim')]);
+  if (plan.mode) lines.push(plain(`  rebalancing: ${plan.mode}`));
+  if (plan.holdingBack) lines.push([seg(`  holding back: ${plan.holdingBack}`, 'warn')]);
   if (plan.moves.length === 0) lines.push(plain('  nothing to move'));
   for (const m of plan.moves) {
     const loads = Object.entries(m.loads ?? {})

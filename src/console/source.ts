@@ -9,7 +9,7 @@ import type { MigrationProgress } from '../migration/migration.js';
 import type { AccessPage } from '../nat/access-page.js';
 import { accessRows, selectedAppliance, selectedVip, valueOf, type Action, type ConsoleData, type Fetched, type PlanView, type Ui } from './model.js';
 
-/** The controller routes the console uses; the last four come with the controller's plan work. */
+/** The controller routes the console uses (plan, rebalance, drain, maintenance and pin: the controller's branch). */
 export const ROUTES = {
   status: '/v1/status',
   page: (appliance: string, vip: string) => `/v1/appliances/${encodeURIComponent(appliance)}/vips/${encodeURIComponent(vip)}/entries`,
@@ -17,7 +17,8 @@ export const ROUTES = {
   migrations: '/v1/migrations',
   plan: '/v1/plan',
   rebalance: '/v1/rebalance',
-  drain: (appliance: string) => `/v1/appliances/${encodeURIComponent(appliance)}/maintenance`,
+  drain: (appliance: string) => `/v1/appliances/${encodeURIComponent(appliance)}/drain`,
+  maintenance: (appliance: string) => `/v1/appliances/${encodeURIComponent(appliance)}/maintenance`,
   pin: (vip: string) => `/v1/vips/${encodeURIComponent(vip)}/pin`,
 };
 
@@ -102,13 +103,21 @@ export class ConsoleSource {
           return { text: `migration of ${action.vip} to ${action.to} started (id ${p.id.slice(0, 8)}): see Migrations (4)`, style: 'ok' };
         }
         case 'drain':
-          await this.api.post(ROUTES.drain(action.appliance), { maintenance: action.on });
-          return { text: action.on ? `${action.appliance} is draining (maintenance)` : `${action.appliance} is out of maintenance`, style: 'ok' };
+          // A drain answers when the appliance's VIPs have moved; meanwhile they show on the Migrations view.
+          if (!action.on) {
+            await this.api.post(ROUTES.maintenance(action.appliance), { on: false });
+            return { text: `${action.appliance} is out of maintenance`, style: 'ok' };
+          }
+          {
+            const r = await this.api.post<{ remaining?: string[] }>(ROUTES.drain(action.appliance), {}, { timeoutMs: 600_000 });
+            const left = r?.remaining ?? [];
+            return left.length ? { text: `${action.appliance} drained but for ${left.join(', ')}`, style: 'warn' } : { text: `${action.appliance} drained (in maintenance)`, style: 'ok' };
+          }
         case 'pin':
           await this.api.post(ROUTES.pin(action.vip), { pinned: action.on });
           return { text: `${action.vip} ${action.on ? 'pinned' : 'unpinned'}`, style: 'ok' };
         case 'rebalance':
-          await this.api.put(ROUTES.rebalance, { mode: action.mode });
+          await this.api.post(ROUTES.rebalance, { mode: action.mode });
           return { text: `rebalancing is ${action.mode}`, style: 'ok' };
         default:
           return { text: '', style: 'ok' };
