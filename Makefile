@@ -64,6 +64,12 @@ test-netlink: build
 
 bench-conntrack: build
 	npx tsx bench/conntrack.ts
+# controller — journal, statistics, rebalancing, authentication of every route
+.PHONY: test-controller
+test-controller: build
+	npx vitest run test/unit/controller-journal.test.ts test/unit/controller-statistics.test.ts test/unit/controller-auth.test.ts test/unit/api-assignment.test.ts
+	npx vitest run test/integration/controller-journal.test.ts test/integration/controller-rebalance.test.ts test/integration/controller-auth.test.ts
+
 # console — operator console, metrics, logs
 .PHONY: test-console bench-console console-screenshot
 test-console: build

@@ -11,7 +11,8 @@ import { createApiServer } from '../api/server.js';
 import { AgentClient } from '../controller/agent-client.js';
 import { controllerConfigSchema } from '../controller/config.js';
 import { controllerRoutes } from '../controller/routes.js';
-import { Controller } from '../controller/controller.js';
+import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
+import { Journal } from '../controller/journal.js';
 import { ControllerMetrics } from '../controller/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { loadConfigFile } from '../nat/config.js';
@@ -36,8 +37,11 @@ export async function controller(args: string[]): Promise<number> {
   const agents = new Map(
     config.appliances.map((a) => [a.name, new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }))]),
   );
-  const site = new Controller(config, agents, logger);
-  await site.reconcile();
+  const pause = pauseFromEnv(process.env[PAUSE_ENV], logger);
+  const journal = new Journal(config.journal);
+  const site = new Controller(config, agents, journal, logger, pause ? { pause } : {});
+  // Unfinished migrations of an earlier run are ended before anything else can move a VIP.
+  await site.open();
   const metrics = processRegistry();
   const migrationMetrics = new ControllerMetrics(metrics, () => site.migrations());
   site.onFinished = (final) => migrationMetrics.observe(final);
@@ -52,12 +56,15 @@ export async function controller(args: string[]): Promise<number> {
     await rm(config.api.socket, { force: true });
     await local?.listen({ path: config.api.socket });
   }
-  logger.info({ api: server.url }, 'controller ready');
+  site.startLoops();
+  logger.info({ api: server.url, journal: config.journal, rebalance: site.rebalanceMode() }, 'controller ready');
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
   await server.close();
   await local?.close();
+  await site.stop();
+  journal.close();
   return 0;
 }

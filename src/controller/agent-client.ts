@@ -3,7 +3,7 @@
  * MigrationAgent interface the four steps use.
  */
 import { createInterface } from 'node:readline';
-import type { ApiClient } from '../api/client.js';
+import type { ApiClient, RequestOptions } from '../api/client.js';
 import type { HoldRelease, ImportResult, MigrationAgent } from '../migration/migration.js';
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
 import type { ApplianceStatus } from '../nat/appliance.js';
@@ -17,8 +17,8 @@ export class AgentClient implements MigrationAgent {
     private readonly api: ApiClient,
   ) {}
 
-  status(): Promise<ApplianceStatus> {
-    return this.api.get('/v1/status') as Promise<ApplianceStatus>;
+  status(options?: RequestOptions): Promise<ApplianceStatus> {
+    return this.api.get('/v1/status', options) as Promise<ApplianceStatus>;
   }
 
   async prepare(vip: string): Promise<void> {
