@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { controllerClient } from '../../src/cli/controller-client.js';
 import { readState, startProcess, stopProcesses, writeState } from '../../src/lab/processes.js';
 import { run } from '../../src/lab/netns.js';
 import { createSynthetic, syntheticRecords } from '../helpers/console-entries.js';
@@ -63,6 +64,10 @@ describe('vipshift console under tmux, in the lab', () => {
     }
     await withLab({ prefix: PREFIX }, async (lab) => {
       const session = `${PREFIX}${randomBytes(3).toString('hex')}`;
+      // The operator moves vip1 here, not the controller's automatic rebalancing.
+      const operator = controllerClient({ lab: lab.name });
+      await operator.post("/v1/rebalance", { mode: "manual" });
+      operator.close();
       // Made-up entries make step 3 last long enough to be watched; live connections are the real test.
       await createSynthetic(lab.ns('lb1'), syntheticRecords(SYNTHETIC, { mark: 1, address: '203.0.113.10', port: 7, server: '198.18.0.101' }));
       const traffic = lab.traffic({ address: '203.0.113.10', port: 7, connections: 40, intervalMs: 100, durationMs: 25_000 });
