@@ -76,3 +76,17 @@ bench-vrrp: build
 
 test-vrrp: build
 	npx vitest run test/unit/vrrp-advert.test.ts test/unit/vrrp-state-machine.test.ts test/unit/vrrp-config.test.ts test/unit/vrrp-speaker.test.ts test/integration/vrrp-keepalived.test.ts
+
+# console — operator console, metrics, logs
+.PHONY: test-console bench-console console-screenshot
+test-console: build
+	npx vitest run test/unit/console-access-page.test.ts test/unit/console-model.test.ts
+	npx vitest run test/integration/console-tmux.test.ts
+
+bench-console: build
+	npx tsx bench/console.ts
+
+# Debian's chromium renders the capture (installed here if missing).
+console-screenshot: build
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	npx tsx scripts/console-screenshot.ts

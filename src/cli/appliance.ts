@@ -3,7 +3,7 @@
  * engine, the access table, the VIP addresses and the agent API the controller drives.
  */
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { createLogger } from '../log/logger.js';
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
@@ -15,6 +15,8 @@ import { Announcer } from '../nat/announce.js';
 import { Appliance } from '../nat/appliance.js';
 import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
+import { registerApplianceMetrics } from '../nat/metrics.js';
+import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { Speaker } from '../vrrp/speaker.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
@@ -33,7 +35,7 @@ export async function appliance(args: string[]): Promise<number> {
   }
   const config = await loadApplianceConfig(values.config);
   const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.appliance);
-  const logger = pino({ name: 'appliance', base: { appliance: config.appliance } });
+  const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
 
   const engine = new NatEngine();
   await engine.start(config);
@@ -53,7 +55,9 @@ export async function appliance(args: string[]): Promise<number> {
     if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
     return client;
   };
-  const server = createApiServer({ name: 'agent', routes: agentRoutes(box, peerClient, logger), authenticator: new Authenticator(credentials), logger });
+  const metrics = processRegistry();
+  registerApplianceMetrics(metrics, () => box.status());
+  const server = createApiServer({ name: 'agent', routes: [...agentRoutes(box, peerClient, logger), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 

@@ -18,6 +18,8 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   maintenance: { summary: 'APPLIANCE on|off: in maintenance it gets no VIP', load: async () => (await import('./maintenance.js')).maintenance },
   rebalance: { summary: 'auto|manual: whether the controller moves VIPs by itself', load: async () => (await import('./rebalance.js')).rebalance },
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
+  console: { summary: 'the operator console: site, mode and access tables, migrations, plan', load: async () => (await import('./console.js')).consoleCommand },
+  metrics: { summary: 'Prometheus metrics of a process, fetched with the cluster credentials', load: async () => (await import('./metrics.js')).metricsCommand },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
 };
 

@@ -99,6 +99,8 @@ export class Controller {
   private stopped = false;
   /** Each appliance's answer to the last poll it answered. */
   private readonly lastStatuses = new Map<string, ApplianceStatus>();
+  /** Told of every migration that ends (metrics). */
+  onFinished?: (final: MigrationProgress) => void;
 
   constructor(
     readonly config: ControllerConfig,
@@ -111,6 +113,11 @@ export class Controller {
     this.meter = new TrafficMeter(config.rebalance.load, config.statistics.smoothing);
     this.algorithm = algorithms[config.rebalance.algorithm]!();
     journal.syncConfiguration(config.appliances, config.vips);
+  }
+
+  /** The agent of an appliance of the inventory (the console's access-table pages go through it). */
+  agent(name: string): ApplianceAgent | undefined {
+    return this.agents.get(name);
   }
 
   owner(vip: string): string | undefined {
@@ -501,6 +508,7 @@ export class Controller {
         this.journal.end(id, { state: final.state === 'done' ? 'done' : 'aborted', progress: final, ...(final.error ? { error: final.error } : {}) });
       }
       this.running.delete(id);
+      this.onFinished?.(final);
       log.info({ state: final.state, totalMs: final.totalMs, steps: final.steps, entries: final.entries.moved, released: final.released, error: final.error }, 'migration finished');
       return final;
     });

@@ -4,7 +4,10 @@
  */
 import { z } from 'zod';
 import { HttpError, reply, type RequestContext, type Route } from '../api/server.js';
+import { ApiError } from '../api/client.js';
+import { AgentClient } from './agent-client.js';
 import { STEPS } from '../migration/migration.js';
+import { pageQuery } from '../nat/agent.js';
 import { MigrationRefused, type Controller } from './controller.js';
 
 const migrationRequest = z
@@ -40,6 +43,23 @@ export function controllerRoutes(site: Controller): Route[] {
   return [
     { method: 'GET', path: '/v1/status', handler: () => site.status() },
     { method: 'GET', path: '/v1/migrations', handler: () => site.migrations() },
+    {
+      // A page of an appliance's access table, asked of its agent (the console talks only to us).
+      method: 'GET',
+      path: '/v1/appliances/:name/vips/:vip/entries',
+      query: pageQuery,
+      handler: async (ctx: RequestContext<unknown, z.infer<typeof pageQuery>>) => {
+        const agent = site.agent(ctx.params.name ?? '');
+        if (!agent) throw new HttpError(404, `no appliance named '${ctx.params.name}'`, 'name');
+        if (!(agent instanceof AgentClient)) throw new HttpError(501, `${agent.name} has no agent API to page its access table`, 'name');
+        try {
+          return await agent.entriesPage(ctx.params.vip ?? '', ctx.query);
+        } catch (err) {
+          if (err instanceof ApiError) throw new HttpError(err.status === 0 ? 502 : err.status, `${agent.name}: ${err.message}`, err.field);
+          throw err;
+        }
+      },
+    },
     {
       method: 'GET',
       path: '/v1/migrations/:id',
