@@ -17,7 +17,7 @@ import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
 import { registerApplianceMetrics } from '../nat/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
-import { Speaker } from '../vrrp/speaker.js';
+import { SpeakerProcess } from '../vrrp/process.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
 
@@ -43,10 +43,20 @@ export async function appliance(args: string[]): Promise<number> {
   const addresses = new Addresses();
   const announcer = new Announcer();
   const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
-  const speaker = config.vrrp?.instances.length ? new Speaker(config.vrrp, { addresses, logger: logger.child({ part: 'vrrp' }) }) : undefined;
+  // The speaker runs in a child process of its own (src/vrrp/process.ts says why).
+  const speaker = config.vrrp?.instances.length
+    ? new SpeakerProcess([process.execPath, process.argv[1]!, 'vrrp', '--config', values.config, '--control'])
+    : undefined;
   const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
   const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
-  speaker?.start();
+  if (speaker) {
+    await speaker.start();
+    // Without its speaker the appliance must not go on holding addresses nobody defends.
+    speaker.once('exit', (err: Error) => {
+      logger.error({ err: err.message }, 'the VRRP speaker died: stopping the appliance');
+      process.kill(process.pid, 'SIGTERM');
+    });
+  }
   await box.start();
 
   const peers = new Map<string, ApiClient>();

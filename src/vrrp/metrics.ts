@@ -3,11 +3,11 @@
  * from Speaker.state() and Speaker.counters(), so the receive path does no extra work.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { Speaker } from './speaker.js';
+import type { SpeakerControl } from './process.js';
 
 const STATES = ['initialize', 'backup', 'master', 'fault'] as const;
 
-export function registerVrrpMetrics(speaker: Speaker, registry: Registry): void {
+export function registerVrrpMetrics(speaker: Pick<SpeakerControl, 'state' | 'counters'>, registry: Registry): void {
   new Gauge({
     name: 'vipshift_vrrp_state',
     help: 'VRRP state of each instance: 1 for the current state, 0 for the others',
@@ -19,7 +19,7 @@ export function registerVrrpMetrics(speaker: Speaker, registry: Registry): void 
       }
     },
   });
-  const perInstance = (name: string, help: string, pick: (i: ReturnType<Speaker['state']>[number]) => number) =>
+  const perInstance = (name: string, help: string, pick: (i: ReturnType<SpeakerControl['state']>[number]) => number) =>
     new Counter({
       name,
       help,
