@@ -44,8 +44,12 @@ interface Run {
   total_ms: number;
   /** Step 1 start to step 4 end: the issue's target (total_ms also counts the source's entry count before step 1). */
   steps_sum_ms: number;
+  /** total_ms − steps_sum_ms: the controller counting the source's entries (GET /v1/status) before step 1. */
+  before_step1_ms: number;
   steps: { prepare_ms: number; move_address_ms: number; move_entries_ms: number; activate_ms: number };
   held_packets: number;
+  /** lb2's hold counters of vip1 after the migration: packets beyond the hold queue's bound are dropped (clients retransmit). */
+  hold: { held: number; released: number; overflowed: number; dropped: number };
   resets: number;
   /** Every other failed connection, by kind (connect, timeout, mismatch, closed, other). */
   other_errors: Record<string, number>;
@@ -150,6 +154,16 @@ async function reference(lab: Lab, vipId: number, expected: number, target: Conn
   }
 }
 
+/** vip1's hold counters on the target, from `vipshift status`. */
+async function holdCounters(labName: string): Promise<Run['hold']> {
+  const r = await run(process.execPath, [CLI, 'status', '--json', '--lab', labName]);
+  if (r.code !== 0) throw new Error(`vipshift status: exit ${r.code}: ${r.stderr.trim()}`);
+  const site = JSON.parse(r.stdout) as { appliances: Array<{ name: string; vips?: Array<{ name: string } & Run['hold']> }> };
+  const v = site.appliances.find((a) => a.name === TARGET)?.vips?.find((x) => x.name === VIP);
+  if (!v) throw new Error(`vipshift status: no ${VIP} on ${TARGET}`);
+  return { held: v.held, released: v.released, overflowed: v.overflowed, dropped: v.dropped };
+}
+
 /** How the appliances hold packets on this kernel, as lb2's appliance said when it started. */
 let holdMethod = 'unknown';
 
@@ -203,6 +217,7 @@ async function oneSize(entries: number): Promise<Run> {
       const onTarget = await target.count(vip.id);
       const onSource = await source.count(vip.id);
       const summary: TrafficSummary = await traffic.stop();
+      const hold = await holdCounters(lab.name);
       if (onTarget !== entries || onSource !== 0) throw new Error(`after the migration ${TARGET} holds ${onTarget} entries of ${VIP} (expected ${entries}), ${SOURCE} ${onSource} (expected 0)`);
 
       const { reset, ...others } = summary.errors;
@@ -218,8 +233,10 @@ async function oneSize(entries: number): Promise<Run> {
         synthetic_entries: entries - live,
         total_ms: m.totalMs ?? NaN,
         steps_sum_ms: round2(steps.prepare_ms + steps.move_address_ms + steps.move_entries_ms + steps.activate_ms),
+        before_step1_ms: round2((m.totalMs ?? NaN) - (steps.prepare_ms + steps.move_address_ms + steps.move_entries_ms + steps.activate_ms)),
         steps,
         held_packets: m.released,
+        hold,
         resets: reset,
         other_errors: others,
         max_gap_ms: summary.gapMs.max,
@@ -250,11 +267,13 @@ const cols: Array<[string, (r: Run) => string | number]> = [
   ['entries', (r) => r.entries],
   ['total_ms', (r) => r.total_ms],
   ['steps_ms', (r) => r.steps_sum_ms],
+  ['pre_ms', (r) => r.before_step1_ms],
   ['prepare', (r) => r.steps.prepare_ms],
   ['address', (r) => r.steps.move_address_ms],
   ['entries_ms', (r) => r.steps.move_entries_ms],
   ['activate', (r) => r.steps.activate_ms],
   ['held', (r) => r.held_packets],
+  ['overflow', (r) => r.hold.overflowed],
   ['resets', (r) => r.resets],
   ['gap_ms', (r) => r.max_gap_ms],
   ['ref_ms', (r) => r.reference_ms],
