@@ -57,3 +57,10 @@ bench-lab: build
 test-nat: build
 	npx vitest run test/unit/nat-config.test.ts test/unit/nat-ruleset.test.ts test/unit/nat-queue.test.ts
 	npx vitest run test/integration/nat-engine.test.ts
+# benchmig — where a migration's time goes, part by part (bench-migration itself is above)
+.PHONY: bench-migration-profile test-benchmig
+bench-migration-profile: build
+	npx tsx bench/migration-profile.ts
+
+test-benchmig: build
+	npx vitest run test/unit/benchmig-conntrackd.test.ts
