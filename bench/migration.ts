@@ -261,7 +261,7 @@ async function oneSize(entries: number): Promise<Run> {
 }
 
 /** A size's result: its median round (by steps_sum_ms), resets summed over every round, each round listed. */
-type SizeResult = Run & { rounds: Array<Pick<Run, 'total_ms' | 'steps_sum_ms' | 'held_packets' | 'resets' | 'reference_ms' | 'load_avg_1m'> & { move_entries_ms: number }> };
+type SizeResult = Run & { rounds: Array<Pick<Run, 'total_ms' | 'steps_sum_ms' | 'held_packets' | 'resets' | 'reference_ms' | 'load_avg_1m'> & { move_entries_ms: number; overflowed: number }> };
 
 const runs: SizeResult[] = [];
 const startLoad = os.loadavg().map(round2);
@@ -284,6 +284,7 @@ for (const entries of SIZES) {
       steps_sum_ms: r.steps_sum_ms,
       move_entries_ms: r.steps.move_entries_ms,
       held_packets: r.held_packets,
+      overflowed: r.hold.overflowed,
       resets: r.resets,
       reference_ms: r.reference_ms,
       load_avg_1m: r.load_avg_1m,
