@@ -96,6 +96,48 @@ async function kernel(recs: Buffer) {
   };
 }
 
+/**
+ * Step 3 without the agents: N entries dumped from one namespace straight into creates in
+ * another (each dump chunk created as it comes, in order), then deleted by mark at the
+ * source, in this one process. The floor of step 3 with this netlink layer, no HTTP.
+ */
+async function directMove(recs: Buffer) {
+  const a = `vtbmga${randomBytes(3).toString('hex')}`;
+  const b = `vtbmgb${randomBytes(3).toString('hex')}`;
+  await must('ip', ['netns', 'add', a]);
+  await must('ip', ['netns', 'add', b]);
+  const src = new Conntrack({ netns: a });
+  const dst = new Conntrack({ netns: b });
+  const rows: number[] = [];
+  try {
+    for (let i = 0; i < ROUNDS; i++) {
+      await src.createFromRecords(recs);
+      rows.push(
+        await timed(async () => {
+          let creates = Promise.resolve();
+          let failed = 0;
+          await src.dumpRecords(MARK, (chunk) => {
+            creates = creates.then(async () => {
+              failed += (await dst.createFromRecords(chunk)).failures.length;
+            });
+          });
+          await creates;
+          if (failed) throw new Error(`${failed} creates failed`);
+          await src.deleteByMark(MARK);
+        }),
+      );
+      if ((await dst.count(MARK)) !== ENTRIES || (await src.count(MARK)) !== 0) throw new Error('direct move: wrong counts');
+      await dst.deleteByMark(MARK);
+    }
+  } finally {
+    src.close();
+    dst.close();
+    await run('ip', ['netns', 'delete', a]);
+    await run('ip', ['netns', 'delete', b]);
+  }
+  return { direct_move_ms: median(rows) };
+}
+
 /** One nft batch the size of a mode change, in a namespace of our own, minus `ip netns exec` itself. */
 async function nftBatch() {
   const ns = `vtbmgn${randomBytes(3).toString('hex')}`;
@@ -176,9 +218,10 @@ async function api(recs: Buffer) {
 const recs = records(ENTRIES);
 const load = os.loadavg()[0]!;
 const k = await kernel(recs);
+const d = await directMove(recs);
 const n = await nftBatch();
 const a = await api(recs);
-const result = { entries: ENTRIES, rounds: ROUNDS, ...k, ...n, ...a, load_avg_1m: round2(load) };
+const result = { entries: ENTRIES, rounds: ROUNDS, ...k, ...d, ...n, ...a, load_avg_1m: round2(load) };
 
 for (const [key, value] of Object.entries(result)) console.log(`${key.padEnd(20)} ${String(value).padStart(10)}`);
 const out = path.join(REPO_ROOT, 'bench', 'results', 'migration-profile.json');
