@@ -3,17 +3,21 @@
  * engine, the access table, the VIP addresses and the agent API the controller drives.
  */
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { createLogger } from '../log/logger.js';
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { Conntrack } from '../netlink/conntrack.js';
 import { Addresses } from '../netlink/route.js';
 import { agentRoutes } from '../nat/agent.js';
+import { DirectAddressing, VrrpAddressing } from '../nat/addressing.js';
 import { Announcer } from '../nat/announce.js';
 import { Appliance } from '../nat/appliance.js';
 import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
+import { registerApplianceMetrics } from '../nat/metrics.js';
+import { metricsRoute, processRegistry } from '../metrics/metrics.js';
+import { SpeakerProcess } from '../vrrp/process.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
 
@@ -31,23 +35,39 @@ export async function appliance(args: string[]): Promise<number> {
   }
   const config = await loadApplianceConfig(values.config);
   const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.appliance);
-  const logger = pino({ name: 'appliance', base: { appliance: config.appliance } });
+  const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
 
   const engine = new NatEngine();
   await engine.start(config);
   const conntrack = new Conntrack();
   const addresses = new Addresses();
   const announcer = new Announcer();
-  const box = new Appliance(config, engine, conntrack, addresses, (ifname, address) => announcer.announce(ifname, address));
+  const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
+  // The speaker runs in a child process of its own (src/vrrp/process.ts says why).
+  const speaker = config.vrrp?.instances.length
+    ? new SpeakerProcess([process.execPath, process.argv[1]!, 'vrrp', '--config', values.config, '--control'])
+    : undefined;
+  const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
+  const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
+  if (speaker) {
+    await speaker.start();
+    // Without its speaker the appliance must not go on holding addresses nobody defends.
+    speaker.once('exit', (err: Error) => {
+      logger.error({ err: err.message }, 'the VRRP speaker died: stopping the appliance');
+      process.kill(process.pid, 'SIGTERM');
+    });
+  }
   await box.start();
 
   const peers = new Map<string, ApiClient>();
-  const peerClient = (url: string): ApiClient => {
+  const peerClient = (url: string, peer: string): ApiClient => {
     let client = peers.get(url);
-    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { timeoutMs: 30_000 })));
+    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
     return client;
   };
-  const server = createApiServer({ name: 'agent', routes: agentRoutes(box, peerClient), authenticator: new Authenticator(credentials), logger });
+  const metrics = processRegistry();
+  registerApplianceMetrics(metrics, () => box.status());
+  const server = createApiServer({ name: 'agent', routes: [...agentRoutes(box, peerClient, logger), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 
@@ -57,7 +77,8 @@ export async function appliance(args: string[]): Promise<number> {
   });
   logger.info('stopping: giving up the VIP addresses and removing the ruleset');
   await server.close();
-  for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
+  if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
+  else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
   await engine.stop();
   announcer.close();
   conntrack.close();

@@ -11,7 +11,15 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   controller: { summary: 'run the controller: inventory and migrations', load: async () => (await import('./controller.js')).controller },
   status: { summary: 'VIP owners, mode tables and counters of the site', load: async () => (await import('./status.js')).status },
   migrate: { summary: 'move a VIP with its live connections to another appliance', load: async () => (await import('./migrate.js')).migrateCommand },
+  plan: { summary: 'what the controller would move and why (loads before and after)', load: async () => (await import('./plan.js')).plan },
+  drain: { summary: 'move every VIP off an appliance (maintenance on)', load: async () => (await import('./drain.js')).drain },
+  pin: { summary: 'keep a VIP on its appliance: never moved', load: async () => (await import('./pin.js')).pin },
+  unpin: { summary: 'let a pinned VIP move again', load: async () => (await import('./pin.js')).unpin },
+  maintenance: { summary: 'APPLIANCE on|off: in maintenance it gets no VIP', load: async () => (await import('./maintenance.js')).maintenance },
+  rebalance: { summary: 'auto|manual: whether the controller moves VIPs by itself', load: async () => (await import('./rebalance.js')).rebalance },
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
+  console: { summary: 'the operator console: site, mode and access tables, migrations, plan', load: async () => (await import('./console.js')).consoleCommand },
+  metrics: { summary: 'Prometheus metrics of a process, fetched with the cluster credentials', load: async () => (await import('./metrics.js')).metricsCommand },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
 };
 

@@ -6,20 +6,28 @@ import { parseArgs } from 'node:util';
 import type { MigrationProgress } from '../migration/migration.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
-const USAGE = 'usage: vipshift migrate VIP --to APPLIANCE [--json] [--abort-at prepare|move_address|move_entries]\n';
+const USAGE =
+  'usage: vipshift migrate VIP --to APPLIANCE [--json]\n' +
+  '       drills: [--abort-at prepare|move_address|move_entries] [--unsafe-skip-prepare (connections see resets)]\n';
 
 export async function migrateCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { ...CONTROLLER_OPTIONS, to: { type: 'string' }, json: { type: 'boolean' }, 'abort-at': { type: 'string' } },
+    options: { ...CONTROLLER_OPTIONS, to: { type: 'string' }, json: { type: 'boolean' }, 'abort-at': { type: 'string' }, 'unsafe-skip-prepare': { type: 'boolean' } },
   });
   const [vip] = positionals;
   if (!vip || !values.to || positionals.length > 1) {
     process.stderr.write(USAGE);
     return 2;
   }
-  const body = { vip, to: values.to, wait: true, ...(values['abort-at'] ? { abortAt: values['abort-at'] } : {}) };
+  const body = {
+    vip,
+    to: values.to,
+    wait: true,
+    ...(values['abort-at'] ? { abortAt: values['abort-at'] } : {}),
+    ...(values['unsafe-skip-prepare'] ? { unsafeSkipPrepare: true } : {}),
+  };
   const result = await controllerClient(values).post<MigrationProgress>('/v1/migrations', body);
   if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   else process.stdout.write(formatMigration(result));

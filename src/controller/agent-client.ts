@@ -3,8 +3,9 @@
  * MigrationAgent interface the four steps use.
  */
 import { createInterface } from 'node:readline';
-import type { ApiClient } from '../api/client.js';
+import type { ApiClient, RequestOptions } from '../api/client.js';
 import type { HoldRelease, ImportResult, MigrationAgent } from '../migration/migration.js';
+import type { AccessPage, PageQuery } from '../nat/access-page.js';
 import type { ApplianceStatus } from '../nat/appliance.js';
 
 const vipPath = (vip: string, action: string) => `/v1/vips/${encodeURIComponent(vip)}/${action}`;
@@ -16,8 +17,8 @@ export class AgentClient implements MigrationAgent {
     private readonly api: ApiClient,
   ) {}
 
-  status(): Promise<ApplianceStatus> {
-    return this.api.get('/v1/status') as Promise<ApplianceStatus>;
+  status(options?: RequestOptions): Promise<ApplianceStatus> {
+    return this.api.get('/v1/status', options) as Promise<ApplianceStatus>;
   }
 
   async prepare(vip: string): Promise<void> {
@@ -34,7 +35,7 @@ export class AgentClient implements MigrationAgent {
 
   /** The target answers with one JSON line per batch created, then a summary line. */
   async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult> {
-    const response = await this.api.stream('POST', vipPath(vip, 'import'), { from: source.url });
+    const response = await this.api.stream('POST', vipPath(vip, 'import'), { from: source.url, peer: source.name });
     let result: ImportResult | undefined;
     let failure: string | undefined;
     for await (const line of createInterface({ input: response, crlfDelay: Infinity })) {
@@ -65,8 +66,9 @@ export class AgentClient implements MigrationAgent {
     await this.api.post(vipPath(vip, 'abort'), {});
   }
 
-  async entryCount(vip: string): Promise<number> {
-    const status = await this.status();
-    return status.vips.find((v) => v.name === vip)?.entries ?? 0;
+  /** One page of the VIP's access table, sorted and filtered by the appliance. */
+  entriesPage(vip: string, query: Partial<PageQuery>): Promise<AccessPage> {
+    const q = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
+    return this.api.get(`${vipPath(vip, 'entries/page')}?${q}`) as Promise<AccessPage>;
   }
 }

@@ -284,7 +284,27 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
       ...(v.snatPorts ? { snatPorts: v.snatPorts } : {}),
       owner: v.owner,
     })),
+    vrrp: vrrpFor(site, appliance, ifname('ext'), ifname('int')),
   };
+}
+
+/** The lab's advertisement interval (issue 5: takeover well inside half a second). */
+export const LAB_ADVERT_INTERVAL = 0.1;
+
+/**
+ * One VRRP sync group per VIP — the VIP on the external segment and its inside address on
+ * the internal one, VRID = the VIP's id on both — so the two move together. The VIP's
+ * owner has the higher priority; the other appliance backs it up.
+ */
+function vrrpFor(site: Site, appliance: string, external: string, internal: string): NonNullable<ApplianceConfigInput['vrrp']> {
+  const instances = site.vips.flatMap((v) => {
+    const common = { vrid: v.id, priority: v.owner === appliance ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: true, garpRepeat: 3 };
+    return [
+      { ...common, name: `${v.name}-ext`, interface: external, addresses: [`${v.address}/${v.prefixLength}`] },
+      { ...common, name: `${v.name}-int`, interface: internal, addresses: [`${v.insideAddress}/${v.prefixLength}`] },
+    ];
+  });
+  return { instances, syncGroups: site.vips.map((v) => ({ name: v.name, instances: [`${v.name}-ext`, `${v.name}-int`] })) };
 }
 
 /** The controller's configuration file (src/controller/config.ts's schema). */

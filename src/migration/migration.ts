@@ -30,8 +30,6 @@ export interface MigrationAgent {
   abort(vip: string): Promise<void>;
   /** Where the source's entries can be read from (its agent's URL). */
   readonly url: string;
-  /** Live entries of the VIP on this appliance, for progress totals. */
-  entryCount(vip: string): Promise<number>;
 }
 
 export interface ImportResult {
@@ -62,6 +60,8 @@ export interface MigrationProgress {
   /** Packets the target held and then released in arrival order. */
   released: number;
   error?: string;
+  /** After a failure, giving the VIP back (or finishing forward) failed too: recover() it later. */
+  recoveryFailed?: boolean;
 }
 
 export interface MigrationOptions {
@@ -72,8 +72,36 @@ export interface MigrationOptions {
    * the entries, before the source deletes its own), to exercise the abort path.
    */
   abortAt?: Exclude<Step, 'activate'>;
+  /**
+   * The negative control: step 1 is skipped, so the target does not hold the VIP's
+   * packets and answers those that reach it before its entries with resets.
+   */
+  skipPrepare?: boolean;
+  /**
+   * The controller's journal: each step is written down before it runs, and the commit
+   * point before the source deletes anything; awaited, so nothing runs ahead of its record.
+   */
+  journal?: MigrationJournal;
+  /**
+   * A test hook: waits in the middle of a step, where a crash hurts most — prepare: after
+   * the target holds; move_address: after the source released, before the target claims;
+   * move_entries: after the import, before the commit point; activate: past the commit
+   * point, the source without entries or address, before it forgets and the target activates.
+   */
+  pause?: (step: Step) => Promise<void>;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
+  /**
+   * The source's entry count as last seen (the controller's statistics), for the
+   * progress total until step 3 knows it exactly. Counting now would cost the source a
+   * second dump of its table in the middle of the move.
+   */
+  expectedEntries?: number;
+}
+
+export interface MigrationJournal {
+  step(step: Step): void | Promise<void>;
+  commit(): void | Promise<void>;
 }
 
 class StepTimeout extends Error {
@@ -111,7 +139,7 @@ export async function migrate(
     step: 'prepare',
     startedAt: new Date().toISOString(),
     steps: {},
-    entries: { moved: 0, total: 0 },
+    entries: { moved: 0, total: options.expectedEntries ?? 0 },
     released: 0,
   };
   const report = () => options.onProgress?.(structuredClone(progress));
@@ -124,7 +152,12 @@ export async function migrate(
     if (options.abortAt === step) throw new Error(`drill: abort requested at step ${step}`);
   };
 
+  const pause = async (step: Step) => {
+    await options.pause?.(step);
+  };
+
   const run = async <T>(step: Step, work: () => Promise<T>): Promise<T> => {
+    await options.journal?.step(step);
     progress.step = reached = step;
     report();
     const t0 = now();
@@ -135,13 +168,14 @@ export async function migrate(
 
   report(); // synchronously, so the caller has a record before the first await
   try {
-    progress.entries.total = await source.entryCount(vip).catch(() => 0);
     await run('prepare', async () => {
-      await target.prepare(vip);
+      if (!options.skipPrepare) await target.prepare(vip);
+      await pause('prepare');
       drill('prepare');
     });
     await run('move_address', async () => {
       await source.releaseAddress(vip);
+      await pause('move_address');
       await target.claimAddress(vip);
       drill('move_address');
     });
@@ -153,13 +187,18 @@ export async function migrate(
       });
       if (result.failed > 0) throw new Error(`${result.failed} of ${result.created + result.failed} entries could not be created on ${target.name}`);
       progress.entries.moved = progress.entries.total = result.created;
+      await pause('move_entries');
       drill('move_entries');
+      await options.journal?.commit();
       committed = true;
       await source.deleteEntries(vip);
     });
+    // The source has neither the address nor the entries any more: it forgets the VIP
+    // while the target activates it, rather than one after the other.
     await run('activate', async () => {
-      await source.forget(vip);
-      progress.released = (await target.activate(vip)).released;
+      await pause('activate');
+      const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
+      progress.released = activated.released;
     });
     progress.state = 'done';
   } catch (err) {
@@ -167,6 +206,7 @@ export async function migrate(
     progress.state = committed ? 'done' : 'aborted';
     await (committed ? finishForward(vip, source, target) : giveBack(vip, reached, source, target)).catch((e: unknown) => {
       progress.error += `; recovering failed too: ${e instanceof Error ? e.message : String(e)}`;
+      progress.recoveryFailed = true;
     });
   }
   progress.totalMs = Math.round((now() - started) * 100) / 100;
@@ -174,13 +214,42 @@ export async function migrate(
   return progress;
 }
 
-/** Abort before the commit point: the source keeps (or gets back) the VIP and its entries are untouched. */
+/** How far an interrupted migration (its controller died) had got, from the journal. */
+export interface Interrupted {
+  /** The last step written down as started; null if none was. */
+  reached: Step | null;
+  /** The commit point was written down: the source may have started deleting its entries. */
+  committed: boolean;
+}
+
+/**
+ * Ends a migration its controller did not live to end, the way migrate() ends one that fails
+ * at that point: before the commit point the VIP goes back to the source, after it the target
+ * takes it. A journal record is written before its action runs, so the actions may or may not
+ * have happened: each is idempotent. Returns how it ended; throws if an appliance does not
+ * answer (call again later: nothing is lost by trying twice).
+ */
+export async function recover(vip: string, source: MigrationAgent, target: MigrationAgent, at: Interrupted): Promise<'done' | 'aborted'> {
+  if (at.committed) {
+    await finishForward(vip, source, target);
+    return 'done';
+  }
+  await giveBack(vip, at.reached ?? 'prepare', source, target);
+  return 'aborted';
+}
+
+/**
+ * Abort before the commit point: the source keeps (or gets back) the VIP, its entries
+ * untouched. The address goes back first: until then the target keeps holding the
+ * VIP's packets, and only then forgets it — a target that forgot the VIP while still
+ * owning its address would answer its packets with resets.
+ */
 async function giveBack(vip: string, reached: Step, source: MigrationAgent, target: MigrationAgent): Promise<void> {
-  await target.abort(vip);
   if (reached !== 'prepare') {
     await target.releaseAddress(vip).catch(() => undefined);
     await source.claimAddress(vip);
   }
+  await target.abort(vip);
 }
 
 /** Failure after the commit point: the target has the entries and the address, so it takes the VIP. */

@@ -4,18 +4,31 @@
  * streamed as signed frames; never one JSON object per entry).
  */
 import { PassThrough } from 'node:stream';
+import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ApiClient } from '../api/client.js';
 import { HttpError, type RequestContext, type Route } from '../api/server.js';
+import { AccessPages, PageQueryError, SORT_KEYS } from './access-page.js';
 import { UnknownVipError, type Appliance } from './appliance.js';
 
 const empty = z.object({}).strict();
+
+const sortKey = z.enum([...SORT_KEYS, ...SORT_KEYS.map((k) => `-${k}` as const)]);
+/** Query of a page of the access table (access-page.ts). */
+export const pageQuery = z
+  .object({
+    offset: z.coerce.number().int().min(0).default(0),
+    limit: z.coerce.number().int().min(1).max(1000).default(50),
+    sort: sortKey.default('client'),
+    filter: z.string().max(200).default(''),
+  })
+  .strict();
 
 /**
  * `peerClient` makes an authenticated client for another appliance's agent, given the
  * URL the controller named as the source.
  */
-export function agentRoutes(appliance: Appliance, peerClient: (url: string) => ApiClient): Route[] {
+export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer: string) => ApiClient, logger: Logger): Route[] {
   // Every VIP route names a VIP of the configuration; an unknown one is a 404 on `name`.
   const vipOf = (ctx: RequestContext): string => {
     const name = ctx.params.name ?? '';
@@ -27,15 +40,41 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string) => A
     }
     return name;
   };
+  // Each step's share on this appliance is logged with its time.
+  const timed = async <T>(vip: string, action: string, work: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    const result = await work();
+    logger.info({ vip, action, ms: Math.round((performance.now() - t0) * 100) / 100 }, `${action} ${vip}`);
+    return result;
+  };
   const vipAction = (action: string, run: (vip: string) => Promise<unknown>): Route => ({
     method: 'POST',
     path: `/v1/vips/:name/${action}`,
     body: empty,
-    handler: async (ctx) => (await run(vipOf(ctx))) ?? { ok: true },
+    handler: async (ctx) => {
+      const vip = vipOf(ctx);
+      return (await timed(vip, action, () => run(vip))) ?? { ok: true };
+    },
   });
+
+  const pages = new AccessPages((vip) => appliance.entryRecords(vip));
 
   return [
     { method: 'GET', path: '/v1/status', handler: () => appliance.status() },
+    {
+      // The console's view of the access table: one sorted, filtered page, never the whole table.
+      method: 'GET',
+      path: '/v1/vips/:name/entries/page',
+      query: pageQuery,
+      handler: async (ctx: RequestContext<unknown, z.infer<typeof pageQuery>>) => {
+        try {
+          return await pages.page(vipOf(ctx), ctx.query);
+        } catch (err) {
+          if (err instanceof PageQueryError) throw new HttpError(400, err.message, err.field);
+          throw err;
+        }
+      },
+    },
     vipAction('prepare', (vip) => appliance.prepare(vip)),
     {
       method: 'POST',
@@ -43,8 +82,9 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string) => A
       body: z.object({ action: z.enum(['release', 'claim']) }).strict(),
       handler: async (ctx: RequestContext<{ action: 'release' | 'claim' }>) => {
         const vip = vipOf(ctx);
-        if (ctx.body.action === 'release') await appliance.releaseAddress(vip);
-        else await appliance.claimAddress(vip);
+        await timed(vip, `${ctx.body.action} address`, () =>
+          ctx.body.action === 'release' ? appliance.releaseAddress(vip) : appliance.claimAddress(vip),
+        );
         return { ok: true };
       },
     },
@@ -66,15 +106,19 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string) => A
       // Target side of step 3: pull from the source, create here, report progress as JSON lines.
       method: 'POST',
       path: '/v1/vips/:name/import',
-      body: z.object({ from: z.string().url() }).strict(),
-      handler: async (ctx: RequestContext<{ from: string }>) => {
+      body: z.object({ from: z.string().url(), peer: z.string().min(1) }).strict(),
+      handler: async (ctx: RequestContext<{ from: string; peer: string }>) => {
         const vip = vipOf(ctx);
-        const records = await peerClient(ctx.body.from).stream('GET', `/v1/vips/${encodeURIComponent(vip)}/entries`);
+        const t0 = performance.now();
+        const records = await peerClient(ctx.body.from, ctx.body.peer).stream('GET', `/v1/vips/${encodeURIComponent(vip)}/entries`);
         const progress = new PassThrough();
         appliance
           .importEntries(vip, records, (moved) => progress.write(`${JSON.stringify({ moved })}\n`))
           .then(
-            (result) => progress.end(`${JSON.stringify(result)}\n`),
+            (result) => {
+              logger.info({ vip, action: 'import', from: ctx.body.peer, ...result, ms: Math.round((performance.now() - t0) * 100) / 100 }, `import ${vip}`);
+              progress.end(`${JSON.stringify(result)}\n`);
+            },
             (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),
           );
         return ctx.stream(progress, { contentType: 'application/x-ndjson' });

@@ -1,7 +1,7 @@
 /**
- * Gratuitous ARP for addresses a migration moves here, so that the router (external
- * segment) and the servers (inside segment) send to this appliance at once instead of
- * waiting for their ARP caches to age out.
+ * Gratuitous ARP for addresses a migration moves here without VRRP (DirectAddressing),
+ * so that the router (external segment) and the servers (inside segment) send to this
+ * appliance at once instead of waiting for their ARP caches to age out.
  */
 import { gratuitousArp } from '../vrrp/arp.js';
 import { PcapLink, interfaceFacts } from '../vrrp/link.js';
@@ -18,16 +18,22 @@ export class Announcer {
     private readonly spacingMs = 20,
   ) {}
 
-  async announce(ifname: string, address: string): Promise<void> {
+  /**
+   * Sends the first frame now and the repeats in the background: the caller (step 2 of
+   * a migration) must not wait for the spacing.
+   */
+  announce(ifname: string, address: string): void {
     let link = this.links.get(ifname);
     if (!link) {
       link = new PcapLink(ifname, INJECT_ONLY);
       this.links.set(ifname, link);
     }
     const frame = gratuitousArp(address, interfaceFacts(ifname).mac);
-    for (let i = 0; i < this.count; i++) {
-      if (i > 0) await new Promise((r) => setTimeout(r, this.spacingMs));
-      link.send(frame);
+    link.send(frame);
+    for (let i = 1; i < this.count; i++) {
+      setTimeout(() => {
+        if (this.links.get(ifname) === link) link.send(frame);
+      }, i * this.spacingMs).unref();
     }
   }
 

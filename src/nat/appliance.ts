@@ -6,7 +6,9 @@
 import type { Readable } from 'node:stream';
 import type { Conntrack } from '../netlink/conntrack.js';
 import { RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
-import type { Addresses } from '../netlink/route.js';
+import type { InstanceStatus } from '../vrrp/speaker.js';
+import type { VipAddressing } from './addressing.js';
+import { EntryCounts } from './entry-counts.js';
 import type { ApplianceConfig, VipConfig } from './config.js';
 import type { NatEngine, VipCounters } from './engine.js';
 import type { VipMode } from './ruleset.js';
@@ -22,10 +24,9 @@ export interface VipStatus extends VipCounters {
 export interface ApplianceStatus {
   appliance: string;
   vips: VipStatus[];
+  /** VRRP state per instance (VRID), when this appliance runs the speaker. */
+  vrrp: InstanceStatus[];
 }
-
-/** Sends gratuitous ARP for an address on an interface (src/vrrp/link.ts). */
-export type Announce = (ifname: string, address: string) => Promise<void>;
 
 export class UnknownVipError extends Error {
   constructor(readonly vip: string) {
@@ -35,15 +36,17 @@ export class UnknownVipError extends Error {
 
 export class Appliance {
   private readonly vips: Map<string, VipConfig>;
+  private readonly counts: EntryCounts;
 
   constructor(
     readonly config: ApplianceConfig,
     private readonly engine: NatEngine,
     private readonly conntrack: Conntrack,
-    private readonly addresses: Addresses,
-    private readonly announce: Announce,
+    private readonly addressing: VipAddressing,
+    private readonly vrrpState: () => InstanceStatus[] = () => [],
   ) {
     this.vips = new Map(config.vips.map((v) => [v.name, v]));
+    this.counts = new EntryCounts((mark) => this.conntrack.count(mark));
   }
 
   vip(name: string): VipConfig {
@@ -62,18 +65,18 @@ export class Appliance {
 
   async status(): Promise<ApplianceStatus> {
     const modes = this.engine.modeTable();
+    const counters = await this.engine.allCounters();
     const vips: VipStatus[] = [];
     for (const vip of this.vips.values()) {
-      const counters = await this.engine.counters(vip.name);
       vips.push({
         name: vip.name,
         address: vip.address,
         mode: modes.get(vip.name) ?? 'absent',
-        entries: await this.conntrack.count(vip.id),
-        ...counters,
+        entries: await this.counts.get(vip.id),
+        ...counters.get(vip.name)!,
       });
     }
-    return { appliance: this.config.appliance, vips };
+    return { appliance: this.config.appliance, vips, vrrp: this.vrrpState() };
   }
 
   // Step 1 (target).
@@ -82,19 +85,13 @@ export class Appliance {
     await this.engine.setMode(name, 'migrating');
   }
 
-  // Step 2: the VIP and its inside address move together.
-  async releaseAddress(name: string): Promise<void> {
-    const vip = this.vip(name);
-    await this.addresses.remove(this.config.interfaces.external, `${vip.address}/${vip.prefixLength}`);
-    await this.addresses.remove(this.config.interfaces.internal, `${vip.insideAddress}/${vip.prefixLength}`);
+  // Step 2: the VIP and its inside address move together (addressing.ts).
+  releaseAddress(name: string): Promise<void> {
+    return this.addressing.release(this.vip(name));
   }
 
-  async claimAddress(name: string): Promise<void> {
-    const vip = this.vip(name);
-    await this.addresses.add(this.config.interfaces.external, `${vip.address}/${vip.prefixLength}`);
-    await this.addresses.add(this.config.interfaces.internal, `${vip.insideAddress}/${vip.prefixLength}`);
-    await this.announce(this.config.interfaces.external, vip.address);
-    await this.announce(this.config.interfaces.internal, vip.insideAddress);
+  claimAddress(name: string): Promise<void> {
+    return this.addressing.claim(this.vip(name));
   }
 
   // Step 3 (source): the VIP's entries as a record stream (entry-record.ts).
@@ -127,11 +124,21 @@ export class Appliance {
       onBatch(created);
     }
     reader.end();
+    this.counts.invalidate(this.vip(name).id);
     return { created, failed };
   }
 
+  /** The VIP's whole access table as entry records, for the console's pages (access-page.ts). */
+  async entryRecords(name: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    await this.conntrack.dumpRecords(this.vip(name).id, (chunk) => chunks.push(chunk));
+    return Buffer.concat(chunks);
+  }
+
   async deleteEntries(name: string): Promise<void> {
-    await this.conntrack.deleteByMark(this.vip(name).id);
+    const { id } = this.vip(name);
+    await this.conntrack.deleteByMark(id);
+    this.counts.invalidate(id);
   }
 
   // Step 4.
@@ -153,5 +160,6 @@ export class Appliance {
     await this.engine.setMode(name, 'absent');
     this.engine.discard(name);
     await this.conntrack.deleteByMark(vip.id);
+    this.counts.invalidate(vip.id);
   }
 }

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, isMap, isSeq, parseDocument, type Document } from 'yaml';
 import { z, type ZodType } from 'zod';
+import { vrrpConfigSchema } from '../vrrp/config.js';
 
 /** A zod message that says "is required" when the field is missing, `text` otherwise. */
 const says =
@@ -91,6 +92,12 @@ const applianceSchema = z
       })
       .default({ policy: 'queue', queueLength: 4096, queueNumber: 0 }),
     vips: z.array(vipSchema, { error: says('expected a list of VIPs') }),
+    /**
+     * VRRP instances (src/vrrp/config.ts). A VIP whose address is in an instance moves
+     * by VRRP: its sync group (or instance) is released on the source and claimed on the
+     * target in step 2 of a migration, and failover takes it over when the master is silent.
+     */
+    vrrp: vrrpConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
     const names = new Map<string | number, number>();
