@@ -95,8 +95,12 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer
       handler: (ctx) => {
         const vip = vipOf(ctx);
         const out = new PassThrough();
+        const t0 = performance.now();
         appliance.exportEntries(vip, (chunk) => out.write(chunk)).then(
-          () => out.end(),
+          (records) => {
+            logger.info({ vip, action: 'export', records, ms: Math.round((performance.now() - t0) * 100) / 100 }, `export ${vip}`);
+            out.end();
+          },
           (err: Error) => out.destroy(err),
         );
         return ctx.stream(out, { contentType: 'application/octet-stream' });

@@ -125,6 +125,7 @@ const GROUPS: Record<ConntrackEventType, number> = {
 export class Conntrack {
   private readonly socket: NetlinkSocket;
   private readonly encoder: CreateEncoder;
+  private creating: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: ConntrackOptions = {}) {
     const batchRecords = options.batchRecords ?? 1000;
@@ -162,8 +163,18 @@ export class Conntrack {
     return { records: collector.records, skipped: collector.skipped };
   }
 
-  /** Creates an entry per record (see entry-record.ts), in batches of one sendmsg each. */
-  async createFromRecords(records: Buffer): Promise<CreateResult> {
+  /**
+   * Creates an entry per record (see entry-record.ts), in batches of one sendmsg each.
+   * Calls run one after the other: they share the encoder's one preallocated buffer.
+   */
+  createFromRecords(records: Buffer): Promise<CreateResult> {
+    const run = () => this.createNow(records);
+    const result = this.creating.then(run, run);
+    this.creating = result.catch(() => undefined);
+    return result;
+  }
+
+  private async createNow(records: Buffer): Promise<CreateResult> {
     if (records.length % RECORD_SIZE !== 0) {
       throw new RecordFormatError(`record buffer of ${records.length} bytes is not a whole number of ${RECORD_SIZE}-byte records`);
     }
