@@ -12,9 +12,11 @@ import {
   NETLINK_NO_ENOBUFS,
   NLMSG_DONE,
   NLMSG_ERROR,
+  NLMSG_HDRLEN,
   NLMSG_NOOP,
   NLMSG_OVERRUN,
   NLM_F_DUMP_INTR,
+  align4,
   SOL_NETLINK,
   SOL_SOCKET,
   SO_RCVBUFFORCE,
@@ -37,7 +39,7 @@ interface NativeSocket {
 const require = createRequire(import.meta.url);
 // dist/netlink/socket.js and src/netlink/socket.ts both sit two levels below the package root.
 const addon = require('../../src/netlink/native/build/Release/vipshift_netlink.node') as {
-  NetlinkSocket: new (protocol: number, groups: number) => NativeSocket;
+  NetlinkSocket: new (protocol: number, groups: number, netnsPath?: string) => NativeSocket;
 };
 
 const ENOBUFS = osConstants.errno.ENOBUFS;
@@ -72,6 +74,12 @@ export interface SocketOptions {
   sendBufferBytes?: number;
   /** NETLINK_NO_ENOBUFS: the kernel drops silently instead of reporting an overrun. */
   noEnobufs?: boolean;
+  /** Open the socket in this network namespace: a name under /run/netns, or a path. */
+  netns?: string;
+}
+
+export function netnsPath(netns: string): string {
+  return netns.includes('/') ? netns : `/run/netns/${netns}`;
 }
 
 /** The outcome of a batch of acked requests: which of them failed, and how. */
@@ -84,6 +92,12 @@ interface Pending {
   firstSeq: number;
   count: number;
   dump: boolean;
+  /** Only the last message asks for an ack: done when it answers (earlier errors arrive first). */
+  lastOnly?: boolean;
+  /** Dump datagrams go whole to onDatagram instead of message by message. */
+  onDatagram?: (datagram: Buffer) => void;
+  /** The first exception a dump's callback threw: the dump is drained, then fails with it. */
+  callbackError?: Error;
   acked: number;
   failures: BatchResult['failures'];
   onMessage?: (msg: NetlinkMessage) => void;
@@ -112,7 +126,7 @@ export class NetlinkSocket extends EventEmitter {
     options: SocketOptions = {},
   ) {
     super();
-    this.native = new addon.NetlinkSocket(protocol, options.groups ?? 0);
+    this.native = new addon.NetlinkSocket(protocol, options.groups ?? 0, options.netns === undefined ? undefined : netnsPath(options.netns));
     this.native.setOption(SOL_NETLINK, NETLINK_EXT_ACK, 1);
     this.native.setOption(SOL_NETLINK, NETLINK_CAP_ACK, 1);
     if (options.receiveBufferBytes) this.native.setOption(SOL_SOCKET, SO_RCVBUFFORCE, options.receiveBufferBytes);
@@ -151,9 +165,30 @@ export class NetlinkSocket extends EventEmitter {
     return this.enqueue({ operation, firstSeq, count, dump: false }, buffer);
   }
 
+  /**
+   * Like batch(), for a batch where only the LAST message carries NLM_F_ACK: the
+   * kernel still answers every failure, in order, so the batch is complete when
+   * the last message answers. Saves the kernel one ack per message.
+   */
+  batchLastAcked(operation: string, buffer: Buffer, firstSeq: number, count: number): Promise<BatchResult> {
+    return this.enqueue({ operation, firstSeq, count, dump: false, lastOnly: true }, buffer);
+  }
+
   /** Sends a request that answers with many messages, ending with NLMSG_DONE. */
   dump(operation: string, buffer: Buffer, seq: number, onMessage: (msg: NetlinkMessage) => void): Promise<void> {
     return this.enqueue({ operation, firstSeq: seq, count: 1, dump: true, onMessage }, buffer).then((r) => {
+      const failure = r.failures[0];
+      if (failure) throw new NetlinkError(operation, failure.errno, undefined, failure.kernelMessage);
+    });
+  }
+
+  /**
+   * A dump whose datagrams go whole to `onDatagram`, for families that decode
+   * entries in place. The datagram may also hold the final NLMSG_DONE or
+   * NLMSG_ERROR: the family skips message types it does not know.
+   */
+  dumpDatagrams(operation: string, buffer: Buffer, seq: number, onDatagram: (datagram: Buffer) => void): Promise<void> {
+    return this.enqueue({ operation, firstSeq: seq, count: 1, dump: true, onDatagram }, buffer).then((r) => {
       const failure = r.failures[0];
       if (failure) throw new NetlinkError(operation, failure.errno, undefined, failure.kernelMessage);
     });
@@ -189,7 +224,7 @@ export class NetlinkSocket extends EventEmitter {
     const p = this.pending;
     if (!p) return;
     this.pending = undefined;
-    if (err) p.reject(err);
+    if (err ?? p.callbackError) p.reject((err ?? p.callbackError)!);
     else p.resolve({ acked: p.acked, failures: p.failures });
   }
 
@@ -204,6 +239,7 @@ export class NetlinkSocket extends EventEmitter {
       }
       return;
     }
+    if (this.pending?.onDatagram && this.rawDumpDatagram(this.pending, datagram)) return;
     let messages: NetlinkMessage[];
     try {
       messages = parseMessages(datagram);
@@ -212,6 +248,48 @@ export class NetlinkSocket extends EventEmitter {
       return;
     }
     for (const msg of messages) this.onMessage(msg);
+  }
+
+  /**
+   * Hands a datagram of a raw dump to its owner and ends the dump on NLMSG_DONE or
+   * NLMSG_ERROR, reading only message headers. False if the datagram is not the dump's.
+   */
+  private rawDumpDatagram(p: Pending, datagram: Buffer): boolean {
+    if (datagram.length < NLMSG_HDRLEN || datagram.readUInt32LE(8) !== p.firstSeq) return false;
+    let end: NetlinkMessage | undefined;
+    for (let offset = 0; offset + NLMSG_HDRLEN <= datagram.length; ) {
+      const length = datagram.readUInt32LE(offset);
+      if (length < NLMSG_HDRLEN || offset + length > datagram.length) {
+        this.malformed++;
+        return true;
+      }
+      const type = datagram.readUInt16LE(offset + 4);
+      if (type === NLMSG_DONE || type === NLMSG_ERROR) {
+        end = {
+          length,
+          type,
+          flags: datagram.readUInt16LE(offset + 6),
+          seq: datagram.readUInt32LE(offset + 8),
+          pid: datagram.readUInt32LE(offset + 12),
+          payload: datagram.subarray(offset + NLMSG_HDRLEN, offset + length),
+        };
+        break;
+      }
+      offset += align4(length);
+    }
+    this.callBack(p, () => p.onDatagram?.(datagram));
+    if (end) this.onMessage(end);
+    return true;
+  }
+
+  /** Runs a family's callback; what it throws fails the request instead of the process. */
+  private callBack(p: Pending, fn: () => void): void {
+    if (p.callbackError) return;
+    try {
+      fn();
+    } catch (e) {
+      p.callbackError = e instanceof Error ? e : new Error(String(e));
+    }
   }
 
   private onMessage(msg: NetlinkMessage): void {
@@ -234,7 +312,8 @@ export class NetlinkSocket extends EventEmitter {
       } else {
         p.acked++;
       }
-      if (p.dump || p.acked + p.failures.length >= p.count) this.finish();
+      const last = msg.seq === p.firstSeq + p.count - 1;
+      if (p.dump || (p.lastOnly ? last : p.acked + p.failures.length >= p.count)) this.finish();
       return;
     }
     if (p.dump) {
@@ -242,7 +321,7 @@ export class NetlinkSocket extends EventEmitter {
         if (msg.flags & NLM_F_DUMP_INTR) p.failures.push({ index: 0, errno: osConstants.errno.EINTR, kernelMessage: 'dump interrupted by a concurrent change' });
         this.finish();
       } else if (msg.type !== NLMSG_OVERRUN) {
-        p.onMessage?.(msg);
+        this.callBack(p, () => p.onMessage?.(msg));
       }
     }
   }

@@ -9,7 +9,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/netlink.h>
+#include <sched.h>
 #include <node_api.h>
 #include <stdlib.h>
 #include <string.h>
@@ -146,10 +148,53 @@ static void finalize(napi_env env, void *data, void *hint) {
   uv_close((uv_handle_t *)&sock->poll, on_poll_closed);
 }
 
-/* new NetlinkSocket(protocol: number, groups: number) */
+/*
+ * Opens the socket inside the network namespace at `netns_path` (a file under
+ * /run/netns): the thread enters it for socket()+bind() and returns at once. A
+ * socket keeps the namespace it was created in, so the rest of the process (and
+ * libuv's threads) never leave their own.
+ */
+static int open_in_netns(const char *netns_path, int protocol, struct sockaddr_nl *local, const char **failed) {
+  int home = -1, target = -1, fd = -1, err = 0;
+  if (netns_path) {
+    home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home < 0) return *failed = "open(/proc/thread-self/ns/net)", -errno;
+    target = open(netns_path, O_RDONLY | O_CLOEXEC);
+    if (target < 0) {
+      err = errno;
+      close(home);
+      return *failed = "open(netns)", -err;
+    }
+    if (setns(target, CLONE_NEWNET) < 0) {
+      err = errno;
+      close(home);
+      close(target);
+      return *failed = "setns(netns)", -err;
+    }
+    close(target);
+  }
+  fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
+  if (fd < 0) {
+    err = errno;
+    *failed = "socket(AF_NETLINK)";
+  } else if (bind(fd, (struct sockaddr *)local, sizeof *local) < 0) {
+    err = errno;
+    *failed = "bind(AF_NETLINK)";
+    close(fd);
+    fd = -1;
+  }
+  if (home >= 0) {
+    /* Failing to return would leave the main thread in the wrong namespace: nothing sane to do. */
+    if (setns(home, CLONE_NEWNET) < 0) abort();
+    close(home);
+  }
+  return fd >= 0 ? fd : -err;
+}
+
+/* new NetlinkSocket(protocol: number, groups: number, netnsPath?: string) */
 static napi_value construct(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], this_arg;
+  size_t argc = 3;
+  napi_value argv[3], this_arg;
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, &this_arg, NULL));
   int32_t protocol = 0;
   uint32_t groups = 0;
@@ -158,15 +203,25 @@ static napi_value construct(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (argc >= 2) napi_get_value_uint32(env, argv[1], &groups);
-
-  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, protocol);
-  if (fd < 0) return throw_errno(env, "socket(AF_NETLINK)", errno);
-  struct sockaddr_nl local = {.nl_family = AF_NETLINK, .nl_groups = groups};
-  if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, "bind(AF_NETLINK)", err);
+  char netns_path[4096];
+  int in_netns = 0;
+  if (argc >= 3) {
+    napi_valuetype type;
+    napi_typeof(env, argv[2], &type);
+    if (type == napi_string) {
+      size_t copied;
+      napi_get_value_string_utf8(env, argv[2], netns_path, sizeof netns_path, &copied);
+      in_netns = 1;
+    } else if (type != napi_undefined && type != napi_null) {
+      napi_throw_type_error(env, NULL, "netnsPath must be a string");
+      return NULL;
+    }
   }
+
+  struct sockaddr_nl local = {.nl_family = AF_NETLINK, .nl_groups = groups};
+  const char *failed = NULL;
+  int fd = open_in_netns(in_netns ? netns_path : NULL, protocol, &local, &failed);
+  if (fd < 0) return throw_errno(env, failed, -fd);
   socklen_t len = sizeof local;
   getsockname(fd, (struct sockaddr *)&local, &len);
 

@@ -1,0 +1,291 @@
+/**
+ * The access table: the kernel's conntrack entries, read and written over ctnetlink.
+ * I/O only; messages are built and parsed by ctnetlink.ts and entry-record.ts.
+ */
+import { EventEmitter } from 'node:events';
+import { constants as osConstants } from 'node:os';
+import {
+  NFNLGRP_CONNTRACK_DESTROY,
+  NFNLGRP_CONNTRACK_NEW,
+  NFNLGRP_CONNTRACK_UPDATE,
+  IPCTNL_MSG_CT_GET_STATS,
+  IPCTNL_MSG_CT_NEW,
+  ctnlType,
+  decodeEntry,
+  decodeStatsEntries,
+  encodeCreate,
+  encodeDelete,
+  encodeDeleteByMark,
+  encodeDump,
+  encodeFlush,
+  encodeGet,
+  encodeGetStats,
+  eventType,
+  isEntryMessage,
+  nfnlGroupBit,
+  type ConntrackCreate,
+  type ConntrackEntry,
+  type ConntrackEventType,
+  type ConntrackTuple,
+} from './ctnetlink.js';
+import { CreateEncoder, RECORD_SIZE, RecordCollector, RecordFormatError } from './entry-record.js';
+import { NETLINK_NETFILTER, NLMSG_HDRLEN, NetlinkParseError, align4, type NetlinkMessage } from './message.js';
+import { NetlinkError, NetlinkSocket, errnoName } from './socket.js';
+
+const { EEXIST, ENOENT } = osConstants.errno;
+
+export interface ConntrackOptions {
+  /** Network namespace (name under /run/netns or a path); default: the process's own. */
+  netns?: string;
+  /** SO_RCVBUFFORCE of the request socket: dumps and acks of large batches land here. */
+  receiveBufferBytes?: number;
+  /** Records per create batch (one sendmsg). */
+  batchRecords?: number;
+  /** NLM_F_ACK on every create, or only on the last of each batch (failures come back either way). */
+  ackEach?: boolean;
+}
+
+export interface CreateFailure {
+  /** Index of the record (or entry) in the input. */
+  index: number;
+  errno: number;
+  code: string;
+  kernelMessage?: string;
+}
+
+export interface CreateResult {
+  created: number;
+  /** Entries that were there already (EEXIST): a repeated step, not a failure. */
+  existing: number;
+  failures: CreateFailure[];
+}
+
+export interface DumpRecordsResult {
+  records: number;
+  /** Entries of the mark that are not IPv4 TCP/UDP and so have no record. */
+  skipped: number;
+}
+
+export interface SubscribeOptions {
+  /** Default: all three. */
+  groups?: ConntrackEventType[];
+  /** SO_RCVBUFFORCE of the event socket. */
+  receiveBufferBytes?: number;
+}
+
+/**
+ * Conntrack events: 'new' | 'update' | 'destroy' (entry: ConntrackEntry), 'overrun'
+ * when the kernel dropped events (ENOBUFS): the owner must resynchronise by a dump.
+ * Messages that do not decode are counted in `malformed` and dropped.
+ */
+export class ConntrackEvents extends EventEmitter {
+  malformed = 0;
+  overruns = 0;
+
+  constructor(private readonly socket: NetlinkSocket) {
+    super();
+    socket.on('message', (msg: NetlinkMessage) => this.onMessage(msg));
+    socket.on('overrun', () => {
+      this.overruns++;
+      this.emit('overrun');
+    });
+    socket.on('error', (e: Error) => this.emit('error', e));
+  }
+
+  private onMessage(msg: NetlinkMessage): void {
+    if (!isEntryMessage(msg)) return;
+    let entry: ConntrackEntry | undefined;
+    try {
+      entry = decodeEntry(msg);
+    } catch (e) {
+      if (!(e instanceof NetlinkParseError)) throw e;
+      this.malformed++;
+      return;
+    }
+    if (entry) this.emit(eventType(msg), entry);
+  }
+
+  /** The socket's parse failures count too. */
+  get dropped(): number {
+    return this.malformed + this.socket.malformed;
+  }
+
+  close(): void {
+    this.socket.close();
+    this.removeAllListeners();
+  }
+}
+
+const GROUPS: Record<ConntrackEventType, number> = {
+  new: NFNLGRP_CONNTRACK_NEW,
+  update: NFNLGRP_CONNTRACK_UPDATE,
+  destroy: NFNLGRP_CONNTRACK_DESTROY,
+};
+
+export class Conntrack {
+  private readonly socket: NetlinkSocket;
+  private readonly encoder: CreateEncoder;
+
+  constructor(private readonly options: ConntrackOptions = {}) {
+    const batchRecords = options.batchRecords ?? 1000;
+    this.encoder = new CreateEncoder(batchRecords, options.ackEach ?? false);
+    this.socket = new NetlinkSocket(NETLINK_NETFILTER, {
+      receiveBufferBytes: options.receiveBufferBytes ?? 16 << 20,
+      // A batch goes in one sendmsg; the kernel refuses one larger than the send buffer.
+      sendBufferBytes: Math.max(1 << 20, this.encoder.bufferBytes * 2),
+      ...(options.netns === undefined ? {} : { netns: options.netns }),
+    });
+  }
+
+  /** Every IPv4 entry, or those of one ct mark (filtered in the kernel). */
+  async dump(filter?: { mark: number; mask?: number }): Promise<ConntrackEntry[]> {
+    const out: ConntrackEntry[] = [];
+    const seq = this.socket.reserveSeq();
+    const what = filter ? `dump of ct mark ${filter.mark}` : 'dump';
+    await this.socket.dump(what, encodeDump(seq, filter), seq, (msg) => {
+      if (!isEntryMessage(msg)) return;
+      const e = decodeEntry(msg);
+      if (e) out.push(e);
+    });
+    return out;
+  }
+
+  /**
+   * The entries of ct mark `mark` as records, decoded in place from the kernel's
+   * datagrams and handed out in chunks of `chunkRecords` (each a Buffer the receiver keeps).
+   */
+  async dumpRecords(mark: number, onChunk: (records: Buffer) => void, chunkRecords = 1000): Promise<DumpRecordsResult> {
+    const collector = new RecordCollector(chunkRecords, onChunk);
+    const seq = this.socket.reserveSeq();
+    await this.socket.dumpDatagrams(`dump of ct mark ${mark} to records`, encodeDump(seq, { mark }), seq, (d) => collector.addDatagram(d));
+    collector.flush();
+    return { records: collector.records, skipped: collector.skipped };
+  }
+
+  /** Creates an entry per record (see entry-record.ts), in batches of one sendmsg each. */
+  async createFromRecords(records: Buffer): Promise<CreateResult> {
+    if (records.length % RECORD_SIZE !== 0) {
+      throw new RecordFormatError(`record buffer of ${records.length} bytes is not a whole number of ${RECORD_SIZE}-byte records`);
+    }
+    const total = records.length / RECORD_SIZE;
+    const result: CreateResult = { created: 0, existing: 0, failures: [] };
+    for (let first = 0; first < total; first += this.encoder.batchRecords) {
+      const count = Math.min(this.encoder.batchRecords, total - first);
+      const seq = this.socket.reserveSeq(count);
+      const buf = this.encoder.encode(records, first, count, seq);
+      const what = `create of records ${first}..${first + count - 1}`;
+      const r = this.encoder.ackEach ? await this.socket.batch(what, buf, seq, count) : await this.socket.batchLastAcked(what, buf, seq, count);
+      this.tally(result, r.failures, first, count);
+    }
+    return result;
+  }
+
+  /** Creates entries from objects (NAT bindings as conntrackd writes them), acked one by one. */
+  async create(entries: ConntrackCreate[]): Promise<CreateResult> {
+    const result: CreateResult = { created: 0, existing: 0, failures: [] };
+    if (entries.length === 0) return result;
+    const seq = this.socket.reserveSeq(entries.length);
+    const buf = Buffer.concat(entries.map((e, i) => encodeCreate(e, seq + i)));
+    const r = await this.socket.batch(`create of ${entries.length} entries`, buf, seq, entries.length);
+    this.tally(result, r.failures, 0, entries.length);
+    return result;
+  }
+
+  private tally(result: CreateResult, failures: { index: number; errno: number; kernelMessage?: string }[], first: number, count: number): void {
+    let existing = 0;
+    for (const f of failures) {
+      if (f.errno === EEXIST) existing++;
+      else result.failures.push({ index: first + f.index, errno: f.errno, code: errnoName(f.errno), ...(f.kernelMessage ? { kernelMessage: f.kernelMessage } : {}) });
+    }
+    result.existing += existing;
+    result.created += count - failures.length;
+  }
+
+  /** One entry by its original tuple, or undefined. */
+  async get(orig: ConntrackTuple): Promise<ConntrackEntry | undefined> {
+    const seq = this.socket.reserveSeq();
+    let entry: ConntrackEntry | undefined;
+    try {
+      await this.socket.dump('get', encodeGet(orig, seq), seq, (msg) => {
+        if (isEntryMessage(msg)) entry = decodeEntry(msg);
+      });
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errno === ENOENT) return undefined;
+      throw e;
+    }
+    return entry;
+  }
+
+  /** Deletes one entry by its original tuple; false if there was none. */
+  async delete(orig: ConntrackTuple): Promise<boolean> {
+    const seq = this.socket.reserveSeq();
+    try {
+      await this.socket.request(`delete of ${orig.src}:${orig.sport} > ${orig.dst}:${orig.dport}`, encodeDelete(orig, seq), seq);
+      return true;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errno === ENOENT) return false;
+      throw e;
+    }
+  }
+
+  /** Deletes every entry of a ct mark inside the kernel, in one request; other marks stay. */
+  async deleteByMark(mark: number, mask = 0xffffffff): Promise<void> {
+    const seq = this.socket.reserveSeq();
+    try {
+      await this.socket.request(`delete of ct mark ${mark}`, encodeDeleteByMark(mark, seq, mask), seq);
+    } catch (e) {
+      // Nothing matched: the kernel's flush has nothing to report either way on 6.x.
+      if (e instanceof NetlinkError && e.errno === ENOENT) return;
+      throw e;
+    }
+  }
+
+  /** Deletes every entry in the namespace. */
+  async flush(): Promise<void> {
+    const seq = this.socket.reserveSeq();
+    await this.socket.request('flush', encodeFlush(seq), seq);
+  }
+
+  /** Entries of a ct mark (counted from a kernel-filtered dump), or of the whole namespace. */
+  async count(mark?: number): Promise<number> {
+    const seq = this.socket.reserveSeq();
+    let n = 0;
+    if (mark === undefined) {
+      await this.socket.dump('count', encodeGetStats(seq), seq, (msg) => {
+        if (msg.type === ctnlType(IPCTNL_MSG_CT_GET_STATS)) n = decodeStatsEntries(msg);
+      });
+      return n;
+    }
+    await this.socket.dumpDatagrams(`count of ct mark ${mark}`, encodeDump(seq, { mark }), seq, (d) => {
+      n += countEntryMessages(d);
+    });
+    return n;
+  }
+
+  /** A separate socket joined to conntrack's event groups. */
+  subscribe(options: SubscribeOptions = {}): ConntrackEvents {
+    const groups = (options.groups ?? ['new', 'update', 'destroy']).reduce((bits, g) => bits | nfnlGroupBit(GROUPS[g]), 0);
+    const socket = new NetlinkSocket(NETLINK_NETFILTER, {
+      groups,
+      receiveBufferBytes: options.receiveBufferBytes ?? 8 << 20,
+      ...(this.options.netns === undefined ? {} : { netns: this.options.netns }),
+    });
+    return new ConntrackEvents(socket);
+  }
+
+  close(): void {
+    this.socket.close();
+  }
+}
+
+/** Entry messages in a dump datagram, reading headers only. */
+function countEntryMessages(d: Buffer): number {
+  let n = 0;
+  for (let p = 0; p + NLMSG_HDRLEN <= d.length; ) {
+    const len = d.readUInt32LE(p);
+    if (len < NLMSG_HDRLEN || p + len > d.length) throw new NetlinkParseError(`netlink message length ${len} does not fit the datagram`, p);
+    if (d.readUInt16LE(p + 4) === ctnlType(IPCTNL_MSG_CT_NEW)) n++;
+    p += align4(len);
+  }
+  return n;
+}

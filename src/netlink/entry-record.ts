@@ -1,0 +1,633 @@
+/**
+ * The entry record: one access-table entry in 40 fixed bytes, the unit a migration
+ * moves. A dump decodes straight from the kernel's datagrams into records (no object
+ * per entry) and creates are built by copying a preallocated ctnetlink template and
+ * patching fixed offsets, so 100,000 entries cost tens of milliseconds of JavaScript
+ * instead of a second (DESIGN.md §3: the kernel's own floor is ~180–270 ms).
+ *
+ * Records travel between appliances and keepers as they are: this is a wire format.
+ *
+ * Stream: an 8-byte header, then records back to back.
+ *   0  4  magic "VSCT"
+ *   4  u16 version (1)
+ *   6  u16 record size in bytes (40); a reader refuses other versions and sizes
+ *
+ * Record, version 1 (every multi-byte field big-endian, as ctnetlink carries them):
+ *   0  u32 client address      original source
+ *   4  u32 VIP address         original destination
+ *   8  u32 server address      the NAT'd destination (reply source); = VIP if not DNAT'd
+ *  12  u32 inside address      fullnat SNAT source (reply destination); 0 if none
+ *  16  u16 client port
+ *  18  u16 VIP port
+ *  20  u16 server port
+ *  22  u16 inside port         0 if none
+ *  24  u8  protocol            6 TCP, 17 UDP
+ *  25  u8  TCP state           TCP_CONNTRACK_*; 0 for UDP
+ *  26  u8  TCP window scale, original direction
+ *  27  u8  TCP window scale, reply direction
+ *  28  u8  TCP flags, original (IP_CT_TCP_FLAG_*)
+ *  29  u8  TCP flags, reply
+ *  30  u16 status              IPS_* bits 0..15
+ *  32  u32 timeout             seconds left
+ *  36  u32 mark                ct mark: the VIP's id
+ */
+import {
+  AF_INET,
+  CTA_IP_V4_DST,
+  CTA_IP_V4_SRC,
+  CTA_MARK,
+  CTA_NAT_DST,
+  CTA_NAT_PROTO,
+  CTA_NAT_SRC,
+  CTA_NAT_V4_MAXIP,
+  CTA_NAT_V4_MINIP,
+  CTA_PROTOINFO,
+  CTA_PROTOINFO_TCP,
+  CTA_PROTOINFO_TCP_FLAGS_ORIGINAL,
+  CTA_PROTOINFO_TCP_FLAGS_REPLY,
+  CTA_PROTOINFO_TCP_STATE,
+  CTA_PROTOINFO_TCP_WSCALE_ORIGINAL,
+  CTA_PROTOINFO_TCP_WSCALE_REPLY,
+  CTA_PROTONAT_PORT_MAX,
+  CTA_PROTONAT_PORT_MIN,
+  CTA_PROTO_DST_PORT,
+  CTA_PROTO_NUM,
+  CTA_PROTO_SRC_PORT,
+  CTA_STATUS,
+  CTA_TIMEOUT,
+  CTA_TUPLE_IP,
+  CTA_TUPLE_ORIG,
+  CTA_TUPLE_PROTO,
+  CTA_TUPLE_REPLY,
+  IPCTNL_MSG_CT_NEW,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  NFGENMSG_LEN,
+  NFNETLINK_V0,
+  createStatus,
+  ctnlType,
+  type ConntrackEntry,
+  type TcpWindow,
+} from './ctnetlink.js';
+import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import {
+  NLA_F_NESTED,
+  NLA_HDRLEN,
+  NLA_TYPE_MASK,
+  NLMSG_HDRLEN,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_EXCL,
+  NLM_F_REQUEST,
+  NetlinkParseError,
+  align4,
+} from './message.js';
+
+export const RECORD_VERSION = 1;
+export const RECORD_SIZE = 40;
+export const RECORD_STREAM_MAGIC = 'VSCT';
+export const RECORD_STREAM_HEADER_SIZE = 8;
+
+// Field offsets inside a record.
+export const R_CLIENT_ADDR = 0;
+export const R_VIP_ADDR = 4;
+export const R_SERVER_ADDR = 8;
+export const R_INSIDE_ADDR = 12;
+export const R_CLIENT_PORT = 16;
+export const R_VIP_PORT = 18;
+export const R_SERVER_PORT = 20;
+export const R_INSIDE_PORT = 22;
+export const R_PROTO = 24;
+export const R_TCP_STATE = 25;
+export const R_WSCALE_ORIGINAL = 26;
+export const R_WSCALE_REPLY = 27;
+export const R_FLAGS_ORIGINAL = 28;
+export const R_FLAGS_REPLY = 29;
+export const R_STATUS = 30;
+export const R_TIMEOUT = 32;
+export const R_MARK = 36;
+
+export class RecordFormatError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RecordFormatError';
+  }
+}
+
+export interface Endpoint {
+  address: string;
+  port: number;
+}
+
+/** A record as an object, for tools, tests and the console (not for the hot path). */
+export interface EntryRecord {
+  client: Endpoint;
+  vip: Endpoint;
+  server: Endpoint;
+  /** The fullnat SNAT source; absent in dnat. */
+  inside?: Endpoint;
+  proto: number;
+  tcpState: number;
+  tcpWindow: TcpWindow;
+  status: number;
+  timeout: number;
+  mark: number;
+}
+
+export function encodeStreamHeader(): Buffer {
+  const b = Buffer.alloc(RECORD_STREAM_HEADER_SIZE);
+  b.write(RECORD_STREAM_MAGIC, 0, 'latin1');
+  b.writeUInt16BE(RECORD_VERSION, 4);
+  b.writeUInt16BE(RECORD_SIZE, 6);
+  return b;
+}
+
+/** Checks a stream header; throws RecordFormatError naming what does not match. */
+export function checkStreamHeader(b: Buffer): void {
+  if (b.length < RECORD_STREAM_HEADER_SIZE) throw new RecordFormatError(`record stream header is ${b.length} bytes, expected ${RECORD_STREAM_HEADER_SIZE}`);
+  const magic = b.toString('latin1', 0, 4);
+  if (magic !== RECORD_STREAM_MAGIC) throw new RecordFormatError(`record stream magic is ${JSON.stringify(magic)}, expected "${RECORD_STREAM_MAGIC}"`);
+  const version = b.readUInt16BE(4);
+  const size = b.readUInt16BE(6);
+  if (version !== RECORD_VERSION || size !== RECORD_SIZE) {
+    throw new RecordFormatError(`record stream version ${version} with ${size}-byte records; this build reads version ${RECORD_VERSION} with ${RECORD_SIZE}-byte records`);
+  }
+}
+
+/**
+ * Reassembles a record stream that arrives in arbitrary pieces (an HTTP body):
+ * checks the header, then hands out whole records only.
+ */
+export class RecordStreamReader {
+  private pending = Buffer.alloc(0);
+  private headerSeen = false;
+  records = 0;
+
+  /** Whole records in this piece (possibly none). */
+  push(piece: Buffer): Buffer {
+    let data = this.pending.length ? Buffer.concat([this.pending, piece]) : piece;
+    if (!this.headerSeen) {
+      if (data.length < RECORD_STREAM_HEADER_SIZE) {
+        this.pending = Buffer.from(data);
+        return Buffer.alloc(0);
+      }
+      checkStreamHeader(data);
+      this.headerSeen = true;
+      data = data.subarray(RECORD_STREAM_HEADER_SIZE);
+    }
+    const whole = data.length - (data.length % RECORD_SIZE);
+    this.pending = Buffer.from(data.subarray(whole));
+    this.records += whole / RECORD_SIZE;
+    return data.subarray(0, whole);
+  }
+
+  /** Call at the end of the stream: a missing header or a partial record is an error. */
+  end(): void {
+    if (!this.headerSeen) throw new RecordFormatError('record stream ended before its header');
+    if (this.pending.length) throw new RecordFormatError(`record stream ended inside a record (${this.pending.length} of ${RECORD_SIZE} bytes)`);
+  }
+}
+
+const endpoint = (b: Buffer, addr: number, port: number): Endpoint => ({ address: bytesToIpv4(b, addr), port: b.readUInt16BE(port) });
+
+export function readRecord(b: Buffer, offset = 0): EntryRecord {
+  const r = offset;
+  if (r + RECORD_SIZE > b.length) throw new RecordFormatError(`record at byte ${offset} runs past the buffer of ${b.length}`);
+  const hasInside = b.readUInt32BE(r + R_INSIDE_ADDR) !== 0;
+  return {
+    client: endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT),
+    vip: endpoint(b, r + R_VIP_ADDR, r + R_VIP_PORT),
+    server: endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT),
+    ...(hasInside ? { inside: endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT) } : {}),
+    proto: b[r + R_PROTO]!,
+    tcpState: b[r + R_TCP_STATE]!,
+    tcpWindow: {
+      wscaleOriginal: b[r + R_WSCALE_ORIGINAL]!,
+      wscaleReply: b[r + R_WSCALE_REPLY]!,
+      flagsOriginal: b[r + R_FLAGS_ORIGINAL]!,
+      flagsReply: b[r + R_FLAGS_REPLY]!,
+    },
+    status: b.readUInt16BE(r + R_STATUS),
+    timeout: b.readUInt32BE(r + R_TIMEOUT),
+    mark: b.readUInt32BE(r + R_MARK),
+  };
+}
+
+export function writeRecord(b: Buffer, offset: number, rec: EntryRecord): void {
+  const r = offset;
+  b.fill(0, r, r + RECORD_SIZE);
+  ipv4ToBytes(rec.client.address).copy(b, r + R_CLIENT_ADDR);
+  ipv4ToBytes(rec.vip.address).copy(b, r + R_VIP_ADDR);
+  ipv4ToBytes(rec.server.address).copy(b, r + R_SERVER_ADDR);
+  b.writeUInt16BE(rec.client.port, r + R_CLIENT_PORT);
+  b.writeUInt16BE(rec.vip.port, r + R_VIP_PORT);
+  b.writeUInt16BE(rec.server.port, r + R_SERVER_PORT);
+  if (rec.inside) {
+    ipv4ToBytes(rec.inside.address).copy(b, r + R_INSIDE_ADDR);
+    b.writeUInt16BE(rec.inside.port, r + R_INSIDE_PORT);
+  }
+  b[r + R_PROTO] = rec.proto;
+  b[r + R_TCP_STATE] = rec.tcpState;
+  b[r + R_WSCALE_ORIGINAL] = rec.tcpWindow.wscaleOriginal;
+  b[r + R_WSCALE_REPLY] = rec.tcpWindow.wscaleReply;
+  b[r + R_FLAGS_ORIGINAL] = rec.tcpWindow.flagsOriginal;
+  b[r + R_FLAGS_REPLY] = rec.tcpWindow.flagsReply;
+  b.writeUInt16BE(rec.status & 0xffff, r + R_STATUS);
+  b.writeUInt32BE(rec.timeout >>> 0, r + R_TIMEOUT);
+  b.writeUInt32BE(rec.mark >>> 0, r + R_MARK);
+}
+
+/**
+ * The record of a decoded entry (an event, for the replicator): the reply tuple's
+ * source is the server, its destination the inside address unless it is the client.
+ * Undefined for protocols other than TCP and UDP.
+ */
+export function entryToRecord(e: ConntrackEntry): EntryRecord | undefined {
+  if (e.orig.proto !== IPPROTO_TCP && e.orig.proto !== IPPROTO_UDP) return undefined;
+  const snat = e.reply.dst !== e.orig.src || e.reply.dport !== e.orig.sport;
+  return {
+    client: { address: e.orig.src, port: e.orig.sport },
+    vip: { address: e.orig.dst, port: e.orig.dport },
+    server: { address: e.reply.src, port: e.reply.sport },
+    ...(snat ? { inside: { address: e.reply.dst, port: e.reply.dport } } : {}),
+    proto: e.orig.proto,
+    tcpState: e.tcpState ?? 0,
+    tcpWindow: e.tcpWindow ?? { wscaleOriginal: 0, wscaleReply: 0, flagsOriginal: 0, flagsReply: 0 },
+    status: e.status & 0xffff,
+    timeout: e.timeout,
+    mark: e.mark,
+  };
+}
+
+// ---- dump → records, in place ----
+
+const CT_NEW_TYPE = ctnlType(IPCTNL_MSG_CT_NEW);
+
+function copy4(src: Buffer, s: number, dst: Buffer, d: number): void {
+  dst[d] = src[s]!;
+  dst[d + 1] = src[s + 1]!;
+  dst[d + 2] = src[s + 2]!;
+  dst[d + 3] = src[s + 3]!;
+}
+
+function copy2(src: Buffer, s: number, dst: Buffer, d: number): void {
+  dst[d] = src[s]!;
+  dst[d + 1] = src[s + 1]!;
+}
+
+/** Walks attributes in [start, end) and calls visit(type, valueStart, valueEnd); checks every length. */
+function walk(b: Buffer, start: number, end: number, visit: (type: number, v: number, vend: number) => void): void {
+  let p = start;
+  while (p + NLA_HDRLEN <= end) {
+    const len = b.readUInt16LE(p);
+    if (len < NLA_HDRLEN || p + len > end) throw new NetlinkParseError(`attribute length ${len} runs past its container`, p);
+    visit(b.readUInt16LE(p + 2) & NLA_TYPE_MASK, p + NLA_HDRLEN, p + len);
+    p += align4(len);
+  }
+}
+
+function need(v: number, vend: number, bytes: number, name: string): void {
+  if (vend - v < bytes) throw new NetlinkParseError(`${name} is ${vend - v} bytes, expected ${bytes}`, v);
+}
+
+/**
+ * Decodes the entry message at [start, end) into the record at `o` of `out`.
+ * False if it is not an IPv4 TCP/UDP entry (skipped); malformed → NetlinkParseError.
+ */
+function decodeIntoRecord(b: Buffer, start: number, end: number, out: Buffer, o: number): boolean {
+  if (end - start < NFGENMSG_LEN) throw new NetlinkParseError('nfgenmsg is truncated', start);
+  if (b[start] !== AF_INET) return false;
+  out.fill(0, o, o + RECORD_SIZE);
+  let seen = 0;
+  let v4 = true;
+  const tuple = (v: number, vend: number, reply: boolean): void => {
+    walk(b, v, vend, (type, tv, tvend) => {
+      if (type === CTA_TUPLE_IP) {
+        let addrs = 0;
+        walk(b, tv, tvend, (ipType, iv, ivend) => {
+          if (ipType !== CTA_IP_V4_SRC && ipType !== CTA_IP_V4_DST) return;
+          need(iv, ivend, 4, 'CTA_IP_V4_*');
+          const src = ipType === CTA_IP_V4_SRC;
+          copy4(b, iv, out, o + (reply ? (src ? R_SERVER_ADDR : R_INSIDE_ADDR) : src ? R_CLIENT_ADDR : R_VIP_ADDR));
+          addrs |= src ? 1 : 2;
+        });
+        if (addrs !== 3) v4 = false;
+      } else if (type === CTA_TUPLE_PROTO) {
+        walk(b, tv, tvend, (l4Type, lv, lvend) => {
+          if (l4Type === CTA_PROTO_NUM) {
+            need(lv, lvend, 1, 'CTA_PROTO_NUM');
+            if (!reply) out[o + R_PROTO] = b[lv]!;
+          } else if (l4Type === CTA_PROTO_SRC_PORT || l4Type === CTA_PROTO_DST_PORT) {
+            need(lv, lvend, 2, 'CTA_PROTO_*_PORT');
+            const src = l4Type === CTA_PROTO_SRC_PORT;
+            copy2(b, lv, out, o + (reply ? (src ? R_SERVER_PORT : R_INSIDE_PORT) : src ? R_CLIENT_PORT : R_VIP_PORT));
+          }
+        });
+      }
+    });
+  };
+  walk(b, start + NFGENMSG_LEN, end, (type, v, vend) => {
+    switch (type) {
+      case CTA_TUPLE_ORIG:
+        tuple(v, vend, false);
+        seen |= 1;
+        break;
+      case CTA_TUPLE_REPLY:
+        tuple(v, vend, true);
+        seen |= 2;
+        break;
+      case CTA_STATUS:
+        need(v, vend, 4, 'CTA_STATUS');
+        copy2(b, v + 2, out, o + R_STATUS);
+        break;
+      case CTA_TIMEOUT:
+        need(v, vend, 4, 'CTA_TIMEOUT');
+        copy4(b, v, out, o + R_TIMEOUT);
+        break;
+      case CTA_MARK:
+        need(v, vend, 4, 'CTA_MARK');
+        copy4(b, v, out, o + R_MARK);
+        break;
+      case CTA_PROTOINFO:
+        walk(b, v, vend, (pType, pv, pvend) => {
+          if (pType !== CTA_PROTOINFO_TCP) return;
+          walk(b, pv, pvend, (tType, tv, tvend) => {
+            const at =
+              tType === CTA_PROTOINFO_TCP_STATE ? R_TCP_STATE
+              : tType === CTA_PROTOINFO_TCP_WSCALE_ORIGINAL ? R_WSCALE_ORIGINAL
+              : tType === CTA_PROTOINFO_TCP_WSCALE_REPLY ? R_WSCALE_REPLY
+              : tType === CTA_PROTOINFO_TCP_FLAGS_ORIGINAL ? R_FLAGS_ORIGINAL
+              : tType === CTA_PROTOINFO_TCP_FLAGS_REPLY ? R_FLAGS_REPLY
+              : -1;
+            if (at < 0) return;
+            need(tv, tvend, 1, 'CTA_PROTOINFO_TCP_*');
+            out[o + at] = b[tv]!; // flags: the first byte of nf_ct_tcp_flags
+          });
+        });
+        break;
+    }
+  });
+  if (seen !== 3) throw new NetlinkParseError('entry without CTA_TUPLE_ORIG and CTA_TUPLE_REPLY', start);
+  const proto = out[o + R_PROTO];
+  if (!v4 || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP)) return false;
+  // dnat: the reply goes back to the client itself, so there is no inside address.
+  if (
+    out.readUInt32BE(o + R_INSIDE_ADDR) === out.readUInt32BE(o + R_CLIENT_ADDR) &&
+    out.readUInt16BE(o + R_INSIDE_PORT) === out.readUInt16BE(o + R_CLIENT_PORT)
+  ) {
+    out.fill(0, o + R_INSIDE_ADDR, o + R_INSIDE_ADDR + 4);
+    out.fill(0, o + R_INSIDE_PORT, o + R_INSIDE_PORT + 2);
+  }
+  return true;
+}
+
+/**
+ * Collects records from dump datagrams into chunks of `chunkRecords` and hands each
+ * full chunk (a fresh Buffer the receiver may keep) to `onChunk`; call flush() at the end.
+ */
+export class RecordCollector {
+  records = 0;
+  /** Entries that are not IPv4 TCP/UDP (ICMP, IPv6): not migrated by records. */
+  skipped = 0;
+  private chunk: Buffer;
+  private used = 0;
+
+  constructor(
+    private readonly chunkRecords: number,
+    private readonly onChunk: (records: Buffer) => void,
+  ) {
+    if (!Number.isInteger(chunkRecords) || chunkRecords < 1) throw new RangeError(`chunkRecords must be a positive integer, got ${chunkRecords}`);
+    this.chunk = Buffer.allocUnsafe(chunkRecords * RECORD_SIZE);
+  }
+
+  /** Decodes every entry message of a datagram; other message types are ignored. */
+  addDatagram(d: Buffer): void {
+    let p = 0;
+    while (p + NLMSG_HDRLEN <= d.length) {
+      const len = d.readUInt32LE(p);
+      if (len < NLMSG_HDRLEN || p + len > d.length) throw new NetlinkParseError(`netlink message length ${len} does not fit the datagram of ${d.length}`, p);
+      if (d.readUInt16LE(p + 4) === CT_NEW_TYPE) {
+        if (decodeIntoRecord(d, p + NLMSG_HDRLEN, p + len, this.chunk, this.used * RECORD_SIZE)) {
+          this.records++;
+          if (++this.used === this.chunkRecords) this.flush();
+        } else {
+          this.skipped++;
+        }
+      }
+      p += align4(len);
+    }
+  }
+
+  flush(): void {
+    if (this.used === 0) return;
+    const full = this.used === this.chunkRecords ? this.chunk : this.chunk.subarray(0, this.used * RECORD_SIZE);
+    this.chunk = Buffer.allocUnsafe(this.chunkRecords * RECORD_SIZE);
+    this.used = 0;
+    this.onChunk(full);
+  }
+}
+
+// ---- records → create messages, by template ----
+
+/** Where each patched field of a create template sits. -1: absent in this variant. */
+interface Template {
+  bytes: Buffer;
+  origSrc: number;
+  origDst: number;
+  origSport: number;
+  origDport: number;
+  replySrc: number;
+  replyDst: number;
+  replySport: number;
+  replyDport: number;
+  dnatMin: number;
+  dnatMax: number;
+  dnatPortMin: number;
+  dnatPortMax: number;
+  snatMin: number;
+  snatMax: number;
+  snatPortMin: number;
+  snatPortMax: number;
+  status: number;
+  timeout: number;
+  mark: number;
+  tcpState: number;
+  wscaleOriginal: number;
+  wscaleReply: number;
+  flagsOriginal: number;
+  flagsReply: number;
+}
+
+/** Writes fixed-size attributes and remembers where each value went. */
+class TemplateLayout {
+  readonly buf = Buffer.alloc(512);
+  used = NLMSG_HDRLEN + NFGENMSG_LEN;
+
+  attr(type: number, length: number): number {
+    this.buf.writeUInt16LE(NLA_HDRLEN + length, this.used);
+    this.buf.writeUInt16LE(type, this.used + 2);
+    const value = this.used + NLA_HDRLEN;
+    this.used += align4(NLA_HDRLEN + length);
+    return value;
+  }
+
+  nest(type: number, fill: () => void): void {
+    const at = this.used;
+    this.used += NLA_HDRLEN;
+    fill();
+    this.buf.writeUInt16LE(this.used - at, at);
+    this.buf.writeUInt16LE(type | NLA_F_NESTED, at + 2);
+  }
+}
+
+/** Variant bits: which optional parts a record's create message has. */
+const V_UDP = 1;
+const V_DNAT = 2;
+const V_SNAT = 4;
+
+function buildTemplate(variant: number, ack: boolean): Template {
+  const l = new TemplateLayout();
+  const proto = variant & V_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+  const t: Partial<Template> = {};
+  const tuple = (type: number, reply: boolean): void => {
+    l.nest(type, () => {
+      l.nest(CTA_TUPLE_IP, () => {
+        t[reply ? 'replySrc' : 'origSrc'] = l.attr(CTA_IP_V4_SRC, 4);
+        t[reply ? 'replyDst' : 'origDst'] = l.attr(CTA_IP_V4_DST, 4);
+      });
+      l.nest(CTA_TUPLE_PROTO, () => {
+        l.buf[l.attr(CTA_PROTO_NUM, 1)] = proto;
+        t[reply ? 'replySport' : 'origSport'] = l.attr(CTA_PROTO_SRC_PORT, 2);
+        t[reply ? 'replyDport' : 'origDport'] = l.attr(CTA_PROTO_DST_PORT, 2);
+      });
+    });
+  };
+  const nat = (type: number, p: 'dnat' | 'snat'): void => {
+    l.nest(type, () => {
+      t[`${p}Min`] = l.attr(CTA_NAT_V4_MINIP, 4);
+      t[`${p}Max`] = l.attr(CTA_NAT_V4_MAXIP, 4);
+      l.nest(CTA_NAT_PROTO, () => {
+        t[`${p}PortMin`] = l.attr(CTA_PROTONAT_PORT_MIN, 2);
+        t[`${p}PortMax`] = l.attr(CTA_PROTONAT_PORT_MAX, 2);
+      });
+    });
+  };
+  tuple(CTA_TUPLE_ORIG, false);
+  tuple(CTA_TUPLE_REPLY, true);
+  for (const k of ['dnatMin', 'dnatMax', 'dnatPortMin', 'dnatPortMax', 'snatMin', 'snatMax', 'snatPortMin', 'snatPortMax'] as const) t[k] = -1;
+  if (variant & V_DNAT) nat(CTA_NAT_DST, 'dnat');
+  if (variant & V_SNAT) nat(CTA_NAT_SRC, 'snat');
+  t.status = l.attr(CTA_STATUS, 4);
+  t.timeout = l.attr(CTA_TIMEOUT, 4);
+  t.mark = l.attr(CTA_MARK, 4);
+  for (const k of ['tcpState', 'wscaleOriginal', 'wscaleReply', 'flagsOriginal', 'flagsReply'] as const) t[k] = -1;
+  if (proto === IPPROTO_TCP) {
+    l.nest(CTA_PROTOINFO, () =>
+      l.nest(CTA_PROTOINFO_TCP, () => {
+        t.tcpState = l.attr(CTA_PROTOINFO_TCP_STATE, 1);
+        t.wscaleOriginal = l.attr(CTA_PROTOINFO_TCP_WSCALE_ORIGINAL, 1);
+        t.wscaleReply = l.attr(CTA_PROTOINFO_TCP_WSCALE_REPLY, 1);
+        // struct nf_ct_tcp_flags { flags, mask }: the kernel applies flags & mask.
+        t.flagsOriginal = l.attr(CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, 2);
+        l.buf[t.flagsOriginal + 1] = 0xff;
+        t.flagsReply = l.attr(CTA_PROTOINFO_TCP_FLAGS_REPLY, 2);
+        l.buf[t.flagsReply + 1] = 0xff;
+      }),
+    );
+  }
+  const bytes = Buffer.from(l.buf.subarray(0, l.used));
+  bytes.writeUInt32LE(l.used, 0);
+  bytes.writeUInt16LE(CT_NEW_TYPE, 4);
+  bytes.writeUInt16LE(NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | (ack ? NLM_F_ACK : 0), 6);
+  bytes[NLMSG_HDRLEN] = AF_INET;
+  bytes[NLMSG_HDRLEN + 1] = NFNETLINK_V0;
+  return { ...(t as Template), bytes };
+}
+
+/** The largest create message (TCP, DNAT and SNAT): the batch buffer's unit. */
+const MAX_CREATE_BYTES = buildTemplate(V_DNAT | V_SNAT, false).bytes.length;
+
+/**
+ * Turns records into ctnetlink create messages, many per buffer: the reply tuple is
+ * the inverse of the original (VIP side), CTA_NAT_DST names the server when it differs
+ * from the VIP, CTA_NAT_SRC the inside address when there is one (DESIGN.md §3).
+ * One encoder owns one preallocated buffer: encode() returns a view into it that is
+ * valid until the next call.
+ */
+export class CreateEncoder {
+  private readonly templates: (Template | undefined)[] = [];
+  private readonly buf: Buffer;
+
+  /**
+   * @param ackEach NLM_F_ACK on every message; otherwise only the last of a batch asks
+   *   for one (the kernel still answers every failure).
+   */
+  constructor(
+    readonly batchRecords: number,
+    readonly ackEach: boolean,
+  ) {
+    if (!Number.isInteger(batchRecords) || batchRecords < 1) throw new RangeError(`batchRecords must be a positive integer, got ${batchRecords}`);
+    this.buf = Buffer.allocUnsafe(batchRecords * MAX_CREATE_BYTES);
+  }
+
+  /** The largest buffer encode() returns: the socket's send buffer must exceed it. */
+  get bufferBytes(): number {
+    return this.buf.length;
+  }
+
+  /** Create messages for records[first, first + count), sequence numbers from firstSeq. */
+  encode(records: Buffer, first: number, count: number, firstSeq: number): Buffer {
+    if (count > this.batchRecords) throw new RangeError(`batch of ${count} records exceeds the encoder's ${this.batchRecords}`);
+    if ((first + count) * RECORD_SIZE > records.length) throw new RecordFormatError(`records ${first}..${first + count - 1} run past the buffer of ${records.length / RECORD_SIZE} records`);
+    const out = this.buf;
+    let o = 0;
+    let last = 0;
+    for (let i = 0; i < count; i++) {
+      const r = (first + i) * RECORD_SIZE;
+      const proto = records[r + R_PROTO];
+      if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) throw new RecordFormatError(`record ${first + i}: protocol ${proto} is neither TCP nor UDP`);
+      const dnat =
+        records.readUInt32BE(r + R_SERVER_ADDR) !== records.readUInt32BE(r + R_VIP_ADDR) ||
+        records.readUInt16BE(r + R_SERVER_PORT) !== records.readUInt16BE(r + R_VIP_PORT);
+      const snat = records.readUInt32BE(r + R_INSIDE_ADDR) !== 0;
+      const variant = (proto === IPPROTO_UDP ? V_UDP : 0) | (dnat ? V_DNAT : 0) | (snat ? V_SNAT : 0);
+      const t = (this.templates[variant] ??= buildTemplate(variant, this.ackEach));
+      out.set(t.bytes, o);
+      out.writeUInt32LE((firstSeq + i) >>> 0, o + 8);
+      copy4(records, r + R_CLIENT_ADDR, out, o + t.origSrc);
+      copy4(records, r + R_VIP_ADDR, out, o + t.origDst);
+      copy2(records, r + R_CLIENT_PORT, out, o + t.origSport);
+      copy2(records, r + R_VIP_PORT, out, o + t.origDport);
+      copy4(records, r + R_VIP_ADDR, out, o + t.replySrc);
+      copy4(records, r + R_CLIENT_ADDR, out, o + t.replyDst);
+      copy2(records, r + R_VIP_PORT, out, o + t.replySport);
+      copy2(records, r + R_CLIENT_PORT, out, o + t.replyDport);
+      if (dnat) {
+        copy4(records, r + R_SERVER_ADDR, out, o + t.dnatMin);
+        copy4(records, r + R_SERVER_ADDR, out, o + t.dnatMax);
+        copy2(records, r + R_SERVER_PORT, out, o + t.dnatPortMin);
+        copy2(records, r + R_SERVER_PORT, out, o + t.dnatPortMax);
+      }
+      if (snat) {
+        copy4(records, r + R_INSIDE_ADDR, out, o + t.snatMin);
+        copy4(records, r + R_INSIDE_ADDR, out, o + t.snatMax);
+        copy2(records, r + R_INSIDE_PORT, out, o + t.snatPortMin);
+        copy2(records, r + R_INSIDE_PORT, out, o + t.snatPortMax);
+      }
+      out.writeUInt32BE(createStatus(records.readUInt16BE(r + R_STATUS)), o + t.status);
+      copy4(records, r + R_TIMEOUT, out, o + t.timeout);
+      copy4(records, r + R_MARK, out, o + t.mark);
+      if (t.tcpState >= 0) {
+        out[o + t.tcpState] = records[r + R_TCP_STATE]!;
+        out[o + t.wscaleOriginal] = records[r + R_WSCALE_ORIGINAL]!;
+        out[o + t.wscaleReply] = records[r + R_WSCALE_REPLY]!;
+        out[o + t.flagsOriginal] = records[r + R_FLAGS_ORIGINAL]!;
+        out[o + t.flagsReply] = records[r + R_FLAGS_REPLY]!;
+      }
+      last = o;
+      o += t.bytes.length;
+    }
+    if (!this.ackEach && count > 0) out.writeUInt16LE(out.readUInt16LE(last + 6) | NLM_F_ACK, last + 6);
+    return out.subarray(0, o);
+  }
+}
