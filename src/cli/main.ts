@@ -7,6 +7,7 @@ export type Command = (args: string[]) => Promise<number>;
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
   'import-keepalived': { summary: 'keepalived.conf → vipshift configuration', load: async () => (await import('./import-keepalived.js')).importKeepalived },
   pki: { summary: 'create the cluster credentials (keys of every API peer)', load: async () => (await import('./pki.js')).pki },
+  lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
 };
 
 export function usage(): string {

@@ -1,0 +1,263 @@
+/**
+ * `lab up`, `lab down`, `lab info` as functions: the site (site.ts) built by netns.ts, its
+ * processes run by processes.ts, everything recorded in `<stateDir>/state.json`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import YAML from 'yaml';
+import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
+import {
+  type LabState,
+  type ProcessRecord,
+  type Started,
+  identify,
+  isAlive,
+  readState,
+  selfId,
+  startProcess,
+  stopProcesses,
+  waitForListeners,
+  writeState,
+} from './processes.js';
+import {
+  DEFAULT_STATE_BASE,
+  type LabInfo,
+  type Site,
+  applianceConfig,
+  configPath,
+  controllerConfig,
+  defaultSite,
+  host,
+  hostsOf,
+  keeperConfig,
+  labInfo,
+  siteProblems,
+} from './site.js';
+
+/** The repository this module belongs to (works from src/ under tsx and from dist/). */
+export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+export const CLI = path.join(REPO_ROOT, 'dist', 'cli.js');
+
+/** The daemons of other parts that `lab up` starts when their command is registered. */
+export type Daemon = 'appliance' | 'controller' | 'keeper';
+export type DaemonStatus = 'started' | 'not registered' | 'disabled';
+
+export interface UpOptions {
+  name?: string;
+  stateBase?: string;
+  /** Start each daemon when its command exists (default true for each). */
+  appliances?: boolean;
+  controller?: boolean;
+  keepers?: boolean;
+  /** A disposable lab owned by this process (tests): the next test run may reap it once we are gone. */
+  owned?: boolean;
+  /** How long a started process may take to listen on its ports. */
+  readyTimeoutMs?: number;
+}
+
+export interface LabStatus extends LabInfo {
+  createdAt: string;
+  owner: LabState['owner'];
+  daemons: Record<Daemon, DaemonStatus>;
+  processes: Array<ProcessRecord & { running: boolean }>;
+}
+
+export interface UpResult {
+  status: LabStatus;
+  /** Milliseconds: removing leftovers, namespaces and links, processes, all of it. */
+  timings: { cleanupMs: number; buildMs: number; processesMs: number; totalMs: number };
+}
+
+interface StoredState extends LabState {
+  daemons: Record<Daemon, DaemonStatus>;
+}
+
+export function siteFor(name: string | undefined, stateBase?: string): Site {
+  return defaultSite({ name, stateBase: stateBase ?? process.env.VIPSHIFT_LAB_DIR ?? DEFAULT_STATE_BASE });
+}
+
+/**
+ * The commands registered in the built CLI (dist/cli/main.js) — the one `lab up` runs — read
+ * from its usage text, so that the lab starts a daemon only once its part has landed.
+ */
+export async function registeredCommands(): Promise<Set<string>> {
+  const mainJs = path.join(REPO_ROOT, 'dist', 'cli', 'main.js');
+  const mod = (await import(pathToFileURL(mainJs).href)) as { usage: () => string };
+  const names = [...mod.usage().matchAll(/^ {2}(\S+) /gm)].map((m) => m[1]!);
+  return new Set(names);
+}
+
+export async function labUp(options: UpOptions = {}): Promise<UpResult> {
+  const t0 = performance.now();
+  const site = siteFor(options.name, options.stateBase);
+  const problems = siteProblems(site);
+  if (problems.length) throw new Error(`lab ${site.name}: the site is inconsistent:\n  ${problems.join('\n  ')}`);
+  if (!fs.existsSync(CLI)) throw new Error(`${CLI} does not exist: build first (npx tsc -p tsconfig.json)`);
+
+  await labDown({ name: site.name, stateBase: options.stateBase });
+  const t1 = performance.now();
+
+  const commands = await registeredCommands();
+  const want = (d: Daemon, enabled: boolean | undefined): DaemonStatus =>
+    enabled === false ? 'disabled' : commands.has(d) ? 'started' : 'not registered';
+  const state: StoredState = {
+    name: site.name,
+    createdAt: new Date().toISOString(),
+    owner: options.owned ? selfId() : null,
+    namespaces: site.hosts.map((h) => h.namespace),
+    processes: [],
+    daemons: {
+      appliance: want('appliance', options.appliances),
+      keeper: want('keeper', options.keepers),
+      controller: want('controller', options.controller),
+    },
+  };
+  // Recorded before the first namespace exists: whatever happens next, `down` finds it all.
+  writeState(site.stateDir, state);
+
+  try {
+    await buildSite(site);
+    const t2 = performance.now();
+    writeConfigs(site);
+    await startProcesses(site, state, options.readyTimeoutMs ?? 15_000);
+    const t3 = performance.now();
+    return {
+      status: statusOf(site, state),
+      timings: { cleanupMs: ms(t1 - t0), buildMs: ms(t2 - t1), processesMs: ms(t3 - t2), totalMs: ms(t3 - t0) },
+    };
+  } catch (e) {
+    await labDown({ name: site.name, stateBase: options.stateBase }).catch(() => {});
+    throw e;
+  }
+}
+
+function writeConfigs(site: Site): void {
+  const header = `# written by 'vipshift lab up' for lab ${site.name}; derived from src/lab/site.ts\n`;
+  const write = (hostName: string, config: object) =>
+    fs.writeFileSync(configPath(site, hostName), header + YAML.stringify(config));
+  for (const a of hostsOf(site, 'appliance')) write(a.name, applianceConfig(site, a.name));
+  for (const s of hostsOf(site, 'server')) fs.writeFileSync(path.join(site.stateDir, `${s.name}-keeper.yaml`), header + YAML.stringify(keeperConfig(site, s.name)));
+  write(site.apis.controller.host, controllerConfig(site));
+}
+
+async function startProcesses(site: Site, state: StoredState, timeoutMs: number): Promise<void> {
+  const node = process.execPath;
+  const start = (name: string, hostName: string, args: string[]): Started => {
+    const started = startProcess({ name, namespace: host(site, hostName).namespace, command: [node, CLI, ...args], logDir: site.stateDir });
+    state.processes.push(started.record);
+    writeState(site.stateDir, state);
+    return started;
+  };
+  const waits: Array<Promise<void>> = [];
+  for (const s of hostsOf(site, 'server')) {
+    const svc = site.service;
+    const p = start(`${s.name}-service`, s.name, ['lab', 'serve', '--name', s.name, '--echo-port', `${svc.echoPort}`, '--http-port', `${svc.httpPort}`]);
+    waits.push(waitForListeners(p, [svc.echoPort, svc.httpPort], timeoutMs));
+    if (state.daemons.keeper === 'started') {
+      const k = start(`${s.name}-keeper`, s.name, ['keeper', '--config', path.join(site.stateDir, `${s.name}-keeper.yaml`)]);
+      waits.push(waitForListeners(k, [site.apis.keepers[s.name]!.port], timeoutMs));
+    }
+  }
+  if (state.daemons.appliance === 'started') {
+    for (const a of hostsOf(site, 'appliance')) {
+      const p = start(`${a.name}-appliance`, a.name, ['appliance', '--config', configPath(site, a.name)]);
+      waits.push(waitForListeners(p, [site.apis.appliances[a.name]!.port], timeoutMs));
+    }
+  }
+  await Promise.all(waits);
+  // The controller talks to the appliances and keepers: it starts once they listen.
+  if (state.daemons.controller === 'started') {
+    const c = site.apis.controller;
+    const p = start('controller', c.host, ['controller', '--config', configPath(site, c.host)]);
+    await waitForListeners(p, [c.port], timeoutMs);
+  }
+}
+
+function statusOf(site: Site, state: StoredState): LabStatus {
+  return {
+    ...labInfo(site),
+    createdAt: state.createdAt,
+    owner: state.owner,
+    daemons: state.daemons,
+    processes: state.processes.map((p) => ({ ...p, running: isAlive(p) })),
+  };
+}
+
+/** The lab as recorded, or undefined when it is not up. */
+export async function labStatus(options: { name?: string; stateBase?: string } = {}): Promise<LabStatus | undefined> {
+  const site = siteFor(options.name, options.stateBase);
+  const state = readState(site.stateDir) as StoredState | undefined;
+  if (!state) return undefined;
+  return statusOf(site, state);
+}
+
+export interface DownResult {
+  name: string;
+  /** Processes that were still running and were stopped. */
+  stopped: number;
+  /** Namespaces that existed and were deleted. */
+  namespaces: string[];
+  ms: number;
+}
+
+/**
+ * Removes a lab: its recorded processes, any other process inside its namespaces, the
+ * namespaces (and with them every interface), the state directory. Works without a state
+ * file too (the namespaces of the default site under that name) and is a no-op when there
+ * is nothing to remove.
+ */
+export async function labDown(options: { name?: string; stateBase?: string } = {}): Promise<DownResult> {
+  const t0 = performance.now();
+  const site = siteFor(options.name, options.stateBase);
+  let state: LabState | undefined;
+  try {
+    state = readState(site.stateDir);
+  } catch {
+    state = undefined; // a broken state file: fall back to the site's namespaces
+  }
+  const mine = new Set([...(state?.namespaces ?? []), ...site.hosts.map((h) => h.namespace)]);
+  const existing = (await listNamespaces()).filter((n) => mine.has(n));
+
+  let stopped = await stopProcesses(state?.processes ?? [], { group: true });
+  // Anything else living in the lab (a `lab exec`, a traffic generator, a test's server)
+  // would keep a deleted namespace alive with its interfaces.
+  const strays = identify((await Promise.all(existing.map(namespacePids))).flat());
+  stopped += await stopProcesses(strays, { group: false });
+
+  await deleteNamespaces(existing);
+  fs.rmSync(site.stateDir, { recursive: true, force: true });
+  return { name: site.name, stopped, namespaces: existing, ms: ms(performance.now() - t0) };
+}
+
+/**
+ * Removes disposable labs whose name starts with `prefix` and whose owner process is gone
+ * (a test run that crashed). Labs of living owners (another test running now) and labs made
+ * by `vipshift lab up` are left alone, and so are namespaces that no state file claims: other
+ * parts' tests make namespaces of their own.
+ */
+export async function reapAbandonedLabs(prefix: string, stateBase?: string): Promise<string[]> {
+  const base = stateBase ?? process.env.VIPSHIFT_LAB_DIR ?? DEFAULT_STATE_BASE;
+  const reaped: string[] = [];
+  let dirs: string[] = [];
+  try {
+    dirs = fs.readdirSync(base).filter((d) => d.startsWith(prefix));
+  } catch {
+    /* no labs yet */
+  }
+  for (const name of dirs) {
+    let state: LabState | undefined;
+    try {
+      state = readState(path.join(base, name));
+    } catch {
+      continue; // not ours to judge
+    }
+    if (state?.owner && !isAlive(state.owner)) {
+      await labDown({ name, stateBase: base });
+      reaped.push(name);
+    }
+  }
+  return reaped;
+}
+
+const ms = (x: number) => Math.round(x);

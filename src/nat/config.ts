@@ -1,0 +1,235 @@
+/**
+ * The appliance configuration (CONTRACT.md): YAML or JSON, validated with zod. Every error
+ * names the file, the line and the field, e.g. `lb1.yaml:14: vips[0].mode: expected 'dnat' or 'fullnat'`.
+ * JSON is parsed by the YAML parser too (JSON is YAML 1.2), so both keep their line numbers.
+ */
+import { readFile } from 'node:fs/promises';
+import { LineCounter, isMap, isSeq, parseDocument, type Document } from 'yaml';
+import { z } from 'zod';
+
+/** A zod message that says "is required" when the field is missing, `text` otherwise. */
+const says =
+  (text: string) =>
+  (issue: { input?: unknown }): string =>
+    issue.input === undefined ? 'is required' : text;
+
+const ipv4 = z.ipv4({ error: says('expected an IPv4 address (a.b.c.d)') });
+const port = z
+  .number({ error: says('expected a port number') })
+  .int({ error: 'expected a whole port number' })
+  .min(1, { error: 'expected a port in 1..65535' })
+  .max(65535, { error: 'expected a port in 1..65535' });
+const name = z
+  .string({ error: says('expected a name') })
+  .regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, { error: 'expected a name of letters, digits, - and _ (1-32, starting with a letter)' });
+
+const serverSchema = z.strictObject({
+  address: ipv4,
+  weight: z
+    .number({ error: says('expected a weight') })
+    .int({ error: 'expected a whole weight' })
+    .min(1, { error: 'expected a weight in 1..100' })
+    .max(100, { error: 'expected a weight in 1..100' })
+    .default(1),
+});
+
+const vipSchema = z.strictObject({
+  name,
+  id: z
+    .number({ error: says('expected a VIP id (its ct mark)') })
+    .int({ error: 'expected a whole id' })
+    .min(1, { error: 'expected an id in 1..65535' })
+    .max(65535, { error: 'expected an id in 1..65535' }),
+  address: ipv4,
+  insideAddress: ipv4,
+  prefixLength: z
+    .number({ error: says('expected a prefix length') })
+    .int({ error: 'expected a whole prefix length' })
+    .min(1, { error: 'expected a prefix length in 1..32' })
+    .max(32, { error: 'expected a prefix length in 1..32' })
+    .default(24),
+  protocol: z.enum(['tcp', 'udp'], { error: says("expected 'tcp' or 'udp'") }).default('tcp'),
+  ports: z.array(port, { error: says('expected a list of ports') }).min(1, { error: 'expected at least one port' }),
+  mode: z.enum(['dnat', 'fullnat'], { error: says("expected 'dnat' or 'fullnat'") }),
+  servers: z.array(serverSchema, { error: says('expected a list of servers') }),
+  scheduler: z.enum(['roundrobin', 'sourcehash'], { error: says("expected 'roundrobin' or 'sourcehash'") }).optional(),
+  snatPorts: z
+    .string({ error: says('expected a port range "first-last"') })
+    .regex(/^\d{1,5}-\d{1,5}$/, { error: 'expected a port range "first-last"' })
+    .optional(),
+  owner: name,
+});
+
+const applianceSchema = z
+  .strictObject({
+    appliance: name,
+    api: z.strictObject({
+      listen: z
+        .string({ error: says('expected "address:port"') })
+        .regex(/^[^:\s]+:\d{1,5}$/, { error: 'expected "address:port"' }),
+    }),
+    interfaces: z.strictObject({
+      external: z.string({ error: says('expected an interface name') }).min(1).max(15, { error: 'interface names have at most 15 characters' }),
+      internal: z.string({ error: says('expected an interface name') }).min(1).max(15, { error: 'interface names have at most 15 characters' }),
+    }),
+    hold: z
+      .strictObject({
+        policy: z.enum(['queue', 'drop'], { error: says("expected 'queue' or 'drop'") }).default('queue'),
+        queueLength: z
+          .number({ error: says('expected a queue length') })
+          .int({ error: 'expected a whole queue length' })
+          .min(1, { error: 'expected a queue length in 1..1000000' })
+          .max(1_000_000, { error: 'expected a queue length in 1..1000000' })
+          .default(4096),
+        /** The NFQUEUE number the hold uses in the appliance's namespace. */
+        queueNumber: z
+          .number({ error: says('expected a queue number') })
+          .int({ error: 'expected a whole queue number' })
+          .min(0, { error: 'expected a queue number in 0..65535' })
+          .max(65535, { error: 'expected a queue number in 0..65535' })
+          .default(0),
+      })
+      .default({ policy: 'queue', queueLength: 4096, queueNumber: 0 }),
+    vips: z.array(vipSchema, { error: says('expected a list of VIPs') }),
+  })
+  .superRefine((config, ctx) => {
+    const names = new Map<string | number, number>();
+    const ids = new Map<string | number, number>();
+    const addresses = new Map<string, number>();
+    const services = new Map<string, number>();
+    const dnatServers = new Map<string, number>();
+    config.vips.forEach((vip, i) => {
+      const at = (...rest: (string | number)[]) => ['vips', i, ...rest];
+      const dup = (map: Map<string | number, number>, key: string | number, path: (string | number)[], what: string) => {
+        const first = map.get(key);
+        if (first !== undefined) ctx.addIssue({ code: 'custom', path, message: `${what} already used by vips[${first}]` });
+        else map.set(key, i);
+      };
+      dup(names, vip.name, at('name'), `name '${vip.name}'`);
+      dup(ids, vip.id, at('id'), `id ${vip.id}`);
+      // A VIP's address and its inside address each belong to one VIP: the hold and the
+      // address moves are per VIP.
+      dup(addresses, vip.address, at('address'), `address ${vip.address}`);
+      dup(addresses, vip.insideAddress, at('insideAddress'), `address ${vip.insideAddress}`);
+      const ports = new Set<number>();
+      vip.ports.forEach((p, j) => {
+        if (ports.has(p)) ctx.addIssue({ code: 'custom', path: at('ports', j), message: `port ${p} is listed twice` });
+        ports.add(p);
+        dup(services, `${vip.address}/${vip.protocol}/${p}`, at('ports', j), `${vip.protocol} port ${p} of ${vip.address}`);
+      });
+      if (vip.mode === 'dnat') {
+        if (vip.servers.length !== 1) {
+          ctx.addIssue({ code: 'custom', path: at('servers'), message: `a dnat VIP has exactly one server, found ${vip.servers.length}` });
+        }
+        // A dnat server routes its replies through its VIP's inside address (its gateway), so
+        // it serves one dnat VIP; the hold also recognises its replies by their source.
+        for (const [j, s] of vip.servers.entries()) dup(dnatServers, s.address, at('servers', j, 'address'), `dnat server ${s.address}`);
+        if (vip.scheduler !== undefined) ctx.addIssue({ code: 'custom', path: at('scheduler'), message: 'only fullnat VIPs have a scheduler' });
+        if (vip.snatPorts !== undefined) ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'only fullnat VIPs have snatPorts' });
+      } else {
+        if (vip.servers.length < 1) ctx.addIssue({ code: 'custom', path: at('servers'), message: 'a fullnat VIP has at least one server' });
+        if (vip.snatPorts === undefined) {
+          ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'is required for a fullnat VIP (e.g. "20000-29999")' });
+        } else {
+          const [first, last] = vip.snatPorts.split('-').map(Number) as [number, number];
+          if (first < 1 || last > 65535 || first > last) {
+            ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: `expected first-last with 1 <= first <= last <= 65535, got "${vip.snatPorts}"` });
+          }
+        }
+      }
+    });
+  });
+
+export type ApplianceConfig = z.infer<typeof applianceSchema>;
+export type VipConfig = ApplianceConfig['vips'][number];
+export type ServerConfig = VipConfig['servers'][number];
+
+/** One thing wrong in a configuration file, and where. */
+export interface ConfigIssue {
+  file: string;
+  line?: number;
+  path: string;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly issues: ConfigIssue[]) {
+    super(issues.map(formatIssue).join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  const where = i.line === undefined ? i.file : `${i.file}:${i.line}`;
+  return i.path ? `${where}: ${i.path}: ${i.message}` : `${where}: ${i.message}`;
+}
+
+/** `vips[0].servers[1].address` from ['vips', 0, 'servers', 1, 'address']. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+/** The line of the deepest node of `path` present in the document (a missing field: its parent). */
+function lineOf(doc: Document, counter: LineCounter, path: readonly PropertyKey[]): number | undefined {
+  let node: unknown = doc.contents;
+  let offset = (node as { range?: [number, number, number] } | null)?.range?.[0];
+  for (const key of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => (p.key as { value?: unknown } | null)?.value === key);
+      if (!pair) break;
+      const keyRange = (pair.key as { range?: [number, number, number] }).range;
+      node = pair.value;
+      offset = (node as { range?: [number, number, number] } | null)?.range?.[0] ?? keyRange?.[0] ?? offset;
+    } else if (isSeq(node) && typeof key === 'number' && node.items[key] !== undefined) {
+      node = node.items[key];
+      offset = (node as { range?: [number, number, number] }).range?.[0] ?? offset;
+    } else {
+      break;
+    }
+  }
+  return offset === undefined ? undefined : counter.linePos(offset).line;
+}
+
+/** Parses and validates a configuration text; throws ConfigError listing every issue. */
+export function parseApplianceConfig(text: string, fileName: string): ApplianceConfig {
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(
+      doc.errors.map((e) => ({ file: fileName, line: counter.linePos(e.pos[0]).line, path: '', message: e.message.split('\n')[0] ?? e.message })),
+    );
+  }
+  const result = applianceSchema.safeParse(doc.toJS());
+  if (result.success) return result.data;
+  const issues = result.error.issues.map((issue): ConfigIssue => {
+    // An unknown key is reported on its parent; point at the key itself.
+    const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
+    const path = keys.length === 1 ? [...issue.path, keys[0] as string] : issue.path;
+    const message = issue.code === 'unrecognized_keys' ? (keys.length === 1 ? 'unknown field' : `unknown fields ${keys.join(', ')}`) : issue.message;
+    const line = lineOf(doc, counter, path);
+    return { file: fileName, ...(line === undefined ? {} : { line }), path: formatPath(path), message };
+  });
+  issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  throw new ConfigError(issues);
+}
+
+export async function loadApplianceConfig(path: string): Promise<ApplianceConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
+  }
+  return parseApplianceConfig(text, path);
+}
+
+/** The `first-last` of a fullnat VIP's snatPorts. */
+export function snatPortRange(vip: VipConfig): [number, number] {
+  const [first, last] = (vip.snatPorts ?? '').split('-').map(Number);
+  if (first === undefined || last === undefined || Number.isNaN(first) || Number.isNaN(last)) {
+    throw new Error(`VIP ${vip.name} has no snatPorts`);
+  }
+  return [first, last];
+}

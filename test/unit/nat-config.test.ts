@@ -1,0 +1,114 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseApplianceConfig } from '../../src/nat/config.js';
+
+const good = `appliance: lb1
+api: { listen: "192.0.2.11:8441" }
+interfaces: { external: ext0, internal: int0 }
+hold: { policy: queue, queueLength: 4096 }
+vips:
+  - name: vip1
+    id: 1
+    address: 203.0.113.10
+    insideAddress: 198.18.0.10
+    prefixLength: 24
+    protocol: tcp
+    ports: [7, 80]
+    mode: dnat
+    servers: [{ address: 198.18.0.101, weight: 1 }]
+    owner: lb1
+  - name: vip4
+    id: 4
+    address: 203.0.113.13
+    insideAddress: 198.18.0.13
+    ports: [7, 80]
+    mode: fullnat
+    servers: [{ address: 198.18.0.101 }, { address: 198.18.0.102 }, { address: 198.18.0.103 }]
+    scheduler: roundrobin
+    snatPorts: "20000-29999"
+    owner: lb1
+`;
+
+/** The error lines a configuration text produces. */
+function errorsOf(text: string, file = 'lb1.yaml'): string[] {
+  try {
+    parseApplianceConfig(text, file);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as Error).message.split('\n');
+  }
+  throw new Error('expected the configuration to be refused');
+}
+
+describe('appliance configuration', () => {
+  it('reads the site configuration with its defaults', () => {
+    const c = parseApplianceConfig(good, 'lb1.yaml');
+    expect(c.appliance).toBe('lb1');
+    expect(c.vips.map((v) => v.name)).toEqual(['vip1', 'vip4']);
+    expect(c.vips[1]?.protocol).toBe('tcp');
+    expect(c.vips[1]?.servers.map((s) => s.weight)).toEqual([1, 1, 1]);
+    expect(c.hold.queueNumber).toBe(0);
+  });
+
+  it('reads the same configuration as JSON', () => {
+    const yamlConfig = parseApplianceConfig(good, 'lb1.yaml');
+    const json = JSON.stringify(yamlConfig, null, 2);
+    expect(parseApplianceConfig(json, 'lb1.json')).toEqual(yamlConfig);
+  });
+
+  it('names file, line and field of a wrong mode', () => {
+    expect(errorsOf(good.replace('mode: dnat', 'mode: dnatt'))).toEqual(["lb1.yaml:13: vips[0].mode: expected 'dnat' or 'fullnat'"]);
+  });
+
+  it('gives JSON errors their line too', () => {
+    const json = JSON.stringify(parseApplianceConfig(good, 'x'), null, 2).replace('"203.0.113.13"', '"203.0.113.300"');
+    const line = json.split('\n').findIndex((l) => l.includes('203.0.113.300')) + 1;
+    expect(errorsOf(json, 'lb1.json')).toEqual([`lb1.json:${line}: vips[1].address: expected an IPv4 address (a.b.c.d)`]);
+  });
+
+  it('reports ports out of range, bad addresses and unknown fields, each at its line', () => {
+    const text = good
+      .replace('ports: [7, 80]\n    mode: fullnat', 'ports: [7, 70000]\n    mode: fullnat')
+      .replace('{ address: 198.18.0.102 }', '{ address: 198.18.0.1022 }')
+      .replace('    owner: lb1\n  - name: vip4', '    owner: lb1\n    colour: red\n  - name: vip4');
+    expect(errorsOf(text)).toEqual([
+      'lb1.yaml:16: vips[0].colour: unknown field',
+      'lb1.yaml:21: vips[1].ports[1]: expected a port in 1..65535',
+      'lb1.yaml:23: vips[1].servers[1].address: expected an IPv4 address (a.b.c.d)',
+    ]);
+  });
+
+  it('refuses duplicate names and ids', () => {
+    const text = good.replace('name: vip4\n    id: 4', 'name: vip1\n    id: 1');
+    expect(errorsOf(text)).toEqual([
+      "lb1.yaml:16: vips[1].name: name 'vip1' already used by vips[0]",
+      'lb1.yaml:17: vips[1].id: id 1 already used by vips[0]',
+    ]);
+  });
+
+  it('wants exactly one server for dnat and snatPorts for fullnat', () => {
+    const text = good
+      .replace('servers: [{ address: 198.18.0.101, weight: 1 }]', 'servers: [{ address: 198.18.0.101 }, { address: 198.18.0.104 }]')
+      .replace('    snatPorts: "20000-29999"\n', '');
+    expect(errorsOf(text)).toEqual([
+      'lb1.yaml:14: vips[0].servers: a dnat VIP has exactly one server, found 2',
+      'lb1.yaml:16: vips[1].snatPorts: is required for a fullnat VIP (e.g. "20000-29999")',
+    ]);
+  });
+
+  it('refuses an empty fullnat pool and a reversed SNAT range', () => {
+    const text = good.replace(/servers: \[\{ address: 198.18.0.101 \}, .*\]/, 'servers: []').replace('"20000-29999"', '"29999-20000"');
+    expect(errorsOf(text)).toEqual([
+      'lb1.yaml:22: vips[1].servers: a fullnat VIP has at least one server',
+      'lb1.yaml:24: vips[1].snatPorts: expected first-last with 1 <= first <= last <= 65535, got "29999-20000"',
+    ]);
+  });
+
+  it('says which field is missing', () => {
+    expect(errorsOf(good.replace('    owner: lb1\n  - name: vip4', '  - name: vip4'))).toEqual(['lb1.yaml:6: vips[0].owner: is required']);
+  });
+
+  it('reports YAML syntax errors with their line', () => {
+    const [first] = errorsOf(good.replace('ports: [7, 80]\n    mode: dnat', 'ports: [7, 80\n    mode: dnat'));
+    expect(first).toMatch(/^lb1\.yaml:1[23]: /);
+  });
+});
