@@ -8,6 +8,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   'import-keepalived': { summary: 'keepalived.conf → vipshift configuration', load: async () => (await import('./import-keepalived.js')).importKeepalived },
   pki: { summary: 'create the cluster credentials (keys of every API peer)', load: async () => (await import('./pki.js')).pki },
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
+  keeper: { summary: 'keep table copies of appliances on a server (failover)', load: async () => (await import('./keeper.js')).keeper },
 };
 
 export function usage(): string {

@@ -33,7 +33,7 @@ const serverSchema = z.strictObject({
     .default(1),
 });
 
-const vipSchema = z.strictObject({
+export const vipSchema = z.strictObject({
   name,
   id: z
     .number({ error: says('expected a VIP id (its ct mark)') })
@@ -194,6 +194,11 @@ function lineOf(doc: Document, counter: LineCounter, path: readonly PropertyKey[
 
 /** Parses and validates a configuration text; throws ConfigError listing every issue. */
 export function parseApplianceConfig(text: string, fileName: string): ApplianceConfig {
+  return parseConfigText(applianceSchema, text, fileName);
+}
+
+/** Parses YAML or JSON and validates it with `schema`; throws ConfigError naming file, line and field. */
+export function parseConfigText<T>(schema: z.ZodType<T>, text: string, fileName: string): T {
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -201,7 +206,7 @@ export function parseApplianceConfig(text: string, fileName: string): ApplianceC
       doc.errors.map((e) => ({ file: fileName, line: counter.linePos(e.pos[0]).line, path: '', message: e.message.split('\n')[0] ?? e.message })),
     );
   }
-  const result = applianceSchema.safeParse(doc.toJS());
+  const result = schema.safeParse(doc.toJS());
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue): ConfigIssue => {
     // An unknown key is reported on its parent; point at the key itself.
