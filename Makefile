@@ -44,3 +44,11 @@ lab-down: build
 
 clean:
 	rm -rf dist
+
+# keeper
+.PHONY: test-keeper bench-keeper
+test-keeper: build
+	npx vitest run test/unit/keeper-store.test.ts test/unit/keeper-api.test.ts test/unit/keeper-sockdiag.test.ts test/integration/keeper.test.ts
+
+bench-keeper: build
+	npx tsx bench/keeper.ts
