@@ -147,7 +147,7 @@ function bindRecord(args: (number | string)[], at: number, b: Buffer, r: number,
   args[at + 18] = appliance;
 }
 
-/** Columns of a restore, in the order rowsToRecords reads them. */
+/** Columns of a restore, in the order recordsOfVip reads them. */
 const RESTORE_COLUMNS =
   'client, vip, server, inside, client_port, vip_port, server_port, inside_port, proto, tcp_state, wscale_original, wscale_reply, flags_original, flags_reply, status, expires_at, mark';
 
