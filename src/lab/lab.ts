@@ -6,7 +6,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
-import { createClusterCredentials } from '../api/auth.js';
 import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
 import {
   type LabState,
@@ -26,7 +25,6 @@ import {
   type LabInfo,
   type Site,
   applianceConfig,
-  clusterIdentities,
   configPath,
   controllerConfig,
   defaultSite,
@@ -34,7 +32,6 @@ import {
   hostsOf,
   keeperConfig,
   labInfo,
-  pkiDir,
   siteProblems,
 } from './site.js';
 
@@ -139,7 +136,6 @@ function writeConfigs(site: Site): void {
   const header = `# written by 'vipshift lab up' for lab ${site.name}; derived from src/lab/site.ts\n`;
   const write = (hostName: string, config: object) =>
     fs.writeFileSync(configPath(site, hostName), header + YAML.stringify(config));
-  createClusterCredentials(pkiDir(site), clusterIdentities(site), true);
   for (const a of hostsOf(site, 'appliance')) write(a.name, applianceConfig(site, a.name));
   for (const s of hostsOf(site, 'server')) fs.writeFileSync(path.join(site.stateDir, `${s.name}-keeper.yaml`), header + YAML.stringify(keeperConfig(site, s.name)));
   write(site.apis.controller.host, controllerConfig(site));
