@@ -45,6 +45,26 @@ lab-down: build
 clean:
 	rm -rf dist
 
+# lab
+.PHONY: test-lab bench-lab
+test-lab: build
+	npx vitest run test/unit/lab-site.test.ts test/integration/lab-up.test.ts test/integration/lab-down.test.ts test/integration/lab-traffic.test.ts
+
+bench-lab: build
+	npx tsx bench/lab.ts
+# nat — the appliance's NAT engine (nftables, hold queue)
+.PHONY: test-nat
+test-nat: build
+	npx vitest run test/unit/nat-config.test.ts test/unit/nat-ruleset.test.ts test/unit/nat-queue.test.ts
+	npx vitest run test/integration/nat-engine.test.ts
+# netlink (ctnetlink access table, rtnetlink addresses)
+.PHONY: test-netlink bench-conntrack
+test-netlink: build
+	npx vitest run test/unit/netlink-ctnetlink.test.ts test/unit/netlink-entry-record.test.ts test/unit/netlink-route.test.ts test/integration/netlink-conntrack.test.ts test/integration/netlink-route.test.ts
+
+bench-conntrack: build
+	npx tsx bench/conntrack.ts
+
 # keeper
 .PHONY: test-keeper bench-keeper
 test-keeper: build

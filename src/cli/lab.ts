@@ -23,6 +23,10 @@ const USAGE = `usage: vipshift lab SUBCOMMAND
          echo traffic from the current namespace (use inside lab exec client); without
          --duration it runs until SIGTERM, SIGINT or (with --stop-on-eof) end of stdin
 
+  demo   [--name demo] [--connections 500] [--vip vip1] [--to lb2]
+         lab up, live connections, a migration under load with the tables before and
+         after and each step's time, lab down (make demo)
+
 The state (configurations, logs, state.json) lives in /run/vipshift-lab/<name>/
 (or $VIPSHIFT_LAB_DIR/<name>/).
 `;
@@ -43,6 +47,8 @@ export async function lab(args: string[]): Promise<number> {
         return await serve(rest);
       case 'traffic':
         return await traffic(rest);
+      case 'demo':
+        return await (await import('./demo.js')).demo(rest);
       case undefined:
       case 'help':
       case '-h':
@@ -230,7 +236,7 @@ async function traffic(args: string[]): Promise<number> {
   return 0;
 }
 
-function describeTraffic(s: TrafficSummary): string {
+export function describeTraffic(s: TrafficSummary): string {
   const e = Object.entries(s.errors).map(([k, v]) => `${k} ${v}`).join(', ');
   return [
     `traffic to ${s.target.address}:${s.target.port} for ${(s.elapsedMs / 1000).toFixed(1)} s`,

@@ -7,7 +7,12 @@ export type Command = (args: string[]) => Promise<number>;
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
   'import-keepalived': { summary: 'keepalived.conf → vipshift configuration', load: async () => (await import('./import-keepalived.js')).importKeepalived },
   pki: { summary: 'create the cluster credentials (keys of every API peer)', load: async () => (await import('./pki.js')).pki },
+  appliance: { summary: 'run the appliance: NAT engine, access table, agent API', load: async () => (await import('./appliance.js')).appliance },
+  controller: { summary: 'run the controller: inventory and migrations', load: async () => (await import('./controller.js')).controller },
+  status: { summary: 'VIP owners, mode tables and counters of the site', load: async () => (await import('./status.js')).status },
+  migrate: { summary: 'move a VIP with its live connections to another appliance', load: async () => (await import('./migrate.js')).migrateCommand },
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
+  vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
   keeper: { summary: 'keep table copies of appliances on a server (failover)', load: async () => (await import('./keeper.js')).keeper },
 };
 

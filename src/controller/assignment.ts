@@ -114,7 +114,8 @@ const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
  *    that will be least loaded with it;
  * 2. rebalance, while the imbalance exceeds the threshold: from the busiest appliance, the one
  *    move (VIP, target) that leaves the pair's higher load lowest, if that is below the busiest's
- *    load now. Each VIP moves at most once per plan, so a plan is never a cycle.
+ *    load now. An appliance with no such move is set aside and the rest are balanced among
+ *    themselves. Each VIP moves at most once per plan, so a plan is never a cycle.
  * Pinned, cooling-down and migrating VIPs stay; down and maintenance appliances get nothing;
  * VIPs of a down appliance are left to failover (its standby takes them over by VRRP).
  */
@@ -131,13 +132,13 @@ export class MinMaxLoad implements AssignmentAlgorithm {
     const before = new Map(input.appliances.map((a) => [a.name, rel(a.name)]));
 
     const byName = new Map(input.appliances.map((a) => [a.name, a]));
-    const targets = input.appliances.filter((a) => a.up && !a.maintenance).map((a) => a.name);
-    const balanced = input.appliances.filter((a) => a.up && !a.maintenance).map((a) => a.name);
-    const imbalance = (): number => {
+    /** Up and out of maintenance: may take VIPs, and are what we balance. */
+    const eligible = input.appliances.filter((a) => a.up && !a.maintenance).map((a) => a.name);
+    const imbalance = (among: readonly string[] = eligible): number => {
       let total = 0;
       let cap = 0;
       let max = 0;
-      for (const a of balanced) {
+      for (const a of among) {
         total += load.get(a)!;
         cap += capacity.get(a)!;
         max = Math.max(max, rel(a));
@@ -178,7 +179,7 @@ export class MinMaxLoad implements AssignmentAlgorithm {
         waiting.push({ vip: v.name, reason: `${v.owner} is in maintenance but ${v.name} is ${why}` });
         continue;
       }
-      if (targets.length === 0) {
+      if (eligible.length === 0) {
         waiting.push({ vip: v.name, reason: `${v.owner} is in maintenance and no appliance is up to take ${v.name}` });
         continue;
       }
@@ -186,8 +187,8 @@ export class MinMaxLoad implements AssignmentAlgorithm {
         waiting.push({ vip: v.name, reason: `${v.owner} is in maintenance; ${settings.maxConcurrent} migrations at once already` });
         continue;
       }
-      let best = targets[0]!;
-      for (const t of targets) {
+      let best = eligible[0]!;
+      for (const t of eligible) {
         const after = (load.get(t)! + v.load) / capacity.get(t)!;
         const bestAfter = (load.get(best)! + v.load) / capacity.get(best)!;
         if (after < bestAfter || (after === bestAfter && t < best)) best = t;
@@ -200,33 +201,46 @@ export class MinMaxLoad implements AssignmentAlgorithm {
 
     // 2. Rebalance: movable VIPs of each appliance, by load ascending (for the binary search).
     const moved = new Set(moves.map((m) => m.vip));
-    const movable = new Map<string, VipState[]>(balanced.map((a) => [a, []]));
+    const movable = new Map<string, VipState[]>(eligible.map((a) => [a, []]));
     for (const v of input.vips) {
       if (!moved.has(v.name) && movable.has(v.owner) && !blocked(v)) movable.get(v.owner)!.push(v);
     }
     for (const list of movable.values()) list.sort((x, y) => x.load - y.load || x.name.localeCompare(y.name));
 
-    if (balanced.length < 2) notes.push('fewer than two appliances up and out of maintenance: nothing to balance');
+    // An appliance no single move can relieve (say it carries one VIP bigger than a fair share)
+    // is set aside and the rest are balanced among themselves: it stays the busiest, so the
+    // peak is as low as it gets, and the others still get even.
+    const stuck = new Set<string>();
+    const rest = () => eligible.filter((a) => !stuck.has(a));
+    if (eligible.length < 2) notes.push('fewer than two appliances up and out of maintenance: nothing to balance');
     else if (imbalance() <= settings.threshold) notes.push(`imbalance ${pct(imbalance())} within the threshold ${pct(settings.threshold)}`);
-    while (balanced.length >= 2 && imbalance() > settings.threshold) {
+    for (let among = rest(); eligible.length >= 2 && among.length >= 2 && imbalance(among) > settings.threshold; among = rest()) {
       if (budget <= 0) {
-        notes.push(`stopped at ${settings.maxConcurrent} migrations at once; imbalance still ${pct(imbalance())}`);
+        notes.push(`stopped at ${settings.maxConcurrent} migrations at once; imbalance still ${pct(imbalance(among))}${stuck.size ? ' among the others' : ''}`);
         break;
       }
-      let busiest = balanced[0]!;
-      for (const a of balanced) if (rel(a) > rel(busiest) || (rel(a) === rel(busiest) && a < busiest)) busiest = a;
-      const best = this.bestMove(busiest, movable.get(busiest)!, balanced, load, capacity);
+      let busiest = among[0]!;
+      for (const a of among) if (rel(a) > rel(busiest) || (rel(a) === rel(busiest) && a < busiest)) busiest = a;
+      const best = this.bestMove(busiest, movable.get(busiest)!, eligible, load, capacity);
       if (!best) {
-        notes.push(`no move off ${busiest} lowers its load (${pct(rel(busiest))} of capacity): its movable VIPs are too large or none are left; imbalance ${pct(imbalance())}`);
-        break;
+        stuck.add(busiest);
+        continue;
       }
       const from = busiest;
-      const fromBefore = rel(from);
-      const toBefore = rel(best.to);
-      move(best.vip, best.to, 'rebalance', `${from} is the busiest (${pct(fromBefore)} of capacity, imbalance ${pct(imbalance())}); ${best.to} is at ${pct(toBefore)}`);
+      move(best.vip, best.to, 'rebalance', `${from} is the busiest${stuck.size ? ' of those that can be relieved' : ''} (${pct(rel(from) + best.vip.load / capacity.get(from)!)} of capacity); ${best.to} is at ${pct(rel(best.to) - best.vip.load / capacity.get(best.to)!)}`);
       const list = movable.get(from)!;
       list.splice(list.indexOf(best.vip), 1);
-      if (imbalance() <= settings.threshold) notes.push(`imbalance ${pct(imbalance())} now within the threshold ${pct(settings.threshold)}`);
+      // Only two loads changed: the target may now need relief itself, and a set-aside appliance
+      // may now have a move to the source, which got lighter.
+      stuck.delete(best.to);
+      for (const a of stuck) if (this.bestMove(a, movable.get(a)!, [from], load, capacity)) stuck.delete(a);
+    }
+    const among = rest();
+    if (stuck.size > 0) {
+      notes.push(`no single move relieves ${[...stuck].sort().map((a) => `${a} (${pct(rel(a))})`).join(', ')}: their movable VIPs are too large or none are left`);
+    }
+    if (moves.some((m) => m.reason === 'rebalance') && among.length >= 2 && imbalance(among) <= settings.threshold) {
+      notes.push(`imbalance ${pct(imbalance(among))}${stuck.size ? ' among the others' : ''} now within the threshold ${pct(settings.threshold)}`);
     }
 
     const after = new Map(input.appliances.map((a) => [a.name, rel(a.name)]));
@@ -255,7 +269,7 @@ export class MinMaxLoad implements AssignmentAlgorithm {
     if (candidates.length === 0) return undefined;
     const cFrom = capacity.get(from)!;
     const rFrom = load.get(from)! / cFrom;
-    let best: { vip: VipState; to: string; peak: number } | undefined;
+    let best: { vip: VipState; to: string; peak: number; landed: number } | undefined;
     for (const to of targets) {
       if (to === from) continue;
       const cTo = capacity.get(to)!;
@@ -273,9 +287,13 @@ export class MinMaxLoad implements AssignmentAlgorithm {
       for (const i of [lo - 1, lo]) {
         const v = candidates[i];
         if (!v || v.load === 0) continue;
-        const peak = Math.max(rFrom - v.load / cFrom, rTo + v.load / cTo);
+        const landed = rTo + v.load / cTo;
+        const peak = Math.max(rFrom - v.load / cFrom, landed);
         if (peak >= rFrom) continue;
-        if (!best || peak < best.peak || (peak === best.peak && (v.load < best.vip.load || (v.load === best.vip.load && to < best.to)))) best = { vip: v, to, peak };
+        // ties (the source stays the peak): the target left lightest, then the smaller move
+        if (!best || peak < best.peak || (peak === best.peak && (landed < best.landed || (landed === best.landed && (v.load < best.vip.load || (v.load === best.vip.load && to < best.to)))))) {
+          best = { vip: v, to, peak, landed };
+        }
       }
     }
     return best;

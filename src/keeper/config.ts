@@ -10,9 +10,8 @@
  * `vips` lets an operator or an appliance name a VIP (`/v1/vips/vip1/copies`) and gives the
  * socket-table rebuild what the server cannot see: the VIP's address, ports and mark.
  */
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { ConfigError, parseConfigText, vipSchema } from '../nat/config.js';
+import { loadConfigFile, parseConfigText, vipSchema } from '../nat/config.js';
 
 const keeperSchema = z
   .strictObject({
@@ -43,17 +42,13 @@ const keeperSchema = z
   });
 
 export type KeeperConfig = z.infer<typeof keeperSchema>;
+/** What a configuration file may hold (defaults not yet applied). */
+export type KeeperConfigInput = z.input<typeof keeperSchema>;
 
 export function parseKeeperConfig(text: string, fileName: string): KeeperConfig {
-  return parseConfigText(keeperSchema, text, fileName);
+  return parseConfigText(text, fileName, keeperSchema);
 }
 
-export async function loadKeeperConfig(path: string): Promise<KeeperConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
-  }
-  return parseKeeperConfig(text, path);
+export function loadKeeperConfig(path: string): Promise<KeeperConfig> {
+  return loadConfigFile(path, keeperSchema);
 }

@@ -6,10 +6,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
+import { createClusterCredentials } from '../api/auth.js';
 import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
 import {
   type LabState,
   type ProcessRecord,
+  STATE_FILE,
   type Started,
   identify,
   isAlive,
@@ -120,6 +122,8 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     await buildSite(site);
     const t2 = performance.now();
     writeConfigs(site);
+    // Every API of the lab is authenticated; the operator's CLI on the host is `admin`.
+    createClusterCredentials(credentialsDir(site), [...site.hosts.filter((h) => h.role === 'appliance' || h.role === 'server').map((h) => h.name), site.apis.controller.host, 'admin'], true);
     await startProcesses(site, state, options.readyTimeoutMs ?? 15_000);
     const t3 = performance.now();
     return {
@@ -127,10 +131,13 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
       timings: { cleanupMs: ms(t1 - t0), buildMs: ms(t2 - t1), processesMs: ms(t3 - t2), totalMs: ms(t3 - t0) },
     };
   } catch (e) {
-    await labDown({ name: site.name, stateBase: options.stateBase }).catch(() => {});
+    // The logs stay for the post-mortem (the error names them); the next up or down removes them.
+    await labDown({ name: site.name, stateBase: options.stateBase, keepLogs: true }).catch(() => {});
     throw e;
   }
 }
+
+export const credentialsDir = (site: Site): string => path.join(site.stateDir, 'credentials');
 
 function writeConfigs(site: Site): void {
   const header = `# written by 'vipshift lab up' for lab ${site.name}; derived from src/lab/site.ts\n`;
@@ -155,13 +162,13 @@ async function startProcesses(site: Site, state: StoredState, timeoutMs: number)
     const p = start(`${s.name}-service`, s.name, ['lab', 'serve', '--name', s.name, '--echo-port', `${svc.echoPort}`, '--http-port', `${svc.httpPort}`]);
     waits.push(waitForListeners(p, [svc.echoPort, svc.httpPort], timeoutMs));
     if (state.daemons.keeper === 'started') {
-      const k = start(`${s.name}-keeper`, s.name, ['keeper', '--config', path.join(site.stateDir, `${s.name}-keeper.yaml`)]);
+      const k = start(`${s.name}-keeper`, s.name, ['keeper', '--config', path.join(site.stateDir, `${s.name}-keeper.yaml`), '--credentials', credentialsDir(site)]);
       waits.push(waitForListeners(k, [site.apis.keepers[s.name]!.port], timeoutMs));
     }
   }
   if (state.daemons.appliance === 'started') {
     for (const a of hostsOf(site, 'appliance')) {
-      const p = start(`${a.name}-appliance`, a.name, ['appliance', '--config', configPath(site, a.name)]);
+      const p = start(`${a.name}-appliance`, a.name, ['appliance', '--config', configPath(site, a.name), '--credentials', credentialsDir(site)]);
       waits.push(waitForListeners(p, [site.apis.appliances[a.name]!.port], timeoutMs));
     }
   }
@@ -169,7 +176,7 @@ async function startProcesses(site: Site, state: StoredState, timeoutMs: number)
   // The controller talks to the appliances and keepers: it starts once they listen.
   if (state.daemons.controller === 'started') {
     const c = site.apis.controller;
-    const p = start('controller', c.host, ['controller', '--config', configPath(site, c.host)]);
+    const p = start('controller', c.host, ['controller', '--config', configPath(site, c.host), '--credentials', credentialsDir(site)]);
     await waitForListeners(p, [c.port], timeoutMs);
   }
 }
@@ -203,11 +210,12 @@ export interface DownResult {
 
 /**
  * Removes a lab: its recorded processes, any other process inside its namespaces, the
- * namespaces (and with them every interface), the state directory. Works without a state
+ * namespaces (and with them every interface), the state directory (`keepLogs`: all but the
+ * state file, after a failed `up`). Works without a state
  * file too (the namespaces of the default site under that name) and is a no-op when there
  * is nothing to remove.
  */
-export async function labDown(options: { name?: string; stateBase?: string } = {}): Promise<DownResult> {
+export async function labDown(options: { name?: string; stateBase?: string; keepLogs?: boolean } = {}): Promise<DownResult> {
   const t0 = performance.now();
   const site = siteFor(options.name, options.stateBase);
   let state: LabState | undefined;
@@ -226,7 +234,8 @@ export async function labDown(options: { name?: string; stateBase?: string } = {
   stopped += await stopProcesses(strays, { group: false });
 
   await deleteNamespaces(existing);
-  fs.rmSync(site.stateDir, { recursive: true, force: true });
+  if (options.keepLogs) fs.rmSync(path.join(site.stateDir, STATE_FILE), { force: true });
+  else fs.rmSync(site.stateDir, { recursive: true, force: true });
   return { name: site.name, stopped, namespaces: existing, ms: ms(performance.now() - t0) };
 }
 

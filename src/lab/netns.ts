@@ -91,14 +91,17 @@ export function hostBatch(h: Host): string[] {
 
 /**
  * Kernel settings of one namespace, applied before its interfaces exist so that `default`
- * covers them: no IPv6 (the site is IPv4; no router solicitations or DAD on the segments),
- * forwarding where the host routes.
+ * covers them. New namespaces inherit IPv4 settings from the host's (devconf_inherit_init_net
+ * 0): a host that forwards, or filters by reverse path, must not change the lab, so both are
+ * set here. No IPv6: the site is IPv4 (no router solicitations or DAD on the segments).
  */
 export function hostSysctls(h: Host): Record<string, string> {
   return {
     'net.ipv6.conf.all.disable_ipv6': '1',
     'net.ipv6.conf.default.disable_ipv6': '1',
-    ...(h.forwarding ? { 'net.ipv4.ip_forward': '1' } : {}),
+    'net.ipv4.ip_forward': h.forwarding ? '1' : '0',
+    'net.ipv4.conf.all.rp_filter': '0',
+    'net.ipv4.conf.default.rp_filter': '0',
   };
 }
 

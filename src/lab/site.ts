@@ -5,6 +5,9 @@
  * configurations, and `lab info`. Pure: no I/O here.
  */
 import path from 'node:path';
+import type { ControllerConfigInput } from '../controller/config.js';
+import type { ApplianceConfigInput } from '../nat/config.js';
+import type { KeeperConfigInput } from '../keeper/config.js';
 
 /** The three L2 segments; each is one bridge inside the `<lab>-sw` namespace. */
 export type SegmentName = 'ext' | 'int' | 'mgmt';
@@ -254,29 +257,8 @@ const listen = (api: Api) => `${api.address}:${api.port}`;
 
 // --- derived configurations ----------------------------------------------------------------
 
-/** An appliance's configuration, in the schema of src/nat/config.ts (CONTRACT.md). */
-export interface ApplianceConfig {
-  appliance: string;
-  api: { listen: string };
-  interfaces: { external: string; internal: string };
-  hold: { policy: 'queue' | 'drop'; queueLength: number };
-  vips: Array<{
-    name: string;
-    id: number;
-    address: string;
-    insideAddress: string;
-    prefixLength: number;
-    protocol: 'tcp';
-    ports: number[];
-    mode: 'dnat' | 'fullnat';
-    servers: Array<{ address: string; weight: number }>;
-    scheduler?: 'roundrobin' | 'sourcehash';
-    snatPorts?: string;
-    owner: string;
-  }>;
-}
-
-export function applianceConfig(site: Site, appliance: string): ApplianceConfig {
+/** An appliance's configuration file (src/nat/config.ts's schema). */
+export function applianceConfig(site: Site, appliance: string): ApplianceConfigInput {
   const h = host(site, appliance);
   if (h.role !== 'appliance') throw new Error(`lab ${site.name}: '${appliance}' is not an appliance`);
   const ifname = (segment: SegmentName) => {
@@ -289,42 +271,54 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfig 
     api: { listen: listen(site.apis.appliances[appliance]!) },
     interfaces: { external: ifname('ext'), internal: ifname('int') },
     hold: { policy: 'queue', queueLength: 4096 },
-    vips: site.vips.map((v) => ({
-      name: v.name,
-      id: v.id,
-      address: v.address,
-      insideAddress: v.insideAddress,
-      prefixLength: v.prefixLength,
-      protocol: v.protocol,
-      ports: [...v.ports],
-      mode: v.mode,
-      servers: v.servers.map((s) => ({ address: addressOn(site, s, 'int'), weight: 1 })),
-      ...(v.scheduler ? { scheduler: v.scheduler } : {}),
-      ...(v.snatPorts ? { snatPorts: v.snatPorts } : {}),
-      owner: v.owner,
-    })),
+    vips: vipsConfig(site),
+    vrrp: vrrpFor(site, appliance, ifname('ext'), ifname('int')),
   };
 }
 
-/**
- * The controller's configuration as the lab writes it (an assumption until src/controller
- * owns the schema): where it listens, where its journal lives, the appliances' agent APIs,
- * the keepers' APIs, and each VIP with its starting owner.
- */
-export interface ControllerConfig {
-  controller: string;
-  api: { listen: string };
-  journal: string;
-  appliances: Array<{ name: string; api: string }>;
-  keepers: Array<{ name: string; api: string }>;
-  vips: Array<{ name: string; address: string; owner: string }>;
+/** Every VIP of the site as appliances and keepers configure them (src/nat/config.ts's VIP entries). */
+export function vipsConfig(site: Site): NonNullable<ApplianceConfigInput['vips']> {
+  return site.vips.map((v) => ({
+    name: v.name,
+    id: v.id,
+    address: v.address,
+    insideAddress: v.insideAddress,
+    prefixLength: v.prefixLength,
+    protocol: v.protocol,
+    ports: [...v.ports],
+    mode: v.mode,
+    servers: v.servers.map((s) => ({ address: addressOn(site, s, 'int'), weight: 1 })),
+    ...(v.scheduler ? { scheduler: v.scheduler } : {}),
+    ...(v.snatPorts ? { snatPorts: v.snatPorts } : {}),
+    owner: v.owner,
+  }));
 }
 
-export function controllerConfig(site: Site): ControllerConfig {
+/** The lab's advertisement interval (issue 5: takeover well inside half a second). */
+export const LAB_ADVERT_INTERVAL = 0.1;
+
+/**
+ * One VRRP sync group per VIP — the VIP on the external segment and its inside address on
+ * the internal one, VRID = the VIP's id on both — so the two move together. The VIP's
+ * owner has the higher priority; the other appliance backs it up.
+ */
+function vrrpFor(site: Site, appliance: string, external: string, internal: string): NonNullable<ApplianceConfigInput['vrrp']> {
+  const instances = site.vips.flatMap((v) => {
+    const common = { vrid: v.id, priority: v.owner === appliance ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: true, garpRepeat: 3 };
+    return [
+      { ...common, name: `${v.name}-ext`, interface: external, addresses: [`${v.address}/${v.prefixLength}`] },
+      { ...common, name: `${v.name}-int`, interface: internal, addresses: [`${v.insideAddress}/${v.prefixLength}`] },
+    ];
+  });
+  return { instances, syncGroups: site.vips.map((v) => ({ name: v.name, instances: [`${v.name}-ext`, `${v.name}-int`] })) };
+}
+
+/** The controller's configuration file (src/controller/config.ts's schema). */
+export function controllerConfig(site: Site): ControllerConfigInput {
   const c = site.apis.controller;
   return {
     controller: c.host,
-    api: { listen: listen(c) },
+    api: { listen: listen(c), socket: path.join(site.stateDir, 'controller.sock') },
     journal: path.join(site.stateDir, 'controller-journal.sqlite'),
     appliances: hostsOf(site, 'appliance').map((a) => ({ name: a.name, api: apiUrl(site.apis.appliances[a.name]!) })),
     keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, api: apiUrl(site.apis.keepers[s.name]!) })),
@@ -332,17 +326,11 @@ export function controllerConfig(site: Site): ControllerConfig {
   };
 }
 
-/** A keeper's configuration as the lab writes it (an assumption until src/keeper owns it). */
-export interface KeeperConfig {
-  keeper: string;
-  api: { listen: string };
-  database: string;
-}
-
-export function keeperConfig(site: Site, server: string): KeeperConfig {
+/** A keeper's configuration file (src/keeper/config.ts's schema), socket-table rebuild on. */
+export function keeperConfig(site: Site, server: string): KeeperConfigInput {
   const api = site.apis.keepers[server];
   if (!api) throw new Error(`lab ${site.name}: '${server}' runs no keeper`);
-  return { keeper: server, api: { listen: listen(api) }, database: path.join(site.stateDir, `${server}-keeper.sqlite`) };
+  return { keeper: server, api: { listen: listen(api) }, database: path.join(site.stateDir, `${server}-keeper.sqlite`), sockdiag: true, vips: vipsConfig(site) };
 }
 
 // --- lab info ------------------------------------------------------------------------------

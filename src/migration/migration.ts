@@ -22,7 +22,7 @@ export interface MigrationAgent {
    */
   importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult>;
   /** Step 3 on the source, once the target has them: delete the VIP's entries. */
-  deleteEntries(vip: string): Promise<number>;
+  deleteEntries(vip: string): Promise<void>;
   /** Step 4: the source forgets the VIP, the target switches it to `normal` and releases held packets in order. */
   forget(vip: string): Promise<void>;
   activate(vip: string): Promise<HoldRelease>;
@@ -30,8 +30,6 @@ export interface MigrationAgent {
   abort(vip: string): Promise<void>;
   /** Where the source's entries can be read from (its agent's URL). */
   readonly url: string;
-  /** Live entries of the VIP on this appliance, for progress totals. */
-  entryCount(vip: string): Promise<number>;
 }
 
 export interface ImportResult {
@@ -39,8 +37,8 @@ export interface ImportResult {
   failed: number;
 }
 
+/** How many packets the target held while the VIP was migrating, released in order. */
 export interface HoldRelease {
-  held: number;
   released: number;
 }
 
@@ -59,7 +57,7 @@ export interface MigrationProgress {
   steps: Partial<Record<`${Step}_ms`, number>>;
   totalMs?: number;
   entries: { moved: number; total: number };
-  held: number;
+  /** Packets the target held and then released in arrival order. */
   released: number;
   error?: string;
 }
@@ -72,8 +70,19 @@ export interface MigrationOptions {
    * the entries, before the source deletes its own), to exercise the abort path.
    */
   abortAt?: Exclude<Step, 'activate'>;
+  /**
+   * The negative control: step 1 is skipped, so the target does not hold the VIP's
+   * packets and answers those that reach it before its entries with resets.
+   */
+  skipPrepare?: boolean;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
+  /**
+   * The source's entry count as last seen (the controller's statistics), for the
+   * progress total until step 3 knows it exactly. Counting now would cost the source a
+   * second dump of its table in the middle of the move.
+   */
+  expectedEntries?: number;
 }
 
 class StepTimeout extends Error {
@@ -111,8 +120,7 @@ export async function migrate(
     step: 'prepare',
     startedAt: new Date().toISOString(),
     steps: {},
-    entries: { moved: 0, total: 0 },
-    held: 0,
+    entries: { moved: 0, total: options.expectedEntries ?? 0 },
     released: 0,
   };
   const report = () => options.onProgress?.(structuredClone(progress));
@@ -136,9 +144,8 @@ export async function migrate(
 
   report(); // synchronously, so the caller has a record before the first await
   try {
-    progress.entries.total = await source.entryCount(vip).catch(() => 0);
     await run('prepare', async () => {
-      await target.prepare(vip);
+      if (!options.skipPrepare) await target.prepare(vip);
       drill('prepare');
     });
     await run('move_address', async () => {
@@ -158,11 +165,11 @@ export async function migrate(
       committed = true;
       await source.deleteEntries(vip);
     });
+    // The source has neither the address nor the entries any more: it forgets the VIP
+    // while the target activates it, rather than one after the other.
     await run('activate', async () => {
-      await source.forget(vip);
-      const hold = await target.activate(vip);
-      progress.held = hold.held;
-      progress.released = hold.released;
+      const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
+      progress.released = activated.released;
     });
     progress.state = 'done';
   } catch (err) {
@@ -177,13 +184,18 @@ export async function migrate(
   return progress;
 }
 
-/** Abort before the commit point: the source keeps (or gets back) the VIP and its entries are untouched. */
+/**
+ * Abort before the commit point: the source keeps (or gets back) the VIP, its entries
+ * untouched. The address goes back first: until then the target keeps holding the
+ * VIP's packets, and only then forgets it — a target that forgot the VIP while still
+ * owning its address would answer its packets with resets.
+ */
 async function giveBack(vip: string, reached: Step, source: MigrationAgent, target: MigrationAgent): Promise<void> {
-  await target.abort(vip);
   if (reached !== 'prepare') {
     await target.releaseAddress(vip).catch(() => undefined);
     await source.claimAddress(vip);
   }
+  await target.abort(vip);
 }
 
 /** Failure after the commit point: the target has the entries and the address, so it takes the VIP. */

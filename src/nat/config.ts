@@ -5,7 +5,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { LineCounter, isMap, isSeq, parseDocument, type Document } from 'yaml';
-import { z } from 'zod';
+import { z, type ZodType } from 'zod';
+import { vrrpConfigSchema } from '../vrrp/config.js';
 
 /** A zod message that says "is required" when the field is missing, `text` otherwise. */
 const says =
@@ -91,6 +92,12 @@ const applianceSchema = z
       })
       .default({ policy: 'queue', queueLength: 4096, queueNumber: 0 }),
     vips: z.array(vipSchema, { error: says('expected a list of VIPs') }),
+    /**
+     * VRRP instances (src/vrrp/config.ts). A VIP whose address is in an instance moves
+     * by VRRP: its sync group (or instance) is released on the source and claimed on the
+     * target in step 2 of a migration, and failover takes it over when the master is silent.
+     */
+    vrrp: vrrpConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
     const names = new Map<string | number, number>();
@@ -141,6 +148,8 @@ const applianceSchema = z
   });
 
 export type ApplianceConfig = z.infer<typeof applianceSchema>;
+/** A configuration as written in a file, before defaults are applied. */
+export type ApplianceConfigInput = z.input<typeof applianceSchema>;
 export type VipConfig = ApplianceConfig['vips'][number];
 export type ServerConfig = VipConfig['servers'][number];
 
@@ -192,13 +201,12 @@ function lineOf(doc: Document, counter: LineCounter, path: readonly PropertyKey[
   return offset === undefined ? undefined : counter.linePos(offset).line;
 }
 
-/** Parses and validates a configuration text; throws ConfigError listing every issue. */
-export function parseApplianceConfig(text: string, fileName: string): ApplianceConfig {
-  return parseConfigText(applianceSchema, text, fileName);
-}
-
-/** Parses YAML or JSON and validates it with `schema`; throws ConfigError naming file, line and field. */
-export function parseConfigText<T>(schema: z.ZodType<T>, text: string, fileName: string): T {
+/**
+ * Parses YAML (or JSON, a subset) and validates it with `schema`; throws ConfigError
+ * listing every issue with its file, line and field. Every configuration file of
+ * vipshift is read through here.
+ */
+export function parseConfigText<T>(text: string, fileName: string, schema: ZodType<T>): T {
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -220,14 +228,22 @@ export function parseConfigText<T>(schema: z.ZodType<T>, text: string, fileName:
   throw new ConfigError(issues);
 }
 
-export async function loadApplianceConfig(path: string): Promise<ApplianceConfig> {
+export function parseApplianceConfig(text: string, fileName: string): ApplianceConfig {
+  return parseConfigText(text, fileName, applianceSchema);
+}
+
+export async function loadConfigFile<T>(path: string, schema: ZodType<T>): Promise<T> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
     throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
   }
-  return parseApplianceConfig(text, path);
+  return parseConfigText(text, path, schema);
+}
+
+export function loadApplianceConfig(path: string): Promise<ApplianceConfig> {
+  return loadConfigFile(path, applianceSchema);
 }
 
 /** The `first-last` of a fullnat VIP's snatPorts. */

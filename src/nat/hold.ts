@@ -183,7 +183,7 @@ export class HoldQueue {
     // Room for every VIP's queueLength packets in the kernel queue and in our receive buffer
     // (a copy-meta message takes well under 2 KiB of buffer).
     const kernelLength = Math.min(queueLength * Math.max(vips.length, 1) + 1024, 4_000_000);
-    const socket = new NetlinkSocket(NETLINK_NETFILTER, { receiveBufferBytes: Math.min(Math.max(kernelLength * 2048, 4 << 20), 1 << 30) });
+    const socket = new NetlinkSocket(NETLINK_NETFILTER, { receiveBufferBytes: Math.min(Math.max(kernelLength * 2048, 4 << 20), 256 << 20) });
     socket.on('message', (msg: NetlinkMessage) => this.onMessage(msg));
     socket.on('overrun', () => this.overruns++);
     this.socket = socket;

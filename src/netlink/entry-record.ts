@@ -275,19 +275,86 @@ function copy2(src: Buffer, s: number, dst: Buffer, d: number): void {
   dst[d + 1] = src[s + 1]!;
 }
 
-/** Walks attributes in [start, end) and calls visit(type, valueStart, valueEnd); checks every length. */
-function walk(b: Buffer, start: number, end: number, visit: (type: number, v: number, vend: number) => void): void {
-  let p = start;
-  while (p + NLA_HDRLEN <= end) {
-    const len = b.readUInt16LE(p);
-    if (len < NLA_HDRLEN || p + len > end) throw new NetlinkParseError(`attribute length ${len} runs past its container`, p);
-    visit(b.readUInt16LE(p + 2) & NLA_TYPE_MASK, p + NLA_HDRLEN, p + len);
-    p += align4(len);
-  }
+// The decoder below is written as flat loops over the bytes, without closures or
+// objects per entry: it runs 100,000 times per migration.
+
+/** Little-endian u16 (attribute headers are host order; these machines are x86). */
+const le16 = (b: Buffer, p: number): number => b[p]! | (b[p + 1]! << 8);
+
+/** The length of the attribute at p, checked against its container's end. */
+function attrLength(b: Buffer, p: number, end: number): number {
+  const len = le16(b, p);
+  if (len < NLA_HDRLEN || p + len > end) throw new NetlinkParseError(`attribute length ${len} runs past its container`, p);
+  return len;
 }
 
-function need(v: number, vend: number, bytes: number, name: string): void {
-  if (vend - v < bytes) throw new NetlinkParseError(`${name} is ${vend - v} bytes, expected ${bytes}`, v);
+/** Checks that the attribute at p (of length len) holds at least `bytes` of value. */
+function need(b: Buffer, p: number, len: number, bytes: number): void {
+  if (len - NLA_HDRLEN < bytes) throw new NetlinkParseError(`attribute of type ${le16(b, p + 2) & NLA_TYPE_MASK} is ${len - NLA_HDRLEN} bytes, expected ${bytes}`, p);
+}
+
+/**
+ * Copies one CTA_TUPLE_* at [start, end) into the record: address and port slots for
+ * its source and destination. Returns the protocol number, or -1 if not IPv4.
+ */
+function decodeTuple(b: Buffer, start: number, end: number, out: Buffer, srcAddr: number, dstAddr: number, srcPort: number, dstPort: number): number {
+  let proto = -1;
+  let addrs = 0;
+  for (let p = start; p + NLA_HDRLEN <= end; ) {
+    const len = attrLength(b, p, end);
+    const type = le16(b, p + 2) & NLA_TYPE_MASK;
+    const innerEnd = p + len;
+    for (let q = p + NLA_HDRLEN; q + NLA_HDRLEN <= innerEnd; ) {
+      const ilen = attrLength(b, q, innerEnd);
+      const itype = le16(b, q + 2) & NLA_TYPE_MASK;
+      const v = q + NLA_HDRLEN;
+      if (type === CTA_TUPLE_IP) {
+        if (itype === CTA_IP_V4_SRC || itype === CTA_IP_V4_DST) {
+          need(b, q, ilen, 4);
+          copy4(b, v, out, itype === CTA_IP_V4_SRC ? srcAddr : dstAddr);
+          addrs |= itype;
+        }
+      } else if (type === CTA_TUPLE_PROTO) {
+        if (itype === CTA_PROTO_NUM) {
+          need(b, q, ilen, 1);
+          proto = b[v]!;
+        } else if (itype === CTA_PROTO_SRC_PORT || itype === CTA_PROTO_DST_PORT) {
+          need(b, q, ilen, 2);
+          copy2(b, v, out, itype === CTA_PROTO_SRC_PORT ? srcPort : dstPort);
+        }
+      }
+      q += align4(ilen);
+    }
+    p += align4(len);
+  }
+  return addrs === (CTA_IP_V4_SRC | CTA_IP_V4_DST) ? proto : -1;
+}
+
+/** Copies CTA_PROTOINFO_TCP's state, window scales and flags into the record. */
+function decodeProtoinfo(b: Buffer, start: number, end: number, out: Buffer, o: number): void {
+  for (let p = start; p + NLA_HDRLEN <= end; ) {
+    const len = attrLength(b, p, end);
+    if ((le16(b, p + 2) & NLA_TYPE_MASK) === CTA_PROTOINFO_TCP) {
+      const innerEnd = p + len;
+      for (let q = p + NLA_HDRLEN; q + NLA_HDRLEN <= innerEnd; ) {
+        const ilen = attrLength(b, q, innerEnd);
+        const itype = le16(b, q + 2) & NLA_TYPE_MASK;
+        const at =
+          itype === CTA_PROTOINFO_TCP_STATE ? R_TCP_STATE
+          : itype === CTA_PROTOINFO_TCP_WSCALE_ORIGINAL ? R_WSCALE_ORIGINAL
+          : itype === CTA_PROTOINFO_TCP_WSCALE_REPLY ? R_WSCALE_REPLY
+          : itype === CTA_PROTOINFO_TCP_FLAGS_ORIGINAL ? R_FLAGS_ORIGINAL
+          : itype === CTA_PROTOINFO_TCP_FLAGS_REPLY ? R_FLAGS_REPLY
+          : -1;
+        if (at >= 0) {
+          need(b, q, ilen, 1);
+          out[o + at] = b[q + NLA_HDRLEN]!; // flags: the first byte of nf_ct_tcp_flags
+        }
+        q += align4(ilen);
+      }
+    }
+    p += align4(len);
+  }
 }
 
 /**
@@ -298,82 +365,49 @@ function decodeIntoRecord(b: Buffer, start: number, end: number, out: Buffer, o:
   if (end - start < NFGENMSG_LEN) throw new NetlinkParseError('nfgenmsg is truncated', start);
   if (b[start] !== AF_INET) return false;
   out.fill(0, o, o + RECORD_SIZE);
-  let seen = 0;
-  let v4 = true;
-  const tuple = (v: number, vend: number, reply: boolean): void => {
-    walk(b, v, vend, (type, tv, tvend) => {
-      if (type === CTA_TUPLE_IP) {
-        let addrs = 0;
-        walk(b, tv, tvend, (ipType, iv, ivend) => {
-          if (ipType !== CTA_IP_V4_SRC && ipType !== CTA_IP_V4_DST) return;
-          need(iv, ivend, 4, 'CTA_IP_V4_*');
-          const src = ipType === CTA_IP_V4_SRC;
-          copy4(b, iv, out, o + (reply ? (src ? R_SERVER_ADDR : R_INSIDE_ADDR) : src ? R_CLIENT_ADDR : R_VIP_ADDR));
-          addrs |= src ? 1 : 2;
-        });
-        if (addrs !== 3) v4 = false;
-      } else if (type === CTA_TUPLE_PROTO) {
-        walk(b, tv, tvend, (l4Type, lv, lvend) => {
-          if (l4Type === CTA_PROTO_NUM) {
-            need(lv, lvend, 1, 'CTA_PROTO_NUM');
-            if (!reply) out[o + R_PROTO] = b[lv]!;
-          } else if (l4Type === CTA_PROTO_SRC_PORT || l4Type === CTA_PROTO_DST_PORT) {
-            need(lv, lvend, 2, 'CTA_PROTO_*_PORT');
-            const src = l4Type === CTA_PROTO_SRC_PORT;
-            copy2(b, lv, out, o + (reply ? (src ? R_SERVER_PORT : R_INSIDE_PORT) : src ? R_CLIENT_PORT : R_VIP_PORT));
-          }
-        });
-      }
-    });
-  };
-  walk(b, start + NFGENMSG_LEN, end, (type, v, vend) => {
+  let origProto = -2;
+  let replyProto = -2;
+  for (let p = start + NFGENMSG_LEN; p + NLA_HDRLEN <= end; ) {
+    const len = attrLength(b, p, end);
+    const type = le16(b, p + 2) & NLA_TYPE_MASK;
+    const v = p + NLA_HDRLEN;
     switch (type) {
       case CTA_TUPLE_ORIG:
-        tuple(v, vend, false);
-        seen |= 1;
+        origProto = decodeTuple(b, v, p + len, out, o + R_CLIENT_ADDR, o + R_VIP_ADDR, o + R_CLIENT_PORT, o + R_VIP_PORT);
         break;
       case CTA_TUPLE_REPLY:
-        tuple(v, vend, true);
-        seen |= 2;
+        replyProto = decodeTuple(b, v, p + len, out, o + R_SERVER_ADDR, o + R_INSIDE_ADDR, o + R_SERVER_PORT, o + R_INSIDE_PORT);
         break;
       case CTA_STATUS:
-        need(v, vend, 4, 'CTA_STATUS');
+        need(b, p, len, 4);
         copy2(b, v + 2, out, o + R_STATUS);
         break;
       case CTA_TIMEOUT:
-        need(v, vend, 4, 'CTA_TIMEOUT');
+        need(b, p, len, 4);
         copy4(b, v, out, o + R_TIMEOUT);
         break;
       case CTA_MARK:
-        need(v, vend, 4, 'CTA_MARK');
+        need(b, p, len, 4);
         copy4(b, v, out, o + R_MARK);
         break;
       case CTA_PROTOINFO:
-        walk(b, v, vend, (pType, pv, pvend) => {
-          if (pType !== CTA_PROTOINFO_TCP) return;
-          walk(b, pv, pvend, (tType, tv, tvend) => {
-            const at =
-              tType === CTA_PROTOINFO_TCP_STATE ? R_TCP_STATE
-              : tType === CTA_PROTOINFO_TCP_WSCALE_ORIGINAL ? R_WSCALE_ORIGINAL
-              : tType === CTA_PROTOINFO_TCP_WSCALE_REPLY ? R_WSCALE_REPLY
-              : tType === CTA_PROTOINFO_TCP_FLAGS_ORIGINAL ? R_FLAGS_ORIGINAL
-              : tType === CTA_PROTOINFO_TCP_FLAGS_REPLY ? R_FLAGS_REPLY
-              : -1;
-            if (at < 0) return;
-            need(tv, tvend, 1, 'CTA_PROTOINFO_TCP_*');
-            out[o + at] = b[tv]!; // flags: the first byte of nf_ct_tcp_flags
-          });
-        });
+        decodeProtoinfo(b, v, p + len, out, o);
         break;
     }
-  });
-  if (seen !== 3) throw new NetlinkParseError('entry without CTA_TUPLE_ORIG and CTA_TUPLE_REPLY', start);
-  const proto = out[o + R_PROTO];
-  if (!v4 || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP)) return false;
+    p += align4(len);
+  }
+  if (origProto === -2 || replyProto === -2) throw new NetlinkParseError('entry without CTA_TUPLE_ORIG and CTA_TUPLE_REPLY', start);
+  if (origProto !== IPPROTO_TCP && origProto !== IPPROTO_UDP) return false;
+  if (replyProto === -1) return false;
+  out[o + R_PROTO] = origProto;
   // dnat: the reply goes back to the client itself, so there is no inside address.
   if (
-    out.readUInt32BE(o + R_INSIDE_ADDR) === out.readUInt32BE(o + R_CLIENT_ADDR) &&
-    out.readUInt16BE(o + R_INSIDE_PORT) === out.readUInt16BE(o + R_CLIENT_PORT)
+    out[o + R_INSIDE_ADDR] === out[o + R_CLIENT_ADDR] &&
+    out[o + R_INSIDE_ADDR + 1] === out[o + R_CLIENT_ADDR + 1] &&
+    out[o + R_INSIDE_ADDR + 2] === out[o + R_CLIENT_ADDR + 2] &&
+    out[o + R_INSIDE_ADDR + 3] === out[o + R_CLIENT_ADDR + 3] &&
+    out[o + R_INSIDE_PORT] === out[o + R_CLIENT_PORT] &&
+    out[o + R_INSIDE_PORT + 1] === out[o + R_CLIENT_PORT + 1]
   ) {
     out.fill(0, o + R_INSIDE_ADDR, o + R_INSIDE_ADDR + 4);
     out.fill(0, o + R_INSIDE_PORT, o + R_INSIDE_PORT + 2);

@@ -148,7 +148,7 @@ describe('derived configurations', () => {
   it('tells the controller the appliances, keepers and VIP owners', () => {
     expect(controllerConfig(site)).toEqual({
       controller: 'ctl',
-      api: { listen: '192.0.2.2:8440' },
+      api: { listen: '192.0.2.2:8440', socket: '/tmp/labs/vs/controller.sock' },
       journal: '/tmp/labs/vs/controller-journal.sqlite',
       appliances: [
         { name: 'lb1', api: 'http://192.0.2.11:8441' },
@@ -166,7 +166,13 @@ describe('derived configurations', () => {
         { name: 'vip4', address: '203.0.113.13', owner: 'lb1' },
       ],
     });
-    expect(keeperConfig(site, 'srv2')).toEqual({ keeper: 'srv2', api: { listen: '192.0.2.22:8442' }, database: '/tmp/labs/vs/srv2-keeper.sqlite' });
+    expect(keeperConfig(site, 'srv2')).toEqual({
+      keeper: 'srv2',
+      api: { listen: '192.0.2.22:8442' },
+      database: '/tmp/labs/vs/srv2-keeper.sqlite',
+      sockdiag: true,
+      vips: applianceConfig(site, 'lb1').vips,
+    });
   });
 
   it('describes the lab for `lab info`', () => {
@@ -232,7 +238,8 @@ describe('the ip batches', () => {
     for (const h of site.hosts) {
       const s = hostSysctls(h);
       expect(s['net.ipv6.conf.default.disable_ipv6']).toBe('1');
-      expect(s['net.ipv4.ip_forward'] === '1').toBe(h.role === 'router' || h.role === 'appliance');
+      expect(s['net.ipv4.ip_forward']).toBe(h.role === 'router' || h.role === 'appliance' ? '1' : '0');
+      expect(s['net.ipv4.conf.default.rp_filter']).toBe('0');
     }
   });
 });

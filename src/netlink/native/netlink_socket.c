@@ -120,8 +120,22 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   netlink_socket *sock = handle->data;
   (void)events;
   if (status < 0) {
-    deliver(sock, NULL, 0, -status);
-    return;
+    /*
+     * libuv reports POLLERR as UV_EBADF and stops the handle. On a netlink socket
+     * POLLERR means sk_err is set, typically ENOBUFS after an overrun: fetch (and
+     * clear) the real error, report it, and poll again so the socket lives on.
+     */
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(sock->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    else if (err == 0) err = -status;
+    deliver(sock, NULL, 0, err);
+    if (err == EBADF || !sock->polling || sock->fd < 0) return;
+    int rc = uv_poll_start(&sock->poll, UV_READABLE, on_readable);
+    if (rc < 0) {
+      deliver(sock, NULL, 0, -rc);
+      return;
+    }
   }
   /* Drain what is queued now, bounded so that one busy socket cannot starve the loop. */
   for (int i = 0; i < 256 && sock->polling && sock->fd >= 0; i++) {

@@ -1,0 +1,72 @@
+/**
+ * `vipshift appliance --config FILE [--credentials DIR]`: the appliance process — the NAT
+ * engine, the access table, the VIP addresses and the agent API the controller drives.
+ */
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { Authenticator, loadCredentials } from '../api/auth.js';
+import { ApiClient } from '../api/client.js';
+import { createApiServer } from '../api/server.js';
+import { Conntrack } from '../netlink/conntrack.js';
+import { Addresses } from '../netlink/route.js';
+import { agentRoutes } from '../nat/agent.js';
+import { DirectAddressing, VrrpAddressing } from '../nat/addressing.js';
+import { Announcer } from '../nat/announce.js';
+import { Appliance } from '../nat/appliance.js';
+import { loadApplianceConfig } from '../nat/config.js';
+import { NatEngine } from '../nat/engine.js';
+import { Speaker } from '../vrrp/speaker.js';
+
+const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
+
+export async function appliance(args: string[]): Promise<number> {
+  let values: { config?: string; credentials?: string };
+  try {
+    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, credentials: { type: 'string' } } }));
+  } catch (err) {
+    process.stderr.write(`vipshift appliance: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (!values.config) {
+    process.stderr.write(`vipshift appliance: --config is required\n${USAGE}`);
+    return 2;
+  }
+  const config = await loadApplianceConfig(values.config);
+  const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.appliance);
+  const logger = pino({ name: 'appliance', base: { appliance: config.appliance } });
+
+  const engine = new NatEngine();
+  await engine.start(config);
+  const conntrack = new Conntrack();
+  const addresses = new Addresses();
+  const announcer = new Announcer();
+  const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
+  const speaker = config.vrrp?.instances.length ? new Speaker(config.vrrp, { addresses, logger: logger.child({ part: 'vrrp' }) }) : undefined;
+  const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
+  const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
+  speaker?.start();
+  await box.start();
+
+  const peers = new Map<string, ApiClient>();
+  const peerClient = (url: string, peer: string): ApiClient => {
+    let client = peers.get(url);
+    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
+    return client;
+  };
+  const server = createApiServer({ name: 'agent', routes: agentRoutes(box, peerClient, logger), authenticator: new Authenticator(credentials), logger });
+  await server.listen(config.api.listen);
+  logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  logger.info('stopping: giving up the VIP addresses and removing the ruleset');
+  await server.close();
+  if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
+  else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
+  await engine.stop();
+  announcer.close();
+  conntrack.close();
+  return 0;
+}

@@ -1,0 +1,31 @@
+/** `vipshift status [--json]`: who owns which VIP, each appliance's mode table and counters. */
+import { parseArgs } from 'node:util';
+import type { SiteStatus } from '../controller/controller.js';
+import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
+
+export async function status(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { ...CONTROLLER_OPTIONS, json: { type: 'boolean' } } });
+  const site = await controllerClient(values).get<SiteStatus>('/v1/status');
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(site, null, 2)}\n`);
+    return 0;
+  }
+  process.stdout.write(formatStatus(site));
+  return 0;
+}
+
+export function formatStatus(site: SiteStatus): string {
+  const lines = ['VIP      OWNER  MODE       ENTRIES'];
+  for (const v of site.vips) lines.push(`${v.name.padEnd(8)} ${v.owner.padEnd(6)} ${v.mode.padEnd(10)} ${v.entries}`);
+  for (const a of site.appliances) {
+    lines.push('', `${a.name}${a.reachable ? '' : `  UNREACHABLE: ${a.error}`}`);
+    if (!a.reachable) continue;
+    lines.push('  VIP      MODE       ENTRIES  PACKETS    HELD  RELEASED  OVERFLOWED  REJECTED');
+    for (const v of a.vips) {
+      lines.push(
+        `  ${v.name.padEnd(8)} ${v.mode.padEnd(10)} ${String(v.entries).padStart(7)}  ${String(v.packets).padStart(7)}  ${String(v.held).padStart(6)}  ${String(v.released).padStart(8)}  ${String(v.overflowed).padStart(10)}  ${String(v.rejected).padStart(8)}`,
+      );
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}

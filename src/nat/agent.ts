@@ -1,0 +1,104 @@
+/**
+ * The appliance's agent API: what the controller calls to run the four steps, and what
+ * a target appliance calls on a source to pull a VIP's entries (binary entry records,
+ * streamed as signed frames; never one JSON object per entry).
+ */
+import { PassThrough } from 'node:stream';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { ApiClient } from '../api/client.js';
+import { HttpError, type RequestContext, type Route } from '../api/server.js';
+import { UnknownVipError, type Appliance } from './appliance.js';
+
+const empty = z.object({}).strict();
+
+/**
+ * `peerClient` makes an authenticated client for another appliance's agent, given the
+ * URL the controller named as the source.
+ */
+export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer: string) => ApiClient, logger: Logger): Route[] {
+  // Every VIP route names a VIP of the configuration; an unknown one is a 404 on `name`.
+  const vipOf = (ctx: RequestContext): string => {
+    const name = ctx.params.name ?? '';
+    try {
+      appliance.vip(name);
+    } catch (err) {
+      if (err instanceof UnknownVipError) throw new HttpError(404, err.message, 'name');
+      throw err;
+    }
+    return name;
+  };
+  // Each step's share on this appliance is logged with its time.
+  const timed = async <T>(vip: string, action: string, work: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    const result = await work();
+    logger.info({ vip, action, ms: Math.round((performance.now() - t0) * 100) / 100 }, `${action} ${vip}`);
+    return result;
+  };
+  const vipAction = (action: string, run: (vip: string) => Promise<unknown>): Route => ({
+    method: 'POST',
+    path: `/v1/vips/:name/${action}`,
+    body: empty,
+    handler: async (ctx) => {
+      const vip = vipOf(ctx);
+      return (await timed(vip, action, () => run(vip))) ?? { ok: true };
+    },
+  });
+
+  return [
+    { method: 'GET', path: '/v1/status', handler: () => appliance.status() },
+    vipAction('prepare', (vip) => appliance.prepare(vip)),
+    {
+      method: 'POST',
+      path: '/v1/vips/:name/address',
+      body: z.object({ action: z.enum(['release', 'claim']) }).strict(),
+      handler: async (ctx: RequestContext<{ action: 'release' | 'claim' }>) => {
+        const vip = vipOf(ctx);
+        await timed(vip, `${ctx.body.action} address`, () =>
+          ctx.body.action === 'release' ? appliance.releaseAddress(vip) : appliance.claimAddress(vip),
+        );
+        return { ok: true };
+      },
+    },
+    {
+      // Source side of step 3: the dump streams out as it is decoded.
+      method: 'GET',
+      path: '/v1/vips/:name/entries',
+      handler: (ctx) => {
+        const vip = vipOf(ctx);
+        const out = new PassThrough();
+        appliance.exportEntries(vip, (chunk) => out.write(chunk)).then(
+          () => out.end(),
+          (err: Error) => out.destroy(err),
+        );
+        return ctx.stream(out, { contentType: 'application/octet-stream' });
+      },
+    },
+    {
+      // Target side of step 3: pull from the source, create here, report progress as JSON lines.
+      method: 'POST',
+      path: '/v1/vips/:name/import',
+      body: z.object({ from: z.string().url(), peer: z.string().min(1) }).strict(),
+      handler: async (ctx: RequestContext<{ from: string; peer: string }>) => {
+        const vip = vipOf(ctx);
+        const t0 = performance.now();
+        const records = await peerClient(ctx.body.from, ctx.body.peer).stream('GET', `/v1/vips/${encodeURIComponent(vip)}/entries`);
+        const progress = new PassThrough();
+        appliance
+          .importEntries(vip, records, (moved) => progress.write(`${JSON.stringify({ moved })}\n`))
+          .then(
+            (result) => {
+              logger.info({ vip, action: 'import', from: ctx.body.peer, ...result, ms: Math.round((performance.now() - t0) * 100) / 100 }, `import ${vip}`);
+              progress.end(`${JSON.stringify(result)}\n`);
+            },
+            (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),
+          );
+        return ctx.stream(progress, { contentType: 'application/x-ndjson' });
+      },
+    },
+    vipAction('delete-entries', (vip) => appliance.deleteEntries(vip)),
+    vipAction('forget', (vip) => appliance.forget(vip)),
+    vipAction('activate', (vip) => appliance.activate(vip)),
+    vipAction('abort', (vip) => appliance.abort(vip)),
+  ];
+}

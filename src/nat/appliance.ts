@@ -1,0 +1,151 @@
+/**
+ * One appliance: the NAT engine (nftables + hold queue), the access table (conntrack)
+ * and the VIP addresses, driven through the steps of a migration. The agent API
+ * (agent.ts) is a thin HTTP face over this class.
+ */
+import type { Readable } from 'node:stream';
+import type { Conntrack } from '../netlink/conntrack.js';
+import { RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
+import type { InstanceStatus } from '../vrrp/speaker.js';
+import type { VipAddressing } from './addressing.js';
+import type { ApplianceConfig, VipConfig } from './config.js';
+import type { NatEngine, VipCounters } from './engine.js';
+import type { VipMode } from './ruleset.js';
+
+export interface VipStatus extends VipCounters {
+  name: string;
+  address: string;
+  mode: VipMode | 'absent';
+  /** Live access-table entries of the VIP on this appliance. */
+  entries: number;
+}
+
+export interface ApplianceStatus {
+  appliance: string;
+  vips: VipStatus[];
+  /** VRRP state per instance (VRID), when this appliance runs the speaker. */
+  vrrp: InstanceStatus[];
+}
+
+export class UnknownVipError extends Error {
+  constructor(readonly vip: string) {
+    super(`no VIP named '${vip}' in this appliance's configuration`);
+  }
+}
+
+export class Appliance {
+  private readonly vips: Map<string, VipConfig>;
+
+  constructor(
+    readonly config: ApplianceConfig,
+    private readonly engine: NatEngine,
+    private readonly conntrack: Conntrack,
+    private readonly addressing: VipAddressing,
+    private readonly vrrpState: () => InstanceStatus[] = () => [],
+  ) {
+    this.vips = new Map(config.vips.map((v) => [v.name, v]));
+  }
+
+  vip(name: string): VipConfig {
+    const vip = this.vips.get(name);
+    if (!vip) throw new UnknownVipError(name);
+    return vip;
+  }
+
+  /** At start: the VIPs this appliance owns get their addresses, the others lose them. */
+  async start(): Promise<void> {
+    for (const vip of this.vips.values()) {
+      if (vip.owner === this.config.appliance) await this.claimAddress(vip.name);
+      else await this.releaseAddress(vip.name);
+    }
+  }
+
+  async status(): Promise<ApplianceStatus> {
+    const modes = this.engine.modeTable();
+    const vips: VipStatus[] = [];
+    for (const vip of this.vips.values()) {
+      const counters = await this.engine.counters(vip.name);
+      vips.push({
+        name: vip.name,
+        address: vip.address,
+        mode: modes.get(vip.name) ?? 'absent',
+        entries: await this.conntrack.count(vip.id),
+        ...counters,
+      });
+    }
+    return { appliance: this.config.appliance, vips, vrrp: this.vrrpState() };
+  }
+
+  // Step 1 (target).
+  async prepare(name: string): Promise<void> {
+    this.vip(name);
+    await this.engine.setMode(name, 'migrating');
+  }
+
+  // Step 2: the VIP and its inside address move together (addressing.ts).
+  releaseAddress(name: string): Promise<void> {
+    return this.addressing.release(this.vip(name));
+  }
+
+  claimAddress(name: string): Promise<void> {
+    return this.addressing.claim(this.vip(name));
+  }
+
+  // Step 3 (source): the VIP's entries as a record stream (entry-record.ts).
+  async exportEntries(name: string, write: (chunk: Buffer) => void): Promise<number> {
+    const vip = this.vip(name);
+    write(encodeStreamHeader());
+    return (await this.conntrack.dumpRecords(vip.id, write)).records;
+  }
+
+  /**
+   * Step 3 (target): create entries from a record stream as it arrives; the creates of
+   * one piece overlap with the receipt of the next. An entry that exists already (a
+   * retried step) counts as created.
+   */
+  async importEntries(
+    name: string,
+    records: Readable,
+    onBatch: (moved: number) => void,
+  ): Promise<{ created: number; failed: number }> {
+    this.vip(name);
+    const reader = new RecordStreamReader();
+    let created = 0;
+    let failed = 0;
+    for await (const piece of records as AsyncIterable<Buffer>) {
+      const whole = reader.push(piece);
+      if (whole.length === 0) continue;
+      const r = await this.conntrack.createFromRecords(whole);
+      created += r.created + r.existing;
+      failed += r.failures.length;
+      onBatch(created);
+    }
+    reader.end();
+    return { created, failed };
+  }
+
+  async deleteEntries(name: string): Promise<void> {
+    await this.conntrack.deleteByMark(this.vip(name).id);
+  }
+
+  // Step 4.
+  async forget(name: string): Promise<void> {
+    this.vip(name);
+    await this.engine.setMode(name, 'absent');
+  }
+
+  /** Held packets are released only once the VIP is `normal`, so they meet the new entries. */
+  async activate(name: string): Promise<{ released: number }> {
+    this.vip(name);
+    await this.engine.setMode(name, 'normal');
+    return { released: this.engine.release(name) };
+  }
+
+  /** Abort on the target: drop what was imported and what was held; the source keeps the VIP. */
+  async abort(name: string): Promise<void> {
+    const vip = this.vip(name);
+    await this.engine.setMode(name, 'absent');
+    this.engine.discard(name);
+    await this.conntrack.deleteByMark(vip.id);
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * The NAT engine of one appliance: the mode table, the nftables ruleset that acts on it, the
+ * hold queue, and the sysctls they need, in the calling process's network namespace.
+ * It does not add or remove VIP addresses (VRRP / the migration do) and does not touch
+ * conntrack entries (the access table has its own module).
+ */
+import type { ApplianceConfig, VipConfig } from './config.js';
+import { HoldQueue } from './hold.js';
+import { ensureHoldQueueRule, removeHoldQueueRule } from './iptables.js';
+import { listCounters, nft, nftHasQueue, type NftRunner } from './nft.js';
+import {
+  HOLD_MARK,
+  TABLE,
+  buildModeChange,
+  buildRuleset,
+  buildTeardown,
+  heldDroppedCounter,
+  rejectedCounter,
+  trafficCounter,
+  type HoldMethod,
+  type VipMode,
+} from './ruleset.js';
+import { applySysctls } from './sysctl.js';
+
+export interface VipCounters {
+  /** Packets and bytes of the VIP's connections forwarded by this appliance, both directions. */
+  packets: number;
+  bytes: number;
+  /** Unknown accesses answered with a reset. */
+  rejected: number;
+  /** Held now, released, dropped because the hold was full, dropped by a discard or policy drop. */
+  held: number;
+  released: number;
+  overflowed: number;
+  dropped: number;
+}
+
+export interface NatEngineOptions {
+  /** nftables table name (default `vipshift`). */
+  table?: string;
+  /** Force a hold method instead of detecting one (policy drop always uses 'drop'). */
+  holdMethod?: HoldMethod;
+  nft?: NftRunner;
+}
+
+export class NatEngine {
+  private config: ApplianceConfig | undefined;
+  private readonly modes = new Map<string, VipMode>();
+  private hold: HoldQueue | undefined;
+  private method: HoldMethod | undefined;
+  private readonly table: string;
+  private readonly runner: NftRunner;
+  /** Mode changes run one at a time, so each batch starts from the mode the last one left. */
+  private chain: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: NatEngineOptions = {}) {
+    this.table = options.table ?? TABLE;
+    this.runner = options.nft ?? nft;
+  }
+
+  /** How held packets are held on this kernel: 'nft-queue', 'iptables-queue' or 'drop'. */
+  get holdMethod(): HoldMethod | undefined {
+    return this.method;
+  }
+
+  /** Sysctls, the hold queue, then the ruleset with the VIPs this appliance owns `normal`. */
+  async start(config: ApplianceConfig): Promise<void> {
+    if (this.config) throw new Error('the NAT engine is already started');
+    await applySysctls();
+    const method: HoldMethod =
+      config.hold.policy === 'drop' ? 'drop' : (this.options.holdMethod ?? ((await nftHasQueue(this.runner)) ? 'nft-queue' : 'iptables-queue'));
+    const modes = new Map<string, VipMode>(config.vips.filter((v) => v.owner === config.appliance).map((v) => [v.name, 'normal']));
+    let hold: HoldQueue | undefined;
+    try {
+      if (method !== 'drop') {
+        hold = new HoldQueue({ queueNumber: config.hold.queueNumber, queueLength: config.hold.queueLength, vips: config.vips });
+        await hold.open();
+      }
+      if (method === 'iptables-queue') await ensureHoldQueueRule(HOLD_MARK, config.hold.queueNumber);
+      await this.runner.apply(buildRuleset(config, modes, { hold: method, queueNumber: config.hold.queueNumber, table: this.table }));
+    } catch (e) {
+      await hold?.close().catch(() => undefined);
+      if (method === 'iptables-queue') await removeHoldQueueRule(HOLD_MARK, config.hold.queueNumber).catch(() => undefined);
+      throw e;
+    }
+    this.config = config;
+    this.method = method;
+    this.hold = hold;
+    for (const [name, mode] of modes) this.modes.set(name, mode);
+  }
+
+  /** The mode table: VIP name → mode; a VIP not in it is not ours. */
+  modeTable(): Map<string, VipMode> {
+    return new Map(this.modes);
+  }
+
+  private vip(name: string): VipConfig {
+    if (!this.config) throw new Error('the NAT engine is not started');
+    const vip = this.config.vips.find((v) => v.name === name);
+    if (!vip) throw new Error(`no VIP named '${name}' in the configuration of ${this.config.appliance}`);
+    return vip;
+  }
+
+  /**
+   * Puts a VIP in a mode with one atomic nft batch of set elements. Going to `migrating`
+   * starts holding its packets; leaving it does not release what is held: call release()
+   * (after `normal`) or discard().
+   */
+  setMode(name: string, mode: VipMode | 'absent'): Promise<void> {
+    const run = async (): Promise<void> => {
+      const vip = this.vip(name);
+      const from = this.modes.get(name) ?? 'absent';
+      if (from === mode) return;
+      if (mode === 'migrating') this.hold?.hold(name);
+      await this.runner.apply(buildModeChange(vip, from, mode, { table: this.table }));
+      if (mode === 'absent') this.modes.delete(name);
+      else this.modes.set(name, mode);
+    };
+    const result = this.chain.then(run, run);
+    this.chain = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Accepts the VIP's held packets in the order they arrived; returns how many. */
+  release(name: string): number {
+    this.vip(name);
+    return this.hold?.release(name) ?? 0;
+  }
+
+  /** Drops the VIP's held packets; returns how many. */
+  discard(name: string): number {
+    this.vip(name);
+    return this.hold?.discard(name) ?? 0;
+  }
+
+  async counters(name: string): Promise<VipCounters> {
+    const vip = this.vip(name);
+    const nftCounters = await listCounters(this.table, this.runner);
+    const traffic = nftCounters.get(trafficCounter(vip));
+    const hold = this.hold?.counters(name) ?? { held: 0, released: 0, overflowed: 0, dropped: 0 };
+    return {
+      packets: traffic?.packets ?? 0,
+      bytes: traffic?.bytes ?? 0,
+      rejected: nftCounters.get(rejectedCounter(vip))?.packets ?? 0,
+      held: hold.held,
+      released: hold.released,
+      overflowed: hold.overflowed,
+      dropped: hold.dropped + (nftCounters.get(heldDroppedCounter(vip))?.packets ?? 0),
+    };
+  }
+
+  /** Hold-queue health: undecodable messages, refused verdicts, receive-buffer overruns. */
+  holdHealth(): { malformed: number; unattributed: number; verdictErrors: number; overruns: number } {
+    const h = this.hold;
+    return { malformed: h?.malformed ?? 0, unattributed: h?.book.unattributed ?? 0, verdictErrors: h?.verdictErrors ?? 0, overruns: h?.overruns ?? 0 };
+  }
+
+  /** Removes the table, the iptables-nft rule and the queue (packets still held are dropped). */
+  async stop(): Promise<void> {
+    const config = this.config;
+    if (!config) return;
+    await this.chain;
+    await this.runner.apply(buildTeardown({ table: this.table }));
+    if (this.method === 'iptables-queue') await removeHoldQueueRule(HOLD_MARK, config.hold.queueNumber);
+    await this.hold?.close();
+    this.hold = undefined;
+    this.config = undefined;
+    this.method = undefined;
+    this.modes.clear();
+  }
+}

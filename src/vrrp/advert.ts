@@ -1,0 +1,278 @@
+/**
+ * VRRPv3 advertisement codec for IPv4 (RFC 5798 §5), with the IPv4 header and Ethernet frame
+ * around it, because vipshift sends and receives adverts at the link layer (libpcap).
+ * Pure functions on Buffers; decoding never throws: a bad frame yields a typed reason.
+ */
+
+export const VRRP_PROTOCOL = 112;
+export const VRRP_VERSION = 3;
+export const VRRP_TYPE_ADVERTISEMENT = 1;
+/** RFC 5798 §5.1.1.2: the IPv4 multicast address assigned by IANA for VRRP. */
+export const VRRP_MULTICAST_IPV4 = '224.0.0.18';
+export const VRRP_MULTICAST_MAC = '01:00:5e:00:00:12';
+export const VRRP_TTL = 255;
+export const ETHERTYPE_IPV4 = 0x0800;
+export const ETHERNET_HEADER_LENGTH = 14;
+export const IPV4_HEADER_LENGTH = 20;
+/** Version/Type, VRID, Priority, Count, Rsvd/Max Adver Int, Checksum. */
+export const VRRP_FIXED_LENGTH = 8;
+/** The 12-bit Max Adver Int field, in centiseconds (§5.2.7). */
+export const MAX_ADVER_INT_CENTISECONDS = 0x0fff;
+
+export interface Advertisement {
+  vrid: number;
+  priority: number;
+  /** Max Adver Int, centiseconds (1..4095). */
+  maxAdverInt: number;
+  /** The IPvX Address(es) field, dotted quads. */
+  addresses: string[];
+}
+
+/** An advert as seen on the wire, with the IP and link fields §7.1 and §6.4 need. */
+export interface ReceivedAdvertisement extends Advertisement {
+  source: string;
+  destination: string;
+  ttl: number;
+  sourceMac: string;
+}
+
+/** Why a received frame was dropped (RFC 5798 §7.1 and the framing around it). */
+export type BadAdvertReason =
+  | 'truncated' // shorter than Ethernet + IPv4 + the fixed VRRP fields
+  | 'not-ipv4' // EtherType or IP version is not IPv4
+  | 'ip-header' // IHL or total length inconsistent with the frame
+  | 'not-vrrp' // IP protocol is not 112
+  | 'fragment' // a fragment: an advert always fits one packet
+  | 'ttl' // §7.1: TTL must be 255
+  | 'version' // §7.1: version must be 3
+  | 'type' // §5.2.2: only type 1 (ADVERTISEMENT) exists
+  | 'length' // §7.1: the packet must hold Count IPvX Addr addresses
+  | 'checksum' // §7.1, §5.2.8
+  | 'interval' // Max Adver Int of 0 would make Master_Down_Interval meaningless
+  | 'vrid' // §7.1: VRID not configured on the receiving interface
+  | 'owner' // §7.1: the local router is the address owner (priority 255)
+  | 'peer' // unicast mode: the source is not one of the configured unicast peers
+  | 'destination'; // neither 224.0.0.18 nor this router's own address
+
+export type DecodeResult =
+  | { ok: true; advert: ReceivedAdvertisement }
+  | { ok: false; reason: BadAdvertReason };
+
+export function ipv4ToBytes(address: string): Buffer {
+  const parts = address.split('.');
+  const bytes = parts.map((p) => (/^\d{1,3}$/.test(p) ? Number(p) : NaN));
+  if (bytes.length !== 4 || bytes.some((b) => !(b >= 0 && b <= 255))) {
+    throw new Error(`not an IPv4 address: '${address}'`);
+  }
+  return Buffer.from(bytes);
+}
+
+export function bytesToIpv4(buf: Buffer, offset: number): string {
+  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
+}
+
+/** IPv4 address as an unsigned 32-bit number, for the §6.4.3 "higher primary address" tie. */
+export function ipv4ToNumber(address: string): number {
+  return ipv4ToBytes(address).readUInt32BE(0);
+}
+
+export function macToBytes(mac: string): Buffer {
+  const parts = mac.split(/[:-]/);
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
+    throw new Error(`not a MAC address: '${mac}'`);
+  }
+  return Buffer.from(parts.map((p) => parseInt(p, 16)));
+}
+
+export function bytesToMac(buf: Buffer, offset: number): string {
+  const out: string[] = [];
+  for (let i = 0; i < 6; i++) out.push((buf[offset + i] ?? 0).toString(16).padStart(2, '0'));
+  return out.join(':');
+}
+
+/** RFC 5798 §7.3: the virtual router MAC address 00-00-5E-00-01-{VRID}. */
+export function virtualMac(vrid: number): string {
+  return `00:00:5e:00:01:${vrid.toString(16).padStart(2, '0')}`;
+}
+
+/** The Internet checksum (RFC 1071) over the given parts, as if they were concatenated. */
+export function internetChecksum(...parts: Buffer[]): number {
+  let sum = 0;
+  let odd: number | undefined;
+  for (const part of parts) {
+    for (let i = 0; i < part.length; i++) {
+      const byte = part[i] as number;
+      if (odd === undefined) odd = byte;
+      else {
+        sum += (odd << 8) | byte;
+        odd = undefined;
+      }
+    }
+  }
+  if (odd !== undefined) sum += odd << 8;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** §5.2.8: the IPv4 pseudo-header (RFC 768 style) that the VRRPv3 checksum covers. */
+function pseudoHeader(source: Buffer, destination: Buffer, vrrpLength: number): Buffer {
+  const ph = Buffer.alloc(12);
+  source.copy(ph, 0);
+  destination.copy(ph, 4);
+  ph[9] = VRRP_PROTOCOL;
+  ph.writeUInt16BE(vrrpLength, 10);
+  return ph;
+}
+
+function checkAdvert(a: Advertisement): void {
+  const int = (v: number, lo: number, hi: number, what: string): void => {
+    if (!Number.isInteger(v) || v < lo || v > hi) throw new Error(`${what} ${v} out of ${lo}..${hi}`);
+  };
+  int(a.vrid, 1, 255, 'Virtual Rtr ID');
+  int(a.priority, 0, 255, 'Priority');
+  int(a.maxAdverInt, 1, MAX_ADVER_INT_CENTISECONDS, 'Max Adver Int (centiseconds)');
+  int(a.addresses.length, 1, 255, 'Count IPvX Addr');
+}
+
+/** The VRRP packet alone (§5.1), checksummed for the given IP source and destination. */
+export function encodeAdvertisement(a: Advertisement, source: string, destination: string): Buffer {
+  checkAdvert(a);
+  const buf = Buffer.alloc(VRRP_FIXED_LENGTH + 4 * a.addresses.length);
+  buf[0] = (VRRP_VERSION << 4) | VRRP_TYPE_ADVERTISEMENT;
+  buf[1] = a.vrid;
+  buf[2] = a.priority;
+  buf[3] = a.addresses.length;
+  buf.writeUInt16BE(a.maxAdverInt & MAX_ADVER_INT_CENTISECONDS, 4); // the 4 reserved bits are 0
+  a.addresses.forEach((addr, i) => ipv4ToBytes(addr).copy(buf, VRRP_FIXED_LENGTH + 4 * i));
+  const sum = internetChecksum(pseudoHeader(ipv4ToBytes(source), ipv4ToBytes(destination), buf.length), buf);
+  buf.writeUInt16BE(sum, 6);
+  return buf;
+}
+
+let ipIdentification = 0;
+
+/** An IPv4 header (no options) for a payload of the given protocol. */
+export function encodeIpv4Header(
+  source: string,
+  destination: string,
+  protocol: number,
+  payloadLength: number,
+  ttl: number,
+): Buffer {
+  const h = Buffer.alloc(IPV4_HEADER_LENGTH);
+  h[0] = 0x45;
+  h[1] = 0xc0; // DSCP CS6 "internetwork control", as routing protocols use
+  h.writeUInt16BE(IPV4_HEADER_LENGTH + payloadLength, 2);
+  ipIdentification = (ipIdentification + 1) & 0xffff;
+  h.writeUInt16BE(ipIdentification, 4);
+  h[8] = ttl;
+  h[9] = protocol;
+  ipv4ToBytes(source).copy(h, 12);
+  ipv4ToBytes(destination).copy(h, 16);
+  h.writeUInt16BE(internetChecksum(h), 10);
+  return h;
+}
+
+export function encodeEthernetHeader(destinationMac: string, sourceMac: string, etherType: number): Buffer {
+  const h = Buffer.alloc(ETHERNET_HEADER_LENGTH);
+  macToBytes(destinationMac).copy(h, 0);
+  macToBytes(sourceMac).copy(h, 6);
+  h.writeUInt16BE(etherType, 12);
+  return h;
+}
+
+export interface FrameAddressing {
+  /** The IPv4 source: the primary address of the sending interface (§5.1.1.1). */
+  source: string;
+  /** 224.0.0.18, or a unicast peer. */
+  destination?: string;
+  /** Defaults to the virtual MAC of the VRID (§7.3). */
+  sourceMac?: string;
+  /** Defaults to the multicast MAC of 224.0.0.18; a unicast peer's MAC otherwise. */
+  destinationMac?: string;
+}
+
+/** A complete Ethernet frame carrying the advert, ready for pcap inject. */
+export function encodeAdvertisementFrame(a: Advertisement, at: FrameAddressing): Buffer {
+  const destination = at.destination ?? VRRP_MULTICAST_IPV4;
+  const vrrp = encodeAdvertisement(a, at.source, destination);
+  return Buffer.concat([
+    encodeEthernetHeader(at.destinationMac ?? VRRP_MULTICAST_MAC, at.sourceMac ?? virtualMac(a.vrid), ETHERTYPE_IPV4),
+    encodeIpv4Header(at.source, destination, VRRP_PROTOCOL, vrrp.length, VRRP_TTL),
+    vrrp,
+  ]);
+}
+
+/**
+ * Decode an Ethernet frame and apply the checks of RFC 5798 §7.1 that need no configuration
+ * (the VRID and owner checks are the speaker's, with `decodeAdvertisementFor`).
+ */
+export function decodeAdvertisementFrame(frame: Buffer): DecodeResult {
+  const bad = (reason: BadAdvertReason): DecodeResult => ({ ok: false, reason });
+  if (frame.length < ETHERNET_HEADER_LENGTH + IPV4_HEADER_LENGTH + VRRP_FIXED_LENGTH) return bad('truncated');
+  if (frame.readUInt16BE(12) !== ETHERTYPE_IPV4) return bad('not-ipv4');
+  const ip = ETHERNET_HEADER_LENGTH;
+  const versionIhl = frame[ip] as number;
+  if (versionIhl >> 4 !== 4) return bad('not-ipv4');
+  const ihl = (versionIhl & 0x0f) * 4;
+  const totalLength = frame.readUInt16BE(ip + 2);
+  // Ethernet pads short frames, so the frame may be longer than the IP packet, never shorter.
+  if (ihl < IPV4_HEADER_LENGTH || totalLength < ihl || ip + totalLength > frame.length) return bad('ip-header');
+  if ((frame[ip + 9] as number) !== VRRP_PROTOCOL) return bad('not-vrrp');
+  if ((frame.readUInt16BE(ip + 6) & 0x3fff) !== 0) return bad('fragment');
+  const ttl = frame[ip + 8] as number;
+  if (ttl !== VRRP_TTL) return bad('ttl');
+  const vrrp = frame.subarray(ip + ihl, ip + totalLength);
+  if (vrrp.length < VRRP_FIXED_LENGTH) return bad('length');
+  if ((vrrp[0] as number) >> 4 !== VRRP_VERSION) return bad('version');
+  if (((vrrp[0] as number) & 0x0f) !== VRRP_TYPE_ADVERTISEMENT) return bad('type');
+  const count = vrrp[3] as number;
+  // §7.1 "contains the complete VRRP packet": exactly the fixed part plus Count addresses.
+  if (count === 0 || vrrp.length !== VRRP_FIXED_LENGTH + 4 * count) return bad('length');
+  const source = frame.subarray(ip + 12, ip + 16);
+  const destination = frame.subarray(ip + 16, ip + 20);
+  if (internetChecksum(pseudoHeader(source, destination, vrrp.length), vrrp) !== 0) return bad('checksum');
+  const maxAdverInt = vrrp.readUInt16BE(4) & MAX_ADVER_INT_CENTISECONDS;
+  if (maxAdverInt === 0) return bad('interval');
+  const vrid = vrrp[1] as number;
+  if (vrid === 0) return bad('vrid');
+  const addresses: string[] = [];
+  for (let i = 0; i < count; i++) addresses.push(bytesToIpv4(vrrp, VRRP_FIXED_LENGTH + 4 * i));
+  return {
+    ok: true,
+    advert: {
+      vrid,
+      priority: vrrp[2] as number,
+      maxAdverInt,
+      addresses,
+      source: bytesToIpv4(source, 0),
+      destination: bytesToIpv4(destination, 0),
+      ttl,
+      sourceMac: bytesToMac(frame, 6),
+    },
+  };
+}
+
+/**
+ * §7.1 in full for one interface: the frame checks, then "the VRID is configured on the
+ * receiving interface and the local router is not the IPvX address owner".
+ */
+export function decodeAdvertisementFor(
+  frame: Buffer,
+  configured: (vrid: number) => { owner: boolean } | undefined,
+): DecodeResult {
+  const result = decodeAdvertisementFrame(frame);
+  if (!result.ok) return result;
+  const local = configured(result.advert.vrid);
+  if (!local) return { ok: false, reason: 'vrid' };
+  if (local.owner) return { ok: false, reason: 'owner' };
+  return result;
+}
+
+/** §7.1 MAY: do the advertised addresses match ours? A mismatch is a misconfiguration, logged. */
+export function addressesMatch(advertised: string[], configured: string[]): boolean {
+  if (advertised.length !== configured.length) return false;
+  const a = [...advertised].sort();
+  const b = [...configured].sort();
+  return a.every((x, i) => x === b[i]);
+}

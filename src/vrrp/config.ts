@@ -1,0 +1,138 @@
+/**
+ * The `vrrp:` section of a vipshift configuration (YAML or JSON), validated with zod. Names
+ * follow keepalived's keywords so that the keepalived.conf importer maps one to one:
+ * vrrp_instance → instances[], virtual_router_id → vrid, advert_int → advertInterval (seconds,
+ * fractions allowed), virtual_ipaddress → addresses, unicast_peer → unicastPeers,
+ * track_interface → trackInterfaces, vrrp_sync_group → syncGroups.
+ */
+import { readFileSync } from 'node:fs';
+import { LineCounter, isNode, parseDocument } from 'yaml';
+import { z } from 'zod';
+
+const name = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'a name of 1-64 letters, digits, _ . : -');
+const ifname = z.string().regex(/^[^\s/]{1,15}$/, 'an interface name (1-15 characters, no space or /)');
+const cidr = z
+  .union([z.cidrv4(), z.ipv4()], { error: 'an IPv4 address with optional /prefix, e.g. 203.0.113.10/24' })
+  .transform((a) => (a.includes('/') ? a : `${a}/32`));
+
+/** A virtual address: "203.0.113.10/24", or with the interface it goes on (keepalived's `dev`). */
+const virtualAddress = z
+  .union([cidr, z.strictObject({ address: cidr, dev: ifname.optional() })])
+  .transform((a) => (typeof a === 'string' ? { address: a } : a));
+
+const wholeCentiseconds = (s: number): boolean => Math.abs(Math.round(s * 100) - s * 100) < 1e-6;
+
+export const vrrpInstanceSchema = z.strictObject({
+  name,
+  interface: ifname,
+  vrid: z.number().int().min(1).max(255),
+  /** 255 = address owner (RFC 5798 §5.2.4); 0 is reserved for release. */
+  priority: z.number().int().min(1).max(255).default(100),
+  /** Seconds, 0.01..40.95 (the 12-bit centisecond field of RFC 5798 §5.2.7). */
+  advertInterval: z
+    .number()
+    .min(0.01)
+    .max(40.95)
+    .refine(wholeCentiseconds, 'must be a whole number of centiseconds (RFC 5798 §5.2.7)')
+    .default(1),
+  preempt: z.boolean().default(true),
+  /** Seconds a higher-priority backup waits before preempting a lower-priority master. */
+  preemptDelay: z.number().min(0).max(1000).default(0),
+  addresses: z.array(virtualAddress).min(1).max(255),
+  /** keepalived's unicast_peer: adverts go to these addresses instead of 224.0.0.18. */
+  unicastPeers: z.array(z.ipv4()).default([]),
+  /** keepalived's unicast_src_ip; default the interface's primary address. */
+  unicastSource: z.ipv4().optional(),
+  /** RFC 5798 Accept_Mode. */
+  accept: z.boolean().default(false),
+  trackInterfaces: z.array(ifname).default([]),
+  /** keepalived's garp_master_repeat and garp_interval (seconds). */
+  garpRepeat: z.number().int().min(1).max(100).default(5),
+  garpInterval: z.number().min(0).max(10).default(0),
+});
+
+export const vrrpSyncGroupSchema = z.strictObject({
+  name,
+  instances: z.array(name).min(1),
+});
+
+export const vrrpConfigSchema = z
+  .strictObject({
+    instances: z.array(vrrpInstanceSchema).default([]),
+    syncGroups: z.array(vrrpSyncGroupSchema).default([]),
+  })
+  .superRefine((c, ctx) => {
+    const names = new Map<string, number>();
+    const vrids = new Map<string, number>();
+    c.instances.forEach((inst, i) => {
+      if (names.has(inst.name)) {
+        ctx.addIssue({ code: 'custom', path: ['instances', i, 'name'], message: `duplicate instance name '${inst.name}'` });
+      }
+      names.set(inst.name, i);
+      const key = `${inst.interface}/${inst.vrid}`;
+      if (vrids.has(key)) {
+        ctx.addIssue({ code: 'custom', path: ['instances', i, 'vrid'], message: `VRID ${inst.vrid} already used on ${inst.interface} by instance #${vrids.get(key)}` });
+      }
+      vrids.set(key, i);
+    });
+    const grouped = new Map<string, string>();
+    c.syncGroups.forEach((g, gi) => {
+      g.instances.forEach((member, mi) => {
+        if (!names.has(member)) {
+          ctx.addIssue({ code: 'custom', path: ['syncGroups', gi, 'instances', mi], message: `no instance named '${member}'` });
+        } else if (grouped.has(member)) {
+          ctx.addIssue({ code: 'custom', path: ['syncGroups', gi, 'instances', mi], message: `'${member}' is already in sync group '${grouped.get(member)}'` });
+        }
+        grouped.set(member, g.name);
+      });
+    });
+  });
+
+export type VrrpConfig = z.output<typeof vrrpConfigSchema>;
+export type VrrpInstanceConfig = z.output<typeof vrrpInstanceSchema>;
+export type VrrpSyncGroupConfig = z.output<typeof vrrpSyncGroupSchema>;
+/** What a configuration file may say (defaults omitted): what the keepalived importer emits. */
+export type VrrpConfigInput = z.input<typeof vrrpConfigSchema>;
+
+export class VrrpConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'VrrpConfigError';
+  }
+}
+
+function fieldPath(path: PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`)).join('');
+}
+
+/** Validate an already parsed object (the `vrrp` section); errors name the field. */
+export function parseVrrpConfig(section: unknown, where = (_path: PropertyKey[]) => ''): VrrpConfig {
+  const result = vrrpConfigSchema.safeParse(section ?? {});
+  if (result.success) return result.data;
+  throw new VrrpConfigError(
+    result.error.issues.map((issue) => `${where(issue.path)}vrrp.${fieldPath(issue.path)}: ${issue.message}`),
+  );
+}
+
+/** Read the `vrrp:` section of a YAML or JSON file; errors name the file, the line and the field. */
+export function loadVrrpConfigFile(file: string): VrrpConfig {
+  const text = readFileSync(file, 'utf8');
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
+  const lineOf = (offset: number): number => lineCounter.linePos(offset).line;
+  if (doc.errors.length > 0) {
+    throw new VrrpConfigError(doc.errors.map((e) => `${file}:${lineOf(e.pos[0])}: ${e.message.split('\n')[0]}`));
+  }
+  const root: unknown = doc.toJS();
+  if (typeof root !== 'object' || root === null || !('vrrp' in root)) {
+    throw new VrrpConfigError([`${file}:1: no 'vrrp' section`]);
+  }
+  return parseVrrpConfig((root as { vrrp: unknown }).vrrp, (path) => {
+    // The deepest node that exists on the path: a missing field is reported at its parent.
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(['vrrp', ...path.slice(0, n)], true);
+      if (isNode(node) && node.range) return `${file}:${lineOf(node.range[0])}: `;
+    }
+    return `${file}: `;
+  });
+}

@@ -1,0 +1,443 @@
+/**
+ * The VRRP speaker: the configured instances (virtual routers) with the real clock, their
+ * links and the virtual addresses. It turns the state machines' actions into frames and
+ * rtnetlink requests, checks received adverts (RFC 5798 §7.1) and counts what it drops,
+ * tracks interfaces, and offers the controlled handover (release / claim) that step 2 of a
+ * migration uses.
+ */
+import { EventEmitter } from 'node:events';
+import {
+  VRRP_MULTICAST_IPV4,
+  addressesMatch,
+  decodeAdvertisementFor,
+  encodeAdvertisementFrame,
+  type BadAdvertReason,
+} from './advert.js';
+import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFrame, encodeArpFrame, gratuitousArp } from './arp.js';
+import type { VrrpConfig, VrrpInstanceConfig } from './config.js';
+import { PcapLink, interfaceFacts, linkIsUp, type InterfaceFacts, type Link } from './link.js';
+import { OWNER_PRIORITY, VirtualRouter, type Action, type Clock, type TimerHandle, type VrrpState } from './state-machine.js';
+import { SyncGroup } from './sync-group.js';
+
+/** Adds and removes addresses on interfaces (src/netlink/route.ts `Addresses`). */
+export interface AddressTable {
+  add(ifname: string, cidr: string): Promise<unknown>;
+  remove(ifname: string, cidr: string): Promise<unknown>;
+}
+
+export interface SpeakerLogger {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+export interface SpeakerOptions {
+  addresses: AddressTable;
+  clock?: Clock;
+  openLink?: (ifname: string) => Link;
+  interfaceFacts?: (ifname: string) => InterfaceFacts;
+  linkIsUp?: (ifname: string) => boolean;
+  logger?: SpeakerLogger;
+  /** How often tracked interfaces are checked, ms. */
+  trackIntervalMs?: number;
+}
+
+export const realClock: Clock = {
+  now: () => performance.now(),
+  setTimer(ms, fire) {
+    const t = setTimeout(fire, ms);
+    return { cancel: () => clearTimeout(t) };
+  },
+};
+
+/** Wall-clock time with sub-millisecond resolution, comparable to capture timestamps. */
+const wallClock = (): number => performance.timeOrigin + performance.now();
+
+export interface InstanceStatus {
+  name: string;
+  interface: string;
+  vrid: number;
+  state: VrrpState;
+  priority: number;
+  syncGroup?: string;
+  /** The master we follow, while backup. */
+  masterAddress?: string;
+  /** Seconds. */
+  advertInterval: number;
+  /** Master_Adver_Interval in seconds (learned from the master while backup). */
+  masterAdverInterval: number;
+  /** Master_Down_Interval, ms. */
+  masterDownInterval: number;
+  addresses: string[];
+  advertsSent: number;
+  advertsReceived: number;
+  transitions: Record<VrrpState, number>;
+}
+
+export interface SpeakerCounters {
+  advertsSent: number;
+  advertsReceived: number;
+  badAdverts: Partial<Record<BadAdvertReason, number>>;
+  /** §7.1 MAY check: adverts whose address list differs from ours (processed, logged). */
+  addressMismatches: number;
+  garpsSent: number;
+  transitions: Record<VrrpState, number>;
+  /** Unicast adverts not sent because the peer's MAC is not known yet. */
+  peersUnresolved: number;
+  /** Failed address changes or frame injections. */
+  errors: number;
+}
+
+/** Events: 'transition' (TransitionEvent), 'addresses' (AddressesEvent), 'garp' (GarpEvent). */
+export interface TransitionEvent {
+  instance: string;
+  vrid: number;
+  from: VrrpState;
+  to: VrrpState;
+  reason: string;
+  at: number;
+}
+export interface AddressesEvent {
+  instance: string;
+  change: 'added' | 'removed';
+  addresses: string[];
+  at: number;
+}
+export interface GarpEvent {
+  instance: string;
+  address: string;
+  interface: string;
+  at: number;
+}
+
+interface Instance {
+  config: VrrpInstanceConfig;
+  router: VirtualRouter;
+  group?: SyncGroup;
+  /** IPv4 source of adverts: unicastSource or the interface's primary address. */
+  source: string;
+  /** The addresses as advertised (no prefix) and as configured (with their interface). */
+  advertised: string[];
+  vips: { cidr: string; ifname: string; address: string }[];
+  /** Address changes and gARPs in the order the state machine asked for them. */
+  work: Promise<void>;
+  garpTimers: TimerHandle[];
+  advertsSent: number;
+  advertsReceived: number;
+}
+
+export class Speaker extends EventEmitter {
+  private readonly instances = new Map<string, Instance>();
+  private readonly groups = new Map<string, SyncGroup>();
+  private readonly links = new Map<string, Link>();
+  private readonly facts = new Map<string, InterfaceFacts>();
+  /** Unicast peers' MACs, learned from ARP and from their adverts. */
+  private readonly neighbours = new Map<string, string>();
+  private readonly clock: Clock;
+  private readonly log: SpeakerLogger | undefined;
+  private trackTimer: TimerHandle | undefined;
+  private running = false;
+  private readonly totals: SpeakerCounters = {
+    advertsSent: 0,
+    advertsReceived: 0,
+    badAdverts: {},
+    addressMismatches: 0,
+    garpsSent: 0,
+    transitions: { initialize: 0, backup: 0, master: 0, fault: 0 },
+    peersUnresolved: 0,
+    errors: 0,
+  };
+
+  constructor(
+    readonly config: VrrpConfig,
+    private readonly options: SpeakerOptions,
+  ) {
+    super();
+    this.clock = options.clock ?? realClock;
+    this.log = options.logger;
+  }
+
+  /** Open the links, learn the interfaces' addresses, and start every instance (§6.4.1). */
+  start(): void {
+    if (this.running) return;
+    const facts = this.options.interfaceFacts ?? interfaceFacts;
+    const openLink = this.options.openLink ?? ((ifname: string) => new PcapLink(ifname));
+    for (const c of this.config.instances) {
+      const vips = c.addresses.map((a) => ({ cidr: a.address, ifname: a.dev ?? c.interface, address: a.address.split('/')[0] as string }));
+      for (const ifname of [c.interface, ...vips.map((v) => v.ifname)]) {
+        if (!this.facts.has(ifname)) this.facts.set(ifname, facts(ifname));
+      }
+      const advertised = vips.map((v) => v.address);
+      const primary = this.facts.get(c.interface)?.addresses.find((a) => !advertised.includes(a));
+      const source = c.unicastSource ?? primary;
+      if (!source) throw new Error(`vrrp instance ${c.name}: interface ${c.interface} has no IPv4 address to send adverts from`);
+      const inst: Instance = {
+        config: c,
+        source,
+        advertised,
+        vips,
+        work: Promise.resolve(),
+        garpTimers: [],
+        advertsSent: 0,
+        advertsReceived: 0,
+        router: undefined as unknown as VirtualRouter,
+      };
+      inst.router = new VirtualRouter(
+        {
+          vrid: c.vrid,
+          priority: c.priority,
+          advertInterval: Math.round(c.advertInterval * 100),
+          preempt: c.preempt,
+          preemptDelay: c.preemptDelay * 1000,
+          primaryAddress: source,
+        },
+        this.clock,
+        (action) => this.perform(inst, action),
+      );
+      this.instances.set(c.name, inst);
+    }
+    for (const g of this.config.syncGroups) {
+      const members = new Map(g.instances.map((n) => [n, (this.instances.get(n) as Instance).router]));
+      const group = new SyncGroup(g.name, members);
+      this.groups.set(g.name, group);
+      for (const n of g.instances) (this.instances.get(n) as Instance).group = group;
+    }
+    for (const ifname of this.facts.keys()) {
+      const link = openLink(ifname);
+      link.onFrame((frame) => this.receive(ifname, frame));
+      this.links.set(ifname, link);
+    }
+    this.running = true;
+    for (const inst of this.instances.values()) {
+      if (this.trackedDown(inst)) inst.router.fault(`tracked interface down at start`);
+      else inst.router.startup();
+    }
+    if (this.config.instances.length > 0) this.armTracking();
+  }
+
+  /** Shut every instance down (a master announces priority 0 and drops its addresses). */
+  async stop(): Promise<void> {
+    if (!this.running) return;
+    this.trackTimer?.cancel();
+    for (const inst of this.instances.values()) inst.router.shutdown();
+    await Promise.all([...this.instances.values()].map((i) => i.work));
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
+    this.running = false;
+  }
+
+  /** Controlled handover: priority-0 advert and addresses removed, for an instance or a sync group. */
+  async release(name: string): Promise<void> {
+    const members = this.resolve(name);
+    const group = members[0]?.group;
+    if (group) group.release();
+    else members.forEach((i) => i.router.release());
+    await Promise.all(members.map((i) => i.work));
+  }
+
+  /** Controlled handover: become master now (addresses, gratuitous ARP, adverts). */
+  async claim(name: string): Promise<void> {
+    const members = this.resolve(name);
+    const group = members[0]?.group;
+    if (group) group.claim();
+    else members.forEach((i) => i.router.claim());
+    await Promise.all(members.map((i) => i.work));
+  }
+
+  state(): InstanceStatus[] {
+    return [...this.instances.values()].map((i) => ({
+      name: i.config.name,
+      interface: i.config.interface,
+      vrid: i.config.vrid,
+      state: i.router.state,
+      priority: i.router.priority,
+      ...(i.group ? { syncGroup: i.group.name } : {}),
+      ...(i.router.state === 'backup' && i.router.masterAddress ? { masterAddress: i.router.masterAddress } : {}),
+      advertInterval: i.config.advertInterval,
+      masterAdverInterval: i.router.learnedMasterAdverInterval / 100,
+      masterDownInterval: i.router.masterDownInterval,
+      addresses: i.vips.map((v) => v.cidr),
+      advertsSent: i.advertsSent,
+      advertsReceived: i.advertsReceived,
+      transitions: { ...i.router.transitions },
+    }));
+  }
+
+  counters(): SpeakerCounters {
+    return { ...this.totals, badAdverts: { ...this.totals.badAdverts }, transitions: { ...this.totals.transitions } };
+  }
+
+  private resolve(name: string): Instance[] {
+    const group = this.groups.get(name);
+    if (group) return [...group.members.keys()].map((n) => this.instances.get(n) as Instance);
+    const inst = this.instances.get(name);
+    if (!inst) throw new Error(`no VRRP instance or sync group named '${name}'`);
+    return inst.group ? this.resolve(inst.group.name) : [inst];
+  }
+
+  /** A frame from a link. Never throws: bad adverts are counted by reason and dropped. */
+  private receive(ifname: string, frame: Buffer): void {
+    if (frame.length >= 14 && frame.readUInt16BE(12) === ETHERTYPE_ARP) {
+      const arp = decodeArpFrame(frame);
+      if (arp && (arp.operation === ARPOP_REPLY || arp.operation === ARPOP_REQUEST)) {
+        this.neighbours.set(arp.senderProtocolAddress, arp.senderHardwareAddress);
+      }
+      return;
+    }
+    const result = decodeAdvertisementFor(frame, (vrid) => {
+      const inst = this.instanceOn(ifname, vrid);
+      return inst && { owner: inst.router.priority === OWNER_PRIORITY };
+    });
+    if (!result.ok) {
+      this.totals.badAdverts[result.reason] = (this.totals.badAdverts[result.reason] ?? 0) + 1;
+      return;
+    }
+    const advert = result.advert;
+    const inst = this.instanceOn(ifname, advert.vrid) as Instance;
+    const unicast = inst.config.unicastPeers.length > 0;
+    if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer');
+    if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination');
+    if (unicast) this.neighbours.set(advert.source, advert.sourceMac);
+    if (!addressesMatch(advert.addresses, inst.advertised)) {
+      if (this.totals.addressMismatches++ === 0) {
+        this.log?.warn({ instance: inst.config.name, from: advert.source, advertised: advert.addresses }, 'advert lists other addresses than ours (RFC 5798 §7.1)');
+      }
+    }
+    inst.advertsReceived++;
+    this.totals.advertsReceived++;
+    inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source });
+  }
+
+  private bad(reason: BadAdvertReason): void {
+    this.totals.badAdverts[reason] = (this.totals.badAdverts[reason] ?? 0) + 1;
+  }
+
+  private instanceOn(ifname: string, vrid: number): Instance | undefined {
+    for (const inst of this.instances.values()) {
+      if (inst.config.interface === ifname && inst.config.vrid === vrid) return inst;
+    }
+    return undefined;
+  }
+
+  private perform(inst: Instance, action: Action): void {
+    switch (action.type) {
+      case 'send-advert':
+        return this.sendAdvert(inst, action.priority);
+      case 'add-addresses':
+        return this.queue(inst, 'added', (v) => this.options.addresses.add(v.ifname, v.cidr));
+      case 'remove-addresses':
+        inst.garpTimers.forEach((t) => t.cancel());
+        inst.garpTimers = [];
+        return this.queue(inst, 'removed', (v) => this.options.addresses.remove(v.ifname, v.cidr));
+      case 'send-garp':
+        inst.work = inst.work.then(() => this.sendGarps(inst, inst.config.garpRepeat));
+        return;
+      case 'transition': {
+        const event: TransitionEvent = { instance: inst.config.name, vrid: inst.config.vrid, from: action.from, to: action.to, reason: action.reason, at: wallClock() };
+        this.totals.transitions[action.to]++;
+        this.log?.info(event, 'transition');
+        this.emit('transition', event);
+        inst.group?.memberChanged(inst.config.name, action.from, action.to);
+      }
+    }
+  }
+
+  private queue(inst: Instance, change: 'added' | 'removed', op: (v: Instance['vips'][number]) => Promise<unknown>): void {
+    inst.work = inst.work.then(async () => {
+      const results = await Promise.allSettled(inst.vips.map(op));
+      results.forEach((r, k) => {
+        if (r.status === 'rejected') {
+          this.totals.errors++;
+          this.log?.error({ instance: inst.config.name, address: inst.vips[k]?.cidr, err: String(r.reason) }, `address not ${change}`);
+        }
+      });
+      const event: AddressesEvent = { instance: inst.config.name, change, addresses: inst.vips.map((v) => v.cidr), at: wallClock() };
+      this.emit('addresses', event);
+    });
+  }
+
+  private sendGarps(inst: Instance, remaining: number): void {
+    if (inst.router.state !== 'master' || remaining <= 0) return;
+    for (const v of inst.vips) {
+      const mac = this.facts.get(v.ifname)?.mac as string;
+      // The kernel answers ARP for the address with the interface's own MAC, so that is the
+      // MAC to announce (no virtual-MAC interface is created).
+      if (this.inject(v.ifname, gratuitousArp(v.address, mac))) {
+        this.totals.garpsSent++;
+        const event: GarpEvent = { instance: inst.config.name, address: v.address, interface: v.ifname, at: wallClock() };
+        this.emit('garp', event);
+      }
+    }
+    if (remaining > 1) {
+      const timer = this.clock.setTimer(inst.config.garpInterval * 1000, () => {
+        inst.garpTimers = inst.garpTimers.filter((t) => t !== timer);
+        this.sendGarps(inst, remaining - 1);
+      });
+      inst.garpTimers.push(timer);
+    }
+  }
+
+  private sendAdvert(inst: Instance, priority: number): void {
+    const c = inst.config;
+    const advert = { vrid: c.vrid, priority, maxAdverInt: Math.round(c.advertInterval * 100), addresses: inst.advertised };
+    if (c.unicastPeers.length === 0) {
+      if (this.inject(c.interface, encodeAdvertisementFrame(advert, { source: inst.source }))) this.countSent(inst);
+      return;
+    }
+    const ownMac = this.facts.get(c.interface)?.mac as string;
+    for (const peer of c.unicastPeers) {
+      const peerMac = this.neighbours.get(peer);
+      if (!peerMac) {
+        this.totals.peersUnresolved++;
+        this.inject(c.interface, encodeArpFrame({
+          destinationMac: BROADCAST_MAC,
+          sourceMac: ownMac,
+          operation: ARPOP_REQUEST,
+          senderHardwareAddress: ownMac,
+          senderProtocolAddress: inst.source,
+          targetHardwareAddress: '00:00:00:00:00:00',
+          targetProtocolAddress: peer,
+        }));
+        continue;
+      }
+      // Unicast adverts are ordinary IP unicast between the two routers: the interface's MAC.
+      const frame = encodeAdvertisementFrame(advert, { source: inst.source, destination: peer, sourceMac: ownMac, destinationMac: peerMac });
+      if (this.inject(c.interface, frame)) this.countSent(inst);
+    }
+  }
+
+  private countSent(inst: Instance): void {
+    inst.advertsSent++;
+    this.totals.advertsSent++;
+  }
+
+  private inject(ifname: string, frame: Buffer): boolean {
+    const link = this.links.get(ifname);
+    if (!link) return false;
+    try {
+      link.send(frame);
+      return true;
+    } catch (err) {
+      this.totals.errors++;
+      this.log?.error({ interface: ifname, err: String(err) }, 'frame not sent');
+      return false;
+    }
+  }
+
+  /** keepalived tracks an instance's own interface and its track_interface list. */
+  private trackedDown(inst: Instance): string | undefined {
+    const isUp = this.options.linkIsUp ?? linkIsUp;
+    return [inst.config.interface, ...inst.config.trackInterfaces].find((ifname) => !isUp(ifname));
+  }
+
+  private armTracking(): void {
+    this.trackTimer = this.clock.setTimer(this.options.trackIntervalMs ?? 100, () => {
+      for (const inst of this.instances.values()) {
+        const down = this.trackedDown(inst);
+        if (down && inst.router.state !== 'fault') inst.router.fault(`${down} down`);
+        else if (!down && inst.router.state === 'fault') inst.router.recover('tracked interfaces up');
+      }
+      this.armTracking();
+    });
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * One virtual router's protocol state (RFC 5798 §6): Initialize, Backup, Master, plus Fault
+ * for a tracked interface that is down (keepalived's FAULT). Plain code: the clock and the
+ * timers are injected, and the machine outputs actions (send an advert, add or remove the
+ * addresses, send gratuitous ARPs) for the speaker to carry out. Times are in milliseconds
+ * internally; the advert interval is kept in centiseconds as on the wire (§5.2.7).
+ */
+
+export type VrrpState = 'initialize' | 'backup' | 'master' | 'fault';
+
+export interface TimerHandle {
+  cancel(): void;
+}
+
+/** The clock and one-shot timers: real ones in the speaker, a fake one in tests. */
+export interface Clock {
+  now(): number;
+  setTimer(ms: number, fire: () => void): TimerHandle;
+}
+
+export type Action =
+  | { type: 'send-advert'; priority: number }
+  | { type: 'add-addresses' }
+  | { type: 'remove-addresses' }
+  | { type: 'send-garp' }
+  | { type: 'transition'; from: VrrpState; to: VrrpState; reason: string };
+
+export interface VirtualRouterParams {
+  vrid: number;
+  /** 1..255; 255 is the address owner (§5.2.4). */
+  priority: number;
+  /** Advertisement_Interval, centiseconds (1..4095). */
+  advertInterval: number;
+  preempt: boolean;
+  /** keepalived's preempt_delay: how long a lower-priority master is tolerated, ms. */
+  preemptDelay: number;
+  /** This router's primary IPv4 address on the interface (the advert's source). */
+  primaryAddress: string;
+}
+
+/** The fields of a received (already §7.1-checked) advertisement that §6.4 uses. */
+export interface AdvertSeen {
+  priority: number;
+  /** Max Adver Int, centiseconds. */
+  maxAdverInt: number;
+  source: string;
+}
+
+export const OWNER_PRIORITY = 255;
+export const RELEASE_PRIORITY = 0;
+
+function ipv4Value(address: string): number {
+  return address.split('.').reduce((v, octet) => v * 256 + Number(octet), 0);
+}
+
+export class VirtualRouter {
+  private current: VrrpState = 'initialize';
+  /** Master_Adver_Interval, centiseconds: learned from the master's adverts in Backup. */
+  private masterAdverInterval: number;
+  private masterDownTimer: TimerHandle | undefined;
+  private adverTimer: TimerHandle | undefined;
+  /** When the current run of lower-priority adverts began (preempt_delay). */
+  private lowerPrioritySince: number | undefined;
+  /** After release(): stay Backup under any master until claim() or the master goes silent. */
+  private released = false;
+  readonly transitions: Record<VrrpState, number> = { initialize: 0, backup: 0, master: 0, fault: 0 };
+  /** Who the last accepted advert came from, while Backup. */
+  masterAddress: string | undefined;
+
+  constructor(
+    readonly params: VirtualRouterParams,
+    private readonly clock: Clock,
+    private readonly output: (action: Action) => void,
+  ) {
+    this.masterAdverInterval = params.advertInterval;
+  }
+
+  get state(): VrrpState {
+    return this.current;
+  }
+
+  get priority(): number {
+    return this.params.priority;
+  }
+
+  /** Skew_Time, ms (§6.1): ((256 − Priority) × Master_Adver_Interval) / 256. */
+  get skewTime(): number {
+    return (((256 - this.priority) * this.masterAdverInterval) / 256) * 10;
+  }
+
+  /** Master_Down_Interval, ms (§6.1): 3 × Master_Adver_Interval + Skew_Time. */
+  get masterDownInterval(): number {
+    return 3 * this.masterAdverInterval * 10 + this.skewTime;
+  }
+
+  get learnedMasterAdverInterval(): number {
+    return this.masterAdverInterval;
+  }
+
+  /** §6.4.1: the Startup event. */
+  startup(): void {
+    if (this.current !== 'initialize') return;
+    if (this.priority === OWNER_PRIORITY) {
+      this.enterMaster('startup as address owner');
+    } else {
+      this.masterAdverInterval = this.params.advertInterval;
+      this.enterBackup('startup');
+    }
+  }
+
+  /** §6.4.2/§6.4.3: the Shutdown event; a Master announces priority 0 on its way out. */
+  shutdown(): void {
+    if (this.current === 'master') {
+      this.cancelTimers();
+      this.output({ type: 'send-advert', priority: RELEASE_PRIORITY });
+      this.output({ type: 'remove-addresses' });
+    }
+    this.cancelTimers();
+    this.setState('initialize', 'shutdown');
+  }
+
+  /** An advert that passed §7.1, for this VRID. */
+  receive(advert: AdvertSeen): void {
+    if (this.current === 'backup') this.receiveInBackup(advert);
+    else if (this.current === 'master') this.receiveInMaster(advert);
+  }
+
+  /**
+   * Controlled handover: announce priority 0 so the backup takes over after Skew_Time (§6.4.2),
+   * drop the addresses, and stay Backup under the new master, even one of lower priority,
+   * until claim() (or until that master goes silent: failover still works).
+   */
+  release(): void {
+    this.released = true;
+    if (this.current === 'master') {
+      this.cancelTimers();
+      this.output({ type: 'send-advert', priority: RELEASE_PRIORITY });
+      this.masterAdverInterval = this.params.advertInterval;
+      this.enterBackup('released');
+    }
+  }
+
+  /** Controlled handover: become Master now, whatever the priorities (the other side released). */
+  claim(): void {
+    this.released = false;
+    if (this.current === 'backup') this.enterMaster('claimed');
+  }
+
+  /** Interface tracking: a tracked link went down (→ Fault) or came back (→ Startup). */
+  fault(reason: string): void {
+    if (this.current === 'fault') return;
+    if (this.current === 'master') this.output({ type: 'remove-addresses' });
+    this.cancelTimers();
+    this.setState('fault', reason);
+  }
+
+  recover(reason: string): void {
+    if (this.current !== 'fault') return;
+    this.setState('initialize', reason);
+    this.startup();
+  }
+
+  /** Sync groups move members together: another member became Master. */
+  followMaster(reason: string): void {
+    if (this.current === 'backup') this.enterMaster(reason);
+  }
+
+  /** Sync groups: another member left Master for Backup. */
+  followBackup(reason: string): void {
+    if (this.current === 'master') {
+      this.cancelTimers();
+      this.enterBackup(reason);
+    }
+  }
+
+  private receiveInBackup(advert: AdvertSeen): void {
+    if (advert.priority === RELEASE_PRIORITY) {
+      // §6.4.2: the master is leaving; take over after Skew_Time.
+      this.armMasterDown(this.skewTime);
+      return;
+    }
+    const lower = advert.priority < this.priority;
+    if (!lower || !this.params.preempt || this.released || this.withinPreemptDelay()) {
+      if (!lower) this.lowerPrioritySince = undefined;
+      this.masterAdverInterval = advert.maxAdverInt;
+      this.masterAddress = advert.source;
+      this.armMasterDown(this.masterDownInterval);
+    }
+    // Otherwise discard: Master_Down_Timer fires and this router preempts (§6.4.2).
+  }
+
+  private withinPreemptDelay(): boolean {
+    if (this.params.preemptDelay <= 0) return false;
+    const now = this.clock.now();
+    this.lowerPrioritySince ??= now;
+    return now - this.lowerPrioritySince < this.params.preemptDelay;
+  }
+
+  private receiveInMaster(advert: AdvertSeen): void {
+    if (advert.priority === RELEASE_PRIORITY) {
+      // §6.4.3: another master is leaving; assert ourselves at once.
+      this.output({ type: 'send-advert', priority: this.priority });
+      this.armAdverTimer();
+      return;
+    }
+    const higher =
+      advert.priority > this.priority ||
+      (advert.priority === this.priority && ipv4Value(advert.source) > ipv4Value(this.params.primaryAddress));
+    if (!higher) return;
+    this.cancelTimers();
+    this.masterAdverInterval = advert.maxAdverInt;
+    this.masterAddress = advert.source;
+    this.output({ type: 'remove-addresses' });
+    this.setState('backup', `higher priority master ${advert.source} (${advert.priority})`);
+    this.armMasterDown(this.masterDownInterval);
+  }
+
+  private enterMaster(reason: string): void {
+    this.cancelTimers();
+    this.masterAddress = undefined;
+    this.lowerPrioritySince = undefined;
+    this.released = false;
+    this.setState('master', reason);
+    this.output({ type: 'send-advert', priority: this.priority });
+    this.output({ type: 'add-addresses' });
+    this.output({ type: 'send-garp' });
+    this.armAdverTimer();
+  }
+
+  private enterBackup(reason: string): void {
+    const wasMaster = this.current === 'master';
+    this.lowerPrioritySince = undefined;
+    if (wasMaster) this.output({ type: 'remove-addresses' });
+    this.setState('backup', reason);
+    this.armMasterDown(this.masterDownInterval);
+  }
+
+  private armMasterDown(ms: number): void {
+    this.masterDownTimer?.cancel();
+    this.masterDownTimer = this.clock.setTimer(ms, () => {
+      this.masterDownTimer = undefined;
+      if (this.current === 'backup') this.enterMaster('master down');
+    });
+  }
+
+  private armAdverTimer(): void {
+    this.adverTimer?.cancel();
+    this.adverTimer = this.clock.setTimer(this.params.advertInterval * 10, () => {
+      this.adverTimer = undefined;
+      if (this.current !== 'master') return;
+      this.output({ type: 'send-advert', priority: this.priority });
+      this.armAdverTimer();
+    });
+  }
+
+  private cancelTimers(): void {
+    this.masterDownTimer?.cancel();
+    this.masterDownTimer = undefined;
+    this.adverTimer?.cancel();
+    this.adverTimer = undefined;
+  }
+
+  private setState(to: VrrpState, reason: string): void {
+    const from = this.current;
+    if (from === to) return;
+    this.current = to;
+    this.transitions[to]++;
+    this.output({ type: 'transition', from, to, reason });
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * vipshift's VRRP speaker against keepalived 2.2 (Debian) on one bridge, in namespaces this
+ * file makes and removes. Times are taken from the wire (tcpdump on the bridge).
+ */
+import { execFileSync } from 'node:child_process';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Capture, Segment, VipshiftVrrp, keepalivedConf, removeLeftovers, sleep, waitFor, type WireEvent } from '../support/vrrp-segment.js';
+
+const VIP = '203.0.113.10';
+const VRID = 51;
+const A = '203.0.113.2'; // keepalived's router
+const B = '203.0.113.3'; // vipshift's router
+const INTERVAL = 0.1; // seconds
+const skew = (priority: number) => ((256 - priority) * INTERVAL * 1000) / 256;
+const masterDown = (priority: number) => 3 * INTERVAL * 1000 + skew(priority);
+
+const instance = (priority: number, preempt = true) => ({
+  instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertInterval: INTERVAL, preempt, addresses: [`${VIP}/24`] }],
+});
+
+let segment: Segment;
+let a: string;
+let b: string;
+let capture: Capture;
+
+beforeAll(() => {
+  execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: new URL('../..', import.meta.url).pathname });
+  removeLeftovers();
+});
+
+async function site() {
+  segment = new Segment();
+  a = segment.addHost('a', `${A}/24`);
+  b = segment.addHost('b', `${B}/24`);
+  capture = new Capture(segment);
+  await capture.ready;
+}
+
+afterEach(() => segment?.destroy());
+afterAll(() => removeLeftovers());
+
+const holds = (ns: string) => segment.addresses(ns).includes(`${VIP}/24`);
+const wire = (pred: (e: WireEvent) => boolean) => capture.events.filter(pred);
+
+async function keepalivedMaster(priority: number) {
+  const k = segment.keepalived(a, keepalivedConf({ routerId: 'a', vrid: VRID, priority, advertInterval: INTERVAL, addresses: [`${VIP}/24`] }));
+  await waitFor('keepalived to hold the VIP', () => holds(a), 10_000);
+  return k;
+}
+
+/** keepalived's VRRP process killed with SIGKILL (no priority-0 goodbye), parent too. */
+function killKeepalived(k: { pid: () => number }) {
+  process.kill(k.pid(), 'SIGKILL');
+}
+
+describe('vipshift VRRP speaker against keepalived 2.2', () => {
+  it('keepalived master + vipshift backup: no split brain over ≥ 10 adverts; kill keepalived → vipshift master with a gratuitous ARP', async () => {
+    await site();
+    const k = await keepalivedMaster(200);
+    const v = new VipshiftVrrp(segment, b, instance(100));
+    await v.started();
+    const since = Date.now();
+    for (let i = 0; i < 15; i++) {
+      await sleep(INTERVAL * 1000);
+      expect([holds(a), holds(b)]).toEqual([true, false]);
+    }
+    const keepalivedAdverts = wire((e) => e.kind === 'advert' && e.source === A && e.at >= since);
+    expect(keepalivedAdverts.length).toBeGreaterThanOrEqual(10);
+    const s = await v.state();
+    expect(s.instances[0]?.state).toBe('backup');
+    expect(s.instances[0]?.advertsReceived).toBeGreaterThanOrEqual(10);
+    expect(s.counters.badAdverts).toEqual({});
+    expect(v.transitions('master')).toEqual([]);
+    expect(wire((e) => e.kind === 'advert' && e.source === B)).toEqual([]);
+
+    killKeepalived(k);
+    await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
+    const garp = await waitFor('vipshift gratuitous ARP', () => wire((e) => e.kind === 'garp' && e.source === VIP && e.mac !== keepalivedAdverts[0]?.mac).at(-1), 2000);
+    const lastKeepalived = wire((e) => e.kind === 'advert' && e.source === A).at(-1) as WireEvent;
+    const takeover = garp.at - lastKeepalived.at;
+    console.log(`takeover after keepalived's last advert: ${takeover.toFixed(1)} ms (Master_Down_Interval ${masterDown(100)} ms)`);
+    expect(takeover).toBeLessThan(masterDown(100) + 100);
+    expect(takeover).toBeGreaterThan(masterDown(100) - 5); // not before the master was due
+  });
+
+  it('vipshift master + keepalived backup: vipshift releases → keepalived master within Skew_Time + 100 ms', async () => {
+    await site();
+    const v = new VipshiftVrrp(segment, b, instance(200));
+    await v.started();
+    await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
+    segment.keepalived(a, keepalivedConf({ routerId: 'a', vrid: VRID, priority: 100, advertInterval: INTERVAL, addresses: [`${VIP}/24`] }));
+    await sleep(1500);
+    expect([holds(a), holds(b)]).toEqual([false, true]);
+    expect(wire((e) => e.kind === 'advert' && e.source === A)).toEqual([]); // keepalived stays quiet as backup
+
+    await v.command('release vip1', 'done');
+    expect(holds(b)).toBe(false);
+    await waitFor('keepalived to hold the VIP', () => holds(a), 3000);
+    const goodbye = await waitFor('the priority-0 advert', () => wire((e) => e.kind === 'advert' && e.source === B && e.priority === 0)[0], 2000);
+    const first = await waitFor('keepalived advert', () => wire((e) => e.kind === 'advert' && e.source === A)[0], 2000);
+    const handover = first.at - goodbye.at;
+    console.log(`keepalived master ${handover.toFixed(1)} ms after vipshift's priority-0 advert (Skew_Time ${skew(100)} ms)`);
+    expect(handover).toBeLessThan(skew(100) + 100);
+    // Released: vipshift (priority 200, preempt) stays backup under the lower-priority master.
+    await sleep(1000);
+    expect([holds(a), holds(b)]).toEqual([true, false]);
+    expect((await v.state()).instances[0]?.state).toBe('backup');
+    // And claims it back.
+    await v.command('claim vip1', 'done');
+    await waitFor('keepalived to drop the VIP', () => !holds(a), 3000);
+    expect(holds(b)).toBe(true);
+  });
+
+  it('preemption: vipshift (higher) preempts keepalived, keepalived (higher) preempts vipshift', async () => {
+    await site();
+    await keepalivedMaster(100);
+    const v = new VipshiftVrrp(segment, b, instance(200));
+    await v.started();
+    await waitFor('vipshift to preempt', () => holds(b) && !holds(a), 3000);
+    await sleep(500);
+    expect([holds(a), holds(b)]).toEqual([false, true]);
+    segment.destroy();
+
+    await site();
+    const w = new VipshiftVrrp(segment, b, instance(100));
+    await w.started();
+    await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
+    segment.keepalived(a, keepalivedConf({ routerId: 'a', vrid: VRID, priority: 200, advertInterval: INTERVAL, addresses: [`${VIP}/24`] }));
+    await waitFor('keepalived to preempt', () => holds(a) && !holds(b), 5000);
+    await sleep(500);
+    expect([holds(a), holds(b)]).toEqual([true, false]);
+    expect((await w.state()).instances[0]?.state).toBe('backup');
+  });
+
+  it('tshark decodes vipshift adverts as valid VRRPv3', async () => {
+    await site();
+    const file = `${segment.dir}/adverts.pcap`;
+    const dump = segment.spawn(segment.sw, 'tcpdump', ['-n', '-i', 'br0', '-c', '3', '-w', file, 'ip proto 112']);
+    await sleep(300);
+    const v = new VipshiftVrrp(segment, b, instance(255));
+    await v.started();
+    await new Promise((r) => dump.once('exit', r));
+    const out = execFileSync('tshark', ['-r', file, '-V', '-o', 'vrrp.v3_checksum_as_in_v2:FALSE', '-o', 'ip.check_checksum:TRUE'], { encoding: 'utf8' });
+    expect(out).toMatch(/Virtual Router Redundancy Protocol/);
+    expect(out).toMatch(/VRRP protocol version: 3/);
+    expect(out).toMatch(/VRRP packet type: Advertisement \(1\)/);
+    expect(out).toMatch(/Virtual Rtr ID: 51/);
+    expect(out).toMatch(/Priority: 255/);
+    expect(out).toMatch(/Checksum Status: Good/);
+    expect(out).not.toMatch(/Bad|Malformed|incorrect/i);
+  });
+});

@@ -1,0 +1,93 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/vrrp/config.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'vipshift-vrrp-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function load(text: string) {
+  const file = join(dir, `c${Math.random().toString(16).slice(2)}.yaml`);
+  writeFileSync(file, text);
+  return { file, run: () => loadVrrpConfigFile(file) };
+}
+
+function problems(fn: () => unknown): string[] {
+  try {
+    fn();
+  } catch (e) {
+    if (e instanceof VrrpConfigError) return e.problems;
+    throw e;
+  }
+  throw new Error('no error');
+}
+
+describe('vrrp configuration', () => {
+  it('fills keepalived-like defaults and normalises addresses', () => {
+    const c = parseVrrpConfig({
+      instances: [
+        { name: 'vip1', interface: 'ext0', vrid: 10, addresses: ['203.0.113.10/24', { address: '198.18.0.10', dev: 'int0' }], advertInterval: 0.05 },
+      ],
+      syncGroups: [{ name: 'g', instances: ['vip1'] }],
+    });
+    expect(c.instances[0]).toMatchObject({
+      priority: 100,
+      advertInterval: 0.05,
+      preempt: true,
+      preemptDelay: 0,
+      accept: false,
+      unicastPeers: [],
+      garpRepeat: 5,
+      addresses: [{ address: '203.0.113.10/24' }, { address: '198.18.0.10/32', dev: 'int0' }],
+    });
+  });
+
+  it('names the field of each problem', () => {
+    const p = problems(() =>
+      parseVrrpConfig({
+        instances: [
+          { name: 'a', interface: 'ext0', vrid: 256, priority: 0, advertInterval: 0.015, addresses: ['203.0.113.300'] },
+          { name: 'a', interface: 'ext0', vrid: 12, addresses: ['203.0.113.10'], unicastPeers: ['x'], bogus: 1 },
+        ],
+        syncGroups: [{ name: 'g', instances: ['nope'] }],
+      }),
+    );
+    expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.vrid: .*255/);
+    expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.priority/);
+    expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.advertInterval: must be a whole number of centiseconds/);
+    expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.addresses\[0\]/);
+    expect(p.join('\n')).toMatch(/vrrp\.instances\[1\]\.unicastPeers\[0\]/);
+    expect(p.join('\n')).toMatch(/bogus/);
+  });
+
+  it('refuses duplicate names, duplicate VRIDs on an interface and unknown sync group members', () => {
+    const inst = (name: string, vrid: number) => ({ name, interface: 'ext0', vrid, addresses: ['203.0.113.10'] });
+    const p = problems(() =>
+      parseVrrpConfig({ instances: [inst('a', 1), inst('a', 2), inst('b', 1)], syncGroups: [{ name: 'g', instances: ['a', 'zz'] }, { name: 'h', instances: ['a'] }] }),
+    );
+    expect(p).toEqual([
+      "vrrp.instances[1].name: duplicate instance name 'a'",
+      'vrrp.instances[2].vrid: VRID 1 already used on ext0 by instance #0',
+      "vrrp.syncGroups[0].instances[1]: no instance named 'zz'",
+      "vrrp.syncGroups[1].instances[0]: 'a' is already in sync group 'g'",
+    ]);
+  });
+
+  it('reports file and line for a YAML file', () => {
+    const { file, run } = load(['appliance: lb1', 'vrrp:', '  instances:', '    - name: vip1', '      interface: ext0', '      vrid: 300', '      addresses: [203.0.113.10/24]', ''].join('\n'));
+    expect(problems(run)).toEqual([`${file}:6: vrrp.instances[0].vrid: Too big: expected number to be <=255`]);
+  });
+
+  it('reports the line of a YAML syntax error and a missing section', () => {
+    const bad = load('vrrp:\n  instances: [\n');
+    expect(problems(bad.run)[0]).toMatch(new RegExp(`^${bad.file}:\\d+: `));
+    const none = load('appliance: lb1\n');
+    expect(problems(none.run)).toEqual([`${none.file}:1: no 'vrrp' section`]);
+  });
+
+  it('reads JSON too', () => {
+    const { run } = load(JSON.stringify({ vrrp: { instances: [{ name: 'v', interface: 'ext0', vrid: 1, addresses: ['203.0.113.10/24'] }] } }));
+    expect(run().instances).toHaveLength(1);
+  });
+});

@@ -1,0 +1,230 @@
+/**
+ * The speaker's receive and act paths without root: frames go through an in-memory link and
+ * addresses into a map; the clock is manual. The real link and rtnetlink are covered by the
+ * integration tests against keepalived.
+ */
+import { describe, expect, it } from 'vitest';
+import { decodeAdvertisementFrame, encodeAdvertisementFrame, internetChecksum, type Advertisement } from '../../src/vrrp/advert.js';
+import { decodeArpFrame, encodeArpFrame } from '../../src/vrrp/arp.js';
+import { parseVrrpConfig, type VrrpConfigInput } from '../../src/vrrp/config.js';
+import type { Link } from '../../src/vrrp/link.js';
+import { Speaker, type AddressTable } from '../../src/vrrp/speaker.js';
+import { FakeClock } from '../support/vrrp-fake-clock.js';
+
+class MemoryLink implements Link {
+  readonly sent: Buffer[] = [];
+  private listener: ((frame: Buffer, at: number) => void) | undefined;
+  constructor(readonly ifname: string) {}
+  send(frame: Buffer): void {
+    this.sent.push(frame);
+  }
+  onFrame(listener: (frame: Buffer, at: number) => void): void {
+    this.listener = listener;
+  }
+  deliver(frame: Buffer): void {
+    this.listener?.(frame, Date.now());
+  }
+  close(): void {}
+}
+
+class MemoryAddresses implements AddressTable {
+  readonly on = new Map<string, Set<string>>();
+  async add(ifname: string, cidr: string) {
+    if (!this.on.has(ifname)) this.on.set(ifname, new Set());
+    this.on.get(ifname)?.add(cidr);
+  }
+  async remove(ifname: string, cidr: string) {
+    this.on.get(ifname)?.delete(cidr);
+  }
+  has(ifname: string, cidr: string) {
+    return this.on.get(ifname)?.has(cidr) ?? false;
+  }
+}
+
+function speaker(vrrp: VrrpConfigInput) {
+  const clock = new FakeClock();
+  const links = new Map<string, MemoryLink>();
+  const addresses = new MemoryAddresses();
+  const facts: Record<string, { mac: string; addresses: string[] }> = {
+    ext0: { mac: '02:00:00:00:00:03', addresses: ['203.0.113.3'] },
+    int0: { mac: '02:00:00:00:01:03', addresses: ['198.18.0.3'] },
+  };
+  const up = new Set(['ext0', 'int0']);
+  const s = new Speaker(parseVrrpConfig(vrrp), {
+    addresses,
+    clock,
+    openLink: (ifname) => {
+      const l = new MemoryLink(ifname);
+      links.set(ifname, l);
+      return l;
+    },
+    interfaceFacts: (ifname) => facts[ifname] as { mac: string; addresses: string[] },
+    linkIsUp: (ifname) => up.has(ifname),
+  });
+  s.start();
+  const link = (ifname: string) => links.get(ifname) as MemoryLink;
+  /** Let the address work (promises) settle after a clock step. */
+  const settle = () => new Promise((r) => setImmediate(r));
+  return { s, clock, link, addresses, up, settle };
+}
+
+const vip1 = { name: 'vip1', interface: 'ext0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['203.0.113.10/24'] };
+const master = (over: Partial<Advertisement> = {}) =>
+  encodeAdvertisementFrame({ vrid: 10, priority: 200, maxAdverInt: 10, addresses: ['203.0.113.10'], ...over }, { source: '203.0.113.2' });
+
+/** xorshift32: the flood is random but the same on every run. */
+function prng(seed: number) {
+  let x = seed;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 0x1_0000_0000;
+  };
+}
+
+function recheck(f: Buffer): Buffer {
+  const vrrp = f.subarray(34);
+  vrrp.writeUInt16BE(0, 6);
+  const ph = Buffer.alloc(12);
+  f.copy(ph, 0, 26, 34);
+  ph[9] = 112;
+  ph.writeUInt16BE(vrrp.length, 10);
+  vrrp.writeUInt16BE(internetChecksum(ph, vrrp), 6);
+  return f;
+}
+
+describe('VRRP speaker', () => {
+  it('becomes master: advert from the virtual MAC, addresses added, gratuitous ARPs from the interface MAC', async () => {
+    const { s, clock, link, addresses, settle } = speaker({ instances: [{ ...vip1, garpRepeat: 3, garpInterval: 0.5 }] });
+    clock.advance(361);
+    await settle();
+    expect(s.state()[0]?.state).toBe('master');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(true);
+    const sent = link('ext0').sent;
+    const advert = decodeAdvertisementFrame(sent[0] as Buffer);
+    expect(advert.ok && advert.advert).toMatchObject({ vrid: 10, priority: 100, maxAdverInt: 10, source: '203.0.113.3', sourceMac: '00:00:5e:00:01:0a' });
+    const garps = () => sent.map((f) => decodeArpFrame(f)).filter((a) => a !== undefined);
+    expect(garps()).toHaveLength(1);
+    expect(garps()[0]).toMatchObject({ senderProtocolAddress: '203.0.113.10', senderHardwareAddress: '02:00:00:00:00:03' });
+    clock.advance(1000);
+    expect(garps()).toHaveLength(3); // garpRepeat 3, garpInterval 0.5 s
+    expect(s.counters().garpsSent).toBe(3);
+  });
+
+  it('a flood of malformed adverts leaves the state unchanged, each one counted by reason', async () => {
+    const { s, clock, link, settle } = speaker({ instances: [vip1] });
+    const rnd = prng(0x5eed);
+    const kinds: [string, () => Buffer][] = [
+      ['ttl', () => ((f) => ((f[22] = 64), f))(master({ priority: 255 }))],
+      ['checksum', () => ((f) => ((f[36] = 255), f))(master())], // priority raised after the checksum
+      ['version', () => ((f) => ((f[34] = 0x21), recheck(f)))(master({ priority: 255 }))],
+      ['vrid', () => master({ vrid: 11, priority: 255 })],
+      ['length', () => ((f) => ((f[37] = 2), recheck(f)))(master({ priority: 255 }))], // Count 2, one address
+      ['ip-header', () => master({ priority: 255 }).subarray(0, 44)],
+      ['truncated', () => Buffer.from(Array.from({ length: Math.floor(rnd() * 42) }, () => Math.floor(rnd() * 256)))],
+    ];
+    let expected = 0;
+    // A valid master (priority 200 > 100) advertises every 100 ms amid 200 bad frames each time.
+    for (let round = 0; round < 50; round++) {
+      link('ext0').deliver(master());
+      for (let i = 0; i < 200; i++) {
+        const [, make] = kinds[Math.floor(rnd() * kinds.length)] as [string, () => Buffer];
+        link('ext0').deliver(make());
+        expected++;
+      }
+      clock.advance(100);
+    }
+    await settle();
+    const c = s.counters();
+    expect(s.state()[0]?.state).toBe('backup');
+    expect(c.advertsReceived).toBe(50);
+    expect(Object.values(c.badAdverts).reduce((a, b) => a + (b ?? 0), 0)).toBe(expected);
+    expect(Object.keys(c.badAdverts).sort()).toEqual(['checksum', 'ip-header', 'length', 'truncated', 'ttl', 'version', 'vrid']);
+    expect(c.transitions.master).toBe(0);
+
+    // As master: forged higher-priority adverts that fail §7.1 do not make it step down.
+    clock.advance(1000);
+    expect(s.state()[0]?.state).toBe('master');
+    for (let i = 0; i < 1000; i++) link('ext0').deliver(((f) => ((f[22] = 1), f))(master({ priority: 255 })));
+    expect(s.state()[0]?.state).toBe('master');
+    expect(s.counters().badAdverts.ttl).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('release: priority-0 advert and addresses removed before it resolves; claim takes them back', async () => {
+    const { s, clock, link, addresses, settle } = speaker({ instances: [vip1] });
+    clock.advance(400);
+    await settle();
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(true);
+    await s.release('vip1');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    const last = decodeAdvertisementFrame(link('ext0').sent.at(-1) as Buffer);
+    expect(last.ok && last.advert.priority).toBe(0);
+    expect(s.state()[0]?.state).toBe('backup');
+    await s.claim('vip1');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(true);
+    await expect(s.release('nope')).rejects.toThrow(/no VRRP instance or sync group named 'nope'/);
+  });
+
+  it('a sync group moves the VIP and its inside address together, and release acts on the group', async () => {
+    const { s, clock, link, addresses, settle } = speaker({
+      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['198.18.0.10/24'] }],
+      syncGroups: [{ name: 'vip1-group', instances: ['vip1', 'vip1-inside'] }],
+    });
+    clock.advance(400); // vip1 (ext0) times out first, vip1-inside follows it at once
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
+    expect(s.state()[1]?.transitions.master).toBe(1);
+    expect([addresses.has('ext0', '203.0.113.10/24'), addresses.has('int0', '198.18.0.10/24')]).toEqual([true, true]);
+    await s.release('vip1'); // a member's name releases its whole group
+    expect(s.state().map((i) => i.state)).toEqual(['backup', 'backup']);
+    expect([addresses.has('ext0', '203.0.113.10/24'), addresses.has('int0', '198.18.0.10/24')]).toEqual([false, false]);
+    await s.claim('vip1-group');
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
+    // A higher-priority master on the inside only: the whole group steps down.
+    link('int0').deliver(encodeAdvertisementFrame({ vrid: 10, priority: 200, maxAdverInt: 10, addresses: ['198.18.0.10'] }, { source: '198.18.0.2' }));
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['backup', 'backup']);
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+  });
+
+  it('interface tracking: link down → fault (addresses removed), link up → backup again', async () => {
+    const { s, clock, addresses, up, settle } = speaker({ instances: [{ ...vip1, trackInterfaces: ['int0'] }] });
+    clock.advance(400);
+    await settle();
+    expect(s.state()[0]?.state).toBe('master');
+    up.delete('int0');
+    clock.advance(100);
+    await settle();
+    expect(s.state()[0]?.state).toBe('fault');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    up.add('int0');
+    clock.advance(100);
+    expect(s.state()[0]?.state).toBe('backup');
+  });
+
+  it('unicast peers: ARP for the peer first, then adverts to its MAC; adverts from others are dropped', async () => {
+    const { s, clock, link, settle } = speaker({ instances: [{ ...vip1, unicastPeers: ['203.0.113.2'] }] });
+    clock.advance(400);
+    await settle();
+    expect(s.state()[0]?.state).toBe('master');
+    const request = decodeArpFrame(link('ext0').sent[0] as Buffer);
+    expect(request).toMatchObject({ operation: 1, targetProtocolAddress: '203.0.113.2', senderProtocolAddress: '203.0.113.3' });
+    expect(s.counters().peersUnresolved).toBe(1);
+    link('ext0').deliver(
+      encodeArpFrame({ destinationMac: '02:00:00:00:00:03', sourceMac: '02:00:00:00:00:02', operation: 2, senderHardwareAddress: '02:00:00:00:00:02', senderProtocolAddress: '203.0.113.2', targetHardwareAddress: '02:00:00:00:00:03', targetProtocolAddress: '203.0.113.3' }),
+    );
+    clock.advance(100);
+    const last = link('ext0').sent.at(-1) as Buffer;
+    const advert = decodeAdvertisementFrame(last);
+    expect(advert.ok && advert.advert).toMatchObject({ source: '203.0.113.3', destination: '203.0.113.2', priority: 100 });
+    expect(last.subarray(0, 12).toString('hex')).toBe('020000000002' + '020000000003');
+    const unicast = (source: string) =>
+      encodeAdvertisementFrame({ vrid: 10, priority: 200, maxAdverInt: 10, addresses: ['203.0.113.10'] }, { source, destination: '203.0.113.3', destinationMac: '02:00:00:00:00:03' });
+    link('ext0').deliver(unicast('203.0.113.9')); // not a configured peer
+    expect(s.counters().badAdverts).toEqual({ peer: 1 });
+    expect(s.state()[0]?.state).toBe('master');
+    link('ext0').deliver(unicast('203.0.113.2'));
+    expect(s.state()[0]?.state).toBe('backup');
+  });
+});
