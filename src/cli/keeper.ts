@@ -1,7 +1,6 @@
 /**
  * `vipshift keeper --config FILE [--credentials DIR]`: the keeper of table copies on a server
- * (src/keeper). DIR holds `<keeper>.key` and `peers.json` (vipshift pki init), as for the
- * appliance and the controller.
+ * (src/keeper). --credentials overrides the configuration's `pki` directory.
  * Runs until SIGTERM or SIGINT; copies live on in its SQLite database.
  */
 import { parseArgs } from 'node:util';
@@ -27,7 +26,7 @@ export async function keeper(args: string[]): Promise<number> {
   }
   const config = await loadKeeperConfig(values.config);
   const logger = pino({ name: 'keeper', base: { keeper: config.keeper } });
-  const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.keeper);
+  const credentials = loadCredentials(values.credentials ?? config.pki, config.keeper);
   const k = await Keeper.start(config, { credentials, logger, ...(config.sockdiag ? { socketTable: new SockDiag() } : {}) });
   logger.info({ listen: k.url, database: config.database, copies: k.status().copies, sockdiag: config.sockdiag }, 'keeper started');
   await new Promise<void>((resolve) => {

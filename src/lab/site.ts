@@ -7,7 +7,6 @@
 import path from 'node:path';
 import type { ControllerConfigInput } from '../controller/config.js';
 import type { ApplianceConfigInput } from '../nat/config.js';
-import type { KeeperConfigInput } from '../keeper/config.js';
 
 /** The three L2 segments; each is one bridge inside the `<lab>-sw` namespace. */
 export type SegmentName = 'ext' | 'int' | 'mgmt';
@@ -271,13 +270,13 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
     api: { listen: listen(site.apis.appliances[appliance]!) },
     interfaces: { external: ifname('ext'), internal: ifname('int') },
     hold: { policy: 'queue', queueLength: 4096 },
-    vips: vipsConfig(site),
+    vips: siteVipsConfig(site),
     vrrp: vrrpFor(site, appliance, ifname('ext'), ifname('int')),
   };
 }
 
-/** Every VIP of the site as appliances and keepers configure them (src/nat/config.ts's VIP entries). */
-export function vipsConfig(site: Site): NonNullable<ApplianceConfigInput['vips']> {
+/** Every VIP of the site as the appliances and keepers configure it (src/nat/config.ts's VIP entries). */
+export function siteVipsConfig(site: Site): ApplianceConfigInput['vips'] {
   return site.vips.map((v) => ({
     name: v.name,
     id: v.id,
@@ -326,11 +325,33 @@ export function controllerConfig(site: Site): ControllerConfigInput {
   };
 }
 
-/** A keeper's configuration file (src/keeper/config.ts's schema), socket-table rebuild on. */
-export function keeperConfig(site: Site, server: string): KeeperConfigInput {
+/** A keeper's configuration as the lab writes it (schema: src/keeper/config.ts). */
+export interface KeeperConfig {
+  keeper: string;
+  api: { listen: string };
+  database: string;
+  pki: string;
+  sockdiag: boolean;
+  vips: ApplianceConfigInput['vips'];
+}
+
+/** The lab's cluster credentials (vipshift pki init): one key per host that runs an API, and the operator. */
+export const pkiDir = (site: Site): string => path.join(site.stateDir, 'credentials');
+export function clusterIdentities(site: Site): string[] {
+  return [...hostsOf(site, 'appliance'), ...hostsOf(site, 'server')].map((h) => h.name).concat(site.apis.controller.host, 'admin');
+}
+
+export function keeperConfig(site: Site, server: string): KeeperConfig {
   const api = site.apis.keepers[server];
   if (!api) throw new Error(`lab ${site.name}: '${server}' runs no keeper`);
-  return { keeper: server, api: { listen: listen(api) }, database: path.join(site.stateDir, `${server}-keeper.sqlite`), sockdiag: true, vips: vipsConfig(site) };
+  return {
+    keeper: server,
+    api: { listen: listen(api) },
+    database: path.join(site.stateDir, `${server}-keeper.sqlite`),
+    pki: pkiDir(site),
+    sockdiag: true,
+    vips: siteVipsConfig(site),
+  };
 }
 
 // --- lab info ------------------------------------------------------------------------------

@@ -170,6 +170,7 @@ describe('derived configurations', () => {
       keeper: 'srv2',
       api: { listen: '192.0.2.22:8442' },
       database: '/tmp/labs/vs/srv2-keeper.sqlite',
+      pki: '/tmp/labs/vs/credentials',
       sockdiag: true,
       vips: applianceConfig(site, 'lb1').vips,
     });
