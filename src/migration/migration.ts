@@ -60,6 +60,8 @@ export interface MigrationProgress {
   /** Packets the target held and then released in arrival order. */
   released: number;
   error?: string;
+  /** After a failure, giving the VIP back (or finishing forward) failed too: recover() it later. */
+  recoveryFailed?: boolean;
 }
 
 export interface MigrationOptions {
@@ -75,6 +77,18 @@ export interface MigrationOptions {
    * packets and answers those that reach it before its entries with resets.
    */
   skipPrepare?: boolean;
+  /**
+   * The controller's journal: each step is written down before it runs, and the commit
+   * point before the source deletes anything; awaited, so nothing runs ahead of its record.
+   */
+  journal?: MigrationJournal;
+  /**
+   * A test hook: waits in the middle of a step, where a crash hurts most — prepare: after
+   * the target holds; move_address: after the source released, before the target claims;
+   * move_entries: after the import, before the commit point; activate: past the commit
+   * point, the source without entries or address, before it forgets and the target activates.
+   */
+  pause?: (step: Step) => Promise<void>;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
   /**
@@ -83,6 +97,11 @@ export interface MigrationOptions {
    * second dump of its table in the middle of the move.
    */
   expectedEntries?: number;
+}
+
+export interface MigrationJournal {
+  step(step: Step): void | Promise<void>;
+  commit(): void | Promise<void>;
 }
 
 class StepTimeout extends Error {
@@ -133,7 +152,12 @@ export async function migrate(
     if (options.abortAt === step) throw new Error(`drill: abort requested at step ${step}`);
   };
 
+  const pause = async (step: Step) => {
+    await options.pause?.(step);
+  };
+
   const run = async <T>(step: Step, work: () => Promise<T>): Promise<T> => {
+    await options.journal?.step(step);
     progress.step = reached = step;
     report();
     const t0 = now();
@@ -146,10 +170,12 @@ export async function migrate(
   try {
     await run('prepare', async () => {
       if (!options.skipPrepare) await target.prepare(vip);
+      await pause('prepare');
       drill('prepare');
     });
     await run('move_address', async () => {
       await source.releaseAddress(vip);
+      await pause('move_address');
       await target.claimAddress(vip);
       drill('move_address');
     });
@@ -161,13 +187,16 @@ export async function migrate(
       });
       if (result.failed > 0) throw new Error(`${result.failed} of ${result.created + result.failed} entries could not be created on ${target.name}`);
       progress.entries.moved = progress.entries.total = result.created;
+      await pause('move_entries');
       drill('move_entries');
+      await options.journal?.commit();
       committed = true;
       await source.deleteEntries(vip);
     });
     // The source has neither the address nor the entries any more: it forgets the VIP
     // while the target activates it, rather than one after the other.
     await run('activate', async () => {
+      await pause('activate');
       const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
       progress.released = activated.released;
     });
@@ -177,11 +206,36 @@ export async function migrate(
     progress.state = committed ? 'done' : 'aborted';
     await (committed ? finishForward(vip, source, target) : giveBack(vip, reached, source, target)).catch((e: unknown) => {
       progress.error += `; recovering failed too: ${e instanceof Error ? e.message : String(e)}`;
+      progress.recoveryFailed = true;
     });
   }
   progress.totalMs = Math.round((now() - started) * 100) / 100;
   report();
   return progress;
+}
+
+/** How far an interrupted migration (its controller died) had got, from the journal. */
+export interface Interrupted {
+  /** The last step written down as started; null if none was. */
+  reached: Step | null;
+  /** The commit point was written down: the source may have started deleting its entries. */
+  committed: boolean;
+}
+
+/**
+ * Ends a migration its controller did not live to end, the way migrate() ends one that fails
+ * at that point: before the commit point the VIP goes back to the source, after it the target
+ * takes it. A journal record is written before its action runs, so the actions may or may not
+ * have happened: each is idempotent. Returns how it ended; throws if an appliance does not
+ * answer (call again later: nothing is lost by trying twice).
+ */
+export async function recover(vip: string, source: MigrationAgent, target: MigrationAgent, at: Interrupted): Promise<'done' | 'aborted'> {
+  if (at.committed) {
+    await finishForward(vip, source, target);
+    return 'done';
+  }
+  await giveBack(vip, at.reached ?? 'prepare', source, target);
+  return 'aborted';
 }
 
 /**

@@ -124,6 +124,13 @@ export class Appliance {
     return { created, failed };
   }
 
+  /** The VIP's whole access table as entry records, for the console's pages (access-page.ts). */
+  async entryRecords(name: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    await this.conntrack.dumpRecords(this.vip(name).id, (chunk) => chunks.push(chunk));
+    return Buffer.concat(chunks);
+  }
+
   async deleteEntries(name: string): Promise<void> {
     await this.conntrack.deleteByMark(this.vip(name).id);
   }

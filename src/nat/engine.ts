@@ -15,6 +15,7 @@ import {
   buildRuleset,
   buildTeardown,
   heldDroppedCounter,
+  newConnectionsCounter,
   rejectedCounter,
   trafficCounter,
   type HoldMethod,
@@ -26,6 +27,8 @@ export interface VipCounters {
   /** Packets and bytes of the VIP's connections forwarded by this appliance, both directions. */
   packets: number;
   bytes: number;
+  /** Connections this appliance NATed as new (not the ones it imported in a migration). */
+  newConnections: number;
   /** Unknown accesses answered with a reset. */
   rejected: number;
   /** Held now, released, dropped because the hold was full, dropped by a discard or policy drop. */
@@ -141,6 +144,7 @@ export class NatEngine {
     return {
       packets: traffic?.packets ?? 0,
       bytes: traffic?.bytes ?? 0,
+      newConnections: nftCounters.get(newConnectionsCounter(vip))?.packets ?? 0,
       rejected: nftCounters.get(rejectedCounter(vip))?.packets ?? 0,
       held: hold.held,
       released: hold.released,
