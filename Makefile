@@ -97,3 +97,12 @@ bench-migration-profile: build
 
 test-benchmig: build
 	npx vitest run test/unit/benchmig-conntrackd.test.ts
+
+
+# keeper
+.PHONY: test-keeper bench-keeper
+test-keeper: build
+	npx vitest run test/unit/keeper-store.test.ts test/unit/keeper-api.test.ts test/unit/keeper-sockdiag.test.ts test/integration/keeper.test.ts
+
+bench-keeper: build
+	npx tsx bench/keeper.ts
