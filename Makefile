@@ -64,3 +64,10 @@ test-netlink: build
 
 bench-conntrack: build
 	npx tsx bench/conntrack.ts
+# keeper
+.PHONY: test-keeper bench-keeper
+test-keeper: build
+	npx vitest run test/unit/keeper-store.test.ts test/unit/keeper-api.test.ts test/unit/keeper-sockdiag.test.ts test/integration/keeper.test.ts
+
+bench-keeper: build
+	npx tsx bench/keeper.ts

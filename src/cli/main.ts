@@ -13,6 +13,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   migrate: { summary: 'move a VIP with its live connections to another appliance', load: async () => (await import('./migrate.js')).migrateCommand },
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
+  keeper: { summary: 'keep table copies of appliances on a server (failover)', load: async () => (await import('./keeper.js')).keeper },
 };
 
 export function usage(): string {

@@ -33,7 +33,7 @@ const serverSchema = z.strictObject({
     .default(1),
 });
 
-const vipSchema = z.strictObject({
+export const vipSchema = z.strictObject({
   name,
   id: z
     .number({ error: says('expected a VIP id (its ct mark)') })

@@ -1,0 +1,38 @@
+/**
+ * `vipshift keeper --config FILE`: the keeper of table copies on a server (src/keeper).
+ * Runs until SIGTERM or SIGINT; copies live on in its SQLite database.
+ */
+import { parseArgs } from 'node:util';
+import { pino } from 'pino';
+import { loadCredentials } from '../api/auth.js';
+import { loadKeeperConfig } from '../keeper/config.js';
+import { Keeper } from '../keeper/keeper.js';
+import { SockDiag } from '../netlink/sockdiag.js';
+
+const USAGE = 'usage: vipshift keeper --config FILE\n';
+
+export async function keeper(args: string[]): Promise<number> {
+  let values: { config?: string };
+  try {
+    ({ values } = parseArgs({ args, options: { config: { type: 'string' } } }));
+  } catch (err) {
+    process.stderr.write(`vipshift keeper: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (!values.config) {
+    process.stderr.write(`vipshift keeper: --config is required\n${USAGE}`);
+    return 2;
+  }
+  const config = await loadKeeperConfig(values.config);
+  const logger = pino({ name: 'keeper', base: { keeper: config.keeper } });
+  const credentials = loadCredentials(config.pki, config.keeper);
+  const k = await Keeper.start(config, { credentials, logger, ...(config.sockdiag ? { socketTable: new SockDiag() } : {}) });
+  logger.info({ listen: k.url, database: config.database, copies: k.status().copies, sockdiag: config.sockdiag }, 'keeper started');
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  await k.close();
+  logger.info('keeper stopped');
+  return 0;
+}

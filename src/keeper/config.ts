@@ -1,0 +1,61 @@
+/**
+ * The keeper's configuration (YAML or JSON; errors name file, line and field):
+ *
+ *   keeper: srv1                       # its identity: key id in the cluster's PKI
+ *   api: { listen: "192.0.2.21:8442" }
+ *   database: /var/lib/vipshift/keeper.sqlite
+ *   pki: /etc/vipshift/pki             # holds srv1.key and peers.json (vipshift pki init)
+ *   sockdiag: true                     # variant 1: rebuild dnat entries from this server's sockets
+ *   vips: [...]                        # the site's VIPs, as in the appliance configuration
+ *
+ * `vips` lets an operator or an appliance name a VIP (`/v1/vips/vip1/copies`) and gives the
+ * socket-table rebuild what the server cannot see: the VIP's address, ports and mark.
+ */
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { ConfigError, parseConfigText, vipSchema } from '../nat/config.js';
+
+const keeperSchema = z
+  .strictObject({
+    keeper: z.string({ error: 'expected the keeper\'s identity (its key id, e.g. srv1)' }).regex(/^[a-z][a-z0-9-]{0,31}$/, {
+      error: "expected an identity of lower-case letters, digits and '-', starting with a letter",
+    }),
+    api: z.strictObject({
+      listen: z.string({ error: 'expected "address:port"' }).regex(/^[^:\s]+:\d{1,5}$/, { error: 'expected "address:port"' }),
+    }),
+    database: z.string({ error: 'expected the path of the SQLite database' }).min(1, { error: 'expected the path of the SQLite database' }),
+    pki: z.string({ error: 'expected the directory of the cluster credentials' }).min(1).default('/etc/vipshift/pki'),
+    sockdiag: z.boolean({ error: 'expected true or false' }).default(false),
+    /** Seconds between sweeps of expired copies. */
+    expiryInterval: z.number({ error: 'expected seconds' }).int().min(1, { error: 'expected at least 1 second' }).max(3600, { error: 'expected at most 3600 seconds' }).default(30),
+    vips: z.array(vipSchema, { error: 'expected a list of VIPs' }).default([]),
+  })
+  .superRefine((config, ctx) => {
+    const seen = new Map<string, number>();
+    config.vips.forEach((vip, i) => {
+      for (const [key, field] of [
+        [vip.name, 'name'],
+        [vip.address, 'address'],
+      ] as const) {
+        const first = seen.get(key);
+        if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['vips', i, field], message: `'${key}' already used by vips[${first}]` });
+        else seen.set(key, i);
+      }
+    });
+  });
+
+export type KeeperConfig = z.infer<typeof keeperSchema>;
+
+export function parseKeeperConfig(text: string, fileName: string): KeeperConfig {
+  return parseConfigText(text, fileName, keeperSchema);
+}
+
+export async function loadKeeperConfig(path: string): Promise<KeeperConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
+  }
+  return parseKeeperConfig(text, path);
+}

@@ -1,0 +1,237 @@
+/**
+ * The keeper process (DESIGN.md §5): stores the table copies appliances push (store.ts) and
+ * answers "entries of VIP v" to an appliance taking a VIP over, from its copies and, in dnat
+ * mode with `sockdiag` on, from this server's own socket table (rebuild.ts, patent variant 1).
+ *
+ * API (src/api: every request signed by a cluster member, every answer signed by the keeper):
+ *   POST   /v1/copies               body: a copies batch (batch.ts), binary, streamed as signed frames
+ *                                   → { upserted, deleted }; a malformed batch → 400 naming the field
+ *   GET    /v1/vips/:vip/copies     ?source=merged|copies|socket-table (default merged)
+ *                                   → an entry-record stream (entry-record.ts: "VSCT" header, 40-byte records)
+ *   DELETE /v1/vips/:vip/copies     → { deleted }
+ *   GET    /v1/status               → counts per VIP, database size, schema version
+ * `:vip` is a VIP's name from the configuration or its address.
+ * `merged` = every copy, plus a rebuilt entry for each ESTABLISHED socket of a dnat VIP that no
+ * copy covers (connections younger than the replication interval); `copies` and
+ * `socket-table` give one source only.
+ */
+import { Readable } from 'node:stream';
+import { pino, type Logger } from 'pino';
+import { Counter, register as defaultRegistry, type Registry } from 'prom-client';
+import { z } from 'zod';
+import { Authenticator, type Credentials } from '../api/auth.js';
+import { HttpError, createApiServer, type ApiServer } from '../api/server.js';
+import type { VipConfig } from '../nat/config.js';
+import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_VIP_PORT, encodeStreamHeader } from '../netlink/entry-record.js';
+import { bytesToIpv4 } from '../netlink/ipv4.js';
+import type { DiagSocket } from '../netlink/sockdiag.js';
+import { BATCH_HEADER_SIZE, BatchError, MAX_BATCH_ITEMS, decodeBatch } from './batch.js';
+import type { KeeperConfig } from './config.js';
+import { cannotRebuild, connectionKey, rebuildRecords } from './rebuild.js';
+import { CopyStore } from './store.js';
+
+/** The largest POST body: MAX_BATCH_ITEMS upserts (deletes are smaller). */
+export const MAX_BATCH_BYTES = BATCH_HEADER_SIZE + MAX_BATCH_ITEMS * RECORD_SIZE;
+
+/** Response header saying how many records came from each source (informational, not signed). */
+export const SOURCES_HEADER = 'x-vipshift-copies-sources';
+
+export type CopiesSource = 'merged' | 'copies' | 'socket-table';
+
+/** What the keeper needs of sockdiag.ts's SockDiag. */
+export interface SocketTable {
+  tcpSockets(localPorts: number[]): Promise<DiagSocket[]>;
+  close(): void;
+}
+
+export interface KeeperOptions {
+  credentials: Credentials;
+  /** The server's socket table; required when config.sockdiag is on. */
+  socketTable?: SocketTable;
+  logger?: Logger;
+  metrics?: Registry;
+  now?: () => number;
+}
+
+function counter(registry: Registry, name: string, help: string, labelNames: string[] = []): Counter<string> {
+  return (registry.getSingleMetric(name) as Counter<string> | undefined) ?? new Counter({ name, help, labelNames, registers: [registry] });
+}
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+async function readLimited(body: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) throw new HttpError(413, `batch larger than ${limit} bytes (${MAX_BATCH_ITEMS} items)`, 'body');
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+export class Keeper {
+  readonly store: CopyStore;
+  private readonly api: ApiServer;
+  private readonly logger: Logger;
+  private readonly vipsByName = new Map<string, VipConfig>();
+  private readonly vipsByAddress = new Map<string, VipConfig>();
+  private readonly insideAddresses: Set<string>;
+  private expiryTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly config: KeeperConfig,
+    private readonly options: KeeperOptions,
+  ) {
+    if (config.sockdiag && !options.socketTable) throw new Error('keeper: sockdiag is on but no socket table was given');
+    this.logger = options.logger ?? pino({ name: 'keeper' });
+    for (const v of config.vips) {
+      this.vipsByName.set(v.name, v);
+      this.vipsByAddress.set(v.address, v);
+    }
+    this.insideAddresses = new Set(config.vips.map((v) => v.insideAddress));
+    this.store = new CopyStore(config.database, options.now ? { now: options.now } : {});
+    const registry = options.metrics ?? defaultRegistry;
+    const upserted = counter(registry, 'vipshift_keeper_copies_upserted_total', 'Copies written by appliances.');
+    const deleted = counter(registry, 'vipshift_keeper_copies_deleted_total', 'Copies deleted by appliances (destroyed connections).');
+    const refused = counter(registry, 'vipshift_keeper_batches_refused_total', 'Copies batches refused as malformed.');
+    const restored = counter(registry, 'vipshift_keeper_restored_records_total', 'Entry records handed out, by source.', ['source']);
+
+    this.api = createApiServer({
+      name: 'keeper',
+      authenticator: new Authenticator(options.credentials),
+      logger: this.logger,
+      metrics: registry,
+      routes: [
+        {
+          method: 'POST',
+          path: '/v1/copies',
+          rawBody: true,
+          handler: async (ctx) => {
+            const body = await readLimited(ctx.body as Readable, MAX_BATCH_BYTES);
+            let result;
+            try {
+              result = this.store.apply(decodeBatch(body), ctx.peer);
+            } catch (err) {
+              if (!(err instanceof BatchError)) throw err;
+              refused.inc();
+              this.logger.warn({ peer: ctx.peer, field: err.field }, `copies batch refused: ${err.message}`);
+              throw new HttpError(400, err.message, err.field);
+            }
+            upserted.inc(result.upserted);
+            deleted.inc(result.deleted);
+            return result;
+          },
+        },
+        {
+          method: 'GET',
+          path: '/v1/vips/:vip/copies',
+          query: z.strictObject({ source: z.enum(['merged', 'copies', 'socket-table']).default('merged') }),
+          handler: async (ctx) => {
+            const { address, vip } = this.resolve(ctx.params.vip!);
+            const { copies, rebuilt } = await this.restore(address, vip, (ctx.query as { source: CopiesSource }).source);
+            restored.inc({ source: 'copies' }, copies.length / RECORD_SIZE);
+            restored.inc({ source: 'socket-table' }, rebuilt.length / RECORD_SIZE);
+            ctx.res.setHeader(SOURCES_HEADER, `copies=${copies.length / RECORD_SIZE}, socket-table=${rebuilt.length / RECORD_SIZE}`);
+            return ctx.stream(Readable.from([encodeStreamHeader(), copies, rebuilt].filter((b) => b.length > 0)));
+          },
+        },
+        {
+          method: 'DELETE',
+          path: '/v1/vips/:vip/copies',
+          handler: (ctx) => {
+            const { address } = this.resolve(ctx.params.vip!);
+            const n = this.store.deleteVip(address);
+            this.logger.info({ peer: ctx.peer, vip: address, deleted: n }, 'copies of a VIP deleted');
+            return { deleted: n };
+          },
+        },
+        { method: 'GET', path: '/v1/status', handler: () => this.status() },
+      ],
+    });
+  }
+
+  /** Opens the store and the API; sweeps expired copies every config.expiryInterval seconds. */
+  static async start(config: KeeperConfig, options: KeeperOptions): Promise<Keeper> {
+    const keeper = new Keeper(config, options);
+    try {
+      await keeper.api.listen(config.api.listen);
+    } catch (err) {
+      keeper.store.close();
+      throw new Error(`keeper ${config.keeper}: cannot listen on ${config.api.listen}: ${(err as Error).message}`);
+    }
+    keeper.expiryTimer = setInterval(() => keeper.sweep(), config.expiryInterval * 1000);
+    keeper.expiryTimer.unref();
+    return keeper;
+  }
+
+  get url(): string {
+    return this.api.url;
+  }
+
+  /** Deletes expired copies now; returns how many. */
+  sweep(): number {
+    try {
+      const n = this.store.expire();
+      if (n > 0) this.logger.info({ expired: n }, 'expired copies deleted');
+      return n;
+    } catch (err) {
+      this.logger.error({ err }, 'expiry sweep failed');
+      return 0;
+    }
+  }
+
+  status(): {
+    keeper: string;
+    schemaVersion: number;
+    database: { path: string; bytes: number };
+    sockdiag: boolean;
+    copies: number;
+    vips: { vip: string; name?: string; copies: number; lastUpdate: string }[];
+  } {
+    const vips = this.store.counts().map((c) => {
+      const name = this.vipsByAddress.get(c.vip)?.name;
+      return { vip: c.vip, ...(name ? { name } : {}), copies: c.copies, lastUpdate: new Date(c.lastUpdate).toISOString() };
+    });
+    return {
+      keeper: this.config.keeper,
+      schemaVersion: this.store.schemaVersion,
+      database: { path: this.store.path, bytes: this.store.databaseBytes() },
+      sockdiag: this.config.sockdiag,
+      copies: vips.reduce((n, v) => n + v.copies, 0),
+      vips,
+    };
+  }
+
+  /** The records of one VIP from the sources asked for (see the header comment). */
+  async restore(address: string, vip: VipConfig | undefined, source: CopiesSource): Promise<{ copies: Buffer; rebuilt: Buffer }> {
+    const copies = source === 'socket-table' ? Buffer.alloc(0) : this.store.recordsOfVip(address);
+    const why = !this.config.sockdiag ? 'sockdiag is off in this keeper\'s configuration' : !vip ? `VIP ${address} is not in this keeper's configuration` : cannotRebuild(vip);
+    if (source === 'copies' || (source === 'merged' && why)) return { copies, rebuilt: Buffer.alloc(0) };
+    if (why) throw new HttpError(409, `cannot rebuild from the socket table: ${why}`, 'query.source');
+    const covered = new Set<string>();
+    for (let o = 0; o < copies.length; o += RECORD_SIZE) {
+      covered.add(connectionKey(bytesToIpv4(copies, o + R_CLIENT_ADDR), copies.readUInt16BE(o + R_CLIENT_PORT), copies.readUInt16BE(o + R_VIP_PORT)));
+    }
+    const sockets = await this.options.socketTable!.tcpSockets(vip!.ports);
+    return { copies, rebuilt: rebuildRecords(vip!, sockets, this.insideAddresses, covered) };
+  }
+
+  private resolve(param: string): { address: string; vip?: VipConfig } {
+    const byName = this.vipsByName.get(param);
+    if (byName) return { address: byName.address, vip: byName };
+    const m = IPV4.exec(param);
+    if (m && m.slice(1).every((o) => Number(o) <= 255)) {
+      const vip = this.vipsByAddress.get(param);
+      return vip ? { address: param, vip } : { address: param };
+    }
+    throw new HttpError(404, `no VIP '${param}' (neither a configured name nor an IPv4 address)`, 'vip');
+  }
+
+  async close(): Promise<void> {
+    if (this.expiryTimer) clearInterval(this.expiryTimer);
+    await this.api.close();
+    this.options.socketTable?.close();
+    this.store.close();
+  }
+}

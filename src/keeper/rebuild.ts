@@ -1,0 +1,78 @@
+/**
+ * Patent variant 1: in `dnat` mode the server sees each connection's real client address and
+ * port, so when the keeper has no copy of an entry it can rebuild it from its own TCP socket
+ * table (sockdiag.ts). What the server cannot see comes from the keeper's configuration: the
+ * VIP's address (the client's destination; dnat keeps the port) and its id (the ct mark).
+ *
+ * A socket belongs to dnat VIP v when its local address is v's server, its local port one of
+ * v's ports, and its peer is not an inside address (fullnat connections arrive from one, and
+ * are not rebuildable: their client is hidden behind the SNAT).
+ */
+import { IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, IPPROTO_TCP, IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_DST_NAT_DONE, IPS_SEEN_REPLY, IPS_SRC_NAT_DONE, TCP_CONNTRACK_ESTABLISHED } from '../netlink/ctnetlink.js';
+import { RECORD_SIZE, writeRecord } from '../netlink/entry-record.js';
+import { TCPI_OPT_SACK, TCPI_OPT_WSCALE, TCP_ESTABLISHED, type DiagSocket } from '../netlink/sockdiag.js';
+import type { VipConfig } from '../nat/config.js';
+
+/** nf_conntrack_tcp_timeout_established's default (5 days): a rebuilt entry lives like a fresh one. */
+export const REBUILD_TIMEOUT = 432_000;
+
+/** The status a dump shows for a live dnat entry; the kernel keeps only what userspace may set. */
+export const REBUILD_STATUS = IPS_SEEN_REPLY | IPS_ASSURED | IPS_CONFIRMED | IPS_DST_NAT | IPS_SRC_NAT_DONE | IPS_DST_NAT_DONE;
+
+export class RebuildError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'RebuildError';
+  }
+}
+
+/** What identifies a dnat connection of one VIP on its server: the client's end and the port. */
+export const connectionKey = (client: string, clientPort: number, port: number): string => `${client}:${clientPort}:${port}`;
+
+/** Why VIP `vip` cannot be rebuilt from this server's sockets, or undefined if it can. */
+export function cannotRebuild(vip: VipConfig): string | undefined {
+  if (vip.mode !== 'dnat') return `VIP ${vip.name} is ${vip.mode}: only dnat connections show their client to the server`;
+  if (vip.protocol !== 'tcp') return `VIP ${vip.name} is ${vip.protocol}: the socket table rebuild reads TCP sockets`;
+  if (vip.servers.length !== 1) return `VIP ${vip.name} has ${vip.servers.length} servers, a dnat VIP has one`;
+  return undefined;
+}
+
+/**
+ * Entry records of `vip`'s connections among `sockets` (a dump of this server's ESTABLISHED TCP
+ * sockets on the VIP's ports). `insideAddresses`: every VIP's inside address, whose connections
+ * are fullnat ones. `skip`: connectionKey()s already covered by copies.
+ */
+export function rebuildRecords(
+  vip: VipConfig,
+  sockets: readonly DiagSocket[],
+  insideAddresses: ReadonlySet<string>,
+  skip: ReadonlySet<string> = new Set(),
+  timeout = REBUILD_TIMEOUT,
+): Buffer {
+  const why = cannotRebuild(vip);
+  if (why) throw new RebuildError(why);
+  const server = vip.servers[0]!.address;
+  const ports = new Set(vip.ports);
+  const mine = sockets.filter(
+    (s) => s.state === TCP_ESTABLISHED && s.src === server && ports.has(s.sport) && !insideAddresses.has(s.dst) && !skip.has(connectionKey(s.dst, s.dport, s.sport)),
+  );
+  const out = Buffer.alloc(mine.length * RECORD_SIZE);
+  mine.forEach((s, i) => {
+    const info = s.tcpInfo;
+    const wscale = info !== undefined && (info.options & TCPI_OPT_WSCALE) !== 0;
+    const flags = (wscale ? IP_CT_TCP_FLAG_WINDOW_SCALE : 0) | (info && info.options & TCPI_OPT_SACK ? IP_CT_TCP_FLAG_SACK_PERM : 0);
+    writeRecord(out, i * RECORD_SIZE, {
+      client: { address: s.dst, port: s.dport },
+      vip: { address: vip.address, port: s.sport },
+      server: { address: server, port: s.sport },
+      proto: IPPROTO_TCP,
+      tcpState: TCP_CONNTRACK_ESTABLISHED,
+      // Original direction = the client's: it announced the scale the server applies to its windows.
+      tcpWindow: { wscaleOriginal: wscale ? info.sndWscale : 0, wscaleReply: wscale ? info.rcvWscale : 0, flagsOriginal: flags, flagsReply: flags },
+      status: REBUILD_STATUS,
+      timeout,
+      mark: vip.id,
+    });
+  });
+  return out;
+}

@@ -1,0 +1,312 @@
+/**
+ * The keeper's table copies in SQLite: the one module that owns better-sqlite3 for the keeper.
+ *
+ * One row per copied access-table entry, keyed by its original tuple (VIP, VIP port, client,
+ * client port, protocol); the columns are the fields of an entry record (entry-record.ts), so a
+ * restore turns rows back into records without guessing. The key is the table's clustered
+ * primary key (WITHOUT ROWID), so "all copies of VIP v" is one range scan of it.
+ *
+ * A record's timeout is "seconds left" when the appliance pushed it; the store keeps the
+ * absolute `expires_at` instead, so a copy of a connection that ended without a destroy (the
+ * destroy was lost, the appliance died) disappears when conntrack would have dropped the
+ * entry, and a restore hands out the time that is really left.
+ *
+ * WAL with synchronous=NORMAL: a commit survives a keeper crash (SIGKILL); a power loss may
+ * lose the last commits, which the appliance's periodic refresh sends again.
+ */
+import Database from 'better-sqlite3';
+import type { Database as Db, Statement } from 'better-sqlite3';
+import { statSync } from 'node:fs';
+import {
+  RECORD_SIZE,
+  R_CLIENT_ADDR,
+  R_CLIENT_PORT,
+  R_FLAGS_ORIGINAL,
+  R_FLAGS_REPLY,
+  R_INSIDE_ADDR,
+  R_INSIDE_PORT,
+  R_MARK,
+  R_PROTO,
+  R_SERVER_ADDR,
+  R_SERVER_PORT,
+  R_STATUS,
+  R_TCP_STATE,
+  R_TIMEOUT,
+  R_VIP_ADDR,
+  R_VIP_PORT,
+  R_WSCALE_ORIGINAL,
+  R_WSCALE_REPLY,
+} from '../netlink/entry-record.js';
+import { bytesToIpv4, ipv4ToBytes } from '../netlink/ipv4.js';
+import { KEY_SIZE, K_CLIENT_ADDR, K_CLIENT_PORT, K_PROTO, K_VIP_ADDR, K_VIP_PORT, validateKeys, validateRecords, type CopyBatch } from './batch.js';
+
+/** One step of the schema: `version` is what the database is at once `sql` ran. */
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+/** Ordered; a database records the last one it ran in schema_version. Never edit a shipped step: add one. */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'table copies, clustered by (vip, vip_port, client, client_port, proto)',
+    sql: `
+      CREATE TABLE copies (
+        vip INTEGER NOT NULL,
+        vip_port INTEGER NOT NULL,
+        client INTEGER NOT NULL,
+        client_port INTEGER NOT NULL,
+        proto INTEGER NOT NULL,
+        server INTEGER NOT NULL,
+        server_port INTEGER NOT NULL,
+        inside INTEGER NOT NULL,
+        inside_port INTEGER NOT NULL,
+        tcp_state INTEGER NOT NULL,
+        wscale_original INTEGER NOT NULL,
+        wscale_reply INTEGER NOT NULL,
+        flags_original INTEGER NOT NULL,
+        flags_reply INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        mark INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (vip, vip_port, client, client_port, proto)
+      ) WITHOUT ROWID;`,
+  },
+  {
+    version: 2,
+    description: 'which appliance pushed each copy; index on expires_at for the expiry sweep',
+    sql: `
+      ALTER TABLE copies ADD COLUMN appliance TEXT NOT NULL DEFAULT '';
+      CREATE INDEX copies_expiry ON copies (expires_at);`,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+export interface StoreOptions {
+  /** Milliseconds since the epoch; injected for tests of expiry. */
+  now?: () => number;
+}
+
+export interface VipCount {
+  vip: string;
+  copies: number;
+  /** Last time (ms) an appliance wrote a copy of this VIP. */
+  lastUpdate: number;
+}
+
+function addressNumber(vip: string | number): number {
+  return typeof vip === 'number' ? vip >>> 0 : ipv4ToBytes(vip).readUInt32BE(0);
+}
+
+const addressString = (n: number): string => {
+  const b = Buffer.allocUnsafe(4);
+  b.writeUInt32BE(n >>> 0);
+  return bytesToIpv4(b);
+};
+
+/** Columns of a restore, in the order rowsToRecords reads them. */
+const RESTORE_COLUMNS =
+  'client, vip, server, inside, client_port, vip_port, server_port, inside_port, proto, tcp_state, wscale_original, wscale_reply, flags_original, flags_reply, status, expires_at, mark';
+
+export class CopyStore {
+  readonly path: string;
+  private readonly db: Db;
+  private readonly now: () => number;
+  private readonly upsertStmt: Statement;
+  private readonly deleteStmt: Statement;
+  private readonly countVipStmt: Statement;
+  private readonly restoreStmt: Statement;
+  private readonly deleteVipStmt: Statement;
+  private readonly expireStmt: Statement;
+  private readonly countsStmt: Statement;
+  private readonly applyTx: (batch: CopyBatch, appliance: string, now: number) => { upserted: number; deleted: number };
+
+  constructor(path: string, options: StoreOptions = {}) {
+    this.path = path;
+    this.now = options.now ?? Date.now;
+    this.db = new Database(path);
+    try {
+      this.db.pragma('journal_mode = WAL');
+      this.db.pragma('synchronous = NORMAL');
+      migrate(this.db);
+    } catch (err) {
+      this.db.close();
+      throw new Error(`keeper database ${path}: ${(err as Error).message}`);
+    }
+    this.upsertStmt = this.db.prepare(`
+      INSERT INTO copies (vip, vip_port, client, client_port, proto, server, server_port, inside, inside_port, tcp_state,
+                          wscale_original, wscale_reply, flags_original, flags_reply, status, mark, updated_at, expires_at, appliance)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+      ON CONFLICT (vip, vip_port, client, client_port, proto) DO UPDATE SET
+        server = excluded.server, server_port = excluded.server_port, inside = excluded.inside, inside_port = excluded.inside_port,
+        tcp_state = excluded.tcp_state, wscale_original = excluded.wscale_original, wscale_reply = excluded.wscale_reply,
+        flags_original = excluded.flags_original, flags_reply = excluded.flags_reply, status = excluded.status, mark = excluded.mark,
+        updated_at = excluded.updated_at, expires_at = excluded.expires_at, appliance = excluded.appliance`);
+    this.deleteStmt = this.db.prepare('DELETE FROM copies WHERE vip = ? AND vip_port = ? AND client = ? AND client_port = ? AND proto = ?');
+    this.countVipStmt = this.db.prepare('SELECT count(*) FROM copies WHERE vip = ? AND expires_at > ?').pluck();
+    this.restoreStmt = this.db.prepare(`SELECT ${RESTORE_COLUMNS} FROM copies WHERE vip = ? AND expires_at > ?`).raw();
+    this.deleteVipStmt = this.db.prepare('DELETE FROM copies WHERE vip = ?');
+    this.expireStmt = this.db.prepare('DELETE FROM copies WHERE expires_at <= ?');
+    this.countsStmt = this.db.prepare('SELECT vip, count(*) AS copies, max(updated_at) AS lastUpdate FROM copies WHERE expires_at > ? GROUP BY vip ORDER BY vip');
+    this.applyTx = this.db.transaction((batch: CopyBatch, appliance: string, now: number) => {
+      const { upserts, deletes } = batch;
+      const n = upserts.length / RECORD_SIZE;
+      for (let i = 0; i < n; i++) {
+        const r = i * RECORD_SIZE;
+        this.upsertStmt.run(
+          upserts.readUInt32BE(r + R_VIP_ADDR),
+          upserts.readUInt16BE(r + R_VIP_PORT),
+          upserts.readUInt32BE(r + R_CLIENT_ADDR),
+          upserts.readUInt16BE(r + R_CLIENT_PORT),
+          upserts[r + R_PROTO]!,
+          upserts.readUInt32BE(r + R_SERVER_ADDR),
+          upserts.readUInt16BE(r + R_SERVER_PORT),
+          upserts.readUInt32BE(r + R_INSIDE_ADDR),
+          upserts.readUInt16BE(r + R_INSIDE_PORT),
+          upserts[r + R_TCP_STATE]!,
+          upserts[r + R_WSCALE_ORIGINAL]!,
+          upserts[r + R_WSCALE_REPLY]!,
+          upserts[r + R_FLAGS_ORIGINAL]!,
+          upserts[r + R_FLAGS_REPLY]!,
+          upserts.readUInt16BE(r + R_STATUS),
+          upserts.readUInt32BE(r + R_MARK),
+          now,
+          now + upserts.readUInt32BE(r + R_TIMEOUT) * 1000,
+          appliance,
+        );
+      }
+      let deleted = 0;
+      const d = deletes.length / KEY_SIZE;
+      for (let j = 0; j < d; j++) {
+        const k = j * KEY_SIZE;
+        deleted += this.deleteStmt.run(
+          deletes.readUInt32BE(k + K_VIP_ADDR),
+          deletes.readUInt16BE(k + K_VIP_PORT),
+          deletes.readUInt32BE(k + K_CLIENT_ADDR),
+          deletes.readUInt16BE(k + K_CLIENT_PORT),
+          deletes[k + K_PROTO]!,
+        ).changes;
+      }
+      return { upserted: n, deleted };
+    });
+  }
+
+  /** The schema version the database is at. */
+  get schemaVersion(): number {
+    return currentVersion(this.db);
+  }
+
+  /**
+   * Applies a batch in one transaction: upserts, then deletes. Every record and key is checked
+   * first; a bad one refuses the whole batch (BatchError naming it) and nothing is written.
+   * `appliance` is who sent it (kept per copy for the operator).
+   */
+  apply(batch: CopyBatch, appliance = ''): { upserted: number; deleted: number } {
+    validateRecords(batch.upserts, 'upserts');
+    validateKeys(batch.deletes, 'deletes');
+    return this.applyTx(batch, appliance, this.now());
+  }
+
+  /** Live copies of VIP `vip` as entry records (no stream header), timeouts set to what is left. */
+  recordsOfVip(vip: string | number): Buffer {
+    const v = addressNumber(vip);
+    const now = this.now();
+    // One read transaction: the count and the rows see the same snapshot.
+    return this.db.transaction(() => {
+      const count = this.countVipStmt.get(v, now) as number;
+      const out = Buffer.alloc(count * RECORD_SIZE);
+      let o = 0;
+      for (const row of this.restoreStmt.iterate(v, now) as IterableIterator<number[]>) {
+        out.writeUInt32BE(row[0]!, o + R_CLIENT_ADDR);
+        out.writeUInt32BE(row[1]!, o + R_VIP_ADDR);
+        out.writeUInt32BE(row[2]!, o + R_SERVER_ADDR);
+        out.writeUInt32BE(row[3]!, o + R_INSIDE_ADDR);
+        out.writeUInt16BE(row[4]!, o + R_CLIENT_PORT);
+        out.writeUInt16BE(row[5]!, o + R_VIP_PORT);
+        out.writeUInt16BE(row[6]!, o + R_SERVER_PORT);
+        out.writeUInt16BE(row[7]!, o + R_INSIDE_PORT);
+        out[o + R_PROTO] = row[8]!;
+        out[o + R_TCP_STATE] = row[9]!;
+        out[o + R_WSCALE_ORIGINAL] = row[10]!;
+        out[o + R_WSCALE_REPLY] = row[11]!;
+        out[o + R_FLAGS_ORIGINAL] = row[12]!;
+        out[o + R_FLAGS_REPLY] = row[13]!;
+        out.writeUInt16BE(row[14]!, o + R_STATUS);
+        out.writeUInt32BE(Math.max(1, Math.ceil((row[15]! - now) / 1000)), o + R_TIMEOUT);
+        out.writeUInt32BE(row[16]!, o + R_MARK);
+        o += RECORD_SIZE;
+      }
+      return out;
+    })();
+  }
+
+  /** Live copies of one VIP. */
+  countOfVip(vip: string | number): number {
+    return this.countVipStmt.get(addressNumber(vip), this.now()) as number;
+  }
+
+  /** Forgets every copy of a VIP (the controller's cleanup after the VIP left the site). */
+  deleteVip(vip: string | number): number {
+    return this.deleteVipStmt.run(addressNumber(vip)).changes;
+  }
+
+  /** Deletes copies whose timeout ran out (their connection ended without a destroy reaching us). */
+  expire(): number {
+    return this.expireStmt.run(this.now()).changes;
+  }
+
+  /** Live copies per VIP. */
+  counts(): VipCount[] {
+    return (this.countsStmt.all(this.now()) as { vip: number; copies: number; lastUpdate: number }[]).map((r) => ({
+      vip: addressString(r.vip),
+      copies: r.copies,
+      lastUpdate: r.lastUpdate,
+    }));
+  }
+
+  /** Bytes on disk: the database file and its write-ahead log. */
+  databaseBytes(): number {
+    let bytes = 0;
+    for (const f of [this.path, `${this.path}-wal`]) {
+      try {
+        bytes += statSync(f).size;
+      } catch {
+        // no WAL yet
+      }
+    }
+    return bytes;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+function currentVersion(db: Db): number {
+  const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").get();
+  if (!exists) return 0;
+  return (db.prepare('SELECT version FROM schema_version').pluck().get() as number | undefined) ?? 0;
+}
+
+/** Runs the migrations the database has not seen, each in its own transaction with its version. */
+function migrate(db: Db): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+  const current = currentVersion(db);
+  if (current > SCHEMA_VERSION) throw new Error(`schema version ${current} is newer than this keeper's ${SCHEMA_VERSION}: run a newer vipshift`);
+  for (const m of MIGRATIONS) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      try {
+        db.exec(m.sql);
+      } catch (err) {
+        throw new Error(`migration to schema version ${m.version} (${m.description}) failed: ${(err as Error).message}`);
+      }
+      db.prepare('DELETE FROM schema_version').run();
+      db.prepare('INSERT INTO schema_version (version) VALUES (?)').run(m.version);
+    })();
+  }
+}

@@ -1,0 +1,108 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Registry } from 'prom-client';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createClusterCredentials, loadCredentials } from '../../src/api/auth.js';
+import { ApiError } from '../../src/api/client.js';
+import { encodeBatch, keysOfRecords } from '../../src/keeper/batch.js';
+import { KeeperClient } from '../../src/keeper/client.js';
+import { loadKeeperConfig, parseKeeperConfig } from '../../src/keeper/config.js';
+import { Keeper } from '../../src/keeper/keeper.js';
+import { RECORD_SIZE, R_TCP_STATE, readRecord } from '../../src/netlink/entry-record.js';
+import { entry, many } from './keeper-helpers.js';
+
+const VIPS = `
+vips:
+  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7, 80], mode: dnat, servers: [{ address: 198.18.0.101 }], owner: lb1 }
+  - { name: vip4, id: 4, address: 203.0.113.13, insideAddress: 198.18.0.13, ports: [7, 80], mode: fullnat, servers: [{ address: 198.18.0.101 }], scheduler: roundrobin, snatPorts: "20000-29999", owner: lb1 }
+`;
+
+let dir: string;
+let keeper: Keeper;
+let lb1: KeeperClient;
+const none = Buffer.alloc(0);
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'vipshift-keeper-api-'));
+  createClusterCredentials(join(dir, 'pki'), ['srv1', 'lb1', 'stranger']);
+  const file = join(dir, 'srv1.yaml');
+  writeFileSync(file, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'copies.sqlite')}\npki: ${join(dir, 'pki')}\n${VIPS}`);
+  const config = await loadKeeperConfig(file);
+  keeper = await Keeper.start(config, { credentials: loadCredentials(config.pki, 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
+  lb1 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb1'));
+});
+
+afterAll(async () => {
+  lb1?.close();
+  await keeper?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('keeper API', () => {
+  it('takes batches and gives back the records of a VIP, by name or address', async () => {
+    const first = many(2500);
+    expect(await lb1.push({ upserts: first, deletes: none })).toEqual({ upserted: 2500, deleted: 0 });
+    expect(await lb1.push({ upserts: many(3, '203.0.113.13'), deletes: keysOfRecords(first.subarray(0, 500 * RECORD_SIZE)) })).toEqual({ upserted: 3, deleted: 500 });
+    const got = await lb1.copies('vip1');
+    expect(got.length).toBe(2000 * RECORD_SIZE);
+    const ports = new Set(Array.from({ length: 2000 }, (_, i) => readRecord(got, i * RECORD_SIZE).client.port));
+    for (let i = 500; i < 2500; i++) expect(ports.has(1024 + i)).toBe(true);
+    expect(readRecord(got)).toMatchObject({ ...entry(0), client: readRecord(got).client, timeout: expect.any(Number) });
+    expect((await lb1.copies('203.0.113.10', 'copies')).equals(got)).toBe(true);
+
+    const status = await lb1.status();
+    expect(status).toMatchObject({ keeper: 'srv1', schemaVersion: 2, sockdiag: false, copies: 2003 });
+    expect(status.vips.map((v) => [v.name, v.copies])).toEqual([
+      ['vip1', 2000],
+      ['vip4', 3],
+    ]);
+    expect(status.database.bytes).toBeGreaterThan(0);
+  });
+
+  it('refuses a malformed batch naming the field, and keeps what it stored', async () => {
+    const before = await lb1.copies('vip1');
+    const bad = many(10, '203.0.113.10', 9000);
+    bad[4 * RECORD_SIZE + R_TCP_STATE] = 42;
+    const err = await lb1.push({ upserts: bad, deletes: none }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApiError);
+    expect(err).toMatchObject({ status: 400, field: 'upserts[4].tcpState' });
+    const truncated = encodeBatch({ upserts: many(2), deletes: none }).subarray(0, 60);
+    const err2 = await lb1.api.upload('POST', '/v1/copies', [truncated]).catch((e: unknown) => e);
+    expect(err2).toMatchObject({ status: 400, field: 'body' });
+    expect((await lb1.copies('vip1')).length).toBe(before.length);
+  });
+
+  it('answers 404 for an unknown VIP name, 409 for a socket-table restore it cannot do', async () => {
+    await expect(lb1.copies('vip9')).rejects.toMatchObject({ status: 404, field: 'vip' });
+    await expect(lb1.copies('vip1', 'socket-table')).rejects.toMatchObject({ status: 409, field: 'query.source' });
+    await expect(lb1.copies('vip1', 'nonsense' as never)).rejects.toMatchObject({ status: 400, field: 'query.source' });
+  });
+
+  it('refuses a peer outside the cluster', async () => {
+    const other = mkdtempSync(join(tmpdir(), 'vipshift-keeper-other-'));
+    try {
+      createClusterCredentials(other, ['lb1', 'srv1']);
+      const impostor = new KeeperClient(keeper.url, loadCredentials(other, 'lb1'), { peer: 'srv1' });
+      await expect(impostor.push({ upserts: many(1, '203.0.113.99'), deletes: none })).rejects.toMatchObject({ status: 0 });
+      impostor.close();
+      expect(keeper.store.countOfVip('203.0.113.99')).toBe(0);
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('deletes the copies of a VIP', async () => {
+    expect(await lb1.deleteVip('vip4')).toEqual({ deleted: 3 });
+    expect((await lb1.copies('vip4')).length).toBe(0);
+  });
+});
+
+describe('keeper configuration', () => {
+  it('names file, line and field', () => {
+    expect(() => parseKeeperConfig('keeper: srv1\napi: { listen: "x" }\ndatabase: /tmp/k.sqlite\nsockdiag: maybe\n', 'srv1.yaml')).toThrow(
+      /srv1\.yaml:2: api\.listen: expected "address:port"\nsrv1\.yaml:4: sockdiag: expected true or false/,
+    );
+  });
+});

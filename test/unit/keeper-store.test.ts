@@ -1,0 +1,151 @@
+import Database from 'better-sqlite3';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { BatchError, KEY_SIZE, decodeBatch, encodeBatch, keysOfRecords, readKey, writeKey } from '../../src/keeper/batch.js';
+import { CopyStore, MIGRATIONS, SCHEMA_VERSION } from '../../src/keeper/store.js';
+import { RECORD_SIZE, R_PROTO, R_TCP_STATE, readRecord } from '../../src/netlink/entry-record.js';
+import { entry, many, records } from './keeper-helpers.js';
+
+const none = Buffer.alloc(0);
+let dir: string;
+let clock: number;
+const now = () => clock;
+const open = (file = 'keeper.sqlite') => new CopyStore(join(dir, file), { now });
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'vipshift-keeper-'));
+  clock = 1_700_000_000_000;
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('batch codec', () => {
+  it('round-trips upserts and deletes', () => {
+    const upserts = many(3);
+    const deletes = keysOfRecords(many(2, '203.0.113.11'));
+    const batch = decodeBatch(encodeBatch({ upserts, deletes }));
+    expect(batch.upserts.equals(upserts)).toBe(true);
+    expect(batch.deletes.equals(deletes)).toBe(true);
+    expect(readKey(batch.deletes, KEY_SIZE)).toEqual({ vip: '203.0.113.11', vipPort: 80, client: '198.51.100.10', clientPort: 1025, proto: 6 });
+  });
+
+  it('names the wrong field of a malformed batch', () => {
+    const body = encodeBatch({ upserts: many(20), deletes: none });
+    body[16 + 17 * RECORD_SIZE + R_TCP_STATE] = 12;
+    expect(() => decodeBatch(body)).toThrowError(new BatchError('upserts[17].tcpState', '12 is not a TCP conntrack state (1..9)'));
+    const udp = encodeBatch({ upserts: many(2), deletes: none });
+    udp[16 + RECORD_SIZE + R_PROTO] = 1;
+    expect(() => decodeBatch(udp)).toThrow(/^upserts\[1\]\.proto: 1 is neither TCP/);
+    expect(() => decodeBatch(encodeBatch({ upserts: many(2), deletes: none }).subarray(0, 50))).toThrow(/^body: 50 bytes, but 2 upserts and 0 deletes make 96/);
+    const magic = encodeBatch({ upserts: none, deletes: none });
+    magic.write('XXXX', 0, 'latin1');
+    expect(() => decodeBatch(magic)).toThrow(/^body\.magic/);
+    const both = many(3);
+    expect(() => decodeBatch(encodeBatch({ upserts: both, deletes: keysOfRecords(both.subarray(2 * RECORD_SIZE)) }))).toThrow(/^deletes\[0\]: also upserted as upserts\[2\]/);
+    const key = Buffer.alloc(KEY_SIZE);
+    writeKey(key, 0, { vip: '203.0.113.10', vipPort: 80, client: '198.51.100.1', clientPort: 0, proto: 6 });
+    expect(() => decodeBatch(encodeBatch({ upserts: none, deletes: key }))).toThrow(/^deletes\[0\]\.clientPort: is 0/);
+  });
+});
+
+describe('CopyStore', () => {
+  it('upserts, restores records with the time left, deletes', () => {
+    const s = open();
+    const input = many(500);
+    expect(s.apply({ upserts: input, deletes: none }, 'lb1')).toEqual({ upserted: 500, deleted: 0 });
+    s.apply({ upserts: many(7, '203.0.113.11'), deletes: none }, 'lb1');
+    clock += 2_000;
+    const out = s.recordsOfVip('203.0.113.10');
+    expect(out.length).toBe(500 * RECORD_SIZE);
+    const got = new Map(Array.from({ length: 500 }, (_, i) => readRecord(out, i * RECORD_SIZE)).map((r) => [r.client.port, r]));
+    for (let i = 0; i < 500; i++) expect(got.get(1024 + i)).toEqual(entry(i, '203.0.113.10', { timeout: 432000 - 2 }));
+
+    // An update replaces the fields of the same key.
+    s.apply({ upserts: records([entry(5, '203.0.113.10', { tcpState: 5, timeout: 60 })]), deletes: none });
+    expect(s.countOfVip('203.0.113.10')).toBe(500);
+    const after = s.recordsOfVip('203.0.113.10');
+    const five = Array.from({ length: 500 }, (_, i) => readRecord(after, i * RECORD_SIZE)).find((r) => r.client.port === 1029);
+    expect(five).toMatchObject({ tcpState: 5, timeout: 60 });
+
+    expect(s.apply({ upserts: none, deletes: keysOfRecords(input.subarray(0, 100 * RECORD_SIZE)) })).toEqual({ upserted: 0, deleted: 100 });
+    expect(s.counts().map(({ vip, copies }) => ({ vip, copies }))).toEqual([
+      { vip: '203.0.113.10', copies: 400 },
+      { vip: '203.0.113.11', copies: 7 },
+    ]);
+    expect(s.deleteVip('203.0.113.11')).toBe(7);
+    expect(s.recordsOfVip('203.0.113.11').length).toBe(0);
+    s.close();
+  });
+
+  it('expires copies whose timeout ran out, and never restores them', () => {
+    const s = open();
+    s.apply({ upserts: records([entry(1, undefined, { timeout: 10 }), entry(2, undefined, { timeout: 100 })]), deletes: none });
+    clock += 10_000;
+    expect(s.recordsOfVip('203.0.113.10').length).toBe(RECORD_SIZE);
+    expect(s.expire()).toBe(1);
+    clock += 89_000;
+    expect(readRecord(s.recordsOfVip('203.0.113.10')).timeout).toBe(1);
+    clock += 1_000;
+    expect(s.countOfVip('203.0.113.10')).toBe(0);
+    expect(s.expire()).toBe(1);
+    s.close();
+  });
+
+  it('refuses a malformed batch as a whole and loses nothing stored', () => {
+    const s = open();
+    s.apply({ upserts: many(50), deletes: none });
+    const before = s.recordsOfVip('203.0.113.10');
+    const bad = many(100, '203.0.113.10', 25); // overlaps the stored 25..49
+    bad[99 * RECORD_SIZE + R_TCP_STATE] = 0;
+    expect(() => s.apply({ upserts: bad, deletes: keysOfRecords(many(10)) })).toThrowError(/^upserts\[99\]\.tcpState/);
+    expect(s.recordsOfVip('203.0.113.10').equals(before)).toBe(true);
+    const badKey = keysOfRecords(many(3));
+    badKey[2 * KEY_SIZE + 14] = 1;
+    expect(() => s.apply({ upserts: many(5, '203.0.113.12'), deletes: badKey })).toThrowError(/^deletes\[2\]\.padding/);
+    expect(s.countOfVip('203.0.113.12')).toBe(0);
+    expect(s.countOfVip('203.0.113.10')).toBe(50);
+    s.close();
+  });
+
+  it('keeps copies across a reopen', () => {
+    const s = open();
+    s.apply({ upserts: many(1000), deletes: none });
+    s.close();
+    const again = open();
+    expect(again.countOfVip('203.0.113.10')).toBe(1000);
+    expect(again.schemaVersion).toBe(SCHEMA_VERSION);
+    again.close();
+  });
+
+  it('migrates a version-1 database and keeps its rows', () => {
+    const file = join(dir, 'old.sqlite');
+    const old = new Database(file);
+    old.exec(MIGRATIONS[0]!.sql);
+    old.exec('CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1)');
+    old
+      .prepare('INSERT INTO copies VALUES (?, 80, ?, 40000, 6, ?, 80, 0, 0, 3, 7, 7, 3, 3, 46, 1, ?, ?)')
+      .run(0xcb00710a, 0xc6336405, 0xc6120065, clock - 5_000, clock + 60_000);
+    old.close();
+
+    const s = new CopyStore(file, { now });
+    expect(s.schemaVersion).toBe(2);
+    const r = readRecord(s.recordsOfVip('203.0.113.10'));
+    expect(r).toMatchObject({ client: { address: '198.51.100.5', port: 40000 }, server: { address: '198.18.0.101', port: 80 }, tcpState: 3, timeout: 60, mark: 1 });
+    s.apply({ upserts: many(1), deletes: none }, 'lb2');
+    expect(s.countOfVip('203.0.113.10')).toBe(2);
+    s.close();
+    const raw = new Database(file, { readonly: true });
+    expect(raw.prepare("SELECT count(*) FROM sqlite_master WHERE name = 'copies_expiry'").pluck().get()).toBe(1);
+    expect(raw.prepare('SELECT appliance FROM copies ORDER BY client_port').pluck().all()).toEqual(['lb2', '']);
+    raw.close();
+  });
+
+  it('refuses a database newer than itself', () => {
+    const file = join(dir, 'new.sqlite');
+    const db = new Database(file);
+    db.exec(`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (${SCHEMA_VERSION + 1})`);
+    db.close();
+    expect(() => new CopyStore(file)).toThrow(/schema version 3 is newer than this keeper's 2/);
+  });
+});
