@@ -1,5 +1,6 @@
 /**
- * `vipshift keeper --config FILE`: the keeper of table copies on a server (src/keeper).
+ * `vipshift keeper --config FILE [--credentials DIR]`: the keeper of table copies on a server
+ * (src/keeper). --credentials overrides the configuration's `pki` directory.
  * Runs until SIGTERM or SIGINT; copies live on in its SQLite database.
  */
 import { parseArgs } from 'node:util';
@@ -9,12 +10,12 @@ import { loadKeeperConfig } from '../keeper/config.js';
 import { Keeper } from '../keeper/keeper.js';
 import { SockDiag } from '../netlink/sockdiag.js';
 
-const USAGE = 'usage: vipshift keeper --config FILE\n';
+const USAGE = 'usage: vipshift keeper --config FILE [--credentials DIR]\n';
 
 export async function keeper(args: string[]): Promise<number> {
-  let values: { config?: string };
+  let values: { config?: string; credentials?: string };
   try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string' } } }));
+    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, credentials: { type: 'string' } } }));
   } catch (err) {
     process.stderr.write(`vipshift keeper: ${(err as Error).message}\n${USAGE}`);
     return 2;
@@ -25,7 +26,7 @@ export async function keeper(args: string[]): Promise<number> {
   }
   const config = await loadKeeperConfig(values.config);
   const logger = pino({ name: 'keeper', base: { keeper: config.keeper } });
-  const credentials = loadCredentials(config.pki, config.keeper);
+  const credentials = loadCredentials(values.credentials ?? config.pki, config.keeper);
   const k = await Keeper.start(config, { credentials, logger, ...(config.sockdiag ? { socketTable: new SockDiag() } : {}) });
   logger.info({ listen: k.url, database: config.database, copies: k.status().copies, sockdiag: config.sockdiag }, 'keeper started');
   await new Promise<void>((resolve) => {

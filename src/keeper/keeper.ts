@@ -158,6 +158,7 @@ export class Keeper {
       await keeper.api.listen(config.api.listen);
     } catch (err) {
       keeper.store.close();
+      options.socketTable?.close();
       throw new Error(`keeper ${config.keeper}: cannot listen on ${config.api.listen}: ${(err as Error).message}`);
     }
     keeper.expiryTimer = setInterval(() => keeper.sweep(), config.expiryInterval * 1000);

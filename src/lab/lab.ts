@@ -27,6 +27,7 @@ import {
   type LabInfo,
   type Site,
   applianceConfig,
+  clusterIdentities,
   configPath,
   controllerConfig,
   defaultSite,
@@ -34,6 +35,7 @@ import {
   hostsOf,
   keeperConfig,
   labInfo,
+  pkiDir,
   siteProblems,
 } from './site.js';
 
@@ -123,7 +125,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     const t2 = performance.now();
     writeConfigs(site);
     // Every API of the lab is authenticated; the operator's CLI on the host is `admin`.
-    createClusterCredentials(credentialsDir(site), [...site.hosts.filter((h) => h.role === 'appliance' || h.role === 'server').map((h) => h.name), site.apis.controller.host, 'admin'], true);
+    createClusterCredentials(credentialsDir(site), clusterIdentities(site), true);
     await startProcesses(site, state, options.readyTimeoutMs ?? 15_000);
     const t3 = performance.now();
     return {
@@ -137,7 +139,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
   }
 }
 
-export const credentialsDir = (site: Site): string => path.join(site.stateDir, 'credentials');
+export const credentialsDir = pkiDir;
 
 function writeConfigs(site: Site): void {
   const header = `# written by 'vipshift lab up' for lab ${site.name}; derived from src/lab/site.ts\n`;

@@ -270,21 +270,26 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
     api: { listen: listen(site.apis.appliances[appliance]!) },
     interfaces: { external: ifname('ext'), internal: ifname('int') },
     hold: { policy: 'queue', queueLength: 4096 },
-    vips: site.vips.map((v) => ({
-      name: v.name,
-      id: v.id,
-      address: v.address,
-      insideAddress: v.insideAddress,
-      prefixLength: v.prefixLength,
-      protocol: v.protocol,
-      ports: [...v.ports],
-      mode: v.mode,
-      servers: v.servers.map((s) => ({ address: addressOn(site, s, 'int'), weight: 1 })),
-      ...(v.scheduler ? { scheduler: v.scheduler } : {}),
-      ...(v.snatPorts ? { snatPorts: v.snatPorts } : {}),
-      owner: v.owner,
-    })),
+    vips: siteVipsConfig(site),
   };
+}
+
+/** Every VIP of the site as the appliances and keepers configure it (src/nat/config.ts's VIP entries). */
+export function siteVipsConfig(site: Site): ApplianceConfigInput['vips'] {
+  return site.vips.map((v) => ({
+    name: v.name,
+    id: v.id,
+    address: v.address,
+    insideAddress: v.insideAddress,
+    prefixLength: v.prefixLength,
+    protocol: v.protocol,
+    ports: [...v.ports],
+    mode: v.mode,
+    servers: v.servers.map((s) => ({ address: addressOn(site, s, 'int'), weight: 1 })),
+    ...(v.scheduler ? { scheduler: v.scheduler } : {}),
+    ...(v.snatPorts ? { snatPorts: v.snatPorts } : {}),
+    owner: v.owner,
+  }));
 }
 
 /** The controller's configuration file (src/controller/config.ts's schema). */
@@ -300,17 +305,33 @@ export function controllerConfig(site: Site): ControllerConfigInput {
   };
 }
 
-/** A keeper's configuration as the lab writes it (an assumption until src/keeper owns it). */
+/** A keeper's configuration as the lab writes it (schema: src/keeper/config.ts). */
 export interface KeeperConfig {
   keeper: string;
   api: { listen: string };
   database: string;
+  pki: string;
+  sockdiag: boolean;
+  vips: ApplianceConfigInput['vips'];
+}
+
+/** The lab's cluster credentials (vipshift pki init): one key per host that runs an API, and the operator. */
+export const pkiDir = (site: Site): string => path.join(site.stateDir, 'credentials');
+export function clusterIdentities(site: Site): string[] {
+  return [...hostsOf(site, 'appliance'), ...hostsOf(site, 'server')].map((h) => h.name).concat(site.apis.controller.host, 'admin');
 }
 
 export function keeperConfig(site: Site, server: string): KeeperConfig {
   const api = site.apis.keepers[server];
   if (!api) throw new Error(`lab ${site.name}: '${server}' runs no keeper`);
-  return { keeper: server, api: { listen: listen(api) }, database: path.join(site.stateDir, `${server}-keeper.sqlite`) };
+  return {
+    keeper: server,
+    api: { listen: listen(api) },
+    database: path.join(site.stateDir, `${server}-keeper.sqlite`),
+    pki: pkiDir(site),
+    sockdiag: true,
+    vips: siteVipsConfig(site),
+  };
 }
 
 // --- lab info ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import { KeeperClient } from '../../src/keeper/client.js';
 import { parseKeeperConfig } from '../../src/keeper/config.js';
 import { Keeper } from '../../src/keeper/keeper.js';
 import { REBUILD_STATUS } from '../../src/keeper/rebuild.js';
+import { Conntrack } from '../../src/netlink/conntrack.js';
 import { TCP_CONNTRACK_ESTABLISHED } from '../../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, readRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { SockDiag, TCP_ESTABLISHED } from '../../src/netlink/sockdiag.js';
@@ -219,6 +220,23 @@ vips:
       expect(merged.filter((r) => r.tcpState === 5).map((r) => r.client.port)).toEqual(copied.map((r) => r.client.port));
       expect((await lb2.copies('vip1', 'copies')).length).toBe(10 * RECORD_SIZE);
       await expect(lb2.copies('vip4', 'socket-table')).rejects.toMatchObject({ status: 409 });
+
+      // A takeover appliance creates the rebuilt records as they come: the kernel takes every one.
+      const lb = `${PREFIX}a${tag}`;
+      sh('ip', ['netns', 'add', lb]);
+      const ct = new Conntrack({ netns: lb });
+      try {
+        expect(await ct.createFromRecords(rebuilt)).toEqual({ created: 30, existing: 0, failures: [] });
+        const back: Buffer[] = [];
+        await ct.dumpRecords(1, (b) => back.push(b));
+        const installed = sorted(Buffer.concat(back));
+        expect(installed.map((r) => [r.client.address, r.client.port, r.vip.address, r.vip.port, r.server.address, r.tcpState, r.mark])).toEqual(
+          got.map((r) => [r.client.address, r.client.port, r.vip.address, r.vip.port, r.server.address, r.tcpState, r.mark]),
+        );
+      } finally {
+        ct.close();
+        sh('ip', ['netns', 'del', lb]);
+      }
     } finally {
       lb2.close();
       await keeper.close();

@@ -166,7 +166,14 @@ describe('derived configurations', () => {
         { name: 'vip4', address: '203.0.113.13', owner: 'lb1' },
       ],
     });
-    expect(keeperConfig(site, 'srv2')).toEqual({ keeper: 'srv2', api: { listen: '192.0.2.22:8442' }, database: '/tmp/labs/vs/srv2-keeper.sqlite' });
+    expect(keeperConfig(site, 'srv2')).toEqual({
+      keeper: 'srv2',
+      api: { listen: '192.0.2.22:8442' },
+      database: '/tmp/labs/vs/srv2-keeper.sqlite',
+      pki: '/tmp/labs/vs/credentials',
+      sockdiag: true,
+      vips: applianceConfig(site, 'lb1').vips,
+    });
   });
 
   it('describes the lab for `lab info`', () => {
