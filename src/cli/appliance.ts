@@ -14,6 +14,7 @@ import { Announcer } from '../nat/announce.js';
 import { Appliance } from '../nat/appliance.js';
 import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
+import { Failover } from '../replication/failover.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
 
@@ -34,12 +35,16 @@ export async function appliance(args: string[]): Promise<number> {
   const logger = pino({ name: 'appliance', base: { appliance: config.appliance } });
 
   const engine = new NatEngine();
-  await engine.start(config);
   const conntrack = new Conntrack();
   const addresses = new Addresses();
   const announcer = new Announcer();
   const box = new Appliance(config, engine, conntrack, addresses, (ifname, address) => announcer.announce(ifname, address));
+  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), logger });
+  // Conntrack reports only entries created while someone listens: subscribe before the ruleset.
+  failover.listen();
+  await engine.start(config);
   await box.start();
+  await failover.start();
 
   const peers = new Map<string, ApiClient>();
   const peerClient = (url: string, peer: string): ApiClient => {
@@ -47,7 +52,7 @@ export async function appliance(args: string[]): Promise<number> {
     if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
     return client;
   };
-  const server = createApiServer({ name: 'agent', routes: agentRoutes(box, peerClient, logger), authenticator: new Authenticator(credentials), logger });
+  const server = createApiServer({ name: 'agent', routes: failover.routes(agentRoutes(box, peerClient, logger)), authenticator: new Authenticator(credentials), logger });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 
@@ -57,6 +62,7 @@ export async function appliance(args: string[]): Promise<number> {
   });
   logger.info('stopping: giving up the VIP addresses and removing the ruleset');
   await server.close();
+  await failover.stop();
   for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
   await engine.stop();
   announcer.close();

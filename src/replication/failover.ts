@@ -1,0 +1,129 @@
+/**
+ * Failover on the appliance, wired: the replicator (copies to the keepers) and the takeover
+ * (standby VIPs pre-armed, becameMaster), with their clients and their share of the agent API.
+ *
+ * Agent API additions:
+ *   POST /v1/vips/:name/takeover   claim the VIP's addresses here and take it over from the
+ *                                  copies (what VRRP does on the master's silence, for an
+ *                                  operator or a test when VRRP does not drive it) → TakeoverReport
+ *   GET  /v1/status                gains a `replication` section (ReplicationStatus)
+ */
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { Credentials } from '../api/auth.js';
+import { ApiClient } from '../api/client.js';
+import { HttpError, type Route } from '../api/server.js';
+import { KeeperClient } from '../keeper/client.js';
+import { UnknownVipError, type Appliance } from '../nat/appliance.js';
+import type { ApplianceConfig } from '../nat/config.js';
+import type { VipMode } from '../nat/ruleset.js';
+import type { Conntrack } from '../netlink/conntrack.js';
+import { Replicator, type KeeperSink } from './replicator.js';
+import { Takeover, readRecordStream, type EntrySource } from './takeover.js';
+
+export interface FailoverOptions {
+  config: ApplianceConfig;
+  credentials: Credentials;
+  appliance: Appliance;
+  conntrack: Conntrack;
+  modes: () => Map<string, VipMode>;
+  logger: Logger;
+}
+
+/** How often a standby re-arms VIPs that left this appliance (a migration away, an abort). */
+const ARM_POLL_MS = 200;
+
+export class Failover {
+  readonly replicator: Replicator;
+  readonly takeover: Takeover;
+  private readonly clients: { close(): void }[] = [];
+  private armTimer: NodeJS.Timeout | undefined;
+  private arming: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly options: FailoverOptions) {
+    const { config, credentials, logger } = options;
+    const sinks = new Map<string, KeeperSink>();
+    const keepers = new Map<string, EntrySource>();
+    for (const k of config.keepers) {
+      const push = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.replication.pushTimeout });
+      // Restores get their own connections: never queued behind a push.
+      const fetch = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.failover.fetchTimeout });
+      this.clients.push(push, fetch);
+      sinks.set(k.name, push);
+      keepers.set(k.server, {
+        name: k.name,
+        entries: async (vip, signal) =>
+          readRecordStream(await fetch.api.stream('GET', `/v1/vips/${encodeURIComponent(vip.address)}/copies?source=merged`, undefined, { signal }), signal),
+      });
+    }
+    const peers: EntrySource[] = config.failover.peers.map((p) => {
+      const client = new ApiClient(p.api, credentials, { peer: p.name });
+      this.clients.push(client);
+      return {
+        name: p.name,
+        entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries`, undefined, { signal }), signal),
+      };
+    });
+    this.replicator = new Replicator({ config, table: options.conntrack, sinks, modes: options.modes, logger: logger.child({ part: 'replication' }) });
+    this.takeover = new Takeover({
+      config,
+      appliance: options.appliance,
+      modes: options.modes,
+      table: options.conntrack,
+      keepers,
+      peers,
+      logger: logger.child({ part: 'takeover' }),
+      onActivated: () => this.replicator.syncModes(),
+    });
+  }
+
+  /** Subscribes to conntrack's events: before the NAT engine starts making entries. */
+  listen(): void {
+    this.replicator.start();
+  }
+
+  /** Once the NAT engine runs: the standby's holds, kept armed. */
+  async start(): Promise<void> {
+    await this.takeover.arm();
+    if (this.options.config.failover.standby) {
+      this.armTimer = setInterval(() => {
+        this.arming = this.arming.then(() => this.takeover.arm()).catch((err: Error) => this.options.logger.error({ err: err.message }, 'standby: arming failed'));
+      }, ARM_POLL_MS);
+    }
+  }
+
+  /** Routes to add to the agent's; `status` is wrapped to carry the replication section. */
+  routes(agent: Route[]): Route[] {
+    const withStatus = agent.map((r) =>
+      r.method === 'GET' && r.path === '/v1/status'
+        ? { ...r, handler: async (ctx: Parameters<Route['handler']>[0]) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status() }) }
+        : r,
+    );
+    const takeover: Route = {
+      method: 'POST',
+      path: '/v1/vips/:name/takeover',
+      body: z.object({}).strict(),
+      handler: async (ctx) => {
+        const name = ctx.params.name ?? '';
+        try {
+          this.options.appliance.vip(name);
+        } catch (err) {
+          if (err instanceof UnknownVipError) throw new HttpError(404, err.message, 'name');
+          throw err;
+        }
+        // Held before the address arrives, so the first packet is not answered with a reset.
+        if (!this.options.modes().has(name)) await this.options.appliance.prepare(name);
+        await this.options.appliance.claimAddress(name);
+        return this.takeover.becameMaster(name);
+      },
+    };
+    return [...withStatus, takeover];
+  }
+
+  async stop(): Promise<void> {
+    if (this.armTimer) clearInterval(this.armTimer);
+    await this.arming;
+    this.replicator.stop();
+    for (const c of this.clients) c.close();
+  }
+}
