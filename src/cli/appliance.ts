@@ -10,11 +10,13 @@ import { createApiServer } from '../api/server.js';
 import { Conntrack } from '../netlink/conntrack.js';
 import { Addresses } from '../netlink/route.js';
 import { agentRoutes } from '../nat/agent.js';
+import { DirectAddressing, VrrpAddressing } from '../nat/addressing.js';
 import { Announcer } from '../nat/announce.js';
 import { Appliance } from '../nat/appliance.js';
 import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
 import { Failover } from '../replication/failover.js';
+import { Speaker } from '../vrrp/speaker.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
 
@@ -35,14 +37,19 @@ export async function appliance(args: string[]): Promise<number> {
   const logger = pino({ name: 'appliance', base: { appliance: config.appliance } });
 
   const engine = new NatEngine();
+  await engine.start(config);
   const conntrack = new Conntrack();
   const addresses = new Addresses();
   const announcer = new Announcer();
-  const box = new Appliance(config, engine, conntrack, addresses, (ifname, address) => announcer.announce(ifname, address));
-  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), logger });
-  // Conntrack reports only entries created while someone listens: subscribe before the ruleset.
+  const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
+  const speaker = config.vrrp?.instances.length ? new Speaker(config.vrrp, { addresses, logger: logger.child({ part: 'vrrp' }) }) : undefined;
+  const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
+  const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
+  // Replication listens before any address is here (conntrack reports only entries created
+  // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
+  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger });
   failover.listen();
-  await engine.start(config);
+  speaker?.start();
   await box.start();
   await failover.start();
 
@@ -63,7 +70,8 @@ export async function appliance(args: string[]): Promise<number> {
   logger.info('stopping: giving up the VIP addresses and removing the ruleset');
   await server.close();
   await failover.stop();
-  for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
+  if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
+  else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
   await engine.stop();
   announcer.close();
   conntrack.close();

@@ -73,7 +73,7 @@ export class Controller {
         try {
           return { name: agent.name, reachable: true, ...(await agent.status()) };
         } catch (err) {
-          return { name: agent.name, appliance: agent.name, vips: [], reachable: false, error: (err as Error).message };
+          return { name: agent.name, appliance: agent.name, vips: [], vrrp: [], reachable: false, error: (err as Error).message };
         }
       }),
     );

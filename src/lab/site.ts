@@ -271,6 +271,7 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
     interfaces: { external: ifname('ext'), internal: ifname('int') },
     hold: { policy: 'queue', queueLength: 4096 },
     vips: siteVipsConfig(site),
+    vrrp: vrrpFor(site, appliance, ifname('ext'), ifname('int')),
     // Replication (on by default) pushes copies to the keeper of each connection's server.
     keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, server: addressOn(site, s.name, 'int'), api: apiUrl(site.apis.keepers[s.name]!) })),
     failover: {
@@ -297,6 +298,25 @@ export function siteVipsConfig(site: Site): ApplianceConfigInput['vips'] {
     ...(v.snatPorts ? { snatPorts: v.snatPorts } : {}),
     owner: v.owner,
   }));
+}
+
+/** The lab's advertisement interval (issue 5: takeover well inside half a second). */
+export const LAB_ADVERT_INTERVAL = 0.1;
+
+/**
+ * One VRRP sync group per VIP — the VIP on the external segment and its inside address on
+ * the internal one, VRID = the VIP's id on both — so the two move together. The VIP's
+ * owner has the higher priority; the other appliance backs it up.
+ */
+function vrrpFor(site: Site, appliance: string, external: string, internal: string): NonNullable<ApplianceConfigInput['vrrp']> {
+  const instances = site.vips.flatMap((v) => {
+    const common = { vrid: v.id, priority: v.owner === appliance ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: true, garpRepeat: 3 };
+    return [
+      { ...common, name: `${v.name}-ext`, interface: external, addresses: [`${v.address}/${v.prefixLength}`] },
+      { ...common, name: `${v.name}-int`, interface: internal, addresses: [`${v.insideAddress}/${v.prefixLength}`] },
+    ];
+  });
+  return { instances, syncGroups: site.vips.map((v) => ({ name: v.name, instances: [`${v.name}-ext`, `${v.name}-int`] })) };
 }
 
 /** The controller's configuration file (src/controller/config.ts's schema). */

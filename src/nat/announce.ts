@@ -1,7 +1,7 @@
 /**
- * Gratuitous ARP for addresses a migration moves here, so that the router (external
- * segment) and the servers (inside segment) send to this appliance at once instead of
- * waiting for their ARP caches to age out.
+ * Gratuitous ARP for addresses a migration moves here without VRRP (DirectAddressing),
+ * so that the router (external segment) and the servers (inside segment) send to this
+ * appliance at once instead of waiting for their ARP caches to age out.
  */
 import { gratuitousArp } from '../vrrp/arp.js';
 import { PcapLink, interfaceFacts } from '../vrrp/link.js';

@@ -6,7 +6,8 @@
 import type { Readable } from 'node:stream';
 import type { Conntrack } from '../netlink/conntrack.js';
 import { RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
-import type { Addresses } from '../netlink/route.js';
+import type { InstanceStatus } from '../vrrp/speaker.js';
+import type { VipAddressing } from './addressing.js';
 import type { ApplianceConfig, VipConfig } from './config.js';
 import type { NatEngine, VipCounters } from './engine.js';
 import type { VipMode } from './ruleset.js';
@@ -22,10 +23,9 @@ export interface VipStatus extends VipCounters {
 export interface ApplianceStatus {
   appliance: string;
   vips: VipStatus[];
+  /** VRRP state per instance (VRID), when this appliance runs the speaker. */
+  vrrp: InstanceStatus[];
 }
-
-/** Sends gratuitous ARP for an address on an interface (src/nat/announce.ts). */
-export type Announce = (ifname: string, address: string) => void;
 
 export class UnknownVipError extends Error {
   constructor(readonly vip: string) {
@@ -40,8 +40,8 @@ export class Appliance {
     readonly config: ApplianceConfig,
     private readonly engine: NatEngine,
     private readonly conntrack: Conntrack,
-    private readonly addresses: Addresses,
-    private readonly announce: Announce,
+    private readonly addressing: VipAddressing,
+    private readonly vrrpState: () => InstanceStatus[] = () => [],
   ) {
     this.vips = new Map(config.vips.map((v) => [v.name, v]));
   }
@@ -73,7 +73,7 @@ export class Appliance {
         ...counters,
       });
     }
-    return { appliance: this.config.appliance, vips };
+    return { appliance: this.config.appliance, vips, vrrp: this.vrrpState() };
   }
 
   // Step 1 (target).
@@ -82,19 +82,13 @@ export class Appliance {
     await this.engine.setMode(name, 'migrating');
   }
 
-  // Step 2: the VIP and its inside address move together.
-  async releaseAddress(name: string): Promise<void> {
-    const vip = this.vip(name);
-    await this.addresses.remove(this.config.interfaces.external, `${vip.address}/${vip.prefixLength}`);
-    await this.addresses.remove(this.config.interfaces.internal, `${vip.insideAddress}/${vip.prefixLength}`);
+  // Step 2: the VIP and its inside address move together (addressing.ts).
+  releaseAddress(name: string): Promise<void> {
+    return this.addressing.release(this.vip(name));
   }
 
-  async claimAddress(name: string): Promise<void> {
-    const vip = this.vip(name);
-    await this.addresses.add(this.config.interfaces.external, `${vip.address}/${vip.prefixLength}`);
-    await this.addresses.add(this.config.interfaces.internal, `${vip.insideAddress}/${vip.prefixLength}`);
-    this.announce(this.config.interfaces.external, vip.address);
-    this.announce(this.config.interfaces.internal, vip.insideAddress);
+  claimAddress(name: string): Promise<void> {
+    return this.addressing.claim(this.vip(name));
   }
 
   // Step 3 (source): the VIP's entries as a record stream (entry-record.ts).

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, isMap, isSeq, parseDocument, type Document } from 'yaml';
 import { z, type ZodType } from 'zod';
+import { vrrpConfigSchema } from '../vrrp/config.js';
 
 /** A zod message that says "is required" when the field is missing, `text` otherwise. */
 const says =
@@ -95,7 +96,11 @@ const replicationSchema = z.strictObject({
 
 /** Takeover of the VIPs this appliance backs up (DESIGN.md §5). */
 const failoverSchema = z.strictObject({
-  /** Hold every VIP not `normal` here (`migrating`), so a takeover never resets a packet. */
+  /**
+   * Back up the VIPs not `normal` here: hold their packets (`migrating`, so a takeover never
+   * answers one with a reset) and take a VIP over from the copies when its VRRP instance
+   * becomes master here without a migration.
+   */
   standby: z.boolean({ error: 'expected true or false' }).default(false),
   /** Per keeper, for a VIP's copies. */
   fetchTimeout: bounded('a fetch timeout', 'ms', 100, 60_000).default(3000),
@@ -139,6 +144,12 @@ const applianceSchema = z
     keepers: z.array(keeperSchema, { error: says('expected a list of keepers') }).default([]),
     replication: replicationSchema.default(replicationSchema.parse({})),
     failover: failoverSchema.default(failoverSchema.parse({})),
+    /**
+     * VRRP instances (src/vrrp/config.ts). A VIP whose address is in an instance moves
+     * by VRRP: its sync group (or instance) is released on the source and claimed on the
+     * target in step 2 of a migration, and failover takes it over when the master is silent.
+     */
+    vrrp: vrrpConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
     const keeperKeys = new Map<string, number>();

@@ -18,6 +18,7 @@ import { UnknownVipError, type Appliance } from '../nat/appliance.js';
 import type { ApplianceConfig } from '../nat/config.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack } from '../netlink/conntrack.js';
+import type { Speaker, TransitionEvent } from '../vrrp/speaker.js';
 import { Replicator, type KeeperSink } from './replicator.js';
 import { Takeover, readRecordStream, type EntrySource } from './takeover.js';
 
@@ -27,11 +28,15 @@ export interface FailoverOptions {
   appliance: Appliance;
   conntrack: Conntrack;
   modes: () => Map<string, VipMode>;
+  /** The VRRP speaker: its transitions to master start takeovers. */
+  speaker?: Pick<Speaker, 'on'> | undefined;
   logger: Logger;
 }
 
 /** How often a standby re-arms VIPs that left this appliance (a migration away, an abort). */
 const ARM_POLL_MS = 200;
+/** A migration the controller started here and never finished stops shielding its VIP after this long. */
+const PLANNED_MS = 60_000;
 
 export class Failover {
   readonly replicator: Replicator;
@@ -39,6 +44,14 @@ export class Failover {
   private readonly clients: { close(): void }[] = [];
   private armTimer: NodeJS.Timeout | undefined;
   private arming: Promise<unknown> = Promise.resolve();
+  /** VRRP instance → the VIP whose address (or inside address) it carries. */
+  private readonly vipOfInstance = new Map<string, string>();
+  /**
+   * VIPs the controller is migrating here (step 1 seen, step 4 or an abort not yet): their
+   * VRRP claim is step 2 of that migration, not a failover, and the controller moves the
+   * entries itself.
+   */
+  private readonly planned = new Map<string, number>();
 
   constructor(private readonly options: FailoverOptions) {
     const { config, credentials, logger } = options;
@@ -75,6 +88,22 @@ export class Failover {
       logger: logger.child({ part: 'takeover' }),
       onActivated: () => this.replicator.syncModes(),
     });
+    for (const instance of config.vrrp?.instances ?? []) {
+      const carried = new Set(instance.addresses.map((a) => a.address.split('/')[0]));
+      const vip = config.vips.find((v) => carried.has(v.address) || carried.has(v.insideAddress));
+      if (vip) this.vipOfInstance.set(instance.name, vip.name);
+    }
+    options.speaker?.on('transition', (event: TransitionEvent) => this.onTransition(event));
+  }
+
+  /** A VIP's VRRP instance became master here: unless a migration brings it, take it over. */
+  private onTransition(event: TransitionEvent): void {
+    const vip = this.vipOfInstance.get(event.instance);
+    if (event.to !== 'master' || !vip || !this.options.config.failover.standby) return;
+    const since = this.planned.get(vip);
+    if (since !== undefined && performance.now() - since < PLANNED_MS) return;
+    if (this.options.modes().get(vip) === 'normal') return;
+    this.takeover.becameMaster(vip).catch((err: Error) => this.options.logger.error({ vip, err: err.message, reason: event.reason }, 'takeover failed'));
   }
 
   /** Subscribes to conntrack's events: before the NAT engine starts making entries. */
@@ -94,11 +123,28 @@ export class Failover {
 
   /** Routes to add to the agent's; `status` is wrapped to carry the replication section. */
   routes(agent: Route[]): Route[] {
-    const withStatus = agent.map((r) =>
-      r.method === 'GET' && r.path === '/v1/status'
-        ? { ...r, handler: async (ctx: Parameters<Route['handler']>[0]) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status() }) }
-        : r,
-    );
+    type Ctx = Parameters<Route['handler']>[0];
+    const step = (path: string) => path.match(/^\/v1\/vips\/:name\/(prepare|activate|abort|forget)$/)?.[1];
+    const withStatus = agent.map((r): Route => {
+      if (r.method === 'GET' && r.path === '/v1/status') {
+        return { ...r, handler: async (ctx: Ctx) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status() }) };
+      }
+      const which = r.method === 'POST' ? step(r.path) : undefined;
+      if (!which) return r;
+      // The controller's migration steps tell a planned VRRP claim from a failover.
+      return {
+        ...r,
+        handler: async (ctx: Ctx) => {
+          const name = ctx.params.name ?? '';
+          if (which === 'prepare') this.planned.set(name, performance.now());
+          try {
+            return await r.handler(ctx);
+          } finally {
+            if (which !== 'prepare') this.planned.delete(name);
+          }
+        },
+      };
+    });
     const takeover: Route = {
       method: 'POST',
       path: '/v1/vips/:name/takeover',

@@ -59,7 +59,16 @@ describe('lab up', () => {
         addr_info: Array<{ family: string; local: string; prefixlen: number }>;
       }>;
       const got = addrs.flatMap((a) => a.addr_info.filter((x) => x.family === 'inet' && a.ifname !== 'lo').map((x) => `${a.ifname} ${x.local}/${x.prefixlen}`));
-      expect(got.sort(), h.name).toEqual(h.interfaces.map((i) => `${i.name} ${i.address}/${i.prefixLength}`).sort());
+      const own = h.interfaces.map((i) => `${i.name} ${i.address}/${i.prefixLength}`);
+      // A running appliance also holds the addresses of the VIPs it owns: the VIP outside, its inside address inside.
+      const on = (segment: string) => h.interfaces.find((i) => 'segment' in i.attach && i.attach.segment === segment)?.name;
+      const vips =
+        h.role === 'appliance' && up.status.daemons.appliance === 'started'
+          ? site.vips
+              .filter((v) => v.owner === h.name)
+              .flatMap((v) => [`${on('ext')} ${v.address}/${v.prefixLength}`, `${on('int')} ${v.insideAddress}/${v.prefixLength}`])
+          : [];
+      expect(got.sort(), h.name).toEqual([...own, ...vips].sort());
       expect(addrs.some((a) => a.addr_info.some((x) => x.family === 'inet6')), `${h.name} has IPv6`).toBe(false);
       const routes = JSON.parse((await run('ip', ['-n', h.namespace, '-j', 'route', 'show'])).stdout) as Array<{ dst: string; gateway?: string }>;
       expect(routes.filter((x) => x.gateway).map((x) => ({ to: x.dst, via: x.gateway })), h.name).toEqual(h.routes);
