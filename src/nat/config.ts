@@ -107,7 +107,7 @@ const failoverSchema = z.strictObject({
   /** The other appliances' agents, read first on a takeover in case the failed one still answers (patent variants 13/14). */
   peers: z.array(z.strictObject({ name, api: z.string({ error: says('expected an agent URL') }).regex(/^http:\/\//, { error: 'expected an http:// URL' }) })).default([]),
   /** How long a peer may take to answer before the takeover goes on without it. */
-  peerTimeout: bounded('a peer timeout', 'ms', 10, 10_000).default(200),
+  peerTimeout: bounded('a peer timeout', 'ms', 0, 10_000).default(100),
 });
 
 const applianceSchema = z

@@ -6,7 +6,8 @@
  *   POST /v1/vips/:name/takeover   claim the VIP's addresses here and take it over from the
  *                                  copies (what VRRP does on the master's silence, for an
  *                                  operator or a test when VRRP does not drive it) → TakeoverReport
- *   GET  /v1/status                gains a `replication` section (ReplicationStatus)
+ *   GET  /v1/status                gains `replication` (ReplicationStatus) and `failover`
+ *                                  (standby or not, the last takeovers' reports)
  */
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -20,7 +21,7 @@ import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack } from '../netlink/conntrack.js';
 import type { Speaker, TransitionEvent } from '../vrrp/speaker.js';
 import { Replicator, type KeeperSink } from './replicator.js';
-import { Takeover, readRecordStream, type EntrySource } from './takeover.js';
+import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from './takeover.js';
 
 export interface FailoverOptions {
   config: ApplianceConfig;
@@ -127,7 +128,7 @@ export class Failover {
     const step = (path: string) => path.match(/^\/v1\/vips\/:name\/(prepare|activate|abort|forget)$/)?.[1];
     const withStatus = agent.map((r): Route => {
       if (r.method === 'GET' && r.path === '/v1/status') {
-        return { ...r, handler: async (ctx: Ctx) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status() }) };
+        return { ...r, handler: async (ctx: Ctx) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status(), failover: this.status() }) };
       }
       const which = r.method === 'POST' ? step(r.path) : undefined;
       if (!which) return r;
@@ -164,6 +165,11 @@ export class Failover {
       },
     };
     return [...withStatus, takeover];
+  }
+
+  /** Whether this appliance backs VIPs up, and its last takeovers (newest last). */
+  status(): { standby: boolean; takeovers: TakeoverReport[] } {
+    return { standby: this.options.config.failover.standby, takeovers: this.takeover.reports() };
   }
 
   async stop(): Promise<void> {

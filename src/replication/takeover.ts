@@ -64,6 +64,7 @@ export interface TakeoverReport {
 
 export class Takeover {
   private readonly running = new Map<string, Promise<TakeoverReport>>();
+  private readonly done: TakeoverReport[] = [];
   private readonly settings: ApplianceConfig['failover'];
 
   constructor(private readonly options: TakeoverOptions) {
@@ -82,6 +83,11 @@ export class Takeover {
     }
     if (armed.length > 0) this.options.logger.info({ vips: armed }, 'standby: VIPs pre-armed (held until a takeover)');
     return armed;
+  }
+
+  /** The last takeovers, newest last. */
+  reports(): TakeoverReport[] {
+    return [...this.done];
   }
 
   /** The VRRP instance of `vip` became master here: install its entries and activate it. */
@@ -145,6 +151,8 @@ export class Takeover {
     report.released = (await this.options.appliance.activate(name)).released;
     report.ms.activated = since();
     this.options.onActivated?.(name);
+    this.done.push(report);
+    if (this.done.length > 16) this.done.shift();
     this.options.logger.info(report, `takeover of ${name}`);
     return report;
   }
