@@ -54,17 +54,29 @@ interface Round {
   overruns: number;
   resyncs: number;
   lagMs: { lastBatch: number; max: number };
+  /** CPU time of lb1's appliance process (user + system, the `ip netns exec` child) during the run. */
+  applianceCpuMs: number;
+}
+
+/** utime + stime of a process and its waited-for children, ms (proc(5): fields 14-17, clock ticks of 10 ms). */
+function cpuMs(pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) * 10;
 }
 
 async function round(i: number, replication: boolean): Promise<Round> {
   const name = `rplbr${i}${replication ? 'a' : 'b'}`;
-  await labUp({ name, keepers: true, configure: failoverLab({ replication: { enabled: replication } }) });
+  const up = await labUp({ name, keepers: true, configure: failoverLab({ replication: { enabled: replication } }) });
   const site = siteFor(name);
   try {
     const vip1 = site.vips.find((v) => v.name === 'vip1')!;
+    const appliancePid = up.status.processes.find((p) => p.name === 'lb1-appliance')!.pid;
+    const cpu0 = cpuMs(appliancePid);
     const r = await run('ip', ['netns', 'exec', `${name}-client`, process.execPath, '--input-type=module', '-e', generator(vip1.address)]);
     if (r.code !== 0) throw new Error(`generator: ${r.stderr}`);
     const { completed, failed } = JSON.parse(r.stdout) as { completed: number; failed: number };
+    const applianceCpuMs = cpuMs(appliancePid) - cpu0;
     let entries = 0;
     let copies = 0;
     if (replication) {
@@ -89,6 +101,7 @@ async function round(i: number, replication: boolean): Promise<Round> {
       overruns: lb1.replication.overruns,
       resyncs: srv1.resyncs,
       lagMs: { lastBatch: srv1.lagMs.lastBatch, max: srv1.lagMs.max },
+      applianceCpuMs,
     };
   } finally {
     await labDown({ name });
@@ -101,7 +114,7 @@ for (let i = 0; i < rounds; i++) {
   for (const replication of i % 2 === 0 ? [false, true] : [true, false]) {
     const r = await round(i, replication);
     results.push(r);
-    console.log(`round ${i + 1} replication ${replication ? 'on ' : 'off'}: ${r.perSecond} conn/s (${r.failed} failed), entries ${r.entries}, copies ${r.copies}, lost ${r.lost}, overruns ${r.overruns}, lag max ${r.lagMs.max} ms`);
+    console.log(`round ${i + 1} replication ${replication ? 'on ' : 'off'}: ${r.perSecond} conn/s (${r.failed} failed), entries ${r.entries}, copies ${r.copies}, lost ${r.lost}, overruns ${r.overruns}, lag max ${r.lagMs.max} ms, appliance CPU ${r.applianceCpuMs} ms`);
   }
 }
 const mean = (xs: number[]) => Math.round(xs.reduce((a, b) => a + b, 0) / xs.length);

@@ -22,7 +22,20 @@ import { KEY_SIZE, MAX_BATCH_ITEMS, keysOfRecords } from '../keeper/batch.js';
 import type { ApplianceConfig, VipConfig } from '../nat/config.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack, ConntrackEvents } from '../netlink/conntrack.js';
-import { IPPROTO_TCP, IPPROTO_UDP, TCP_CONNTRACK_ESTABLISHED, type ConntrackEntry } from '../netlink/ctnetlink.js';
+import {
+  CTA_MARK,
+  CTA_PROTOINFO,
+  CTA_PROTOINFO_TCP,
+  CTA_PROTOINFO_TCP_STATE,
+  IPCTNL_MSG_CT_DELETE,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  NFGENMSG_LEN,
+  TCP_CONNTRACK_ESTABLISHED,
+  ctnlType,
+  type ConntrackEntry,
+} from '../netlink/ctnetlink.js';
+import { NLA_HDRLEN, NLA_TYPE_MASK, type NetlinkMessage } from '../netlink/message.js';
 import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_INSIDE_ADDR, R_INSIDE_PORT, R_MARK, R_PROTO, R_SERVER_ADDR, R_SERVER_PORT, R_STATUS, R_TCP_STATE, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, R_WSCALE_ORIGINAL, R_WSCALE_REPLY, R_FLAGS_ORIGINAL, R_FLAGS_REPLY } from '../netlink/entry-record.js';
 import { Backlog, recordKey, type TakenBatch } from './backlog.js';
 
@@ -307,7 +320,11 @@ export class Replicator {
    */
   start(): void {
     if (!this.settings.enabled || this.events) return;
-    const events = this.options.table.subscribe({ groups: ['update', 'destroy'], receiveBufferBytes: this.settings.receiveBufferBytes });
+    const events = this.options.table.subscribe({
+      groups: ['update', 'destroy'],
+      receiveBufferBytes: this.settings.receiveBufferBytes,
+      accept: (msg) => this.worthDecoding(msg),
+    });
     events.on('update', (e: ConntrackEntry) => this.onEvent(e, false));
     events.on('destroy', (e: ConntrackEntry) => this.onEvent(e, true));
     events.on('overrun', () => this.onOverrun());
@@ -338,8 +355,29 @@ export class Replicator {
     for (const link of this.links) if (fresh.has(link.server)) link.requestResync();
   }
 
-  private onEvent(e: ConntrackEntry, destroyed: boolean): void {
+  /**
+   * Most events are TCP state changes of no interest (SYN_RECV, FIN_WAIT...) or of VIPs not
+   * replicated here: read the mark and the TCP state in place and decode only the others.
+   */
+  private worthDecoding(msg: NetlinkMessage): boolean {
     this.counts.received++;
+    const p = msg.payload;
+    let mark = 0;
+    let state = -1;
+    for (let o = NFGENMSG_LEN; o + NLA_HDRLEN <= p.length; ) {
+      const len = p.readUInt16LE(o);
+      if (len < NLA_HDRLEN) break;
+      const type = p.readUInt16LE(o + 2) & NLA_TYPE_MASK;
+      if (type === CTA_MARK && len >= NLA_HDRLEN + 4) mark = p.readUInt32BE(o + NLA_HDRLEN);
+      else if (type === CTA_PROTOINFO) state = tcpStateIn(p, o + NLA_HDRLEN, Math.min(p.length, o + len));
+      o += (len + 3) & ~3;
+    }
+    const wanted = this.replicated.has(mark) && (msg.type === CT_DELETE || state === -1 || state === TCP_CONNTRACK_ESTABLISHED);
+    if (!wanted) this.counts.ignored++;
+    return wanted;
+  }
+
+  private onEvent(e: ConntrackEntry, destroyed: boolean): void {
     const vip = this.replicated.get(e.mark);
     const proto = e.orig.proto;
     // An update of a TCP entry matters when it reaches ESTABLISHED (updates without
@@ -425,6 +463,28 @@ export class Replicator {
     this.events = undefined;
     for (const link of this.links) link.close();
   }
+}
+
+const CT_DELETE = ctnlType(IPCTNL_MSG_CT_DELETE);
+
+/** CTA_PROTOINFO_TCP_STATE inside the CTA_PROTOINFO nest at [start, end), or -1. */
+function tcpStateIn(p: Buffer, start: number, end: number): number {
+  for (let o = start; o + NLA_HDRLEN <= end; ) {
+    const len = p.readUInt16LE(o);
+    if (len < NLA_HDRLEN) return -1;
+    if ((p.readUInt16LE(o + 2) & NLA_TYPE_MASK) === CTA_PROTOINFO_TCP) {
+      const inner = Math.min(end, o + len);
+      for (let q = o + NLA_HDRLEN; q + NLA_HDRLEN <= inner; ) {
+        const ilen = p.readUInt16LE(q);
+        if (ilen < NLA_HDRLEN) return -1;
+        if ((p.readUInt16LE(q + 2) & NLA_TYPE_MASK) === CTA_PROTOINFO_TCP_STATE && ilen > NLA_HDRLEN) return p[q + NLA_HDRLEN]!;
+        q += (ilen + 3) & ~3;
+      }
+      return -1;
+    }
+    o += (len + 3) & ~3;
+  }
+  return -1;
 }
 
 /** An event's entry as a record (entry-record.ts); a destroy needs only the key and the server. */

@@ -50,6 +50,8 @@ export interface SourceReport {
 
 export interface TakeoverReport {
   vip: string;
+  /** Wall clock (ms since the epoch) when the takeover began. */
+  startedAt: number;
   /** `already normal`: nothing to do (a repeated call). */
   outcome: 'activated' | 'already normal';
   keepers: SourceReport[];
@@ -106,6 +108,7 @@ export class Takeover {
     const mode = this.options.modes().get(name);
     const report: TakeoverReport = {
       vip: name,
+      startedAt: Date.now(),
       outcome: 'activated',
       keepers: [],
       peers: [],
