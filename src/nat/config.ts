@@ -106,8 +106,11 @@ const failoverSchema = z.strictObject({
   fetchTimeout: bounded('a fetch timeout', 'ms', 100, 60_000).default(3000),
   /** The other appliances' agents, read first on a takeover in case the failed one still answers (patent variants 13/14). */
   peers: z.array(z.strictObject({ name, api: z.string({ error: says('expected an agent URL') }).regex(/^http:\/\//, { error: 'expected an http:// URL' }) })).default([]),
-  /** How long a peer may take to answer before the takeover goes on without it. */
-  peerTimeout: bounded('a peer timeout', 'ms', 0, 10_000).default(100),
+  /**
+   * How long a peer may take to answer before the takeover goes on without it: a dead peer
+   * (a power loss) adds this much to every takeover; 0 asks no peer.
+   */
+  peerTimeout: bounded('a peer timeout', 'ms', 0, 10_000).default(50),
 });
 
 const applianceSchema = z

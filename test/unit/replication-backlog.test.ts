@@ -139,7 +139,7 @@ vips: []
     const c = parseApplianceConfig(base, 'lb1.yaml');
     expect(c.keepers).toEqual([]);
     expect(c.replication).toMatchObject({ enabled: true, batchInterval: 50, batchEntries: 1000, refreshInterval: 60 });
-    expect(c.failover).toMatchObject({ standby: false, peers: [], peerTimeout: 100 });
+    expect(c.failover).toMatchObject({ standby: false, peers: [], peerTimeout: 50 });
   });
 
   it('names file, line and field of a wrong keeper or setting', () => {
