@@ -64,6 +64,7 @@ test-netlink: build
 
 bench-conntrack: build
 	npx tsx bench/conntrack.ts
+<<<<<<< HEAD
 # keeper
 .PHONY: test-keeper bench-keeper
 test-keeper: build
@@ -71,3 +72,31 @@ test-keeper: build
 
 bench-keeper: build
 	npx tsx bench/keeper.ts
+=======
+# controller — journal, statistics, rebalancing, authentication of every route
+.PHONY: test-controller
+test-controller: build
+	npx vitest run test/unit/controller-journal.test.ts test/unit/controller-statistics.test.ts test/unit/controller-auth.test.ts test/unit/api-assignment.test.ts
+	npx vitest run test/integration/controller-journal.test.ts test/integration/controller-rebalance.test.ts test/integration/controller-auth.test.ts
+# --- vrrp (src/vrrp: the VRRPv3 speaker) ---
+.PHONY: bench-vrrp test-vrrp
+bench-vrrp: build
+	npx tsx bench/vrrp.ts
+
+test-vrrp: build
+	npx vitest run test/unit/vrrp-advert.test.ts test/unit/vrrp-state-machine.test.ts test/unit/vrrp-config.test.ts test/unit/vrrp-speaker.test.ts test/integration/vrrp-keepalived.test.ts
+
+# console — operator console, metrics, logs
+.PHONY: test-console bench-console console-screenshot
+test-console: build
+	npx vitest run test/unit/console-access-page.test.ts test/unit/console-model.test.ts
+	npx vitest run test/integration/console-tmux.test.ts
+
+bench-console: build
+	npx tsx bench/console.ts
+
+# Debian's chromium renders the capture (installed here if missing).
+console-screenshot: build
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	npx tsx scripts/console-screenshot.ts
+>>>>>>> main

@@ -3,7 +3,7 @@
  * engine, the access table, the VIP addresses and the agent API the controller drives.
  */
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { createLogger } from '../log/logger.js';
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
@@ -15,8 +15,10 @@ import { Announcer } from '../nat/announce.js';
 import { Appliance } from '../nat/appliance.js';
 import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
+import { registerApplianceMetrics } from '../nat/metrics.js';
+import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { Failover } from '../replication/failover.js';
-import { Speaker } from '../vrrp/speaker.js';
+import { SpeakerProcess } from '../vrrp/process.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
 
@@ -34,7 +36,7 @@ export async function appliance(args: string[]): Promise<number> {
   }
   const config = await loadApplianceConfig(values.config);
   const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.appliance);
-  const logger = pino({ name: 'appliance', base: { appliance: config.appliance } });
+  const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
 
   const engine = new NatEngine();
   await engine.start(config);
@@ -42,14 +44,24 @@ export async function appliance(args: string[]): Promise<number> {
   const addresses = new Addresses();
   const announcer = new Announcer();
   const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
-  const speaker = config.vrrp?.instances.length ? new Speaker(config.vrrp, { addresses, logger: logger.child({ part: 'vrrp' }) }) : undefined;
+  // The speaker runs in a child process of its own (src/vrrp/process.ts says why).
+  const speaker = config.vrrp?.instances.length
+    ? new SpeakerProcess([process.execPath, process.argv[1]!, 'vrrp', '--config', values.config, '--control'])
+    : undefined;
   const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
   const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
   const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger });
   failover.listen();
-  speaker?.start();
+  if (speaker) {
+    await speaker.start();
+    // Without its speaker the appliance must not go on holding addresses nobody defends.
+    speaker.once('exit', (err: Error) => {
+      logger.error({ err: err.message }, 'the VRRP speaker died: stopping the appliance');
+      process.kill(process.pid, 'SIGTERM');
+    });
+  }
   await box.start();
   await failover.start();
 
@@ -59,7 +71,9 @@ export async function appliance(args: string[]): Promise<number> {
     if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
     return client;
   };
-  const server = createApiServer({ name: 'agent', routes: failover.routes(agentRoutes(box, peerClient, logger)), authenticator: new Authenticator(credentials), logger });
+  const metrics = processRegistry();
+  registerApplianceMetrics(metrics, () => box.status());
+  const server = createApiServer({ name: 'agent', routes: [...failover.routes(agentRoutes(box, peerClient, logger)), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 

@@ -4,14 +4,17 @@
  */
 import { rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { pino } from 'pino';
+import { createLogger } from '../log/logger.js';
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { AgentClient } from '../controller/agent-client.js';
 import { controllerConfigSchema } from '../controller/config.js';
 import { controllerRoutes } from '../controller/routes.js';
-import { Controller } from '../controller/controller.js';
+import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
+import { Journal } from '../controller/journal.js';
+import { ControllerMetrics } from '../controller/metrics.js';
+import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { loadConfigFile } from '../nat/config.js';
 
 const USAGE = 'usage: vipshift controller --config FILE [--credentials DIR]\n';
@@ -30,15 +33,21 @@ export async function controller(args: string[]): Promise<number> {
   }
   const config = await loadConfigFile(values.config, controllerConfigSchema);
   const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.controller);
-  const logger = pino({ name: 'controller' });
+  const logger = createLogger({ name: 'controller' });
   const agents = new Map(
     config.appliances.map((a) => [a.name, new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }))]),
   );
-  const site = new Controller(config, agents, logger);
-  await site.reconcile();
+  const pause = pauseFromEnv(process.env[PAUSE_ENV], logger);
+  const journal = new Journal(config.journal);
+  const site = new Controller(config, agents, journal, logger, pause ? { pause } : {});
+  // Unfinished migrations of an earlier run are ended before anything else can move a VIP.
+  await site.open();
+  const metrics = processRegistry();
+  const migrationMetrics = new ControllerMetrics(metrics, () => site.migrations());
+  site.onFinished = (final) => migrationMetrics.observe(final);
   // One authenticator for both listeners, so a nonce seen on one is a replay on the other.
   const authenticator = new Authenticator(credentials);
-  const serve = () => createApiServer({ name: 'controller', routes: controllerRoutes(site), authenticator, logger });
+  const serve = () => createApiServer({ name: 'controller', routes: [...controllerRoutes(site), metricsRoute(metrics)], authenticator, logger, metrics });
   const server = serve();
   await server.listen(config.api.listen);
   // A local socket for the operator's CLI on the same box (in the lab: from the host).
@@ -47,12 +56,15 @@ export async function controller(args: string[]): Promise<number> {
     await rm(config.api.socket, { force: true });
     await local?.listen({ path: config.api.socket });
   }
-  logger.info({ api: server.url }, 'controller ready');
+  site.startLoops();
+  logger.info({ api: server.url, journal: config.journal, rebalance: site.rebalanceMode() }, 'controller ready');
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
   await server.close();
   await local?.close();
+  await site.stop();
+  journal.close();
   return 0;
 }

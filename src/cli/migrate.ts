@@ -38,6 +38,7 @@ export function formatMigration(m: MigrationProgress): string {
   const lines = [`migration ${m.id}: ${m.vip} ${m.from} → ${m.to}: ${m.state}${m.error ? ` (${m.error})` : ''}`];
   for (const [step, ms] of Object.entries(m.steps)) lines.push(`  ${step.replace(/_ms$/, '').padEnd(14)} ${ms.toFixed(1).padStart(9)} ms`);
   lines.push(`  ${'total'.padEnd(14)} ${(m.totalMs ?? 0).toFixed(1).padStart(9)} ms`);
+  if (m.cleanupMs !== undefined) lines.push(`  ${'then cleanup'.padEnd(14)} ${m.cleanupMs.toFixed(1).padStart(9)} ms  (${m.from} deletes its old entries)`);
   lines.push(`  entries moved ${m.entries.moved} of ${m.entries.total}; held packets released in order: ${m.released}`);
   return `${lines.join('\n')}\n`;
 }

@@ -15,10 +15,15 @@ export async function status(args: string[]): Promise<number> {
 }
 
 export function formatStatus(site: SiteStatus): string {
-  const lines = ['VIP      OWNER  MODE       ENTRIES'];
-  for (const v of site.vips) lines.push(`${v.name.padEnd(8)} ${v.owner.padEnd(6)} ${v.mode.padEnd(10)} ${v.entries}`);
+  const lines = [`rebalance ${site.rebalance}`, 'VIP      OWNER  MODE       ENTRIES   PACKETS/S     BYTES/S  NEW CONN/S  PINNED'];
+  const rate = (x: number | undefined, width: number) => (x === undefined ? '-' : x.toFixed(1)).padStart(width);
+  for (const v of site.vips) {
+    lines.push(
+      `${v.name.padEnd(8)} ${v.owner.padEnd(6)} ${v.mode.padEnd(10)} ${String(v.entries).padStart(7)}  ${rate(v.traffic?.packetsPerSecond, 10)}  ${rate(v.traffic?.bytesPerSecond, 10)}  ${rate(v.traffic?.newConnectionsPerSecond, 10)}  ${v.pinned ? 'yes' : ''}`,
+    );
+  }
   for (const a of site.appliances) {
-    lines.push('', `${a.name}${a.reachable ? '' : `  UNREACHABLE: ${a.error}`}`);
+    lines.push('', `${a.name} (capacity ${a.capacity}${a.up ? '' : ', DOWN'}${a.maintenance ? ', in maintenance' : ''})${a.reachable ? '' : `  UNREACHABLE: ${a.error}`}`);
     if (!a.reachable) continue;
     lines.push('  VIP      MODE       ENTRIES  PACKETS    HELD  RELEASED  OVERFLOWED  REJECTED');
     for (const v of a.vips) {

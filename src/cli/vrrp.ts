@@ -9,14 +9,17 @@ import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import { Addresses } from '../netlink/route.js';
 import { VrrpConfigError, loadVrrpConfigFile } from '../vrrp/config.js';
+import { serveSpeaker } from '../vrrp/process.js';
 import { Speaker } from '../vrrp/speaker.js';
 
-const USAGE = 'usage: vipshift vrrp --config FILE\n';
+const USAGE = 'usage: vipshift vrrp --config FILE [--control]\n';
 
 export async function vrrp(args: string[]): Promise<number> {
-  const at = args.indexOf('--config');
-  const file = at >= 0 ? args[at + 1] : undefined;
-  if (!file || args.length !== 2) {
+  const control = args.includes('--control');
+  const rest = args.filter((a) => a !== '--control');
+  const at = rest.indexOf('--config');
+  const file = at >= 0 ? rest[at + 1] : undefined;
+  if (!file || rest.length !== 2) {
     process.stderr.write(USAGE);
     return 2;
   }
@@ -30,11 +33,26 @@ export async function vrrp(args: string[]): Promise<number> {
     }
     throw e;
   }
-  const log = pino({ base: { part: 'vrrp' } });
+  // Under --control stdout carries the protocol (src/vrrp/process.ts): logs go to stderr.
+  const log = pino({ base: { part: 'vrrp' } }, control ? process.stderr : process.stdout);
   const addresses = new Addresses();
   const speaker = new Speaker(config, { addresses, logger: log });
-  speaker.start();
+  try {
+    speaker.start();
+  } catch (e) {
+    await speaker.stop();
+    addresses.close();
+    process.stderr.write(`vipshift vrrp: ${(e as Error).message}\n`);
+    return 1;
+  }
   log.info({ instances: speaker.state() }, 'started');
+  if (control) {
+    // The appliance's child: served until the parent closes our stdin (or signals us).
+    await Promise.race([serveSpeaker(speaker, process.stdin, process.stdout), new Promise((r) => process.once('SIGTERM', r))]);
+    await speaker.stop();
+    addresses.close();
+    return 0;
+  }
 
   const input = createInterface({ input: process.stdin, terminal: false });
   input.on('line', (line) => {

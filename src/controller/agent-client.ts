@@ -3,8 +3,9 @@
  * MigrationAgent interface the four steps use.
  */
 import { createInterface } from 'node:readline';
-import type { ApiClient } from '../api/client.js';
+import type { ApiClient, RequestOptions } from '../api/client.js';
 import type { HoldRelease, ImportResult, MigrationAgent } from '../migration/migration.js';
+import type { AccessPage, PageQuery } from '../nat/access-page.js';
 import type { ApplianceStatus } from '../nat/appliance.js';
 
 const vipPath = (vip: string, action: string) => `/v1/vips/${encodeURIComponent(vip)}/${action}`;
@@ -16,8 +17,8 @@ export class AgentClient implements MigrationAgent {
     private readonly api: ApiClient,
   ) {}
 
-  status(): Promise<ApplianceStatus> {
-    return this.api.get('/v1/status') as Promise<ApplianceStatus>;
+  status(options?: RequestOptions): Promise<ApplianceStatus> {
+    return this.api.get('/v1/status', options) as Promise<ApplianceStatus>;
   }
 
   async prepare(vip: string): Promise<void> {
@@ -63,5 +64,11 @@ export class AgentClient implements MigrationAgent {
 
   async abort(vip: string): Promise<void> {
     await this.api.post(vipPath(vip, 'abort'), {});
+  }
+
+  /** One page of the VIP's access table, sorted and filtered by the appliance. */
+  entriesPage(vip: string, query: Partial<PageQuery>): Promise<AccessPage> {
+    const q = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
+    return this.api.get(`${vipPath(vip, 'entries/page')}?${q}`) as Promise<AccessPage>;
   }
 }

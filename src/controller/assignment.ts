@@ -107,6 +107,7 @@ export function validateInput(input: AssignmentInput): void {
 
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+const num = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3));
 
 /**
  * The default: minimise the load of the busiest appliance, relative to capacity.
@@ -146,6 +147,16 @@ export class MinMaxLoad implements AssignmentAlgorithm {
       return total === 0 ? 0 : max / (total / cap) - 1;
     };
     const imbalanceBefore = imbalance();
+    /** How far an appliance is above the perfectly balanced load of the eligible ones (0.25 = 25 %). */
+    const overShare = (a: string): number => {
+      let total = 0;
+      let cap = 0;
+      for (const e of eligible) {
+        total += load.get(e)!;
+        cap += capacity.get(e)!;
+      }
+      return total === 0 ? 0 : rel(a) / (total / cap) - 1;
+    };
 
     const moves: PlannedMove[] = [];
     const waiting: Plan['waiting'] = [];
@@ -227,7 +238,10 @@ export class MinMaxLoad implements AssignmentAlgorithm {
         continue;
       }
       const from = busiest;
-      move(best.vip, best.to, 'rebalance', `${from} is the busiest${stuck.size ? ' of those that can be relieved' : ''} (${pct(rel(from) + best.vip.load / capacity.get(from)!)} of capacity); ${best.to} is at ${pct(rel(best.to) - best.vip.load / capacity.get(best.to)!)}`);
+      // Loads are in the site's unit (packets/s...) per unit of capacity; "over its share" is
+      // relative to the perfectly balanced load.
+      const why = `${from} is the busiest${stuck.size ? ' of those that can be relieved' : ''} (load ${num(rel(from))}, ${pct(overShare(from))} over its share); ${best.to} is at ${num(rel(best.to))}`;
+      move(best.vip, best.to, 'rebalance', why);
       const list = movable.get(from)!;
       list.splice(list.indexOf(best.vip), 1);
       // Only two loads changed: the target may now need relief itself, and a set-aside appliance
@@ -237,7 +251,7 @@ export class MinMaxLoad implements AssignmentAlgorithm {
     }
     const among = rest();
     if (stuck.size > 0) {
-      notes.push(`no single move relieves ${[...stuck].sort().map((a) => `${a} (${pct(rel(a))})`).join(', ')}: their movable VIPs are too large or none are left`);
+      notes.push(`no single move relieves ${[...stuck].sort().map((a) => `${a} (load ${num(rel(a))}, ${pct(overShare(a))} over its share)`).join(', ')}: their movable VIPs are too large or none are left`);
     }
     if (moves.some((m) => m.reason === 'rebalance') && among.length >= 2 && imbalance(among) <= settings.threshold) {
       notes.push(`imbalance ${pct(imbalance(among))}${stuck.size ? ' among the others' : ''} now within the threshold ${pct(settings.threshold)}`);

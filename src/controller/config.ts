@@ -1,5 +1,6 @@
-/** The controller's configuration: the appliances it drives and the VIPs of the site. */
+/** The controller's configuration: the appliances it drives, the VIPs of the site, statistics and rebalancing. */
 import { z } from 'zod';
+import { algorithms } from './assignment.js';
 
 const hostPort = z.string().regex(/^[0-9.]+:\d{1,5}$/, 'expected ADDRESS:PORT');
 
@@ -8,13 +9,52 @@ export const controllerConfigSchema = z
     controller: z.string().min(1),
     api: z.object({ listen: hostPort, socket: z.string().startsWith('/').optional() }).strict(),
     appliances: z
-      .array(z.object({ name: z.string().min(1), api: z.string().url() }))
+      .array(
+        z.object({
+          name: z.string().min(1),
+          api: z.string().url(),
+          /** Capacity weight: an appliance of weight 2 is meant to carry twice the load. */
+          capacity: z.number().positive().default(1),
+        }),
+      )
       .min(1),
-    /** The keepers of the servers, for failover (issue 5); the migration journal's database (issue 4). */
+    /** The keepers of the servers, for failover (issue 5). */
     keepers: z.array(z.object({ name: z.string().min(1), api: z.string().url() })).default([]),
-    journal: z.string().optional(),
+    /** The controller's SQLite database: migration journal and inventory (src/controller/journal.ts). */
+    journal: z.string().min(1).default('/var/lib/vipshift/controller.sqlite'),
     vips: z.array(z.object({ name: z.string().min(1), address: z.string().optional(), owner: z.string().min(1) })),
     migration: z.object({ stepTimeoutMs: z.number().int().positive() }).default({ stepTimeoutMs: 10_000 }),
+    statistics: z
+      .object({
+        /** Every appliance's counters are read this often. */
+        intervalSeconds: z.number().positive().default(5),
+        /** An appliance that has not answered this many polls in a row is down: nothing is planned to it. */
+        downAfterPolls: z.number().int().positive().default(3),
+        /** Weight of the newest measurement in the smoothed load, (0, 1]. */
+        smoothing: z.number().gt(0).max(1).default(0.5),
+      })
+      .strict()
+      .default({ intervalSeconds: 5, downAfterPolls: 3, smoothing: 0.5 }),
+    rebalance: z
+      .object({
+        /** auto: the controller carries its plan out; manual: only operators move VIPs. Changed at run time by `vipshift rebalance`. */
+        mode: z.enum(['auto', 'manual']).default('auto'),
+        algorithm: z.string().refine((a) => a in algorithms, { message: `unknown algorithm (known: ${Object.keys(algorithms).join(', ')})` }).default('min-max-load'),
+        /** What is balanced: packets/s, bytes/s, live connections or new connections/s. */
+        load: z.enum(['packets', 'bytes', 'connections', 'newConnections']).default('packets'),
+        /** No rebalancing move unless the busiest appliance carries this much more than its share (0.25 = 25 %). */
+        threshold: z.number().min(0).default(0.25),
+        /** A VIP that moved stays put this long. */
+        coolDownSeconds: z.number().min(0).default(300),
+        /** The plan is made (and in auto carried out) this often. */
+        intervalSeconds: z.number().positive().default(30),
+        /** Migrations at once. */
+        maxConcurrent: z.number().int().min(1).default(1),
+        /** Below this total load (in the load's unit, per second) the site is idle: nothing is moved. */
+        minLoad: z.number().min(0).default(100),
+      })
+      .strict()
+      .default({ mode: 'auto', algorithm: 'min-max-load', load: 'packets', threshold: 0.25, coolDownSeconds: 300, intervalSeconds: 30, maxConcurrent: 1, minLoad: 100 }),
   })
   .superRefine((c, ctx) => {
     const names = new Set(c.appliances.map((a) => a.name));

@@ -1,25 +1,48 @@
 /**
- * The controller (the patent's control mechanism 52): knows the appliances and who owns
- * which VIP, runs migrations through the appliances' agents, and answers for the site.
+ * The controller (the patent's control mechanism 52): knows the appliances and who owns which
+ * VIP (journal.ts keeps both on disk), measures their traffic, plans who should own what
+ * (assignment.ts), runs migrations through the appliances' agents, writing each step down
+ * before it runs, and ends the ones a previous run of it left unfinished.
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { migrate, type MigrationOptions, type MigrationProgress } from '../migration/migration.js';
+import type { RequestOptions } from '../api/client.js';
+import { STEPS, migrate, recover, type MigrationAgent, type MigrationOptions, type MigrationProgress, type Step } from '../migration/migration.js';
 import type { ApplianceStatus } from '../nat/appliance.js';
-import type { AgentClient } from './agent-client.js';
+import { algorithms, type AssignmentAlgorithm, type AssignmentInput, type Plan } from './assignment.js';
 import type { ControllerConfig } from './config.js';
+import type { InventoryAppliance, InventoryVip, Journal, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './journal.js';
+import { TrafficMeter, type ApplianceSample } from './statistics.js';
+
+/** What the controller needs of an appliance: the migration's operations and its status. */
+export interface ApplianceAgent extends MigrationAgent {
+  status(options?: RequestOptions): Promise<ApplianceStatus>;
+}
 
 export interface SiteVip {
   name: string;
   owner: string;
   mode: string;
   entries: number;
+  pinned: boolean;
+  lastMovedAt: string | null;
+  traffic: VipTraffic | null;
+  load: number | null;
 }
 
 export interface SiteStatus {
   vips: SiteVip[];
-  appliances: (ApplianceStatus & { name: string; reachable: boolean; error?: string })[];
+  appliances: (ApplianceStatus & { name: string; reachable: boolean; up: boolean; maintenance: boolean; capacity: number; error?: string })[];
   migrations: MigrationProgress[];
+  rebalance: RebalanceMode;
+}
+
+export interface PlanReport extends Plan {
+  mode: RebalanceMode;
+  at: string;
+  /** Why nothing would be carried out now although the plan has moves (idle site, stale measurements...). */
+  holdingBack?: string;
+  input: AssignmentInput;
 }
 
 export class MigrationRefused extends Error {
@@ -32,109 +55,465 @@ export class MigrationRefused extends Error {
   }
 }
 
-const HISTORY = 50;
-
 /** Drills for tests and rehearsals: fail at a step, or skip the hold (the negative control). */
 export type Drill = Pick<MigrationOptions, 'abortAt' | 'skipPrepare'>;
 
+export const PAUSE_ENV = 'VIPSHIFT_TEST_PAUSE_STEP';
+
+/**
+ * The test hook: `VIPSHIFT_TEST_PAUSE_STEP=STEP[:MS]` (default 30000 ms) makes every migration
+ * wait MS in the middle of STEP (see MigrationOptions.pause), so that a test can kill the
+ * controller there. Read only when set; a wrong value stops the controller at start.
+ * The pause counts against migration.stepTimeoutMs: set that above MS.
+ */
+export function pauseFromEnv(value: string | undefined, logger?: Logger): ((step: Step) => Promise<void>) | undefined {
+  if (value === undefined || value === '') return undefined;
+  const m = /^([a-z_]+)(?::(\d+))?$/.exec(value);
+  const step = m?.[1] as Step | undefined;
+  if (!m || !step || !STEPS.includes(step)) throw new Error(`${PAUSE_ENV}=${value}: expected STEP[:MS] with STEP one of ${STEPS.join(', ')}`);
+  const ms = m[2] === undefined ? 30_000 : Number(m[2]);
+  return async (at) => {
+    if (at !== step) return;
+    logger?.warn({ step, ms }, `test hook ${PAUSE_ENV}: pausing in the middle of ${step}`);
+    await new Promise((r) => setTimeout(r, ms));
+  };
+}
+
+const HISTORY = 50;
+
+export interface ControllerOptions {
+  now?: () => number;
+  pause?: (step: Step) => Promise<void>;
+}
+
 export class Controller {
-  private readonly owners: Map<string, string>;
-  private readonly running = new Map<string, MigrationProgress>();
-  private readonly history: MigrationProgress[] = [];
-  /** Entries per VIP on its owner, as last seen: the progress total of a migration starting now. */
-  private readonly lastEntries = new Map<string, number>();
+  private readonly running = new Map<string, { progress: MigrationProgress; done: Promise<MigrationProgress> }>();
+  /** Unfinished migrations of an earlier run still to be ended (an appliance did not answer yet). */
+  private readonly unrecovered = new Map<string, JournalMigration>();
+  /** Appliances that answered a poll since this controller started. */
+  private readonly answered = new Set<string>();
+  private readonly meter: TrafficMeter;
+  private readonly algorithm: AssignmentAlgorithm;
+  private readonly now: () => number;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private stopped = false;
+  /** Each appliance's answer to the last poll it answered. */
+  private readonly lastStatuses = new Map<string, ApplianceStatus>();
+  /** Told of every migration that ends (metrics). */
+  onFinished?: (final: MigrationProgress) => void;
 
   constructor(
     readonly config: ControllerConfig,
-    private readonly agents: Map<string, AgentClient>,
+    private readonly agents: Map<string, ApplianceAgent>,
+    private readonly journal: Journal,
     private readonly logger: Logger,
+    private readonly options: ControllerOptions = {},
   ) {
-    this.owners = new Map(config.vips.map((v) => [v.name, v.owner]));
+    this.now = options.now ?? Date.now;
+    this.meter = new TrafficMeter(config.rebalance.load, config.statistics.smoothing);
+    this.algorithm = algorithms[config.rebalance.algorithm]!();
+    journal.syncConfiguration(config.appliances, config.vips);
+  }
+
+  /** The agent of an appliance of the inventory (the console's access-table pages go through it). */
+  agent(name: string): ApplianceAgent | undefined {
+    return this.agents.get(name);
   }
 
   owner(vip: string): string | undefined {
-    return this.owners.get(vip);
+    return this.journal.owners().get(vip);
   }
 
+  // -------------------------------------------------------------------------------------------
+  // Start: recovery, then what the appliances say
+
   /**
-   * Learns the owners from the appliances themselves: the one with the VIP `normal` in
-   * its mode table owns it. Used at start, so a restarted controller agrees with the site.
+   * Ends every migration the journal has as unfinished (an earlier run died in it), then learns
+   * the owners of the other VIPs from the appliances. A migration whose appliances do not answer
+   * stays unfinished and is tried again at every poll; its VIP is not moved meanwhile.
    */
-  async reconcile(): Promise<void> {
-    for (const agent of this.agents.values()) {
-      const status = await agent.status().catch(() => undefined);
-      for (const vip of status?.vips ?? []) if (vip.mode === 'normal') this.owners.set(vip.name, agent.name);
+  async open(): Promise<void> {
+    for (const m of this.journal.unfinished()) this.unrecovered.set(m.id, m);
+    await this.recoverUnfinished();
+    await this.reconcile();
+  }
+
+  private async recoverUnfinished(): Promise<void> {
+    for (const m of [...this.unrecovered.values()]) {
+      const source = this.agents.get(m.source);
+      const target = this.agents.get(m.target);
+      const log = this.logger.child({ migration: m.id, vip: m.vip });
+      if (!source || !target) {
+        this.journal.recovery(m.id, 'recover_failed', `appliance ${source ? m.target : m.source} is not in the configuration`);
+        log.error({ source: m.source, target: m.target }, 'cannot recover a migration: its appliance is no longer configured');
+        continue;
+      }
+      const decision = m.committed ? 'finish forward (past the commit point)' : `give back to ${m.source} (reached ${m.step ?? 'no step'}, not committed)`;
+      this.journal.recovery(m.id, 'recover', decision);
+      log.warn({ step: m.step, committed: m.committed, from: m.source, to: m.target }, `recovering an unfinished migration: ${decision}`);
+      try {
+        const state = await recover(m.vip, source, target, { reached: m.step, committed: m.committed });
+        const error = m.error ?? `interrupted at ${m.step ?? 'its start'}; recovered: ${decision}`;
+        this.journal.end(m.id, { state, error, recovered: true, progress: { ...(m.progress ?? this.blankProgress(m)), state, error } });
+        this.unrecovered.delete(m.id);
+        log.info({ state, owner: state === 'done' ? m.target : m.source }, 'unfinished migration recovered');
+      } catch (err) {
+        this.journal.recovery(m.id, 'recover_failed', (err as Error).message);
+        log.error({ err: (err as Error).message }, 'recovering a migration failed; trying again at the next poll');
+      }
     }
   }
 
-  async status(): Promise<SiteStatus> {
-    const appliances = await Promise.all(
-      [...this.agents.values()].map(async (agent) => {
-        try {
-          return { name: agent.name, reachable: true, ...(await agent.status()) };
-        } catch (err) {
-          return { name: agent.name, appliance: agent.name, vips: [], vrrp: [], reachable: false, error: (err as Error).message };
-        }
-      }),
-    );
-    const vips = this.config.vips.map((v) => {
-      const owner = this.owners.get(v.name) ?? v.owner;
-      const onOwner = appliances.find((a) => a.name === owner)?.vips.find((s) => s.name === v.name);
-      const migrating = [...this.running.values()].find((m) => m.vip === v.name);
-      if (onOwner) this.lastEntries.set(v.name, onOwner.entries);
-      return {
-        name: v.name,
-        owner,
-        mode: migrating ? 'migrating' : (onOwner?.mode ?? 'unknown'),
-        entries: onOwner?.entries ?? 0,
-      };
-    });
-    return { vips, appliances, migrations: this.migrations() };
-  }
-
-  migrations(): MigrationProgress[] {
-    return [...this.running.values(), ...this.history];
-  }
-
-  migration(id: string): MigrationProgress | undefined {
-    return this.running.get(id) ?? this.history.find((m) => m.id === id);
+  private blankProgress(m: JournalMigration): MigrationProgress {
+    return {
+      id: m.id,
+      vip: m.vip,
+      from: m.source,
+      to: m.target,
+      state: m.state,
+      step: m.step ?? 'prepare',
+      startedAt: new Date(m.startedAt).toISOString(),
+      steps: {},
+      entries: { moved: 0, total: 0 },
+      released: 0,
+    };
   }
 
   /**
-   * Starts moving a VIP; resolves once it is under way with its first progress record.
-   * `done` resolves when it has finished or aborted.
+   * Checks the journal's owners against the appliances: the one with the VIP `normal` in its
+   * mode table owns it. The journal is corrected where exactly one appliance says so; two
+   * appliances with one VIP `normal` is logged as an error and left for the operator.
    */
-  start(vip: string, to: string, drill: Drill = {}): { progress: MigrationProgress; done: Promise<MigrationProgress> } {
-    const from = this.owners.get(vip);
-    if (!from) throw new MigrationRefused(`no VIP named '${vip}'`, 'vip', 404);
+  async reconcile(): Promise<void> {
+    const statuses = await Promise.all(
+      [...this.agents.values()].map(async (a) => ({ name: a.name, status: await a.status({ timeoutMs: 5000 }).catch(() => undefined) })),
+    );
+    const busy = new Set([...this.unrecovered.values(), ...[...this.running.values()].map((r) => r.progress)].map((m) => m.vip));
+    const owners = this.journal.owners();
+    for (const [vip, recorded] of owners) {
+      if (busy.has(vip)) continue;
+      const claim = statuses.filter((s) => s.status?.vips.some((v) => v.name === vip && v.mode === 'normal')).map((s) => s.name);
+      if (claim.length === 1 && claim[0] !== recorded) {
+        this.logger.warn({ vip, journal: recorded, appliances: claim[0] }, 'owner in the journal differs from the appliances: taking the appliances\' word');
+        this.journal.setOwner(vip, claim[0]!);
+      } else if (claim.length > 1) {
+        this.logger.error({ vip, appliances: claim }, 'several appliances have the VIP normal: left for the operator');
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Loops: statistics and rebalancing
+
+  /** Starts polling the appliances and (in auto) rebalancing. */
+  startLoops(): void {
+    const every = (seconds: number, work: () => Promise<void>) => {
+      const tick = async () => {
+        if (this.stopped) return;
+        await work().catch((err: unknown) => this.logger.error({ err }, 'controller loop failed'));
+        if (this.stopped) return;
+        const t = setTimeout(() => {
+          this.timers.delete(t);
+          void tick();
+        }, seconds * 1000);
+        this.timers.add(t);
+      };
+      void tick();
+    };
+    every(this.config.statistics.intervalSeconds, () => this.poll());
+    every(this.config.rebalance.intervalSeconds, () => this.rebalanceOnce());
+  }
+
+  /** Stops the loops and waits for the migrations under way (bounded by their step timeouts). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    await this.idle();
+  }
+
+  /** Resolves when every migration under way now has ended. */
+  async idle(): Promise<void> {
+    await Promise.all([...this.running.values()].map((r) => r.done));
+  }
+
+  /** One round of statistics: every appliance's counters, rates derived, recorded in the inventory. */
+  async poll(): Promise<void> {
+    const timeoutMs = Math.max(1000, this.config.statistics.intervalSeconds * 1000);
+    const answers = await Promise.all(
+      [...this.agents.values()].map(async (agent) => {
+        try {
+          const status = await agent.status({ timeoutMs });
+          return { agent, status, at: this.now() };
+        } catch (err) {
+          return { agent, error: (err as Error).message };
+        }
+      }),
+    );
+    const samples: ApplianceSample[] = [];
+    for (const a of answers) {
+      if (!a.status) continue;
+      this.answered.add(a.agent.name);
+      this.lastStatuses.set(a.agent.name, a.status);
+      samples.push({
+        appliance: a.agent.name,
+        at: a.at,
+        vips: Object.fromEntries(
+          a.status.vips.map((v) => [v.name, { packets: v.packets, bytes: v.bytes, newConnections: v.newConnections ?? 0, entries: v.entries }]),
+        ),
+      });
+    }
+    const measured = this.meter.update(samples);
+    this.journal.recordPoll(
+      answers.map((a) => (a.status ? { name: a.agent.name, ok: true } : { name: a.agent.name, ok: false, error: a.error })),
+      measured,
+    );
+    for (const a of answers) if (a.error) this.logger.warn({ appliance: a.agent.name, error: a.error }, 'appliance did not answer the poll');
+    if (this.unrecovered.size > 0) await this.recoverUnfinished();
+  }
+
+  /** Up: answered since we started and not failed downAfterPolls polls in a row. */
+  private isUp(a: InventoryAppliance): boolean {
+    return this.answered.has(a.name) && a.failedPolls < this.config.statistics.downAfterPolls;
+  }
+
+  rebalanceMode(): RebalanceMode {
+    const stored = this.journal.setting('rebalance');
+    return stored === 'auto' || stored === 'manual' ? stored : this.config.rebalance.mode;
+  }
+
+  /** Persisted: a restarted controller keeps the operator's choice over the configuration's. */
+  setRebalanceMode(mode: RebalanceMode): void {
+    this.journal.setSetting('rebalance', mode);
+    this.logger.info({ mode }, 'rebalance mode set');
+  }
+
+  private migratingVips(): Set<string> {
+    return new Set([...[...this.running.values()].map((r) => r.progress.vip), ...[...this.unrecovered.values()].map((m) => m.vip)]);
+  }
+
+  /** What the assignment sees now. */
+  assignmentInput(overrides: { coolDownSeconds?: number } = {}): AssignmentInput {
+    const migrating = this.migratingVips();
+    const appliances = this.journal.appliances().filter((a) => this.agents.has(a.name));
+    const known = new Set(appliances.map((a) => a.name));
+    const configured = new Set(this.config.vips.map((v) => v.name));
+    return {
+      appliances: appliances.map((a) => ({ name: a.name, capacity: a.capacity, up: this.isUp(a), maintenance: a.maintenance })),
+      vips: this.journal
+        .vips()
+        .filter((v) => configured.has(v.name) && known.has(v.owner))
+        .map((v) => ({ name: v.name, owner: v.owner, load: v.load ?? 0, pinned: v.pinned, lastMovedAt: v.lastMovedAt, migrating: migrating.has(v.name) })),
+      settings: {
+        threshold: this.config.rebalance.threshold,
+        coolDownSeconds: overrides.coolDownSeconds ?? this.config.rebalance.coolDownSeconds,
+        maxConcurrent: this.config.rebalance.maxConcurrent,
+        now: this.now(),
+      },
+    };
+  }
+
+  /** The plan now, and why it would not be carried out (if so). */
+  plan(): PlanReport {
+    const input = this.assignmentInput();
+    const plan = this.algorithm.plan(input);
+    const report: PlanReport = { ...plan, mode: this.rebalanceMode(), at: new Date(this.now()).toISOString(), input };
+    const holdingBack = this.holdingBack(input);
+    if (holdingBack) report.holdingBack = holdingBack;
+    return report;
+  }
+
+  /** Reasons not to rebalance automatically although the algorithm proposes moves. */
+  private holdingBack(input: AssignmentInput): string | undefined {
+    if (this.unrecovered.size > 0) return `${this.unrecovered.size} unfinished migration(s) of an earlier run still to recover`;
+    const total = input.vips.reduce((sum, v) => sum + v.load, 0);
+    const vips = this.journal.vips();
+    const stale = this.now() - 3 * this.config.statistics.intervalSeconds * 1000;
+    if (vips.every((v) => v.sampledAt === null || v.sampledAt < stale)) return 'no recent measurements';
+    if (total < this.config.rebalance.minLoad) {
+      return `the site is nearly idle (total load ${total.toFixed(1)} < rebalance.minLoad ${this.config.rebalance.minLoad} ${this.config.rebalance.load}/s)`;
+    }
+    return undefined;
+  }
+
+  /** One round of automatic rebalancing (auto mode only): the plan's moves are started. */
+  async rebalanceOnce(): Promise<void> {
+    if (this.rebalanceMode() !== 'auto') return;
+    const report = this.plan();
+    if (report.moves.length === 0) return;
+    if (report.holdingBack && report.moves.every((m) => m.reason === 'rebalance')) {
+      this.logger.debug({ holdingBack: report.holdingBack }, 'not rebalancing');
+      return;
+    }
+    for (const move of report.moves) {
+      if (report.holdingBack && move.reason !== 'drain') continue;
+      try {
+        this.logger.info({ vip: move.vip, from: move.from, to: move.to, reason: move.reason, why: move.why, loads: move.loads }, 'rebalancing');
+        this.start(move.vip, move.to, {}, move.reason);
+      } catch (err) {
+        this.logger.warn({ vip: move.vip, err: (err as Error).message }, 'planned move refused');
+      }
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Operator actions
+
+  setPinned(vip: string, pinned: boolean): InventoryVip {
+    if (!this.journal.setPinned(vip, pinned)) throw new MigrationRefused(`no VIP named '${vip}'`, 'name', 404);
+    this.logger.info({ vip, pinned }, pinned ? 'VIP pinned' : 'VIP unpinned');
+    return this.journal.vips().find((v) => v.name === vip)!;
+  }
+
+  setMaintenance(appliance: string, on: boolean): InventoryAppliance {
+    if (!this.agents.has(appliance) || !this.journal.setMaintenance(appliance, on)) {
+      throw new MigrationRefused(`no appliance named '${appliance}'`, 'name', 404);
+    }
+    this.logger.info({ appliance, maintenance: on }, on ? 'appliance in maintenance' : 'appliance out of maintenance');
+    return this.journal.appliances().find((a) => a.name === appliance)!;
+  }
+
+  /**
+   * Moves every VIP off an appliance (it goes into maintenance first, so it gets nothing back),
+   * one plan round after another until nothing more can move; cool-downs do not apply, pins do.
+   */
+  async drain(appliance: string): Promise<{ appliance: string; migrations: MigrationProgress[]; waiting: Plan['waiting']; remaining: string[] }> {
+    this.setMaintenance(appliance, true);
+    const migrations: MigrationProgress[] = [];
+    let waiting: Plan['waiting'] = [];
+    for (;;) {
+      const plan = this.algorithm.plan(this.assignmentInput({ coolDownSeconds: 0 }));
+      const moves = plan.moves.filter((m) => m.reason === 'drain' && m.from === appliance);
+      waiting = plan.waiting.filter((w) => this.journal.owners().get(w.vip) === appliance);
+      if (moves.length === 0) {
+        // Migrations under way (auto rebalancing's drain moves) count too: wait for them.
+        const busy = [...this.running.values()].filter((r) => r.progress.from === appliance);
+        if (busy.length === 0) break;
+        await Promise.all(busy.map((r) => r.done));
+        continue;
+      }
+      const started = moves.map((m) => {
+        try {
+          return this.start(m.vip, m.to, {}, 'drain').done;
+        } catch (err) {
+          return Promise.resolve(undefined).then(() => {
+            this.logger.warn({ vip: m.vip, err: (err as Error).message }, 'drain move refused');
+            return undefined;
+          });
+        }
+      });
+      const finished = (await Promise.all(started)).filter((m): m is MigrationProgress => m !== undefined);
+      migrations.push(...finished);
+      if (finished.length === 0 || finished.every((m) => m.state !== 'done')) break; // no progress: stop rather than spin
+    }
+    const remaining = [...this.journal.owners()].filter(([, owner]) => owner === appliance).map(([vip]) => vip);
+    return { appliance, migrations, waiting, remaining };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Status and migrations
+
+  async status(): Promise<SiteStatus> {
+    const inventory = new Map(this.journal.appliances().map((a) => [a.name, a]));
+    const appliances = await Promise.all(
+      [...this.agents.values()].map(async (agent) => {
+        const inv = inventory.get(agent.name)!;
+        const flags = { up: this.isUp(inv), maintenance: inv.maintenance, capacity: inv.capacity };
+        try {
+          return { name: agent.name, reachable: true, ...flags, ...(await agent.status({ timeoutMs: 5000 })) };
+        } catch (err) {
+          return { name: agent.name, appliance: agent.name, vips: [], vrrp: [], reachable: false, ...flags, error: (err as Error).message };
+        }
+      }),
+    );
+    const migrating = this.migratingVips();
+    const vips = this.journal
+      .vips()
+      .filter((v) => this.config.vips.some((c) => c.name === v.name))
+      .map((v): SiteVip => {
+        const onOwner = appliances.find((a) => a.name === v.owner)?.vips.find((s) => s.name === v.name);
+        return {
+          name: v.name,
+          owner: v.owner,
+          mode: migrating.has(v.name) ? 'migrating' : (onOwner?.mode ?? 'unknown'),
+          entries: onOwner?.entries ?? 0,
+          pinned: v.pinned,
+          lastMovedAt: v.lastMovedAt === null ? null : new Date(v.lastMovedAt).toISOString(),
+          traffic: v.traffic,
+          load: v.load,
+        };
+      });
+    return { vips, appliances, migrations: this.migrations(), rebalance: this.rebalanceMode() };
+  }
+
+  migrations(): MigrationProgress[] {
+    const running = [...this.running.values()].map((r) => r.progress);
+    const ids = new Set(running.map((m) => m.id));
+    const past = this.journal
+      .history(HISTORY)
+      .filter((m) => !ids.has(m.id))
+      .map((m) => m.progress ?? { ...this.blankProgress(m), ...(m.error ? { error: m.error } : {}) });
+    return [...running, ...past];
+  }
+
+  migration(id: string): MigrationProgress | undefined {
+    return this.migrations().find((m) => m.id === id) ?? (this.journal.migration(id)?.progress ?? undefined);
+  }
+
+  /**
+   * Starts moving a VIP; returns at once with its first progress record. `done` resolves when
+   * it has finished or aborted. The journal has it before anything runs.
+   */
+  start(vip: string, to: string, drill: Drill = {}, reason: MigrationReason = 'operator'): { progress: MigrationProgress; done: Promise<MigrationProgress> } {
+    const inventoryVip = this.journal.vips().find((v) => v.name === vip);
+    if (!inventoryVip || !this.config.vips.some((v) => v.name === vip)) throw new MigrationRefused(`no VIP named '${vip}'`, 'vip', 404);
+    const from = inventoryVip.owner;
     const target = this.agents.get(to);
     if (!target) throw new MigrationRefused(`no appliance named '${to}'`, 'to', 404);
     if (from === to) throw new MigrationRefused(`${vip} is already on ${to}`, 'to');
-    if ([...this.running.values()].some((m) => m.vip === vip)) throw new MigrationRefused(`${vip} is being migrated already`, 'vip');
+    if (this.migratingVips().has(vip)) throw new MigrationRefused(`${vip} is being migrated already`, 'vip');
+    if (inventoryVip.pinned) throw new MigrationRefused(`${vip} is pinned to ${from} (vipshift unpin ${vip} first)`, 'vip');
+    const targetInventory = this.journal.appliances().find((a) => a.name === to)!;
+    if (targetInventory.maintenance) throw new MigrationRefused(`${to} is in maintenance`, 'to');
+    if (this.answered.has(to) && !this.isUp(targetInventory)) throw new MigrationRefused(`${to} is down (no answer to ${targetInventory.failedPolls} polls)`, 'to');
     const source = this.agents.get(from);
     if (!source) throw new MigrationRefused(`${vip} is owned by ${from}, which is not in the inventory`, 'vip');
+
     const id = randomUUID();
+    this.journal.begin({ id, vip, source: from, target: to, reason });
     const log = this.logger.child({ migration: id, vip });
-    log.info({ from, to, ...drill }, 'migration starting');
+    log.info({ from, to, reason, ...drill }, 'migration starting');
+    let first: MigrationProgress | undefined;
+    // The progress total until step 3 knows it: the source's entries at the last poll.
+    const expectedEntries = this.lastStatuses.get(from)?.vips.find((v) => v.name === vip)?.entries;
     const done = migrate(id, vip, source, target, {
       stepTimeoutMs: this.config.migration.stepTimeoutMs,
       ...drill,
-      ...(this.lastEntries.has(vip) ? { expectedEntries: this.lastEntries.get(vip) } : {}),
+      ...(expectedEntries !== undefined ? { expectedEntries } : {}),
+      journal: { step: (step) => this.journal.step(id, step), commit: () => this.journal.commit(id) },
+      ...(this.options.pause ? { pause: this.options.pause } : {}),
       onProgress: (p) => {
-        const before = this.running.get(id);
-        if (before && before.step !== p.step) log.info({ step: before.step, ms: p.steps[`${before.step}_ms`] }, 'step done');
-        this.running.set(id, p);
+        const entry = this.running.get(id);
+        if (entry && entry.progress.step !== p.step) log.info({ step: entry.progress.step, ms: p.steps[`${entry.progress.step}_ms`] }, 'step done');
+        if (entry) entry.progress = p;
+        else first = p;
       },
     }).then((final) => {
+      if (final.recoveryFailed) {
+        // The VIP is in between: leave the journal's record open and end it like an interrupted one.
+        const record = this.journal.migration(id)!;
+        this.unrecovered.set(id, { ...record, progress: final, error: final.error ?? null });
+        log.error({ error: final.error }, 'migration failed and so did its recovery; trying again at the next poll');
+      } else {
+        this.journal.end(id, { state: final.state === 'done' ? 'done' : 'aborted', progress: final, ...(final.error ? { error: final.error } : {}) });
+      }
       this.running.delete(id);
-      this.history.unshift(final);
-      this.history.length = Math.min(this.history.length, HISTORY);
-      if (final.state === 'done') this.owners.set(vip, to);
+      this.onFinished?.(final);
       log.info({ state: final.state, totalMs: final.totalMs, steps: final.steps, entries: final.entries.moved, released: final.released, error: final.error }, 'migration finished');
       return final;
     });
-    const progress = this.running.get(id);
-    if (!progress) throw new Error('the migration reported no progress');
-    return { progress, done };
+    if (!first) throw new Error('the migration reported no progress');
+    this.running.set(id, { progress: first, done });
+    return { progress: first, done };
   }
 }

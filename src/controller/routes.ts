@@ -1,7 +1,13 @@
-/** The controller's API: the site's status, and migrations started and followed. */
+/**
+ * The controller's API: the site's status, migrations started and followed, the plan, and the
+ * operator's levers (rebalance mode, pins, maintenance, drain).
+ */
 import { z } from 'zod';
 import { HttpError, reply, type RequestContext, type Route } from '../api/server.js';
+import { ApiError } from '../api/client.js';
+import { AgentClient } from './agent-client.js';
 import { STEPS } from '../migration/migration.js';
+import { pageQuery } from '../nat/agent.js';
 import { MigrationRefused, type Controller } from './controller.js';
 
 const migrationRequest = z
@@ -18,10 +24,42 @@ const migrationRequest = z
   .strict();
 type MigrationRequest = z.infer<typeof migrationRequest>;
 
+const rebalanceRequest = z.object({ mode: z.enum(['auto', 'manual']) }).strict();
+const pinRequest = z.object({ pinned: z.boolean() }).strict();
+const maintenanceRequest = z.object({ on: z.boolean() }).strict();
+const empty = z.object({}).strict();
+
+/** A refusal of the controller becomes an HTTP error naming the field. */
+async function refusals<T>(work: () => T | Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof MigrationRefused) throw new HttpError(err.status, err.message, err.field);
+    throw err;
+  }
+}
+
 export function controllerRoutes(site: Controller): Route[] {
   return [
     { method: 'GET', path: '/v1/status', handler: () => site.status() },
     { method: 'GET', path: '/v1/migrations', handler: () => site.migrations() },
+    {
+      // A page of an appliance's access table, asked of its agent (the console talks only to us).
+      method: 'GET',
+      path: '/v1/appliances/:name/vips/:vip/entries',
+      query: pageQuery,
+      handler: async (ctx: RequestContext<unknown, z.infer<typeof pageQuery>>) => {
+        const agent = site.agent(ctx.params.name ?? '');
+        if (!agent) throw new HttpError(404, `no appliance named '${ctx.params.name}'`, 'name');
+        if (!(agent instanceof AgentClient)) throw new HttpError(501, `${agent.name} has no agent API to page its access table`, 'name');
+        try {
+          return await agent.entriesPage(ctx.params.vip ?? '', ctx.query);
+        } catch (err) {
+          if (err instanceof ApiError) throw new HttpError(err.status === 0 ? 502 : err.status, `${agent.name}: ${err.message}`, err.field);
+          throw err;
+        }
+      },
+    },
     {
       method: 'GET',
       path: '/v1/migrations/:id',
@@ -37,14 +75,38 @@ export function controllerRoutes(site: Controller): Route[] {
       body: migrationRequest,
       handler: async (ctx: RequestContext<MigrationRequest>) => {
         const { vip, to, wait, abortAt, unsafeSkipPrepare } = ctx.body;
-        try {
-          const started = site.start(vip, to, { ...(abortAt ? { abortAt } : {}), ...(unsafeSkipPrepare ? { skipPrepare: true } : {}) });
-          return wait ? await started.done : reply(202, started.progress);
-        } catch (err) {
-          if (err instanceof MigrationRefused) throw new HttpError(err.status, err.message, err.field);
-          throw err;
-        }
+        const started = await refusals(() => site.start(vip, to, { ...(abortAt ? { abortAt } : {}), ...(unsafeSkipPrepare ? { skipPrepare: true } : {}) }));
+        return wait ? await started.done : reply(202, started.progress);
       },
+    },
+    { method: 'GET', path: '/v1/plan', handler: () => site.plan() },
+    { method: 'GET', path: '/v1/rebalance', handler: () => ({ mode: site.rebalanceMode() }) },
+    {
+      method: 'POST',
+      path: '/v1/rebalance',
+      body: rebalanceRequest,
+      handler: (ctx: RequestContext<z.infer<typeof rebalanceRequest>>) => {
+        site.setRebalanceMode(ctx.body.mode);
+        return { mode: site.rebalanceMode() };
+      },
+    },
+    {
+      method: 'POST',
+      path: '/v1/vips/:name/pin',
+      body: pinRequest,
+      handler: (ctx: RequestContext<z.infer<typeof pinRequest>>) => refusals(() => site.setPinned(ctx.params.name ?? '', ctx.body.pinned)),
+    },
+    {
+      method: 'POST',
+      path: '/v1/appliances/:name/maintenance',
+      body: maintenanceRequest,
+      handler: (ctx: RequestContext<z.infer<typeof maintenanceRequest>>) => refusals(() => site.setMaintenance(ctx.params.name ?? '', ctx.body.on)),
+    },
+    {
+      method: 'POST',
+      path: '/v1/appliances/:name/drain',
+      body: empty,
+      handler: (ctx) => refusals(() => site.drain(ctx.params.name ?? '')),
     },
   ];
 }

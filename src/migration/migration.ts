@@ -21,7 +21,7 @@ export interface MigrationAgent {
    * agent and create them here. Reports progress as entries arrive.
    */
   importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult>;
-  /** Step 3 on the source, once the target has them: delete the VIP's entries. */
+  /** On the source once the target has activated the VIP: delete its old entries (cleanUp). */
   deleteEntries(vip: string): Promise<void>;
   /** Step 4: the source forgets the VIP, the target switches it to `normal` and releases held packets in order. */
   forget(vip: string): Promise<void>;
@@ -60,6 +60,10 @@ export interface MigrationProgress {
   /** Packets the target held and then released in arrival order. */
   released: number;
   error?: string;
+  /** After a failure, giving the VIP back (or finishing forward) failed too: recover() it later. */
+  recoveryFailed?: boolean;
+  /** The source deleting its old entries after step 4 (not part of totalMs). */
+  cleanupMs?: number;
 }
 
 export interface MigrationOptions {
@@ -67,7 +71,7 @@ export interface MigrationOptions {
   stepTimeoutMs: number;
   /**
    * A drill: fail at the end of the given step (for move_entries: after the target has
-   * the entries, before the source deletes its own), to exercise the abort path.
+   * the entries, before the commit point), to exercise the abort path.
    */
   abortAt?: Exclude<Step, 'activate'>;
   /**
@@ -75,6 +79,18 @@ export interface MigrationOptions {
    * packets and answers those that reach it before its entries with resets.
    */
   skipPrepare?: boolean;
+  /**
+   * The controller's journal: each step is written down before it runs, and the commit
+   * point before step 4; awaited, so nothing runs ahead of its record.
+   */
+  journal?: MigrationJournal;
+  /**
+   * A test hook: waits in the middle of a step, where a crash hurts most — prepare: after
+   * the target holds; move_address: after the source released, before the target claims;
+   * move_entries: after the import, before the commit point; activate: past the commit
+   * point, the source without its address, before it forgets and the target activates.
+   */
+  pause?: (step: Step) => Promise<void>;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
   /**
@@ -83,6 +99,11 @@ export interface MigrationOptions {
    * second dump of its table in the middle of the move.
    */
   expectedEntries?: number;
+}
+
+export interface MigrationJournal {
+  step(step: Step): void | Promise<void>;
+  commit(): void | Promise<void>;
 }
 
 class StepTimeout extends Error {
@@ -126,14 +147,19 @@ export async function migrate(
   const report = () => options.onProgress?.(structuredClone(progress));
   const started = now();
   let reached: Step = 'prepare';
-  // Once the source starts deleting its entries, the target holds the only complete
-  // copy: from then on a failure is finished forward, never rolled back.
+  // Once the target has every entry (the commit point) a failure is finished forward,
+  // never rolled back: the source is about to forget the VIP and delete its entries.
   let committed = false;
   const drill = (step: Step) => {
     if (options.abortAt === step) throw new Error(`drill: abort requested at step ${step}`);
   };
 
+  const pause = async (step: Step) => {
+    await options.pause?.(step);
+  };
+
   const run = async <T>(step: Step, work: () => Promise<T>): Promise<T> => {
+    await options.journal?.step(step);
     progress.step = reached = step;
     report();
     const t0 = now();
@@ -146,10 +172,12 @@ export async function migrate(
   try {
     await run('prepare', async () => {
       if (!options.skipPrepare) await target.prepare(vip);
+      await pause('prepare');
       drill('prepare');
     });
     await run('move_address', async () => {
       await source.releaseAddress(vip);
+      await pause('move_address');
       await target.claimAddress(vip);
       drill('move_address');
     });
@@ -161,27 +189,73 @@ export async function migrate(
       });
       if (result.failed > 0) throw new Error(`${result.failed} of ${result.created + result.failed} entries could not be created on ${target.name}`);
       progress.entries.moved = progress.entries.total = result.created;
+      await pause('move_entries');
       drill('move_entries');
+      await options.journal?.commit();
       committed = true;
-      await source.deleteEntries(vip);
     });
-    // The source has neither the address nor the entries any more: it forgets the VIP
-    // while the target activates it, rather than one after the other.
+    // The source has given up the address and the target has the entries: the source
+    // forgets the VIP while the target activates it, rather than one after the other.
     await run('activate', async () => {
+      await pause('activate');
       const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
       progress.released = activated.released;
     });
+    progress.totalMs = Math.round((now() - started) * 100) / 100;
+    await cleanUp(vip, source, progress, now);
     progress.state = 'done';
   } catch (err) {
     progress.error = err instanceof Error ? err.message : String(err);
     progress.state = committed ? 'done' : 'aborted';
     await (committed ? finishForward(vip, source, target) : giveBack(vip, reached, source, target)).catch((e: unknown) => {
       progress.error += `; recovering failed too: ${e instanceof Error ? e.message : String(e)}`;
+      progress.recoveryFailed = true;
     });
   }
-  progress.totalMs = Math.round((now() - started) * 100) / 100;
+  progress.totalMs ??= Math.round((now() - started) * 100) / 100;
   report();
   return progress;
+}
+
+/**
+ * After step 4 the source deletes its copies of the entries: from the end of step 3 on
+ * they serve nothing but packets that reach the source on a stale ARP cache, which they
+ * still translate correctly, so the VIP need not wait for the ~1 µs per entry this costs
+ * (~80 ms for 100,000). The migration is done — and the VIP free to move again — only
+ * once they are gone. Timed apart from the four steps, as cleanup_ms.
+ */
+async function cleanUp(vip: string, source: MigrationAgent, progress: MigrationProgress, now: () => number): Promise<void> {
+  const t0 = now();
+  try {
+    await source.deleteEntries(vip);
+  } catch (err) {
+    progress.error = `the VIP moved, but ${source.name} could not delete its old entries: ${err instanceof Error ? err.message : String(err)}`;
+  }
+  progress.cleanupMs = Math.round((now() - t0) * 100) / 100;
+}
+
+/** How far an interrupted migration (its controller died) had got, from the journal. */
+export interface Interrupted {
+  /** The last step written down as started; null if none was. */
+  reached: Step | null;
+  /** The commit point was written down: the source may have started deleting its entries. */
+  committed: boolean;
+}
+
+/**
+ * Ends a migration its controller did not live to end, the way migrate() ends one that fails
+ * at that point: before the commit point the VIP goes back to the source, after it the target
+ * takes it. A journal record is written before its action runs, so the actions may or may not
+ * have happened: each is idempotent. Returns how it ended; throws if an appliance does not
+ * answer (call again later: nothing is lost by trying twice).
+ */
+export async function recover(vip: string, source: MigrationAgent, target: MigrationAgent, at: Interrupted): Promise<'done' | 'aborted'> {
+  if (at.committed) {
+    await finishForward(vip, source, target);
+    return 'done';
+  }
+  await giveBack(vip, at.reached ?? 'prepare', source, target);
+  return 'aborted';
 }
 
 /**
@@ -200,7 +274,7 @@ async function giveBack(vip: string, reached: Step, source: MigrationAgent, targ
 
 /** Failure after the commit point: the target has the entries and the address, so it takes the VIP. */
 async function finishForward(vip: string, source: MigrationAgent, target: MigrationAgent): Promise<void> {
-  await source.deleteEntries(vip).catch(() => undefined);
   await source.forget(vip).catch(() => undefined);
   await target.activate(vip);
+  await source.deleteEntries(vip).catch(() => undefined);
 }

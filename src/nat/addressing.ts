@@ -6,7 +6,7 @@
  * instance covers, directly through rtnetlink and gratuitous ARP.
  */
 import type { Addresses } from '../netlink/route.js';
-import type { Speaker } from '../vrrp/speaker.js';
+import type { SpeakerControl } from '../vrrp/process.js';
 import type { ApplianceConfig, VipConfig } from './config.js';
 
 export interface VipAddressing {
@@ -49,7 +49,7 @@ export function vrrpGroupOf(config: ApplianceConfig, vip: VipConfig): string | u
 export class VrrpAddressing implements VipAddressing {
   constructor(
     private readonly config: ApplianceConfig,
-    private readonly speaker: Speaker,
+    private readonly speaker: SpeakerControl,
     private readonly fallback: VipAddressing,
   ) {}
 

@@ -8,9 +8,21 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ApiClient } from '../api/client.js';
 import { HttpError, type RequestContext, type Route } from '../api/server.js';
+import { AccessPages, PageQueryError, SORT_KEYS } from './access-page.js';
 import { UnknownVipError, type Appliance } from './appliance.js';
 
 const empty = z.object({}).strict();
+
+const sortKey = z.enum([...SORT_KEYS, ...SORT_KEYS.map((k) => `-${k}` as const)]);
+/** Query of a page of the access table (access-page.ts). */
+export const pageQuery = z
+  .object({
+    offset: z.coerce.number().int().min(0).default(0),
+    limit: z.coerce.number().int().min(1).max(1000).default(50),
+    sort: sortKey.default('client'),
+    filter: z.string().max(200).default(''),
+  })
+  .strict();
 
 /**
  * `peerClient` makes an authenticated client for another appliance's agent, given the
@@ -45,8 +57,24 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer
     },
   });
 
+  const pages = new AccessPages((vip) => appliance.entryRecords(vip));
+
   return [
     { method: 'GET', path: '/v1/status', handler: () => appliance.status() },
+    {
+      // The console's view of the access table: one sorted, filtered page, never the whole table.
+      method: 'GET',
+      path: '/v1/vips/:name/entries/page',
+      query: pageQuery,
+      handler: async (ctx: RequestContext<unknown, z.infer<typeof pageQuery>>) => {
+        try {
+          return await pages.page(vipOf(ctx), ctx.query);
+        } catch (err) {
+          if (err instanceof PageQueryError) throw new HttpError(400, err.message, err.field);
+          throw err;
+        }
+      },
+    },
     vipAction('prepare', (vip) => appliance.prepare(vip)),
     {
       method: 'POST',

@@ -8,6 +8,7 @@ import type { Conntrack } from '../netlink/conntrack.js';
 import { RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
 import type { VipAddressing } from './addressing.js';
+import { EntryCounts } from './entry-counts.js';
 import type { ApplianceConfig, VipConfig } from './config.js';
 import type { NatEngine, VipCounters } from './engine.js';
 import type { VipMode } from './ruleset.js';
@@ -35,6 +36,7 @@ export class UnknownVipError extends Error {
 
 export class Appliance {
   private readonly vips: Map<string, VipConfig>;
+  private readonly counts: EntryCounts;
 
   constructor(
     readonly config: ApplianceConfig,
@@ -44,6 +46,7 @@ export class Appliance {
     private readonly vrrpState: () => InstanceStatus[] = () => [],
   ) {
     this.vips = new Map(config.vips.map((v) => [v.name, v]));
+    this.counts = new EntryCounts((mark) => this.conntrack.count(mark));
   }
 
   vip(name: string): VipConfig {
@@ -62,15 +65,15 @@ export class Appliance {
 
   async status(): Promise<ApplianceStatus> {
     const modes = this.engine.modeTable();
+    const counters = await this.engine.allCounters();
     const vips: VipStatus[] = [];
     for (const vip of this.vips.values()) {
-      const counters = await this.engine.counters(vip.name);
       vips.push({
         name: vip.name,
         address: vip.address,
         mode: modes.get(vip.name) ?? 'absent',
-        entries: await this.conntrack.count(vip.id),
-        ...counters,
+        entries: await this.counts.get(vip.id),
+        ...counters.get(vip.name)!,
       });
     }
     return { appliance: this.config.appliance, vips, vrrp: this.vrrpState() };
@@ -121,11 +124,21 @@ export class Appliance {
       onBatch(created);
     }
     reader.end();
+    this.counts.invalidate(this.vip(name).id);
     return { created, failed };
   }
 
+  /** The VIP's whole access table as entry records, for the console's pages (access-page.ts). */
+  async entryRecords(name: string): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    await this.conntrack.dumpRecords(this.vip(name).id, (chunk) => chunks.push(chunk));
+    return Buffer.concat(chunks);
+  }
+
   async deleteEntries(name: string): Promise<void> {
-    await this.conntrack.deleteByMark(this.vip(name).id);
+    const { id } = this.vip(name);
+    await this.conntrack.deleteByMark(id);
+    this.counts.invalidate(id);
   }
 
   // Step 4.
@@ -147,5 +160,6 @@ export class Appliance {
     await this.engine.setMode(name, 'absent');
     this.engine.discard(name);
     await this.conntrack.deleteByMark(vip.id);
+    this.counts.invalidate(vip.id);
   }
 }

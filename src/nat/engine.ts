@@ -15,6 +15,7 @@ import {
   buildRuleset,
   buildTeardown,
   heldDroppedCounter,
+  newConnectionsCounter,
   rejectedCounter,
   trafficCounter,
   type HoldMethod,
@@ -26,6 +27,8 @@ export interface VipCounters {
   /** Packets and bytes of the VIP's connections forwarded by this appliance, both directions. */
   packets: number;
   bytes: number;
+  /** Connections this appliance NATed as new (not the ones it imported in a migration). */
+  newConnections: number;
   /** Unknown accesses answered with a reset. */
   rejected: number;
   /** Held now, released, dropped because the hold was full, dropped by a discard or policy drop. */
@@ -134,19 +137,30 @@ export class NatEngine {
   }
 
   async counters(name: string): Promise<VipCounters> {
-    const vip = this.vip(name);
+    const counters = await this.allCounters([name]);
+    return counters.get(name)!;
+  }
+
+  /** Counters of several VIPs (default: all) from one listing of the table's counters. */
+  async allCounters(names: string[] = this.config?.vips.map((v) => v.name) ?? []): Promise<Map<string, VipCounters>> {
+    const vips = names.map((n) => this.vip(n));
     const nftCounters = await listCounters(this.table, this.runner);
-    const traffic = nftCounters.get(trafficCounter(vip));
-    const hold = this.hold?.counters(name) ?? { held: 0, released: 0, overflowed: 0, dropped: 0 };
-    return {
-      packets: traffic?.packets ?? 0,
-      bytes: traffic?.bytes ?? 0,
-      rejected: nftCounters.get(rejectedCounter(vip))?.packets ?? 0,
-      held: hold.held,
-      released: hold.released,
-      overflowed: hold.overflowed,
-      dropped: hold.dropped + (nftCounters.get(heldDroppedCounter(vip))?.packets ?? 0),
-    };
+    const out = new Map<string, VipCounters>();
+    for (const vip of vips) {
+      const traffic = nftCounters.get(trafficCounter(vip));
+      const hold = this.hold?.counters(vip.name) ?? { held: 0, released: 0, overflowed: 0, dropped: 0 };
+      out.set(vip.name, {
+        packets: traffic?.packets ?? 0,
+        bytes: traffic?.bytes ?? 0,
+        newConnections: nftCounters.get(newConnectionsCounter(vip))?.packets ?? 0,
+        rejected: nftCounters.get(rejectedCounter(vip))?.packets ?? 0,
+        held: hold.held,
+        released: hold.released,
+        overflowed: hold.overflowed,
+        dropped: hold.dropped + (nftCounters.get(heldDroppedCounter(vip))?.packets ?? 0),
+      });
+    }
+    return out;
   }
 
   /** Hold-queue health: undecodable messages, refused verdicts, receive-buffer overruns. */

@@ -22,8 +22,10 @@
  *                counted per VIP — the patent's "unknown access → error to the sender".
  *                This rule is permanent and uses ct, which keeps conntrack running in the
  *                namespace even with no VIP (DESIGN.md §3 pitfall).
- *   nat_prerouting  dnat −100: new connections of a normal VIP jump to its chain:
- *                `ct mark set <id>` and DNAT (to its server, or to the pool by its scheduler).
+ *   nat_prerouting  dnat −100: new connections of a normal VIP jump to its chain: counted
+ *                (new connections per VIP), `ct mark set <id>` and DNAT (to its server, or
+ *                to the pool by its scheduler). A nat chain sees only a connection's first
+ *                packet (ct state new); entries imported by a migration never pass it.
  *   forward      filter 0: traffic counters per VIP by ct mark (both directions).
  *   nat_postrouting srcnat 100: fullnat SNAT to the inside address and port range, by ct mark.
  */
@@ -58,6 +60,8 @@ export const holdMark = (vip: VipConfig): number => (HOLD_MARK | vip.id) >>> 0;
 export const vipChain = (vip: VipConfig): string => `vip_${vip.name}`;
 export const trafficCounter = (vip: VipConfig): string => `traffic_${vip.name}`;
 export const rejectedCounter = (vip: VipConfig): string => `rejected_${vip.name}`;
+/** Connections NATed as new: counted in the VIP's chain, which only a connection's first packet reaches. */
+export const newConnectionsCounter = (vip: VipConfig): string => `new_${vip.name}`;
 export const heldDroppedCounter = (vip: VipConfig): string => `held_dropped_${vip.name}`;
 
 /** One command of a `nft -j` batch (`{ add: { rule: ... } }`). */
@@ -133,7 +137,7 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
   ];
 
   for (const vip of config.vips) {
-    cmds.push(add('counter', { name: trafficCounter(vip) }), add('counter', { name: rejectedCounter(vip) }));
+    cmds.push(add('counter', { name: trafficCounter(vip) }), add('counter', { name: rejectedCounter(vip) }), add('counter', { name: newConnectionsCounter(vip) }));
     if (options.hold === 'drop') cmds.push(add('counter', { name: heldDroppedCounter(vip) }));
   }
   const counterMap = (name: string, type: string | string[], elem: Expr[]): NftCommand =>
@@ -195,7 +199,7 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
   // DNAT of new connections, one chain per VIP.
   for (const vip of config.vips) {
     cmds.push(add('chain', { name: vipChain(vip) }));
-    cmds.push(rule(vipChain(vip), [{ mangle: { key: { ct: { key: 'mark' } }, value: vip.id } }, dnatTarget(vip)]));
+    cmds.push(rule(vipChain(vip), [{ counter: newConnectionsCounter(vip) }, { mangle: { key: { ct: { key: 'mark' } }, value: vip.id } }, dnatTarget(vip)]));
   }
   cmds.push(add('chain', { name: 'nat_prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' }));
   cmds.push(rule('nat_prerouting', [{ vmap: { key: VIP_KEY, data: '@vip_dnat' } }]));

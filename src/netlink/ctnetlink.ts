@@ -17,21 +17,22 @@ import {
   parseAttributes,
   writeHeader,
   type NetlinkMessage,
+  NFNETLINK_V0,
+  NFGENMSG_LEN,
+  AF_UNSPEC,
+  AF_INET,
 } from './message.js';
+export { NFNETLINK_V0, NFGENMSG_LEN, AF_UNSPEC, AF_INET } from './message.js';
 import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
 
 // linux/netfilter/nfnetlink.h
 export const NFNL_SUBSYS_CTNETLINK = 1;
-export const NFNETLINK_V0 = 0;
-export const NFGENMSG_LEN = 4;
 export const NFNLGRP_CONNTRACK_NEW = 1;
 export const NFNLGRP_CONNTRACK_UPDATE = 2;
 export const NFNLGRP_CONNTRACK_DESTROY = 3;
 /** nl_groups bit of an nfnetlink group, as bind() takes it. */
 export const nfnlGroupBit = (group: number): number => 1 << (group - 1);
 
-export const AF_UNSPEC = 0;
-export const AF_INET = 2;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 

@@ -1,7 +1,7 @@
 /**
  * Netlink messages and attributes (linux/netlink.h), as pure functions on Buffers.
  * Everything is host byte order except where a family says otherwise (ctnetlink
- * attributes are big-endian, see conntrack.ts).
+ * attributes are big-endian, see ctnetlink.ts).
  */
 
 export const NLMSG_HDRLEN = 16;
@@ -47,6 +47,14 @@ export const NETLINK_ADD_MEMBERSHIP = 1;
 export const NETLINK_NO_ENOBUFS = 5;
 export const NETLINK_CAP_ACK = 10;
 export const NETLINK_EXT_ACK = 11;
+
+// Address families (linux/socket.h) as netlink families carry them.
+export const AF_UNSPEC = 0;
+export const AF_INET = 2;
+
+// The nfgenmsg header every nfnetlink message starts with (linux/netfilter/nfnetlink.h).
+export const NFNETLINK_V0 = 0;
+export const NFGENMSG_LEN = 4;
 
 // Protocols.
 export const NETLINK_ROUTE = 0;

@@ -14,13 +14,14 @@ import {
   attributeMap,
   encodeMessage,
   type NetlinkMessage,
+  NFNETLINK_V0,
+  NFGENMSG_LEN,
+  AF_UNSPEC,
+  AF_INET,
 } from './message.js';
+export { NFNETLINK_V0, NFGENMSG_LEN, AF_UNSPEC, AF_INET } from './message.js';
 
 export const NFNL_SUBSYS_QUEUE = 3;
-export const NFNETLINK_V0 = 0;
-export const NFGENMSG_LEN = 4;
-export const AF_UNSPEC = 0;
-export const AF_INET = 2;
 
 // enum nfqnl_msg_types
 export const NFQNL_MSG_PACKET = 0;

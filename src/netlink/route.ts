@@ -18,7 +18,9 @@ import {
   attributeMap,
   encodeMessage,
   type NetlinkMessage,
+  AF_INET,
 } from './message.js';
+export { AF_INET } from './message.js';
 import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
 import { NetlinkError, NetlinkSocket } from './socket.js';
 
@@ -28,7 +30,6 @@ export const RTM_NEWADDR = 20;
 export const RTM_DELADDR = 21;
 export const RTM_GETADDR = 22;
 
-export const AF_INET = 2;
 export const RT_SCOPE_UNIVERSE = 0;
 
 // enum ifa_attributes (linux/if_addr.h)

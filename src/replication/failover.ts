@@ -19,7 +19,7 @@ import { UnknownVipError, type Appliance } from '../nat/appliance.js';
 import type { ApplianceConfig } from '../nat/config.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack } from '../netlink/conntrack.js';
-import type { Speaker, TransitionEvent } from '../vrrp/speaker.js';
+import type { TransitionEvent } from '../vrrp/speaker.js';
 import { Replicator, type KeeperSink } from './replicator.js';
 import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from './takeover.js';
 
@@ -30,7 +30,7 @@ export interface FailoverOptions {
   conntrack: Conntrack;
   modes: () => Map<string, VipMode>;
   /** The VRRP speaker: its transitions to master start takeovers. */
-  speaker?: Pick<Speaker, 'on'> | undefined;
+  speaker?: { on(event: 'transition', listener: (e: TransitionEvent) => void): unknown } | undefined;
   logger: Logger;
 }
 

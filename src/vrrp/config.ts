@@ -31,8 +31,8 @@ export const vrrpInstanceSchema = z.strictObject({
   /** Seconds, 0.01..40.95 (the 12-bit centisecond field of RFC 5798 §5.2.7). */
   advertInterval: z
     .number()
-    .min(0.01)
-    .max(40.95)
+    .min(0.01, { abort: true })
+    .max(40.95, { abort: true })
     .refine(wholeCentiseconds, 'must be a whole number of centiseconds (RFC 5798 §5.2.7)')
     .default(1),
   preempt: z.boolean().default(true),

@@ -96,7 +96,14 @@ export interface InterfaceFacts {
 
 export function interfaceFacts(ifname: string): InterfaceFacts {
   const entries = networkInterfaces()[ifname];
-  const mac = entries?.[0]?.mac ?? readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim();
+  let mac = entries?.[0]?.mac;
+  if (!mac) {
+    try {
+      mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim();
+    } catch {
+      throw new Error(`interface ${ifname}: no such interface`);
+    }
+  }
   return { mac, addresses: (entries ?? []).filter((e) => e.family === 'IPv4').map((e) => e.address) };
 }
 

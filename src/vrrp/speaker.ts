@@ -14,16 +14,11 @@ import {
   type BadAdvertReason,
 } from './advert.js';
 import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFrame, encodeArpFrame, gratuitousArp } from './arp.js';
+import { VirtualAddresses, type AddressTable, type VirtualAddress } from './addresses.js';
 import type { VrrpConfig, VrrpInstanceConfig } from './config.js';
 import { PcapLink, interfaceFacts, linkIsUp, type InterfaceFacts, type Link } from './link.js';
 import { OWNER_PRIORITY, VirtualRouter, type Action, type Clock, type TimerHandle, type VrrpState } from './state-machine.js';
 import { SyncGroup } from './sync-group.js';
-
-/** Adds and removes addresses on interfaces (src/netlink/route.ts `Addresses`). */
-export interface AddressTable {
-  add(ifname: string, cidr: string): Promise<unknown>;
-  remove(ifname: string, cidr: string): Promise<unknown>;
-}
 
 export interface SpeakerLogger {
   info(obj: object, msg: string): void;
@@ -69,6 +64,11 @@ export interface InstanceStatus {
   /** Master_Down_Interval, ms. */
   masterDownInterval: number;
   addresses: string[];
+  /**
+   * RFC 5798 Accept_Mode. The speaker only reports it: refusing local delivery to the VIPs in
+   * non-accept mode is a packet-filter rule, the NAT engine's (as keepalived does with nftables).
+   */
+  accept: boolean;
   advertsSent: number;
   advertsReceived: number;
   transitions: Record<VrrpState, number>;
@@ -116,12 +116,9 @@ interface Instance {
   group?: SyncGroup;
   /** IPv4 source of adverts: unicastSource or the interface's primary address. */
   source: string;
-  /** The addresses as advertised (no prefix) and as configured (with their interface). */
+  /** The addresses as advertised (no prefix). */
   advertised: string[];
-  vips: { cidr: string; ifname: string; address: string }[];
-  /** Address changes and gARPs in the order the state machine asked for them. */
-  work: Promise<void>;
-  garpTimers: TimerHandle[];
+  vips: VirtualAddresses;
   advertsSent: number;
   advertsReceived: number;
 }
@@ -159,11 +156,11 @@ export class Speaker extends EventEmitter {
 
   /** Open the links, learn the interfaces' addresses, and start every instance (§6.4.1). */
   start(): void {
-    if (this.running) return;
+    if (this.running || this.instances.size > 0) throw new Error('the VRRP speaker starts once');
     const facts = this.options.interfaceFacts ?? interfaceFacts;
     const openLink = this.options.openLink ?? ((ifname: string) => new PcapLink(ifname));
     for (const c of this.config.instances) {
-      const vips = c.addresses.map((a) => ({ cidr: a.address, ifname: a.dev ?? c.interface, address: a.address.split('/')[0] as string }));
+      const vips: VirtualAddress[] = c.addresses.map((a) => ({ cidr: a.address, ifname: a.dev ?? c.interface, address: a.address.split('/')[0] as string }));
       for (const ifname of [c.interface, ...vips.map((v) => v.ifname)]) {
         if (!this.facts.has(ifname)) this.facts.set(ifname, facts(ifname));
       }
@@ -171,18 +168,8 @@ export class Speaker extends EventEmitter {
       const primary = this.facts.get(c.interface)?.addresses.find((a) => !advertised.includes(a));
       const source = c.unicastSource ?? primary;
       if (!source) throw new Error(`vrrp instance ${c.name}: interface ${c.interface} has no IPv4 address to send adverts from`);
-      const inst: Instance = {
-        config: c,
-        source,
-        advertised,
-        vips,
-        work: Promise.resolve(),
-        garpTimers: [],
-        advertsSent: 0,
-        advertsReceived: 0,
-        router: undefined as unknown as VirtualRouter,
-      };
-      inst.router = new VirtualRouter(
+      let inst: Instance | undefined;
+      const router = new VirtualRouter(
         {
           vrid: c.vrid,
           priority: c.priority,
@@ -192,8 +179,13 @@ export class Speaker extends EventEmitter {
           primaryAddress: source,
         },
         this.clock,
-        (action) => this.perform(inst, action),
+        (action) => this.perform(inst as Instance, action),
       );
+      const addresses = new VirtualAddresses(vips, this.options.addresses, this.clock, {
+        changed: (change, failures) => this.addressesChanged(inst as Instance, change, failures),
+        announce: (v) => this.announce(inst as Instance, v),
+      }, { repeat: c.garpRepeat, intervalMs: c.garpInterval * 1000 });
+      inst = { config: c, router, source, advertised, vips: addresses, advertsSent: 0, advertsReceived: 0 };
       this.instances.set(c.name, inst);
     }
     for (const g of this.config.syncGroups) {
@@ -204,11 +196,14 @@ export class Speaker extends EventEmitter {
     }
     for (const ifname of this.facts.keys()) {
       const link = openLink(ifname);
-      link.onFrame((frame) => this.receive(ifname, frame));
+      link.onFrame((frame, at) => this.receive(ifname, frame, at));
       this.links.set(ifname, link);
     }
     this.running = true;
     for (const inst of this.instances.values()) {
+      // Addresses left behind by a crashed run would make a backup answer for them (keepalived
+      // also removes its VIPs at start); an owner adds them back at once.
+      inst.vips.remove();
       if (this.trackedDown(inst)) inst.router.fault(`tracked interface down at start`);
       else inst.router.startup();
     }
@@ -217,10 +212,14 @@ export class Speaker extends EventEmitter {
 
   /** Shut every instance down (a master announces priority 0 and drops its addresses). */
   async stop(): Promise<void> {
-    if (!this.running) return;
+    if (!this.running) {
+      for (const link of this.links.values()) link.close(); // a start() that failed half-way
+      this.links.clear();
+      return;
+    }
     this.trackTimer?.cancel();
     for (const inst of this.instances.values()) inst.router.shutdown();
-    await Promise.all([...this.instances.values()].map((i) => i.work));
+    await Promise.all([...this.instances.values()].map((i) => i.vips.settled()));
     for (const link of this.links.values()) link.close();
     this.links.clear();
     this.running = false;
@@ -232,16 +231,23 @@ export class Speaker extends EventEmitter {
     const group = members[0]?.group;
     if (group) group.release();
     else members.forEach((i) => i.router.release());
-    await Promise.all(members.map((i) => i.work));
+    await Promise.all(members.map((i) => i.vips.settled()));
   }
 
-  /** Controlled handover: become master now (addresses, gratuitous ARP, adverts). */
+  /**
+   * Controlled handover: become master now (addresses, gratuitous ARP, adverts). Rejects when
+   * an instance cannot be master (in fault, or not started).
+   */
   async claim(name: string): Promise<void> {
     const members = this.resolve(name);
     const group = members[0]?.group;
     if (group) group.claim();
     else members.forEach((i) => i.router.claim());
-    await Promise.all(members.map((i) => i.work));
+    await Promise.all(members.map((i) => i.vips.settled()));
+    const stuck = members.filter((i) => i.router.state !== 'master');
+    if (stuck.length > 0) {
+      throw new Error(`cannot claim ${name}: ${stuck.map((i) => `${i.config.name} is ${i.router.state}`).join(', ')}`);
+    }
   }
 
   state(): InstanceStatus[] {
@@ -256,7 +262,8 @@ export class Speaker extends EventEmitter {
       advertInterval: i.config.advertInterval,
       masterAdverInterval: i.router.learnedMasterAdverInterval / 100,
       masterDownInterval: i.router.masterDownInterval,
-      addresses: i.vips.map((v) => v.cidr),
+      addresses: i.vips.list.map((v) => v.cidr),
+      accept: i.config.accept,
       advertsSent: i.advertsSent,
       advertsReceived: i.advertsReceived,
       transitions: { ...i.router.transitions },
@@ -276,7 +283,7 @@ export class Speaker extends EventEmitter {
   }
 
   /** A frame from a link. Never throws: bad adverts are counted by reason and dropped. */
-  private receive(ifname: string, frame: Buffer): void {
+  private receive(ifname: string, frame: Buffer, capturedAt: number): void {
     if (frame.length >= 14 && frame.readUInt16BE(12) === ETHERTYPE_ARP) {
       const arp = decodeArpFrame(frame);
       if (arp && (arp.operation === ARPOP_REPLY || arp.operation === ARPOP_REQUEST)) {
@@ -288,15 +295,12 @@ export class Speaker extends EventEmitter {
       const inst = this.instanceOn(ifname, vrid);
       return inst && { owner: inst.router.priority === OWNER_PRIORITY };
     });
-    if (!result.ok) {
-      this.totals.badAdverts[result.reason] = (this.totals.badAdverts[result.reason] ?? 0) + 1;
-      return;
-    }
+    if (!result.ok) return this.bad(result.reason, ifname);
     const advert = result.advert;
     const inst = this.instanceOn(ifname, advert.vrid) as Instance;
     const unicast = inst.config.unicastPeers.length > 0;
-    if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer');
-    if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination');
+    if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer', ifname, advert.source);
+    if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination', ifname, advert.source);
     if (unicast) this.neighbours.set(advert.source, advert.sourceMac);
     if (!addressesMatch(advert.addresses, inst.advertised)) {
       if (this.totals.addressMismatches++ === 0) {
@@ -305,11 +309,18 @@ export class Speaker extends EventEmitter {
     }
     inst.advertsReceived++;
     this.totals.advertsReceived++;
-    inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source });
+    // The capture timestamp (wall clock) on the speaker's clock; bounded, so that a stepped
+    // wall clock can at worst shift one timer by one advert interval.
+    const late = Math.min(Math.max(0, Date.now() - capturedAt), inst.config.advertInterval * 1000);
+    const receivedAt = this.clock.now() - late;
+    inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source, receivedAt });
   }
 
-  private bad(reason: BadAdvertReason): void {
-    this.totals.badAdverts[reason] = (this.totals.badAdverts[reason] ?? 0) + 1;
+  /** Counted always; logged the first time per reason (§7.1 SHOULD log), a flood stays quiet. */
+  private bad(reason: BadAdvertReason, ifname: string, from?: string): void {
+    const seen = this.totals.badAdverts[reason] ?? 0;
+    this.totals.badAdverts[reason] = seen + 1;
+    if (seen === 0) this.log?.warn({ interface: ifname, reason, ...(from ? { from } : {}) }, 'advert dropped (RFC 5798 §7.1); further ones with this reason are only counted');
   }
 
   private instanceOn(ifname: string, vrid: number): Instance | undefined {
@@ -324,14 +335,11 @@ export class Speaker extends EventEmitter {
       case 'send-advert':
         return this.sendAdvert(inst, action.priority);
       case 'add-addresses':
-        return this.queue(inst, 'added', (v) => this.options.addresses.add(v.ifname, v.cidr));
+        return inst.vips.add();
       case 'remove-addresses':
-        inst.garpTimers.forEach((t) => t.cancel());
-        inst.garpTimers = [];
-        return this.queue(inst, 'removed', (v) => this.options.addresses.remove(v.ifname, v.cidr));
+        return inst.vips.remove();
       case 'send-garp':
-        inst.work = inst.work.then(() => this.sendGarps(inst, inst.config.garpRepeat));
-        return;
+        return inst.vips.announce();
       case 'transition': {
         const event: TransitionEvent = { instance: inst.config.name, vrid: inst.config.vrid, from: action.from, to: action.to, reason: action.reason, at: wallClock() };
         this.totals.transitions[action.to]++;
@@ -342,39 +350,27 @@ export class Speaker extends EventEmitter {
     }
   }
 
-  private queue(inst: Instance, change: 'added' | 'removed', op: (v: Instance['vips'][number]) => Promise<unknown>): void {
-    inst.work = inst.work.then(async () => {
-      const results = await Promise.allSettled(inst.vips.map(op));
-      results.forEach((r, k) => {
-        if (r.status === 'rejected') {
-          this.totals.errors++;
-          this.log?.error({ instance: inst.config.name, address: inst.vips[k]?.cidr, err: String(r.reason) }, `address not ${change}`);
-        }
-      });
-      const event: AddressesEvent = { instance: inst.config.name, change, addresses: inst.vips.map((v) => v.cidr), at: wallClock() };
-      this.emit('addresses', event);
-    });
+  private addressesChanged(inst: Instance, change: 'added' | 'removed', failures: { cidr: string; error: string }[]): void {
+    for (const f of failures) {
+      this.totals.errors++;
+      this.log?.error({ instance: inst.config.name, address: f.cidr, err: f.error }, `address not ${change}`);
+    }
+    const event: AddressesEvent = { instance: inst.config.name, change, addresses: inst.vips.list.map((v) => v.cidr), at: wallClock() };
+    this.emit('addresses', event);
   }
 
-  private sendGarps(inst: Instance, remaining: number): void {
-    if (inst.router.state !== 'master' || remaining <= 0) return;
-    for (const v of inst.vips) {
-      const mac = this.facts.get(v.ifname)?.mac as string;
-      // The kernel answers ARP for the address with the interface's own MAC, so that is the
-      // MAC to announce (no virtual-MAC interface is created).
-      if (this.inject(v.ifname, gratuitousArp(v.address, mac))) {
-        this.totals.garpsSent++;
-        const event: GarpEvent = { instance: inst.config.name, address: v.address, interface: v.ifname, at: wallClock() };
-        this.emit('garp', event);
-      }
+  /**
+   * One gratuitous ARP. It announces the interface's own MAC: that is the MAC the kernel
+   * answers ARP for the address with (no virtual-MAC interface is created).
+   */
+  private announce(inst: Instance, v: VirtualAddress): boolean {
+    const sent = this.inject(v.ifname, gratuitousArp(v.address, this.facts.get(v.ifname)?.mac as string));
+    if (sent) {
+      this.totals.garpsSent++;
+      const event: GarpEvent = { instance: inst.config.name, address: v.address, interface: v.ifname, at: wallClock() };
+      this.emit('garp', event);
     }
-    if (remaining > 1) {
-      const timer = this.clock.setTimer(inst.config.garpInterval * 1000, () => {
-        inst.garpTimers = inst.garpTimers.filter((t) => t !== timer);
-        this.sendGarps(inst, remaining - 1);
-      });
-      inst.garpTimers.push(timer);
-    }
+    return sent;
   }
 
   private sendAdvert(inst: Instance, priority: number): void {
@@ -424,10 +420,15 @@ export class Speaker extends EventEmitter {
     }
   }
 
-  /** keepalived tracks an instance's own interface and its track_interface list. */
+  /**
+   * keepalived tracks an instance's own interface and its track_interface list; in a sync
+   * group, those of every member, so that the whole group goes to fault together (a group
+   * half master, half fault would hold a VIP without its inside address).
+   */
   private trackedDown(inst: Instance): string | undefined {
     const isUp = this.options.linkIsUp ?? linkIsUp;
-    return [inst.config.interface, ...inst.config.trackInterfaces].find((ifname) => !isUp(ifname));
+    const members = inst.group ? [...inst.group.members.keys()].map((n) => this.instances.get(n) as Instance) : [inst];
+    return members.flatMap((m) => [m.config.interface, ...m.config.trackInterfaces]).find((ifname) => !isUp(ifname));
   }
 
   private armTracking(): void {

@@ -5,6 +5,7 @@
  * addresses, send gratuitous ARPs) for the speaker to carry out. Times are in milliseconds
  * internally; the advert interval is kept in centiseconds as on the wire (§5.2.7).
  */
+import { ipv4ToNumber } from './advert.js';
 
 export type VrrpState = 'initialize' | 'backup' | 'master' | 'fault';
 
@@ -44,14 +45,12 @@ export interface AdvertSeen {
   /** Max Adver Int, centiseconds. */
   maxAdverInt: number;
   source: string;
+  /** When it arrived (clock time), if known better than "now": the capture timestamp. */
+  receivedAt?: number;
 }
 
 export const OWNER_PRIORITY = 255;
 export const RELEASE_PRIORITY = 0;
-
-function ipv4Value(address: string): number {
-  return address.split('.').reduce((v, octet) => v * 256 + Number(octet), 0);
-}
 
 export class VirtualRouter {
   private current: VrrpState = 'initialize';
@@ -174,9 +173,11 @@ export class VirtualRouter {
   }
 
   private receiveInBackup(advert: AdvertSeen): void {
+    // Timers run from the advert's arrival, not from when this code got to it.
+    const late = Math.max(0, this.clock.now() - (advert.receivedAt ?? this.clock.now()));
     if (advert.priority === RELEASE_PRIORITY) {
       // §6.4.2: the master is leaving; take over after Skew_Time.
-      this.armMasterDown(this.skewTime);
+      this.armMasterDown(this.skewTime - late);
       return;
     }
     const lower = advert.priority < this.priority;
@@ -184,7 +185,7 @@ export class VirtualRouter {
       if (!lower) this.lowerPrioritySince = undefined;
       this.masterAdverInterval = advert.maxAdverInt;
       this.masterAddress = advert.source;
-      this.armMasterDown(this.masterDownInterval);
+      this.armMasterDown(this.masterDownInterval - late);
     }
     // Otherwise discard: Master_Down_Timer fires and this router preempts (§6.4.2).
   }
@@ -205,7 +206,7 @@ export class VirtualRouter {
     }
     const higher =
       advert.priority > this.priority ||
-      (advert.priority === this.priority && ipv4Value(advert.source) > ipv4Value(this.params.primaryAddress));
+      (advert.priority === this.priority && ipv4ToNumber(advert.source) > ipv4ToNumber(this.params.primaryAddress));
     if (!higher) return;
     this.cancelTimers();
     this.masterAdverInterval = advert.maxAdverInt;
@@ -237,7 +238,7 @@ export class VirtualRouter {
 
   private armMasterDown(ms: number): void {
     this.masterDownTimer?.cancel();
-    this.masterDownTimer = this.clock.setTimer(ms, () => {
+    this.masterDownTimer = this.clock.setTimer(Math.max(0, ms), () => {
       this.masterDownTimer = undefined;
       if (this.current === 'backup') this.enterMaster('master down');
     });

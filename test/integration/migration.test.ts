@@ -45,6 +45,7 @@ describe('live VIP migration between appliances', () => {
   beforeAll(async () => {
     const up = await labUp({ name, owned: true });
     for (const v of up.status.vips) vipAddress[v.name] = v.address;
+    await cli('rebalance', 'manual'); // the lab's controller rebalances by itself otherwise
   }, 120_000);
   afterAll(async () => {
     await labDown({ name });

@@ -63,6 +63,7 @@ describe('NAT engine on the kernel', () => {
     const after = await counters('vip1');
     expect(after.packets).toBeGreaterThan(before.packets + 4);
     expect(after.bytes).toBeGreaterThan(before.bytes);
+    expect(after.newConnections).toBe(before.newConnections + 1);
   });
 
   it('fullnat: the server sees the inside address, and the pool is used round robin', async () => {

@@ -111,6 +111,23 @@ describe('vipshift VRRP speaker against keepalived 2.2', () => {
     expect(holds(b)).toBe(true);
   });
 
+  it('SIGTERM: vipshift announces priority 0, removes the VIP and exits; keepalived takes over after Skew_Time', async () => {
+    await site();
+    const v = new VipshiftVrrp(segment, b, instance(200));
+    await v.started();
+    await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
+    segment.keepalived(a, keepalivedConf({ routerId: 'a', vrid: VRID, priority: 100, advertInterval: INTERVAL, addresses: [`${VIP}/24`] }));
+    await sleep(1000);
+    const exited = new Promise<number | null>((resolve) => v.child.once('exit', (code) => resolve(code)));
+    v.child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(holds(b)).toBe(false);
+    await waitFor('keepalived to hold the VIP', () => holds(a), 3000);
+    const goodbye = await waitFor('the priority-0 advert', () => wire((e) => e.kind === 'advert' && e.source === B && e.priority === 0)[0], 2000);
+    const first = await waitFor('keepalived advert', () => wire((e) => e.kind === 'advert' && e.source === A)[0], 2000);
+    expect(first.at - goodbye.at).toBeLessThan(skew(100) + 100);
+  });
+
   it('preemption: vipshift (higher) preempts keepalived, keepalived (higher) preempts vipshift', async () => {
     await site();
     await keepalivedMaster(100);
@@ -130,6 +147,46 @@ describe('vipshift VRRP speaker against keepalived 2.2', () => {
     await sleep(500);
     expect([holds(a), holds(b)]).toEqual([true, false]);
     expect((await w.state()).instances[0]?.state).toBe('backup');
+  });
+
+  it('unicast peers (keepalived unicast_peer): keepalived master + vipshift backup, then vipshift master + keepalived backup', async () => {
+    await site();
+    const conf = (priority: number) =>
+      keepalivedConf({ routerId: 'a', vrid: VRID, priority, advertInterval: INTERVAL, addresses: [`${VIP}/24`], unicast: { source: A, peers: [B] } });
+    const unicast = (priority: number) => ({ instances: [{ ...instance(priority).instances[0], unicastPeers: [A] }] });
+    const k = segment.keepalived(a, conf(200));
+    await waitFor('keepalived to hold the VIP', () => holds(a), 10_000);
+    const v = new VipshiftVrrp(segment, b, unicast(100));
+    await v.started();
+    await sleep(1500);
+    expect([holds(a), holds(b)]).toEqual([true, false]);
+    const s = await v.state();
+    expect(s.instances[0]?.advertsReceived).toBeGreaterThanOrEqual(10);
+    expect(s.counters.badAdverts).toEqual({});
+    killKeepalived(k);
+    await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
+    // vipshift's adverts go to the peer, never to the multicast group.
+    await waitFor('a unicast advert from vipshift', () => capture.events.some((e) => e.kind === 'advert' && e.source === B), 2000);
+    segment.keepalived(a, conf(100)); // keepalived comes back with a lower priority: stays backup
+    await sleep(1500);
+    expect([holds(a), holds(b)]).toEqual([false, true]);
+    expect(wire((e) => e.kind === 'advert' && e.source === A && e.at > Date.now() - 1000)).toEqual([]);
+  });
+
+  it('interface tracking: a tracked link down → fault and the VIP removed; up again → master', async () => {
+    await site();
+    // trk0 loses its carrier when its veth peer trk1 goes down, as a cable pulled would.
+    execFileSync('ip', ['-n', b, 'link', 'add', 'trk0', 'type', 'veth', 'peer', 'name', 'trk1']);
+    execFileSync('ip', ['-n', b, 'link', 'set', 'trk0', 'up']);
+    execFileSync('ip', ['-n', b, 'link', 'set', 'trk1', 'up']);
+    const v = new VipshiftVrrp(segment, b, { instances: [{ ...instance(100).instances[0], trackInterfaces: ['trk0'] }] });
+    await v.started();
+    await waitFor('vipshift to hold the VIP', () => holds(b), 3000);
+    execFileSync('ip', ['-n', b, 'link', 'set', 'trk1', 'down']);
+    await waitFor('the VIP removed', () => !holds(b), 2000);
+    await waitFor('the fault transition in the log', () => v.transitions('fault').length === 1, 1000);
+    execFileSync('ip', ['-n', b, 'link', 'set', 'trk1', 'up']);
+    await waitFor('vipshift to hold the VIP again', () => holds(b), 3000);
   });
 
   it('tshark decodes vipshift adverts as valid VRRPv3', async () => {

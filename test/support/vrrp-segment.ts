@@ -104,6 +104,7 @@ export function keepalivedConf(o: {
   addresses: string[];
   preempt?: boolean;
   state?: 'MASTER' | 'BACKUP';
+  unicast?: { source: string; peers: string[] };
 }): string {
   return `global_defs {
   router_id ${o.routerId}
@@ -118,6 +119,7 @@ vrrp_instance vi${o.vrid} {
   priority ${o.priority}
   advert_int ${o.advertInterval}
   ${o.preempt === false ? 'nopreempt' : ''}
+  ${o.unicast ? `unicast_src_ip ${o.unicast.source}\n  unicast_peer {\n${o.unicast.peers.map((p) => `    ${p}`).join('\n')}\n  }` : ''}
   virtual_ipaddress {
 ${o.addresses.map((a) => `    ${a} dev eth0`).join('\n')}
   }

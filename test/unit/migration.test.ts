@@ -81,8 +81,9 @@ describe('the four-step migration', () => {
     expect([a.mode, a.hasAddress, a.entries.size]).toEqual(['absent', false, 0]);
     expect([b.mode, b.hasAddress, b.entries.size]).toEqual(['normal', true, 5]);
     expect(b.calls).toEqual(['prepare', 'claimAddress', 'importEntries', 'activate']);
-    // The source releases before the target claims; it deletes only after the import.
-    expect(a.calls).toEqual(['releaseAddress', 'deleteEntries', 'forget']);
+    // The source releases before the target claims; it deletes its entries only once the target is active.
+    expect(a.calls).toEqual(['releaseAddress', 'forget', 'deleteEntries']);
+    expect(p.cleanupMs).toBeGreaterThanOrEqual(0);
     expect(Object.keys(p.steps)).toEqual(['prepare_ms', 'move_address_ms', 'move_entries_ms', 'activate_ms']);
     expect(p.entries).toEqual({ moved: 5, total: 5 });
     expect(p.released).toBe(3);

@@ -52,10 +52,11 @@ describe('ruleset generator', () => {
     expect(all).not.toContain('203.0.113.12'); // vip3 is not ours
   });
 
-  it('DNATs a dnat VIP to its server and a fullnat VIP to its weighted pool, marking the connection', () => {
-    expect(rulesOf(batch, 'vip_vip1')).toEqual([JSON.stringify([{ mangle: { key: { ct: { key: 'mark' } }, value: 1 } }, { dnat: { addr: '198.18.0.101' } }])]);
+  it('DNATs a dnat VIP to its server and a fullnat VIP to its weighted pool, counting and marking the connection', () => {
+    expect(rulesOf(batch, 'vip_vip1')).toEqual([JSON.stringify([{ counter: 'new_vip1' }, { mangle: { key: { ct: { key: 'mark' } }, value: 1 } }, { dnat: { addr: '198.18.0.101' } }])]);
     const [fullnat] = rulesOf(batch, 'vip_vip4');
     expect(JSON.parse(fullnat!)).toEqual([
+      { counter: 'new_vip4' },
       { mangle: { key: { ct: { key: 'mark' } }, value: 4 } },
       {
         dnat: {

@@ -56,6 +56,9 @@ describe('vrrp configuration', () => {
     expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.vrid: .*255/);
     expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.priority/);
     expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.advertInterval: must be a whole number of centiseconds/);
+    expect(problems(() => parseVrrpConfig({ instances: [{ name: 'a', interface: 'ext0', vrid: 1, advertInterval: 0.005, addresses: ['203.0.113.10'] }] }))).toEqual([
+      'vrrp.instances[0].advertInterval: Too small: expected number to be >=0.01',
+    ]);
     expect(p.join('\n')).toMatch(/vrrp\.instances\[0\]\.addresses\[0\]/);
     expect(p.join('\n')).toMatch(/vrrp\.instances\[1\]\.unicastPeers\[0\]/);
     expect(p.join('\n')).toMatch(/bogus/);

@@ -8,7 +8,8 @@ import { decodeAdvertisementFrame, encodeAdvertisementFrame, internetChecksum, t
 import { decodeArpFrame, encodeArpFrame } from '../../src/vrrp/arp.js';
 import { parseVrrpConfig, type VrrpConfigInput } from '../../src/vrrp/config.js';
 import type { Link } from '../../src/vrrp/link.js';
-import { Speaker, type AddressTable } from '../../src/vrrp/speaker.js';
+import type { AddressTable } from '../../src/vrrp/addresses.js';
+import { Speaker } from '../../src/vrrp/speaker.js';
 import { FakeClock } from '../support/vrrp-fake-clock.js';
 
 class MemoryLink implements Link {
@@ -41,10 +42,11 @@ class MemoryAddresses implements AddressTable {
   }
 }
 
-function speaker(vrrp: VrrpConfigInput) {
+function speaker(vrrp: VrrpConfigInput, leftovers: [string, string][] = []) {
   const clock = new FakeClock();
   const links = new Map<string, MemoryLink>();
   const addresses = new MemoryAddresses();
+  for (const [ifname, cidr] of leftovers) void addresses.add(ifname, cidr);
   const facts: Record<string, { mac: string; addresses: string[] }> = {
     ext0: { mac: '02:00:00:00:00:03', addresses: ['203.0.113.3'] },
     int0: { mac: '02:00:00:00:01:03', addresses: ['198.18.0.3'] },
@@ -151,6 +153,33 @@ describe('VRRP speaker', () => {
     expect(s.counters().badAdverts.ttl).toBeGreaterThanOrEqual(1000);
   });
 
+  it('removes addresses left behind by a crashed run when it starts as backup', async () => {
+    const { s, addresses, settle } = speaker({ instances: [vip1] }, [['ext0', '203.0.113.10/24']]);
+    await settle();
+    expect(s.state()[0]?.state).toBe('backup');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    expect(() => s.start()).toThrow('the VRRP speaker starts once');
+  });
+
+  it('exposes states and counters as Prometheus metrics', async () => {
+    const { Registry } = await import('prom-client');
+    const { registerVrrpMetrics } = await import('../../src/vrrp/metrics.js');
+    const { s, clock, link, settle } = speaker({ instances: [vip1] });
+    const registry = new Registry();
+    registerVrrpMetrics(s, registry);
+    clock.advance(400);
+    await settle();
+    clock.advance(1); // the gARP repeats (garpInterval 0) run on the clock too
+    link('ext0').deliver(((f) => ((f[22] = 1), f))(master()));
+    const text = await registry.metrics();
+    expect(text).toContain('vipshift_vrrp_state{instance="vip1",vrid="10",state="master"} 1');
+    expect(text).toContain('vipshift_vrrp_state{instance="vip1",vrid="10",state="backup"} 0');
+    expect(text).toContain('vipshift_vrrp_adverts_sent_total{instance="vip1"} 1');
+    expect(text).toContain('vipshift_vrrp_transitions_total{instance="vip1",state="master"} 1');
+    expect(text).toContain('vipshift_vrrp_bad_adverts_total{reason="ttl"} 1');
+    expect(text).toContain('vipshift_vrrp_gratuitous_arps_sent_total 5');
+  });
+
   it('release: priority-0 advert and addresses removed before it resolves; claim takes them back', async () => {
     const { s, clock, link, addresses, settle } = speaker({ instances: [vip1] });
     clock.advance(400);
@@ -198,9 +227,33 @@ describe('VRRP speaker', () => {
     await settle();
     expect(s.state()[0]?.state).toBe('fault');
     expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    await expect(s.claim('vip1')).rejects.toThrow('cannot claim vip1: vip1 is fault');
     up.add('int0');
     clock.advance(100);
     expect(s.state()[0]?.state).toBe('backup');
+  });
+
+  it('interface tracking in a sync group: one member\'s tracked link down → the whole group in fault', async () => {
+    const { s, clock, addresses, up, settle } = speaker({
+      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['198.18.0.10/24'] }],
+      syncGroups: [{ name: 'vip1-group', instances: ['vip1', 'vip1-inside'] }],
+    });
+    clock.advance(400);
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
+    up.delete('int0');
+    clock.advance(100);
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['fault', 'fault']);
+    clock.advance(5000); // no member's down timer may bring it back while the link is down
+    await settle();
+    expect(s.state().map((i) => i.state)).toEqual(['fault', 'fault']);
+    expect([addresses.has('ext0', '203.0.113.10/24'), addresses.has('int0', '198.18.0.10/24')]).toEqual([false, false]);
+    up.add('int0');
+    clock.advance(100);
+    expect(s.state().map((i) => i.state)).toEqual(['backup', 'backup']);
+    clock.advance(400);
+    expect(s.state().map((i) => i.state)).toEqual(['master', 'master']);
   });
 
   it('unicast peers: ARP for the peer first, then adverts to its MAC; adverts from others are dropped', async () => {

@@ -70,6 +70,17 @@ describe('VRRP state machine (RFC 5798 §6.4)', () => {
     expect(became?.at).toBeCloseTo(lastAdvertAt + 300 + (156 * 10 * 10) / 256, 9);
   });
 
+  it('runs Master_Down_Timer from when the advert arrived, not from when it was processed', () => {
+    const t = router();
+    t.r.startup();
+    t.clock.advance(1000);
+    t.r.receive({ priority: 200, maxAdverInt: 100, source: '203.0.113.2', receivedAt: 1000 - 30 }); // handled 30 ms late
+    t.clock.advance(3609.375 - 30 - 1);
+    expect(t.r.state).toBe('backup');
+    t.clock.advance(1);
+    expect(t.r.state).toBe('master');
+  });
+
   it('on priority 0 from the master takes over after Skew_Time (§6.4.2)', () => {
     const t = router();
     t.r.startup();

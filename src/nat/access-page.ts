@@ -1,0 +1,283 @@
+/**
+ * Pages of a VIP's access table for the operator's console: sorted, filtered and cut in
+ * the appliance from the 40-byte entry records of one kernel dump (entry-record.ts), so a
+ * console never receives more than the rows it draws, whatever the table's size.
+ *
+ * A dump of 100,000 entries costs the kernel and us ~0.25 s of CPU, so pages are served from
+ * a snapshot of the table whose greatest age grows with what the last dump cost: the dumps
+ * a watching console causes stay near 2 % of a core (SNAPSHOT_CPU_SHARE). Small tables are
+ * re-read every second. The page says how old its snapshot is; an expired snapshot is still
+ * served while the next dump runs, so a page never waits for a dump but the first.
+ */
+import { TCP_CONNTRACK_NAMES } from '../netlink/ctnetlink.js';
+import {
+  RECORD_SIZE,
+  R_CLIENT_ADDR,
+  R_CLIENT_PORT,
+  R_INSIDE_ADDR,
+  R_INSIDE_PORT,
+  R_PROTO,
+  R_SERVER_ADDR,
+  R_SERVER_PORT,
+  R_TCP_STATE,
+  R_TIMEOUT,
+  R_VIP_ADDR,
+  R_VIP_PORT,
+} from '../netlink/entry-record.js';
+
+export const SORT_KEYS = ['client', 'vip', 'inside', 'server', 'state', 'timeout'] as const;
+export type SortKey = (typeof SORT_KEYS)[number];
+export const FILTER_FIELDS = ['client', 'server', 'inside', 'state'] as const;
+export const MAX_PAGE_ROWS = 1000;
+
+/** One access-table entry as the console draws it. */
+export interface AccessRow {
+  client: string;
+  vip: string;
+  /** The fullnat SNAT source (inside address:port); absent in dnat. */
+  inside?: string;
+  server: string;
+  /** conntrack's TCP state name (ESTABLISHED, TIME_WAIT...), or UDP. */
+  tcpState: string;
+  /** Seconds left. */
+  timeout: number;
+}
+
+export interface PageQuery {
+  offset: number;
+  limit: number;
+  /** A sort key, descending with a leading '-'. */
+  sort: string;
+  /** Space-separated terms, all of which must hold: `field:text` or bare text (any field). */
+  filter: string;
+}
+
+export interface AccessPage {
+  vip: string;
+  /** Entries in the snapshot, and those the filter lets through. */
+  total: number;
+  matched: number;
+  offset: number;
+  limit: number;
+  sort: string;
+  filter: string;
+  rows: AccessRow[];
+  /** When the snapshot was dumped, and how long the dump took. */
+  snapshotAt: string;
+  snapshotAgeMs: number;
+  dumpMs: number;
+}
+
+export class PageQueryError extends Error {
+  constructor(
+    message: string,
+    readonly field: string,
+  ) {
+    super(message);
+  }
+}
+
+const endpoint = (b: Buffer, addr: number, port: number): string => `${b[addr]}.${b[addr + 1]}.${b[addr + 2]}.${b[addr + 3]}:${b.readUInt16BE(port)}`;
+
+function stateName(b: Buffer, r: number): string {
+  if (b[r + R_PROTO] !== 6) return 'UDP';
+  return TCP_CONNTRACK_NAMES[b[r + R_TCP_STATE]!] ?? `STATE_${b[r + R_TCP_STATE]}`;
+}
+
+export function rowAt(b: Buffer, r: number): AccessRow {
+  const inside = b.readUInt32BE(r + R_INSIDE_ADDR) !== 0;
+  return {
+    client: endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT),
+    vip: endpoint(b, r + R_VIP_ADDR, r + R_VIP_PORT),
+    ...(inside ? { inside: endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT) } : {}),
+    server: endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT),
+    tcpState: stateName(b, r),
+    timeout: b.readUInt32BE(r + R_TIMEOUT),
+  };
+}
+
+type Predicate = (b: Buffer, r: number) => boolean;
+
+/** `client:198.51.100.10 state:est` → a test on a record; text matches case-insensitively as a substring. */
+export function parseFilter(filter: string): Predicate | undefined {
+  const terms = filter.trim().split(/\s+/).filter(Boolean);
+  if (terms.length === 0) return undefined;
+  const tests = terms.map((term): Predicate => {
+    const colon = term.indexOf(':');
+    const field = colon > 0 ? term.slice(0, colon).toLowerCase() : '';
+    // A bare address:port ("198.51.100.10:4000") is text, not a field.
+    const named = (FILTER_FIELDS as readonly string[]).includes(field);
+    const text = (named ? term.slice(colon + 1) : term).toLowerCase();
+    const of: Record<(typeof FILTER_FIELDS)[number], (b: Buffer, r: number) => string> = {
+      client: (b, r) => endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT),
+      server: (b, r) => endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT),
+      inside: (b, r) => (b.readUInt32BE(r + R_INSIDE_ADDR) === 0 ? '' : endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT)),
+      state: (b, r) => stateName(b, r).toLowerCase(),
+    };
+    if (named) {
+      const get = of[field as keyof typeof of];
+      return (b, r) => get(b, r).includes(text);
+    }
+    return (b, r) => FILTER_FIELDS.some((f) => of[f](b, r).includes(text));
+  });
+  return (b, r) => tests.every((t) => t(b, r));
+}
+
+function parseSort(sort: string): { key: SortKey; descending: boolean } {
+  const descending = sort.startsWith('-');
+  const key = (descending ? sort.slice(1) : sort) as SortKey;
+  if (!SORT_KEYS.includes(key)) throw new PageQueryError(`sort must be one of ${SORT_KEYS.join(', ')} (with '-' for descending), not '${sort}'`, 'query.sort');
+  return { key, descending };
+}
+
+/** The sort key of a record as one number: address and port for endpoints (48 bits, exact in a double). */
+function keyOf(key: SortKey): (b: Buffer, r: number) => number {
+  const ep = (addr: number, port: number) => (b: Buffer, r: number) => b.readUInt32BE(r + addr) * 65536 + b.readUInt16BE(r + port);
+  switch (key) {
+    case 'client':
+      return ep(R_CLIENT_ADDR, R_CLIENT_PORT);
+    case 'vip':
+      return ep(R_VIP_ADDR, R_VIP_PORT);
+    case 'inside':
+      return ep(R_INSIDE_ADDR, R_INSIDE_PORT);
+    case 'server':
+      return ep(R_SERVER_ADDR, R_SERVER_PORT);
+    case 'state':
+      return (b, r) => (b[r + R_PROTO] === 6 ? b[r + R_TCP_STATE]! : 255);
+    case 'timeout':
+      return (b, r) => b.readUInt32BE(r + R_TIMEOUT);
+  }
+}
+
+/**
+ * The order of the records that pass `filter`, sorted by `sort` (ties by client, so pages
+ * are stable): record indices.
+ */
+export function orderRecords(records: Buffer, sort: string, filter: string): Uint32Array {
+  const { key, descending } = parseSort(sort);
+  const test = parseFilter(filter);
+  const n = Math.floor(records.length / RECORD_SIZE);
+  let order = new Uint32Array(n);
+  let m = 0;
+  for (let i = 0; i < n; i++) if (!test || test(records, i * RECORD_SIZE)) order[m++] = i;
+  order = order.subarray(0, m);
+  const primary = keyOf(key);
+  const tie = keyOf('client');
+  const k1 = new Float64Array(n);
+  const k2 = new Float64Array(n);
+  for (const i of order) {
+    k1[i] = primary(records, i * RECORD_SIZE);
+    k2[i] = tie(records, i * RECORD_SIZE);
+  }
+  const sign = descending ? -1 : 1;
+  order.sort((a, b) => sign * (k1[a]! - k1[b]! || k2[a]! - k2[b]!));
+  return order;
+}
+
+export function validateQuery(q: Partial<PageQuery>): PageQuery {
+  const offset = q.offset ?? 0;
+  const limit = q.limit ?? 50;
+  if (!Number.isInteger(offset) || offset < 0) throw new PageQueryError('offset must be an integer ≥ 0', 'query.offset');
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE_ROWS) throw new PageQueryError(`limit must be an integer from 1 to ${MAX_PAGE_ROWS}`, 'query.limit');
+  const sort = q.sort ?? 'client';
+  parseSort(sort);
+  return { offset, limit, sort, filter: q.filter ?? '' };
+}
+
+interface Snapshot {
+  records: Buffer;
+  takenAt: number;
+  takenAtIso: string;
+  dumpMs: number;
+  /** Orders already computed on this snapshot, by `sort filter` (a few: the console's views). */
+  orders: Map<string, Uint32Array>;
+}
+
+/** Of one core, what dumps caused by watching a table may take on average. */
+export const SNAPSHOT_CPU_SHARE = 0.02;
+const MIN_SNAPSHOT_AGE_MS = 1000;
+const ORDERS_KEPT = 8;
+
+/**
+ * The appliance's page server: one snapshot per VIP, dumped again when a page is asked of
+ * a snapshot older than max(1 s, dump time / SNAPSHOT_CPU_SHARE). `dump` returns the
+ * VIP's records; `now` is injected for tests.
+ */
+export class AccessPages {
+  private readonly snapshots = new Map<string, Snapshot>();
+  private readonly pending = new Map<string, Promise<Snapshot>>();
+
+  constructor(
+    private readonly dump: (vip: string) => Promise<Buffer>,
+    private readonly now: () => number = () => performance.now(),
+    private readonly wallClock: () => Date = () => new Date(),
+  ) {}
+
+  /** How old a snapshot may be before a page asks for a new dump. */
+  static maxAgeMs(dumpMs: number): number {
+    return Math.max(MIN_SNAPSHOT_AGE_MS, dumpMs / SNAPSHOT_CPU_SHARE);
+  }
+
+  async page(vip: string, query: Partial<PageQuery>): Promise<AccessPage> {
+    const q = validateQuery(query);
+    const snap = await this.snapshot(vip);
+    const orderKey = `${q.sort} ${q.filter}`;
+    let order = snap.orders.get(orderKey);
+    if (!order) {
+      order = orderRecords(snap.records, q.sort, q.filter);
+      if (snap.orders.size >= ORDERS_KEPT) snap.orders.delete(snap.orders.keys().next().value!);
+      snap.orders.set(orderKey, order);
+    }
+    const rows: AccessRow[] = [];
+    for (let i = q.offset; i < Math.min(order.length, q.offset + q.limit); i++) rows.push(rowAt(snap.records, order[i]! * RECORD_SIZE));
+    return {
+      vip,
+      total: snap.records.length / RECORD_SIZE,
+      matched: order.length,
+      ...q,
+      rows,
+      snapshotAt: snap.takenAtIso,
+      snapshotAgeMs: Math.round(this.now() - snap.takenAt),
+      dumpMs: Math.round(snap.dumpMs * 10) / 10,
+    };
+  }
+
+  /** Drops a VIP's snapshot (it moved away, or its entries were deleted). */
+  invalidate(vip: string): void {
+    this.snapshots.delete(vip);
+  }
+
+  /**
+   * The VIP's snapshot. An old one is still served while the next dump runs (stale while
+   * revalidating), so only a VIP's very first page waits for a dump; the orders the old
+   * snapshot had are sorted again on the new one as soon as it lands.
+   */
+  private async snapshot(vip: string): Promise<Snapshot> {
+    const have = this.snapshots.get(vip);
+    if (have && this.now() - have.takenAt < AccessPages.maxAgeMs(have.dumpMs)) return have;
+    const next = this.pending.get(vip) ?? this.redump(vip, have);
+    if (have) {
+      next.catch(() => undefined); // the next page asks again
+      return have;
+    }
+    return next;
+  }
+
+  private redump(vip: string, previous: Snapshot | undefined): Promise<Snapshot> {
+    const t0 = this.now();
+    const p = this.dump(vip)
+      .then((records) => {
+        const takenAt = this.now();
+        const snap: Snapshot = { records, takenAt, takenAtIso: this.wallClock().toISOString(), dumpMs: takenAt - t0, orders: new Map() };
+        for (const key of previous?.orders.keys() ?? []) {
+          const space = key.indexOf(' ');
+          snap.orders.set(key, orderRecords(records, key.slice(0, space), key.slice(space + 1)));
+        }
+        this.snapshots.set(vip, snap);
+        return snap;
+      })
+      .finally(() => this.pending.delete(vip));
+    this.pending.set(vip, p);
+    return p;
+  }
+}

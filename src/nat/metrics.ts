@@ -1,0 +1,99 @@
+/**
+ * The appliance's metrics, read at scrape time from the same place as its status (nft
+ * counters, the hold queue, a ct-mark count of the access table), so they agree with `nft
+ * list counters` and `conntrack -L -m ID` by construction. One status per scrape.
+ */
+import { Counter, Gauge, type Registry } from 'prom-client';
+import type { ApplianceStatus, VipStatus } from './appliance.js';
+
+const MODES = ['normal', 'migrating', 'absent'] as const;
+const VRRP_STATES = ['initialize', 'backup', 'master', 'fault'] as const;
+
+export function registerApplianceMetrics(registry: Registry, status: () => Promise<ApplianceStatus>): void {
+  // The metrics of one scrape are collected one after another: share one status among them.
+  let pending: Promise<ApplianceStatus> | undefined;
+  let at = 0;
+  const current = (): Promise<ApplianceStatus> => {
+    if (!pending || performance.now() - at > 250) {
+      at = performance.now();
+      pending = status();
+    }
+    return pending;
+  };
+  const each = async (set: (v: VipStatus, appliance: string) => void) => {
+    const s = await current();
+    for (const v of s.vips) set(v, s.appliance);
+  };
+  /** A counter whose value lives elsewhere (nft, the hold queue): set at scrape time. */
+  const mirrored = (name: string, help: string, value: (v: VipStatus) => number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['appliance', 'vip'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        await each((v, appliance) => this.inc({ appliance, vip: v.name }, value(v)));
+      },
+    });
+  const gauge = (name: string, help: string, value: (v: VipStatus) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['appliance', 'vip'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        await each((v, appliance) => this.set({ appliance, vip: v.name }, value(v)));
+      },
+    });
+
+  mirrored('vipshift_vip_packets_total', "Packets of the VIP's connections forwarded by this appliance, both directions (nft counter traffic_VIP).", (v) => v.packets);
+  mirrored('vipshift_vip_bytes_total', "Bytes of the VIP's connections forwarded by this appliance, both directions (nft counter traffic_VIP).", (v) => v.bytes);
+  mirrored('vipshift_vip_rejected_total', 'Unknown accesses to the VIP answered with a TCP reset (nft counter rejected_VIP).', (v) => v.rejected);
+  gauge('vipshift_vip_entries', "Live access-table (conntrack) entries of the VIP on this appliance (its ct mark).", (v) => v.entries);
+  gauge('vipshift_hold_queue_depth', 'Packets of the VIP held now, waiting for the end of its migration.', (v) => v.held);
+  mirrored('vipshift_hold_released_total', 'Held packets of the VIP released in arrival order.', (v) => v.released);
+  mirrored('vipshift_hold_overflowed_total', 'Packets of the VIP dropped because its hold queue was full.', (v) => v.overflowed);
+  mirrored('vipshift_hold_dropped_total', 'Held packets of the VIP dropped by an abort or by the drop policy.', (v) => v.dropped);
+  new Gauge({
+    name: 'vipshift_vip_mode',
+    help: "The VIP's entry in this appliance's mode table: 1 for its mode (normal, migrating; absent: not ours).",
+    labelNames: ['appliance', 'vip', 'mode'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      await each((v, appliance) => {
+        for (const mode of MODES) this.set({ appliance, vip: v.name, mode }, v.mode === mode ? 1 : 0);
+      });
+    },
+  });
+  const instances = async (set: (i: ApplianceStatus['vrrp'][number], labels: { appliance: string; vrid: string; instance: string }) => void) => {
+    const s = await current();
+    for (const i of s.vrrp ?? []) set(i, { appliance: s.appliance, vrid: String(i.vrid), instance: i.name });
+  };
+  new Gauge({
+    name: 'vipshift_vrrp_state',
+    help: 'VRRP state of each instance (RFC 5798): 1 for its state.',
+    labelNames: ['appliance', 'vrid', 'instance', 'state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      await instances((i, l) => {
+        for (const state of VRRP_STATES) this.set({ ...l, state }, i.state === state ? 1 : 0);
+      });
+    },
+  });
+  new Counter({
+    name: 'vipshift_vrrp_transitions_total',
+    help: 'VRRP state transitions of each instance, by the state entered.',
+    labelNames: ['appliance', 'vrid', 'instance', 'to'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      await instances((i, l) => {
+        for (const to of VRRP_STATES) this.inc({ ...l, to }, i.transitions[to] ?? 0);
+      });
+    },
+  });
+}
