@@ -153,3 +153,20 @@ replication: { batchInterval: 0 }
     );
   });
 });
+
+describe('replication metrics', () => {
+  it('mirror the replicator status with Prometheus names', async () => {
+    const { Registry } = await import('prom-client');
+    const { registerReplicationMetrics } = await import('../../src/replication/metrics.js');
+    const registry = new Registry();
+    const keeper = { name: 'srv1', server: '198.18.0.101', state: 'down' as const, backlog: 12, lagMs: { current: 1500, lastBatch: 60, max: 90 }, pushed: { batches: 3, upserts: 700, deletes: 5 }, failures: 2, dropped: 0, resyncs: 1, resyncPending: false };
+    registerReplicationMetrics(registry, () => ({ enabled: true, vips: ['vip1'], events: { received: 10, copied: 7, ignored: 3, unrouted: 0, malformed: 0 }, overruns: 1, refreshes: 0, keepers: [keeper] }));
+    const text = await registry.metrics();
+    expect(text).toContain('vipshift_replication_keeper_up{keeper="srv1"} 0');
+    expect(text).toContain('vipshift_replication_backlog{keeper="srv1"} 12');
+    expect(text).toContain('vipshift_replication_lag_seconds{keeper="srv1"} 1.5');
+    expect(text).toContain('vipshift_replication_copies_pushed_total{keeper="srv1"} 700');
+    expect(text).toContain('vipshift_replication_events_total{outcome="copied"} 7');
+    expect(text).toContain('vipshift_replication_event_overruns_total 1');
+  });
+});
