@@ -4,7 +4,11 @@
  * process SIGKILLed, every link down. lb2's VRRP speaker notices the silence, takes the
  * addresses, and the takeover installs the keepers' copies; no controller is involved.
  */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
+import type { MigrationProgress } from '../../src/migration/migration.js';
 import type { TrafficRun, TrafficSummary } from '../../src/lab/traffic.js';
 import { type Lab, withLab } from '../helpers/lab.js';
 import { type AgentStatus, agentStatus, copiesOf, failoverLab, keeperStatus, powerLoss, waitFor } from './helpers/replication-lab.js';
@@ -94,6 +98,27 @@ describe('failover from table copies (power loss of lb1)', () => {
       const s = await dnat.stop();
       expect(s.connections.failed).toBeGreaterThan(0);
       expect(s.errors.reset).toBeGreaterThan(0);
+    });
+  }, 240_000);
+
+  it('with standbys armed, a planned migration is not taken for a failover, and the source becomes the standby', async () => {
+    await withLab({ prefix: 'vtrep', configure: failoverLab({}) }, async (lab) => {
+      const dnat = echo(lab, VIP1, 300);
+      await dnat.established;
+      await sleep(500);
+      const out = await promisify(execFile)(process.execPath, [path.resolve('dist/cli.js'), 'migrate', 'vip1', '--to', 'lb2', '--json', '--lab', lab.name]);
+      const m = JSON.parse(out.stdout) as MigrationProgress;
+      await sleep(1000);
+      expectIntact(await dnat.stop(), 300);
+      expect(m.state).toBe('done');
+      const [lb1, lb2] = await Promise.all([agentStatus(lab.site, 'lb1'), agentStatus(lab.site, 'lb2')]);
+      // The controller moved the entries; lb2's speaker claiming vip1 started no takeover.
+      expect(lb2.failover.takeovers.filter((t) => t.vip === 'vip1')).toEqual([]);
+      expect(modeOn(lb2, 'vip1')).toBe('normal');
+      expect(lb2.replication.vips).toContain('vip1');
+      // lb1 forgot vip1 and holds it again, ready to take it back.
+      expect(modeOn(lb1, 'vip1')).toBe('migrating');
+      expect(lb1.replication.vips).not.toContain('vip1');
     });
   }, 240_000);
 });
