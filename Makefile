@@ -64,15 +64,6 @@ test-netlink: build
 
 bench-conntrack: build
 	npx tsx bench/conntrack.ts
-<<<<<<< HEAD
-# keeper
-.PHONY: test-keeper bench-keeper
-test-keeper: build
-	npx vitest run test/unit/keeper-store.test.ts test/unit/keeper-api.test.ts test/unit/keeper-sockdiag.test.ts test/integration/keeper.test.ts
-
-bench-keeper: build
-	npx tsx bench/keeper.ts
-=======
 # controller — journal, statistics, rebalancing, authentication of every route
 .PHONY: test-controller
 test-controller: build
@@ -99,4 +90,10 @@ bench-console: build
 console-screenshot: build
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	npx tsx scripts/console-screenshot.ts
->>>>>>> main
+# keeper
+.PHONY: test-keeper bench-keeper
+test-keeper: build
+	npx vitest run test/unit/keeper-store.test.ts test/unit/keeper-api.test.ts test/unit/keeper-sockdiag.test.ts test/integration/keeper.test.ts
+
+bench-keeper: build
+	npx tsx bench/keeper.ts
