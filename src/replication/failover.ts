@@ -45,8 +45,11 @@ export class Failover {
   private readonly clients: { close(): void }[] = [];
   private armTimer: NodeJS.Timeout | undefined;
   private arming: Promise<unknown> = Promise.resolve();
-  /** VRRP instance → the VIP whose address (or inside address) it carries. */
+  /** VRRP instance → the VIP whose address (or inside address) it carries, and back. */
   private readonly vipOfInstance = new Map<string, string>();
+  private readonly instancesOfVip = new Map<string, string[]>();
+  /** The VRRP instances that are master here now. */
+  private readonly masters = new Set<string>();
   /**
    * VIPs the controller is migrating here (step 1 seen, step 4 or an abort not yet): their
    * VRRP claim is step 2 of that migration, not a failover, and the controller moves the
@@ -78,7 +81,14 @@ export class Failover {
         entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries`, undefined, { signal }), signal),
       };
     });
-    this.replicator = new Replicator({ config, table: options.conntrack, sinks, modes: options.modes, logger: logger.child({ part: 'replication' }) });
+    this.replicator = new Replicator({
+      config,
+      table: options.conntrack,
+      sinks,
+      modes: options.modes,
+      serving: (vip) => this.serving(vip.name),
+      logger: logger.child({ part: 'replication' }),
+    });
     this.takeover = new Takeover({
       config,
       appliance: options.appliance,
@@ -92,19 +102,45 @@ export class Failover {
     for (const instance of config.vrrp?.instances ?? []) {
       const carried = new Set(instance.addresses.map((a) => a.address.split('/')[0]));
       const vip = config.vips.find((v) => carried.has(v.address) || carried.has(v.insideAddress));
-      if (vip) this.vipOfInstance.set(instance.name, vip.name);
+      if (!vip) continue;
+      this.vipOfInstance.set(instance.name, vip.name);
+      this.instancesOfVip.set(vip.name, [...(this.instancesOfVip.get(vip.name) ?? []), instance.name]);
     }
     options.speaker?.on('transition', (event: TransitionEvent) => this.onTransition(event));
   }
 
-  /** A VIP's VRRP instance became master here: unless a migration brings it, take it over. */
+  /**
+   * Whether this appliance serves the VIP's address: VRRP master for it (or no VRRP instance
+   * carries it). Only then are its copies ours to write: an appliance that starts with a VIP
+   * `normal` but is not (yet) master must not resynchronise the keepers with an empty table.
+   */
+  serving(vip: string): boolean {
+    const instances = this.instancesOfVip.get(vip);
+    return !instances || instances.some((i) => this.masters.has(i));
+  }
+
+  /**
+   * VRRP moved a VIP here or away without a migration of the controller: a standby takes it
+   * over when it becomes master, and gives it up (held again, its entries deleted) when
+   * another appliance becomes master (the owner came back and preempted, or a split brain).
+   */
   private onTransition(event: TransitionEvent): void {
     const vip = this.vipOfInstance.get(event.instance);
-    if (event.to !== 'master' || !vip || !this.options.config.failover.standby) return;
+    if (!vip) return;
+    const before = this.serving(vip);
+    if (event.to === 'master') this.masters.add(event.instance);
+    else this.masters.delete(event.instance);
+    const after = this.serving(vip);
+    this.replicator.syncModes();
+    if (before === after || !this.options.config.failover.standby) return;
     const since = this.planned.get(vip);
     if (since !== undefined && performance.now() - since < PLANNED_MS) return;
-    if (this.options.modes().get(vip) === 'normal') return;
-    this.takeover.becameMaster(vip).catch((err: Error) => this.options.logger.error({ vip, err: err.message, reason: event.reason }, 'takeover failed'));
+    const fail = (what: string) => (err: Error) => this.options.logger.error({ vip, err: err.message, reason: event.reason }, `${what} failed`);
+    if (after) {
+      if (this.options.modes().get(vip) !== 'normal') this.takeover.becameMaster(vip).catch(fail('takeover'));
+    } else {
+      this.takeover.becameBackup(vip).catch(fail('giving the VIP up'));
+    }
   }
 
   /** Subscribes to conntrack's events: before the NAT engine starts making entries. */
@@ -125,23 +161,25 @@ export class Failover {
   /** Routes to add to the agent's; `status` is wrapped to carry the replication section. */
   routes(agent: Route[]): Route[] {
     type Ctx = Parameters<Route['handler']>[0];
-    const step = (path: string) => path.match(/^\/v1\/vips\/:name\/(prepare|activate|abort|forget)$/)?.[1];
+    const step = (path: string) => path.match(/^\/v1\/vips\/:name\/(prepare|address|activate|abort|forget)$/)?.[1];
     const withStatus = agent.map((r): Route => {
       if (r.method === 'GET' && r.path === '/v1/status') {
         return { ...r, handler: async (ctx: Ctx) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status(), failover: this.status() }) };
       }
       const which = r.method === 'POST' ? step(r.path) : undefined;
       if (!which) return r;
-      // The controller's migration steps tell a planned VRRP claim from a failover.
+      // The controller's migration steps tell a planned VRRP move from a failover.
       return {
         ...r,
         handler: async (ctx: Ctx) => {
           const name = ctx.params.name ?? '';
-          if (which === 'prepare') this.planned.set(name, performance.now());
+          // Steps 1 and 2 open a migration here (target, source), steps 4 and an abort close it.
+          const opens = which === 'prepare' || which === 'address';
+          if (opens) this.planned.set(name, performance.now());
           try {
             return await r.handler(ctx);
           } finally {
-            if (which !== 'prepare') this.planned.delete(name);
+            if (!opens) this.planned.delete(name);
           }
         },
       };

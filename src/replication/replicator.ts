@@ -54,8 +54,10 @@ export interface ReplicatorOptions {
   table: AccessTable;
   /** One sink per keeper of config.keepers, by name. */
   sinks: Map<string, KeeperSink>;
-  /** The mode table (NatEngine.modeTable): the VIPs `normal` here are replicated. */
+  /** The mode table (NatEngine.modeTable): the VIPs `normal` here are replicated... */
   modes: () => Map<string, VipMode>;
+  /** ...while this appliance serves their address (VRRP master); default: always. */
+  serving?: (vip: VipConfig) => boolean;
   logger: Logger;
   now?: () => number;
 }
@@ -336,14 +338,15 @@ export class Replicator {
   }
 
   /**
-   * Follows the mode table: a VIP that became `normal` here (start, migration, takeover) is
-   * replicated from now on and its keepers resynchronised; one that left is no longer.
+   * Follows the mode table: a VIP that became `normal` here (start, migration, takeover), and
+   * whose address this appliance serves, is replicated from now on and its keepers
+   * resynchronised; one that left is no longer.
    */
   syncModes(): void {
     const modes = this.options.modes();
     const fresh = new Set<string>();
     for (const vip of this.vipsByName.values()) {
-      const normal = modes.get(vip.name) === 'normal';
+      const normal = modes.get(vip.name) === 'normal' && (this.options.serving?.(vip) ?? true);
       if (normal && !this.replicated.has(vip.id)) {
         this.replicated.set(vip.id, vip);
         for (const s of vip.servers) fresh.add(s.address);

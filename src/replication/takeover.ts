@@ -29,7 +29,7 @@ export interface EntrySource {
 
 export interface TakeoverOptions {
   config: ApplianceConfig;
-  appliance: Pick<Appliance, 'vip' | 'prepare' | 'activate'>;
+  appliance: Pick<Appliance, 'vip' | 'prepare' | 'activate' | 'deleteEntries'>;
   modes: () => Map<string, VipMode>;
   table: Pick<Conntrack, 'createFromRecords'>;
   /** The keeper of each server, by the server's address. */
@@ -99,6 +99,18 @@ export class Takeover {
     const work = this.run(vip).finally(() => this.running.delete(vip));
     this.running.set(vip, work);
     return work;
+  }
+
+  /**
+   * Another appliance became master for `vip`: it serves the VIP's connections from now on.
+   * Hold the VIP again (standby) and delete our entries of it, stale from now on.
+   */
+  async becameBackup(vip: string): Promise<void> {
+    await this.running.get(vip)?.catch(() => undefined);
+    if (this.options.modes().get(vip) !== 'normal') return;
+    await this.options.appliance.prepare(vip);
+    await this.options.appliance.deleteEntries(vip);
+    this.options.logger.warn({ vip }, 'another appliance is master for the VIP: held again, entries deleted');
   }
 
   private async run(name: string): Promise<TakeoverReport> {
