@@ -90,6 +90,13 @@ bench-console: build
 console-screenshot: build
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 	npx tsx scripts/console-screenshot.ts
+# benchmig — where a migration's time goes, part by part (bench-migration itself is above)
+.PHONY: bench-migration-profile test-benchmig
+bench-migration-profile: build
+	npx tsx bench/migration-profile.ts
+
+test-benchmig: build
+	npx vitest run test/unit/benchmig-conntrackd.test.ts
 # keeper
 .PHONY: test-keeper bench-keeper
 test-keeper: build
