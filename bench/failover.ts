@@ -30,8 +30,10 @@ interface Round {
   connections: number;
   errors: Record<string, number>;
   gapMs: { median: number; p99: number; max: number };
-  /** Power cut → takeover start on lb2 (VRRP's Master_Down_Interval and the event). */
+  /** Power cut (all of lb1's processes frozen) → takeover start on lb2: VRRP's Master_Down_Interval and the event. */
   detectionMs: number;
+  /** How long freezing, unplugging and killing lb1 took (the cut is its start). */
+  cutMs: number;
   takeovers: Pick<TakeoverReport, 'vip' | 'created' | 'released' | 'ms'>[];
 }
 
@@ -67,6 +69,7 @@ async function round(i: number): Promise<Round> {
     await new Promise((r) => setTimeout(r, 1000));
     const cutAt = Date.now();
     await powerLoss(site, 'lb1');
+    const cutMs = Date.now() - cutAt;
     let takeovers: TakeoverReport[] = [];
     await waitFor('lb2 to take vip1 and vip4 over', async () => {
       takeovers = (await agentStatus(site, 'lb2')).failover.takeovers.filter((t) => t.vip === 'vip1' || t.vip === 'vip4');
@@ -83,6 +86,7 @@ async function round(i: number): Promise<Round> {
       errors,
       gapMs: { median: median(gaps), p99: [...gaps].sort((a, b) => a - b)[Math.floor(gaps.length * 0.99)]!, max: Math.max(...gaps) },
       detectionMs: Math.min(...takeovers.map((t) => t.startedAt)) - cutAt,
+      cutMs,
       takeovers: takeovers.map(({ vip, created, released, ms }) => ({ vip, created, released, ms })),
     };
   } catch (err) {

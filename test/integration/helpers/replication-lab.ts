@@ -42,12 +42,17 @@ export function copiesOf(k: KeeperStatusView, vipName: string): number {
   return k.vips.find((v) => v.name === vipName)?.copies ?? 0;
 }
 
-/** Every process of a host SIGKILLed and its links set down: what a power loss looks like from outside. */
+/**
+ * A power loss as the rest of the site sees it: every process of the host frozen at once
+ * (SIGSTOP: none gets to say goodbye, e.g. a VRRP priority-0 advert when its parent dies),
+ * its links set down, then every process SIGKILLed.
+ */
 export async function powerLoss(site: Site, hostName: string): Promise<void> {
   const ns = host(site, hostName).namespace;
   const pids = (await run('ip', ['netns', 'pids', ns])).stdout.split(/\s+/).filter(Boolean);
-  if (pids.length > 0) await run('kill', ['-KILL', ...pids]);
+  if (pids.length > 0) await run('kill', ['-STOP', ...pids]);
   for (const i of host(site, hostName).interfaces) await run('ip', ['-n', ns, 'link', 'set', i.name, 'down']);
+  if (pids.length > 0) await run('kill', ['-KILL', ...pids]);
 }
 
 /** SIGKILLs a server's keeper (the processes of its namespace running `keeper`). */
