@@ -43,6 +43,8 @@ export interface TakenBatch {
 
 export class Backlog {
   private changes = new Map<string, Change>();
+  /** Changes thrown away on overflows, in all. */
+  dropped = 0;
 
   /** @param limit changes kept at most; beyond, everything is dropped (the owner resynchronises). */
   constructor(readonly limit: number) {
@@ -72,9 +74,7 @@ export class Backlog {
       return true;
     }
     this.changes.set(key, { record, deleted, at });
-    if (this.changes.size <= this.limit) return true;
-    this.changes.clear();
-    return false;
+    return this.withinLimit();
   }
 
   /**
@@ -119,7 +119,12 @@ export class Backlog {
     for (const [key, change] of taken.changes) if (!this.changes.has(key)) merged.set(key, change);
     for (const [key, change] of this.changes) merged.set(key, change);
     this.changes = merged;
-    if (merged.size <= this.limit) return true;
+    return this.withinLimit();
+  }
+
+  private withinLimit(): boolean {
+    if (this.changes.size <= this.limit) return true;
+    this.dropped += this.changes.size;
     this.changes.clear();
     return false;
   }

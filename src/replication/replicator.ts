@@ -112,7 +112,6 @@ class KeeperLink {
   readonly serverU32: number;
   pushed = { batches: 0, upserts: 0, deletes: 0 };
   failures = 0;
-  dropped = 0;
   resyncs = 0;
   lastBatchLag = 0;
   maxLag = 0;
@@ -138,7 +137,6 @@ class KeeperLink {
   }
 
   private overflowed(): void {
-    this.dropped += this.owner.settings.backlog + 1;
     this.resyncPending = true;
     this.owner.log.warn({ keeper: this.name, bound: this.owner.settings.backlog }, 'backlog over its bound: dropped, the keeper will be resynchronised');
   }
@@ -271,7 +269,7 @@ class KeeperLink {
       lagMs: { current: oldest === undefined ? 0 : Math.max(0, now - oldest), lastBatch: round(this.lastBatchLag), max: round(this.maxLag) },
       pushed: { ...this.pushed },
       failures: this.failures,
-      dropped: this.dropped,
+      dropped: this.backlog.dropped,
       resyncs: this.resyncs,
       resyncPending: this.resyncPending,
       ...(this.lastError ? { lastError: this.lastError } : {}),

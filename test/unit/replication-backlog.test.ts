@@ -74,6 +74,7 @@ describe('Backlog', () => {
     expect(b.put(record(3), true, 9)).toBe(true); // same connection: no growth
     expect(b.put(record(4), false, 10)).toBe(false);
     expect(b.size).toBe(0);
+    expect(b.dropped).toBe(4);
   });
 
   it('a refresh never overrides a waiting change', () => {
