@@ -81,8 +81,8 @@ async function main(): Promise<void> {
       await time(`store: delete ${N}, batches of ${BATCH}`, () => batches(keys, 16).forEach((k) => store.apply({ upserts: none, deletes: k })));
       store.close();
 
-      const config = parseKeeperConfig(`keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, `api-${run}.sqlite`)}\npki: ${join(dir, 'pki')}\n`, 'bench.yaml');
-      const keeper = await Keeper.start(config, { credentials: loadCredentials(config.pki, 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
+      const config = parseKeeperConfig(`keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, `api-${run}.sqlite`)}\n`, 'bench.yaml');
+      const keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
       const lb1 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb1'), { peer: 'srv1' });
       await time(`API: upsert ${N} new, batches of ${BATCH}, one at a time`, async () => {
         for (const b of batches(records, RECORD_SIZE)) await lb1.push({ upserts: b, deletes: none });

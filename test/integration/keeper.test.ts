@@ -49,7 +49,7 @@ afterAll(() => {
 
 /** Starts `vipshift keeper` and resolves with its URL from its "keeper started" log line. */
 function startKeeper(config: string): Promise<{ child: ChildProcess; url: string; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), 'keeper', '--config', config], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src/cli.ts'), 'keeper', '--config', config, '--credentials', join(dir, 'pki')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
   let stderr = '';
   child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
@@ -72,7 +72,7 @@ const sorted = (b: Buffer) => Array.from({ length: b.length / RECORD_SIZE }, (_,
 describe('keeper process', () => {
   it('keeps every copy across SIGKILL and restart', async () => {
     const config = join(dir, 'srv1.yaml');
-    writeFileSync(config, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'srv1.sqlite')}\npki: ${join(dir, 'pki')}\n`);
+    writeFileSync(config, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'srv1.sqlite')}\n`);
     const first = await startKeeper(config);
     const lb1 = new KeeperClient(first.url, loadCredentials(join(dir, 'pki'), 'lb1'));
     const all = many(20_000);
@@ -182,7 +182,6 @@ describe('socket table of a real server', () => {
       `keeper: srv1
 api: { listen: "127.0.0.1:0" }
 database: ${join(dir, 'rebuild.sqlite')}
-pki: ${join(dir, 'pki')}
 sockdiag: true
 vips:
   - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7, 80], mode: dnat, servers: [{ address: 198.18.0.101 }], owner: lb1 }
@@ -190,7 +189,7 @@ vips:
 `,
       'rebuild.yaml',
     );
-    const keeper = await Keeper.start(config, { credentials: loadCredentials(config.pki, 'srv1'), socketTable: new SockDiag({ netns: srv }), logger: pino({ level: 'silent' }), metrics: new Registry() });
+    const keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), socketTable: new SockDiag({ netns: srv }), logger: pino({ level: 'silent' }), metrics: new Registry() });
     const lb2 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb2'));
     try {
       const rebuilt = await lb2.copies('vip1', 'socket-table');

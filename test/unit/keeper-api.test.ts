@@ -28,9 +28,9 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'vipshift-keeper-api-'));
   createClusterCredentials(join(dir, 'pki'), ['srv1', 'lb1', 'stranger']);
   const file = join(dir, 'srv1.yaml');
-  writeFileSync(file, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'copies.sqlite')}\npki: ${join(dir, 'pki')}\n${VIPS}`);
+  writeFileSync(file, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'copies.sqlite')}\n${VIPS}`);
   const config = await loadKeeperConfig(file);
-  keeper = await Keeper.start(config, { credentials: loadCredentials(config.pki, 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
+  keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
   lb1 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb1'));
 });
 

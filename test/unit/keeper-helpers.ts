@@ -4,7 +4,7 @@ import { IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_SEEN_REPLY, TCP_CONNTRACK_
 
 export function entry(i: number, vip = '203.0.113.10', overrides: Partial<EntryRecord> = {}): EntryRecord {
   return {
-    client: { address: `198.51.100.${10 + ((i >> 16) & 0x7f)}`, port: 1024 + (i & 0xffff) },
+    client: { address: `198.51.100.${10 + Math.floor(i / 64000)}`, port: 1024 + (i % 64000) },
     vip: { address: vip, port: 80 },
     server: { address: '198.18.0.101', port: 80 },
     proto: 6,

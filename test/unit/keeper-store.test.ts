@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,6 +47,30 @@ describe('batch codec', () => {
     const key = Buffer.alloc(KEY_SIZE);
     writeKey(key, 0, { vip: '203.0.113.10', vipPort: 80, client: '198.51.100.1', clientPort: 0, proto: 6 });
     expect(() => decodeBatch(encodeBatch({ upserts: none, deletes: key }))).toThrow(/^deletes\[0\]\.clientPort: is 0/);
+  });
+});
+
+describe('batch fuzz', () => {
+  it('random, truncated and bit-flipped bodies decode or are refused with BatchError, nothing else', () => {
+    const good = encodeBatch({ upserts: many(5), deletes: keysOfRecords(many(3, '203.0.113.11')) });
+    let accepted = 0;
+    for (let i = 0; i < 5000; i++) {
+      let b: Buffer;
+      if (i % 3 === 0) b = randomBytes(Math.floor(Math.random() * 400));
+      else if (i % 3 === 1) b = good.subarray(0, Math.floor(Math.random() * good.length));
+      else {
+        b = Buffer.from(good);
+        for (let k = 0; k < 3; k++) b[16 + Math.floor(Math.random() * (b.length - 16))] = Math.floor(Math.random() * 256);
+      }
+      try {
+        const batch = decodeBatch(b);
+        expect(batch.upserts.length % RECORD_SIZE).toBe(0);
+        accepted++;
+      } catch (e) {
+        expect(e).toBeInstanceOf(BatchError);
+      }
+    }
+    expect(accepted).toBeGreaterThan(0);
   });
 });
 
