@@ -106,3 +106,14 @@ test-keeper: build
 
 bench-keeper: build
 	npx tsx bench/keeper.ts
+# replication — table copies on the keepers, takeover from them (failover, issue 5)
+.PHONY: test-replication bench-failover bench-replication
+test-replication: build
+	npx vitest run test/unit/replication-backlog.test.ts
+	npx vitest run test/integration/replication-keepers.test.ts test/integration/replication-failover.test.ts
+
+bench-failover: build
+	npx tsx bench/failover.ts
+
+bench-replication: build
+	npx tsx bench/replication.ts

@@ -17,6 +17,8 @@ import { loadApplianceConfig } from '../nat/config.js';
 import { NatEngine } from '../nat/engine.js';
 import { registerApplianceMetrics } from '../nat/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
+import { Failover } from '../replication/failover.js';
+import { registerReplicationMetrics } from '../replication/metrics.js';
 import { SpeakerProcess } from '../vrrp/process.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
@@ -49,6 +51,10 @@ export async function appliance(args: string[]): Promise<number> {
     : undefined;
   const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
   const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
+  // Replication listens before any address is here (conntrack reports only entries created
+  // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
+  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger });
+  failover.listen();
   if (speaker) {
     await speaker.start();
     // Without its speaker the appliance must not go on holding addresses nobody defends.
@@ -58,6 +64,7 @@ export async function appliance(args: string[]): Promise<number> {
     });
   }
   await box.start();
+  await failover.start();
 
   const peers = new Map<string, ApiClient>();
   const peerClient = (url: string, peer: string): ApiClient => {
@@ -67,7 +74,8 @@ export async function appliance(args: string[]): Promise<number> {
   };
   const metrics = processRegistry();
   registerApplianceMetrics(metrics, () => box.status());
-  const server = createApiServer({ name: 'agent', routes: [...agentRoutes(box, peerClient, logger), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
+  registerReplicationMetrics(metrics, () => failover.replicator.status());
+  const server = createApiServer({ name: 'agent', routes: [...failover.routes(agentRoutes(box, peerClient, logger)), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 
@@ -77,6 +85,7 @@ export async function appliance(args: string[]): Promise<number> {
   });
   logger.info('stopping: giving up the VIP addresses and removing the ruleset');
   await server.close();
+  await failover.stop();
   if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
   else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
   await engine.stop();

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
+import type { ApplianceConfigInput } from '../nat/config.js';
 import { createClusterCredentials } from '../api/auth.js';
 import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
 import {
@@ -25,6 +26,7 @@ import {
 import {
   DEFAULT_STATE_BASE,
   type LabInfo,
+  type KeeperConfig,
   type Site,
   applianceConfig,
   clusterIdentities,
@@ -58,6 +60,11 @@ export interface UpOptions {
   owned?: boolean;
   /** How long a started process may take to listen on its ports. */
   readyTimeoutMs?: number;
+  /** Changes to the configurations `lab up` writes (tests and benchmarks: replication off, a tiny buffer...). */
+  configure?: {
+    appliance?: (name: string, config: ApplianceConfigInput) => ApplianceConfigInput;
+    keeper?: (name: string, config: KeeperConfig) => KeeperConfig;
+  };
 }
 
 export interface LabStatus extends LabInfo {
@@ -123,7 +130,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
   try {
     await buildSite(site);
     const t2 = performance.now();
-    writeConfigs(site);
+    writeConfigs(site, options.configure);
     // Every API of the lab is authenticated; the operator's CLI on the host is `admin`.
     createClusterCredentials(credentialsDir(site), clusterIdentities(site), true);
     await startProcesses(site, state, options.readyTimeoutMs ?? 15_000);
@@ -141,12 +148,13 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
 
 export const credentialsDir = pkiDir;
 
-function writeConfigs(site: Site): void {
+function writeConfigs(site: Site, configure: UpOptions['configure'] = {}): void {
   const header = `# written by 'vipshift lab up' for lab ${site.name}; derived from src/lab/site.ts\n`;
   const write = (hostName: string, config: object) =>
     fs.writeFileSync(configPath(site, hostName), header + YAML.stringify(config));
-  for (const a of hostsOf(site, 'appliance')) write(a.name, applianceConfig(site, a.name));
-  for (const s of hostsOf(site, 'server')) fs.writeFileSync(path.join(site.stateDir, `${s.name}-keeper.yaml`), header + YAML.stringify(keeperConfig(site, s.name)));
+  const same = <T>(_: string, c: T): T => c;
+  for (const a of hostsOf(site, 'appliance')) write(a.name, (configure.appliance ?? same)(a.name, applianceConfig(site, a.name)));
+  for (const s of hostsOf(site, 'server')) fs.writeFileSync(path.join(site.stateDir, `${s.name}-keeper.yaml`), header + YAML.stringify((configure.keeper ?? same)(s.name, keeperConfig(site, s.name))));
   write(site.apis.controller.host, controllerConfig(site));
 }
 

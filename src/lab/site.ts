@@ -272,6 +272,13 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
     hold: { policy: 'queue', queueLength: 4096 },
     vips: siteVipsConfig(site),
     vrrp: vrrpFor(site, appliance, ifname('ext'), ifname('int')),
+    // Replication (on by default) pushes copies to the keeper of each connection's server.
+    keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, server: addressOn(site, s.name, 'int'), api: apiUrl(site.apis.keepers[s.name]!) })),
+    failover: {
+      peers: hostsOf(site, 'appliance')
+        .filter((a) => a.name !== appliance)
+        .map((a) => ({ name: a.name, api: apiUrl(site.apis.appliances[a.name]!) })),
+    },
   };
 }
 

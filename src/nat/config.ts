@@ -61,6 +61,58 @@ export const vipSchema = z.strictObject({
   owner: name,
 });
 
+/** Whole numbers in [min, max], with messages that say the unit. */
+const bounded = (what: string, unit: string, min: number, max: number) =>
+  z
+    .number({ error: says(`expected ${what} in ${unit}`) })
+    .int({ error: `expected a whole number of ${unit}` })
+    .min(min, { error: `expected ${what} in ${min}..${max} ${unit}` })
+    .max(max, { error: `expected ${what} in ${min}..${max} ${unit}` });
+
+/** The keeper on a server (src/keeper): where the copies of that server's connections go. */
+const keeperSchema = z.strictObject({
+  name,
+  /** The server's inside address: connections NAT'd to it are copied to this keeper. */
+  server: ipv4,
+  api: z.string({ error: says('expected the keeper\'s API URL') }).regex(/^http:\/\/[^\s/]+(:\d{1,5})?\/?$/, { error: 'expected an http://address:port URL' }),
+});
+
+/** Table copies pushed to the keepers (src/replication): the patent's embodiment 3. */
+const replicationSchema = z.strictObject({
+  enabled: z.boolean({ error: 'expected true or false' }).default(true),
+  /** A batch leaves at most this long after its first change... */
+  batchInterval: bounded('a batch interval', 'ms', 1, 10_000).default(50),
+  /** ...or as soon as it holds this many changes. */
+  batchEntries: bounded('a batch size', 'entries', 1, 100_000).default(1000),
+  /** Changes waiting per keeper; beyond, the backlog is dropped and the keeper resynchronised. */
+  backlog: bounded('a backlog', 'entries', 1, 10_000_000).default(200_000),
+  /** Every copy is pushed again this often (timeouts, anything missed); 0: never. */
+  refreshInterval: bounded('a refresh interval', 's', 0, 86_400).default(60),
+  /** A push not answered in this time fails (the keeper is taken as unreachable). */
+  pushTimeout: bounded('a push timeout', 'ms', 100, 60_000).default(2000),
+  /** SO_RCVBUFFORCE of the conntrack event socket; an overflow costs a resynchronisation. */
+  receiveBufferBytes: bounded('a receive buffer', 'bytes', 4096, 1 << 30).default(8 << 20),
+});
+
+/** Takeover of the VIPs this appliance backs up (DESIGN.md §5). */
+const failoverSchema = z.strictObject({
+  /**
+   * Back up the VIPs not `normal` here: hold their packets (`migrating`, so a takeover never
+   * answers one with a reset) and take a VIP over from the copies when its VRRP instance
+   * becomes master here without a migration.
+   */
+  standby: z.boolean({ error: 'expected true or false' }).default(false),
+  /** Per keeper, for a VIP's copies. */
+  fetchTimeout: bounded('a fetch timeout', 'ms', 100, 60_000).default(3000),
+  /** The other appliances' agents, read first on a takeover in case the failed one still answers (patent variants 13/14). */
+  peers: z.array(z.strictObject({ name, api: z.string({ error: says('expected an agent URL') }).regex(/^http:\/\//, { error: 'expected an http:// URL' }) })).default([]),
+  /**
+   * How long a peer may take to answer before the takeover goes on without it: a dead peer
+   * (a power loss) adds this much to every takeover; 0 asks no peer.
+   */
+  peerTimeout: bounded('a peer timeout', 'ms', 0, 10_000).default(50),
+});
+
 const applianceSchema = z
   .strictObject({
     appliance: name,
@@ -92,6 +144,9 @@ const applianceSchema = z
       })
       .default({ policy: 'queue', queueLength: 4096, queueNumber: 0 }),
     vips: z.array(vipSchema, { error: says('expected a list of VIPs') }),
+    keepers: z.array(keeperSchema, { error: says('expected a list of keepers') }).default([]),
+    replication: replicationSchema.default(replicationSchema.parse({})),
+    failover: failoverSchema.default(failoverSchema.parse({})),
     /**
      * VRRP instances (src/vrrp/config.ts). A VIP whose address is in an instance moves
      * by VRRP: its sync group (or instance) is released on the source and claimed on the
@@ -100,6 +155,17 @@ const applianceSchema = z
     vrrp: vrrpConfigSchema.optional(),
   })
   .superRefine((config, ctx) => {
+    const keeperKeys = new Map<string, number>();
+    config.keepers.forEach((k, i) => {
+      for (const [key, field] of [
+        [`name ${k.name}`, 'name'],
+        [`server ${k.server}`, 'server'],
+      ] as const) {
+        const first = keeperKeys.get(key);
+        if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['keepers', i, field], message: `${key} already used by keepers[${first}]` });
+        else keeperKeys.set(key, i);
+      }
+    });
     const names = new Map<string | number, number>();
     const ids = new Map<string | number, number>();
     const addresses = new Map<string, number>();

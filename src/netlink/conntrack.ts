@@ -71,6 +71,11 @@ export interface SubscribeOptions {
   groups?: ConntrackEventType[];
   /** SO_RCVBUFFORCE of the event socket. */
   receiveBufferBytes?: number;
+  /**
+   * A cheap test of the raw message before it is decoded (the replicator reads the mark and
+   * the TCP state in place): refused messages cost no decoding and are counted in `filtered`.
+   */
+  accept?: (msg: NetlinkMessage) => boolean;
 }
 
 /**
@@ -81,8 +86,12 @@ export interface SubscribeOptions {
 export class ConntrackEvents extends EventEmitter {
   malformed = 0;
   overruns = 0;
+  filtered = 0;
 
-  constructor(private readonly socket: NetlinkSocket) {
+  constructor(
+    private readonly socket: NetlinkSocket,
+    private readonly accept?: (msg: NetlinkMessage) => boolean,
+  ) {
     super();
     socket.on('message', (msg: NetlinkMessage) => this.onMessage(msg));
     socket.on('overrun', () => {
@@ -94,6 +103,10 @@ export class ConntrackEvents extends EventEmitter {
 
   private onMessage(msg: NetlinkMessage): void {
     if (!isEntryMessage(msg)) return;
+    if (this.accept && !this.accept(msg)) {
+      this.filtered++;
+      return;
+    }
     let entry: ConntrackEntry | undefined;
     try {
       entry = decodeEntry(msg);
@@ -276,7 +289,7 @@ export class Conntrack {
       receiveBufferBytes: options.receiveBufferBytes ?? 8 << 20,
       ...(this.options.netns === undefined ? {} : { netns: this.options.netns }),
     });
-    return new ConntrackEvents(socket);
+    return new ConntrackEvents(socket, options.accept);
   }
 
   close(): void {

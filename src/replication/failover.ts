@@ -1,0 +1,219 @@
+/**
+ * Failover on the appliance, wired: the replicator (copies to the keepers) and the takeover
+ * (standby VIPs pre-armed, becameMaster), with their clients and their share of the agent API.
+ *
+ * Agent API additions:
+ *   POST /v1/vips/:name/takeover   claim the VIP's addresses here and take it over from the
+ *                                  copies (what VRRP does on the master's silence, for an
+ *                                  operator or a test when VRRP does not drive it) → TakeoverReport
+ *   GET  /v1/status                gains `replication` (ReplicationStatus) and `failover`
+ *                                  (standby or not, the last takeovers' reports)
+ */
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import type { Credentials } from '../api/auth.js';
+import { ApiClient } from '../api/client.js';
+import { HttpError, type Route } from '../api/server.js';
+import { KeeperClient } from '../keeper/client.js';
+import { UnknownVipError, type Appliance } from '../nat/appliance.js';
+import type { ApplianceConfig } from '../nat/config.js';
+import type { VipMode } from '../nat/ruleset.js';
+import type { Conntrack } from '../netlink/conntrack.js';
+import type { TransitionEvent } from '../vrrp/speaker.js';
+import { Replicator, type KeeperSink } from './replicator.js';
+import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from './takeover.js';
+
+export interface FailoverOptions {
+  config: ApplianceConfig;
+  credentials: Credentials;
+  appliance: Appliance;
+  conntrack: Conntrack;
+  modes: () => Map<string, VipMode>;
+  /** The VRRP speaker: its transitions to master start takeovers. */
+  speaker?: { on(event: 'transition', listener: (e: TransitionEvent) => void): unknown } | undefined;
+  logger: Logger;
+}
+
+/** How often a standby re-arms VIPs that left this appliance (a migration away, an abort). */
+const ARM_POLL_MS = 200;
+/** A migration the controller started here and never finished stops shielding its VIP after this long. */
+const PLANNED_MS = 60_000;
+
+export class Failover {
+  readonly replicator: Replicator;
+  readonly takeover: Takeover;
+  private readonly clients: { close(): void }[] = [];
+  private armTimer: NodeJS.Timeout | undefined;
+  private arming: Promise<unknown> = Promise.resolve();
+  /** VRRP instance → the VIP whose address (or inside address) it carries, and back. */
+  private readonly vipOfInstance = new Map<string, string>();
+  private readonly instancesOfVip = new Map<string, string[]>();
+  /** The VRRP instances that are master here now. */
+  private readonly masters = new Set<string>();
+  /**
+   * VIPs the controller is migrating here (step 1 seen, step 4 or an abort not yet): their
+   * VRRP claim is step 2 of that migration, not a failover, and the controller moves the
+   * entries itself.
+   */
+  private readonly planned = new Map<string, number>();
+
+  constructor(private readonly options: FailoverOptions) {
+    const { config, credentials, logger } = options;
+    const sinks = new Map<string, KeeperSink>();
+    const keepers = new Map<string, EntrySource>();
+    for (const k of config.keepers) {
+      const push = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.replication.pushTimeout });
+      // Restores get their own connections: never queued behind a push.
+      const fetch = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.failover.fetchTimeout });
+      this.clients.push(push, fetch);
+      sinks.set(k.name, push);
+      keepers.set(k.server, {
+        name: k.name,
+        entries: async (vip, signal) =>
+          readRecordStream(await fetch.api.stream('GET', `/v1/vips/${encodeURIComponent(vip.address)}/copies?source=merged`, undefined, { signal }), signal),
+      });
+    }
+    const peers: EntrySource[] = config.failover.peers.map((p) => {
+      const client = new ApiClient(p.api, credentials, { peer: p.name });
+      this.clients.push(client);
+      return {
+        name: p.name,
+        entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries`, undefined, { signal }), signal),
+      };
+    });
+    this.replicator = new Replicator({
+      config,
+      table: options.conntrack,
+      sinks,
+      modes: options.modes,
+      serving: (vip) => this.serving(vip.name),
+      logger: logger.child({ part: 'replication' }),
+    });
+    this.takeover = new Takeover({
+      config,
+      appliance: options.appliance,
+      modes: options.modes,
+      table: options.conntrack,
+      keepers,
+      peers,
+      logger: logger.child({ part: 'takeover' }),
+      onActivated: () => this.replicator.syncModes(),
+    });
+    for (const instance of config.vrrp?.instances ?? []) {
+      const carried = new Set(instance.addresses.map((a) => a.address.split('/')[0]));
+      const vip = config.vips.find((v) => carried.has(v.address) || carried.has(v.insideAddress));
+      if (!vip) continue;
+      this.vipOfInstance.set(instance.name, vip.name);
+      this.instancesOfVip.set(vip.name, [...(this.instancesOfVip.get(vip.name) ?? []), instance.name]);
+    }
+    options.speaker?.on('transition', (event: TransitionEvent) => this.onTransition(event));
+  }
+
+  /**
+   * Whether this appliance serves the VIP's address: VRRP master for it (or no VRRP instance
+   * carries it). Only then are its copies ours to write: an appliance that starts with a VIP
+   * `normal` but is not (yet) master must not resynchronise the keepers with an empty table.
+   */
+  serving(vip: string): boolean {
+    const instances = this.instancesOfVip.get(vip);
+    return !instances || instances.some((i) => this.masters.has(i));
+  }
+
+  /**
+   * VRRP moved a VIP here or away without a migration of the controller: a standby takes it
+   * over when it becomes master, and gives it up (held again, its entries deleted) when
+   * another appliance becomes master (the owner came back and preempted, or a split brain).
+   */
+  private onTransition(event: TransitionEvent): void {
+    const vip = this.vipOfInstance.get(event.instance);
+    if (!vip) return;
+    const before = this.serving(vip);
+    if (event.to === 'master') this.masters.add(event.instance);
+    else this.masters.delete(event.instance);
+    const after = this.serving(vip);
+    this.replicator.syncModes();
+    if (before === after || !this.options.config.failover.standby) return;
+    const since = this.planned.get(vip);
+    if (since !== undefined && performance.now() - since < PLANNED_MS) return;
+    const fail = (what: string) => (err: Error) => this.options.logger.error({ vip, err: err.message, reason: event.reason }, `${what} failed`);
+    if (after) {
+      if (this.options.modes().get(vip) !== 'normal') this.takeover.becameMaster(vip).catch(fail('takeover'));
+    } else {
+      this.takeover.becameBackup(vip).catch(fail('giving the VIP up'));
+    }
+  }
+
+  /** Subscribes to conntrack's events: before the NAT engine starts making entries. */
+  listen(): void {
+    this.replicator.start();
+  }
+
+  /** Once the NAT engine runs: the standby's holds, kept armed. */
+  async start(): Promise<void> {
+    await this.takeover.arm();
+    if (this.options.config.failover.standby) {
+      this.armTimer = setInterval(() => {
+        this.arming = this.arming.then(() => this.takeover.arm()).catch((err: Error) => this.options.logger.error({ err: err.message }, 'standby: arming failed'));
+      }, ARM_POLL_MS);
+    }
+  }
+
+  /** Routes to add to the agent's; `status` is wrapped to carry the replication section. */
+  routes(agent: Route[]): Route[] {
+    type Ctx = Parameters<Route['handler']>[0];
+    const step = (path: string) => path.match(/^\/v1\/vips\/:name\/(prepare|address|activate|abort|forget)$/)?.[1];
+    const withStatus = agent.map((r): Route => {
+      if (r.method === 'GET' && r.path === '/v1/status') {
+        return { ...r, handler: async (ctx: Ctx) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status(), failover: this.status() }) };
+      }
+      const which = r.method === 'POST' ? step(r.path) : undefined;
+      if (!which) return r;
+      // The controller's migration steps tell a planned VRRP move from a failover.
+      return {
+        ...r,
+        handler: async (ctx: Ctx) => {
+          const name = ctx.params.name ?? '';
+          // Steps 1 and 2 open a migration here (target, source), steps 4 and an abort close it.
+          const opens = which === 'prepare' || which === 'address';
+          if (opens) this.planned.set(name, performance.now());
+          try {
+            return await r.handler(ctx);
+          } finally {
+            if (!opens) this.planned.delete(name);
+          }
+        },
+      };
+    });
+    const takeover: Route = {
+      method: 'POST',
+      path: '/v1/vips/:name/takeover',
+      body: z.object({}).strict(),
+      handler: async (ctx) => {
+        const name = ctx.params.name ?? '';
+        try {
+          this.options.appliance.vip(name);
+        } catch (err) {
+          if (err instanceof UnknownVipError) throw new HttpError(404, err.message, 'name');
+          throw err;
+        }
+        // Held before the address arrives, so the first packet is not answered with a reset.
+        if (!this.options.modes().has(name)) await this.options.appliance.prepare(name);
+        await this.options.appliance.claimAddress(name);
+        return this.takeover.becameMaster(name);
+      },
+    };
+    return [...withStatus, takeover];
+  }
+
+  /** Whether this appliance backs VIPs up, and its last takeovers (newest last). */
+  status(): { standby: boolean; takeovers: TakeoverReport[] } {
+    return { standby: this.options.config.failover.standby, takeovers: this.takeover.reports() };
+  }
+
+  async stop(): Promise<void> {
+    if (this.armTimer) clearInterval(this.armTimer);
+    await this.arming;
+    this.replicator.stop();
+    for (const c of this.clients) c.close();
+  }
+}

@@ -1,0 +1,533 @@
+/**
+ * Replication of the access table to the keepers (DESIGN.md §5, the patent's embodiment 3):
+ * the appliance listens to conntrack's events, keeps the ones of the VIPs that are `normal`
+ * here (ct mark = VIP id), and pushes a copy of each connection to the keeper on that
+ * connection's server — the entry's NAT'd destination — in batches per keeper.
+ *
+ * What is copied: a TCP connection once it is ESTABLISHED (what a takeover needs to carry it
+ * on; an earlier state is re-learnt from the client's retransmitted SYN, a later one ends in a
+ * destroy), a UDP flow on each update, and every destroy. The events come from a socket of
+ * their own, read off the kernel as they arrive; nothing here waits on the data plane.
+ *
+ * Never lose track: a keeper that does not answer keeps a bounded backlog and gets it later;
+ * beyond the bound the backlog is dropped and the keeper resynchronised. A resynchronisation
+ * reads the keeper's copies, dumps the VIP's entries (by ct mark, in the kernel), pushes
+ * ours and deletes the copies of connections we no longer have. The event socket's overrun
+ * (ENOBUFS: events were lost) resynchronises every keeper. A periodic refresh pushes every
+ * entry again (fresh timeouts; anything missed), only where no newer change waits.
+ */
+import type { Logger } from 'pino';
+import type { CopyBatch } from '../keeper/batch.js';
+import { KEY_SIZE, MAX_BATCH_ITEMS, keysOfRecords } from '../keeper/batch.js';
+import type { ApplianceConfig, VipConfig } from '../nat/config.js';
+import type { VipMode } from '../nat/ruleset.js';
+import type { Conntrack, ConntrackEvents } from '../netlink/conntrack.js';
+import {
+  CTA_MARK,
+  CTA_PROTOINFO,
+  CTA_PROTOINFO_TCP,
+  CTA_PROTOINFO_TCP_STATE,
+  IPCTNL_MSG_CT_DELETE,
+  IPPROTO_TCP,
+  IPPROTO_UDP,
+  NFGENMSG_LEN,
+  TCP_CONNTRACK_ESTABLISHED,
+  ctnlType,
+  type ConntrackEntry,
+} from '../netlink/ctnetlink.js';
+import { NLA_HDRLEN, NLA_TYPE_MASK, type NetlinkMessage } from '../netlink/message.js';
+import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_INSIDE_ADDR, R_INSIDE_PORT, R_MARK, R_PROTO, R_SERVER_ADDR, R_SERVER_PORT, R_STATUS, R_TCP_STATE, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, R_WSCALE_ORIGINAL, R_WSCALE_REPLY, R_FLAGS_ORIGINAL, R_FLAGS_REPLY } from '../netlink/entry-record.js';
+import { Backlog, recordKey, type TakenBatch } from './backlog.js';
+
+/** What the replicator needs of a keeper (src/keeper/client.ts's KeeperClient). */
+export interface KeeperSink {
+  push(batch: CopyBatch): Promise<unknown>;
+  /** The keeper's copies of a VIP (by address) as entry records. */
+  copies(vip: string, source: 'copies'): Promise<Buffer>;
+}
+
+/** What it needs of the access table (src/netlink/conntrack.ts). */
+export type AccessTable = Pick<Conntrack, 'subscribe' | 'dumpRecords'>;
+
+export interface ReplicatorOptions {
+  config: ApplianceConfig;
+  table: AccessTable;
+  /** One sink per keeper of config.keepers, by name. */
+  sinks: Map<string, KeeperSink>;
+  /** The mode table (NatEngine.modeTable): the VIPs `normal` here are replicated... */
+  modes: () => Map<string, VipMode>;
+  /** ...while this appliance serves their address (VRRP master); default: always. */
+  serving?: (vip: VipConfig) => boolean;
+  logger: Logger;
+  now?: () => number;
+}
+
+/** The largest batch sent in one request, whatever accumulated (bounds a request's size). */
+const MAX_PUSH = Math.min(50_000, MAX_BATCH_ITEMS);
+const EMPTY = Buffer.alloc(0);
+const RETRY_MIN_MS = 250;
+const RETRY_MAX_MS = 5000;
+/** How often the mode table is read for VIPs that became `normal` or left. */
+const MODE_POLL_MS = 200;
+
+export type KeeperLinkState = 'up' | 'down';
+
+export interface KeeperReplicationStatus {
+  name: string;
+  server: string;
+  state: KeeperLinkState;
+  /** Changes waiting (not yet acknowledged by the keeper). */
+  backlog: number;
+  /** ms: age of the oldest waiting change; the last batch's oldest change to its ack; the worst such. */
+  lagMs: { current: number; lastBatch: number; max: number };
+  pushed: { batches: number; upserts: number; deletes: number };
+  failures: number;
+  /** Changes dropped because the backlog reached its bound (then resynchronised). */
+  dropped: number;
+  resyncs: number;
+  resyncPending: boolean;
+  lastError?: string;
+}
+
+export interface ReplicationStatus {
+  enabled: boolean;
+  /** VIPs replicated now (`normal` here). */
+  vips: string[];
+  events: { received: number; copied: number; ignored: number; unrouted: number; malformed: number };
+  /** Event socket overruns (ENOBUFS), each answered by a resynchronisation. */
+  overruns: number;
+  refreshes: number;
+  keepers: KeeperReplicationStatus[];
+}
+
+/** One keeper: its backlog and the one request in flight to it. */
+class KeeperLink {
+  readonly backlog: Backlog;
+  state: KeeperLinkState = 'up';
+  resyncPending = false;
+  private busy = false;
+  private timer: NodeJS.Timeout | undefined;
+  private retryMs = RETRY_MIN_MS;
+  private closed = false;
+  readonly serverU32: number;
+  pushed = { batches: 0, upserts: 0, deletes: 0 };
+  failures = 0;
+  resyncs = 0;
+  lastBatchLag = 0;
+  maxLag = 0;
+  lastError: string | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly server: string,
+    private readonly sink: KeeperSink,
+    private readonly owner: Replicator,
+  ) {
+    this.backlog = new Backlog(owner.settings.backlog);
+    this.serverU32 = server.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+  }
+
+  change(record: Buffer, deleted: boolean, at: number): void {
+    if (!this.backlog.put(record, deleted, at)) this.overflowed();
+    this.kick();
+  }
+
+  refresh(record: Buffer, at: number): void {
+    if (!this.backlog.refresh(record, at)) this.overflowed();
+  }
+
+  private overflowed(): void {
+    this.resyncPending = true;
+    this.owner.log.warn({ keeper: this.name, bound: this.owner.settings.backlog }, 'backlog over its bound: dropped, the keeper will be resynchronised');
+  }
+
+  requestResync(): void {
+    this.resyncPending = true;
+    this.kick();
+  }
+
+  /** Sends what is due: a resynchronisation, a full batch now, or a batch when the interval ends. */
+  kick(): void {
+    if (this.busy || this.closed || this.state === 'down') return;
+    if (this.resyncPending) {
+      this.clearTimer();
+      void this.run(() => this.resync());
+      return;
+    }
+    const size = this.backlog.size;
+    if (size === 0) return;
+    if (size >= this.owner.settings.batchEntries) {
+      this.clearTimer();
+      void this.run(() => this.flush());
+    } else if (!this.timer) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        if (!this.busy && this.state === 'up') void this.run(() => this.flush());
+      }, this.owner.settings.batchInterval);
+    }
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+  }
+
+  private async run(work: () => Promise<void>): Promise<void> {
+    this.busy = true;
+    try {
+      await work();
+      if (this.state === 'down') this.owner.log.info({ keeper: this.name }, 'keeper answers again');
+      this.state = 'up';
+      this.retryMs = RETRY_MIN_MS;
+      this.lastError = undefined;
+    } catch (err) {
+      this.failures++;
+      this.lastError = (err as Error).message;
+      if (this.state === 'up') this.owner.log.warn({ keeper: this.name, err: this.lastError }, 'keeper unreachable: keeping a backlog');
+      this.state = 'down';
+      // Try again later; meanwhile changes accumulate up to the bound.
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.state = 'up';
+        this.kick();
+      }, this.retryMs);
+      this.retryMs = Math.min(RETRY_MAX_MS, this.retryMs * 2);
+    } finally {
+      this.busy = false;
+    }
+    if (this.state === 'up') this.kick();
+  }
+
+  private async flush(): Promise<void> {
+    const taken = this.backlog.take(MAX_PUSH);
+    if (!taken) return;
+    try {
+      await this.sink.push(taken.batch);
+    } catch (err) {
+      if (!this.backlog.putBack(taken)) this.overflowed();
+      throw err;
+    }
+    this.delivered(taken);
+  }
+
+  private delivered(taken: TakenBatch): void {
+    this.pushed.batches++;
+    this.pushed.upserts += taken.upserts;
+    this.pushed.deletes += taken.deletes;
+    this.lastBatchLag = Math.max(0, this.owner.now() - taken.oldestAt);
+    if (this.lastBatchLag > this.maxLag) this.maxLag = this.lastBatchLag;
+  }
+
+  /**
+   * Makes the keeper's copies of our VIPs (on its server) equal to our entries: our dump is
+   * pushed, its copies we do not have are deleted. Changes that arrive meanwhile wait in the
+   * backlog and go after, so they win over the dump.
+   */
+  private async resync(): Promise<void> {
+    this.resyncPending = false;
+    // What waits is older than the dump that follows: the dump covers it.
+    this.backlog.clear();
+    const vips = this.owner.vipsOnServer(this.server);
+    try {
+      for (const vip of vips) {
+        const theirs = await this.sink.copies(vip.address, 'copies');
+        const ours = await this.owner.dumpOnServer(vip, this.serverU32);
+        const have = new Set<string>();
+        for (const chunk of ours) for (let o = 0; o < chunk.length; o += RECORD_SIZE) have.add(recordKey(chunk, o));
+        const stale: Buffer[] = [];
+        for (let o = 0; o < theirs.length; o += RECORD_SIZE) if (!have.has(recordKey(theirs, o))) stale.push(theirs.subarray(o, o + RECORD_SIZE));
+        const upserts = Buffer.concat(ours);
+        const deletes = keysOfRecords(Buffer.concat(stale));
+        for (let o = 0; o < upserts.length; o += MAX_PUSH * RECORD_SIZE) {
+          const up = upserts.subarray(o, o + MAX_PUSH * RECORD_SIZE);
+          await this.sink.push({ upserts: up, deletes: EMPTY });
+          this.pushed.batches++;
+          this.pushed.upserts += up.length / RECORD_SIZE;
+        }
+        for (let o = 0; o < deletes.length; o += MAX_PUSH * KEY_SIZE) {
+          const gone = deletes.subarray(o, o + MAX_PUSH * KEY_SIZE);
+          await this.sink.push({ upserts: EMPTY, deletes: gone });
+          this.pushed.batches++;
+          this.pushed.deletes += gone.length / KEY_SIZE;
+        }
+        this.owner.log.info({ keeper: this.name, vip: vip.name, copies: upserts.length / RECORD_SIZE, staleDeleted: stale.length }, 'keeper resynchronised');
+      }
+      this.resyncs++;
+    } catch (err) {
+      this.resyncPending = true;
+      throw err;
+    }
+  }
+
+  status(now: number): KeeperReplicationStatus {
+    const oldest = this.backlog.oldestAt;
+    return {
+      name: this.name,
+      server: this.server,
+      state: this.state,
+      backlog: this.backlog.size,
+      lagMs: { current: oldest === undefined ? 0 : Math.max(0, now - oldest), lastBatch: round(this.lastBatchLag), max: round(this.maxLag) },
+      pushed: { ...this.pushed },
+      failures: this.failures,
+      dropped: this.backlog.dropped,
+      resyncs: this.resyncs,
+      resyncPending: this.resyncPending,
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    this.clearTimer();
+  }
+}
+
+const round = (x: number) => Math.round(x * 10) / 10;
+
+export class Replicator {
+  readonly settings: ApplianceConfig['replication'];
+  readonly log: Logger;
+  readonly now: () => number;
+  private readonly links: KeeperLink[] = [];
+  private readonly linkByServer = new Map<number, KeeperLink>();
+  private readonly vipsByName: Map<string, VipConfig>;
+  /** ct mark → VIP, for the VIPs `normal` here. */
+  private readonly replicated = new Map<number, VipConfig>();
+  private events: ConntrackEvents | undefined;
+  private pollTimer: NodeJS.Timeout | undefined;
+  private refreshTimer: NodeJS.Timeout | undefined;
+  private readonly counts = { received: 0, copied: 0, ignored: 0, unrouted: 0 };
+  private overruns = 0;
+  private refreshes = 0;
+
+  constructor(private readonly options: ReplicatorOptions) {
+    this.settings = options.config.replication;
+    this.log = options.logger;
+    this.now = options.now ?? (() => performance.now());
+    this.vipsByName = new Map(options.config.vips.map((v) => [v.name, v]));
+    for (const k of options.config.keepers) {
+      const sink = options.sinks.get(k.name);
+      if (!sink) throw new Error(`replication: no client for keeper ${k.name}`);
+      const link = new KeeperLink(k.name, k.server, sink, this);
+      this.links.push(link);
+      this.linkByServer.set(link.serverU32, link);
+    }
+  }
+
+  /**
+   * Subscribes before anything else (conntrack only reports entries created while someone
+   * listens), then resynchronises every keeper for the VIPs `normal` here.
+   */
+  start(): void {
+    if (!this.settings.enabled || this.events) return;
+    const events = this.options.table.subscribe({
+      groups: ['update', 'destroy'],
+      receiveBufferBytes: this.settings.receiveBufferBytes,
+      accept: (msg) => this.worthDecoding(msg),
+    });
+    events.on('update', (e: ConntrackEntry) => this.onEvent(e, false));
+    events.on('destroy', (e: ConntrackEntry) => this.onEvent(e, true));
+    events.on('overrun', () => this.onOverrun());
+    events.on('error', (err: Error) => this.log.error({ err: err.message }, 'conntrack event socket'));
+    this.events = events;
+    this.syncModes();
+    this.pollTimer = setInterval(() => this.syncModes(), MODE_POLL_MS);
+    if (this.settings.refreshInterval > 0) this.refreshTimer = setInterval(() => void this.refresh(), this.settings.refreshInterval * 1000);
+  }
+
+  /**
+   * Follows the mode table: a VIP that became `normal` here (start, migration, takeover), and
+   * whose address this appliance serves, is replicated from now on and its keepers
+   * resynchronised; one that left is no longer.
+   */
+  syncModes(): void {
+    const modes = this.options.modes();
+    const fresh = new Set<string>();
+    for (const vip of this.vipsByName.values()) {
+      const normal = modes.get(vip.name) === 'normal' && (this.options.serving?.(vip) ?? true);
+      if (normal && !this.replicated.has(vip.id)) {
+        this.replicated.set(vip.id, vip);
+        for (const s of vip.servers) fresh.add(s.address);
+        this.log.info({ vip: vip.name }, 'replicating');
+      } else if (!normal && this.replicated.delete(vip.id)) {
+        this.log.info({ vip: vip.name }, 'no longer replicating');
+      }
+    }
+    for (const link of this.links) if (fresh.has(link.server)) link.requestResync();
+  }
+
+  /**
+   * Most events are TCP state changes of no interest (SYN_RECV, FIN_WAIT...) or of VIPs not
+   * replicated here: read the mark and the TCP state in place and decode only the others.
+   */
+  private worthDecoding(msg: NetlinkMessage): boolean {
+    this.counts.received++;
+    const p = msg.payload;
+    let mark = 0;
+    let state = -1;
+    for (let o = NFGENMSG_LEN; o + NLA_HDRLEN <= p.length; ) {
+      const len = p.readUInt16LE(o);
+      if (len < NLA_HDRLEN) break;
+      const type = p.readUInt16LE(o + 2) & NLA_TYPE_MASK;
+      if (type === CTA_MARK && len >= NLA_HDRLEN + 4) mark = p.readUInt32BE(o + NLA_HDRLEN);
+      else if (type === CTA_PROTOINFO) state = tcpStateIn(p, o + NLA_HDRLEN, Math.min(p.length, o + len));
+      o += (len + 3) & ~3;
+    }
+    const wanted = this.replicated.has(mark) && (msg.type === CT_DELETE || state === -1 || state === TCP_CONNTRACK_ESTABLISHED);
+    if (!wanted) this.counts.ignored++;
+    return wanted;
+  }
+
+  private onEvent(e: ConntrackEntry, destroyed: boolean): void {
+    const vip = this.replicated.get(e.mark);
+    const proto = e.orig.proto;
+    // An update of a TCP entry matters when it reaches ESTABLISHED (updates without
+    // CTA_PROTOINFO carry no state and are skipped too).
+    if (!vip || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) || (!destroyed && proto === IPPROTO_TCP && e.tcpState !== TCP_CONNTRACK_ESTABLISHED)) {
+      this.counts.ignored++;
+      return;
+    }
+    const record = eventRecord(e, destroyed);
+    const link = this.linkByServer.get(record.readUInt32BE(R_SERVER_ADDR));
+    if (!link) {
+      this.counts.unrouted++;
+      return;
+    }
+    this.counts.copied++;
+    link.change(record, destroyed, this.now());
+  }
+
+  private onOverrun(): void {
+    this.overruns++;
+    this.log.warn({ overruns: this.overruns }, 'conntrack events lost (ENOBUFS): resynchronising every keeper');
+    for (const link of this.links) link.requestResync();
+  }
+
+  /** Pushes every entry of the replicated VIPs again, where no newer change waits. */
+  async refresh(): Promise<void> {
+    this.refreshes++;
+    const at = this.now();
+    for (const vip of [...this.replicated.values()]) {
+      try {
+        await this.options.table.dumpRecords(vip.id, (chunk) => {
+          for (let o = 0; o < chunk.length; o += RECORD_SIZE) {
+            const link = this.linkByServer.get(chunk.readUInt32BE(o + R_SERVER_ADDR));
+            if (link) link.refresh(chunk.subarray(o, o + RECORD_SIZE), at);
+          }
+        });
+      } catch (err) {
+        this.log.error({ vip: vip.name, err: (err as Error).message }, 'refresh dump failed');
+      }
+    }
+    for (const link of this.links) link.kick();
+  }
+
+  /** The replicated VIPs with a server behind `server`. */
+  vipsOnServer(server: string): VipConfig[] {
+    return [...this.replicated.values()].filter((v) => v.servers.some((s) => s.address === server));
+  }
+
+  /** The VIP's entries whose server is `serverU32`, as record chunks. */
+  async dumpOnServer(vip: VipConfig, serverU32: number): Promise<Buffer[]> {
+    const out: Buffer[] = [];
+    await this.options.table.dumpRecords(vip.id, (chunk) => {
+      let mine = 0;
+      for (let o = 0; o < chunk.length; o += RECORD_SIZE) if (chunk.readUInt32BE(o + R_SERVER_ADDR) === serverU32) mine++;
+      if (mine === chunk.length / RECORD_SIZE) {
+        out.push(chunk);
+        return;
+      }
+      const part = Buffer.allocUnsafe(mine * RECORD_SIZE);
+      let p = 0;
+      for (let o = 0; o < chunk.length; o += RECORD_SIZE) if (chunk.readUInt32BE(o + R_SERVER_ADDR) === serverU32) chunk.copy(part, RECORD_SIZE * p++, o, o + RECORD_SIZE);
+      out.push(part);
+    });
+    return out;
+  }
+
+  status(): ReplicationStatus {
+    const now = this.now();
+    return {
+      enabled: this.settings.enabled,
+      vips: [...this.replicated.values()].map((v) => v.name),
+      events: { ...this.counts, malformed: this.events?.dropped ?? 0 },
+      overruns: this.overruns,
+      refreshes: this.refreshes,
+      keepers: this.links.map((l) => l.status(now)),
+    };
+  }
+
+  stop(): void {
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    if (this.refreshTimer) clearInterval(this.refreshTimer);
+    this.events?.close();
+    this.events = undefined;
+    for (const link of this.links) link.close();
+  }
+}
+
+const CT_DELETE = ctnlType(IPCTNL_MSG_CT_DELETE);
+
+/** CTA_PROTOINFO_TCP_STATE inside the CTA_PROTOINFO nest at [start, end), or -1. */
+function tcpStateIn(p: Buffer, start: number, end: number): number {
+  for (let o = start; o + NLA_HDRLEN <= end; ) {
+    const len = p.readUInt16LE(o);
+    if (len < NLA_HDRLEN) return -1;
+    if ((p.readUInt16LE(o + 2) & NLA_TYPE_MASK) === CTA_PROTOINFO_TCP) {
+      const inner = Math.min(end, o + len);
+      for (let q = o + NLA_HDRLEN; q + NLA_HDRLEN <= inner; ) {
+        const ilen = p.readUInt16LE(q);
+        if (ilen < NLA_HDRLEN) return -1;
+        if ((p.readUInt16LE(q + 2) & NLA_TYPE_MASK) === CTA_PROTOINFO_TCP_STATE && ilen > NLA_HDRLEN) return p[q + NLA_HDRLEN]!;
+        q += (ilen + 3) & ~3;
+      }
+      return -1;
+    }
+    o += (len + 3) & ~3;
+  }
+  return -1;
+}
+
+/** An event's entry as a record (entry-record.ts); a destroy needs only the key and the server. */
+export function eventRecord(e: ConntrackEntry, destroyed: boolean): Buffer {
+  const r = Buffer.alloc(RECORD_SIZE);
+  writeAddress(r, R_CLIENT_ADDR, e.orig.src);
+  writeAddress(r, R_VIP_ADDR, e.orig.dst);
+  writeAddress(r, R_SERVER_ADDR, e.reply.src);
+  r.writeUInt16BE(e.orig.sport, R_CLIENT_PORT);
+  r.writeUInt16BE(e.orig.dport, R_VIP_PORT);
+  r.writeUInt16BE(e.reply.sport, R_SERVER_PORT);
+  r[R_PROTO] = e.orig.proto;
+  // fullnat: the reply goes to the inside address, not back to the client.
+  if (e.reply.dst !== e.orig.src || e.reply.dport !== e.orig.sport) {
+    writeAddress(r, R_INSIDE_ADDR, e.reply.dst);
+    r.writeUInt16BE(e.reply.dport, R_INSIDE_PORT);
+  }
+  r.writeUInt32BE(e.mark >>> 0, R_MARK);
+  if (destroyed) return r;
+  r.writeUInt16BE(e.status & 0xffff, R_STATUS);
+  r.writeUInt32BE(e.timeout >>> 0, R_TIMEOUT);
+  if (e.orig.proto === IPPROTO_TCP) {
+    r[R_TCP_STATE] = e.tcpState ?? 0;
+    const w = e.tcpWindow;
+    if (w) {
+      r[R_WSCALE_ORIGINAL] = w.wscaleOriginal;
+      r[R_WSCALE_REPLY] = w.wscaleReply;
+      r[R_FLAGS_ORIGINAL] = w.flagsOriginal;
+      r[R_FLAGS_REPLY] = w.flagsReply;
+    }
+  }
+  return r;
+}
+
+function writeAddress(b: Buffer, offset: number, address: string): void {
+  let value = 0;
+  let start = 0;
+  for (let i = 0; i <= address.length; i++) {
+    if (i === address.length || address.charCodeAt(i) === 46) {
+      value = value * 256 + Number(address.slice(start, i));
+      start = i + 1;
+    }
+  }
+  b.writeUInt32BE(value >>> 0, offset);
+}

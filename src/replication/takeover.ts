@@ -1,0 +1,193 @@
+/**
+ * Takeover of a VIP whose master went silent (DESIGN.md §5, the patent's embodiment 3).
+ *
+ * A standby appliance keeps every VIP it backs up pre-armed as `migrating`: from the first
+ * packet that reaches it after VRRP moved the address here, packets of the VIP are held, never
+ * answered with a reset. `becameMaster(vip)` then, with no controller on the path:
+ *   1. asks, in parallel, the keepers of the VIP's servers for their copies (`merged`: in dnat
+ *      mode a keeper with sockdiag on adds entries rebuilt from its server's sockets, patent
+ *      variant 1) and the other appliances' agents for their entries (variants 13/14: the
+ *      failed appliance may still answer; it is given `peerTimeout`, no more);
+ *   2. installs what came back (the peers' entries first: they are the freshest; a copy of a
+ *      connection already installed is skipped by the kernel as existing);
+ *   3. activates the VIP: `normal`, then the held packets are released in arrival order.
+ */
+import type { Logger } from 'pino';
+import type { Readable } from 'node:stream';
+import type { Appliance } from '../nat/appliance.js';
+import type { ApplianceConfig, VipConfig } from '../nat/config.js';
+import type { VipMode } from '../nat/ruleset.js';
+import type { Conntrack } from '../netlink/conntrack.js';
+import { RECORD_SIZE, RecordStreamReader } from '../netlink/entry-record.js';
+
+/** Where a VIP's entries may come from on a takeover. */
+export interface EntrySource {
+  name: string;
+  /** Entry records of the VIP (no stream header). */
+  entries(vip: VipConfig, signal: AbortSignal): Promise<Buffer>;
+}
+
+export interface TakeoverOptions {
+  config: ApplianceConfig;
+  appliance: Pick<Appliance, 'vip' | 'prepare' | 'activate' | 'deleteEntries'>;
+  modes: () => Map<string, VipMode>;
+  table: Pick<Conntrack, 'createFromRecords'>;
+  /** The keeper of each server, by the server's address. */
+  keepers: Map<string, EntrySource>;
+  /** The other appliances' agents. */
+  peers: EntrySource[];
+  logger: Logger;
+  /** Called once a VIP is `normal` here (the replicator starts on it at once). */
+  onActivated?: (vip: string) => void;
+}
+
+export interface SourceReport {
+  name: string;
+  records?: number;
+  error?: string;
+  ms: number;
+}
+
+export interface TakeoverReport {
+  vip: string;
+  /** Wall clock (ms since the epoch) when the takeover began. */
+  startedAt: number;
+  /** `already normal`: nothing to do (a repeated call). */
+  outcome: 'activated' | 'already normal';
+  keepers: SourceReport[];
+  peers: SourceReport[];
+  created: number;
+  existing: number;
+  failed: number;
+  released: number;
+  /** From the call to each step's end. */
+  ms: { fetched: number; installed: number; activated: number };
+}
+
+export class Takeover {
+  private readonly running = new Map<string, Promise<TakeoverReport>>();
+  private readonly done: TakeoverReport[] = [];
+  private readonly settings: ApplianceConfig['failover'];
+
+  constructor(private readonly options: TakeoverOptions) {
+    this.settings = options.config.failover;
+  }
+
+  /** The VIPs not `normal` or `migrating` here become `migrating` (held), if this appliance is a standby. */
+  async arm(): Promise<string[]> {
+    if (!this.settings.standby) return [];
+    const modes = this.options.modes();
+    const armed: string[] = [];
+    for (const vip of this.options.config.vips) {
+      if (modes.has(vip.name) || this.running.has(vip.name)) continue;
+      await this.options.appliance.prepare(vip.name);
+      armed.push(vip.name);
+    }
+    if (armed.length > 0) this.options.logger.info({ vips: armed }, 'standby: VIPs pre-armed (held until a takeover)');
+    return armed;
+  }
+
+  /** The last takeovers, newest last. */
+  reports(): TakeoverReport[] {
+    return [...this.done];
+  }
+
+  /** The VRRP instance of `vip` became master here: install its entries and activate it. */
+  becameMaster(vip: string): Promise<TakeoverReport> {
+    const current = this.running.get(vip);
+    if (current) return current;
+    const work = this.run(vip).finally(() => this.running.delete(vip));
+    this.running.set(vip, work);
+    return work;
+  }
+
+  /**
+   * Another appliance became master for `vip`: it serves the VIP's connections from now on.
+   * Hold the VIP again (standby) and delete our entries of it, stale from now on.
+   */
+  async becameBackup(vip: string): Promise<void> {
+    await this.running.get(vip)?.catch(() => undefined);
+    if (this.options.modes().get(vip) !== 'normal') return;
+    await this.options.appliance.prepare(vip);
+    await this.options.appliance.deleteEntries(vip);
+    this.options.logger.warn({ vip }, 'another appliance is master for the VIP: held again, entries deleted');
+  }
+
+  private async run(name: string): Promise<TakeoverReport> {
+    const t0 = performance.now();
+    const since = () => Math.round((performance.now() - t0) * 100) / 100;
+    const vip = this.options.appliance.vip(name);
+    const mode = this.options.modes().get(name);
+    const report: TakeoverReport = {
+      vip: name,
+      startedAt: Date.now(),
+      outcome: 'activated',
+      keepers: [],
+      peers: [],
+      created: 0,
+      existing: 0,
+      failed: 0,
+      released: 0,
+      ms: { fetched: 0, installed: 0, activated: 0 },
+    };
+    if (mode === 'normal') return { ...report, outcome: 'already normal' };
+    // Not pre-armed (standby off): hold from now on.
+    if (mode !== 'migrating') await this.options.appliance.prepare(name);
+
+    const keepers = [...new Set(vip.servers.map((s) => this.options.keepers.get(s.address)).filter((k): k is EntrySource => k !== undefined))];
+    const fetchFrom = async (source: EntrySource, timeoutMs: number, into: SourceReport[]): Promise<Buffer | undefined> => {
+      const started = performance.now();
+      const ms = () => Math.round((performance.now() - started) * 100) / 100;
+      try {
+        const records = await source.entries(vip, AbortSignal.timeout(timeoutMs));
+        into.push({ name: source.name, records: records.length / RECORD_SIZE, ms: ms() });
+        return records;
+      } catch (err) {
+        into.push({ name: source.name, error: (err as Error).message, ms: ms() });
+        return undefined;
+      }
+    };
+    const fromPeers = this.settings.peerTimeout > 0 ? this.options.peers.map((p) => fetchFrom(p, this.settings.peerTimeout, report.peers)) : [];
+    const fromKeepers = keepers.map((k) => fetchFrom(k, this.settings.fetchTimeout, report.keepers));
+    const peerRecords = await Promise.all(fromPeers);
+    const keeperRecords = await Promise.all(fromKeepers);
+    report.ms.fetched = since();
+
+    for (const records of [...peerRecords, ...keeperRecords]) {
+      if (!records || records.length === 0) continue;
+      const r = await this.options.table.createFromRecords(records);
+      report.created += r.created;
+      report.existing += r.existing;
+      report.failed += r.failures.length;
+      if (r.failures.length > 0) this.options.logger.warn({ vip: name, failures: r.failures.slice(0, 5) }, 'takeover: some entries were refused by the kernel');
+    }
+    report.ms.installed = since();
+
+    report.released = (await this.options.appliance.activate(name)).released;
+    report.ms.activated = since();
+    this.options.onActivated?.(name);
+    this.done.push(report);
+    if (this.done.length > 16) this.done.shift();
+    this.options.logger.info(report, `takeover of ${name}`);
+    return report;
+  }
+}
+
+/** Reads a record stream (entry-record.ts: header, then records) into one buffer of records. */
+export async function readRecordStream(stream: Readable, signal: AbortSignal): Promise<Buffer> {
+  const reader = new RecordStreamReader();
+  const parts: Buffer[] = [];
+  const abort = () => stream.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
+  if (signal.aborted) abort();
+  signal.addEventListener('abort', abort, { once: true });
+  try {
+    for await (const piece of stream as AsyncIterable<Buffer>) {
+      const whole = reader.push(piece);
+      if (whole.length > 0) parts.push(Buffer.from(whole));
+    }
+    reader.end();
+  } finally {
+    signal.removeEventListener('abort', abort);
+  }
+  return Buffer.concat(parts);
+}

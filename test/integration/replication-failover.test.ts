@@ -1,0 +1,124 @@
+/**
+ * Failover from table copies on the real kernel (issue 5): a lab whose lb2 backs lb1 up,
+ * live echo connections through vip1 (dnat) and vip4 (fullnat), and lb1's power cut — every
+ * process SIGKILLed, every link down. lb2's VRRP speaker notices the silence, takes the
+ * addresses, and the takeover installs the keepers' copies; no controller is involved.
+ */
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import type { MigrationProgress } from '../../src/migration/migration.js';
+import type { TrafficRun, TrafficSummary } from '../../src/lab/traffic.js';
+import { type Lab, withLab } from '../helpers/lab.js';
+import { type AgentStatus, agentStatus, copiesOf, failoverLab, keeperStatus, powerLoss, waitFor } from './helpers/replication-lab.js';
+
+const VIP1 = '203.0.113.10';
+const VIP4 = '203.0.113.13';
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function echo(lab: Lab, address: string, connections: number): TrafficRun {
+  return lab.traffic({ address, port: 7, connections, intervalMs: 20, timeoutMs: 10_000 });
+}
+
+const errorsOf = (s: TrafficSummary) => Object.values(s.errors).reduce((a, b) => a + b, 0);
+const modeOn = (s: AgentStatus, vip: string) => s.vips.find((v) => v.name === vip)?.mode;
+
+/** Cuts lb1's power and waits until lb2 has taken `vips` over; returns lb2's status then. */
+async function failOver(lab: Lab, vips: string[]): Promise<AgentStatus> {
+  await powerLoss(lab.site, 'lb1');
+  let status: AgentStatus | undefined;
+  await waitFor(
+    `lb2 to take over ${vips.join(', ')}`,
+    async () => {
+      status = await agentStatus(lab.site, 'lb2');
+      return vips.every((v) => modeOn(status!, v) === 'normal');
+    },
+    20_000,
+  );
+  return status!;
+}
+
+function expectIntact(s: TrafficSummary, connections: number): void {
+  expect(s.connections).toMatchObject({ requested: connections, established: connections, ok: connections, failed: 0 });
+  expect(errorsOf(s)).toBe(0);
+  // Byte-exact: every payload came back as sent (a difference would count as a mismatch).
+  expect(s.bytes.echoed).toBe(s.bytes.sent);
+  expect(s.messages.echoed).toBe(s.messages.sent);
+}
+
+describe('failover from table copies (power loss of lb1)', () => {
+  it('every connection of vip1 (dnat) and vip4 (fullnat) older than the replication interval survives byte-exact', async () => {
+    await withLab({ prefix: 'vtrep', configure: failoverLab({ sockdiag: false }) }, async (lab) => {
+      const dnat = echo(lab, VIP1, 500);
+      const fullnat = echo(lab, VIP4, 500);
+      await Promise.all([dnat.established, fullnat.established]);
+      // Older than the replication interval (50 ms batches): every copy is on its keeper.
+      await waitFor('copies of all 1000 connections on the keepers', async () => {
+        const ks = await Promise.all(['srv1', 'srv2', 'srv3'].map((s) => keeperStatus(lab.site, s)));
+        return copiesOf(ks[0]!, 'vip1') === 500 && ks.reduce((n, k) => n + copiesOf(k, 'vip4'), 0) === 500;
+      }, 15_000);
+
+      const lb2 = await failOver(lab, ['vip1', 'vip4']);
+      await sleep(2000);
+      const [s1, s4] = await Promise.all([dnat.stop(), fullnat.stop()]);
+
+      expectIntact(s1, 500);
+      expectIntact(s4, 500);
+      const takeovers = lb2.failover.takeovers.filter((t) => t.vip === 'vip1' || t.vip === 'vip4');
+      expect(takeovers.map((t) => t.created).sort()).toEqual([500, 500]);
+      // The held packets went on once the copies were in: none was answered with a reset.
+      for (const vip of ['vip1', 'vip4']) expect(lb2.vips.find((v) => v.name === vip)?.rejected).toBe(0);
+    });
+  }, 240_000);
+
+  it('variant 1: with no copy yet, every dnat connection survives from the server\'s socket table', async () => {
+    // A replication interval far longer than the connections' age: no copy reaches a keeper.
+    await withLab({ prefix: 'vtrep', configure: failoverLab({ sockdiag: true, replication: { batchInterval: 10_000, batchEntries: 100_000, refreshInterval: 0 } }) }, async (lab) => {
+      const dnat = echo(lab, VIP1, 500);
+      await dnat.established;
+      await sleep(500);
+      expect(copiesOf(await keeperStatus(lab.site, 'srv1'), 'vip1')).toBe(0);
+
+      const lb2 = await failOver(lab, ['vip1']);
+      await sleep(2000);
+      expectIntact(await dnat.stop(), 500);
+      const t = lb2.failover.takeovers.find((x) => x.vip === 'vip1');
+      expect(t?.created).toBe(500);
+    });
+  }, 240_000);
+
+  it('negative control: with replication off, the same power loss breaks the connections', async () => {
+    await withLab({ prefix: 'vtrep', configure: failoverLab({ sockdiag: false, replication: { enabled: false } }) }, async (lab) => {
+      const dnat = echo(lab, VIP1, 200);
+      await dnat.established;
+      await sleep(500);
+      await failOver(lab, ['vip1']);
+      await sleep(2000);
+      const s = await dnat.stop();
+      expect(s.connections.failed).toBeGreaterThan(0);
+      expect(s.errors.reset).toBeGreaterThan(0);
+    });
+  }, 240_000);
+
+  it('with standbys armed, a planned migration is not taken for a failover, and the source becomes the standby', async () => {
+    await withLab({ prefix: 'vtrep', configure: failoverLab({}) }, async (lab) => {
+      const dnat = echo(lab, VIP1, 300);
+      await dnat.established;
+      await sleep(500);
+      const out = await promisify(execFile)(process.execPath, [path.resolve('dist/cli.js'), 'migrate', 'vip1', '--to', 'lb2', '--json', '--lab', lab.name]);
+      const m = JSON.parse(out.stdout) as MigrationProgress;
+      await sleep(1000);
+      expectIntact(await dnat.stop(), 300);
+      expect(m.state).toBe('done');
+      const [lb1, lb2] = await Promise.all([agentStatus(lab.site, 'lb1'), agentStatus(lab.site, 'lb2')]);
+      // The controller moved the entries; lb2's speaker claiming vip1 started no takeover.
+      expect(lb2.failover.takeovers.filter((t) => t.vip === 'vip1')).toEqual([]);
+      expect(modeOn(lb2, 'vip1')).toBe('normal');
+      expect(lb2.replication.vips).toContain('vip1');
+      // lb1 forgot vip1 and holds it again, ready to take it back.
+      expect(modeOn(lb1, 'vip1')).toBe('migrating');
+      expect(lb1.replication.vips).not.toContain('vip1');
+    });
+  }, 240_000);
+});
