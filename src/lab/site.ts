@@ -306,11 +306,15 @@ export const LAB_ADVERT_INTERVAL = 0.1;
 /**
  * One VRRP sync group per VIP — the VIP on the external segment and its inside address on
  * the internal one, VRID = the VIP's id on both — so the two move together. The VIP's
- * owner has the higher priority; the other appliance backs it up.
+ * first owner has the higher priority, so it wins the election at a cold start; no
+ * preemption, so an appliance that comes back after a failover stays backup instead of
+ * taking its VIPs back from the peer that now holds their connections.
  */
 function vrrpFor(site: Site, appliance: string, external: string, internal: string): NonNullable<ApplianceConfigInput['vrrp']> {
   const instances = site.vips.flatMap((v) => {
-    const common = { vrid: v.id, priority: v.owner === appliance ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: true, garpRepeat: 3 };
+    const owner = v.owner === appliance;
+    // The backup sits out the first seconds so that at a cold start the owner claims first.
+    const common = { vrid: v.id, priority: owner ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: false, garpRepeat: 3, startupDelay: owner ? 0 : 2 };
     return [
       { ...common, name: `${v.name}-ext`, interface: external, addresses: [`${v.address}/${v.prefixLength}`] },
       { ...common, name: `${v.name}-int`, interface: internal, addresses: [`${v.insideAddress}/${v.prefixLength}`] },

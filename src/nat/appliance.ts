@@ -55,11 +55,17 @@ export class Appliance {
     return vip;
   }
 
-  /** At start: the VIPs this appliance owns get their addresses, the others lose them. */
+  /**
+   * At start the mode table follows who holds the addresses (addressing.ts): a VIP is
+   * `normal` here exactly when this appliance holds it, whatever the configuration's
+   * first owner says.
+   */
   async start(): Promise<void> {
+    const held = await this.addressing.settle([...this.vips.values()]);
+    const modes = this.engine.modeTable();
     for (const vip of this.vips.values()) {
-      if (vip.owner === this.config.appliance) await this.claimAddress(vip.name);
-      else await this.releaseAddress(vip.name);
+      const want = held.has(vip.name) ? 'normal' : 'absent';
+      if ((modes.get(vip.name) ?? 'absent') !== want) await this.engine.setMode(vip.name, want);
     }
   }
 

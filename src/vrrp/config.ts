@@ -48,6 +48,11 @@ export const vrrpInstanceSchema = z.strictObject({
   trackInterfaces: z.array(ifname).default([]),
   /** keepalived's garp_master_repeat and garp_interval (seconds). */
   garpRepeat: z.number().int().min(1).max(100).default(5),
+  /**
+   * Seconds the instance stays in Initialize after start (keepalived's vrrp_startup_delay,
+   * per instance): a backup that must not win a cold-start race against the VIP's owner.
+   */
+  startupDelay: z.number().min(0).max(3600).default(0),
   garpInterval: z.number().min(0).max(10).default(0),
 });
 

@@ -21,12 +21,14 @@ import type { InstanceStatus, Speaker, SpeakerCounters, TransitionEvent } from '
 export interface SpeakerControl extends EventEmitter {
   release(name: string): Promise<void>;
   claim(name: string): Promise<void>;
+  /** The state as of now (a child process is asked), for decisions that need it fresh. */
+  freshState(): Promise<InstanceStatus[]>;
   state(): InstanceStatus[];
   counters(): SpeakerCounters;
   stop(): Promise<void>;
 }
 
-type Command = { id: number; command: 'release' | 'claim'; name: string };
+type Command = { id: number; command: 'release' | 'claim' | 'state'; name?: string };
 type Message =
   | { type: 'reply'; id: number; error?: string }
   | ({ type: 'transition' } & TransitionEvent)
@@ -50,7 +52,11 @@ export function serveSpeaker(speaker: Speaker, input: Readable, output: Writable
     } catch {
       return;
     }
-    if (c.command !== 'release' && c.command !== 'claim') return send({ type: 'reply', id: c.id, error: `unknown command '${String(c.command)}'` });
+    if (c.command === 'state') {
+      snapshot();
+      return send({ type: 'reply', id: c.id });
+    }
+    if ((c.command !== 'release' && c.command !== 'claim') || !c.name) return send({ type: 'reply', id: c.id, error: `unknown command '${String(c.command)}'` });
     speaker[c.command](c.name).then(
       () => {
         send({ type: 'reply', id: c.id });
@@ -141,13 +147,19 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
     return ready;
   }
 
-  private send(command: 'release' | 'claim', name: string): Promise<void> {
+  private send(command: Command['command'], name?: string): Promise<void> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       if (!this.child?.stdin?.writable) return reject(new Error('the VRRP speaker process is not running'));
       this.pending.set(id, { resolve, reject });
-      this.child.stdin.write(`${JSON.stringify({ id, command, name } satisfies Command)}\n`);
+      this.child.stdin.write(`${JSON.stringify({ id, command, ...(name ? { name } : {}) } satisfies Command)}\n`);
     });
+  }
+
+  /** The child answers with a snapshot before its reply, so the state is current after this. */
+  async freshState(): Promise<InstanceStatus[]> {
+    await this.send('state');
+    return this.lastState;
   }
 
   release(name: string): Promise<void> {

@@ -126,6 +126,8 @@ interface Instance {
 export class Speaker extends EventEmitter {
   private readonly instances = new Map<string, Instance>();
   private readonly groups = new Map<string, SyncGroup>();
+  /** Instances waiting out their startupDelay in Initialize. */
+  private readonly startupTimers = new Map<Instance, TimerHandle>();
   private readonly links = new Map<string, Link>();
   private readonly facts = new Map<string, InterfaceFacts>();
   /** Unicast peers' MACs, learned from ARP and from their adverts. */
@@ -205,7 +207,16 @@ export class Speaker extends EventEmitter {
       // also removes its VIPs at start); an owner adds them back at once.
       inst.vips.remove();
       if (this.trackedDown(inst)) inst.router.fault(`tracked interface down at start`);
-      else inst.router.startup();
+      else if (inst.config.startupDelay > 0) {
+        const waiting = inst;
+        this.startupTimers.set(
+          waiting,
+          this.clock.setTimer(inst.config.startupDelay * 1000, () => {
+            this.startupTimers.delete(waiting);
+            waiting.router.startup();
+          }),
+        );
+      } else inst.router.startup();
     }
     if (this.config.instances.length > 0) this.armTracking();
   }
@@ -218,6 +229,8 @@ export class Speaker extends EventEmitter {
       return;
     }
     this.trackTimer?.cancel();
+    for (const t of this.startupTimers.values()) t.cancel();
+    this.startupTimers.clear();
     for (const inst of this.instances.values()) inst.router.shutdown();
     await Promise.all([...this.instances.values()].map((i) => i.vips.settled()));
     for (const link of this.links.values()) link.close();
@@ -240,6 +253,14 @@ export class Speaker extends EventEmitter {
    */
   async claim(name: string): Promise<void> {
     const members = this.resolve(name);
+    // A claim ends a startup delay: the instance starts now, then becomes master.
+    for (const m of members) {
+      const timer = this.startupTimers.get(m);
+      if (!timer) continue;
+      timer.cancel();
+      this.startupTimers.delete(m);
+      m.router.startup();
+    }
     const group = members[0]?.group;
     if (group) group.claim();
     else members.forEach((i) => i.router.claim());

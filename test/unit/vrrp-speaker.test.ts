@@ -281,3 +281,24 @@ describe('VRRP speaker', () => {
     expect(s.state()[0]?.state).toBe('backup');
   });
 });
+
+describe('startup delay (a backup that must not win a cold start)', () => {
+  it('stays in initialize for startupDelay, then starts as backup and takes over a silent segment', async () => {
+    const { s, clock, addresses, settle } = speaker({ instances: [{ ...vip1, startupDelay: 2 }] });
+    clock.advance(1900);
+    await settle();
+    expect(s.state()[0]?.state).toBe('initialize');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(false);
+    clock.advance(100 + 400); // the delay, then Master_Down_Interval with no master heard
+    await settle();
+    expect(s.state()[0]?.state).toBe('master');
+  });
+
+  it('a claim during the delay makes the instance master at once', async () => {
+    const { s, settle, addresses } = speaker({ instances: [{ ...vip1, startupDelay: 2 }] });
+    await s.claim('vip1');
+    await settle();
+    expect(s.state()[0]?.state).toBe('master');
+    expect(addresses.has('ext0', '203.0.113.10/24')).toBe(true);
+  });
+});
