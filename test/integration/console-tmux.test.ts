@@ -7,7 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { controllerClient } from '../../src/cli/controller-client.js';
 import { readState, startProcess, stopProcesses, writeState } from '../../src/lab/processes.js';
 import { run } from '../../src/lab/netns.js';
@@ -62,6 +62,12 @@ describe('vipshift console under tmux, in the lab', () => {
     for (const s of spawnSync('tmux', ['list-sessions', '-F', '#{session_name}'], { encoding: 'utf8' }).stdout?.split('\n') ?? []) {
       if (s.startsWith(PREFIX)) spawnSync('tmux', ['kill-session', '-t', s]);
     }
+    // The controller waits 2 s inside step 3 (its test hook), so that a console refreshing
+    // once a second surely draws vip1 migrating on lb2, whatever the machine's speed.
+    process.env.VIPSHIFT_TEST_PAUSE_STEP = 'move_entries:2000';
+    onTestFinished(() => {
+      delete process.env.VIPSHIFT_TEST_PAUSE_STEP;
+    });
     await withLab({ prefix: PREFIX }, async (lab) => {
       const session = `${PREFIX}${randomBytes(3).toString('hex')}`;
       // The operator moves vip1 here, not the controller's automatic rebalancing.
