@@ -1,0 +1,43 @@
+#!/bin/sh
+# Installs firmware/ into a Debian root file system at $1 (the image build's chroot):
+# units, settings, the admin account, and no host key or machine identity.
+set -eu
+root=${1:?usage: firmware/install.sh ROOTFS}
+src=$(cd "$(dirname "$0")" && pwd)
+
+install -m 0755 "$src/bin/vipshift" "$src/bin/vipshift-shell" "$root/usr/local/bin/"
+install -d "$root/usr/local/libexec/vipshift"
+install -m 0755 "$src"/libexec/* "$root/usr/local/libexec/vipshift/"
+install -m 0644 "$src"/systemd/*.service "$root/etc/systemd/system/"
+install -m 0644 "$src/sysctl.d/90-vipshift.conf" "$root/etc/sysctl.d/"
+install -m 0644 "$src/modules-load.d/vipshift.conf" "$root/etc/modules-load.d/"
+install -d "$root/etc/systemd/network" "$root/etc/systemd/system/systemd-networkd-wait-online.service.d"
+install -m 0644 "$src/network/80-dhcp.network" "$root/etc/systemd/network/"
+install -m 0644 "$src/network/wait-online.conf" "$root/etc/systemd/system/systemd-networkd-wait-online.service.d/vipshift.conf"
+install -m 0644 "$src/ssh/vipshift.conf" "$root/etc/ssh/sshd_config.d/"
+install -m 0440 "$src/sudoers.d/vipshift" "$root/etc/sudoers.d/"
+
+# Partitions by GPT name: the same on every box, whatever the disk is called.
+cat > "$root/etc/fstab" <<'FSTAB'
+# vipshift appliance: / is the booted system slot (root= on the kernel command line).
+PARTLABEL=vs-data    /var/lib/vipshift  ext4  defaults,nodev,nosuid                  0 2
+PARTLABEL=vs-esp     /boot/efi          vfat  umask=0077,nodev,nosuid,noexec         0 2
+FSTAB
+install -d "$root/var/lib/vipshift" "$root/boot/efi"
+
+grep -qx /usr/local/bin/vipshift-shell "$root/etc/shells" || echo /usr/local/bin/vipshift-shell >> "$root/etc/shells"
+chroot "$root" sh -eu <<'CHROOT'
+id admin >/dev/null 2>&1 || useradd --create-home --shell /usr/local/bin/vipshift-shell --comment 'vipshift administrator' admin
+passwd -l admin >/dev/null     # no password: keys only
+passwd -l root >/dev/null
+systemctl enable systemd-networkd.service ssh.service vipshift-hostkeys.service \
+  vipshift-import-config.service vipshift-conntrack-size.service vipshift-slot-health.service \
+  vipshift-appliance.service vipshift-keeper.service vipshift-controller.service >/dev/null 2>&1
+systemctl enable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+CHROOT
+
+# Nothing that identifies one box: host keys and machine-id are made at first boot.
+rm -f "$root"/etc/ssh/ssh_host_*
+: > "$root/etc/machine-id"
+rm -f "$root/var/lib/dbus/machine-id"
+echo vipshift > "$root/etc/hostname"
