@@ -27,7 +27,7 @@ install -d "$root/var/lib/vipshift" "$root/boot/efi"
 
 grep -qx /usr/local/bin/vipshift-shell "$root/etc/shells" || echo /usr/local/bin/vipshift-shell >> "$root/etc/shells"
 chroot "$root" sh -eu <<'CHROOT'
-id admin >/dev/null 2>&1 || useradd --create-home --shell /usr/local/bin/vipshift-shell --comment 'vipshift administrator' admin
+id admin >/dev/null 2>&1 || useradd --create-home --groups systemd-journal --shell /usr/local/bin/vipshift-shell --comment 'vipshift administrator' admin
 passwd -l admin >/dev/null     # no password: keys only
 passwd -l root >/dev/null
 systemctl enable systemd-networkd.service ssh.service vipshift-hostkeys.service \
@@ -41,3 +41,4 @@ rm -f "$root"/etc/ssh/ssh_host_*
 : > "$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
 echo vipshift > "$root/etc/hostname"
+printf '127.0.0.1\tlocalhost\n127.0.1.1\tvipshift\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$root/etc/hosts"

