@@ -36,6 +36,9 @@ systemctl enable systemd-networkd.service ssh.service vipshift-hostkeys.service 
 systemctl enable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
 CHROOT
 
+# The login lands in the console: no Debian banner before it.
+rm -f "$root/etc/motd" "$root/etc/update-motd.d/10-uname"
+
 # Nothing that identifies one box: host keys and machine-id are made at first boot.
 rm -f "$root"/etc/ssh/ssh_host_*
 : > "$root/etc/machine-id"

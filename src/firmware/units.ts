@@ -12,6 +12,7 @@ export interface RoleUnit {
   restarts: number;
   memoryBytes: number | null;
   startedAfterBootSeconds: number | null; // when its current process started, since boot
+  firstStartedAfterBootSeconds: number | null; // its first start in this boot (before any restart)
   lastLog: string[];
 }
 
@@ -24,7 +25,7 @@ export function parseShow(text: string): Map<string, string> {
   return props;
 }
 
-export async function roleUnits(logLines = 5): Promise<RoleUnit[]> {
+export async function roleUnits(logLines = 10): Promise<RoleUnit[]> {
   return Promise.all(
     ROLES.map(async (role) => {
       const unit = `vipshift-${role}.service`;
@@ -35,6 +36,10 @@ export async function roleUnits(logLines = 5): Promise<RoleUnit[]> {
       const start = Number(p.get('ExecMainStartTimestampMonotonic'));
       const log = await run('journalctl', ['-u', unit, '-n', String(logLines), '-o', 'cat', '--no-pager'])
         .then((r) => r.stdout.split('\n').filter(Boolean), () => []);
+      // systemd logs "Started <description>." at each start; the first one of this boot.
+      const first = await run('journalctl', ['-b', '-u', unit, '-o', 'json', '--output-fields=MESSAGE', '--no-pager'])
+        .then((r) => r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { MESSAGE?: unknown; __MONOTONIC_TIMESTAMP?: string }))
+        .then((entries) => entries.find((e) => typeof e.MESSAGE === 'string' && e.MESSAGE.startsWith('Started ')), () => undefined);
       return {
         unit,
         configured: p.get('ConditionResult') === 'yes',
@@ -42,6 +47,7 @@ export async function roleUnits(logLines = 5): Promise<RoleUnit[]> {
         restarts: Number(p.get('NRestarts') ?? 0),
         memoryBytes: Number.isSafeInteger(memory) && memory > 0 ? memory : null,
         startedAfterBootSeconds: start > 0 ? start / 1e6 : null,
+        firstStartedAfterBootSeconds: first?.__MONOTONIC_TIMESTAMP ? Number(first.__MONOTONIC_TIMESTAMP) / 1e6 : null,
         lastLog: log,
       };
     }),

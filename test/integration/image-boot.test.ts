@@ -4,7 +4,8 @@
  * A/B firmware update with its fallback. Needs the image: `make test-image` builds it first
  * (cached). Figures go to bench/results/image.json.
  */
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApplianceVm, freshDisk, kvmWorks, must, partition, run, sleep, type FirmwareStatus } from './image-vm.js';
@@ -38,13 +39,21 @@ beforeAll(async () => {
   for (const old of run('sh', ['-c', `ls -d ${join(repo, 'image/work')}/test-* 2>/dev/null`]).stdout.split('\n').filter(Boolean)) {
     rmSync(old, { recursive: true, force: true }); // leftovers of a crashed run
   }
+  if (!existsSync(image)) {
+    // Run outside `make test-image` (plain vitest): build the image first (cached layers).
+    process.stderr.write(`image tests: ${image} missing, building it\n`);
+    for (const [cmd, args] of [['make', ['-C', repo, 'image-deps']], ['bash', [join(repo, 'image/build.sh')]]] as const) {
+      const r = spawnSync(cmd, [...args], { stdio: 'inherit', timeout: 1_500_000 });
+      if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}`);
+    }
+  }
   mkdirSync(work, { recursive: true });
   must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'vipshift-image-test', '-f', key]);
   accel = (await kvmWorks(image, work)) ? 'kvm' : 'tcg';
   bootTimeout = accel === 'kvm' ? 180 : 400;
   figures.accelerator = accel;
   process.stderr.write(`image tests: QEMU with ${accel.toUpperCase()}; appliance command ${hasAppliance ? 'present' : 'absent'}, console ${hasConsole ? 'present' : 'absent'}\n`);
-}, 120_000);
+}, 1_800_000);
 
 afterAll(async () => {
   for (const vm of vms) await vm.stop();
@@ -68,8 +77,8 @@ async function expectApplianceAttempted(vm: ApplianceVm): Promise<FirmwareStatus
   for (;;) {
     const s = vm.status();
     const a = role(s, 'appliance');
-    expect(a.configured).toBe(true);
-    if (hasAppliance ? a.active === 'active/running' : a.lastLog.some((l) => l.includes("unknown command 'appliance'"))) return s;
+    const attempted = a.lastLog.some((l) => l.includes("unknown command 'appliance'") || l.includes('Main process exited'));
+    if (a.configured && (hasAppliance ? a.active === 'active/running' : attempted)) return s;
     if (Date.now() > deadline) throw new Error(`appliance unit: ${JSON.stringify(a)}`);
     await sleep(3000);
   }
@@ -92,7 +101,8 @@ describe('vipshift appliance image under QEMU', () => {
     expect(s).toMatchObject({ version, booted: 'a', default: 'a', trying: null });
     expect(role(s, 'keeper').configured).toBe(false); // no keeper.yaml: the role is not started
     const a = role(s, 'appliance');
-    figures.applianceStartAfterBootSeconds = a.startedAfterBootSeconds;
+    figures.applianceFirstStartAfterBootSeconds = a.firstStartedAfterBootSeconds;
+    figures.applianceRestarts = a.restarts;
     figures.applianceMemoryBytes = a.memoryBytes;
     figures.applianceState = a.active;
 
@@ -194,11 +204,11 @@ describe('vipshift appliance image under QEMU', () => {
     const update2 = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: readFileSync(broken) });
     expect(update2.status, update2.stderr).toBe(0);
     expect(update2.stdout).toMatch(/slot a: \d+ MiB written/);
-    await sleep(20_000); // the box is rebooting: do not mistake the old system for the fallen-back one
-    const after = await waitForStatus(uefi, (x) => x.booted === 'b' && uefi.serialLog().slice(serialBefore).split('booting system slot').length >= 3, 2 * bootTimeout + 240);
+    // The kernel logs its command line once per boot (GRUB's own lines show twice under OVMF).
+    const bootsSince = () => [...uefi.serialLog().slice(serialBefore).matchAll(/\] Command line: .*?vipshift\.slot=([ab])/g)].map((m) => m[1]);
+    const after = await waitForStatus(uefi, (x) => x.booted === 'b' && bootsSince().length >= 2, 2 * bootTimeout + 240);
     expect(after).toMatchObject({ version: `${version}+update`, default: 'b', trying: null });
-    const bootsSince = uefi.serialLog().slice(serialBefore).match(/booting system slot [ab]/g);
-    expect(bootsSince?.slice(0, 2)).toEqual(['booting system slot a', 'booting system slot b']);
+    expect(bootsSince()).toEqual(['a', 'b']); // one trial of the broken slot, then back to b
     expect(uefi.hostKey()).toBe(hostKey);
   }, 1_800_000);
 });

@@ -181,6 +181,7 @@ export interface FirmwareStatus {
     restarts: number;
     memoryBytes: number | null;
     startedAfterBootSeconds: number | null;
+    firstStartedAfterBootSeconds: number | null;
     lastLog: string[];
   }[];
 }
