@@ -41,8 +41,11 @@ export async function firmware(args: string[]): Promise<number> {
       const state = await readSlotState(paths);
       const version = (await readFile('/opt/vipshift/VERSION', 'utf8').catch(() => 'unknown')).trim();
       const roles = await roleUnits();
+      const meminfo = await readFile('/proc/meminfo', 'utf8');
+      const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
+      const memory = { totalBytes: kib('MemTotal'), usedBytes: kib('MemTotal') - kib('MemAvailable') };
       if (rest.includes('--json')) {
-        process.stdout.write(`${JSON.stringify({ version, ...state, roles })}\n`);
+        process.stdout.write(`${JSON.stringify({ version, ...state, memory, roles })}\n`);
         return 0;
       }
       process.stdout.write(

@@ -105,6 +105,8 @@ describe('vipshift appliance image under QEMU', () => {
     figures.applianceRestarts = a.restarts;
     figures.applianceMemoryBytes = a.memoryBytes;
     figures.applianceState = a.active;
+    figures.systemMemoryUsedBytes = s.memory.usedBytes; // whole system, MemTotal - MemAvailable
+    figures.systemMemoryTotalBytes = s.memory.totalBytes;
 
     // Interactive login: the login shell is the console (or, until it exists, the status view).
     const login = vm.ssh('admin', [], { extra: ['-tt'], input: '' });

@@ -174,6 +174,7 @@ export interface FirmwareStatus {
   booted: 'a' | 'b' | null;
   default: 'a' | 'b';
   trying: 'a' | 'b' | null;
+  memory: { totalBytes: number; usedBytes: number };
   roles: {
     unit: string;
     configured: boolean;
