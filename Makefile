@@ -68,9 +68,9 @@ image: deps image-deps
 flash:
 	bash image/flash.sh "$(IMAGE)" "$(DEV)"
 
-# Boots the image under QEMU (BIOS and UEFI), logs in over SSH, updates the firmware.
+# make flash on loop devices; the image under QEMU (BIOS and UEFI), SSH, firmware update.
 test-image: image
-	npx vitest run test/integration/image-boot.test.ts
+	npx vitest run test/integration/image-flash.test.ts test/integration/image-boot.test.ts
 
 bench-image: test-image
 	@cat bench/results/image.json
