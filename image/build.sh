@@ -201,6 +201,7 @@ sgdisk -p "$IMG" | tail -n 7
 ###############################################################################
 step "manifest, compressed image and checksums"
 MANIFEST=${IMG%.img}.manifest.txt
+[ -f "$MANIFEST" ] && mv "$MANIFEST" "$MANIFEST.prev"
 {
   echo "# vipshift $VERSION amd64 image manifest"
   echo "## layout (MiB): ${names[*]} = ${sizes[*]}"
@@ -220,6 +221,10 @@ MANIFEST=${IMG%.img}.manifest.txt
   echo "## files of the system slot (mode owner size path)"
   (cd "$ROOTFS" && find . -xdev \( -type f -o -type l \) -printf '%m %U:%G %s %p\n' | LC_ALL=C sort -k4)
 } > "$MANIFEST"
+if [ -f "$MANIFEST.prev" ]; then
+  if cmp -s "$MANIFEST.prev" "$MANIFEST"; then echo "manifest: same package versions and files as the previous build"
+  else echo "manifest: $(diff "$MANIFEST.prev" "$MANIFEST" | grep -c '^[<>]') lines differ from the previous build (diff ${MANIFEST##*/}.prev ${MANIFEST##*/})"; fi
+fi
 rm -f "$IMG.zst"
 zstd -q -T0 -10 -o "$IMG.zst" "$IMG"
 (cd "$OUT" && sha256sum "$(basename "$IMG")" "$(basename "$IMG").zst" > "$(basename "$IMG").sha256")
