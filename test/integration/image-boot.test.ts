@@ -109,7 +109,7 @@ describe('vipshift appliance image under QEMU', () => {
     figures.systemMemoryTotalBytes = s.memory.totalBytes;
 
     // Interactive login: the login shell is the console (or, until it exists, the status view).
-    const login = vm.ssh('admin', [], { extra: ['-tt'], input: '' });
+    const login = vm.ssh('admin', [], { extra: ['-tt'], input: '', killAfterMs: 30_000 });
     expect(login.stdout).toContain('lb1'); // the appliance of the configuration partition
     if (!hasConsole) expect(login.stdout).toMatch(/vipshift appliance lb1 on lb1-test[\s\S]*booted slot a/);
 

@@ -68,11 +68,9 @@ export async function kvmWorks(image: string, dir: string, seconds = 30): Promis
   } catch {
     return false;
   }
-  const disk = join(dir, 'kvm-probe.img');
-  must('cp', ['--sparse=always', image, disk]);
   const serial = join(dir, 'kvm-probe.serial');
   const qemu = spawn('qemu-system-x86_64', ['-accel', 'kvm', '-machine', 'q35', '-m', '512', '-display', 'none',
-    '-serial', `file:${serial}`, '-drive', `file=${disk},format=raw,if=virtio,snapshot=on`, '-no-reboot'], { stdio: 'ignore' });
+    '-serial', `file:${serial}`, '-drive', `file=${image},format=raw,if=virtio,snapshot=on`, '-no-reboot'], { stdio: 'ignore' });
   const deadline = Date.now() + seconds * 1000;
   let ok = false;
   while (Date.now() < deadline && qemu.exitCode === null) {
@@ -124,11 +122,17 @@ export class ApplianceVm {
   }
 
   /** ssh as `user` with the test key; the guest is reached through the forwarded port. */
-  ssh(user: string, command: string[], opts: { input?: string | Buffer; extra?: string[]; timeout?: number } = {}) {
+  ssh(user: string, command: string[], opts: { input?: string | Buffer; extra?: string[]; timeout?: number; killAfterMs?: number } = {}) {
     const args = ['-p', String(this.port), '-i', this.key, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
       '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
       '-o', `ConnectTimeout=${opts.timeout ?? 10}`, ...(opts.extra ?? []), `${user}@127.0.0.1`, ...command];
-    const r = spawnSync('ssh', args, { input: opts.input, encoding: 'utf8', timeout: 600_000, maxBuffer: 64 << 20 });
+    const r = spawnSync('ssh', args, {
+      input: opts.input,
+      encoding: 'utf8',
+      timeout: opts.killAfterMs ?? 600_000, // a console runs until killed: its output so far is kept
+      maxBuffer: 64 << 20,
+      env: { ...process.env, TERM: 'xterm-256color', LANG: 'C.UTF-8' },
+    });
     return { status: r.status ?? -1, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
   }
 
