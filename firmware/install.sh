@@ -16,11 +16,14 @@ install -m 0644 "$src/network/80-dhcp.network" "$root/etc/systemd/network/"
 install -m 0644 "$src/network/wait-online.conf" "$root/etc/systemd/system/systemd-networkd-wait-online.service.d/vipshift.conf"
 install -m 0644 "$src/ssh/vipshift.conf" "$root/etc/ssh/sshd_config.d/"
 install -m 0440 "$src/sudoers.d/vipshift" "$root/etc/sudoers.d/"
+install -d "$root/etc/repart.d" "$root/etc/systemd/system/systemd-repart.service.d"
+install -m 0644 "$src/repart.d/50-data.conf" "$root/etc/repart.d/"
+install -m 0644 "$src/systemd/repart-before-data.conf" "$root/etc/systemd/system/systemd-repart.service.d/vipshift.conf"
 
 # Partitions by GPT name: the same on every box, whatever the disk is called.
 cat > "$root/etc/fstab" <<'FSTAB'
 # vipshift appliance: / is the booted system slot (root= on the kernel command line).
-PARTLABEL=vs-data    /var/lib/vipshift  ext4  defaults,nodev,nosuid                  0 2
+PARTLABEL=vs-data    /var/lib/vipshift  ext4  defaults,nodev,nosuid,x-systemd.growfs  0 2
 PARTLABEL=vs-esp     /boot/efi          vfat  umask=0077,nodev,nosuid,noexec         0 2
 FSTAB
 install -d "$root/var/lib/vipshift" "$root/boot/efi"

@@ -7,7 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, statfs } from 'node:fs/promises';
 import { applianceSlotPaths, commitBootedSlot, readSlotState, updateInactiveSlot } from '../firmware/slots.js';
 import { roleUnits } from '../firmware/units.js';
 
@@ -44,8 +44,10 @@ export async function firmware(args: string[]): Promise<number> {
       const meminfo = await readFile('/proc/meminfo', 'utf8');
       const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
       const memory = { totalBytes: kib('MemTotal'), usedBytes: kib('MemTotal') - kib('MemAvailable') };
+      const fs = await statfs('/var/lib/vipshift');
+      const data = { totalBytes: fs.blocks * fs.bsize, freeBytes: fs.bavail * fs.bsize };
       if (rest.includes('--json')) {
-        process.stdout.write(`${JSON.stringify({ version, ...state, memory, roles })}\n`);
+        process.stdout.write(`${JSON.stringify({ version, ...state, memory, data, roles })}\n`);
         return 0;
       }
       process.stdout.write(

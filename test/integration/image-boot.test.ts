@@ -100,6 +100,7 @@ describe('vipshift appliance image under QEMU', () => {
     const s = await expectApplianceAttempted(vm);
     expect(s).toMatchObject({ version, booted: 'a', default: 'a', trying: null });
     expect(role(s, 'keeper').configured).toBe(false); // no keeper.yaml: the role is not started
+    expect(s.data.totalBytes).toBeLessThan(256 * 2 ** 20); // the disk is the image: nothing to grow
     const a = role(s, 'appliance');
     figures.applianceFirstStartAfterBootSeconds = a.firstStartedAfterBootSeconds;
     figures.applianceRestarts = a.restarts;
@@ -133,6 +134,7 @@ describe('vipshift appliance image under QEMU', () => {
   it('boots a second fresh copy by UEFI with host keys of its own', async () => {
     expect(biosHostKey, 'the BIOS test ran first').not.toBe('');
     const disk = freshDisk(image, join(work, 'uefi.img'), { authorized_keys: readFileSync(`${key}.pub`, 'utf8') });
+    must('truncate', ['-s', '+1G', disk]); // a disk bigger than the image: the data partition takes the rest
     uefi = new ApplianceVm('vtimg-uefi', disk, 'uefi', accel, key);
     vms.push(uefi);
     await uefi.start();
@@ -141,6 +143,7 @@ describe('vipshift appliance image under QEMU', () => {
     const s = uefi.status();
     expect(s).toMatchObject({ booted: 'a', default: 'a' });
     expect(role(s, 'appliance').configured).toBe(false); // no appliance.yaml on this one
+    expect(s.data.totalBytes).toBeGreaterThan(1.1 * 2 ** 30); // 256 MiB in the image + 1 GiB of disk
     const hostKey = uefi.hostKey();
     expect(hostKey).toMatch(/^ssh-ed25519 /);
     expect(hostKey).not.toBe(biosHostKey);

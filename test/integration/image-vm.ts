@@ -179,6 +179,7 @@ export interface FirmwareStatus {
   default: 'a' | 'b';
   trying: 'a' | 'b' | null;
   memory: { totalBytes: number; usedBytes: number };
+  data: { totalBytes: number; freeBytes: number };
   roles: {
     unit: string;
     configured: boolean;
