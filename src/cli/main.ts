@@ -22,6 +22,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   metrics: { summary: 'Prometheus metrics of a process, fetched with the cluster credentials', load: async () => (await import('./metrics.js')).metricsCommand },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
   keeper: { summary: 'keep table copies of appliances on a server (failover)', load: async () => (await import('./keeper.js')).keeper },
+  firmware: { summary: 'A/B system slots: update, commit, status', load: async () => (await import('./firmware.js')).firmware },
 };
 
 export function usage(): string {

@@ -1,0 +1,219 @@
+/**
+ * The appliance image under QEMU (issue 8): BIOS and UEFI boot, SSH as admin into the console,
+ * refused password and root logins, first-boot host keys, the configuration partition, and an
+ * A/B firmware update with its fallback. Needs the image: `make test-image` builds it first
+ * (cached). Figures go to bench/results/image.json.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApplianceVm, freshDisk, kvmWorks, must, partition, run, sleep, type FirmwareStatus } from './image-vm.js';
+
+const repo = join(import.meta.dirname, '../..');
+const version = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version as string;
+const image = join(repo, `image/out/vipshift-${version}-amd64.img`);
+const work = join(repo, `image/work/test-${process.pid.toString(16)}`);
+const key = join(work, 'admin_key');
+// The firmware's CLI decides what the appliance service and the login shell can do.
+const cliCommands = run('node', [join(repo, 'dist/cli.js'), 'help']).stdout;
+const hasAppliance = /^ {2}appliance /m.test(cliCommands);
+const hasConsole = /^ {2}console /m.test(cliCommands);
+
+const applianceYaml = `appliance: lb1
+api: { listen: "192.0.2.11:8441" }
+interfaces: { external: ext0, internal: int0 }
+hold: { policy: queue, queueLength: 4096 }
+vips:
+  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, prefixLength: 24, protocol: tcp,
+      ports: [7, 80], mode: dnat, servers: [{ address: 198.18.0.101, weight: 1 }], owner: lb1 }
+`;
+
+const vms: ApplianceVm[] = [];
+const figures: Record<string, unknown> = {};
+let accel: 'kvm' | 'tcg' = 'tcg';
+let bootTimeout = 300;
+let biosHostKey = '';
+
+beforeAll(async () => {
+  for (const old of run('sh', ['-c', `ls -d ${join(repo, 'image/work')}/test-* 2>/dev/null`]).stdout.split('\n').filter(Boolean)) {
+    rmSync(old, { recursive: true, force: true }); // leftovers of a crashed run
+  }
+  if (!existsSync(image)) {
+    // Run outside `make test-image` (plain vitest): build the image first (cached layers).
+    process.stderr.write(`image tests: ${image} missing, building it\n`);
+    for (const [cmd, args] of [['make', ['-C', repo, 'image-deps']], ['bash', [join(repo, 'image/build.sh')]]] as const) {
+      const r = spawnSync(cmd, [...args], { stdio: 'inherit', timeout: 1_500_000 });
+      if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}`);
+    }
+  }
+  mkdirSync(work, { recursive: true });
+  must('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'vipshift-image-test', '-f', key]);
+  accel = (await kvmWorks(image, work)) ? 'kvm' : 'tcg';
+  bootTimeout = accel === 'kvm' ? 180 : 400;
+  figures.accelerator = accel;
+  process.stderr.write(`image tests: QEMU with ${accel.toUpperCase()}; appliance command ${hasAppliance ? 'present' : 'absent'}, console ${hasConsole ? 'present' : 'absent'}\n`);
+}, 1_800_000);
+
+afterAll(async () => {
+  for (const vm of vms) await vm.stop();
+  rmSync(work, { recursive: true, force: true });
+  const stats = JSON.parse(readFileSync(join(repo, 'image/out/build-stats.json'), 'utf8')) as Record<string, unknown>;
+  mkdirSync(join(repo, 'bench/results'), { recursive: true });
+  const result = { image: `vipshift-${version}-amd64.img`, build: stats, ...figures, measuredAt: new Date().toISOString() };
+  writeFileSync(join(repo, 'bench/results/image.json'), `${JSON.stringify(result, null, 2)}\n`);
+  process.stderr.write(`bench/results/image.json: ${JSON.stringify(result)}\n`);
+}, 60_000);
+
+function role(s: FirmwareStatus, name: string) {
+  const r = s.roles.find((x) => x.unit === `vipshift-${name}.service`);
+  if (!r) throw new Error(`no ${name} unit in status`);
+  return r;
+}
+
+/** The appliance unit is there and started; it runs once `vipshift appliance` exists. */
+async function expectApplianceAttempted(vm: ApplianceVm): Promise<FirmwareStatus> {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const s = vm.status();
+    const a = role(s, 'appliance');
+    const attempted = a.lastLog.some((l) => l.includes("unknown command 'appliance'") || l.includes('Main process exited'));
+    if (a.configured && (hasAppliance ? a.active === 'active/running' : attempted)) return s;
+    if (Date.now() > deadline) throw new Error(`appliance unit: ${JSON.stringify(a)}`);
+    await sleep(3000);
+  }
+}
+
+describe('vipshift appliance image under QEMU', () => {
+  it('boots by BIOS, takes the configuration partition, lands admin in the console, refuses passwords and root', async () => {
+    const disk = freshDisk(image, join(work, 'bios.img'), {
+      authorized_keys: readFileSync(`${key}.pub`, 'utf8'),
+      'appliance.yaml': applianceYaml,
+      hostname: 'lb1-test',
+    });
+    const vm = new ApplianceVm('vtimg-bios', disk, 'bios', accel, key);
+    vms.push(vm);
+    await vm.start();
+    figures.biosBootToSshSeconds = await vm.waitForSsh(bootTimeout);
+    expect(vm.serialLog()).toContain('vipshift: booting system slot a');
+
+    const s = await expectApplianceAttempted(vm);
+    expect(s).toMatchObject({ version, booted: 'a', default: 'a', trying: null });
+    expect(role(s, 'keeper').configured).toBe(false); // no keeper.yaml: the role is not started
+    expect(s.data.totalBytes).toBeLessThan(256 * 2 ** 20); // the disk is the image: nothing to grow
+    const a = role(s, 'appliance');
+    figures.applianceFirstStartAfterBootSeconds = a.firstStartedAfterBootSeconds;
+    figures.applianceRestarts = a.restarts;
+    figures.applianceMemoryBytes = a.memoryBytes;
+    figures.applianceState = a.active;
+    figures.systemMemoryUsedBytes = s.memory.usedBytes; // whole system, MemTotal - MemAvailable
+    figures.systemMemoryTotalBytes = s.memory.totalBytes;
+
+    // Interactive login: the login shell is the console (or, until it exists, the status view).
+    const login = vm.ssh('admin', [], { extra: ['-tt'], input: '', killAfterMs: 30_000 });
+    expect(login.stdout).toContain('lb1'); // the appliance of the configuration partition
+    if (!hasConsole) expect(login.stdout).toMatch(/vipshift appliance lb1 on lb1-test[\s\S]*booted slot a/);
+
+    const password = vm.ssh('admin', ['true'], {
+      extra: ['-o', 'PubkeyAuthentication=no', '-o', 'PreferredAuthentications=password,keyboard-interactive'],
+    });
+    expect(password.status).toBe(255);
+    expect(password.stderr).toMatch(/Permission denied \(publickey\)/);
+    const root = vm.ssh('root', ['true']);
+    expect(root.status).toBe(255);
+    expect(root.stderr).toMatch(/Permission denied/);
+    // No general shell for admin: the command is a vipshift command.
+    const shell = vm.ssh('admin', ['sh', '-c', 'id']);
+    expect(shell.stdout).not.toMatch(/uid=/);
+
+    biosHostKey = vm.hostKey();
+    await vm.stop();
+  }, 900_000);
+
+  let uefi: ApplianceVm;
+  it('boots a second fresh copy by UEFI with host keys of its own', async () => {
+    expect(biosHostKey, 'the BIOS test ran first').not.toBe('');
+    const disk = freshDisk(image, join(work, 'uefi.img'), { authorized_keys: readFileSync(`${key}.pub`, 'utf8') });
+    must('truncate', ['-s', '+1G', disk]); // a disk bigger than the image: the data partition takes the rest
+    uefi = new ApplianceVm('vtimg-uefi', disk, 'uefi', accel, key);
+    vms.push(uefi);
+    await uefi.start();
+    figures.uefiBootToSshSeconds = await uefi.waitForSsh(bootTimeout);
+    expect(uefi.serialLog()).toContain('vipshift: booting system slot a');
+    const s = uefi.status();
+    expect(s).toMatchObject({ booted: 'a', default: 'a' });
+    expect(role(s, 'appliance').configured).toBe(false); // no appliance.yaml on this one
+    expect(s.data.totalBytes).toBeGreaterThan(1.1 * 2 ** 30); // 256 MiB in the image + 1 GiB of disk
+    const hostKey = uefi.hostKey();
+    expect(hostKey).toMatch(/^ssh-ed25519 /);
+    expect(hostKey).not.toBe(biosHostKey);
+  }, 900_000);
+
+  /** A copy of the image whose system slot says `label` in VERSION, plus `extra` files. */
+  function updateImage(label: string, extra: Record<string, string> = {}): string {
+    const path = join(work, `update-${label}.img`);
+    must('cp', ['--sparse=always', image, path]);
+    const { offset, length } = partition(path, 'vs-system-a');
+    const fs = `${path}.ext4`;
+    must('dd', [`if=${path}`, `of=${fs}`, 'bs=1M', `skip=${offset / 2 ** 20}`, `count=${length / 2 ** 20}`, 'conv=sparse', 'status=none']);
+    const files = { '/opt/vipshift/VERSION': `${label}\n`, ...extra };
+    const commands: string[] = [];
+    Object.entries(files).forEach(([dest, content], i) => {
+      const local = `${path}.file${i}`;
+      writeFileSync(local, content);
+      const dir = dest.slice(0, dest.lastIndexOf('/'));
+      const name = dest.slice(dest.lastIndexOf('/') + 1);
+      commands.push(`cd ${dir}`, `rm ${name}`, `write ${local} ${name}`);
+    });
+    writeFileSync(`${path}.debugfs`, `${commands.join('\n')}\n`);
+    run('debugfs', ['-w', '-f', `${path}.debugfs`, fs]); // `rm` of a missing file only complains
+    must('dd', [`if=${fs}`, `of=${path}`, 'bs=1M', `seek=${offset / 2 ** 20}`, 'conv=notrunc,sparse', 'status=none']);
+    must('zstd', ['-q', '-T0', '-3', '-f', path, '-o', `${path}.zst`]);
+    rmSync(fs);
+    return `${path}.zst`;
+  }
+
+  async function waitForStatus(vm: ApplianceVm, want: (s: FirmwareStatus) => boolean, seconds: number): Promise<FirmwareStatus> {
+    const deadline = Date.now() + seconds * 1000;
+    let last: FirmwareStatus | string = 'no answer';
+    while (Date.now() < deadline) {
+      const r = vm.ssh('admin', ['firmware', 'status', '--json'], { timeout: 5 });
+      if (r.status === 0) {
+        last = JSON.parse(r.stdout) as FirmwareStatus;
+        if (want(last)) return last;
+      }
+      await sleep(3000);
+    }
+    throw new Error(`${vm.name}: status not reached in ${seconds}s, last: ${JSON.stringify(last)}\n${vm.serialLog().slice(-2000)}`);
+  }
+
+  it('updates the firmware into slot b, boots it, keeps the data partition, and falls back from a broken update', async () => {
+    expect(uefi, 'the UEFI test ran first').toBeDefined();
+    const hostKey = uefi.hostKey();
+    const good = updateImage(`${version}+update`);
+    const started = Date.now();
+    const update = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: readFileSync(good) });
+    expect(update.status, update.stderr).toBe(0);
+    expect(update.stdout).toMatch(/slot b: \d+ MiB written/);
+    figures.updateWriteSeconds = (Date.now() - started) / 1000;
+
+    // Trial boot of b, confirmed by the health check once sshd has been up for 10 s.
+    const s = await waitForStatus(uefi, (x) => x.booted === 'b' && x.default === 'b', bootTimeout + 60);
+    expect(s).toMatchObject({ version: `${version}+update`, trying: null });
+    expect(uefi.hostKey()).toBe(hostKey); // host keys live on the data partition
+    figures.updateToConfirmedSeconds = (Date.now() - started) / 1000;
+
+    // A system whose sshd cannot start: the health check gives up and GRUB returns to slot b.
+    const broken = updateImage('broken', { '/etc/ssh/sshd_config.d/zz-broken.conf': 'ThisIsNotAnOption yes\n' });
+    const serialBefore = uefi.serialLog().length;
+    const update2 = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: readFileSync(broken) });
+    expect(update2.status, update2.stderr).toBe(0);
+    expect(update2.stdout).toMatch(/slot a: \d+ MiB written/);
+    // The kernel logs its command line once per boot (GRUB's own lines show twice under OVMF).
+    const bootsSince = () => [...uefi.serialLog().slice(serialBefore).matchAll(/\] Command line: .*?vipshift\.slot=([ab])/g)].map((m) => m[1]);
+    const after = await waitForStatus(uefi, (x) => x.booted === 'b' && bootsSince().length >= 2, 2 * bootTimeout + 240);
+    expect(after).toMatchObject({ version: `${version}+update`, default: 'b', trying: null });
+    expect(bootsSince()).toEqual(['a', 'b']); // one trial of the broken slot, then back to b
+    expect(uefi.hostKey()).toBe(hostKey);
+  }, 1_800_000);
+});
