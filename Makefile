@@ -44,3 +44,8 @@ lab-down: build
 
 clean:
 	rm -rf dist
+
+# api: the assignment algorithm's benchmark
+.PHONY: bench-assign
+bench-assign: build
+	npx tsx bench/assign.ts
