@@ -146,3 +146,7 @@ test-image: image
 
 bench-image: test-image
 	@cat bench/results/image.json
+# api: the assignment algorithm's benchmark
+.PHONY: bench-assign
+bench-assign: build
+	npx tsx bench/assign.ts

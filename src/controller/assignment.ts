@@ -107,7 +107,6 @@ export function validateInput(input: AssignmentInput): void {
 
 const round = (x: number) => Math.round(x * 1e6) / 1e6;
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
-const num = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3));
 
 /**
  * The default: minimise the load of the busiest appliance, relative to capacity.
@@ -119,6 +118,8 @@ const num = (x: number) => (Math.abs(x) >= 100 ? x.toFixed(0) : x.toPrecision(3)
  *    themselves. Each VIP moves at most once per plan, so a plan is never a cycle.
  * Pinned, cooling-down and migrating VIPs stay; down and maintenance appliances get nothing;
  * VIPs of a down appliance are left to failover (its standby takes them over by VRRP).
+ * Appliances are numbered and their loads kept in arrays: a plan of 2,000 moves over 64
+ * appliances looks at every appliance for every move.
  */
 export class MinMaxLoad implements AssignmentAlgorithm {
   readonly name = 'min-max-load';
@@ -126,37 +127,36 @@ export class MinMaxLoad implements AssignmentAlgorithm {
   plan(input: AssignmentInput): Plan {
     validateInput(input);
     const { settings } = input;
-    const capacity = new Map(input.appliances.map((a) => [a.name, a.capacity]));
-    const load = new Map(input.appliances.map((a) => [a.name, 0]));
-    for (const v of input.vips) load.set(v.owner, load.get(v.owner)! + v.load);
-    const rel = (a: string) => load.get(a)! / capacity.get(a)!;
-    const before = new Map(input.appliances.map((a) => [a.name, rel(a.name)]));
+    const apps = input.appliances;
+    const index = new Map(apps.map((a, i) => [a.name, i]));
+    const capacity = Float64Array.from(apps, (a) => a.capacity);
+    const load = new Float64Array(apps.length);
+    for (const v of input.vips) load[index.get(v.owner)!]! += v.load;
+    const rel = (i: number) => load[i]! / capacity[i]!;
+    const before = apps.map((_, i) => rel(i));
 
-    const byName = new Map(input.appliances.map((a) => [a.name, a]));
     /** Up and out of maintenance: may take VIPs, and are what we balance. */
-    const eligible = input.appliances.filter((a) => a.up && !a.maintenance).map((a) => a.name);
-    const imbalance = (among: readonly string[] = eligible): number => {
+    const eligible = apps.flatMap((a, i) => (a.up && !a.maintenance ? [i] : []));
+    /** Set aside: appliances no single move relieves (see below). */
+    const stuck = new Uint8Array(apps.length);
+    /** Imbalance among the eligible appliances not set aside (all of them if `all`), and the busiest of them. */
+    const measure = (all: boolean): { imbalance: number; busiest: number; share: number } => {
       let total = 0;
       let cap = 0;
-      let max = 0;
-      for (const a of among) {
-        total += load.get(a)!;
-        cap += capacity.get(a)!;
-        max = Math.max(max, rel(a));
+      let busiest = -1;
+      for (const i of eligible) {
+        if (!all && stuck[i]) continue;
+        total += load[i]!;
+        cap += capacity[i]!;
+        if (busiest < 0 || rel(i) > rel(busiest)) busiest = i;
       }
-      return total === 0 ? 0 : max / (total / cap) - 1;
+      const share = cap === 0 ? 0 : total / cap;
+      return { imbalance: total === 0 ? 0 : rel(busiest) / share - 1, busiest, share };
     };
-    const imbalanceBefore = imbalance();
-    /** How far an appliance is above the perfectly balanced load of the eligible ones (0.25 = 25 %). */
-    const overShare = (a: string): number => {
-      let total = 0;
-      let cap = 0;
-      for (const e of eligible) {
-        total += load.get(e)!;
-        cap += capacity.get(e)!;
-      }
-      return total === 0 ? 0 : rel(a) / (total / cap) - 1;
-    };
+    const imbalanceBefore = measure(true).imbalance;
+    const share = measure(true).share;
+    /** An appliance's load for people: as a multiple of the balanced load. */
+    const shareOf = (i: number) => (share === 0 ? '0' : `${(rel(i) / share).toFixed(2)}×`);
 
     const moves: PlannedMove[] = [];
     const waiting: Plan['waiting'] = [];
@@ -169,20 +169,21 @@ export class MinMaxLoad implements AssignmentAlgorithm {
       if (coolingUntil(v) > settings.now) return `cooling down for ${Math.ceil((coolingUntil(v) - settings.now) / 1000)} s`;
       return undefined;
     };
-    const move = (v: VipState, to: string, reason: PlannedMove['reason'], why: string) => {
-      const from = v.owner;
-      const loads: Record<string, LoadChange> = { [from]: { before: round(rel(from)), after: 0 }, [to]: { before: round(rel(to)), after: 0 } };
-      load.set(from, load.get(from)! - v.load);
-      load.set(to, load.get(to)! + v.load);
-      loads[from]!.after = round(rel(from));
-      loads[to]!.after = round(rel(to));
-      moves.push({ vip: v.name, from, to, load: v.load, reason, loads, why });
+    const move = (v: VipState, from: number, to: number, reason: PlannedMove['reason'], why: string) => {
+      const f = apps[from]!.name;
+      const t = apps[to]!.name;
+      const loads: Record<string, LoadChange> = { [f]: { before: round(rel(from)), after: 0 }, [t]: { before: round(rel(to)), after: 0 } };
+      load[from]! -= v.load;
+      load[to]! += v.load;
+      loads[f]!.after = round(rel(from));
+      loads[t]!.after = round(rel(to));
+      moves.push({ vip: v.name, from: f, to: t, load: v.load, reason, loads, why });
       budget--;
     };
 
     // 1. Drain.
     const draining = input.vips
-      .filter((v) => byName.get(v.owner)!.maintenance && byName.get(v.owner)!.up)
+      .filter((v) => apps[index.get(v.owner)!]!.maintenance && apps[index.get(v.owner)!]!.up)
       .sort((x, y) => y.load - x.load || x.name.localeCompare(y.name));
     for (const v of draining) {
       const why = blocked(v);
@@ -199,119 +200,107 @@ export class MinMaxLoad implements AssignmentAlgorithm {
         continue;
       }
       let best = eligible[0]!;
-      for (const t of eligible) {
-        const after = (load.get(t)! + v.load) / capacity.get(t)!;
-        const bestAfter = (load.get(best)! + v.load) / capacity.get(best)!;
-        if (after < bestAfter || (after === bestAfter && t < best)) best = t;
-      }
-      move(v, best, 'drain', `${v.owner} is in maintenance; ${best} is the least loaded with it`);
+      for (const t of eligible) if ((load[t]! + v.load) / capacity[t]! < (load[best]! + v.load) / capacity[best]!) best = t;
+      move(v, index.get(v.owner)!, best, 'drain', `${v.owner} is in maintenance; ${apps[best]!.name} is the least loaded with it`);
     }
     for (const v of input.vips) {
-      if (!byName.get(v.owner)!.up) waiting.push({ vip: v.name, reason: `${v.owner} is down: failover moves ${v.name}` });
+      if (!apps[index.get(v.owner)!]!.up) waiting.push({ vip: v.name, reason: `${v.owner} is down: failover moves ${v.name}` });
     }
 
     // 2. Rebalance: movable VIPs of each appliance, by load ascending (for the binary search).
     const moved = new Set(moves.map((m) => m.vip));
-    const movable = new Map<string, VipState[]>(eligible.map((a) => [a, []]));
+    const movable: VipState[][] = apps.map(() => []);
     for (const v of input.vips) {
-      if (!moved.has(v.name) && movable.has(v.owner) && !blocked(v)) movable.get(v.owner)!.push(v);
+      const i = index.get(v.owner)!;
+      if (!moved.has(v.name) && apps[i]!.up && !apps[i]!.maintenance && !blocked(v)) movable[i]!.push(v);
     }
-    for (const list of movable.values()) list.sort((x, y) => x.load - y.load || x.name.localeCompare(y.name));
+    for (const list of movable) list.sort((x, y) => x.load - y.load || x.name.localeCompare(y.name));
 
     // An appliance no single move can relieve (say it carries one VIP bigger than a fair share)
     // is set aside and the rest are balanced among themselves: it stays the busiest, so the
     // peak is as low as it gets, and the others still get even.
-    const stuck = new Set<string>();
-    const rest = () => eligible.filter((a) => !stuck.has(a));
+    let aside = 0;
     if (eligible.length < 2) notes.push('fewer than two appliances up and out of maintenance: nothing to balance');
-    else if (imbalance() <= settings.threshold) notes.push(`imbalance ${pct(imbalance())} within the threshold ${pct(settings.threshold)}`);
-    for (let among = rest(); eligible.length >= 2 && among.length >= 2 && imbalance(among) > settings.threshold; among = rest()) {
-      if (budget <= 0) {
-        notes.push(`stopped at ${settings.maxConcurrent} migrations at once; imbalance still ${pct(imbalance(among))}${stuck.size ? ' among the others' : ''}`);
+    else if (imbalanceBefore <= settings.threshold) notes.push(`imbalance ${pct(imbalanceBefore)} within the threshold ${pct(settings.threshold)}`);
+    while (eligible.length - aside >= 2) {
+      const { imbalance, busiest } = measure(false);
+      if (imbalance <= settings.threshold) {
+        if (moves.some((m) => m.reason === 'rebalance')) notes.push(`imbalance ${pct(imbalance)}${aside ? ' among the others' : ''} now within the threshold ${pct(settings.threshold)}`);
         break;
       }
-      let busiest = among[0]!;
-      for (const a of among) if (rel(a) > rel(busiest) || (rel(a) === rel(busiest) && a < busiest)) busiest = a;
-      const best = this.bestMove(busiest, movable.get(busiest)!, eligible, load, capacity);
+      if (budget <= 0) {
+        notes.push(`stopped at ${settings.maxConcurrent} migrations at once; imbalance still ${pct(imbalance)}${aside ? ' among the others' : ''}`);
+        break;
+      }
+      const best = bestMove(busiest, movable[busiest]!, eligible, load, capacity);
       if (!best) {
-        stuck.add(busiest);
+        stuck[busiest] = 1;
+        aside++;
         continue;
       }
-      const from = busiest;
-      // Loads are in the site's unit (packets/s...) per unit of capacity; "over its share" is
-      // relative to the perfectly balanced load.
-      const why = `${from} is the busiest${stuck.size ? ' of those that can be relieved' : ''} (load ${num(rel(from))}, ${pct(overShare(from))} over its share); ${best.to} is at ${num(rel(best.to))}`;
-      move(best.vip, best.to, 'rebalance', why);
-      const list = movable.get(from)!;
+      const fromShare = shareOf(busiest);
+      const toShare = shareOf(best.to);
+      move(best.vip, busiest, best.to, 'rebalance', `${apps[busiest]!.name} is the busiest${aside ? ' of those a move can relieve' : ''} (${fromShare} the balanced load); ${apps[best.to]!.name} is at ${toShare}`);
+      const list = movable[busiest]!;
       list.splice(list.indexOf(best.vip), 1);
       // Only two loads changed: the target may now need relief itself, and a set-aside appliance
       // may now have a move to the source, which got lighter.
-      stuck.delete(best.to);
-      for (const a of stuck) if (this.bestMove(a, movable.get(a)!, [from], load, capacity)) stuck.delete(a);
+      if (stuck[best.to]) (stuck[best.to] = 0), aside--;
+      for (const i of eligible) if (stuck[i] && bestMove(i, movable[i]!, [busiest], load, capacity)) (stuck[i] = 0), aside--;
     }
-    const among = rest();
-    if (stuck.size > 0) {
-      notes.push(`no single move relieves ${[...stuck].sort().map((a) => `${a} (load ${num(rel(a))}, ${pct(overShare(a))} over its share)`).join(', ')}: their movable VIPs are too large or none are left`);
-    }
-    if (moves.some((m) => m.reason === 'rebalance') && among.length >= 2 && imbalance(among) <= settings.threshold) {
-      notes.push(`imbalance ${pct(imbalance(among))}${stuck.size ? ' among the others' : ''} now within the threshold ${pct(settings.threshold)}`);
+    if (aside > 0) {
+      const names = eligible.filter((i) => stuck[i]).map((i) => `${apps[i]!.name} (${shareOf(i)})`);
+      notes.push(`no single move relieves ${names.join(', ')} (load as a multiple of the balanced load): their movable VIPs are too large or none are left`);
     }
 
-    const after = new Map(input.appliances.map((a) => [a.name, rel(a.name)]));
     return {
       algorithm: this.name,
       moves,
-      loads: Object.fromEntries(input.appliances.map((a) => [a.name, { before: round(before.get(a.name)!), after: round(after.get(a.name)!) }])),
-      imbalance: { before: round(imbalanceBefore), after: round(imbalance()) },
+      loads: Object.fromEntries(apps.map((a, i) => [a.name, { before: round(before[i]!), after: round(rel(i)) }])),
+      imbalance: { before: round(imbalanceBefore), after: round(measure(true).imbalance) },
       waiting,
       notes,
     };
   }
+}
 
-  /**
-   * The move off `from` that leaves max(load of from, load of target) lowest; only moves that
-   * put the target below `from`'s present load count. For a target, the best VIP load is the
-   * one that would equalise the pair, so only its two neighbours in the sorted list are tried.
-   */
-  private bestMove(
-    from: string,
-    candidates: VipState[],
-    targets: string[],
-    load: Map<string, number>,
-    capacity: Map<string, number>,
-  ): { vip: VipState; to: string } | undefined {
-    if (candidates.length === 0) return undefined;
-    const cFrom = capacity.get(from)!;
-    const rFrom = load.get(from)! / cFrom;
-    let best: { vip: VipState; to: string; peak: number; landed: number } | undefined;
-    for (const to of targets) {
-      if (to === from) continue;
-      const cTo = capacity.get(to)!;
-      const rTo = load.get(to)! / cTo;
-      if (rTo >= rFrom) continue;
-      const ideal = (rFrom - rTo) / (1 / cFrom + 1 / cTo);
-      // first index with load ≥ ideal
-      let lo = 0;
-      let hi = candidates.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (candidates[mid]!.load < ideal) lo = mid + 1;
-        else hi = mid;
-      }
-      for (const i of [lo - 1, lo]) {
-        const v = candidates[i];
-        if (!v || v.load === 0) continue;
-        const landed = rTo + v.load / cTo;
-        const peak = Math.max(rFrom - v.load / cFrom, landed);
-        if (peak >= rFrom) continue;
-        // ties (the source stays the peak): the target left lightest, then the smaller move
-        if (!best || peak < best.peak || (peak === best.peak && (landed < best.landed || (landed === best.landed && (v.load < best.vip.load || (v.load === best.vip.load && to < best.to)))))) {
-          best = { vip: v, to, peak, landed };
-        }
+/**
+ * The move off `from` that leaves max(load of from, load of target) lowest; only moves that
+ * put the target below `from`'s present load count. For a target, the best VIP load is the
+ * one that would equalise the pair, so only its two neighbours in the sorted list are tried.
+ * Ties (the source stays the peak): the target left lightest, then the smaller move.
+ */
+function bestMove(from: number, candidates: VipState[], targets: readonly number[], load: Float64Array, capacity: Float64Array): { vip: VipState; to: number } | undefined {
+  if (candidates.length === 0) return undefined;
+  const cFrom = capacity[from]!;
+  const rFrom = load[from]! / cFrom;
+  let best: { vip: VipState; to: number; peak: number; landed: number } | undefined;
+  for (const to of targets) {
+    if (to === from) continue;
+    const cTo = capacity[to]!;
+    const rTo = load[to]! / cTo;
+    if (rTo >= rFrom) continue;
+    const ideal = (rFrom - rTo) / (1 / cFrom + 1 / cTo);
+    // first index with load ≥ ideal
+    let lo = 0;
+    let hi = candidates.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (candidates[mid]!.load < ideal) lo = mid + 1;
+      else hi = mid;
+    }
+    for (let i = lo - 1; i <= lo; i++) {
+      const v = candidates[i];
+      if (!v || v.load === 0) continue;
+      const landed = rTo + v.load / cTo;
+      const peak = Math.max(rFrom - v.load / cFrom, landed);
+      if (peak >= rFrom) continue;
+      if (!best || peak < best.peak || (peak === best.peak && (landed < best.landed || (landed === best.landed && (v.load < best.vip.load || (v.load === best.vip.load && to < best.to)))))) {
+        best = { vip: v, to, peak, landed };
       }
     }
-    return best;
   }
+  return best;
 }
 
 /** The algorithms a controller can be configured with (`assignment: min-max-load`). */

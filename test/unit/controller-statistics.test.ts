@@ -91,7 +91,7 @@ describe('the plan the controller shows', () => {
     const [move] = plan.moves;
     expect(move).toMatchObject({ vip: 'vip2', from: 'lb1', to: 'lb3', reason: 'rebalance', load: 400 });
     expect(move!.loads).toEqual({ lb1: { before: 1000, after: 600 }, lb3: { before: 0, after: 400 } });
-    expect(move!.why).toBe('lb1 is the busiest (load 1000, 172.7 % over its share); lb3 is at 0.00');
+    expect(move!.why).toBe('lb1 is the busiest (2.73× the balanced load); lb3 is at 0.00×');
     expect(plan.loads.lb1).toEqual({ before: 1000, after: 600 });
   });
 
