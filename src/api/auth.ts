@@ -48,6 +48,8 @@ export const IDENTITY_PATH = '/.well-known/vipshift-identity';
 
 /** The trust list of the cluster: every member's public key, by identity. */
 export const PEERS_FILE = 'peers.json';
+/** Where a box keeps its cluster credentials (the firmware imports them there from the configuration partition). */
+export const DEFAULT_CREDENTIALS_DIR = '/var/lib/vipshift/cluster';
 export const keyFile = (identity: string) => `${identity}.key`;
 const IDENTITY = /^[a-z][a-z0-9-]{0,31}$/;
 

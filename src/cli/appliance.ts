@@ -4,7 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createLogger } from '../log/logger.js';
-import { Authenticator, loadCredentials } from '../api/auth.js';
+import { Authenticator, DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { Conntrack } from '../netlink/conntrack.js';
@@ -36,7 +36,7 @@ export async function appliance(args: string[]): Promise<number> {
     return 2;
   }
   const config = await loadApplianceConfig(values.config);
-  const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.appliance);
+  const credentials = loadCredentials(values.credentials ?? DEFAULT_CREDENTIALS_DIR, config.appliance);
   const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
 
   const engine = new NatEngine();

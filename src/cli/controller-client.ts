@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { loadCredentials } from '../api/auth.js';
+import { DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { DEFAULT_LAB_NAME, DEFAULT_STATE_BASE } from '../lab/site.js';
 
@@ -28,6 +28,6 @@ export function controllerClient(t: ControllerTarget): ApiClient {
   const labDir = path.join(DEFAULT_STATE_BASE, t.lab ?? DEFAULT_LAB_NAME);
   const lab = existsSync(path.join(labDir, 'controller.sock'));
   const url = t.controller ?? (lab ? `unix:${path.join(labDir, 'controller.sock')}` : 'unix:/run/vipshift/controller.sock');
-  const dir = t.credentials ?? (lab ? path.join(labDir, 'credentials') : '/var/lib/vipshift/credentials');
+  const dir = t.credentials ?? (lab ? path.join(labDir, 'credentials') : DEFAULT_CREDENTIALS_DIR);
   return new ApiClient(url, loadCredentials(dir, t.identity ?? 'admin'), { peer: 'ctl', timeoutMs: 60_000 });
 }

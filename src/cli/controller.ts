@@ -5,7 +5,7 @@
 import { rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { createLogger } from '../log/logger.js';
-import { Authenticator, loadCredentials } from '../api/auth.js';
+import { Authenticator, DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { AgentClient } from '../controller/agent-client.js';
@@ -32,7 +32,7 @@ export async function controller(args: string[]): Promise<number> {
     return 2;
   }
   const config = await loadConfigFile(values.config, controllerConfigSchema);
-  const credentials = loadCredentials(values.credentials ?? '/var/lib/vipshift/credentials', config.controller);
+  const credentials = loadCredentials(values.credentials ?? DEFAULT_CREDENTIALS_DIR, config.controller);
   const logger = createLogger({ name: 'controller' });
   const agents = new Map(
     config.appliances.map((a) => [a.name, new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }))]),

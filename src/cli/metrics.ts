@@ -7,7 +7,7 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadCredentials } from '../api/auth.js';
+import { DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { DEFAULT_STATE_BASE } from '../lab/site.js';
 import { METRICS_PATH } from '../metrics/metrics.js';
@@ -26,7 +26,7 @@ export async function metricsCommand(args: string[]): Promise<number> {
   let api: ApiClient;
   try {
     if (values.target) {
-      const dir = values.credentials ?? (values.lab ? path.join(DEFAULT_STATE_BASE, values.lab, 'credentials') : '/var/lib/vipshift/credentials');
+      const dir = values.credentials ?? (values.lab ? path.join(DEFAULT_STATE_BASE, values.lab, 'credentials') : DEFAULT_CREDENTIALS_DIR);
       // The target says who it is (an appliance, the controller, a keeper); the client checks it is a cluster member.
       api = new ApiClient(values.target, loadCredentials(dir, values.identity ?? 'admin'), { timeoutMs: 10_000 });
     } else api = controllerClient(values);

@@ -4,7 +4,7 @@
  *   keeper: srv1                       # its identity: key id in the cluster's PKI
  *   api: { listen: "192.0.2.21:8442" }
  *   database: /var/lib/vipshift/keeper.sqlite
- *   pki: /etc/vipshift/pki             # holds srv1.key and peers.json (vipshift pki init)
+ *   pki: /var/lib/vipshift/cluster     # holds srv1.key and peers.json (vipshift pki init)
  *   sockdiag: true                     # variant 1: rebuild dnat entries from this server's sockets
  *   vips: [...]                        # the site's VIPs, as in the appliance configuration
  *
@@ -14,6 +14,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ConfigError, parseConfigText, vipSchema } from '../nat/config.js';
+import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 
 const keeperSchema = z
   .strictObject({
@@ -24,7 +25,7 @@ const keeperSchema = z
       listen: z.string({ error: 'expected "address:port"' }).regex(/^[^:\s]+:\d{1,5}$/, { error: 'expected "address:port"' }),
     }),
     database: z.string({ error: 'expected the path of the SQLite database' }).min(1, { error: 'expected the path of the SQLite database' }),
-    pki: z.string({ error: 'expected the directory of the cluster credentials' }).min(1).default('/etc/vipshift/pki'),
+    pki: z.string({ error: 'expected the directory of the cluster credentials' }).min(1).default(DEFAULT_CREDENTIALS_DIR),
     sockdiag: z.boolean({ error: 'expected true or false' }).default(false),
     /** Seconds between sweeps of expired copies. */
     expiryInterval: z.number({ error: 'expected seconds' }).int().min(1, { error: 'expected at least 1 second' }).max(3600, { error: 'expected at most 3600 seconds' }).default(30),

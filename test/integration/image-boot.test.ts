@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApplianceVm, freshDisk, kvmWorks, must, partition, run, sleep, type FirmwareStatus } from './image-vm.js';
+import { PEERS_FILE, createClusterCredentials, keyFile } from '../../src/api/auth.js';
 
 const repo = join(import.meta.dirname, '../..');
 const version = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version as string;
@@ -20,14 +21,28 @@ const cliCommands = run('node', [join(repo, 'dist/cli.js'), 'help']).stdout;
 const hasAppliance = /^ {2}appliance /m.test(cliCommands);
 const hasConsole = /^ {2}console /m.test(cliCommands);
 
+// The guest has one network port (eth0: the kernel runs with net.ifnames=0): the VIP's
+// outside and inside addresses both go there, and the agent listens on every address.
 const applianceYaml = `appliance: lb1
-api: { listen: "192.0.2.11:8441" }
-interfaces: { external: ext0, internal: int0 }
+api: { listen: "0.0.0.0:8441" }
+interfaces: { external: eth0, internal: eth0 }
 hold: { policy: queue, queueLength: 4096 }
 vips:
   - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, prefixLength: 24, protocol: tcp,
       ports: [7, 80], mode: dnat, servers: [{ address: 198.18.0.101, weight: 1 }], owner: lb1 }
 `;
+
+/** The cluster credentials an operator puts on the configuration partition (cluster/). */
+function clusterFiles(identity: string): Record<string, string> {
+  const dir = join(work, 'pki');
+  if (!existsSync(join(dir, PEERS_FILE))) createClusterCredentials(dir, [identity, 'ctl', 'admin']);
+  return {
+    [`cluster/${keyFile(identity)}`]: readFileSync(join(dir, keyFile(identity)), 'utf8'),
+    // The operator's key, with which the admin's console signs.
+    [`cluster/${keyFile('admin')}`]: readFileSync(join(dir, keyFile('admin')), 'utf8'),
+    [`cluster/${PEERS_FILE}`]: readFileSync(join(dir, PEERS_FILE), 'utf8'),
+  };
+}
 
 const vms: ApplianceVm[] = [];
 const figures: Record<string, unknown> = {};
@@ -89,6 +104,7 @@ describe('vipshift appliance image under QEMU', () => {
     const disk = freshDisk(image, join(work, 'bios.img'), {
       authorized_keys: readFileSync(`${key}.pub`, 'utf8'),
       'appliance.yaml': applianceYaml,
+      ...clusterFiles('lb1'),
       hostname: 'lb1-test',
     });
     const vm = new ApplianceVm('vtimg-bios', disk, 'bios', accel, key);

@@ -52,7 +52,13 @@ export function partition(disk: string, name: string): { offset: number; length:
 export function freshDisk(image: string, path: string, config: Record<string, string>): string {
   must('cp', ['--sparse=always', image, path]);
   const { offset } = partition(path, 'vs-config');
+  const folders = new Set<string>();
   for (const [name, content] of Object.entries(config)) {
+    const folder = name.includes('/') ? name.slice(0, name.lastIndexOf('/')) : '';
+    if (folder && !folders.has(folder)) {
+      must('mmd', ['-i', `${path}@@${offset}`, `::/${folder}`]);
+      folders.add(folder);
+    }
     const local = `${path}.${name.replace(/\W/g, '_')}`;
     writeFileSync(local, content);
     must('mcopy', ['-o', '-i', `${path}@@${offset}`, local, `::/${name}`]);
