@@ -3,6 +3,8 @@
  * file makes and removes. Times are taken from the wire (tcpdump on the bridge).
  */
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Capture, Segment, VipshiftVrrp, keepalivedConf, removeLeftovers, sleep, waitFor, type WireEvent } from '../support/vrrp-segment.js';
 
@@ -205,5 +207,33 @@ describe('vipshift VRRP speaker against keepalived 2.2', () => {
     expect(out).toMatch(/Priority: 255/);
     expect(out).toMatch(/Checksum Status: Good/);
     expect(out).not.toMatch(/Bad|Malformed|incorrect/i);
+  });
+
+  it('the same keepalived.conf, imported with vipshift import-keepalived, runs on vipshift opposite keepalived', async () => {
+    await site();
+    const conf = keepalivedConf({ routerId: 'a', vrid: VRID, priority: 150, advertInterval: INTERVAL, addresses: [`${VIP}/24`] });
+    const file = join(segment.dir, 'keepalived.conf');
+    writeFileSync(file, conf);
+    const cli = join(import.meta.dirname, '../../dist/cli.js');
+    const imported = JSON.parse(execFileSync(process.execPath, [cli, 'import-keepalived', file, '--json']).toString()) as {
+      vrrp: { instances: { vrid: number; priority: number; advertInterval: number }[] };
+    };
+    expect(imported.vrrp.instances).toMatchObject([{ vrid: VRID, priority: 150, advertInterval: INTERVAL }]);
+    segment.keepalived(a, conf);
+    const v = new VipshiftVrrp(segment, b, imported.vrrp);
+    await v.started();
+    // Equal priorities: whichever became master first keeps the VIP (RFC 5798 §6.4.2: a
+    // backup defers to an advert of equal priority); what matters is exactly one master.
+    await waitFor('one of them alone to hold the VIP', () => holds(a) !== holds(b), 5000);
+    await sleep(4 * INTERVAL * 1000); // past Master_Down_Interval: the election is over
+    const holder = holds(a) ? A : B;
+    const other = holder === A ? B : A;
+    const since = Date.now();
+    for (let i = 0; i < 15; i++) {
+      await sleep(INTERVAL * 1000);
+      expect([holds(a), holds(b)]).toEqual([holder === A, holder === B]);
+    }
+    expect(wire((e) => e.kind === 'advert' && e.source === holder && e.at >= since).length).toBeGreaterThanOrEqual(10);
+    expect(wire((e) => e.kind === 'advert' && e.source === other && e.at >= since)).toEqual([]);
   });
 });
