@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events';
 import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
-import type { InstanceStatus, Speaker, SpeakerCounters, TransitionEvent } from './speaker.js';
+import { emptySpeakerCounters, type InstanceStatus, type Speaker, type SpeakerCounters, type TransitionEvent } from './speaker.js';
 
 /** What the appliance needs of a speaker, in this process or in a child. */
 export interface SpeakerControl extends EventEmitter {
@@ -73,16 +73,6 @@ export function serveSpeaker(speaker: Speaker, input: Readable, output: Writable
   );
 }
 
-const EMPTY_COUNTERS: SpeakerCounters = {
-  advertsSent: 0,
-  advertsReceived: 0,
-  badAdverts: {},
-  addressMismatches: 0,
-  garpsSent: 0,
-  transitions: { initialize: 0, backup: 0, master: 0, fault: 0 },
-  peersUnresolved: 0,
-  errors: 0,
-};
 
 /** The parent's side: `vipshift vrrp --config FILE --control` as a child process. */
 export class SpeakerProcess extends EventEmitter implements SpeakerControl {
@@ -90,7 +80,7 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private lastState: InstanceStatus[] = [];
-  private lastCounters: SpeakerCounters = EMPTY_COUNTERS;
+  private lastCounters: SpeakerCounters = emptySpeakerCounters();
   private stopping = false;
 
   constructor(

@@ -88,6 +88,19 @@ export interface SpeakerCounters {
   errors: number;
 }
 
+export function emptySpeakerCounters(): SpeakerCounters {
+  return {
+    advertsSent: 0,
+    advertsReceived: 0,
+    badAdverts: {},
+    addressMismatches: 0,
+    garpsSent: 0,
+    transitions: { initialize: 0, backup: 0, master: 0, fault: 0 },
+    peersUnresolved: 0,
+    errors: 0,
+  };
+}
+
 /** Events: 'transition' (TransitionEvent), 'addresses' (AddressesEvent), 'garp' (GarpEvent). */
 export interface TransitionEvent {
   instance: string;
@@ -136,16 +149,7 @@ export class Speaker extends EventEmitter {
   private readonly log: SpeakerLogger | undefined;
   private trackTimer: TimerHandle | undefined;
   private running = false;
-  private readonly totals: SpeakerCounters = {
-    advertsSent: 0,
-    advertsReceived: 0,
-    badAdverts: {},
-    addressMismatches: 0,
-    garpsSent: 0,
-    transitions: { initialize: 0, backup: 0, master: 0, fault: 0 },
-    peersUnresolved: 0,
-    errors: 0,
-  };
+  private readonly totals: SpeakerCounters = emptySpeakerCounters();
 
   constructor(
     readonly config: VrrpConfig,
