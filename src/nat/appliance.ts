@@ -46,7 +46,7 @@ export class Appliance {
     private readonly vrrpState: () => InstanceStatus[] = () => [],
   ) {
     this.vips = new Map(config.vips.map((v) => [v.name, v]));
-    this.counts = new EntryCounts((mark) => this.conntrack.count(mark));
+    this.counts = new EntryCounts(() => this.conntrack.countByMark());
   }
 
   vip(name: string): VipConfig {
@@ -130,7 +130,7 @@ export class Appliance {
       onBatch(created);
     }
     reader.end();
-    this.counts.invalidate(this.vip(name).id);
+    this.counts.invalidate();
     return { created, failed };
   }
 
@@ -144,7 +144,7 @@ export class Appliance {
   async deleteEntries(name: string): Promise<void> {
     const { id } = this.vip(name);
     await this.conntrack.deleteByMark(id);
-    this.counts.invalidate(id);
+    this.counts.invalidate();
   }
 
   // Step 4.
@@ -166,6 +166,6 @@ export class Appliance {
     await this.engine.setMode(name, 'absent');
     this.engine.discard(name);
     await this.conntrack.deleteByMark(vip.id);
-    this.counts.invalidate(vip.id);
+    this.counts.invalidate();
   }
 }

@@ -28,7 +28,7 @@ import {
   type ConntrackEventType,
   type ConntrackTuple,
 } from './ctnetlink.js';
-import { CreateEncoder, RECORD_SIZE, RecordCollector, RecordFormatError } from './entry-record.js';
+import { CreateEncoder, RECORD_SIZE, R_MARK, RecordCollector, RecordFormatError } from './entry-record.js';
 import { NETLINK_NETFILTER, NLMSG_HDRLEN, NetlinkParseError, align4, type NetlinkMessage } from './message.js';
 import { NetlinkError, NetlinkSocket, errnoName } from './socket.js';
 
@@ -279,6 +279,25 @@ export class Conntrack {
       n += countEntryMessages(d);
     });
     return n;
+  }
+
+  /**
+   * Entries per ct mark, from one dump of the namespace's table. A dump walks the whole
+   * (kernel-wide) hash table whatever its filter — ~10 ms here even when nothing matches —
+   * so one dump counted by mark is much cheaper than a filtered dump per mark.
+   */
+  async countByMark(): Promise<Map<number, number>> {
+    const counts = new Map<number, number>();
+    const collector = new RecordCollector(1000, (records) => {
+      for (let at = R_MARK; at < records.length; at += RECORD_SIZE) {
+        const mark = records.readUInt32BE(at);
+        counts.set(mark, (counts.get(mark) ?? 0) + 1);
+      }
+    });
+    const seq = this.socket.reserveSeq();
+    await this.socket.dumpDatagrams('count by ct mark', encodeDump(seq), seq, (d) => collector.addDatagram(d));
+    collector.flush();
+    return counts;
   }
 
   /** A separate socket joined to conntrack's event groups. */

@@ -128,6 +128,8 @@ describe('Conntrack (ctnetlink) in a namespace', () => {
     expect(ports.size).toBe(1200);
     expect((await ct.dump({ mark: 5 })).every((e: ConntrackEntry) => e.mark === 5)).toBe(true);
     expect([await ct.count(4), await ct.count(5), await ct.count(1), await ct.count()]).toEqual([1200, 300, 1, 1501]);
+    // One dump, counted by mark, agrees with the filtered dumps.
+    expect(Object.fromEntries(await ct.countByMark())).toEqual({ 4: 1200, 5: 300, 1: 1 });
 
     await ct.deleteByMark(4);
     expect([await ct.count(4), await ct.count(5), await ct.count(1)]).toEqual([0, 300, 1]);

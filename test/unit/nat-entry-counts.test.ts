@@ -2,29 +2,34 @@ import { describe, expect, it } from 'vitest';
 import { EntryCounts } from '../../src/nat/entry-counts.js';
 
 describe('entry counts for the status', () => {
-  it('reuses a count while it is young, for longer the larger it is, and recounts after invalidate', async () => {
+  it('counts every VIP from one dump, reuses it longer the larger the table, recounts after invalidate', async () => {
     let now = 0;
     let dumps = 0;
-    let table = 50_000;
+    let table = new Map([
+      [1, 30_000],
+      [2, 20_000],
+    ]);
     const counts = new EntryCounts(async () => {
       dumps++;
       return table;
     }, () => now);
-    expect(await counts.get(1)).toBe(50_000); // reused for 50,000 × 0.1 ms = 5 s
-    table = 11;
+    // 50,000 entries in all: reused for 50,000 × 0.1 ms = 5 s.
+    expect([await counts.get(1), await counts.get(2), await counts.get(3)]).toEqual([30_000, 20_000, 0]);
+    expect(dumps).toBe(1);
+    table = new Map([[1, 11]]);
     now += 4000;
-    expect(await counts.get(1)).toBe(50_000);
+    expect(await counts.get(1)).toBe(30_000);
     expect(dumps).toBe(1);
     now += 1001;
     expect(await counts.get(1)).toBe(11);
     expect(dumps).toBe(2);
     now += 2; // 11 entries: reused for 1.1 ms only
-    table = 12;
+    table = new Map([[1, 12]]);
     expect(await counts.get(1)).toBe(12);
     expect(dumps).toBe(3);
-    table = 0;
+    table = new Map();
     expect(await counts.get(1)).toBe(12); // young: still the last count
-    counts.invalidate(1);
+    counts.invalidate();
     expect(await counts.get(1)).toBe(0);
     expect(dumps).toBe(4);
   });
@@ -34,9 +39,9 @@ describe('entry counts for the status', () => {
     const counts = new EntryCounts(async () => {
       dumps++;
       await new Promise((r) => setTimeout(r, 5));
-      return 7;
+      return new Map([[2, 7]]);
     });
-    expect(await Promise.all([counts.get(2), counts.get(2), counts.get(2)])).toEqual([7, 7, 7]);
+    expect(await Promise.all([counts.get(2), counts.get(2), counts.get(3)])).toEqual([7, 7, 0]);
     expect(dumps).toBe(1);
   });
 });
