@@ -117,19 +117,8 @@ export class ApiClient {
   }
 
   /** A request whose body is a binary stream (a route with rawBody), sent as signed frames; answers JSON. */
-  async upload<T = unknown>(method: string, path: string, source: Readable | AsyncIterable<Buffer | string>, options: RequestOptions = {}): Promise<T> {
-    const readable = source instanceof Readable ? source : Readable.from(source);
-    const { signal, cancel } = this.deadline(options);
-    try {
-      const { res, peer, contentSha256 } = await this.send(method, path, readable, { signal });
-      const data = await this.readVerified(res, contentSha256, peer);
-      throwIfError(method, path, res.statusCode ?? 0, data);
-      return parseJson(data) as T;
-    } catch (err) {
-      throw wrap(err, method, path, signal);
-    } finally {
-      cancel();
-    }
+  upload<T = unknown>(method: string, path: string, source: Readable | AsyncIterable<Buffer | string>, options: RequestOptions = {}): Promise<T> {
+    return this.exchange<T>(method, path, source instanceof Readable ? source : Readable.from(source), options);
   }
 
   /** Closes idle keep-alive sockets. */
@@ -137,11 +126,15 @@ export class ApiClient {
     this.agent.destroy();
   }
 
-  private async json<T>(method: string, path: string, body: unknown, options: RequestOptions = {}): Promise<T> {
-    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+  private json<T>(method: string, path: string, body: unknown, options: RequestOptions = {}): Promise<T> {
+    return this.exchange<T>(method, path, body === undefined ? undefined : Buffer.from(JSON.stringify(body)), options);
+  }
+
+  /** Sends a body (JSON bytes or a stream of frames) and reads a verified JSON answer. */
+  private async exchange<T>(method: string, path: string, body: Body, options: RequestOptions): Promise<T> {
     const { signal, cancel } = this.deadline(options);
     try {
-      const { res, peer, contentSha256 } = await this.send(method, path, payload, { signal });
+      const { res, peer, contentSha256 } = await this.send(method, path, body, { signal });
       const data = await this.readVerified(res, contentSha256, peer);
       throwIfError(method, path, res.statusCode ?? 0, data);
       return parseJson(data) as T;

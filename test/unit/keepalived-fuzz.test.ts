@@ -12,17 +12,7 @@ import { importStatements } from '../../src/keepalived/import.js';
 import { parse } from '../../src/keepalived/parser.js';
 import { tokenizeText } from '../../src/keepalived/tokenizer.js';
 import { broken, corpus, writeTree } from './keepalived-corpus.js';
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../support/prng.js';
 
 const WORDS = [
   '{', '}', '{', '}', '\n', '\n', '\n', '"', '!', '#', 'include', '*.conf', 'vrrp_instance', 'VI_1', 'VI_2', 'vrrp_sync_group', 'group',

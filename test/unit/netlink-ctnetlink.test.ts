@@ -44,20 +44,9 @@ import {
   type NetlinkMessage,
 } from '../../src/netlink/message.js';
 import { KERNEL_DESTROY_EVENT, KERNEL_DUMP } from './netlink-samples.js';
+import { prng } from '../support/prng.js';
 
 const entryMessages = (buf: Buffer): NetlinkMessage[] => parseMessages(buf).filter((m) => m.type !== NLMSG_DONE);
-
-/** A small deterministic generator, so that a failing fuzz case can be replayed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('ctnetlink codec', () => {
   it('decodes a dump the kernel produced, NAT bindings and all', () => {

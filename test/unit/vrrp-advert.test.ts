@@ -12,21 +12,10 @@ import {
   type Advertisement,
 } from '../../src/vrrp/advert.js';
 import { ARPOP_REQUEST, decodeArpFrame, gratuitousArp, isGratuitous } from '../../src/vrrp/arp.js';
+import { withVrrpChecksum } from '../support/vrrp-frames.js';
 
 const advert: Advertisement = { vrid: 51, priority: 150, maxAdverInt: 100, addresses: ['203.0.113.10', '203.0.113.11'] };
 const frame = (): Buffer => encodeAdvertisementFrame(advert, { source: '203.0.113.2' });
-
-/** Re-checksum the VRRP part after a deliberate mutation, so a test reaches the check after it. */
-function fixChecksum(f: Buffer): Buffer {
-  const vrrp = f.subarray(34, 14 + f.readUInt16BE(16));
-  vrrp.writeUInt16BE(0, 6);
-  const ph = Buffer.alloc(12);
-  f.copy(ph, 0, 26, 34);
-  ph[9] = 112;
-  ph.writeUInt16BE(vrrp.length, 10);
-  vrrp.writeUInt16BE(internetChecksum(ph, vrrp), 6);
-  return f;
-}
 
 describe('VRRPv3 advertisement codec', () => {
   it('lays out the fields as RFC 5798 §5.1 says', () => {
@@ -86,14 +75,14 @@ describe('VRRPv3 advertisement codec', () => {
       ['not-vrrp', (f) => ((f[23] = 17), f)],
       ['fragment', (f) => (f.writeUInt16BE(0x2000, 20), f)],
       ['ttl', (f) => ((f[22] = 1), f)],
-      ['version', (f) => ((f[34] = 0x21), fixChecksum(f))],
-      ['type', (f) => ((f[34] = 0x32), fixChecksum(f))],
-      ['length', (f) => ((f[37] = 3), fixChecksum(f))], // Count says 3, the packet holds 2
-      ['length', (f) => ((f[37] = 0), fixChecksum(f))],
+      ['version', (f) => ((f[34] = 0x21), withVrrpChecksum(f))],
+      ['type', (f) => ((f[34] = 0x32), withVrrpChecksum(f))],
+      ['length', (f) => ((f[37] = 3), withVrrpChecksum(f))], // Count says 3, the packet holds 2
+      ['length', (f) => ((f[37] = 0), withVrrpChecksum(f))],
       ['checksum', (f) => ((f[36] ^= 1), f)], // priority changed, checksum not
       ['checksum', (f) => ((f[29] ^= 1), f)], // source address is in the pseudo-header
-      ['interval', (f) => (f.writeUInt16BE(0xf000, 38), fixChecksum(f))], // reserved bits only
-      ['vrid', (f) => ((f[35] = 0), fixChecksum(f))],
+      ['interval', (f) => (f.writeUInt16BE(0xf000, 38), withVrrpChecksum(f))], // reserved bits only
+      ['vrid', (f) => ((f[35] = 0), withVrrpChecksum(f))],
     ];
     for (const [reason, mutate] of cases) {
       it(`drops with reason '${reason}'`, () => {
@@ -110,7 +99,7 @@ describe('VRRPv3 advertisement codec', () => {
     it('ignores the 4 reserved bits beside Max Adver Int', () => {
       const f = frame();
       f.writeUInt16BE(0xf000 | 100, 38);
-      const r = decodeAdvertisementFrame(fixChecksum(f));
+      const r = decodeAdvertisementFrame(withVrrpChecksum(f));
       expect(r.ok && r.advert.maxAdverInt).toBe(100);
     });
   });
@@ -154,7 +143,7 @@ describe('VRRPv3 advertisement codec', () => {
       for (let i = 0; i < 20_000; i++) {
         const f = frame();
         randomBytes(6).copy(f, 34); // version/type, VRID, priority, count, Max Adver Int
-        const r = decodeAdvertisementFrame(fixChecksum(f));
+        const r = decodeAdvertisementFrame(withVrrpChecksum(f));
         if (r.ok) {
           expect(r.advert.addresses.length).toBe(2);
           expect(r.advert.maxAdverInt).toBeGreaterThan(0);

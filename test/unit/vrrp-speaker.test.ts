@@ -4,13 +4,15 @@
  * integration tests against keepalived.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeAdvertisementFrame, encodeAdvertisementFrame, internetChecksum, type Advertisement } from '../../src/vrrp/advert.js';
+import { decodeAdvertisementFrame, encodeAdvertisementFrame, type Advertisement } from '../../src/vrrp/advert.js';
 import { decodeArpFrame, encodeArpFrame } from '../../src/vrrp/arp.js';
 import { parseVrrpConfig, type VrrpConfigInput } from '../../src/vrrp/config.js';
 import type { Link } from '../../src/vrrp/link.js';
 import type { AddressTable } from '../../src/vrrp/addresses.js';
 import { Speaker } from '../../src/vrrp/speaker.js';
 import { FakeClock } from '../support/vrrp-fake-clock.js';
+import { prng } from '../support/prng.js';
+import { withVrrpChecksum } from '../support/vrrp-frames.js';
 
 class MemoryLink implements Link {
   readonly sent: Buffer[] = [];
@@ -74,28 +76,6 @@ const vip1 = { name: 'vip1', interface: 'ext0', vrid: 10, priority: 100, advertI
 const master = (over: Partial<Advertisement> = {}) =>
   encodeAdvertisementFrame({ vrid: 10, priority: 200, maxAdverInt: 10, addresses: ['203.0.113.10'], ...over }, { source: '203.0.113.2' });
 
-/** xorshift32: the flood is random but the same on every run. */
-function prng(seed: number) {
-  let x = seed;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x1_0000_0000;
-  };
-}
-
-function recheck(f: Buffer): Buffer {
-  const vrrp = f.subarray(34);
-  vrrp.writeUInt16BE(0, 6);
-  const ph = Buffer.alloc(12);
-  f.copy(ph, 0, 26, 34);
-  ph[9] = 112;
-  ph.writeUInt16BE(vrrp.length, 10);
-  vrrp.writeUInt16BE(internetChecksum(ph, vrrp), 6);
-  return f;
-}
-
 describe('VRRP speaker', () => {
   it('becomes master: advert from the virtual MAC, addresses added, gratuitous ARPs from the interface MAC', async () => {
     const { s, clock, link, addresses, settle } = speaker({ instances: [{ ...vip1, garpRepeat: 3, garpInterval: 0.5 }] });
@@ -120,9 +100,9 @@ describe('VRRP speaker', () => {
     const kinds: [string, () => Buffer][] = [
       ['ttl', () => ((f) => ((f[22] = 64), f))(master({ priority: 255 }))],
       ['checksum', () => ((f) => ((f[36] = 255), f))(master())], // priority raised after the checksum
-      ['version', () => ((f) => ((f[34] = 0x21), recheck(f)))(master({ priority: 255 }))],
+      ['version', () => ((f) => ((f[34] = 0x21), withVrrpChecksum(f)))(master({ priority: 255 }))],
       ['vrid', () => master({ vrid: 11, priority: 255 })],
-      ['length', () => ((f) => ((f[37] = 2), recheck(f)))(master({ priority: 255 }))], // Count 2, one address
+      ['length', () => ((f) => ((f[37] = 2), withVrrpChecksum(f)))(master({ priority: 255 }))], // Count 2, one address
       ['ip-header', () => master({ priority: 255 }).subarray(0, 44)],
       ['truncated', () => Buffer.from(Array.from({ length: Math.floor(rnd() * 42) }, () => Math.floor(rnd() * 256)))],
     ];
