@@ -22,13 +22,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { CLI, REPO_ROOT } from '../src/lab/lab.js';
 import { run } from '../src/lab/netns.js';
-import { addressOn, host } from '../src/lab/site.js';
+import { type Site, addressOn, apiUrl, host } from '../src/lab/site.js';
 import type { TrafficSummary } from '../src/lab/traffic.js';
 import type { MigrationProgress } from '../src/migration/migration.js';
 import { Conntrack } from '../src/netlink/conntrack.js';
 import { IPS_ASSURED, IPS_SEEN_REPLY, IPPROTO_TCP, IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, writeRecord } from '../src/netlink/entry-record.js';
 import { type Lab, withLab } from '../test/helpers/lab.js';
+import { apiCall } from '../test/integration/helpers/replication-lab.js';
 import { Conntrackd, sleep } from './conntrackd.js';
 
 const SIZES = (process.env.SIZES ?? '1000,10000,100000').split(',').map(Number);
@@ -67,6 +68,8 @@ interface Run {
   verified: { target_entries: number; source_entries: number; reference_target_entries: number };
   /** Side measurements of the same lab, for "where the time goes". */
   probes: { create_synthetic_ms: number; dump_source_ms: number; delete_reference_ms: number };
+  /** Where the source read step 3's entries: 'mirror' (access-table-mirror.ts) or 'dump'. */
+  exported_from: string;
   load_avg_1m: number;
 }
 
@@ -168,6 +171,25 @@ async function holdCounters(labName: string): Promise<Run['hold']> {
   return { held: v.held, released: v.released, overflowed: v.overflowed, dropped: v.dropped };
 }
 
+/**
+ * The synthetic entries are created behind lb1's appliance (no event tells of them, unlike a
+ * real connection's first update): lb1 re-reads its table into its mirror, as an operator
+ * would after `conntrack -I`. Checks that the mirror then holds all of the VIP's entries.
+ */
+async function rebuildMirror(site: Site, entries: number): Promise<void> {
+  const mirror = await apiCall<{ synced: boolean }>(site, apiUrl(site.apis.appliances[SOURCE]!), 'POST', '/v1/mirror/rebuild');
+  const status = await apiCall<{ vips: { name: string; entries: number }[] }>(site, apiUrl(site.apis.appliances[SOURCE]!), 'GET', '/v1/status');
+  const held = status.vips.find((v) => v.name === VIP)?.entries;
+  if (!mirror.synced || held !== entries) throw new Error(`${SOURCE}'s access table mirror: synced ${mirror.synced}, ${held} entries of ${VIP}, expected ${entries}`);
+}
+
+/** Where lb1 read the entries it exported in step 3 (its log): the mirror, or a dump. */
+function exportedFrom(stateDir: string): string {
+  const lines = fs.readFileSync(path.join(stateDir, `${SOURCE}-appliance.log`), 'utf8').split('\n').filter((l) => l.includes('"action":"export"'));
+  const last = lines.at(-1);
+  return last ? (JSON.parse(last) as { from?: string }).from ?? 'unknown' : 'unknown';
+}
+
 /** How the appliances hold packets on this kernel, as lb2's appliance said when it started. */
 let holdMethod = 'unknown';
 
@@ -206,6 +228,7 @@ async function oneSize(entries: number): Promise<Run> {
       const [, dumpMs] = await timed(() => source.dumpRecords(vip.id, () => {}));
 
       holdMethod = holdMethodOf(lab.site.stateDir);
+      await rebuildMirror(lab.site, entries);
       const load = os.loadavg()[0]!;
       const r = await run(process.execPath, [CLI, 'migrate', VIP, '--to', TARGET, '--json', '--lab', lab.name]);
       let m: MigrationProgress;
@@ -250,6 +273,7 @@ async function oneSize(entries: number): Promise<Run> {
         reference_sync_ms: ref.syncMs,
         verified: { target_entries: onTarget, source_entries: onSource, reference_target_entries: ref.landed },
         probes: { create_synthetic_ms: createMs, dump_source_ms: dumpMs, delete_reference_ms: ref.deleteMs },
+        exported_from: exportedFrom(lab.site.stateDir),
         load_avg_1m: round2(load),
       };
     } finally {

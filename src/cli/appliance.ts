@@ -9,6 +9,7 @@ import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { Conntrack } from '../netlink/conntrack.js';
 import { Addresses } from '../netlink/route.js';
+import { AccessTableMirror } from '../nat/access-table-mirror.js';
 import { agentRoutes } from '../nat/agent.js';
 import { DirectAddressing, VrrpAddressing } from '../nat/addressing.js';
 import { Announcer } from '../nat/announce.js';
@@ -50,7 +51,10 @@ export async function appliance(args: string[]): Promise<number> {
     ? new SpeakerProcess([process.execPath, process.argv[1]!, 'vrrp', '--config', values.config, '--control'])
     : undefined;
   const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
-  const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? []);
+  // The mirror listens before any address is here, and fills itself from one dump.
+  const mirror = new AccessTableMirror(conntrack, config.vips.map((v) => v.id), logger.child({ part: 'mirror' }));
+  await mirror.start();
+  const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? [], mirror);
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
   const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger });
@@ -90,6 +94,7 @@ export async function appliance(args: string[]): Promise<number> {
   else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
   await engine.stop();
   announcer.close();
+  mirror.close();
   conntrack.close();
   return 0;
 }

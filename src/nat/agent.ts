@@ -89,7 +89,7 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer
       },
     },
     {
-      // Source side of step 3: the dump streams out as it is decoded.
+      // Source side of step 3: the records stream out from the mirror, or as a dump decodes.
       method: 'GET',
       path: '/v1/vips/:name/entries',
       handler: (ctx) => {
@@ -97,8 +97,8 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer
         const out = new PassThrough();
         const t0 = performance.now();
         appliance.exportEntries(vip, (chunk) => out.write(chunk)).then(
-          (records) => {
-            logger.info({ vip, action: 'export', records, ms: Math.round((performance.now() - t0) * 100) / 100 }, `export ${vip}`);
+          ({ records, from }) => {
+            logger.info({ vip, action: 'export', records, from, ms: Math.round((performance.now() - t0) * 100) / 100 }, `export ${vip}`);
             out.end();
           },
           (err: Error) => out.destroy(err),
@@ -132,5 +132,18 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer
     vipAction('forget', (vip) => appliance.forget(vip)),
     vipAction('activate', (vip) => appliance.activate(vip)),
     vipAction('abort', (vip) => appliance.abort(vip)),
+    {
+      // Re-reads the whole access table into the mirror, for entries made behind the
+      // appliance's back (conntrack -I, conntrackd, a benchmark's synthetic entries).
+      method: 'POST',
+      path: '/v1/mirror/rebuild',
+      body: empty,
+      handler: async () => {
+        const t0 = performance.now();
+        const mirror = await appliance.rebuildMirror();
+        logger.info({ action: 'rebuild-mirror', entries: mirror?.entries, ms: Math.round((performance.now() - t0) * 100) / 100 }, 'access table mirror rebuilt');
+        return mirror ?? { synced: false };
+      },
+    },
   ];
 }

@@ -4,9 +4,10 @@
  * (agent.ts) is a thin HTTP face over this class.
  */
 import type { Readable } from 'node:stream';
-import type { Conntrack } from '../netlink/conntrack.js';
-import { RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
+import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
+import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
+import type { AccessTableMirror, MirrorStatus } from './access-table-mirror.js';
 import type { VipAddressing } from './addressing.js';
 import { EntryCounts } from './entry-counts.js';
 import type { ApplianceConfig, VipConfig } from './config.js';
@@ -26,6 +27,8 @@ export interface ApplianceStatus {
   vips: VipStatus[];
   /** VRRP state per instance (VRID), when this appliance runs the speaker. */
   vrrp: InstanceStatus[];
+  /** The access table mirror (access-table-mirror.ts), when the appliance keeps one. */
+  mirror?: MirrorStatus;
 }
 
 export class UnknownVipError extends Error {
@@ -44,6 +47,8 @@ export class Appliance {
     private readonly conntrack: Conntrack,
     private readonly addressing: VipAddressing,
     private readonly vrrpState: () => InstanceStatus[] = () => [],
+    /** The access table kept in memory (access-table-mirror.ts); without it, every read dumps. */
+    private readonly mirror?: AccessTableMirror,
   ) {
     this.vips = new Map(config.vips.map((v) => [v.name, v]));
     this.counts = new EntryCounts(() => this.conntrack.countByMark());
@@ -78,11 +83,11 @@ export class Appliance {
         name: vip.name,
         address: vip.address,
         mode: modes.get(vip.name) ?? 'absent',
-        entries: await this.counts.get(vip.id),
+        entries: this.mirror?.count(vip.id) ?? (await this.counts.get(vip.id)),
         ...counters.get(vip.name)!,
       });
     }
-    return { appliance: this.config.appliance, vips, vrrp: this.vrrpState() };
+    return { appliance: this.config.appliance, vips, vrrp: this.vrrpState(), ...(this.mirror ? { mirror: this.mirror.status() } : {}) };
   }
 
   // Step 1 (target).
@@ -100,11 +105,19 @@ export class Appliance {
     return this.addressing.claim(this.vip(name));
   }
 
-  // Step 3 (source): the VIP's entries as a record stream (entry-record.ts).
-  async exportEntries(name: string, write: (chunk: Buffer) => void): Promise<number> {
+  /**
+   * Step 3 (source): the VIP's entries as a record stream (entry-record.ts), from the
+   * mirror when it vouches for being complete, else from a dump of the kernel's table.
+   */
+  async exportEntries(name: string, write: (chunk: Buffer) => void): Promise<{ records: number; from: 'mirror' | 'dump' }> {
     const vip = this.vip(name);
+    const records = await this.mirror?.snapshot(vip.id);
     write(encodeStreamHeader());
-    return (await this.conntrack.dumpRecords(vip.id, write)).records;
+    if (!records) return { records: (await this.conntrack.dumpRecords(vip.id, write)).records, from: 'dump' };
+    // Pieces of 1,000 records, so the target creates while the rest is on its way.
+    const piece = 1000 * RECORD_SIZE;
+    for (let at = 0; at < records.length; at += piece) write(records.subarray(at, at + piece));
+    return { records: records.length / RECORD_SIZE, from: 'mirror' };
   }
 
   /**
@@ -124,7 +137,7 @@ export class Appliance {
     for await (const piece of records as AsyncIterable<Buffer>) {
       const whole = reader.push(piece);
       if (whole.length === 0) continue;
-      const r = await this.conntrack.createFromRecords(whole);
+      const r = await this.createEntries(whole);
       created += r.created + r.existing;
       failed += r.failures.length;
       onBatch(created);
@@ -132,6 +145,19 @@ export class Appliance {
     reader.end();
     this.counts.invalidate();
     return { created, failed };
+  }
+
+  /** Fills the mirror again from one dump; its status once done (undefined: no mirror). */
+  async rebuildMirror(): Promise<MirrorStatus | undefined> {
+    await this.mirror?.rebuild();
+    return this.mirror?.status();
+  }
+
+  /** Creates entries from records (a migration's import, a takeover's copies); the mirror learns them here. */
+  async createEntries(records: Buffer): Promise<CreateResult> {
+    const r = await this.conntrack.createFromRecords(records);
+    this.mirror?.added(records, r.failures);
+    return r;
   }
 
   /** The VIP's whole access table as entry records, for the console's pages (access-page.ts). */

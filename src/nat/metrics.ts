@@ -4,6 +4,7 @@
  * list counters` and `conntrack -L -m ID` by construction. One status per scrape.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
+import type { MirrorStatus } from './access-table-mirror.js';
 import type { ApplianceStatus, VipStatus } from './appliance.js';
 
 const MODES = ['normal', 'migrating', 'absent'] as const;
@@ -96,4 +97,31 @@ export function registerApplianceMetrics(registry: Registry, status: () => Promi
       });
     },
   });
+  const ofMirror = async (use: (m: MirrorStatus, labels: { appliance: string }) => void) => {
+    const s = await current();
+    if (s.mirror) use(s.mirror, { appliance: s.appliance });
+  };
+  new Gauge({
+    name: 'vipshift_access_table_mirror_synced',
+    help: 'Whether the in-memory access table mirror holds every entry (1) or is rebuilding after lost events (0).',
+    labelNames: ['appliance'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      await ofMirror((m, l) => this.set(l, m.synced ? 1 : 0));
+    },
+  });
+  const mirrorCounter = (name: string, help: string, value: (m: MirrorStatus) => number) =>
+    new Counter({
+      name,
+      help,
+      labelNames: ['appliance'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        await ofMirror((m, l) => this.inc(l, value(m)));
+      },
+    });
+  mirrorCounter('vipshift_access_table_mirror_overruns_total', 'Conntrack event overruns (ENOBUFS) that made the mirror rebuild itself from a dump.', (m) => m.overruns);
+  mirrorCounter('vipshift_access_table_mirror_barrier_failures_total', 'Migration exports that fell back to a kernel dump because the mirror could not vouch for being complete.', (m) => m.barriers.failed);
 }

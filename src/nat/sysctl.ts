@@ -14,6 +14,9 @@ export const APPLIANCE_SYSCTLS: Readonly<Record<string, string>> = {
   // `ct state invalid` means "no entry" and a late retransmission is not answered with a
   // reset that would kill a live (possibly just migrated) connection.
   'net.netfilter.nf_conntrack_tcp_be_liberal': '1',
+  // Every entry reports its events, also one created while nobody listened (the default, 2,
+  // leaves those silent for life): the access table mirror must hear every entry end.
+  'net.netfilter.nf_conntrack_events': '1',
 };
 
 const pathOf = (name: string): string => `/proc/sys/${name.replace(/\./g, '/')}`;

@@ -76,11 +76,17 @@ export interface SubscribeOptions {
    * the TCP state in place): refused messages cost no decoding and are counted in `filtered`.
    */
   accept?: (msg: NetlinkMessage) => boolean;
+  /**
+   * Hand each entry message over undecoded, as 'message' (NetlinkMessage): for an owner
+   * that decodes in place (entry-record.ts) rather than into objects.
+   */
+  raw?: boolean;
 }
 
 /**
- * Conntrack events: 'new' | 'update' | 'destroy' (entry: ConntrackEntry), 'overrun'
- * when the kernel dropped events (ENOBUFS): the owner must resynchronise by a dump.
+ * Conntrack events: 'new' | 'update' | 'destroy' (entry: ConntrackEntry) — or, subscribed
+ * raw, 'message' (the undecoded NetlinkMessage, see eventType) — and 'overrun' when the
+ * kernel dropped events (ENOBUFS): the owner must resynchronise by a dump.
  * Messages that do not decode are counted in `malformed` and dropped.
  */
 export class ConntrackEvents extends EventEmitter {
@@ -91,6 +97,7 @@ export class ConntrackEvents extends EventEmitter {
   constructor(
     private readonly socket: NetlinkSocket,
     private readonly accept?: (msg: NetlinkMessage) => boolean,
+    private readonly raw = false,
   ) {
     super();
     socket.on('message', (msg: NetlinkMessage) => this.onMessage(msg));
@@ -105,6 +112,10 @@ export class ConntrackEvents extends EventEmitter {
     if (!isEntryMessage(msg)) return;
     if (this.accept && !this.accept(msg)) {
       this.filtered++;
+      return;
+    }
+    if (this.raw) {
+      this.emit('message', msg);
       return;
     }
     let entry: ConntrackEntry | undefined;
@@ -168,10 +179,19 @@ export class Conntrack {
    * The entries of ct mark `mark` as records, decoded in place from the kernel's
    * datagrams and handed out in chunks of `chunkRecords` (each a Buffer the receiver keeps).
    */
-  async dumpRecords(mark: number, onChunk: (records: Buffer) => void, chunkRecords = 1000): Promise<DumpRecordsResult> {
+  dumpRecords(mark: number, onChunk: (records: Buffer) => void, chunkRecords = 1000): Promise<DumpRecordsResult> {
+    return this.dumpToRecords(`dump of ct mark ${mark} to records`, { mark }, onChunk, chunkRecords);
+  }
+
+  /** Every IPv4 TCP/UDP entry of the namespace as records, whatever its mark. */
+  dumpAllRecords(onChunk: (records: Buffer) => void, chunkRecords = 1000): Promise<DumpRecordsResult> {
+    return this.dumpToRecords('dump to records', undefined, onChunk, chunkRecords);
+  }
+
+  private async dumpToRecords(what: string, filter: { mark: number } | undefined, onChunk: (records: Buffer) => void, chunkRecords: number): Promise<DumpRecordsResult> {
     const collector = new RecordCollector(chunkRecords, onChunk);
     const seq = this.socket.reserveSeq();
-    await this.socket.dumpDatagrams(`dump of ct mark ${mark} to records`, encodeDump(seq, { mark }), seq, (d) => collector.addDatagram(d));
+    await this.socket.dumpDatagrams(what, encodeDump(seq, filter), seq, (d) => collector.addDatagram(d));
     collector.flush();
     return { records: collector.records, skipped: collector.skipped };
   }
@@ -288,15 +308,12 @@ export class Conntrack {
    */
   async countByMark(): Promise<Map<number, number>> {
     const counts = new Map<number, number>();
-    const collector = new RecordCollector(1000, (records) => {
+    await this.dumpAllRecords((records) => {
       for (let at = R_MARK; at < records.length; at += RECORD_SIZE) {
         const mark = records.readUInt32BE(at);
         counts.set(mark, (counts.get(mark) ?? 0) + 1);
       }
     });
-    const seq = this.socket.reserveSeq();
-    await this.socket.dumpDatagrams('count by ct mark', encodeDump(seq), seq, (d) => collector.addDatagram(d));
-    collector.flush();
     return counts;
   }
 
@@ -308,7 +325,7 @@ export class Conntrack {
       receiveBufferBytes: options.receiveBufferBytes ?? 8 << 20,
       ...(this.options.netns === undefined ? {} : { netns: this.options.netns }),
     });
-    return new ConntrackEvents(socket, options.accept);
+    return new ConntrackEvents(socket, options.accept, options.raw);
   }
 
   close(): void {

@@ -416,6 +416,15 @@ function decodeIntoRecord(b: Buffer, start: number, end: number, out: Buffer, o:
 }
 
 /**
+ * Decodes one entry message's payload (an event's, after the nlmsghdr) into the record at
+ * `o` of `out`. False if it is not an IPv4 TCP/UDP entry; malformed → NetlinkParseError.
+ * Attributes an event leaves out stay 0 (an update without CTA_PROTOINFO: TCP state 0).
+ */
+export function decodeEntryRecord(payload: Buffer, out: Buffer, o = 0): boolean {
+  return decodeIntoRecord(payload, 0, payload.length, out, o);
+}
+
+/**
  * Collects records from dump datagrams into chunks of `chunkRecords` and hands each
  * full chunk (a fresh Buffer the receiver may keep) to `onChunk`; call flush() at the end.
  */

@@ -93,7 +93,6 @@ export class Failover {
       config,
       appliance: options.appliance,
       modes: options.modes,
-      table: options.conntrack,
       keepers,
       peers,
       logger: logger.child({ part: 'takeover' }),

@@ -17,7 +17,6 @@ import type { Readable } from 'node:stream';
 import type { Appliance } from '../nat/appliance.js';
 import type { ApplianceConfig, VipConfig } from '../nat/config.js';
 import type { VipMode } from '../nat/ruleset.js';
-import type { Conntrack } from '../netlink/conntrack.js';
 import { RECORD_SIZE, RecordStreamReader } from '../netlink/entry-record.js';
 
 /** Where a VIP's entries may come from on a takeover. */
@@ -29,9 +28,8 @@ export interface EntrySource {
 
 export interface TakeoverOptions {
   config: ApplianceConfig;
-  appliance: Pick<Appliance, 'vip' | 'prepare' | 'activate' | 'deleteEntries'>;
+  appliance: Pick<Appliance, 'vip' | 'prepare' | 'activate' | 'deleteEntries' | 'createEntries'>;
   modes: () => Map<string, VipMode>;
-  table: Pick<Conntrack, 'createFromRecords'>;
   /** The keeper of each server, by the server's address. */
   keepers: Map<string, EntrySource>;
   /** The other appliances' agents. */
@@ -155,7 +153,7 @@ export class Takeover {
 
     for (const records of [...peerRecords, ...keeperRecords]) {
       if (!records || records.length === 0) continue;
-      const r = await this.options.table.createFromRecords(records);
+      const r = await this.options.appliance.createEntries(records);
       report.created += r.created;
       report.existing += r.existing;
       report.failed += r.failures.length;

@@ -85,6 +85,9 @@ describe('live VIP migration between appliances', () => {
       expect(onAppliance(site, 'lb2', vip)?.mode).toBe('normal');
       expect(onAppliance(site, 'lb1', vip)).toMatchObject({ mode: 'absent', entries: 0 });
     }
+    // lb1 exported both VIPs' entries from its access table mirror (no dump, no fallback),
+    // and every connection above lived on: the mirror was complete.
+    expect(site.appliances.find((a) => a.name === 'lb1')?.mirror).toMatchObject({ synced: true, barriers: { passed: 2, failed: 0 } });
   });
 
   it('an abort at step 1 or step 3 leaves every connection alive on lb1', async () => {
