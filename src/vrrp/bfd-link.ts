@@ -97,14 +97,16 @@ export class UdpBfdTransport implements BfdTransport {
     // A port another socket holds fails the bind: try the next random one.
     const bind = (tries: number) => {
       socket = dgram.createSocket({ type: 'udp4' });
-      socket.once('error', (err: NodeJS.ErrnoException) => {
+      const bindFailed = (err: NodeJS.ErrnoException) => {
         socket.close();
         this.senders.delete(socket);
         if (err.code === 'EADDRINUSE' && tries > 1) bind(tries - 1);
         else this.onError(`BFD socket ${local} → ${peer}`, err);
-      });
+      };
+      socket.once('error', bindFailed);
       this.senders.add(socket);
       socket.bind({ address: local, port: BFD_SOURCE_PORT_MIN + Math.floor(Math.random() * span), exclusive: true }, () => {
+        socket.off('error', bindFailed);
         socket.setTTL(BFD_TTL);
         socket.on('error', (err) => this.onError(`BFD send ${local} → ${peer}`, err));
         ready = true;
@@ -119,11 +121,15 @@ export class UdpBfdTransport implements BfdTransport {
       },
       close: () => {
         this.senders.delete(socket);
-        try {
-          socket.close();
-        } catch {
-          // already closed after a failed bind
-        }
+        const last = socket;
+        // A send still resolving its address would be lost by an immediate close (the AdminDown).
+        setTimeout(() => {
+          try {
+            last.close();
+          } catch {
+            // already closed after a failed bind
+          }
+        }, 20);
       },
     };
   }

@@ -255,9 +255,10 @@ export class Speaker extends EventEmitter {
     this.startupTimers.clear();
     for (const t of this.bfdRechecks.values()) t.cancel();
     this.bfdRechecks.clear();
-    await this.bfd?.stop();
+    // BFD's AdminDown goes out at once; removing the GTSM table must not delay the priority-0 adverts.
+    const bfdStopped = this.bfd?.stop();
     for (const inst of this.instances.values()) inst.router.shutdown();
-    await Promise.all([...this.instances.values()].map((i) => i.vips.settled()));
+    await Promise.all([...[...this.instances.values()].map((i) => i.vips.settled()), bfdStopped]);
     for (const link of this.links.values()) link.close();
     this.links.clear();
     this.running = false;
