@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { ConfigError, parseApplianceConfig } from '../../src/nat/config.js';
 import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/vrrp/config.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vipshift-bfd-config-'));
@@ -44,5 +45,33 @@ describe('vrrp bfd configuration', () => {
     const file = join(dir, 'bfd.yaml');
     writeFileSync(file, ['vrrp:', '  instances:', '    - name: a', '      interface: ext0', '      vrid: 1', '      addresses: [203.0.113.10/24]', '      bfd:', '        minRxMs: 0.5', ''].join('\n'));
     expect(problems(() => loadVrrpConfigFile(file))).toEqual([expect.stringMatching(new RegExp(`^${file}:8: vrrp\\.instances\\[0\\]\\.bfd\\.minRxMs: `))]);
+  });
+
+  it("in an appliance's configuration too: file, line and field", () => {
+    const text = [
+      'appliance: lb1',
+      'api: { listen: "192.0.2.11:8441" }',
+      'interfaces: { external: ext0, internal: int0 }',
+      'vips: []',
+      'vrrp:',
+      '  instances:',
+      '    - { name: a, interface: ext0, vrid: 1, addresses: [203.0.113.10/24], bfd: { minTxMs: 50 } }',
+      '    - name: b',
+      '      interface: ext0',
+      '      vrid: 2',
+      '      addresses: [203.0.113.11/24]',
+      '      bfd:',
+      '        multiplier: 300',
+      '',
+    ].join('\n');
+    let message = '';
+    try {
+      parseApplianceConfig(text, 'lb1.yaml');
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      message = (e as Error).message;
+    }
+    expect(message).toMatch(/^lb1\.yaml:13: vrrp\.instances\[1\]\.bfd\.multiplier: /);
+    expect(parseApplianceConfig(text.replace('multiplier: 300', 'multiplier: 3'), 'lb1.yaml').vrrp?.instances[1]?.bfd).toEqual({ minTxMs: 50, minRxMs: 50, multiplier: 3 });
   });
 });

@@ -4,6 +4,7 @@
  * BFD transport. The two-signal rule: BFD's Down makes the backup take over only when the
  * master's adverts have stopped too.
  */
+import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { encodeAdvertisementFrame } from '../../src/vrrp/advert.js';
 import type { AddressTable } from '../../src/vrrp/addresses.js';
@@ -12,6 +13,7 @@ import { decodeBfdControl, encodeBfdControl } from '../../src/vrrp/bfd-packet.js
 import { BfdSession } from '../../src/vrrp/bfd-session.js';
 import { parseVrrpConfig, type VrrpConfigInput } from '../../src/vrrp/config.js';
 import type { Link } from '../../src/vrrp/link.js';
+import { registerBfdMetrics } from '../../src/vrrp/metrics.js';
 import { Speaker, type TransitionEvent } from '../../src/vrrp/speaker.js';
 import { FakeClock } from '../support/vrrp-fake-clock.js';
 import { prng } from '../support/prng.js';
@@ -110,6 +112,13 @@ describe('BFD in the VRRP speaker', () => {
     // BFD expires ≤ 150 ms after the master's last packet; Master_Down_Interval would be 361 ms.
     expect((master as { t: number }).t - cut).toBeLessThanOrEqual(151);
     expect(t.s.bfdStatus()?.counters).toMatchObject({ takeovers: 1, suppressed: 0 });
+    const registry = new Registry();
+    registerBfdMetrics({ bfdStatus: () => t.s.bfdStatus() }, registry);
+    const text = await registry.metrics();
+    expect(text).toContain(`vipshift_bfd_session_state{interface="ext0",peer="${MASTER}",state="Down"} 1`);
+    expect(text).toContain(`vipshift_bfd_session_downs_total{interface="ext0",peer="${MASTER}"} 1`);
+    expect(text).toContain('vipshift_bfd_takeovers_total 1');
+    expect(text).toContain(`vipshift_bfd_detection_time_seconds{interface="ext0",peer="${MASTER}"} 0.15`);
   });
 
   it('does not take over when only BFD is lost while the adverts go on (two signals)', async () => {
