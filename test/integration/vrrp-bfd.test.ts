@@ -3,8 +3,9 @@
  * namespaces this file makes and removes (prefix vtbfd). Adverts every 0.1 s, BFD at
  * 50 ms × 3. In order: GTSM (a packet with TTL 254 is dropped by the kernel, the same packet
  * with TTL 255 is taken), the false-positive guard (BFD filtered, adverts flowing: no
- * takeover), and a power loss of the master (the backup takes over in BFD's time, well inside
- * Master_Down_Interval).
+ * takeover), a graceful stop of the master (BFD AdminDown and priority 0: VRRP's own
+ * takeover, not BFD's), and a power loss of the master (the backup takes over in BFD's time,
+ * well inside Master_Down_Interval).
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,8 +20,8 @@ const R2 = '203.0.113.3'; // backup
 const R3 = '203.0.113.4'; // sends crafted packets only
 const INTERVAL = 0.1;
 const BACKUP_PRIORITY = 100;
-/** RFC 5798 §6.1: 3 × Master_Adver_Interval + Skew_Time, ms. */
-const MASTER_DOWN_MS = 3 * INTERVAL * 1000 + ((256 - BACKUP_PRIORITY) * INTERVAL * 1000) / 256;
+/** RFC 5798 §6.1: 3 × Master_Adver_Interval + Skew_Time, ms, for a backup of this priority. */
+const masterDownMs = (priority: number) => 3 * INTERVAL * 1000 + ((256 - priority) * INTERVAL * 1000) / 256;
 
 const config = (priority: number) => ({
   instances: [{ name: 'vip1', interface: 'eth0', vrid: 61, priority, advertInterval: INTERVAL, preempt: false, addresses: [`${VIP}/24`], bfd: { minTxMs: 50, minRxMs: 50, multiplier: 3 } }],
@@ -124,17 +125,33 @@ describe('VRRP with BFD (RFC 5880/5881) between two vipshift speakers', () => {
     await waitUp(speaker2, R1);
   });
 
-  it('power loss of the master: the backup takes over by BFD, well inside Master_Down_Interval', async () => {
+  it('a master that stops (SIGTERM) says AdminDown and priority 0: the backup takes over by VRRP, not by BFD', async () => {
     await waitUp(speaker2, R1);
-    const cut = Date.now();
-    speaker1.child.kill('SIGKILL');
-    sh('ip', ['-n', r1, 'link', 'set', 'eth0', 'down']);
+    speaker1.child.kill('SIGTERM');
     const took = await waitFor('r2 to become master', () => speaker2.transitions('master')[0], 5000);
+    expect(took.reason).toBe('master down');
+    await sleep(200);
+    expect(await sessionTo(speaker2, R1)).toMatchObject({ state: 'Down', diag: 3 }); // Neighbor Signaled Session Down
+    expect((await bfd(speaker2)).counters.takeovers).toBe(0);
+    // r1 comes back: no preemption, so it follows r2, with BFD to it.
+    speaker1 = new VipshiftVrrp(segment, r1, config(200));
+    await speaker1.started();
+    await waitUp(speaker1, R2);
+    expect((await speaker1.state()).instances[0]?.state).toBe('backup');
+  });
+
+  it('power loss of the master: the backup takes over by BFD, well inside Master_Down_Interval', async () => {
+    // r2 is master now (previous test), r1 its backup.
+    await waitUp(speaker1, R2);
+    const cut = Date.now();
+    speaker2.child.kill('SIGKILL');
+    sh('ip', ['-n', r2, 'link', 'set', 'eth0', 'down']);
+    const took = await waitFor('r1 to become master', () => speaker1.transitions('master')[0], 5000);
     const ms = (took as unknown as { at: number }).at - cut;
-    console.log(`BFD takeover: ${ms.toFixed(1)} ms after the power cut (Master_Down_Interval ${MASTER_DOWN_MS.toFixed(1)} ms)`);
+    console.log(`BFD takeover: ${ms.toFixed(1)} ms after the power cut (Master_Down_Interval ${masterDownMs(200).toFixed(1)} ms)`);
     expect(took.reason).toBe('master down (bfd)');
-    expect(ms).toBeLessThan(MASTER_DOWN_MS);
-    await waitFor('r2 to hold the VIP', () => segment.addresses(r2).includes(`${VIP}/24`), 2000);
-    expect((await bfd(speaker2)).counters.takeovers).toBe(1);
+    expect(ms).toBeLessThan(masterDownMs(200));
+    await waitFor('r1 to hold the VIP', () => segment.addresses(r1).includes(`${VIP}/24`), 2000);
+    expect((await bfd(speaker1)).counters.takeovers).toBe(1);
   });
 });
