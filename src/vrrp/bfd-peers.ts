@@ -123,10 +123,6 @@ export class BfdPeers {
     return peer;
   }
 
-  find(ifname: string, address: string): BfdPeer | undefined {
-    return this.peers.get(`${ifname}|${address}`);
-  }
-
   status(): BfdStatus {
     return {
       running: this.running,
