@@ -150,3 +150,11 @@ bench-image: test-image
 .PHONY: bench-assign
 bench-assign: build
 	npx tsx bench/assign.ts
+# bfd — VRRP with BFD (RFC 5880/5881) between the appliances
+.PHONY: test-bfd bench-bfd
+test-bfd: build
+	npx vitest run test/unit/vrrp-bfd-packet.test.ts test/unit/vrrp-bfd-session.test.ts test/unit/vrrp-bfd-speaker.test.ts test/unit/vrrp-bfd-config.test.ts
+	npx vitest run test/integration/vrrp-bfd.test.ts
+
+bench-bfd: build
+	npx tsx bench/bfd.ts

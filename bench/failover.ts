@@ -8,22 +8,26 @@
  *
  *   npx tsx bench/failover.ts [--rounds 3] [--interval 50] [--peer-timeout MS]
  * --peer-timeout overrides failover.peerTimeout (default 50 ms; 0: no peer is asked);
- * --advert-interval overrides the lab's VRRP advertisement interval (seconds, default 0.1).
+ * --advert-interval overrides the lab's VRRP advertisement interval (seconds, default 0.1);
+ * --bfd TXxMULT (e.g. 20x3: min TX = min RX = 20 ms, Detect Mult 3) or `off` overrides the lab's BFD.
  * Writes bench/results/failover.json.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { labDown, labUp, siteFor } from '../src/lab/lab.js';
-import { LAB_ADVERT_INTERVAL } from '../src/lab/site.js';
+import { LAB_ADVERT_INTERVAL, LAB_BFD } from '../src/lab/site.js';
 import { startTraffic } from '../src/lab/traffic.js';
 import type { TakeoverReport } from '../src/replication/takeover.js';
 import { agentStatus, copiesOf, failoverLab, keeperStatus, powerLoss, waitFor } from '../test/integration/helpers/replication-lab.js';
 
-const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, interval: { type: 'string', default: '50' }, 'peer-timeout': { type: 'string' }, 'advert-interval': { type: 'string' } } });
+const { values } = parseArgs({ options: { rounds: { type: 'string', default: '3' }, interval: { type: 'string', default: '50' }, 'peer-timeout': { type: 'string' }, 'advert-interval': { type: 'string' }, bfd: { type: 'string' } } });
 const advertInterval = values['advert-interval'] === undefined ? LAB_ADVERT_INTERVAL : Number(values['advert-interval']);
 const peerTimeout = values['peer-timeout'] === undefined ? undefined : Number(values['peer-timeout']);
 const rounds = Number(values.rounds);
+const bfdMatch = values.bfd === undefined || values.bfd === 'off' ? undefined : /^(\d+)x(\d+)$/.exec(values.bfd);
+if (values.bfd !== undefined && values.bfd !== 'off' && !bfdMatch) throw new Error(`--bfd: TXxMULT (e.g. 50x3) or off, not '${values.bfd}'`);
+const bfd = values.bfd === 'off' ? undefined : bfdMatch ? { minTxMs: Number(bfdMatch[1]), minRxMs: Number(bfdMatch[1]), multiplier: Number(bfdMatch[2]) } : LAB_BFD;
 const intervalMs = Number(values.interval);
 const PER_VIP = 500;
 
@@ -32,7 +36,7 @@ interface Round {
   connections: number;
   errors: Record<string, number>;
   gapMs: { median: number; p99: number; max: number };
-  /** Power cut (all of lb1's processes frozen) → takeover start on lb2: VRRP's Master_Down_Interval and the event. */
+  /** Power cut (all of lb1's processes frozen) → takeover start on lb2: detection (BFD, else Master_Down_Interval) and the event. */
   detectionMs: number;
   /** How long freezing, unplugging and killing lb1 took (the cut is its start). */
   cutMs: number;
@@ -54,7 +58,7 @@ async function round(i: number): Promise<Round> {
       ...lab,
       appliance: (n, c) => {
         const d = lab.appliance(n, c);
-        const vrrp = d.vrrp && { ...d.vrrp, instances: (d.vrrp.instances ?? []).map((i) => ({ ...i, advertInterval })) };
+        const vrrp = d.vrrp && { ...d.vrrp, instances: (d.vrrp.instances ?? []).map(({ bfd: _lab, ...i }) => ({ ...i, advertInterval, ...(bfd ? { bfd } : {}) })) };
         return { ...d, vrrp, ...(peerTimeout === undefined ? {} : { failover: { ...d.failover, peerTimeout } }) };
       },
     },
@@ -103,7 +107,12 @@ async function round(i: number): Promise<Round> {
 }
 
 const results: Round[] = [];
-const variant = [peerTimeout === undefined ? '' : `-peer-timeout-${peerTimeout}`, advertInterval === LAB_ADVERT_INTERVAL ? '' : `-advert-${advertInterval}`].join('');
+const labBfd = bfd === LAB_BFD;
+const variant = [
+  peerTimeout === undefined ? '' : `-peer-timeout-${peerTimeout}`,
+  advertInterval === LAB_ADVERT_INTERVAL ? '' : `-advert-${advertInterval}`,
+  labBfd ? '' : bfd ? `-bfd-${bfd.minTxMs}x${bfd.multiplier}` : '-no-bfd',
+].join('');
 const out = `bench/results/failover${variant}.json`;
 for (let i = 0; i < rounds; i++) {
   const r = await round(i);
@@ -119,6 +128,7 @@ const summary = {
   intervalMs,
   peerTimeoutMs: peerTimeout ?? 50,
   advertIntervalS: advertInterval,
+  bfd: bfd ?? 'off',
   survivedPercent: Math.round((survived / total) * 10000) / 100,
   gapMs: { median: median(results.map((r) => r.gapMs.median)), max: Math.max(...results.map((r) => r.gapMs.max)) },
   detectionMs: median(results.map((r) => r.detectionMs)),

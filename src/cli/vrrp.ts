@@ -63,7 +63,7 @@ export async function vrrp(args: string[]): Promise<number> {
         (err: unknown) => log.error({ command: verb, name, err: String(err) }, 'failed'),
       );
     if ((verb === 'release' || verb === 'claim') && name) void reply(speaker[verb](name));
-    else if (verb === 'state') log.info({ instances: speaker.state(), counters: speaker.counters() }, 'state');
+    else if (verb === 'state') log.info({ instances: speaker.state(), counters: speaker.counters(), bfd: speaker.bfdStatus() }, 'state');
     else if (verb) log.warn({ line }, 'unknown command: release NAME | claim NAME | state');
   });
 

@@ -304,6 +304,13 @@ export function siteVipsConfig(site: Site): ApplianceConfigInput['vips'] {
 export const LAB_ADVERT_INTERVAL = 0.1;
 
 /**
+ * BFD between the appliances (src/vrrp/bfd-session.ts): at 0.1 s adverts VRRP alone declares
+ * a dead master after ~0.36 s, later than a client's first TCP retransmission (~0.2 s), which
+ * is then lost; BFD at 50 ms × 3 declares it in ≤ 0.15 s.
+ */
+export const LAB_BFD = { minTxMs: 50, minRxMs: 50, multiplier: 3 };
+
+/**
  * One VRRP sync group per VIP — the VIP on the external segment and its inside address on
  * the internal one, VRID = the VIP's id on both — so the two move together. The VIP's
  * first owner has the higher priority, so it wins the election at a cold start; no
@@ -314,7 +321,7 @@ function vrrpFor(site: Site, appliance: string, external: string, internal: stri
   const instances = site.vips.flatMap((v) => {
     const owner = v.owner === appliance;
     // The backup sits out the first seconds so that at a cold start the owner claims first.
-    const common = { vrid: v.id, priority: owner ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: false, garpRepeat: 3, startupDelay: owner ? 0 : 2 };
+    const common = { vrid: v.id, priority: owner ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: false, garpRepeat: 3, startupDelay: owner ? 0 : 2, bfd: LAB_BFD };
     return [
       { ...common, name: `${v.name}-ext`, interface: external, addresses: [`${v.address}/${v.prefixLength}`] },
       { ...common, name: `${v.name}-int`, interface: internal, addresses: [`${v.insideAddress}/${v.prefixLength}`] },

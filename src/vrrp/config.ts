@@ -54,6 +54,21 @@ export const vrrpInstanceSchema = z.strictObject({
    */
   startupDelay: z.number().min(0).max(3600).default(0),
   garpInterval: z.number().min(0).max(10).default(0),
+  /**
+   * BFD to the master (RFC 5880/5881, src/vrrp/bfd-session.ts): when present, the backup
+   * also watches the master by BFD and takes over once BFD says it is down and its adverts
+   * have stopped, well before Master_Down_Interval. Milliseconds; absent: off.
+   */
+  bfd: z
+    .strictObject({
+      /** bfd.DesiredMinTxInterval once Up. Timers below 10 ms are beyond a JavaScript event loop. */
+      minTxMs: z.number().int().min(10).max(60_000).default(50),
+      /** bfd.RequiredMinRxInterval. */
+      minRxMs: z.number().int().min(10).max(60_000).default(50),
+      /** bfd.DetectMult. */
+      multiplier: z.number().int().min(1).max(255).default(3),
+    })
+    .optional(),
 });
 
 export const vrrpSyncGroupSchema = z.strictObject({
@@ -79,6 +94,21 @@ export const vrrpConfigSchema = z
         ctx.addIssue({ code: 'custom', path: ['instances', i, 'vrid'], message: `VRID ${inst.vrid} already used on ${inst.interface} by instance #${vrids.get(key)}` });
       }
       vrids.set(key, i);
+    });
+    // One BFD session per (interface, peer) serves every instance on the interface: one set of timers.
+    const bfdOn = new Map<string, { index: number; timers: string }>();
+    c.instances.forEach((inst, i) => {
+      if (!inst.bfd) return;
+      const timers = `${inst.bfd.minTxMs}/${inst.bfd.minRxMs}/${inst.bfd.multiplier}`;
+      const first = bfdOn.get(inst.interface);
+      if (!first) bfdOn.set(inst.interface, { index: i, timers });
+      else if (first.timers !== timers) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['instances', i, 'bfd'],
+          message: `BFD timers ${timers} (minTxMs/minRxMs/multiplier) differ from instance #${first.index}'s ${first.timers} on ${inst.interface}: its instances share one BFD session per peer`,
+        });
+      }
     });
     const grouped = new Map<string, string>();
     c.syncGroups.forEach((g, gi) => {

@@ -92,6 +92,8 @@ export interface InterfaceFacts {
   mac: string;
   /** IPv4 addresses in the kernel's order: the first one not virtual is the primary. */
   addresses: string[];
+  /** The same addresses with their prefix ("198.18.0.3/24"): which neighbours are on the link. */
+  networks?: string[];
 }
 
 export function interfaceFacts(ifname: string): InterfaceFacts {
@@ -104,7 +106,8 @@ export function interfaceFacts(ifname: string): InterfaceFacts {
       throw new Error(`interface ${ifname}: no such interface`);
     }
   }
-  return { mac, addresses: (entries ?? []).filter((e) => e.family === 'IPv4').map((e) => e.address) };
+  const ipv4 = (entries ?? []).filter((e) => e.family === 'IPv4');
+  return { mac, addresses: ipv4.map((e) => e.address), networks: ipv4.flatMap((e) => (e.cidr ? [e.cidr] : [])) };
 }
 
 /** Carrier of an interface, for track_interface: false when it is down or gone. */

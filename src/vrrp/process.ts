@@ -15,6 +15,7 @@ import { EventEmitter } from 'node:events';
 import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
+import type { BfdStatus } from './bfd-peers.js';
 import { emptySpeakerCounters, type InstanceStatus, type Speaker, type SpeakerCounters, type TransitionEvent } from './speaker.js';
 
 /** What the appliance needs of a speaker, in this process or in a child. */
@@ -25,6 +26,8 @@ export interface SpeakerControl extends EventEmitter {
   freshState(): Promise<InstanceStatus[]>;
   state(): InstanceStatus[];
   counters(): SpeakerCounters;
+  /** BFD's sessions and counters; undefined when no instance uses BFD. */
+  bfdStatus(): BfdStatus | undefined;
   stop(): Promise<void>;
 }
 
@@ -32,12 +35,15 @@ type Command = { id: number; command: 'release' | 'claim' | 'state'; name?: stri
 type Message =
   | { type: 'reply'; id: number; error?: string }
   | ({ type: 'transition' } & TransitionEvent)
-  | { type: 'snapshot'; state: InstanceStatus[]; counters: SpeakerCounters };
+  | { type: 'snapshot'; state: InstanceStatus[]; counters: SpeakerCounters; bfd?: BfdStatus };
 
 /** The child's side: serves a speaker over a line protocol until `input` ends. */
 export function serveSpeaker(speaker: Speaker, input: Readable, output: Writable): Promise<void> {
   const send = (m: Message) => output.write(`${JSON.stringify(m)}\n`);
-  const snapshot = () => send({ type: 'snapshot', state: speaker.state(), counters: speaker.counters() });
+  const snapshot = () => {
+    const bfd = speaker.bfdStatus();
+    send({ type: 'snapshot', state: speaker.state(), counters: speaker.counters(), ...(bfd ? { bfd } : {}) });
+  };
   speaker.on('transition', (e: TransitionEvent) => {
     send({ type: 'transition', ...e });
     snapshot();
@@ -81,6 +87,7 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
   private readonly pending = new Map<number, { resolve: () => void; reject: (e: Error) => void }>();
   private lastState: InstanceStatus[] = [];
   private lastCounters: SpeakerCounters = emptySpeakerCounters();
+  private lastBfd: BfdStatus | undefined;
   private stopping = false;
 
   constructor(
@@ -115,6 +122,7 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
         if (m.type === 'snapshot') {
           this.lastState = m.state;
           this.lastCounters = m.counters;
+          this.lastBfd = m.bfd;
           resolve();
         } else if (m.type === 'transition') {
           const { type: _type, ...event } = m;
@@ -166,6 +174,10 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
 
   counters(): SpeakerCounters {
     return this.lastCounters;
+  }
+
+  bfdStatus(): BfdStatus | undefined {
+    return this.lastBfd;
   }
 
   /** SIGTERM: the child's masters send priority 0 and drop their addresses before it exits. */

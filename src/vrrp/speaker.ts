@@ -15,6 +15,10 @@ import {
 } from './advert.js';
 import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFrame, encodeArpFrame, gratuitousArp } from './arp.js';
 import { VirtualAddresses, type AddressTable, type VirtualAddress } from './addresses.js';
+import { UdpBfdTransport, type BfdTransport } from './bfd-link.js';
+import { BfdDiag } from './bfd-packet.js';
+import { BfdPeers, inNetwork, type BfdPeer, type BfdStatus } from './bfd-peers.js';
+import type { BfdStateChange, BfdTimers } from './bfd-session.js';
 import type { VrrpConfig, VrrpInstanceConfig } from './config.js';
 import { PcapLink, interfaceFacts, linkIsUp, type InterfaceFacts, type Link } from './link.js';
 import { OWNER_PRIORITY, VirtualRouter, type Action, type Clock, type TimerHandle, type VrrpState } from './state-machine.js';
@@ -35,7 +39,17 @@ export interface SpeakerOptions {
   logger?: SpeakerLogger;
   /** How often tracked interfaces are checked, ms. */
   trackIntervalMs?: number;
+  /** BFD's network side (UDP and the GTSM rule); a memory one in unit tests. */
+  bfdTransport?: () => BfdTransport;
 }
+
+/**
+ * BFD's second signal (see bfdSaysDown): the master's adverts must have stopped, i.e. none for
+ * this many of its advert intervals. One interval plus half a one of slack, so that an advert
+ * a little late under load is not taken for a missing one; at the lab's 0.1 s adverts and
+ * 50 ms × 3 BFD this costs nothing, since BFD's own detection (≤ 150 ms) decides.
+ */
+export const BFD_ADVERTS_MISSING_AFTER = 1.5;
 
 export const realClock: Clock = {
   now: () => performance.now(),
@@ -148,6 +162,9 @@ export class Speaker extends EventEmitter {
   private readonly clock: Clock;
   private readonly log: SpeakerLogger | undefined;
   private trackTimer: TimerHandle | undefined;
+  private bfd: BfdPeers | undefined;
+  /** Backups whose master BFD reported down while its adverts still looked current: re-checked once. */
+  private readonly bfdRechecks = new Map<Instance, TimerHandle>();
   private running = false;
   private readonly totals: SpeakerCounters = emptySpeakerCounters();
 
@@ -206,6 +223,7 @@ export class Speaker extends EventEmitter {
       this.links.set(ifname, link);
     }
     this.running = true;
+    this.startBfd();
     for (const inst of this.instances.values()) {
       // Addresses left behind by a crashed run would make a backup answer for them (keepalived
       // also removes its VIPs at start); an owner adds them back at once.
@@ -235,8 +253,12 @@ export class Speaker extends EventEmitter {
     this.trackTimer?.cancel();
     for (const t of this.startupTimers.values()) t.cancel();
     this.startupTimers.clear();
+    for (const t of this.bfdRechecks.values()) t.cancel();
+    this.bfdRechecks.clear();
+    // BFD's AdminDown goes out at once; removing the GTSM table must not delay the priority-0 adverts.
+    const bfdStopped = this.bfd?.stop();
     for (const inst of this.instances.values()) inst.router.shutdown();
-    await Promise.all([...this.instances.values()].map((i) => i.vips.settled()));
+    await Promise.all([...[...this.instances.values()].map((i) => i.vips.settled()), bfdStopped]);
     for (const link of this.links.values()) link.close();
     this.links.clear();
     this.running = false;
@@ -295,6 +317,11 @@ export class Speaker extends EventEmitter {
     }));
   }
 
+  /** BFD's sessions and counters; undefined when no instance uses BFD. */
+  bfdStatus(): BfdStatus | undefined {
+    return this.bfd?.status();
+  }
+
   counters(): SpeakerCounters {
     return { ...this.totals, badAdverts: { ...this.totals.badAdverts }, transitions: { ...this.totals.transitions } };
   }
@@ -339,6 +366,7 @@ export class Speaker extends EventEmitter {
     const late = Math.min(Math.max(0, Date.now() - capturedAt), inst.config.advertInterval * 1000);
     const receivedAt = this.clock.now() - late;
     inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source, receivedAt });
+    if (inst.config.bfd) this.bfd?.learn(ifname, advert.source);
   }
 
   /** Counted always; logged the first time per reason (§7.1 SHOULD log), a flood stays quiet. */
@@ -443,6 +471,78 @@ export class Speaker extends EventEmitter {
       this.log?.error({ interface: ifname, err: String(err) }, 'frame not sent');
       return false;
     }
+  }
+
+  private startBfd(): void {
+    const timers = new Map<string, BfdTimers>();
+    for (const inst of this.instances.values()) if (inst.config.bfd) timers.set(inst.config.interface, inst.config.bfd);
+    if (timers.size === 0) return;
+    const withBfd = [...this.instances.values()].filter((i) => i.config.bfd);
+    this.bfd = new BfdPeers({
+      transport: (this.options.bfdTransport ?? (() => new UdpBfdTransport(undefined, (what, err) => this.log?.error({ err: err.message }, what))))(),
+      clock: this.clock,
+      timersOf: (ifname) => timers.get(ifname),
+      interfaceOf: (address) =>
+        [...timers.keys()].find((ifname) => (this.facts.get(ifname)?.networks ?? []).some((n) => inNetwork(address, n))),
+      localOf: (ifname) => withBfd.find((i) => i.config.interface === ifname)?.source,
+      changed: (peer, change) => this.bfdChanged(peer, change),
+      ...(this.log ? { log: this.log } : {}),
+    });
+    // Configured unicast peers need no advert to be known.
+    this.bfd.start(() => {
+      for (const inst of withBfd) for (const peer of inst.config.unicastPeers) this.bfd?.learn(inst.config.interface, peer);
+    });
+  }
+
+  /**
+   * Only a session that was Up and then stopped hearing the peer (Diag 1) says the peer may be
+   * dead; a peer that signals Down or AdminDown is alive and talking. RFC 5882 §4.3: a client
+   * protocol may use BFD's Down to declare its neighbour down.
+   */
+  private bfdChanged(peer: BfdPeer, change: BfdStateChange): void {
+    if (change.from !== 'Up' || change.to !== 'Down' || change.diag !== BfdDiag.ControlDetectionTimeExpired) return;
+    for (const inst of this.instances.values()) {
+      if (inst.config.bfd && inst.config.interface === peer.ifname && inst.router.state === 'backup' && inst.router.masterAddress === peer.address) {
+        this.bfdSaysDown(inst, peer);
+      }
+    }
+  }
+
+  /**
+   * The two-signal rule: BFD's Down alone is not enough (a lost or filtered train of BFD
+   * packets would make two masters); the master's adverts must also have stopped. If they
+   * still look current, look again when the next one is overdue; a master that is really
+   * gone has sent its last advert by then.
+   */
+  private bfdSaysDown(inst: Instance, peer: BfdPeer): void {
+    const router = inst.router;
+    const missingAfter = BFD_ADVERTS_MISSING_AFTER * router.learnedMasterAdverInterval * 10;
+    const lastAdvertAt = router.lastAdvertAt;
+    const age = lastAdvertAt === undefined ? Infinity : this.clock.now() - lastAdvertAt;
+    const stillDown = () =>
+      router.state === 'backup' && router.masterAddress === peer.address && router.lastAdvertAt === lastAdvertAt && peer.session.state !== 'Up';
+    const takeOver = () => {
+      const bfd = this.bfd as BfdPeers;
+      bfd.counters.takeovers++;
+      this.log?.warn(
+        { instance: inst.config.name, master: peer.address, interface: peer.ifname, advertAgeMs: Math.round(this.clock.now() - (lastAdvertAt ?? 0)) },
+        'master down by BFD (Control Detection Time Expired) and no advert since: taking over',
+      );
+      router.masterDown('master down (bfd)');
+    };
+    if (age >= missingAfter) return takeOver();
+    this.bfdRechecks.get(inst)?.cancel();
+    this.bfdRechecks.set(
+      inst,
+      this.clock.setTimer(missingAfter - age, () => {
+        this.bfdRechecks.delete(inst);
+        if (stillDown()) return takeOver();
+        if (router.state !== 'backup' || router.lastAdvertAt === lastAdvertAt) return;
+        // Adverts still come: the master is alive, only BFD is not getting through.
+        (this.bfd as BfdPeers).counters.suppressed++;
+        this.log?.warn({ instance: inst.config.name, master: peer.address, interface: peer.ifname }, 'BFD says the master is down but its adverts still arrive: not taking over');
+      }),
+    );
   }
 
   /**

@@ -65,6 +65,8 @@ export class VirtualRouter {
   readonly transitions: Record<VrrpState, number> = { initialize: 0, backup: 0, master: 0, fault: 0 };
   /** Who the last accepted advert came from, while Backup. */
   masterAddress: string | undefined;
+  /** When that advert arrived (clock time): BFD's second signal that the master is gone. */
+  lastAdvertAt: number | undefined;
 
   constructor(
     readonly params: VirtualRouterParams,
@@ -159,6 +161,14 @@ export class VirtualRouter {
     this.startup();
   }
 
+  /**
+   * Another detector (BFD) established that the master is gone: act as if Master_Down_Timer
+   * had fired (§6.4.2), only sooner.
+   */
+  masterDown(reason: string): void {
+    if (this.current === 'backup') this.enterMaster(reason);
+  }
+
   /** Sync groups move members together: another member became Master. */
   followMaster(reason: string): void {
     if (this.current === 'backup') this.enterMaster(reason);
@@ -185,6 +195,7 @@ export class VirtualRouter {
       if (!lower) this.lowerPrioritySince = undefined;
       this.masterAdverInterval = advert.maxAdverInt;
       this.masterAddress = advert.source;
+      this.lastAdvertAt = this.clock.now() - late;
       this.armMasterDown(this.masterDownInterval - late);
     }
     // Otherwise discard: Master_Down_Timer fires and this router preempts (§6.4.2).
@@ -211,6 +222,7 @@ export class VirtualRouter {
     this.cancelTimers();
     this.masterAdverInterval = advert.maxAdverInt;
     this.masterAddress = advert.source;
+    this.lastAdvertAt = advert.receivedAt ?? this.clock.now();
     this.output({ type: 'remove-addresses' });
     this.setState('backup', `higher priority master ${advert.source} (${advert.priority})`);
     this.armMasterDown(this.masterDownInterval);
@@ -219,6 +231,7 @@ export class VirtualRouter {
   private enterMaster(reason: string): void {
     this.cancelTimers();
     this.masterAddress = undefined;
+    this.lastAdvertAt = undefined;
     this.lowerPrioritySince = undefined;
     this.released = false;
     this.setState('master', reason);

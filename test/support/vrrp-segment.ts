@@ -39,17 +39,21 @@ export function removeNamespaces(match: (name: string) => boolean): void {
   }
 }
 
-export function removeLeftovers(): void {
-  removeNamespaces((n) => n.startsWith(PREFIX));
+export function removeLeftovers(prefix = PREFIX): void {
+  removeNamespaces((n) => n.startsWith(prefix));
 }
 
 export class Segment {
-  readonly id = PREFIX + randomBytes(3).toString('hex');
-  readonly sw = `${this.id}-sw`;
-  readonly dir = mkdtempSync(join(tmpdir(), `${this.id}-`));
+  readonly id: string;
+  readonly sw: string;
+  readonly dir: string;
   private readonly processes: ChildProcess[] = [];
 
-  constructor() {
+  /** `prefix`: another test file's own prefix, so each cleans up only its leftovers. */
+  constructor(prefix = PREFIX) {
+    this.id = prefix + randomBytes(3).toString('hex');
+    this.sw = `${this.id}-sw`;
+    this.dir = mkdtempSync(join(tmpdir(), `${this.id}-`));
     sh('ip', ['netns', 'add', this.sw]);
     sh('ip', ['-n', this.sw, 'link', 'add', 'br0', 'type', 'bridge']);
     sh('ip', ['-n', this.sw, 'link', 'set', 'br0', 'up']);
