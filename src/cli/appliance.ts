@@ -20,7 +20,7 @@ import { registerApplianceMetrics } from '../nat/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { Failover } from '../replication/failover.js';
 import { registerReplicationMetrics } from '../replication/metrics.js';
-import { registerBfdMetrics } from '../vrrp/metrics.js';
+import { registerBfdMetrics, registerVrrpMetrics } from '../vrrp/metrics.js';
 import { SpeakerProcess } from '../vrrp/process.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
@@ -82,7 +82,10 @@ export async function appliance(args: string[]): Promise<number> {
   const metrics = processRegistry();
   registerApplianceMetrics(metrics, () => box.status());
   registerReplicationMetrics(metrics, () => failover.replicator.status());
-  if (speaker) registerBfdMetrics(speaker, metrics);
+  if (speaker) {
+    registerVrrpMetrics(speaker, metrics);
+    registerBfdMetrics(speaker, metrics);
+  }
   const server = createApiServer({ name: 'agent', routes: [...failover.routes(agentRoutes(box, peerClient, logger)), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');

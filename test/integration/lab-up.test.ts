@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CLI, type UpResult, labDown, labUp, reapAbandonedLabs, registeredCommands, siteFor } from '../../src/lab/lab.js';
 import { run } from '../../src/lab/netns.js';
-import { type Site, host, labInfo } from '../../src/lab/site.js';
+import { type Site, apiUrl, host, labInfo } from '../../src/lab/site.js';
 import { startTraffic } from '../../src/lab/traffic.js';
 import { uniqueLabName } from '../helpers/lab.js';
 
@@ -137,6 +137,15 @@ describe('lab up', () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ server: 'srv3', client: { address: '198.18.0.3' }, local: { address: '198.18.0.103', port: 80 }, path: '/who' });
     const m = await get('ctl', 'http://192.0.2.21/');
     expect(JSON.parse(m.stdout)).toMatchObject({ server: 'srv1', client: { address: '192.0.2.2' } });
+  });
+
+  it('serves each appliance’s metrics: VRRP, BFD to its peer, the access table mirror', async () => {
+    const r = await exec('ctl', [process.execPath, CLI, 'metrics', '--lab', name, '--target', apiUrl(site.apis.appliances.lb2!)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^vipshift_vrrp_adverts_received_total\{instance="[^"]+"\} [1-9]/m);
+    expect(r.stdout).toMatch(/^vipshift_bfd_session_state\{[^}]*state="Up"[^}]*\} 1$/m);
+    expect(r.stdout).toMatch(/^vipshift_access_table_mirror_synced\{appliance="lb2"\} 1$/m);
+    expect(r.stdout).toMatch(/^vipshift_vrrp_state\{[^}]*state="backup"[^}]*\} 1$/m);
   });
 
   it('runs commands in a host with `lab exec` and passes the exit code on', async () => {
