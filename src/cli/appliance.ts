@@ -57,7 +57,7 @@ export async function appliance(args: string[]): Promise<number> {
   // The mirror listens before any address is here, and fills itself from one dump.
   const mirror = new AccessTableMirror(conntrack, config.vips.map((v) => v.id), logger.child({ part: 'mirror' }));
   await mirror.start();
-  const box = new Appliance(config, engine, conntrack, addressing, () => speaker?.state() ?? [], mirror);
+  const box = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror });
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
   const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger });

@@ -6,6 +6,7 @@
 import type { Readable } from 'node:stream';
 import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
 import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
+import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
 import type { AccessTableMirror, MirrorStatus } from './access-table-mirror.js';
 import type { VipAddressing } from './addressing.js';
@@ -27,6 +28,8 @@ export interface ApplianceStatus {
   vips: VipStatus[];
   /** VRRP state per instance (VRID), when this appliance runs the speaker. */
   vrrp: InstanceStatus[];
+  /** BFD to the VRRP peers (RFC 5880), when an instance uses it. */
+  bfd?: BfdStatus;
   /** The access table mirror (access-table-mirror.ts), when the appliance keeps one. */
   mirror?: MirrorStatus;
 }
@@ -37,8 +40,19 @@ export class UnknownVipError extends Error {
   }
 }
 
+/** What else the appliance reports on or reads from, when it has it. */
+export interface ApplianceParts {
+  /** VRRP state per instance (the speaker). */
+  vrrpState?: () => InstanceStatus[];
+  /** BFD sessions to the peers (the speaker), undefined when no instance uses BFD. */
+  bfdState?: () => BfdStatus | undefined;
+  /** The access table kept in memory (access-table-mirror.ts); without it, every read dumps. */
+  mirror?: AccessTableMirror;
+}
+
 export class Appliance {
   private readonly vips: Map<string, VipConfig>;
+  private readonly mirror: AccessTableMirror | undefined;
   private readonly counts: EntryCounts;
 
   constructor(
@@ -46,10 +60,9 @@ export class Appliance {
     private readonly engine: NatEngine,
     private readonly conntrack: Conntrack,
     private readonly addressing: VipAddressing,
-    private readonly vrrpState: () => InstanceStatus[] = () => [],
-    /** The access table kept in memory (access-table-mirror.ts); without it, every read dumps. */
-    private readonly mirror?: AccessTableMirror,
+    private readonly parts: ApplianceParts = {},
   ) {
+    this.mirror = parts.mirror;
     this.vips = new Map(config.vips.map((v) => [v.name, v]));
     this.counts = new EntryCounts(() => this.conntrack.countByMark());
   }
@@ -87,7 +100,14 @@ export class Appliance {
         ...counters.get(vip.name)!,
       });
     }
-    return { appliance: this.config.appliance, vips, vrrp: this.vrrpState(), ...(this.mirror ? { mirror: this.mirror.status() } : {}) };
+    const bfd = this.parts.bfdState?.();
+    return {
+      appliance: this.config.appliance,
+      vips,
+      vrrp: this.parts.vrrpState?.() ?? [],
+      ...(bfd ? { bfd } : {}),
+      ...(this.mirror ? { mirror: this.mirror.status() } : {}),
+    };
   }
 
   // Step 1 (target).

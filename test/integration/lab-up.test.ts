@@ -146,6 +146,13 @@ describe('lab up', () => {
     expect(r.stdout).toMatch(/^vipshift_bfd_session_state\{[^}]*state="Up"[^}]*\} 1$/m);
     expect(r.stdout).toMatch(/^vipshift_access_table_mirror_synced\{appliance="lb2"\} 1$/m);
     expect(r.stdout).toMatch(/^vipshift_vrrp_state\{[^}]*state="backup"[^}]*\} 1$/m);
+    // The same in the status the controller gathers.
+    const status = await run(process.execPath, [CLI, 'status', '--json', '--lab', name]);
+    expect(status.code, status.stderr).toBe(0);
+    const lb2 = (JSON.parse(status.stdout) as { appliances: { name: string; bfd?: { running: boolean; sessions: { state: string }[] }; mirror?: { synced: boolean } }[] }).appliances.find((a) => a.name === 'lb2');
+    expect(lb2?.bfd?.running).toBe(true);
+    expect(lb2?.bfd?.sessions.map((x) => x.state)).toContain('Up');
+    expect(lb2?.mirror?.synced).toBe(true);
   });
 
   it('runs commands in a host with `lab exec` and passes the exit code on', async () => {
