@@ -5,7 +5,7 @@ SHELL := /bin/bash
 APT_PACKAGES := nftables iptables conntrack conntrackd keepalived iproute2 libpcap-dev tcpdump tshark tmux iputils-ping procps
 STAMP := node_modules/.vipshift-deps
 
-.PHONY: deps build test test-unit test-integration demo bench-migration lab-up lab-down clean
+.PHONY: deps build typecheck test test-unit test-integration demo bench-migration lab-up lab-down clean
 
 # Debian packages and node modules, installed once; re-run when package-lock.json changes.
 deps: $(STAMP)
@@ -21,7 +21,12 @@ $(STAMP): package-lock.json
 build: deps
 	npx tsc -p tsconfig.json
 
-test: build
+# tsconfig.json builds src/ only; vitest and tsx strip the types of test/ and bench/ without
+# checking them, so the whole tree is type-checked here first.
+typecheck: deps
+	npx tsc -p tsconfig.check.json
+
+test: build typecheck
 	npx vitest run
 
 test-unit: build

@@ -14,6 +14,7 @@ const vip = (name: string, mode: 'normal' | 'migrating' | 'absent', entries = 0,
   packets: 1000,
   bytes: 100_000,
   rejected: 2,
+  newConnections: 10,
   held: 0,
   released: 0,
   overflowed: 0,
@@ -37,14 +38,15 @@ const running: MigrationProgress = {
 function site(migrating = true): SiteStatus {
   return {
     vips: [
-      { name: 'vip1', owner: 'lb1', mode: migrating ? 'migrating' : 'normal', entries: 1000 },
-      { name: 'vip2', owner: 'lb1', mode: 'normal', entries: 0 },
+      { name: 'vip1', owner: 'lb1', mode: migrating ? 'migrating' : 'normal', entries: 1000, pinned: false, lastMovedAt: null, traffic: null, load: null },
+      { name: 'vip2', owner: 'lb1', mode: 'normal', entries: 0, pinned: false, lastMovedAt: null, traffic: null, load: null },
     ],
     appliances: [
-      { name: 'lb1', appliance: 'lb1', reachable: true, vips: [vip('vip1', 'normal', 1000), vip('vip2', 'normal')] },
-      { name: 'lb2', appliance: 'lb2', reachable: true, vips: [vip('vip1', migrating ? 'migrating' : 'absent', 500, { held: 42 }), vip('vip2', 'absent')] },
+      { name: 'lb1', appliance: 'lb1', reachable: true, up: true, maintenance: false, capacity: 1, vrrp: [], vips: [vip('vip1', 'normal', 1000), vip('vip2', 'normal')] },
+      { name: 'lb2', appliance: 'lb2', reachable: true, up: true, maintenance: false, capacity: 1, vrrp: [], vips: [vip('vip1', migrating ? 'migrating' : 'absent', 500, { held: 42 }), vip('vip2', 'absent')] },
     ],
     migrations: migrating ? [running] : [{ ...running, state: 'aborted', step: 'move_address', error: 'step move_address did not finish within 10000 ms', totalMs: 10_050 }],
+    rebalance: 'auto',
   };
 }
 

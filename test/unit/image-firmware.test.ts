@@ -86,7 +86,7 @@ describe('GPT reader', () => {
   it('refuses a file without GPT, and a table whose CRC does not match', () => {
     expect(() => parseGpt(Buffer.alloc(GPT_PREFIX_BYTES), 'x.img')).toThrow(/x\.img: no GPT header/);
     const { disk } = image(8);
-    disk[2 * SECTOR + 60] ^= 1; // a byte of the first entry's name
+    disk[2 * SECTOR + 60]! ^= 1; // a byte of the first entry's name
     expect(() => parseGpt(disk)).toThrow(GptError);
     expect(() => parseGpt(disk)).toThrow(/entries CRC mismatch/);
   });

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -69,7 +70,7 @@ describe('keeper API', () => {
     expect(err).toBeInstanceOf(ApiError);
     expect(err).toMatchObject({ status: 400, field: 'upserts[4].tcpState' });
     const truncated = encodeBatch({ upserts: many(2), deletes: none }).subarray(0, 60);
-    const err2 = await lb1.api.upload('POST', '/v1/copies', [truncated]).catch((e: unknown) => e);
+    const err2 = await lb1.api.upload('POST', '/v1/copies', Readable.from([truncated])).catch((e: unknown) => e);
     expect(err2).toMatchObject({ status: 400, field: 'body' });
     expect((await lb1.copies('vip1')).length).toBe(before.length);
   });

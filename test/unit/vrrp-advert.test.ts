@@ -79,8 +79,8 @@ describe('VRRPv3 advertisement codec', () => {
       ['type', (f) => ((f[34] = 0x32), withVrrpChecksum(f))],
       ['length', (f) => ((f[37] = 3), withVrrpChecksum(f))], // Count says 3, the packet holds 2
       ['length', (f) => ((f[37] = 0), withVrrpChecksum(f))],
-      ['checksum', (f) => ((f[36] ^= 1), f)], // priority changed, checksum not
-      ['checksum', (f) => ((f[29] ^= 1), f)], // source address is in the pseudo-header
+      ['checksum', (f) => ((f[36]! ^= 1), f)], // priority changed, checksum not
+      ['checksum', (f) => ((f[29]! ^= 1), f)], // source address is in the pseudo-header
       ['interval', (f) => (f.writeUInt16BE(0xf000, 38), withVrrpChecksum(f))], // reserved bits only
       ['vrid', (f) => ((f[35] = 0), withVrrpChecksum(f))],
     ];
