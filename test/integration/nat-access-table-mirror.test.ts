@@ -131,11 +131,11 @@ describe('the access table mirror, on the kernel', () => {
     inNs(ns, 'nft', ['-f', '-'], `table inet vtmirror {\n chain out {\n  type filter hook output priority 0;\n  tcp dport 7777 ct mark set ${VIP1}\n }\n}\n`);
     const mirror = mirrorOf();
     await mirror.start();
-    const server = spawn('ip', ['netns', 'exec', ns, 'socat', 'TCP-LISTEN:7777,bind=127.0.0.1,reuseaddr', 'EXEC:cat']);
+    // A TCP echo server and a client that stays connected, as node processes in the namespace.
+    const server = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', "require('net').createServer((s) => s.pipe(s)).listen(7777, '127.0.0.1')"]);
     try {
       await waitFor(() => inNs(ns, 'ss', ['-ltn']).includes('127.0.0.1:7777'));
-      const client = spawn('ip', ['netns', 'exec', ns, 'socat', '-', 'TCP:127.0.0.1:7777']);
-      client.stdin.write('ping\n');
+      const client = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', "const c = require('net').connect(7777, '127.0.0.1', () => c.write('ping'))"]);
       await waitFor(async () => ((await mirror.snapshot(VIP1))?.length ?? 0) === RECORD_SIZE);
       const [entry] = records0(await mirror.snapshot(VIP1));
       expect(entry).toMatchObject({ client: { address: '127.0.0.1' }, vip: { address: '127.0.0.1', port: 7777 }, tcpState: TCP_CONNTRACK_ESTABLISHED, mark: VIP1 });
