@@ -12,31 +12,32 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseApplianceConfig } from '../../src/nat/config.js';
 import { NetlinkElementWriter } from '../../src/nat/nft-elements.js';
 import { MODE_SETS, buildModeChange, buildRuleset, type NftBatch, type VipMode } from '../../src/nat/ruleset.js';
+import { Proc } from './helpers/nat-lab.js';
 
 const PREFIX = 'vtnfl';
 const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
-const config = parseApplianceConfig(
-  JSON.stringify({
-    appliance: 'lb1',
-    api: { listen: '192.0.2.11:8441' },
-    interfaces: { external: 'ext0', internal: 'int0' },
-    vips: [
-      { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' },
-      {
-        name: 'vip4', id: 4, address: '203.0.113.13', insideAddress: '198.18.0.13', ports: [80], mode: 'fullnat', snatPorts: '20000-29999',
-        servers: [{ address: '198.18.0.101' }, { address: '198.18.0.102' }], owner: 'lb2',
-      },
-    ],
-  }),
-  'test.json',
-);
+const site = {
+  appliance: 'lb1',
+  api: { listen: '192.0.2.11:8441' },
+  interfaces: { external: 'ext0', internal: 'int0' },
+  vips: [
+    { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' },
+    {
+      name: 'vip4', id: 4, address: '203.0.113.13', insideAddress: '198.18.0.13', ports: [80], mode: 'fullnat', snatPorts: '20000-29999',
+      servers: [{ address: '198.18.0.101' }, { address: '198.18.0.102' }], owner: 'lb2',
+    },
+  ],
+};
+const config = parseApplianceConfig(JSON.stringify(site), 'test.json');
 const vip = (name: string) => config.vips.find((v) => v.name === name)!;
 
 let dir = '';
 let byNetlink = ''; // namespace whose mode changes go through the netlink path
 let byNft = ''; // namespace whose mode changes go through `nft -j -f`
+let byEngine = ''; // namespace of a whole NatEngine (its own process)
 let writer: NetlinkElementWriter | undefined;
+let engine: Proc | undefined;
 
 function nftApply(ns: string, batch: NftBatch): void {
   if (batch.nftables.length === 0) return;
@@ -64,16 +65,16 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'vtnfl-'));
   byNetlink = `${PREFIX}${randomBytes(3).toString('hex')}`;
   byNft = `${PREFIX}${randomBytes(3).toString('hex')}`;
-  for (const ns of [byNetlink, byNft]) {
-    sh('ip', ['netns', 'add', ns]);
-    nftApply(ns, buildRuleset(config, new Map(), { hold: 'drop', queueNumber: 1 }));
-  }
+  byEngine = `${PREFIX}${randomBytes(3).toString('hex')}`;
+  for (const ns of [byNetlink, byNft, byEngine]) sh('ip', ['netns', 'add', ns]);
+  for (const ns of [byNetlink, byNft]) nftApply(ns, buildRuleset(config, new Map(), { hold: 'drop', queueNumber: 1 }));
   writer = new NetlinkElementWriter({ netns: byNetlink });
 });
 
-afterAll(() => {
+afterAll(async () => {
   writer?.close();
-  for (const ns of [byNetlink, byNft]) if (ns) sh('ip', ['netns', 'del', ns]);
+  await engine?.stop();
+  for (const ns of [byNetlink, byNft, byEngine]) if (ns) sh('ip', ['netns', 'del', ns]);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -122,5 +123,42 @@ describe('mode changes over nf_tables netlink', () => {
     // And the socket still works after a refusal.
     await writer!.apply(buildModeChange(vip('vip1'), 'normal', 'absent'));
     expect(Object.values(modeSets(byNetlink)).flat()).toEqual([]);
+  });
+
+  it('the engine: changes asked for at once end as asked, one bad change fails alone', async () => {
+    engine = new Proc(byEngine, 'nat-appliance.ts');
+    await engine.call('start', { config: site });
+    expect(await engine.call('modeTable')).toEqual({ vip1: 'normal' });
+    // The first change goes alone; the others queue behind it and go in one transaction.
+    const asked = [
+      engine.call('setMode', { vip: 'vip4', mode: 'normal' }),
+      engine.call('setMode', { vip: 'vip1', mode: 'migrating' }),
+      engine.call('setMode', { vip: 'vip4', mode: 'migrating' }),
+      engine.call('setMode', { vip: 'nosuch', mode: 'normal' }),
+      engine.call('setMode', { vip: 'vip1', mode: 'normal' }),
+    ];
+    const outcomes = await Promise.allSettled(asked);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect(String((outcomes[3] as PromiseRejectedResult).reason)).toMatch(/no VIP named 'nosuch'/);
+    expect(await engine.call('modeTable')).toEqual({ vip1: 'normal', vip4: 'migrating' });
+    nftApply(byNft, buildRuleset(config, new Map([['vip1', 'normal'], ['vip4', 'migrating']]), { hold: 'drop', queueNumber: 1 }));
+    expect(modeSets(byEngine)).toEqual(modeSets(byNft));
+
+    // Someone removed one of vip1's elements behind the engine's back: vip1's next change is
+    // refused by the kernel, and vip4's change queued with it still happens.
+    const gone = ['delete', 'element', 'ip', 'vipshift', 'vips_normal', '{ 203.0.113.10 . tcp . 7 }'];
+    for (const ns of [byEngine, byNft]) sh('ip', ['netns', 'exec', ns, 'nft', ...gone]);
+    const [, refused, vip4] = await Promise.allSettled([
+      engine.call('setMode', { vip: 'vip4', mode: 'normal' }),
+      engine.call('setMode', { vip: 'vip1', mode: 'migrating' }),
+      engine.call('setMode', { vip: 'vip4', mode: 'absent' }),
+    ]);
+    expect(refused.status).toBe('rejected');
+    expect(String((refused as PromiseRejectedResult).reason)).toMatch(/delete element in set vipshift vips_normal: ENOENT/);
+    expect(vip4.status).toBe('fulfilled');
+    expect(await engine.call('modeTable')).toEqual({ vip1: 'normal' });
+    nftApply(byNft, buildModeChange(vip('vip4'), 'migrating', 'absent'));
+    expect(modeSets(byEngine)).toEqual(modeSets(byNft));
+    await engine.call('stop');
   });
 });
