@@ -109,11 +109,23 @@ export class NetlinkElementWriter implements ElementWriter {
   async apply(batch: NftBatch): Promise<void> {
     const changes = elementChanges(batch);
     if (changes.every((c) => c.elements.length === 0)) return;
-    this.socket ??= new NetlinkSocket(NETLINK_NETFILTER, this.options.netns === undefined ? {} : { netns: this.options.netns });
-    const socket = this.socket;
+    const socket = (this.socket ??= this.open());
     const first = socket.reserveSeq(changes.length + 2);
     const encoded = encodeSetElementBatch(changes, first);
-    const result = await socket.transaction('nf_tables set elements', encoded.buffer, first, encoded.count);
+    let socketError: Error | undefined;
+    // A receive error closes the socket (see open()), which fails the transaction: say why.
+    const onError = (e: Error): void => {
+      socketError = e;
+    };
+    socket.on('error', onError);
+    let result;
+    try {
+      result = await socket.transaction('nf_tables set elements', encoded.buffer, first, encoded.count);
+    } catch (e) {
+      throw socketError ?? e;
+    } finally {
+      socket.off('error', onError);
+    }
     const failure = result.failures[0];
     if (!failure) return;
     // The kernel aborted the whole transaction: name the first message it refused.
@@ -123,6 +135,17 @@ export class NetlinkElementWriter implements ElementWriter {
     const err = new NetlinkError(what, failure.errno, undefined, failure.kernelMessage);
     err.message += others;
     throw err;
+  }
+
+  private open(): NetlinkSocket {
+    const socket = new NetlinkSocket(NETLINK_NETFILTER, this.options.netns === undefined ? {} : { netns: this.options.netns });
+    // A receive error leaves a transaction unanswered: close the socket, which fails it,
+    // and let the next change open a new one.
+    socket.on('error', () => {
+      if (this.socket === socket) this.socket = undefined;
+      socket.close();
+    });
+    return socket;
   }
 
   close(): void {
