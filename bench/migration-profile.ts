@@ -2,7 +2,8 @@
  * Where a migration's time goes, part by part, outside the migration code: the kernel's
  * share of step 3 (create, dump, delete by mark of N entries in a throwaway namespace,
  * with the JavaScript encoder timed alone), one `nft -j -f` batch (what every mode change
- * of steps 1 and 4 spawns), and one signed API round trip and one signed stream of N
+ * of steps 1 and 4 spawned before the netlink path), one real mode change via nft and via
+ * the engine's nf_tables netlink transaction, and one signed API round trip and one signed stream of N
  * records over loopback (what the controller and the appliances pay per request and for
  * step 3's transfer). Needs root. Prints a table; writes bench/results/migration-profile.json.
  *
@@ -21,6 +22,9 @@ import { run } from '../src/lab/netns.js';
 import { Conntrack } from '../src/netlink/conntrack.js';
 import { IPS_ASSURED, IPS_SEEN_REPLY, IPPROTO_TCP, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';
 import { CreateEncoder, RECORD_SIZE, encodeStreamHeader, writeRecord } from '../src/netlink/entry-record.js';
+import { parseApplianceConfig } from '../src/nat/config.js';
+import { NetlinkElementWriter } from '../src/nat/nft-elements.js';
+import { buildModeChange, buildRuleset } from '../src/nat/ruleset.js';
 
 const ENTRIES = Number(process.env.ENTRIES ?? 100_000);
 const ROUNDS = Number(process.env.ROUNDS ?? 5);
@@ -168,6 +172,54 @@ async function nftBatch() {
   }
 }
 
+/**
+ * One real mode change (a dnat VIP with two ports, normal ⇄ migrating: 4 sets, 8 elements) on
+ * the appliance's whole ruleset, through `nft -j -f` (minus `ip netns exec`) and through the
+ * engine's netlink path (NetlinkElementWriter, socket already open, as in the engine).
+ */
+async function modeChange() {
+  const ns = `vtbmgm${randomBytes(3).toString('hex')}`;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vipshift-bench-mode-'));
+  await must('ip', ['netns', 'add', ns]);
+  const config = parseApplianceConfig(
+    JSON.stringify({
+      appliance: 'lb1',
+      api: { listen: '192.0.2.11:8441' },
+      interfaces: { external: 'ext0', internal: 'int0' },
+      vips: [{ name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' }],
+    }),
+    'bench.json',
+  );
+  const vip = config.vips[0]!;
+  const writer = new NetlinkElementWriter({ netns: ns });
+  try {
+    const file = (name: string, body: object) => {
+      const f = path.join(dir, name);
+      fs.writeFileSync(f, JSON.stringify(body));
+      return f;
+    };
+    await must('ip', ['netns', 'exec', ns, 'nft', '-j', '-f', file('ruleset.json', buildRuleset(config, new Map([['vip1', 'normal']]), { hold: 'drop', queueNumber: 1 }))]);
+    const toMigrating = buildModeChange(vip, 'normal', 'migrating');
+    const toNormal = buildModeChange(vip, 'migrating', 'normal');
+    const files = [file('to-migrating.json', toMigrating), file('to-normal.json', toNormal)];
+    const base: number[] = [];
+    const viaNft: number[] = [];
+    for (let i = 0; i < ROUNDS * 4; i++) {
+      base.push(await timed(() => must('ip', ['netns', 'exec', ns, 'true'])));
+      viaNft.push(await timed(() => must('ip', ['netns', 'exec', ns, 'nft', '-j', '-f', files[i % 2]!])));
+    }
+    await writer.apply(toMigrating); // opens the socket, as the engine's first change does
+    await writer.apply(toNormal);
+    const viaNetlink: number[] = [];
+    for (let i = 0; i < ROUNDS * 4; i++) viaNetlink.push(await timed(() => writer.apply(i % 2 === 0 ? toMigrating : toNormal)));
+    return { mode_change_nft_ms: round2(median(viaNft) - median(base)), mode_change_netlink_ms: median(viaNetlink) };
+  } finally {
+    writer.close();
+    await run('ip', ['netns', 'delete', ns]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /** A signed POST round trip and a signed stream of N records, server and client in this process over loopback. */
 async function api(recs: Buffer) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vipshift-bench-api-'));
@@ -220,8 +272,9 @@ const load = os.loadavg()[0]!;
 const k = await kernel(recs);
 const d = await directMove(recs);
 const n = await nftBatch();
+const m = await modeChange();
 const a = await api(recs);
-const result = { entries: ENTRIES, rounds: ROUNDS, ...k, ...d, ...n, ...a, load_avg_1m: round2(load) };
+const result = { entries: ENTRIES, rounds: ROUNDS, ...k, ...d, ...n, ...m, ...a, load_avg_1m: round2(load) };
 
 for (const [key, value] of Object.entries(result)) console.log(`${key.padEnd(20)} ${String(value).padStart(10)}`);
 const out = path.join(REPO_ROOT, 'bench', 'results', 'migration-profile.json');

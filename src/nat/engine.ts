@@ -7,6 +7,7 @@
 import type { ApplianceConfig, VipConfig } from './config.js';
 import { HoldQueue } from './hold.js';
 import { ensureHoldQueueRule, removeHoldQueueRule } from './iptables.js';
+import { NetlinkElementWriter, type ElementWriter } from './nft-elements.js';
 import { listCounters, nft, nftHasQueue, type NftRunner } from './nft.js';
 import {
   HOLD_MARK,
@@ -19,6 +20,7 @@ import {
   rejectedCounter,
   trafficCounter,
   type HoldMethod,
+  type NftBatch,
   type VipMode,
 } from './ruleset.js';
 import { applySysctls } from './sysctl.js';
@@ -44,6 +46,19 @@ export interface NatEngineOptions {
   /** Force a hold method instead of detecting one (policy drop always uses 'drop'). */
   holdMethod?: HoldMethod;
   nft?: NftRunner;
+  /**
+   * Applies mode changes (element commands only). Default: one nf_tables netlink
+   * transaction from this process, which saves the spawn of `nft` on a migration's
+   * critical path; the full ruleset at start and stop stays with `nft`.
+   */
+  elements?: ElementWriter;
+}
+
+interface QueuedChange {
+  name: string;
+  mode: VipMode | 'absent';
+  resolve: () => void;
+  reject: (e: Error) => void;
 }
 
 export class NatEngine {
@@ -53,12 +68,18 @@ export class NatEngine {
   private method: HoldMethod | undefined;
   private readonly table: string;
   private readonly runner: NftRunner;
-  /** Mode changes run one at a time, so each batch starts from the mode the last one left. */
-  private chain: Promise<unknown> = Promise.resolve();
+  private readonly elements: ElementWriter;
+  /**
+   * Mode changes run one at a time, so each transaction starts from the modes the last one
+   * left; the changes asked for while one is applied go together in the next transaction.
+   */
+  private queued: QueuedChange[] = [];
+  private draining: Promise<void> | undefined;
 
   constructor(private readonly options: NatEngineOptions = {}) {
     this.table = options.table ?? TABLE;
     this.runner = options.nft ?? nft;
+    this.elements = options.elements ?? new NetlinkElementWriter();
   }
 
   /** How held packets are held on this kernel: 'nft-queue', 'iptables-queue' or 'drop'. */
@@ -105,23 +126,77 @@ export class NatEngine {
   }
 
   /**
-   * Puts a VIP in a mode with one atomic nft batch of set elements. Going to `migrating`
+   * Puts a VIP in a mode with one atomic transaction of set elements. Going to `migrating`
    * starts holding its packets; leaving it does not release what is held: call release()
    * (after `normal`) or discard().
    */
   setMode(name: string, mode: VipMode | 'absent'): Promise<void> {
-    const run = async (): Promise<void> => {
-      const vip = this.vip(name);
-      const from = this.modes.get(name) ?? 'absent';
-      if (from === mode) return;
-      if (mode === 'migrating') this.hold?.hold(name);
-      await this.runner.apply(buildModeChange(vip, from, mode, { table: this.table }));
-      if (mode === 'absent') this.modes.delete(name);
-      else this.modes.set(name, mode);
-    };
-    const result = this.chain.then(run, run);
-    this.chain = result.catch(() => undefined);
-    return result;
+    return new Promise<void>((resolve, reject) => {
+      this.queued.push({ name, mode, resolve, reject });
+      this.draining ??= this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queued.length > 0) await this.applyTogether(this.queued.splice(0));
+    this.draining = undefined;
+  }
+
+  /** The element commands of one change against `modes` (updated); empty if nothing changes. */
+  private plan(change: QueuedChange, modes: Map<string, VipMode>): NftBatch {
+    const vip = this.vip(change.name);
+    const from = modes.get(change.name) ?? 'absent';
+    if (change.mode === 'absent') modes.delete(change.name);
+    else modes.set(change.name, change.mode);
+    return buildModeChange(vip, from, change.mode, { table: this.table });
+  }
+
+  /**
+   * Several queued changes in one transaction. If the kernel refuses it, nothing changed:
+   * each is then tried alone, so one bad change does not fail the others.
+   */
+  private async applyTogether(changes: QueuedChange[]): Promise<void> {
+    if (changes.length === 1) return this.applyAlone(changes[0]!);
+    const modes = new Map(this.modes);
+    const planned: QueuedChange[] = [];
+    const batch: NftBatch = { nftables: [] };
+    const holding: string[] = [];
+    for (const change of changes) {
+      try {
+        const commands = this.plan(change, modes).nftables;
+        if (commands.length > 0 && change.mode === 'migrating') holding.push(change.name);
+        batch.nftables.push(...commands);
+        planned.push(change);
+      } catch (e) {
+        change.reject(e as Error);
+      }
+    }
+    try {
+      for (const name of holding) this.hold?.hold(name);
+      await this.elements.apply(batch);
+    } catch {
+      for (const c of planned) await this.applyAlone(c);
+      return;
+    }
+    this.modes.clear();
+    for (const [name, mode] of modes) this.modes.set(name, mode);
+    for (const c of planned) c.resolve();
+  }
+
+  private async applyAlone(change: QueuedChange): Promise<void> {
+    try {
+      const modes = new Map(this.modes);
+      const batch = this.plan(change, modes);
+      if (batch.nftables.length > 0) {
+        if (change.mode === 'migrating') this.hold?.hold(change.name);
+        await this.elements.apply(batch);
+      }
+      this.modes.clear();
+      for (const [name, mode] of modes) this.modes.set(name, mode);
+      change.resolve();
+    } catch (e) {
+      change.reject(e as Error);
+    }
   }
 
   /** Accepts the VIP's held packets in the order they arrived; returns how many. */
@@ -173,8 +248,9 @@ export class NatEngine {
   async stop(): Promise<void> {
     const config = this.config;
     if (!config) return;
-    await this.chain;
+    await this.draining;
     await this.runner.apply(buildTeardown({ table: this.table }));
+    this.elements.close?.();
     if (this.method === 'iptables-queue') await removeHoldQueueRule(HOLD_MARK, config.hold.queueNumber);
     await this.hold?.close();
     this.hold = undefined;

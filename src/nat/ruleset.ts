@@ -83,6 +83,21 @@ const REPLY_KEY = concat(payload('ip', 'saddr'), meta('l4proto'), payload('th', 
 const INSIDE_KEY = concat(payload('ip', 'daddr'), meta('l4proto'));
 const SERVICE_TYPE = ['ipv4_addr', 'inet_proto', 'inet_service'];
 
+/** The key field types nft knows the mode sets by, and what a map's elements map to. */
+export type ModeSetField = 'ipv4_addr' | 'inet_proto' | 'inet_service';
+export interface ModeSet {
+  type: readonly ModeSetField[];
+  map?: 'mark' | 'verdict';
+}
+/** The sets and maps a mode change writes elements into (declared once, here). */
+export const MODE_SETS: Readonly<Record<string, ModeSet>> = {
+  vips_normal: { type: ['ipv4_addr', 'inet_proto', 'inet_service'] },
+  vip_dnat: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: 'verdict' },
+  vips_migrating: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: 'mark' },
+  replies_migrating: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: 'mark' },
+  inside_migrating: { type: ['ipv4_addr', 'inet_proto'], map: 'mark' },
+};
+
 /** The packets a VIP's elements match: each port of its VIP address. */
 const vipKeys = (vip: VipConfig): Expr[] => vip.ports.map((port) => concat(vip.address, vip.protocol, port));
 
@@ -150,13 +165,9 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
     cmds.push(counterMap('held_dropped_counters', 'mark', config.vips.map((v) => [holdMark(v), heldDroppedCounter(v)])));
   }
 
-  cmds.push(
-    add('set', { name: 'vips_normal', type: SERVICE_TYPE }),
-    add('map', { name: 'vip_dnat', type: SERVICE_TYPE, map: 'verdict' }),
-    add('map', { name: 'vips_migrating', type: SERVICE_TYPE, map: 'mark' }),
-    add('map', { name: 'replies_migrating', type: SERVICE_TYPE, map: 'mark' }),
-    add('map', { name: 'inside_migrating', type: ['ipv4_addr', 'inet_proto'], map: 'mark' }),
-  );
+  for (const [name, d] of Object.entries(MODE_SETS)) {
+    cmds.push(d.map ? add('map', { name, type: [...d.type], map: d.map }) : add('set', { name, type: [...d.type] }));
+  }
   const inside = config.vips.map((v) => v.insideAddress);
   cmds.push(add('set', { name: 'inside_addresses', type: 'ipv4_addr', ...(inside.length ? { elem: inside } : {}) }));
 

@@ -94,6 +94,11 @@ interface Pending {
   dump: boolean;
   /** Only the last message asks for an ack: done when it answers (earlier errors arrive first). */
   lastOnly?: boolean;
+  /**
+   * An nfnetlink batch: the first seq is BATCH_BEGIN, which asks for no ack but is answered
+   * with an error when the kernel refuses the whole batch; the others are all acked.
+   */
+  transaction?: boolean;
   /** Dump datagrams go whole to onDatagram instead of message by message. */
   onDatagram?: (datagram: Buffer) => void;
   /** The first exception a dump's callback threw: the dump is drained, then fails with it. */
@@ -172,6 +177,16 @@ export class NetlinkSocket extends EventEmitter {
    */
   batchLastAcked(operation: string, buffer: Buffer, firstSeq: number, count: number): Promise<BatchResult> {
     return this.enqueue({ operation, firstSeq, count, dump: false, lastOnly: true }, buffer);
+  }
+
+  /**
+   * An nfnetlink transaction (BATCH_BEGIN at headerSeq, `count` acked messages after it,
+   * BATCH_END unacked) in one sendmsg. Failures are per message, index 0 being the batch
+   * itself (refused as a whole) and 1..count the messages. Any failure means the kernel
+   * aborted the transaction: the acks of the other messages then do not mean committed.
+   */
+  transaction(operation: string, buffer: Buffer, headerSeq: number, count: number): Promise<BatchResult> {
+    return this.enqueue({ operation, firstSeq: headerSeq, count: count + 1, dump: false, transaction: true }, buffer);
   }
 
   /** Sends a request that answers with many messages, ending with NLMSG_DONE. */
@@ -307,12 +322,18 @@ export class NetlinkSocket extends EventEmitter {
         this.malformed++;
         return;
       }
+      const header = p.transaction === true && msg.seq === p.firstSeq;
+      if (header && ack.errno === 0) return; // a kernel that acknowledges BATCH_BEGIN anyway
       if (ack.errno !== 0) {
         p.failures.push({ index: msg.seq - p.firstSeq, errno: ack.errno, ...(ack.extAckMessage ? { kernelMessage: ack.extAckMessage } : {}) });
       } else {
         p.acked++;
       }
       const last = msg.seq === p.firstSeq + p.count - 1;
+      if (p.transaction) {
+        if (header || p.acked + p.failures.length >= p.count - 1) this.finish();
+        return;
+      }
       if (p.dump || (p.lastOnly ? last : p.acked + p.failures.length >= p.count)) this.finish();
       return;
     }
