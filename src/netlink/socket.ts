@@ -115,7 +115,8 @@ interface Pending {
  * A netlink socket. Replies to our requests are matched by sequence number;
  * anything else (multicast events) is emitted as 'message'. A receive-buffer
  * overrun is emitted as 'overrun' and fails the request in flight, so the owner
- * can resynchronise by a dump.
+ * can resynchronise by a dump; another receive error fails the request in flight
+ * and is emitted as 'error' only to an owner that listens.
  */
 export class NetlinkSocket extends EventEmitter {
   private readonly native: NativeSocket;
@@ -125,6 +126,8 @@ export class NetlinkSocket extends EventEmitter {
   /** Datagrams that could not be parsed: counted and dropped. */
   malformed = 0;
   overruns = 0;
+  /** Receive errors other than overruns (each failed the request in flight). */
+  receiveErrors = 0;
 
   constructor(
     readonly protocol: number,
@@ -250,7 +253,12 @@ export class NetlinkSocket extends EventEmitter {
         this.emit('overrun');
         this.finish(new NetlinkError(this.pending?.operation ?? 'receive', errno));
       } else {
-        this.emit('error', new NetlinkError('receive', errno));
+        // Fails the request in flight; an owner that listens for 'error' hears it too. Never
+        // an unhandled 'error' event: that would end the process.
+        this.receiveErrors++;
+        const err = new NetlinkError(this.pending?.operation ?? 'receive', errno);
+        this.finish(err);
+        if (this.listenerCount('error') > 0) this.emit('error', err);
       }
       return;
     }
