@@ -20,6 +20,7 @@ import type { AccessPage } from '../src/nat/access-page.js';
 import { labDown, labUp, siteFor } from '../src/lab/lab.js';
 import { readState } from '../src/lab/processes.js';
 import { host } from '../src/lab/site.js';
+import { rebuildMirror } from '../test/integration/helpers/replication-lab.js';
 import { createSynthetic, syntheticRecords } from '../test/helpers/console-entries.js';
 
 const LAB = 'vtconbench';
@@ -56,6 +57,7 @@ const site = siteFor(LAB);
 const result: Record<string, unknown> = { entries: ENTRIES, rounds: ROUNDS, watchSeconds: WATCH_S };
 try {
   await createSynthetic(host(site, 'lb1').namespace, syntheticRecords(ENTRIES, { mark: 1, address: '203.0.113.10', port: 7, server: '198.18.0.101' }));
+  await rebuildMirror(site, 'lb1');
 
   // 1. Fetch a page and draw it, in this process.
   const api = controllerClient({ lab: LAB });

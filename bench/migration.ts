@@ -29,7 +29,7 @@ import { Conntrack } from '../src/netlink/conntrack.js';
 import { IPS_ASSURED, IPS_SEEN_REPLY, IPPROTO_TCP, IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, writeRecord } from '../src/netlink/entry-record.js';
 import { type Lab, withLab } from '../test/helpers/lab.js';
-import { apiCall } from '../test/integration/helpers/replication-lab.js';
+import { apiCall, rebuildMirror as rebuildMirrorOf } from '../test/integration/helpers/replication-lab.js';
 import { Conntrackd, sleep } from './conntrackd.js';
 
 const SIZES = (process.env.SIZES ?? '1000,10000,100000').split(',').map(Number);
@@ -177,7 +177,7 @@ async function holdCounters(labName: string): Promise<Run['hold']> {
  * would after `conntrack -I`. Checks that the mirror then holds all of the VIP's entries.
  */
 async function rebuildMirror(site: Site, entries: number): Promise<void> {
-  const mirror = await apiCall<{ synced: boolean }>(site, apiUrl(site.apis.appliances[SOURCE]!), 'POST', '/v1/mirror/rebuild');
+  const mirror = await rebuildMirrorOf(site, SOURCE);
   const status = await apiCall<{ vips: { name: string; entries: number }[] }>(site, apiUrl(site.apis.appliances[SOURCE]!), 'GET', '/v1/status');
   const held = status.vips.find((v) => v.name === VIP)?.entries;
   if (!mirror.synced || held !== entries) throw new Error(`${SOURCE}'s access table mirror: synced ${mirror.synced}, ${held} entries of ${VIP}, expected ${entries}`);

@@ -13,6 +13,7 @@ import { readState, startProcess, stopProcesses, writeState } from '../../src/la
 import { run } from '../../src/lab/netns.js';
 import { createSynthetic, syntheticRecords } from '../helpers/console-entries.js';
 import { withLab, type Lab } from '../helpers/lab.js';
+import { rebuildMirror } from './helpers/replication-lab.js';
 
 const CLI = path.resolve('dist/cli.js');
 const PREFIX = 'vtcon';
@@ -76,6 +77,7 @@ describe('vipshift console under tmux, in the lab', () => {
       operator.close();
       // Made-up entries make step 3 last long enough to be watched; live connections are the real test.
       await createSynthetic(lab.ns('lb1'), syntheticRecords(SYNTHETIC, { mark: 1, address: '203.0.113.10', port: 7, server: '198.18.0.101' }));
+      await rebuildMirror(lab.site, 'lb1');
       const traffic = lab.traffic({ address: '203.0.113.10', port: 7, connections: 40, intervalMs: 100, durationMs: 25_000 });
       try {
         const up = await traffic.established;

@@ -36,6 +36,12 @@ export async function apiCall<T>(site: Site, url: string, method: string, apiPat
 }
 
 export const agentStatus = (site: Site, appliance: string) => apiCall<AgentStatus>(site, apiUrl(site.apis.appliances[appliance]!), 'GET', '/v1/status');
+/**
+ * Entries made behind an appliance's back (ctnetlink from a test or bench) reach its access
+ * table mirror only when it re-reads its table; a real connection's come through its events.
+ */
+export const rebuildMirror = (site: Site, appliance: string) =>
+  apiCall<{ synced: boolean; entries: number }>(site, apiUrl(site.apis.appliances[appliance]!), 'POST', '/v1/mirror/rebuild');
 export const keeperStatus = (site: Site, server: string) => apiCall<KeeperStatusView>(site, apiUrl(site.apis.keepers[server]!), 'GET', '/v1/status');
 
 export function copiesOf(k: KeeperStatusView, vipName: string): number {
