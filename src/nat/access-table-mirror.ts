@@ -229,6 +229,9 @@ export class AccessTableMirror {
    * changes that VIP's table, so the order of changes holds.
    */
   added(records: Buffer, failures: readonly CreateFailure[] = []): void {
+    // During a rebuild's dump the tables are about to be replaced by the dump's, which may
+    // have passed these entries already: dump again once this one ends.
+    if (this.queued) this.lost = true;
     const failed = new Set(failures.map((f) => f.index));
     const marks = new Set<number>();
     for (let o = R_MARK; o < records.length; o += RECORD_SIZE) marks.add(records.readUInt32BE(o));
