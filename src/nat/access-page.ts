@@ -3,10 +3,11 @@
  * the appliance from the 40-byte entry records of one kernel dump (entry-record.ts), so a
  * console never receives more than the rows it draws, whatever the table's size.
  *
- * A dump of 100,000 entries costs the kernel and us ~0.25 s of CPU, so pages are served from
- * a snapshot of the table whose greatest age grows with what the last dump cost: the dumps
- * a watching console causes stay near 2 % of a core (SNAPSHOT_CPU_SHARE). Small tables are
- * re-read every second. The page says how old its snapshot is; an expired snapshot is still
+ * Reading 100,000 entries and sorting them for the views being watched costs ~0.1–0.3 s of
+ * CPU (a kernel dump, or a copy of the access table mirror and the sorts), so pages are
+ * served from a snapshot of the table whose greatest age grows with what the last snapshot
+ * cost, read and sorts together: the work a watching console causes stays near 2 % of a core
+ * (SNAPSHOT_CPU_SHARE). Small tables are re-read every second. The page says how old its snapshot is; an expired snapshot is still
  * served while the next dump runs, so a page never waits for a dump but the first.
  */
 import { TCP_CONNTRACK_NAMES } from '../netlink/ctnetlink.js';
@@ -189,18 +190,20 @@ interface Snapshot {
   takenAt: number;
   takenAtIso: string;
   dumpMs: number;
+  /** What the snapshot cost: its read and every order sorted on it. */
+  costMs: number;
   /** Orders already computed on this snapshot, by `sort filter` (a few: the console's views). */
   orders: Map<string, Uint32Array>;
 }
 
-/** Of one core, what dumps caused by watching a table may take on average. */
+/** Of one core, what snapshots taken for watching a table may take on average. */
 export const SNAPSHOT_CPU_SHARE = 0.02;
 const MIN_SNAPSHOT_AGE_MS = 1000;
 const ORDERS_KEPT = 8;
 
 /**
- * The appliance's page server: one snapshot per VIP, dumped again when a page is asked of
- * a snapshot older than max(1 s, dump time / SNAPSHOT_CPU_SHARE). `dump` returns the
+ * The appliance's page server: one snapshot per VIP, read again when a page is asked of
+ * a snapshot older than max(1 s, its cost / SNAPSHOT_CPU_SHARE). `dump` returns the
  * VIP's records; `now` is injected for tests.
  */
 export class AccessPages {
@@ -213,9 +216,9 @@ export class AccessPages {
     private readonly wallClock: () => Date = () => new Date(),
   ) {}
 
-  /** How old a snapshot may be before a page asks for a new dump. */
-  static maxAgeMs(dumpMs: number): number {
-    return Math.max(MIN_SNAPSHOT_AGE_MS, dumpMs / SNAPSHOT_CPU_SHARE);
+  /** How old a snapshot may be before a page asks for a new one, by what the last one cost. */
+  static maxAgeMs(costMs: number): number {
+    return Math.max(MIN_SNAPSHOT_AGE_MS, costMs / SNAPSHOT_CPU_SHARE);
   }
 
   async page(vip: string, query: Partial<PageQuery>): Promise<AccessPage> {
@@ -224,7 +227,9 @@ export class AccessPages {
     const orderKey = `${q.sort} ${q.filter}`;
     let order = snap.orders.get(orderKey);
     if (!order) {
+      const t0 = this.now();
       order = orderRecords(snap.records, q.sort, q.filter);
+      snap.costMs += this.now() - t0;
       if (snap.orders.size >= ORDERS_KEPT) snap.orders.delete(snap.orders.keys().next().value!);
       snap.orders.set(orderKey, order);
     }
@@ -254,7 +259,7 @@ export class AccessPages {
    */
   private async snapshot(vip: string): Promise<Snapshot> {
     const have = this.snapshots.get(vip);
-    if (have && this.now() - have.takenAt < AccessPages.maxAgeMs(have.dumpMs)) return have;
+    if (have && this.now() - have.takenAt < AccessPages.maxAgeMs(have.costMs)) return have;
     const next = this.pending.get(vip) ?? this.redump(vip, have);
     if (have) {
       next.catch(() => undefined); // the next page asks again
@@ -268,11 +273,12 @@ export class AccessPages {
     const p = this.dump(vip)
       .then((records) => {
         const takenAt = this.now();
-        const snap: Snapshot = { records, takenAt, takenAtIso: this.wallClock().toISOString(), dumpMs: takenAt - t0, orders: new Map() };
+        const snap: Snapshot = { records, takenAt, takenAtIso: this.wallClock().toISOString(), dumpMs: takenAt - t0, costMs: 0, orders: new Map() };
         for (const key of previous?.orders.keys() ?? []) {
           const space = key.indexOf(' ');
           snap.orders.set(key, orderRecords(records, key.slice(0, space), key.slice(space + 1)));
         }
+        snap.costMs = this.now() - t0;
         this.snapshots.set(vip, snap);
         return snap;
       })

@@ -126,18 +126,24 @@ export class Appliance {
   }
 
   /**
-   * Step 3 (source): the VIP's entries as a record stream (entry-record.ts), from the
-   * mirror when it vouches for being complete, else from a dump of the kernel's table.
+   * A VIP's entries as record chunks (by its ct mark): from the mirror when it vouches for
+   * being complete, else from a dump of the kernel's table. Step 3's export, the console's
+   * pages and the replicator's resynchronisations and refreshes all read here.
    */
-  async exportEntries(name: string, write: (chunk: Buffer) => void): Promise<{ records: number; from: 'mirror' | 'dump' }> {
-    const vip = this.vip(name);
-    const records = await this.mirror?.snapshot(vip.id);
-    write(encodeStreamHeader());
-    if (!records) return { records: (await this.conntrack.dumpRecords(vip.id, write)).records, from: 'dump' };
-    // Pieces of 1,000 records, so the target creates while the rest is on its way.
+  async readRecords(mark: number, onChunk: (records: Buffer) => void): Promise<{ records: number; from: 'mirror' | 'dump' }> {
+    const snapshot = await this.mirror?.snapshot(mark);
+    if (!snapshot) return { records: (await this.conntrack.dumpRecords(mark, onChunk)).records, from: 'dump' };
+    // Pieces of 1,000 records: a migration's target creates while the rest is on its way.
     const piece = 1000 * RECORD_SIZE;
-    for (let at = 0; at < records.length; at += piece) write(records.subarray(at, at + piece));
-    return { records: records.length / RECORD_SIZE, from: 'mirror' };
+    for (let at = 0; at < snapshot.length; at += piece) onChunk(snapshot.subarray(at, at + piece));
+    return { records: snapshot.length / RECORD_SIZE, from: 'mirror' };
+  }
+
+  // Step 3 (source): the VIP's entries as a record stream (entry-record.ts).
+  exportEntries(name: string, write: (chunk: Buffer) => void): Promise<{ records: number; from: 'mirror' | 'dump' }> {
+    const vip = this.vip(name);
+    write(encodeStreamHeader());
+    return this.readRecords(vip.id, write);
   }
 
   /**
@@ -213,7 +219,7 @@ export class Appliance {
   /** The VIP's whole access table as entry records, for the console's pages (access-page.ts). */
   async entryRecords(name: string): Promise<Buffer> {
     const chunks: Buffer[] = [];
-    await this.conntrack.dumpRecords(this.vip(name).id, (chunk) => chunks.push(chunk));
+    await this.readRecords(this.vip(name).id, (chunk) => chunks.push(chunk));
     return Buffer.concat(chunks);
   }
 

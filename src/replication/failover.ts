@@ -83,7 +83,7 @@ export class Failover {
     });
     this.replicator = new Replicator({
       config,
-      table: options.conntrack,
+      table: { subscribe: (o) => options.conntrack.subscribe(o), readRecords: (mark, onChunk) => options.appliance.readRecords(mark, onChunk) },
       sinks,
       modes: options.modes,
       serving: (vip) => this.serving(vip.name),

@@ -11,7 +11,7 @@
  *
  * Never lose track: a keeper that does not answer keeps a bounded backlog and gets it later;
  * beyond the bound the backlog is dropped and the keeper resynchronised. A resynchronisation
- * reads the keeper's copies, dumps the VIP's entries (by ct mark, in the kernel), pushes
+ * reads the keeper's copies, reads the VIP's entries (the appliance's mirror, or a dump), pushes
  * ours and deletes the copies of connections we no longer have. The event socket's overrun
  * (ENOBUFS: events were lost) resynchronises every keeper. A periodic refresh pushes every
  * entry again (fresh timeouts; anything missed), only where no newer change waits.
@@ -46,8 +46,14 @@ export interface KeeperSink {
   copies(vip: string, source: 'copies'): Promise<Buffer>;
 }
 
-/** What it needs of the access table (src/netlink/conntrack.ts). */
-export type AccessTable = Pick<Conntrack, 'subscribe' | 'dumpRecords'>;
+/**
+ * What it needs of the access table: conntrack's events (src/netlink/conntrack.ts) and a
+ * VIP's entries as record chunks (the appliance's reader, mirror or dump: src/nat/appliance.ts).
+ */
+export interface AccessTable {
+  subscribe: Conntrack['subscribe'];
+  readRecords(mark: number, onChunk: (records: Buffer) => void): Promise<unknown>;
+}
 
 export interface ReplicatorOptions {
   config: ApplianceConfig;
@@ -219,19 +225,19 @@ class KeeperLink {
   }
 
   /**
-   * Makes the keeper's copies of our VIPs (on its server) equal to our entries: our dump is
+   * Makes the keeper's copies of our VIPs (on its server) equal to our entries: ours are
    * pushed, its copies we do not have are deleted. Changes that arrive meanwhile wait in the
-   * backlog and go after, so they win over the dump.
+   * backlog and go after, so they win over the read.
    */
   private async resync(): Promise<void> {
     this.resyncPending = false;
-    // What waits is older than the dump that follows: the dump covers it.
+    // What waits is older than the read that follows: the read covers it.
     this.backlog.clear();
     const vips = this.owner.vipsOnServer(this.server);
     try {
       for (const vip of vips) {
         const theirs = await this.sink.copies(vip.address, 'copies');
-        const ours = await this.owner.dumpOnServer(vip, this.serverU32);
+        const ours = await this.owner.entriesOnServer(vip, this.serverU32);
         const have = new Set<string>();
         for (const chunk of ours) for (let o = 0; o < chunk.length; o += RECORD_SIZE) have.add(recordKey(chunk, o));
         const stale: Buffer[] = [];
@@ -409,14 +415,14 @@ export class Replicator {
     const at = this.now();
     for (const vip of [...this.replicated.values()]) {
       try {
-        await this.options.table.dumpRecords(vip.id, (chunk) => {
+        await this.options.table.readRecords(vip.id, (chunk) => {
           for (let o = 0; o < chunk.length; o += RECORD_SIZE) {
             const link = this.linkByServer.get(chunk.readUInt32BE(o + R_SERVER_ADDR));
             if (link) link.refresh(chunk.subarray(o, o + RECORD_SIZE), at);
           }
         });
       } catch (err) {
-        this.log.error({ vip: vip.name, err: (err as Error).message }, 'refresh dump failed');
+        this.log.error({ vip: vip.name, err: (err as Error).message }, 'refresh read failed');
       }
     }
     for (const link of this.links) link.kick();
@@ -428,9 +434,9 @@ export class Replicator {
   }
 
   /** The VIP's entries whose server is `serverU32`, as record chunks. */
-  async dumpOnServer(vip: VipConfig, serverU32: number): Promise<Buffer[]> {
+  async entriesOnServer(vip: VipConfig, serverU32: number): Promise<Buffer[]> {
     const out: Buffer[] = [];
-    await this.options.table.dumpRecords(vip.id, (chunk) => {
+    await this.options.table.readRecords(vip.id, (chunk) => {
       let mine = 0;
       for (let o = 0; o < chunk.length; o += RECORD_SIZE) if (chunk.readUInt32BE(o + R_SERVER_ADDR) === serverU32) mine++;
       if (mine === chunk.length / RECORD_SIZE) {
