@@ -5,7 +5,7 @@ SHELL := /bin/bash
 APT_PACKAGES := nftables iptables conntrack conntrackd keepalived iproute2 libpcap-dev tcpdump tshark tmux iputils-ping procps
 STAMP := node_modules/.vipshift-deps
 
-.PHONY: deps build typecheck test test-unit test-integration demo bench-migration lab-up lab-down clean
+.PHONY: deps build typecheck layers test test-unit test-integration demo bench-migration lab-up lab-down clean
 
 # Debian packages and node modules, installed once; re-run when package-lock.json changes.
 deps: $(STAMP)
@@ -26,7 +26,12 @@ build: deps
 typecheck: deps
 	npx tsc -p tsconfig.check.json
 
-test: build typecheck
+# The layer rule of src/ (.dependency-cruiser.cjs, docs/architecture.md): an upward import or a
+# cycle fails the build.
+layers: deps
+	npx depcruise src --config .dependency-cruiser.cjs --output-type err
+
+test: build typecheck layers
 	npx vitest run
 
 test-unit: build

@@ -12,7 +12,7 @@ import { Registry } from 'prom-client';
 import { createClusterCredentials, loadCredentials } from '../src/api/auth.js';
 import { keysOfRecords } from '../src/keeper/batch.js';
 import { KeeperClient } from '../src/keeper/client.js';
-import { parseKeeperConfig } from '../src/keeper/config.js';
+import { parseKeeperConfig } from '../src/config/keeper.js';
 import { Keeper } from '../src/keeper/keeper.js';
 import { CopyStore } from '../src/keeper/store.js';
 import { IPPROTO_TCP, IPS_ASSURED, IPS_DST_NAT, IPS_SEEN_REPLY, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';

@@ -22,7 +22,7 @@ import { run } from '../src/lab/netns.js';
 import { Conntrack } from '../src/netlink/conntrack.js';
 import { IPS_ASSURED, IPS_SEEN_REPLY, IPPROTO_TCP, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';
 import { CreateEncoder, RECORD_SIZE, encodeStreamHeader, writeRecord } from '../src/netlink/entry-record.js';
-import { parseApplianceConfig } from '../src/nat/config.js';
+import { parseApplianceConfig } from '../src/config/appliance.js';
 import { NetlinkElementWriter } from '../src/nat/nft-elements.js';
 import { buildModeChange, buildRuleset } from '../src/nat/ruleset.js';
 

@@ -9,13 +9,13 @@ import { Authenticator, DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { AgentClient } from '../controller/agent-client.js';
-import { controllerConfigSchema } from '../controller/config.js';
+import { controllerConfigSchema } from '../config/controller.js';
 import { controllerRoutes } from '../controller/routes.js';
 import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
 import { Journal } from '../controller/journal.js';
 import { ControllerMetrics } from '../controller/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
-import { loadConfigFile } from '../nat/config.js';
+import { loadConfigFile } from '../config/load.js';
 
 const USAGE = 'usage: vipshift controller --config FILE [--credentials DIR]\n';
 

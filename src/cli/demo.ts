@@ -6,10 +6,9 @@
 import { parseArgs } from 'node:util';
 import type { SiteStatus } from '../controller/controller.js';
 import { labDown, labUp } from '../lab/lab.js';
-import { startTraffic } from '../lab/traffic.js';
+import { describeTraffic, startTraffic } from '../lab/traffic.js';
 import type { MigrationProgress } from '../migration/migration.js';
 import { controllerClient } from './controller-client.js';
-import { describeTraffic } from './lab.js';
 import { formatMigration } from './migrate.js';
 import { formatStatus } from './status.js';
 

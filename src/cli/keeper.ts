@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { loadCredentials } from '../api/auth.js';
-import { loadKeeperConfig } from '../keeper/config.js';
+import { loadKeeperConfig } from '../config/keeper.js';
 import { Keeper } from '../keeper/keeper.js';
 import { SockDiag } from '../netlink/sockdiag.js';
 

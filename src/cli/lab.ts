@@ -5,7 +5,7 @@ import { pino } from 'pino';
 import { type LabStatus, labDown, labStatus, labUp, siteFor } from '../lab/lab.js';
 import { startService } from '../lab/service.js';
 import { host } from '../lab/site.js';
-import { type TrafficSummary, runTraffic } from '../lab/traffic.js';
+import { describeTraffic, runTraffic } from '../lab/traffic.js';
 
 const USAGE = `usage: vipshift lab SUBCOMMAND
 
@@ -234,17 +234,4 @@ async function traffic(args: string[]): Promise<number> {
   if (values.json) line('summary', summary);
   else process.stdout.write(describeTraffic(summary));
   return 0;
-}
-
-export function describeTraffic(s: TrafficSummary): string {
-  const e = Object.entries(s.errors).map(([k, v]) => `${k} ${v}`).join(', ');
-  return [
-    `traffic to ${s.target.address}:${s.target.port} for ${(s.elapsedMs / 1000).toFixed(1)} s`,
-    `  connections  ${s.connections.established}/${s.connections.requested} established, ${s.connections.ok} ok, ${s.connections.failed} failed`,
-    `  messages     ${s.messages.echoed}/${s.messages.sent} echoed (${s.bytes.echoed} bytes)`,
-    `  errors       ${e}`,
-    `  longest gap  p50 ${s.gapMs.p50} ms, p99 ${s.gapMs.p99} ms, max ${s.gapMs.max} ms`,
-    `  echo time    p50 ${s.rttMs.p50} ms, p99 ${s.rttMs.p99} ms, max ${s.rttMs.max} ms`,
-    '',
-  ].join('\n');
 }

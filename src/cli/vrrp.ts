@@ -8,7 +8,7 @@
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import { Addresses } from '../netlink/route.js';
-import { VrrpConfigError, loadVrrpConfigFile } from '../vrrp/config.js';
+import { VrrpConfigError, loadVrrpConfigFile } from '../config/vrrp.js';
 import { serveSpeaker } from '../vrrp/process.js';
 import { Speaker } from '../vrrp/speaker.js';
 

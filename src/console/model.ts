@@ -7,7 +7,7 @@ import type { SiteStatus } from '../controller/controller.js';
 import type { MigrationProgress } from '../migration/migration.js';
 import type { AccessPage } from '../nat/access-page.js';
 import { SORT_KEYS } from '../nat/access-page.js';
-import type { VipStatus } from '../nat/appliance.js';
+import type { VipStatus } from '../appliance/appliance.js';
 import { bar, bytes, clip, count, duration, fit, percent, plain, seg, table, type Column, type Line } from './format.js';
 
 export const VIEWS = ['site', 'modes', 'access', 'migrations', 'plan'] as const;

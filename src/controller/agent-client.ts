@@ -1,12 +1,12 @@
 /**
- * The controller's view of one appliance: its agent API (src/nat/agent.ts) behind the
+ * The controller's view of one appliance: its agent API (src/appliance/agent.ts) behind the
  * MigrationAgent interface the four steps use.
  */
 import { createInterface } from 'node:readline';
 import type { ApiClient, RequestOptions } from '../api/client.js';
 import type { HoldRelease, ImportResult, MigrationAgent } from '../migration/migration.js';
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
-import type { ApplianceStatus } from '../nat/appliance.js';
+import type { ApplianceStatus } from '../appliance/appliance.js';
 
 const vipPath = (vip: string, action: string) => `/v1/vips/${encodeURIComponent(vip)}/${action}`;
 

@@ -9,6 +9,8 @@
  * (0.25: the busiest carries 25 % more than its share).
  */
 
+import type { AssignmentAlgorithmName } from '../config/controller.js';
+
 export interface ApplianceState {
   name: string;
   /** Capacity weight (> 0): an appliance of weight 2 is meant to carry twice the load. */
@@ -303,7 +305,7 @@ function bestMove(from: number, candidates: VipState[], targets: readonly number
   return best;
 }
 
-/** The algorithms a controller can be configured with (`assignment: min-max-load`). */
-export const algorithms: Record<string, () => AssignmentAlgorithm> = {
+/** Each configurable algorithm's implementation. */
+export const algorithms: Record<AssignmentAlgorithmName, () => AssignmentAlgorithm> = {
   'min-max-load': () => new MinMaxLoad(),
 };

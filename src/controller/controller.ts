@@ -8,9 +8,9 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RequestOptions } from '../api/client.js';
 import { STEPS, migrate, recover, type MigrationAgent, type MigrationOptions, type MigrationProgress, type Step } from '../migration/migration.js';
-import type { ApplianceStatus } from '../nat/appliance.js';
+import type { ApplianceStatus } from '../appliance/appliance.js';
 import { algorithms, type AssignmentAlgorithm, type AssignmentInput, type Plan } from './assignment.js';
-import type { ControllerConfig } from './config.js';
+import type { ControllerConfig } from '../config/controller.js';
 import type { InventoryAppliance, InventoryVip, Journal, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './journal.js';
 import { TrafficMeter, type ApplianceSample } from './statistics.js';
 

@@ -7,7 +7,7 @@ import { HttpError, reply, type RequestContext, type Route } from '../api/server
 import { ApiError } from '../api/client.js';
 import { AgentClient } from './agent-client.js';
 import { STEPS } from '../migration/migration.js';
-import { pageQuery } from '../nat/agent.js';
+import { pageQuery } from '../appliance/agent.js';
 import { MigrationRefused, type Controller } from './controller.js';
 
 const migrationRequest = z

@@ -1,8 +1,8 @@
 /**
  * keepalived.conf → vipshift configuration. The statements come from the generic parser; here
  * each supported keyword gets its meaning and its checks. The `vrrp` section uses the names of
- * src/vrrp/config.ts (vrrp_instance → instances[], virtual_router_id → vrid, ...); `vips` follow
- * the appliance schema (src/nat/config.ts) where keepalived says enough, one per virtual_server.
+ * src/config/vrrp.ts (vrrp_instance → instances[], virtual_router_id → vrid, ...); `vips` follow
+ * the appliance schema (src/config/appliance.ts) where keepalived says enough, one per virtual_server.
  */
 import { isIPv4, isIPv6 } from 'node:net';
 import { KeepalivedConfigError, type Position, type Warning } from './diagnostics.js';

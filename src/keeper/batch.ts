@@ -43,7 +43,7 @@ import {
   R_WSCALE_ORIGINAL,
   R_WSCALE_REPLY,
 } from '../netlink/entry-record.js';
-import { bytesToIpv4, ipv4ToBytes } from '../netlink/ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 
 export const BATCH_MAGIC = 'VSCB';
 export const BATCH_VERSION = 1;

@@ -21,12 +21,12 @@ import { Counter, register as defaultRegistry, type Registry } from 'prom-client
 import { z } from 'zod';
 import { Authenticator, type Credentials } from '../api/auth.js';
 import { HttpError, createApiServer, type ApiServer } from '../api/server.js';
-import type { VipConfig } from '../nat/config.js';
+import type { VipConfig } from '../config/appliance.js';
 import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_VIP_PORT, encodeStreamHeader } from '../netlink/entry-record.js';
-import { bytesToIpv4 } from '../netlink/ipv4.js';
+import { bytesToIpv4 } from '../packet/ipv4.js';
 import type { DiagSocket } from '../netlink/sockdiag.js';
 import { BATCH_HEADER_SIZE, BatchError, MAX_BATCH_ITEMS, decodeBatch } from './batch.js';
-import type { KeeperConfig } from './config.js';
+import type { KeeperConfig } from '../config/keeper.js';
 import { cannotRebuild, connectionKey, rebuildRecords } from './rebuild.js';
 import { CopyStore } from './store.js';
 

@@ -11,7 +11,7 @@
 import { IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, IPPROTO_TCP, IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_DST_NAT_DONE, IPS_SEEN_REPLY, IPS_SRC_NAT_DONE, TCP_CONNTRACK_ESTABLISHED } from '../netlink/ctnetlink.js';
 import { RECORD_SIZE, writeRecord } from '../netlink/entry-record.js';
 import { TCPI_OPT_SACK, TCPI_OPT_WSCALE, TCP_ESTABLISHED, type DiagSocket } from '../netlink/sockdiag.js';
-import type { VipConfig } from '../nat/config.js';
+import type { VipConfig } from '../config/appliance.js';
 
 /** nf_conntrack_tcp_timeout_established's default (5 days): a rebuilt entry lives like a fresh one. */
 export const REBUILD_TIMEOUT = 432_000;

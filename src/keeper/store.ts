@@ -37,7 +37,7 @@ import {
   R_WSCALE_ORIGINAL,
   R_WSCALE_REPLY,
 } from '../netlink/entry-record.js';
-import { bytesToIpv4, ipv4ToBytes } from '../netlink/ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 import { KEY_SIZE, K_CLIENT_ADDR, K_CLIENT_PORT, K_PROTO, K_VIP_ADDR, K_VIP_PORT, validateKeys, validateRecords, type CopyBatch } from './batch.js';
 
 /** One step of the schema: `version` is what the database is at once `sql` ran. */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
-import type { ApplianceConfigInput } from '../nat/config.js';
+import type { ApplianceConfigInput } from '../config/appliance.js';
 import { createClusterCredentials } from '../api/auth.js';
 import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
 import {

@@ -5,8 +5,8 @@
  * configurations, and `lab info`. Pure: no I/O here.
  */
 import path from 'node:path';
-import type { ControllerConfigInput } from '../controller/config.js';
-import type { ApplianceConfigInput } from '../nat/config.js';
+import type { ControllerConfigInput } from '../config/controller.js';
+import type { ApplianceConfigInput } from '../config/appliance.js';
 
 /** The three L2 segments; each is one bridge inside the `<lab>-sw` namespace. */
 export type SegmentName = 'ext' | 'int' | 'mgmt';
@@ -256,7 +256,7 @@ const listen = (api: Api) => `${api.address}:${api.port}`;
 
 // --- derived configurations ----------------------------------------------------------------
 
-/** An appliance's configuration file (src/nat/config.ts's schema). */
+/** An appliance's configuration file (src/config/appliance.ts's schema). */
 export function applianceConfig(site: Site, appliance: string): ApplianceConfigInput {
   const h = host(site, appliance);
   if (h.role !== 'appliance') throw new Error(`lab ${site.name}: '${appliance}' is not an appliance`);
@@ -282,7 +282,7 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
   };
 }
 
-/** Every VIP of the site as the appliances and keepers configure it (src/nat/config.ts's VIP entries). */
+/** Every VIP of the site as the appliances and keepers configure it (src/config/appliance.ts's VIP entries). */
 export function siteVipsConfig(site: Site): ApplianceConfigInput['vips'] {
   return site.vips.map((v) => ({
     name: v.name,
@@ -330,7 +330,7 @@ function vrrpFor(site: Site, appliance: string, external: string, internal: stri
   return { instances, syncGroups: site.vips.map((v) => ({ name: v.name, instances: [`${v.name}-ext`, `${v.name}-int`] })) };
 }
 
-/** The controller's configuration file (src/controller/config.ts's schema). */
+/** The controller's configuration file (src/config/controller.ts's schema). */
 export function controllerConfig(site: Site): ControllerConfigInput {
   const c = site.apis.controller;
   return {
@@ -343,7 +343,7 @@ export function controllerConfig(site: Site): ControllerConfigInput {
   };
 }
 
-/** A keeper's configuration as the lab writes it (schema: src/keeper/config.ts). */
+/** A keeper's configuration as the lab writes it (schema: src/config/keeper.ts). */
 export interface KeeperConfig {
   keeper: string;
   api: { listen: string };

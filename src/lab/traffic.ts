@@ -419,3 +419,17 @@ export function startTraffic(namespace: string, o: TrafficOptions, onProgress?: 
     },
   };
 }
+
+/** A traffic summary as the operator reads it (the demo and `vipshift lab traffic`). */
+export function describeTraffic(s: TrafficSummary): string {
+  const e = Object.entries(s.errors).map(([k, v]) => `${k} ${v}`).join(', ');
+  return [
+    `traffic to ${s.target.address}:${s.target.port} for ${(s.elapsedMs / 1000).toFixed(1)} s`,
+    `  connections  ${s.connections.established}/${s.connections.requested} established, ${s.connections.ok} ok, ${s.connections.failed} failed`,
+    `  messages     ${s.messages.echoed}/${s.messages.sent} echoed (${s.bytes.echoed} bytes)`,
+    `  errors       ${e}`,
+    `  longest gap  p50 ${s.gapMs.p50} ms, p99 ${s.gapMs.p99} ms, max ${s.gapMs.max} ms`,
+    `  echo time    p50 ${s.rttMs.p50} ms, p99 ${s.rttMs.p99} ms, max ${s.rttMs.max} ms`,
+    '',
+  ].join('\n');
+}

@@ -8,7 +8,7 @@
 export const STEPS = ['prepare', 'move_address', 'move_entries', 'activate'] as const;
 export type Step = (typeof STEPS)[number];
 
-/** What the migration needs from an appliance's agent (src/nat/agent-client.ts). */
+/** What the migration needs from an appliance's agent (src/controller/agent-client.ts). */
 export interface MigrationAgent {
   readonly name: string;
   /** Step 1 on the target: the VIP enters the mode table as `migrating` (held). */

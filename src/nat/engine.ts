@@ -4,26 +4,14 @@
  * It does not add or remove VIP addresses (VRRP / the migration do) and does not touch
  * conntrack entries (the access table has its own module).
  */
-import type { ApplianceConfig, VipConfig } from './config.js';
+import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
 import { HoldQueue } from './hold.js';
-import { ensureHoldQueueRule, removeHoldQueueRule } from './iptables.js';
+import { ensureHoldQueueRule, removeHoldQueueRule } from '../kernel/iptables.js';
 import { NetlinkElementWriter, type ElementWriter } from './nft-elements.js';
-import { listCounters, nft, nftHasQueue, type NftRunner } from './nft.js';
-import {
-  HOLD_MARK,
-  TABLE,
-  buildModeChange,
-  buildRuleset,
-  buildTeardown,
-  heldDroppedCounter,
-  newConnectionsCounter,
-  rejectedCounter,
-  trafficCounter,
-  type HoldMethod,
-  type NftBatch,
-  type VipMode,
-} from './ruleset.js';
-import { applySysctls } from './sysctl.js';
+import { listCounters, nft, nftHasQueue, type NftRunner } from '../kernel/nft.js';
+import { HOLD_MARK, TABLE, buildModeChange, buildRuleset, buildTeardown, heldDroppedCounter, newConnectionsCounter, rejectedCounter, trafficCounter, type HoldMethod, type VipMode } from './ruleset.js';
+import { type NftBatch } from '../kernel/nft.js';
+import { applySysctls } from '../kernel/sysctl.js';
 
 export interface VipCounters {
   /** Packets and bytes of the VIP's connections forwarded by this appliance, both directions. */

@@ -17,7 +17,8 @@ import {
 } from '../netlink/nftables.js';
 import { NETLINK_NETFILTER } from '../netlink/message.js';
 import { NetlinkError, NetlinkSocket } from '../netlink/socket.js';
-import { MODE_SETS, type ModeSetField, type NftBatch } from './ruleset.js';
+import { MODE_SETS, type ModeSetField } from './ruleset.js';
+import { type NftBatch } from '../kernel/nft.js';
 
 /** Applies a batch of element commands atomically (the engine's mode changes). */
 export interface ElementWriter {

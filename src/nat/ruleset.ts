@@ -29,7 +29,8 @@
  *   forward      filter 0: traffic counters per VIP by ct mark (both directions).
  *   nat_postrouting srcnat 100: fullnat SNAT to the inside address and port range, by ct mark.
  */
-import { snatPortRange, type ApplianceConfig, type VipConfig } from './config.js';
+import type { NftBatch, NftCommand } from '../kernel/nft.js';
+import { snatPortRange, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
 
 export type VipMode = 'normal' | 'migrating';
 /** The mode table: VIP name → mode. A VIP not in it is not ours. */
@@ -64,11 +65,6 @@ export const rejectedCounter = (vip: VipConfig): string => `rejected_${vip.name}
 export const newConnectionsCounter = (vip: VipConfig): string => `new_${vip.name}`;
 export const heldDroppedCounter = (vip: VipConfig): string => `held_dropped_${vip.name}`;
 
-/** One command of a `nft -j` batch (`{ add: { rule: ... } }`). */
-export type NftCommand = Record<string, Record<string, unknown>>;
-export interface NftBatch {
-  nftables: NftCommand[];
-}
 
 type Expr = unknown;
 

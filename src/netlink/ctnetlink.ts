@@ -23,7 +23,7 @@ import {
   AF_INET,
 } from './message.js';
 export { NFNETLINK_V0, NFGENMSG_LEN, AF_UNSPEC, AF_INET } from './message.js';
-import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 
 // linux/netfilter/nfnetlink.h
 export const NFNL_SUBSYS_CTNETLINK = 1;

@@ -69,7 +69,7 @@ import {
   type ConntrackEntry,
   type TcpWindow,
 } from './ctnetlink.js';
-import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 import {
   NLA_F_NESTED,
   NLA_HDRLEN,

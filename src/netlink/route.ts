@@ -21,7 +21,7 @@ import {
   AF_INET,
 } from './message.js';
 export { AF_INET } from './message.js';
-import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 import { NetlinkError, NetlinkSocket } from './socket.js';
 
 export const RTM_NEWLINK = 16;

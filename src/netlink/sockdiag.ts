@@ -12,7 +12,7 @@
  */
 import { endianness } from 'node:os';
 import { AF_INET, IPPROTO_TCP } from './ctnetlink.js';
-import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
+import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 import {
   AttributeWriter,
   NETLINK_SOCK_DIAG,

@@ -19,7 +19,7 @@
 import type { Logger } from 'pino';
 import type { CopyBatch } from '../keeper/batch.js';
 import { KEY_SIZE, MAX_BATCH_ITEMS, keysOfRecords } from '../keeper/batch.js';
-import type { ApplianceConfig, VipConfig } from '../nat/config.js';
+import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack, ConntrackEvents } from '../netlink/conntrack.js';
 import {
@@ -48,7 +48,7 @@ export interface KeeperSink {
 
 /**
  * What it needs of the access table: conntrack's events (src/netlink/conntrack.ts) and a
- * VIP's entries as record chunks (the appliance's reader, mirror or dump: src/nat/appliance.ts).
+ * VIP's entries as record chunks (the appliance's reader, mirror or dump: src/appliance/appliance.ts).
  */
 export interface AccessTable {
   subscribe: Conntrack['subscribe'];

@@ -14,12 +14,21 @@
  */
 import type { Logger } from 'pino';
 import type { Readable } from 'node:stream';
-import type { Appliance } from '../nat/appliance.js';
-import type { ApplianceConfig, VipConfig } from '../nat/config.js';
+import type { CreateResult } from '../netlink/conntrack.js';
+import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
 import { RECORD_SIZE, RecordStreamReader } from '../netlink/entry-record.js';
 
 /** Where a VIP's entries may come from on a takeover. */
+/** What a takeover needs of the appliance: its VIPs, the mode table's hold and the access table. */
+export interface TakeoverAppliance {
+  vip(name: string): VipConfig;
+  prepare(name: string): Promise<void>;
+  activate(name: string): Promise<{ released: number }>;
+  deleteEntries(name: string): Promise<void>;
+  createEntries(records: Buffer): Promise<CreateResult>;
+}
+
 export interface EntrySource {
   name: string;
   /** Entry records of the VIP (no stream header). */
@@ -28,7 +37,7 @@ export interface EntrySource {
 
 export interface TakeoverOptions {
   config: ApplianceConfig;
-  appliance: Pick<Appliance, 'vip' | 'prepare' | 'activate' | 'deleteEntries' | 'createEntries'>;
+  appliance: TakeoverAppliance;
   modes: () => Map<string, VipMode>;
   /** The keeper of each server, by the server's address. */
   keepers: Map<string, EntrySource>;

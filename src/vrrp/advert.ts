@@ -3,6 +3,9 @@
  * around it, because vipshift sends and receives adverts at the link layer (libpcap).
  * Pure functions on Buffers; decoding never throws: a bad frame yields a typed reason.
  */
+import { internetChecksum } from '../packet/checksum.js';
+import { ETHERNET_HEADER_LENGTH, ETHERTYPE_IPV4, bytesToMac, encodeEthernetHeader } from '../packet/ethernet.js';
+import { IPV4_HEADER_LENGTH, bytesToIpv4, encodeIpv4Header, ipv4ToBytes } from '../packet/ipv4.js';
 
 export const VRRP_PROTOCOL = 112;
 export const VRRP_VERSION = 3;
@@ -11,9 +14,6 @@ export const VRRP_TYPE_ADVERTISEMENT = 1;
 export const VRRP_MULTICAST_IPV4 = '224.0.0.18';
 export const VRRP_MULTICAST_MAC = '01:00:5e:00:00:12';
 export const VRRP_TTL = 255;
-export const ETHERTYPE_IPV4 = 0x0800;
-export const ETHERNET_HEADER_LENGTH = 14;
-export const IPV4_HEADER_LENGTH = 20;
 /** Version/Type, VRID, Priority, Count, Rsvd/Max Adver Int, Checksum. */
 export const VRRP_FIXED_LENGTH = 8;
 /** The 12-bit Max Adver Int field, in centiseconds (§5.2.7). */
@@ -58,61 +58,16 @@ export type DecodeResult =
   | { ok: true; advert: ReceivedAdvertisement }
   | { ok: false; reason: BadAdvertReason };
 
-export function ipv4ToBytes(address: string): Buffer {
-  const parts = address.split('.');
-  const bytes = parts.map((p) => (/^\d{1,3}$/.test(p) ? Number(p) : NaN));
-  if (bytes.length !== 4 || bytes.some((b) => !(b >= 0 && b <= 255))) {
-    throw new Error(`not an IPv4 address: '${address}'`);
-  }
-  return Buffer.from(bytes);
-}
 
-export function bytesToIpv4(buf: Buffer, offset: number): string {
-  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
-}
 
-/** IPv4 address as an unsigned 32-bit number, for the §6.4.3 "higher primary address" tie. */
-export function ipv4ToNumber(address: string): number {
-  return ipv4ToBytes(address).readUInt32BE(0);
-}
 
-export function macToBytes(mac: string): Buffer {
-  const parts = mac.split(/[:-]/);
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
-    throw new Error(`not a MAC address: '${mac}'`);
-  }
-  return Buffer.from(parts.map((p) => parseInt(p, 16)));
-}
 
-export function bytesToMac(buf: Buffer, offset: number): string {
-  const out: string[] = [];
-  for (let i = 0; i < 6; i++) out.push((buf[offset + i] ?? 0).toString(16).padStart(2, '0'));
-  return out.join(':');
-}
 
 /** RFC 5798 §7.3: the virtual router MAC address 00-00-5E-00-01-{VRID}. */
 export function virtualMac(vrid: number): string {
   return `00:00:5e:00:01:${vrid.toString(16).padStart(2, '0')}`;
 }
 
-/** The Internet checksum (RFC 1071) over the given parts, as if they were concatenated. */
-export function internetChecksum(...parts: Buffer[]): number {
-  let sum = 0;
-  let odd: number | undefined;
-  for (const part of parts) {
-    for (let i = 0; i < part.length; i++) {
-      const byte = part[i] as number;
-      if (odd === undefined) odd = byte;
-      else {
-        sum += (odd << 8) | byte;
-        odd = undefined;
-      }
-    }
-  }
-  if (odd !== undefined) sum += odd << 8;
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
 
 /** §5.2.8: the IPv4 pseudo-header (RFC 768 style) that the VRRPv3 checksum covers. */
 function pseudoHeader(source: Buffer, destination: Buffer, vrrpLength: number): Buffer {
@@ -149,37 +104,7 @@ export function encodeAdvertisement(a: Advertisement, source: string, destinatio
   return buf;
 }
 
-let ipIdentification = 0;
 
-/** An IPv4 header (no options) for a payload of the given protocol. */
-export function encodeIpv4Header(
-  source: string,
-  destination: string,
-  protocol: number,
-  payloadLength: number,
-  ttl: number,
-): Buffer {
-  const h = Buffer.alloc(IPV4_HEADER_LENGTH);
-  h[0] = 0x45;
-  h[1] = 0xc0; // DSCP CS6 "internetwork control", as routing protocols use
-  h.writeUInt16BE(IPV4_HEADER_LENGTH + payloadLength, 2);
-  ipIdentification = (ipIdentification + 1) & 0xffff;
-  h.writeUInt16BE(ipIdentification, 4);
-  h[8] = ttl;
-  h[9] = protocol;
-  ipv4ToBytes(source).copy(h, 12);
-  ipv4ToBytes(destination).copy(h, 16);
-  h.writeUInt16BE(internetChecksum(h), 10);
-  return h;
-}
-
-export function encodeEthernetHeader(destinationMac: string, sourceMac: string, etherType: number): Buffer {
-  const h = Buffer.alloc(ETHERNET_HEADER_LENGTH);
-  macToBytes(destinationMac).copy(h, 0);
-  macToBytes(sourceMac).copy(h, 6);
-  h.writeUInt16BE(etherType, 12);
-  return h;
-}
 
 export interface FrameAddressing {
   /** The IPv4 source: the primary address of the sending interface (§5.1.1.1). */

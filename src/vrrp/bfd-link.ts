@@ -12,8 +12,8 @@
  */
 import dgram from 'node:dgram';
 import { BFD_CONTROL_PORT, BFD_SOURCE_PORT_MAX, BFD_SOURCE_PORT_MIN, BFD_TTL } from './bfd-packet.js';
-import { nft as nftRunner, type NftRunner } from '../nat/nft.js';
-import type { NftBatch } from '../nat/ruleset.js';
+import { nft as nftRunner, type NftRunner } from '../kernel/nft.js';
+import type { NftBatch } from '../kernel/nft.js';
 
 export const GTSM_TABLE = 'vipshift_bfd';
 

@@ -9,7 +9,7 @@
  * malformed and unmatched ones are counted by reason and dropped.
  */
 import { randomInt } from 'node:crypto';
-import { ipv4ToNumber } from './advert.js';
+import { ipv4ToNumber } from '../packet/ipv4.js';
 import { decodeBfdControl, encodeBfdControl, type BadBfdReason, type BfdControlPacket } from './bfd-packet.js';
 import type { BfdSender, BfdTransport } from './bfd-link.js';
 import { BfdSession, type BfdSessionStatus, type BfdStateChange, type BfdTimers } from './bfd-session.js';

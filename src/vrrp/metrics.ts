@@ -8,7 +8,7 @@ import type { SpeakerControl } from './process.js';
 
 /**
  * The speaker's own counters. Each instance's state and transitions are the appliance's
- * metrics already (src/nat/metrics.ts, from the same status), so they are not repeated here.
+ * metrics already (src/appliance/metrics.ts, from the same status), so they are not repeated here.
  */
 export function registerVrrpMetrics(speaker: Pick<SpeakerControl, 'state' | 'counters'>, registry: Registry): void {
   const perInstance = (name: string, help: string, pick: (i: ReturnType<SpeakerControl['state']>[number]) => number) =>

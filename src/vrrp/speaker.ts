@@ -13,14 +13,14 @@ import {
   encodeAdvertisementFrame,
   type BadAdvertReason,
 } from './advert.js';
-import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFrame, encodeArpFrame, gratuitousArp } from './arp.js';
+import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFrame, encodeArpFrame, gratuitousArp } from '../packet/arp.js';
 import { VirtualAddresses, type AddressTable, type VirtualAddress } from './addresses.js';
 import { UdpBfdTransport, type BfdTransport } from './bfd-link.js';
 import { BfdDiag } from './bfd-packet.js';
 import { BfdPeers, inNetwork, type BfdPeer, type BfdStatus } from './bfd-peers.js';
 import type { BfdStateChange, BfdTimers } from './bfd-session.js';
-import type { VrrpConfig, VrrpInstanceConfig } from './config.js';
-import { PcapLink, interfaceFacts, linkIsUp, type InterfaceFacts, type Link } from './link.js';
+import type { VrrpConfig, VrrpInstanceConfig } from '../config/vrrp.js';
+import { PcapLink, interfaceFacts, linkIsUp, type InterfaceFacts, type Link } from '../kernel/pcap-link.js';
 import { OWNER_PRIORITY, VirtualRouter, type Action, type Clock, type TimerHandle, type VrrpState } from './state-machine.js';
 import { SyncGroup } from './sync-group.js';
 

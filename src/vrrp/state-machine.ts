@@ -5,7 +5,7 @@
  * addresses, send gratuitous ARPs) for the speaker to carry out. Times are in milliseconds
  * internally; the advert interval is kept in centiseconds as on the wire (§5.2.7).
  */
-import { ipv4ToNumber } from './advert.js';
+import { ipv4ToNumber } from '../packet/ipv4.js';
 
 export type VrrpState = 'initialize' | 'backup' | 'master' | 'fault';
 

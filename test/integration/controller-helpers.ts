@@ -10,7 +10,7 @@ import path from 'node:path';
 import YAML from 'yaml';
 import { controllerClient } from '../../src/cli/controller-client.js';
 import type { SiteStatus } from '../../src/controller/controller.js';
-import type { ControllerConfigInput } from '../../src/controller/config.js';
+import type { ControllerConfigInput } from '../../src/config/controller.js';
 import { CLI, credentialsDir } from '../../src/lab/lab.js';
 import { listening } from '../../src/lab/processes.js';
 import { controllerConfig } from '../../src/lab/site.js';

@@ -14,7 +14,7 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClusterCredentials, loadCredentials } from '../../src/api/auth.js';
 import { KeeperClient } from '../../src/keeper/client.js';
-import { parseKeeperConfig } from '../../src/keeper/config.js';
+import { parseKeeperConfig } from '../../src/config/keeper.js';
 import { Keeper } from '../../src/keeper/keeper.js';
 import { REBUILD_STATUS } from '../../src/keeper/rebuild.js';
 import { Conntrack } from '../../src/netlink/conntrack.js';

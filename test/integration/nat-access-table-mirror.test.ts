@@ -80,7 +80,7 @@ describe('the access table mirror, on the kernel', () => {
   beforeAll(() => {
     removeLeftovers();
     ns = createNs('m');
-    // As the appliance sets it (src/nat/sysctl.ts): entries made before a mirror listened report their end too.
+    // As the appliance sets it (src/kernel/sysctl.ts): entries made before a mirror listened report their end too.
     inNs(ns, 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_events=1']);
     ct = new Conntrack({ netns: ns, batchRecords: 500 });
   });

@@ -9,9 +9,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseApplianceConfig } from '../../src/nat/config.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
 import { NetlinkElementWriter } from '../../src/nat/nft-elements.js';
-import { MODE_SETS, buildModeChange, buildRuleset, type NftBatch, type VipMode } from '../../src/nat/ruleset.js';
+import { MODE_SETS, buildModeChange, buildRuleset, type VipMode } from '../../src/nat/ruleset.js';
+import { type NftBatch } from '../../src/kernel/nft.js';
 import { Proc } from './helpers/nat-lab.js';
 
 const PREFIX = 'vtnfl';

@@ -1,4 +1,4 @@
-import { internetChecksum } from '../../src/vrrp/advert.js';
+import { internetChecksum } from '../../src/packet/checksum.js';
 
 /**
  * Recomputes the VRRP checksum of an Ethernet + IPv4 + VRRP frame after a test changed its

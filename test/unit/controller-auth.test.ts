@@ -14,8 +14,8 @@ import type { ApiClient } from '../../src/api/client.js';
 import { createApiServer, type ApiServer, type Route } from '../../src/api/server.js';
 import type { Controller } from '../../src/controller/controller.js';
 import { controllerRoutes } from '../../src/controller/routes.js';
-import type { Appliance } from '../../src/nat/appliance.js';
-import { agentRoutes } from '../../src/nat/agent.js';
+import type { Appliance } from '../../src/appliance/appliance.js';
+import { agentRoutes } from '../../src/appliance/agent.js';
 import { makeCluster, rawRequest } from './api-helpers.js';
 
 const cluster = makeCluster(['lb1', 'ctl', 'admin']);

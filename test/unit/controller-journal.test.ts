@@ -11,7 +11,7 @@ import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Controller, pauseFromEnv, type ApplianceAgent } from '../../src/controller/controller.js';
-import { controllerConfigSchema } from '../../src/controller/config.js';
+import { controllerConfigSchema } from '../../src/config/controller.js';
 import { Journal } from '../../src/controller/journal.js';
 import { STEPS, type Step } from '../../src/migration/migration.js';
 import { ModelSite } from './controller-model.js';

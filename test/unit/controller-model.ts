@@ -1,12 +1,12 @@
 /**
  * A model of a site's appliances for the controller's unit tests: each VIP's address, each
  * appliance's mode table and access-table entries, the packets it holds. Its agents implement
- * the same operations as the real agent (src/nat/appliance.ts), idempotent like them, and an
+ * the same operations as the real agent (src/appliance/appliance.ts), idempotent like them, and an
  * appliance can be made unreachable.
  */
 import type { ApplianceAgent } from '../../src/controller/controller.js';
 import type { HoldRelease, ImportResult, MigrationAgent } from '../../src/migration/migration.js';
-import type { ApplianceStatus } from '../../src/nat/appliance.js';
+import type { ApplianceStatus } from '../../src/appliance/appliance.js';
 
 export class ModelSite {
   /** VIP → appliances holding its address (more than one is a split brain). */

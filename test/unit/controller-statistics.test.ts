@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Controller, type ApplianceAgent } from '../../src/controller/controller.js';
-import { controllerConfigSchema, type ControllerConfigInput } from '../../src/controller/config.js';
+import { controllerConfigSchema, type ControllerConfigInput } from '../../src/config/controller.js';
 import { Journal } from '../../src/controller/journal.js';
 import { TrafficMeter, rates, type ApplianceSample } from '../../src/controller/statistics.js';
 import { ModelSite } from './controller-model.js';

@@ -9,7 +9,7 @@ import { createClusterCredentials, loadCredentials } from '../../src/api/auth.js
 import { ApiError } from '../../src/api/client.js';
 import { encodeBatch, keysOfRecords } from '../../src/keeper/batch.js';
 import { KeeperClient } from '../../src/keeper/client.js';
-import { loadKeeperConfig, parseKeeperConfig } from '../../src/keeper/config.js';
+import { loadKeeperConfig, parseKeeperConfig } from '../../src/config/keeper.js';
 import { Keeper } from '../../src/keeper/keeper.js';
 import { RECORD_SIZE, R_TCP_STATE, readRecord } from '../../src/netlink/entry-record.js';
 import { entry, many } from './keeper-helpers.js';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { REBUILD_STATUS, REBUILD_TIMEOUT, RebuildError, rebuildRecords } from '../../src/keeper/rebuild.js';
-import type { VipConfig } from '../../src/nat/config.js';
+import type { VipConfig } from '../../src/config/appliance.js';
 import { IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, TCP_CONNTRACK_ESTABLISHED } from '../../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, readRecord } from '../../src/netlink/entry-record.js';
 import { NLM_F_DUMP, NLM_F_REQUEST, NetlinkParseError, parseMessages } from '../../src/netlink/message.js';

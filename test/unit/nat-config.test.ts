@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseApplianceConfig } from '../../src/nat/config.js';
+import { ConfigError } from '../../src/config/load.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
 
 const good = `appliance: lb1
 api: { listen: "192.0.2.11:8441" }

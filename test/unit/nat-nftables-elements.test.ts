@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { parseApplianceConfig } from '../../src/nat/config.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
 import { elementChanges } from '../../src/nat/nft-elements.js';
-import { buildModeChange, type NftBatch } from '../../src/nat/ruleset.js';
+import { buildModeChange } from '../../src/nat/ruleset.js';
+import { type NftBatch } from '../../src/kernel/nft.js';
 import { parseAttributes, parseMessages, type Attribute } from '../../src/netlink/message.js';
 import { encodeSetElementBatch } from '../../src/netlink/nftables.js';
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { parseApplianceConfig } from '../../src/nat/config.js';
-import { HOLD_MARK, buildModeChange, buildRuleset, type NftBatch, type NftCommand } from '../../src/nat/ruleset.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
+import { HOLD_MARK, buildModeChange, buildRuleset } from '../../src/nat/ruleset.js';
+import { type NftBatch, type NftCommand } from '../../src/kernel/nft.js';
 
 const config = parseApplianceConfig(
   JSON.stringify({

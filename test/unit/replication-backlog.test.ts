@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { KEY_SIZE, decodeBatch, encodeBatch, readKey } from '../../src/keeper/batch.js';
-import { parseApplianceConfig } from '../../src/nat/config.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
 import { IPPROTO_TCP, IPS_DST_NAT, TCP_CONNTRACK_ESTABLISHED, type ConntrackEntry } from '../../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, readRecord, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { Backlog, recordKey } from '../../src/replication/backlog.js';

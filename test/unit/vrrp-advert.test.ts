@@ -1,17 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import {
-  VRRP_MULTICAST_IPV4,
-  addressesMatch,
-  decodeAdvertisementFor,
-  decodeAdvertisementFrame,
-  encodeAdvertisement,
-  encodeAdvertisementFrame,
-  internetChecksum,
-  virtualMac,
-  type Advertisement,
-} from '../../src/vrrp/advert.js';
-import { ARPOP_REQUEST, decodeArpFrame, gratuitousArp, isGratuitous } from '../../src/vrrp/arp.js';
+import { VRRP_MULTICAST_IPV4, addressesMatch, decodeAdvertisementFor, decodeAdvertisementFrame, encodeAdvertisement, encodeAdvertisementFrame, virtualMac, type Advertisement } from '../../src/vrrp/advert.js';
+import { internetChecksum } from '../../src/packet/checksum.js';
+import { ARPOP_REQUEST, decodeArpFrame, gratuitousArp, isGratuitous } from '../../src/packet/arp.js';
 import { withVrrpChecksum } from '../support/vrrp-frames.js';
 
 const advert: Advertisement = { vrid: 51, priority: 150, maxAdverInt: 100, addresses: ['203.0.113.10', '203.0.113.11'] };

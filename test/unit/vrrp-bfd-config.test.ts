@@ -3,8 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError, parseApplianceConfig } from '../../src/nat/config.js';
-import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/vrrp/config.js';
+import { ConfigError } from '../../src/config/load.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
+import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/config/vrrp.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vipshift-bfd-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/vrrp/config.js';
+import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/config/vrrp.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vipshift-vrrp-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -5,9 +5,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodeAdvertisementFrame, encodeAdvertisementFrame, type Advertisement } from '../../src/vrrp/advert.js';
-import { decodeArpFrame, encodeArpFrame } from '../../src/vrrp/arp.js';
-import { parseVrrpConfig, type VrrpConfigInput } from '../../src/vrrp/config.js';
-import type { Link } from '../../src/vrrp/link.js';
+import { decodeArpFrame, encodeArpFrame } from '../../src/packet/arp.js';
+import { parseVrrpConfig, type VrrpConfigInput } from '../../src/config/vrrp.js';
+import type { Link } from '../../src/kernel/pcap-link.js';
 import type { AddressTable } from '../../src/vrrp/addresses.js';
 import { Speaker } from '../../src/vrrp/speaker.js';
 import { FakeClock } from '../support/vrrp-fake-clock.js';

@@ -4,7 +4,7 @@
  * stdin: { id, op, args }; answers are JSON lines on stdout: { id, ok, result | error }.
  */
 import { createInterface } from 'node:readline';
-import { parseApplianceConfig } from '../../../src/nat/config.js';
+import { parseApplianceConfig } from '../../../src/config/appliance.js';
 import { NatEngine } from '../../../src/nat/engine.js';
 
 let engine = new NatEngine();

@@ -3,12 +3,12 @@
  * keeper as the operator (`admin`), cut an appliance's power, stop and restart a keeper.
  */
 import path from 'node:path';
-import type { ApplianceConfigInput } from '../../../src/nat/config.js';
+import type { ApplianceConfigInput } from '../../../src/config/appliance.js';
 import { CLI, credentialsDir } from '../../../src/lab/lab.js';
 import { run } from '../../../src/lab/netns.js';
 import { startProcess } from '../../../src/lab/processes.js';
 import { type KeeperConfig, type Site, apiUrl, host } from '../../../src/lab/site.js';
-import type { ApplianceStatus } from '../../../src/nat/appliance.js';
+import type { ApplianceStatus } from '../../../src/appliance/appliance.js';
 import type { ReplicationStatus } from '../../../src/replication/replicator.js';
 import type { TakeoverReport } from '../../../src/replication/takeover.js';
 

@@ -8,12 +8,12 @@ import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
 import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
 import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
-import type { AccessTableMirror, MirrorStatus } from './access-table-mirror.js';
+import type { AccessTableMirror, MirrorStatus } from '../nat/access-table-mirror.js';
 import type { VipAddressing } from './addressing.js';
-import { EntryCounts } from './entry-counts.js';
-import type { ApplianceConfig, VipConfig } from './config.js';
-import type { NatEngine, VipCounters } from './engine.js';
-import type { VipMode } from './ruleset.js';
+import { EntryCounts } from '../nat/entry-counts.js';
+import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
+import type { NatEngine, VipCounters } from '../nat/engine.js';
+import type { VipMode } from '../nat/ruleset.js';
 
 export interface VipStatus extends VipCounters {
   name: string;

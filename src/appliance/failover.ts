@@ -15,13 +15,13 @@ import type { Credentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { HttpError, type Route } from '../api/server.js';
 import { KeeperClient } from '../keeper/client.js';
-import { UnknownVipError, type Appliance } from '../nat/appliance.js';
-import type { ApplianceConfig } from '../nat/config.js';
+import { UnknownVipError, type Appliance } from './appliance.js';
+import type { ApplianceConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack } from '../netlink/conntrack.js';
 import type { TransitionEvent } from '../vrrp/speaker.js';
-import { Replicator, type KeeperSink } from './replicator.js';
-import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from './takeover.js';
+import { Replicator, type KeeperSink } from '../replication/replicator.js';
+import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from '../replication/takeover.js';
 
 export interface FailoverOptions {
   config: ApplianceConfig;

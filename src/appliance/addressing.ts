@@ -8,7 +8,7 @@
 import type { Addresses } from '../netlink/route.js';
 import type { SpeakerControl } from '../vrrp/process.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
-import type { ApplianceConfig, VipConfig } from './config.js';
+import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
 
 export interface VipAddressing {
   claim(vip: VipConfig): Promise<void>;
@@ -20,7 +20,7 @@ export interface VipAddressing {
   settle(vips: VipConfig[]): Promise<Set<string>>;
 }
 
-/** Sends gratuitous ARP for an address on an interface (src/nat/announce.ts). */
+/** Sends gratuitous ARP for an address on an interface (src/appliance/announce.ts). */
 export type Announce = (ifname: string, address: string) => void;
 
 export class DirectAddressing implements VipAddressing {

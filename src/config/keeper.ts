@@ -13,7 +13,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { ConfigError, parseConfigText, vipSchema } from '../nat/config.js';
+import { ConfigError, parseConfigText } from './load.js';
+import { vipSchema } from './appliance.js';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 
 const keeperSchema = z

@@ -1,8 +1,11 @@
 /** The controller's configuration: the appliances it drives, the VIPs of the site, statistics and rebalancing. */
 import { z } from 'zod';
-import { algorithms } from './assignment.js';
 
 const hostPort = z.string().regex(/^[0-9.]+:\d{1,5}$/, 'expected ADDRESS:PORT');
+
+/** The assignment algorithms a controller can be configured with (`rebalance.algorithm`). */
+export const ASSIGNMENT_ALGORITHMS = ['min-max-load'] as const;
+export type AssignmentAlgorithmName = (typeof ASSIGNMENT_ALGORITHMS)[number];
 
 export const controllerConfigSchema = z
   .object({
@@ -39,7 +42,7 @@ export const controllerConfigSchema = z
       .object({
         /** auto: the controller carries its plan out; manual: only operators move VIPs. Changed at run time by `vipshift rebalance`. */
         mode: z.enum(['auto', 'manual']).default('auto'),
-        algorithm: z.string().refine((a) => a in algorithms, { message: `unknown algorithm (known: ${Object.keys(algorithms).join(', ')})` }).default('min-max-load'),
+        algorithm: z.enum(ASSIGNMENT_ALGORITHMS).default('min-max-load'),
         /** What is balanced: packets/s, bytes/s, live connections or new connections/s. */
         load: z.enum(['packets', 'bytes', 'connections', 'newConnections']).default('packets'),
         /** No rebalancing move unless the busiest appliance carries this much more than its share (0.25 = 25 %). */

@@ -4,7 +4,8 @@
  * §3: an ARP announcement has sender and target protocol address both set to the address).
  * Pure codec; decoding returns undefined for anything that is not Ethernet/IPv4 ARP.
  */
-import { ETHERNET_HEADER_LENGTH, bytesToIpv4, bytesToMac, encodeEthernetHeader, ipv4ToBytes, macToBytes } from './advert.js';
+import { ETHERNET_HEADER_LENGTH, bytesToMac, encodeEthernetHeader, macToBytes } from './ethernet.js';
+import { bytesToIpv4, ipv4ToBytes } from './ipv4.js';
 
 export const ETHERTYPE_ARP = 0x0806;
 export const ARPHRD_ETHER = 1;

@@ -4,7 +4,7 @@
  * list counters` and `conntrack -L -m ID` by construction. One status per scrape.
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
-import type { MirrorStatus } from './access-table-mirror.js';
+import type { MirrorStatus } from '../nat/access-table-mirror.js';
 import type { ApplianceStatus, VipStatus } from './appliance.js';
 
 const MODES = ['normal', 'migrating', 'absent'] as const;

@@ -9,7 +9,12 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { NftBatch } from './ruleset.js';
+
+/** One command of a `nft -j` batch (`{ add: { rule: ... } }`). */
+export type NftCommand = Record<string, Record<string, unknown>>;
+export interface NftBatch {
+  nftables: NftCommand[];
+}
 
 export class NftError extends Error {
   constructor(

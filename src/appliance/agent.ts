@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import type { ApiClient } from '../api/client.js';
 import { HttpError, type RequestContext, type Route } from '../api/server.js';
-import { AccessPages, PageQueryError, SORT_KEYS } from './access-page.js';
+import { AccessPages, PageQueryError, SORT_KEYS } from '../nat/access-page.js';
 import { UnknownVipError, type Appliance } from './appliance.js';
 
 const empty = z.object({}).strict();

@@ -3,8 +3,8 @@
  * so that the router (external segment) and the servers (inside segment) send to this
  * appliance at once instead of waiting for their ARP caches to age out.
  */
-import { gratuitousArp } from '../vrrp/arp.js';
-import { PcapLink, interfaceFacts } from '../vrrp/link.js';
+import { gratuitousArp } from '../packet/arp.js';
+import { PcapLink, interfaceFacts } from '../kernel/pcap-link.js';
 
 // The sessions only inject: a filter no frame matches (IEEE 802 local experimental ethertype).
 const INJECT_ONLY = 'ether proto 0x88b5';

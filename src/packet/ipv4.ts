@@ -1,0 +1,46 @@
+/** IPv4 addresses and headers: text <-> the 4 bytes in network order that packets and netlink carry. */
+import { internetChecksum } from './checksum.js';
+
+export const IPV4_HEADER_LENGTH = 20;
+
+export function ipv4ToBytes(address: string): Buffer {
+  const parts = address.split('.');
+  const bytes = parts.map((p) => (/^\d{1,3}$/.test(p) ? Number(p) : NaN));
+  if (bytes.length !== 4 || bytes.some((b) => !(b >= 0 && b <= 255))) {
+    throw new Error(`not an IPv4 address: '${address}'`);
+  }
+  return Buffer.from(bytes);
+}
+
+export function bytesToIpv4(buf: Buffer, offset = 0): string {
+  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
+}
+
+/** IPv4 address as an unsigned 32-bit number, for the §6.4.3 "higher primary address" tie. */
+export function ipv4ToNumber(address: string): number {
+  return ipv4ToBytes(address).readUInt32BE(0);
+}
+
+let ipIdentification = 0;
+
+/** An IPv4 header (no options) for a payload of the given protocol. */
+export function encodeIpv4Header(
+  source: string,
+  destination: string,
+  protocol: number,
+  payloadLength: number,
+  ttl: number,
+): Buffer {
+  const h = Buffer.alloc(IPV4_HEADER_LENGTH);
+  h[0] = 0x45;
+  h[1] = 0xc0; // DSCP CS6 "internetwork control", as routing protocols use
+  h.writeUInt16BE(IPV4_HEADER_LENGTH + payloadLength, 2);
+  ipIdentification = (ipIdentification + 1) & 0xffff;
+  h.writeUInt16BE(ipIdentification, 4);
+  h[8] = ttl;
+  h[9] = protocol;
+  ipv4ToBytes(source).copy(h, 12);
+  ipv4ToBytes(destination).copy(h, 16);
+  h.writeUInt16BE(internetChecksum(h), 10);
+  return h;
+}
