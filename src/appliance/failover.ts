@@ -20,6 +20,7 @@ import type { ApplianceConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack } from '../netlink/conntrack.js';
 import type { TransitionEvent } from '../vrrp/speaker.js';
+import type { EventSink } from '../log/events.js';
 import { Replicator, type KeeperSink } from '../replication/replicator.js';
 import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from '../replication/takeover.js';
 
@@ -32,6 +33,8 @@ export interface FailoverOptions {
   /** The VRRP speaker: its transitions to master start takeovers. */
   speaker?: { on(event: 'transition', listener: (e: TransitionEvent) => void): unknown } | undefined;
   logger: Logger;
+  /** Where VRRP transitions, takeovers and the end of migrations are reported (hooks, `vipshift events`). */
+  events?: EventSink;
 }
 
 /** How often a standby re-arms VIPs that left this appliance (a migration away, an abort). */
@@ -96,7 +99,10 @@ export class Failover {
       keepers,
       peers,
       logger: logger.child({ part: 'takeover' }),
-      onActivated: () => this.replicator.syncModes(),
+      onActivated: (vip) => {
+        this.replicator.syncModes();
+        options.events?.emit({ event: 'takeover', vip });
+      },
     });
     for (const instance of config.vrrp?.instances ?? []) {
       const carried = new Set(instance.addresses.map((a) => a.address.split('/')[0]));
@@ -105,7 +111,10 @@ export class Failover {
       this.vipOfInstance.set(instance.name, vip.name);
       this.instancesOfVip.set(vip.name, [...(this.instancesOfVip.get(vip.name) ?? []), instance.name]);
     }
-    options.speaker?.on('transition', (event: TransitionEvent) => this.onTransition(event));
+    options.speaker?.on('transition', (event: TransitionEvent) => {
+      this.report(event);
+      this.onTransition(event);
+    });
   }
 
   /**
@@ -116,6 +125,13 @@ export class Failover {
   serving(vip: string): boolean {
     const instances = this.instancesOfVip.get(vip);
     return !instances || instances.some((i) => this.masters.has(i));
+  }
+
+  /** keepalived's notify_master / notify_backup / notify_fault, as events. */
+  private report(event: TransitionEvent): void {
+    if (event.to === 'initialize') return;
+    const vip = this.vipOfInstance.get(event.instance);
+    this.options.events?.emit({ event: event.to, instance: event.instance, ...(vip ? { vip } : {}), reason: event.reason });
   }
 
   /**
@@ -176,7 +192,10 @@ export class Failover {
           const opens = which === 'prepare' || which === 'address';
           if (opens) this.planned.set(name, performance.now());
           try {
-            return await r.handler(ctx);
+            const result = await r.handler(ctx);
+            if (which === 'activate') this.options.events?.emit({ event: 'migrationDone', vip: name });
+            if (which === 'abort') this.options.events?.emit({ event: 'migrationAborted', vip: name });
+            return result;
           } finally {
             if (!opens) this.planned.delete(name);
           }

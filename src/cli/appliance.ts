@@ -19,6 +19,8 @@ import { NatEngine } from '../nat/engine.js';
 import { registerApplianceMetrics } from '../appliance/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { Failover } from '../appliance/failover.js';
+import { Hooks, eventsRoute } from '../appliance/hooks.js';
+import { EventBus } from '../log/events.js';
 import { registerReplicationMetrics } from '../replication/metrics.js';
 import { registerBfdMetrics, registerVrrpMetrics } from '../vrrp/metrics.js';
 import { SpeakerProcess } from '../vrrp/process.js';
@@ -40,6 +42,11 @@ export async function appliance(args: string[]): Promise<number> {
   const config = await loadApplianceConfig(values.config);
   const credentials = loadCredentials(values.credentials ?? DEFAULT_CREDENTIALS_DIR, config.appliance);
   const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
+  const metrics = processRegistry();
+  // The events of the box: the notify hooks run on them, `vipshift events` streams them.
+  const events = new EventBus(config.appliance);
+  const hooks = new Hooks(config.notify, logger.child({ part: 'hooks' }), metrics);
+  hooks.attach(events);
 
   const engine = new NatEngine();
   await engine.start(config);
@@ -60,7 +67,7 @@ export async function appliance(args: string[]): Promise<number> {
   const box = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror });
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
-  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger });
+  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger, events });
   failover.listen();
   if (speaker) {
     await speaker.start();
@@ -79,14 +86,13 @@ export async function appliance(args: string[]): Promise<number> {
     if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
     return client;
   };
-  const metrics = processRegistry();
   registerApplianceMetrics(metrics, () => box.status());
   registerReplicationMetrics(metrics, () => failover.replicator.status());
   if (speaker) {
     registerVrrpMetrics(speaker, metrics);
     registerBfdMetrics(speaker, metrics);
   }
-  const server = createApiServer({ name: 'agent', routes: [...failover.routes(agentRoutes(box, peerClient, logger)), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
+  const server = createApiServer({ name: 'agent', routes: [...failover.routes(agentRoutes(box, peerClient, logger)), eventsRoute(events), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 
@@ -100,6 +106,8 @@ export async function appliance(args: string[]): Promise<number> {
   if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
   else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
   await engine.stop();
+  hooks.detach();
+  await hooks.idle();
   announcer.close();
   mirror.close();
   conntrack.close();

@@ -20,6 +20,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   lab: { summary: 'the site in network namespaces', load: async () => (await import('./lab.js')).lab },
   console: { summary: 'the operator console: site, mode and access tables, migrations, plan', load: async () => (await import('./console.js')).consoleCommand },
   metrics: { summary: 'Prometheus metrics of a process, fetched with the cluster credentials', load: async () => (await import('./metrics.js')).metricsCommand },
+  events: { summary: 'an appliance\'s events as JSON lines (--follow: as they happen)', load: async () => (await import('./events.js')).eventsCommand },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
   keeper: { summary: 'keep table copies of appliances on a server (failover)', load: async () => (await import('./keeper.js')).keeper },
   firmware: { summary: 'A/B system slots: update, commit, status', load: async () => (await import('./firmware.js')).firmware },

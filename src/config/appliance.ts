@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { loadConfigFile, parseConfigText } from './load.js';
 import { vrrpConfigSchema } from './vrrp.js';
+import { notifySchema } from './hooks.js';
 
 /** A zod message that says "is required" when the field is missing, `text` otherwise. */
 const says =
@@ -152,6 +153,8 @@ const applianceSchema = z
      * target in step 2 of a migration, and failover takes it over when the master is silent.
      */
     vrrp: vrrpConfigSchema.optional(),
+    /** Programs run on events (src/config/hooks.ts), as keepalived's notify scripts. */
+    notify: notifySchema.default(notifySchema.parse({})),
   })
   .superRefine((config, ctx) => {
     const keeperKeys = new Map<string, number>();
