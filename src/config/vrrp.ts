@@ -2,7 +2,7 @@
  * The `vrrp:` section of a vipshift configuration (YAML or JSON), validated with zod. Names
  * follow keepalived's keywords so that the keepalived.conf importer maps one to one:
  * vrrp_instance → instances[], virtual_router_id → vrid, advert_int → advertInterval (seconds,
- * fractions allowed), virtual_ipaddress → addresses, unicast_peer → unicastPeers,
+ * fractions allowed), vrrp_version → version, virtual_ipaddress → addresses, unicast_peer → unicastPeers,
  * track_interface → trackInterfaces, vrrp_sync_group → syncGroups.
  */
 import { readFileSync } from 'node:fs';
@@ -28,11 +28,19 @@ export const vrrpInstanceSchema = z.strictObject({
   vrid: z.number().int().min(1).max(255),
   /** 255 = address owner (RFC 5798 §5.2.4); 0 is reserved for release. */
   priority: z.number().int().min(1).max(255).default(100),
-  /** Seconds, 0.01..40.95 (the 12-bit centisecond field of RFC 5798 §5.2.7). */
+  /**
+   * keepalived's vrrp_version: 3 (RFC 5798) or 2 (RFC 3768, keepalived's own default; what a
+   * keepalived peer speaks unless told `vrrp_version 3`). Both sides of a VRID must agree.
+   */
+  version: z.union([z.literal(2), z.literal(3)], { error: 'expected 2 or 3 (keepalived\'s vrrp_version)' }).default(3),
+  /**
+   * Seconds: 0.01..40.95 in VRRPv3 (the 12-bit centisecond field of RFC 5798 §5.2.7), whole
+   * seconds 1..255 in VRRPv2 (RFC 3768 §5.3.7).
+   */
   advertInterval: z
     .number()
     .min(0.01, { abort: true })
-    .max(40.95, { abort: true })
+    .max(255, { abort: true })
     .refine(wholeCentiseconds, 'must be a whole number of centiseconds (RFC 5798 §5.2.7)')
     .default(1),
   preempt: z.boolean().default(true),
@@ -85,6 +93,12 @@ export const vrrpConfigSchema = z
     const names = new Map<string, number>();
     const vrids = new Map<string, number>();
     c.instances.forEach((inst, i) => {
+      if (inst.version === 3 && inst.advertInterval > 40.95) {
+        ctx.addIssue({ code: 'custom', path: ['instances', i, 'advertInterval'], message: 'at most 40.95 seconds in VRRPv3 (RFC 5798 §5.2.7)' });
+      }
+      if (inst.version === 2 && !Number.isInteger(inst.advertInterval)) {
+        ctx.addIssue({ code: 'custom', path: ['instances', i, 'advertInterval'], message: 'whole seconds (1..255) in VRRPv2 (RFC 3768 §5.3.7)' });
+      }
       if (names.has(inst.name)) {
         ctx.addIssue({ code: 'custom', path: ['instances', i, 'name'], message: `duplicate instance name '${inst.name}'` });
       }

@@ -28,8 +28,8 @@ function pcap(): PcapModule {
   return pcapModule;
 }
 
-/** VRRP adverts and ARP (replies resolve unicast peers). */
-export const LINK_FILTER = 'ip proto 112 or arp';
+/** VRRP adverts (also VRRPv2 inside IPsec AH, protocol 51) and ARP (replies resolve unicast peers). */
+export const LINK_FILTER = 'ip proto 112 or ip proto 51 or arp';
 
 /** A link-layer port: what the speaker sends frames through and hears frames from. */
 export interface Link {

@@ -7,6 +7,9 @@
  */
 import { EventEmitter } from 'node:events';
 import {
+  AUTH_AH,
+  AUTH_NONE,
+  AUTH_PASS,
   VRRP_MULTICAST_IPV4,
   addressesMatch,
   decodeAdvertisementFor,
@@ -66,6 +69,8 @@ export interface InstanceStatus {
   name: string;
   interface: string;
   vrid: number;
+  /** VRRP version: 2 (RFC 3768) or 3 (RFC 5798). */
+  version: 2 | 3;
   state: VrrpState;
   priority: number;
   syncGroup?: string;
@@ -94,6 +99,8 @@ export interface SpeakerCounters {
   badAdverts: Partial<Record<BadAdvertReason, number>>;
   /** §7.1 MAY check: adverts whose address list differs from ours (processed, logged). */
   addressMismatches: number;
+  /** VRRPv2 adverts with Auth Type PASS or AH: processed without checking it, logged once. */
+  authenticationIgnored: number;
   garpsSent: number;
   transitions: Record<VrrpState, number>;
   /** Unicast adverts not sent because the peer's MAC is not known yet. */
@@ -108,6 +115,7 @@ export function emptySpeakerCounters(): SpeakerCounters {
     advertsReceived: 0,
     badAdverts: {},
     addressMismatches: 0,
+    authenticationIgnored: 0,
     garpsSent: 0,
     transitions: { initialize: 0, backup: 0, master: 0, fault: 0 },
     peersUnresolved: 0,
@@ -200,6 +208,7 @@ export class Speaker extends EventEmitter {
           preempt: c.preempt,
           preemptDelay: c.preemptDelay * 1000,
           primaryAddress: source,
+          version: c.version,
         },
         this.clock,
         (action) => this.perform(inst as Instance, action),
@@ -302,6 +311,7 @@ export class Speaker extends EventEmitter {
       name: i.config.name,
       interface: i.config.interface,
       vrid: i.config.vrid,
+      version: i.config.version,
       state: i.router.state,
       priority: i.router.priority,
       ...(i.group ? { syncGroup: i.group.name } : {}),
@@ -350,6 +360,10 @@ export class Speaker extends EventEmitter {
     if (!result.ok) return this.bad(result.reason, ifname);
     const advert = result.advert;
     const inst = this.instanceOn(ifname, advert.vrid) as Instance;
+    // A VRID speaks one version (keepalived drops the other one too).
+    if (advert.version !== inst.config.version) return this.bad('version', ifname, advert.source);
+    // RFC 3768 §7.1: a v2 advert must carry the locally configured Adver Int.
+    if (advert.version === 2 && advert.maxAdverInt !== Math.round(inst.config.advertInterval * 100)) return this.bad('interval', ifname, advert.source);
     const unicast = inst.config.unicastPeers.length > 0;
     if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer', ifname, advert.source);
     if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination', ifname, advert.source);
@@ -358,6 +372,13 @@ export class Speaker extends EventEmitter {
       if (this.totals.addressMismatches++ === 0) {
         this.log?.warn({ instance: inst.config.name, from: advert.source, advertised: advert.addresses }, 'advert lists other addresses than ours (RFC 5798 §7.1)');
       }
+    }
+    if (advert.authType !== undefined && advert.authType !== AUTH_NONE && this.totals.authenticationIgnored++ === 0) {
+      // keepalived's auth_type PASS / AH (RFC 2338; removed by RFC 3768): accepted unverified.
+      this.log?.warn(
+        { instance: inst.config.name, from: advert.source, authType: advert.authType === AUTH_PASS ? 'PASS' : advert.authType === AUTH_AH ? 'AH' : advert.authType },
+        'VRRPv2 advert with authentication: accepted without checking it (RFC 3768 removed it); a keepalived peer with `authentication` drops our type-0 adverts, remove the block there',
+      );
     }
     inst.advertsReceived++;
     this.totals.advertsReceived++;
@@ -428,7 +449,7 @@ export class Speaker extends EventEmitter {
 
   private sendAdvert(inst: Instance, priority: number): void {
     const c = inst.config;
-    const advert = { vrid: c.vrid, priority, maxAdverInt: Math.round(c.advertInterval * 100), addresses: inst.advertised };
+    const advert = { version: c.version, vrid: c.vrid, priority, maxAdverInt: Math.round(c.advertInterval * 100), addresses: inst.advertised };
     if (c.unicastPeers.length === 0) {
       if (this.inject(c.interface, encodeAdvertisementFrame(advert, { source: inst.source }))) this.countSent(inst);
       return;

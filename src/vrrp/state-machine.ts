@@ -37,6 +37,11 @@ export interface VirtualRouterParams {
   preemptDelay: number;
   /** This router's primary IPv4 address on the interface (the advert's source). */
   primaryAddress: string;
+  /**
+   * 2: RFC 3768's timers (Skew_Time in seconds, whatever the interval; no interval learned
+   * from the master, whose adverts must carry ours). 3 when absent.
+   */
+  version?: 2 | 3;
 }
 
 /** The fields of a received (already §7.1-checked) advertisement that §6.4 uses. */
@@ -84,12 +89,16 @@ export class VirtualRouter {
     return this.params.priority;
   }
 
-  /** Skew_Time, ms (§6.1): ((256 − Priority) × Master_Adver_Interval) / 256. */
+  /**
+   * Skew_Time, ms. RFC 5798 §6.1: ((256 − Priority) × Master_Adver_Interval) / 256;
+   * RFC 3768 §6.1 (VRRPv2): (256 − Priority) / 256 seconds.
+   */
   get skewTime(): number {
-    return (((256 - this.priority) * this.masterAdverInterval) / 256) * 10;
+    const scale = this.params.version === 2 ? 100 : this.masterAdverInterval;
+    return (((256 - this.priority) * scale) / 256) * 10;
   }
 
-  /** Master_Down_Interval, ms (§6.1): 3 × Master_Adver_Interval + Skew_Time. */
+  /** Master_Down_Interval, ms (§6.1): 3 × Master_Adver_Interval (v2: Advertisement_Interval) + Skew_Time. */
   get masterDownInterval(): number {
     return 3 * this.masterAdverInterval * 10 + this.skewTime;
   }

@@ -14,3 +14,11 @@ export function withVrrpChecksum(frame: Buffer): Buffer {
   vrrp.writeUInt16BE(internetChecksum(pseudo, vrrp), 6);
   return frame;
 }
+
+/** The same for a VRRPv2 frame (RFC 3768 §5.3.8: over the VRRP message alone). */
+export function withV2Checksum(frame: Buffer): Buffer {
+  const vrrp = frame.subarray(34, 14 + frame.readUInt16BE(16));
+  vrrp.writeUInt16BE(0, 6);
+  vrrp.writeUInt16BE(internetChecksum(vrrp), 6);
+  return frame;
+}

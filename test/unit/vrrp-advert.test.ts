@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { VRRP_MULTICAST_IPV4, addressesMatch, decodeAdvertisementFor, decodeAdvertisementFrame, encodeAdvertisement, encodeAdvertisementFrame, virtualMac, type Advertisement } from '../../src/vrrp/advert.js';
+import { AUTH_AH, AUTH_PASS, IPPROTO_AH, VRRP_MULTICAST_IPV4, addressesMatch, decodeAdvertisementFor, decodeAdvertisementFrame, encodeAdvertisement, encodeAdvertisementFrame, virtualMac, type Advertisement } from '../../src/vrrp/advert.js';
 import { internetChecksum } from '../../src/packet/checksum.js';
 import { ARPOP_REQUEST, decodeArpFrame, gratuitousArp, isGratuitous } from '../../src/packet/arp.js';
-import { withVrrpChecksum } from '../support/vrrp-frames.js';
+import { withV2Checksum, withVrrpChecksum } from '../support/vrrp-frames.js';
 
 const advert: Advertisement = { vrid: 51, priority: 150, maxAdverInt: 100, addresses: ['203.0.113.10', '203.0.113.11'] };
 const frame = (): Buffer => encodeAdvertisementFrame(advert, { source: '203.0.113.2' });
@@ -29,7 +29,7 @@ describe('VRRPv3 advertisement codec', () => {
     const r = decodeAdvertisementFrame(frame());
     expect(r).toEqual({
       ok: true,
-      advert: { ...advert, source: '203.0.113.2', destination: VRRP_MULTICAST_IPV4, ttl: 255, sourceMac: virtualMac(51) },
+      advert: { ...advert, version: 3, source: '203.0.113.2', destination: VRRP_MULTICAST_IPV4, ttl: 255, sourceMac: virtualMac(51) },
     });
   });
 
@@ -66,7 +66,7 @@ describe('VRRPv3 advertisement codec', () => {
       ['not-vrrp', (f) => ((f[23] = 17), f)],
       ['fragment', (f) => (f.writeUInt16BE(0x2000, 20), f)],
       ['ttl', (f) => ((f[22] = 1), f)],
-      ['version', (f) => ((f[34] = 0x21), withVrrpChecksum(f))],
+      ['version', (f) => ((f[34] = 0x11), withVrrpChecksum(f))], // version 1 (2 is VRRPv2's, see below)
       ['type', (f) => ((f[34] = 0x32), withVrrpChecksum(f))],
       ['length', (f) => ((f[37] = 3), withVrrpChecksum(f))], // Count says 3, the packet holds 2
       ['length', (f) => ((f[37] = 0), withVrrpChecksum(f))],
@@ -141,6 +141,110 @@ describe('VRRPv3 advertisement codec', () => {
         }
       }
     });
+  });
+});
+
+describe('VRRPv2 advertisement codec (RFC 3768)', () => {
+  const v2: Advertisement = { version: 2, vrid: 51, priority: 100, maxAdverInt: 100, addresses: ['203.0.113.10', '203.0.113.11'] };
+  const v2frame = (a: Advertisement = v2): Buffer => encodeAdvertisementFrame(a, { source: '203.0.113.2' });
+
+  it('lays out the fields as RFC 3768 §5.1 says: Auth Type 0, Adver Int in seconds, 8 bytes of Authentication Data', () => {
+    const vrrp = v2frame().subarray(34);
+    expect(vrrp[0]).toBe(0x21); // version 2, type 1
+    expect([vrrp[1], vrrp[2], vrrp[3]]).toEqual([51, 100, 2]);
+    expect(vrrp[4]).toBe(0); // Auth Type: none
+    expect(vrrp[5]).toBe(1); // Adver Int: 1 s
+    expect(vrrp.length).toBe(8 + 2 * 4 + 8);
+    expect(vrrp.subarray(16).equals(Buffer.alloc(8))).toBe(true);
+    expect(internetChecksum(vrrp)).toBe(0); // §5.3.8: over the VRRP message alone
+  });
+
+  it('round-trips, the interval in centiseconds like v3', () => {
+    for (const seconds of [1, 3, 255]) {
+      const a = { ...v2, maxAdverInt: seconds * 100 };
+      expect(decodeAdvertisementFrame(v2frame(a))).toEqual({
+        ok: true,
+        advert: { ...a, authType: 0, source: '203.0.113.2', destination: VRRP_MULTICAST_IPV4, ttl: 255, sourceMac: virtualMac(51) },
+      });
+    }
+  });
+
+  it('checksums without a pseudo-header: the same packet to a unicast peer has the same checksum', () => {
+    const a = encodeAdvertisement(v2, '203.0.113.2', '224.0.0.18');
+    const b = encodeAdvertisement(v2, '198.51.100.2', '203.0.113.3');
+    expect(a.equals(b)).toBe(true);
+  });
+
+  it('refuses to encode an interval that is not whole seconds in 1..255', () => {
+    expect(() => encodeAdvertisement({ ...v2, maxAdverInt: 50 }, '203.0.113.2', VRRP_MULTICAST_IPV4)).toThrow(/Adver Int/);
+    expect(() => encodeAdvertisement({ ...v2, maxAdverInt: 150 }, '203.0.113.2', VRRP_MULTICAST_IPV4)).toThrow(/Adver Int/);
+    expect(() => encodeAdvertisement({ ...v2, maxAdverInt: 25600 }, '203.0.113.2', VRRP_MULTICAST_IPV4)).toThrow(/Adver Int/);
+  });
+
+  it("accepts keepalived's auth_type PASS (type 1, password in the data) and reports it", () => {
+    const f = v2frame();
+    f[34 + 4] = AUTH_PASS;
+    f.write('secret', 34 + 16, 'latin1');
+    const r = decodeAdvertisementFrame(withV2Checksum(f));
+    expect(r.ok && r.advert.authType).toBe(AUTH_PASS);
+  });
+
+  it("accepts keepalived's auth_type AH: IPsec AH (protocol 51) around a type-2 packet, ICV not checked", () => {
+    const plain = v2frame();
+    const vrrp = Buffer.from(plain.subarray(34));
+    vrrp[4] = AUTH_AH;
+    vrrp.writeUInt16BE(0, 6);
+    vrrp.writeUInt16BE(internetChecksum(vrrp), 6);
+    const ah = Buffer.alloc(24); // RFC 4302: 12 bytes of header and a 96-bit ICV
+    ah[0] = 112;
+    ah[1] = 24 / 4 - 2;
+    ah.writeUInt32BE(0x1234, 4); // SPI
+    ah.writeUInt32BE(1, 8); // sequence
+    const frame = Buffer.concat([plain.subarray(0, 34), ah, vrrp]);
+    frame.writeUInt16BE(20 + ah.length + vrrp.length, 16);
+    frame[23] = IPPROTO_AH;
+    frame.writeUInt16BE(0, 24);
+    frame.writeUInt16BE(internetChecksum(frame.subarray(14, 34)), 24);
+    const r = decodeAdvertisementFrame(frame);
+    expect(r.ok && r.advert).toMatchObject({ version: 2, authType: AUTH_AH, vrid: 51, addresses: v2.addresses });
+    frame[34] = 6; // AH around TCP
+    expect(decodeAdvertisementFrame(frame)).toEqual({ ok: false, reason: 'not-vrrp' });
+  });
+
+  const cases: [string, (f: Buffer) => Buffer][] = [
+    ['length', (f) => withV2Checksum(Buffer.concat([f.subarray(0, f.length - 8)]))], // no Authentication Data
+    ['length', (f) => ((f[37] = 3), withV2Checksum(f))],
+    ['checksum', (f) => ((f[36]! ^= 1), f)],
+    ['interval', (f) => ((f[39] = 0), withV2Checksum(f))],
+    ['version', (f) => ((f[34] = 0x11), withV2Checksum(f))],
+  ];
+  for (const [reason, mutate] of cases) {
+    it(`drops with reason '${reason}'`, () => {
+      const f = mutate(v2frame());
+      if (reason === 'length' && f.length < 14 + f.readUInt16BE(16)) f.writeUInt16BE(f.length - 14, 16);
+      expect(decodeAdvertisementFrame(f)).toEqual({ ok: false, reason });
+    });
+  }
+
+  it('fuzz: random v2 fields with a correct checksum never throw, and what passes is consistent', () => {
+    for (let i = 0; i < 20_000; i++) {
+      const f = v2frame();
+      randomBytes(6).copy(f, 34);
+      f[34] = ((i % 2 ? 2 : 3) << 4) | (f[34]! & 0x0f);
+      const r = decodeAdvertisementFrame(withV2Checksum(f));
+      if (r.ok) {
+        expect(r.advert.version).toBe(2);
+        expect(r.advert.addresses.length).toBe(2);
+        expect(r.advert.maxAdverInt % 100).toBe(0);
+      }
+    }
+    for (let i = 0; i < 20_000; i++) {
+      const f = v2frame();
+      const at = 14 + Math.floor(Math.random() * (f.length - 14));
+      f[at] = randomBytes(1)[0]!;
+      if (i % 5 === 0) f[23] = IPPROTO_AH;
+      expect(typeof decodeAdvertisementFrame(f.subarray(0, f.length - (i % 9))).ok).toBe('boolean');
+    }
   });
 });
 

@@ -24,6 +24,15 @@ function problems(fn: () => unknown): string[] {
 }
 
 describe('vrrp configuration', () => {
+  it('vrrp_version: 3 by default; 2 takes whole seconds 1..255, 3 at most 40.95', () => {
+    const one = (over: object) => ({ instances: [{ name: 'vip1', interface: 'ext0', vrid: 10, addresses: ['203.0.113.10/24'], ...over }] });
+    expect(parseVrrpConfig(one({})).instances[0]?.version).toBe(3);
+    expect(parseVrrpConfig(one({ version: 2, advertInterval: 120 })).instances[0]).toMatchObject({ version: 2, advertInterval: 120 });
+    expect(problems(() => parseVrrpConfig(one({ version: 2, advertInterval: 0.5 })))).toEqual(['vrrp.instances[0].advertInterval: whole seconds (1..255) in VRRPv2 (RFC 3768 §5.3.7)']);
+    expect(problems(() => parseVrrpConfig(one({ advertInterval: 41 })))).toEqual(['vrrp.instances[0].advertInterval: at most 40.95 seconds in VRRPv3 (RFC 5798 §5.2.7)']);
+    expect(problems(() => parseVrrpConfig(one({ version: 1 }))).join()).toMatch(/instances\[0\]\.version: expected 2 or 3/);
+  });
+
   it('fills keepalived-like defaults and normalises addresses', () => {
     const c = parseVrrpConfig({
       instances: [

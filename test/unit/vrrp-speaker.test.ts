@@ -12,7 +12,7 @@ import type { AddressTable } from '../../src/vrrp/addresses.js';
 import { Speaker } from '../../src/vrrp/speaker.js';
 import { FakeClock } from '../support/vrrp-fake-clock.js';
 import { prng } from '../support/prng.js';
-import { withVrrpChecksum } from '../support/vrrp-frames.js';
+import { withV2Checksum, withVrrpChecksum } from '../support/vrrp-frames.js';
 
 class MemoryLink implements Link {
   readonly sent: Buffer[] = [];
@@ -100,7 +100,7 @@ describe('VRRP speaker', () => {
     const kinds: [string, () => Buffer][] = [
       ['ttl', () => ((f) => ((f[22] = 64), f))(master({ priority: 255 }))],
       ['checksum', () => ((f) => ((f[36] = 255), f))(master())], // priority raised after the checksum
-      ['version', () => ((f) => ((f[34] = 0x21), withVrrpChecksum(f)))(master({ priority: 255 }))],
+      ['version', () => ((f) => ((f[34] = 0x11), withVrrpChecksum(f)))(master({ priority: 255 }))],
       ['vrid', () => master({ vrid: 11, priority: 255 })],
       ['length', () => ((f) => ((f[37] = 2), withVrrpChecksum(f)))(master({ priority: 255 }))], // Count 2, one address
       ['ip-header', () => master({ priority: 255 }).subarray(0, 44)],
@@ -131,6 +131,33 @@ describe('VRRP speaker', () => {
     for (let i = 0; i < 1000; i++) link('ext0').deliver(((f) => ((f[22] = 1), f))(master({ priority: 255 })));
     expect(s.state()[0]?.state).toBe('master');
     expect(s.counters().badAdverts.ttl).toBeGreaterThanOrEqual(1000);
+  });
+
+  it('VRRPv2 (vrrp_version 2): sends v2 adverts, follows a v2 master, drops v3 and other intervals, warns on PASS once', async () => {
+    const v2 = { ...vip1, version: 2 as const, advertInterval: 1 };
+    const { s, clock, link, settle } = speaker({ instances: [v2] });
+    const v2master = (over: Partial<Advertisement> = {}) => master({ version: 2, maxAdverInt: 100, ...over });
+    // RFC 3768 §6.1: Master_Down_Interval = 3 × 1 s + (256 − 100)/256 s = 3609.375 ms.
+    expect(s.state()[0]).toMatchObject({ version: 2, masterDownInterval: 3609.375 });
+    for (let i = 0; i < 5; i++) {
+      link('ext0').deliver(v2master());
+      link('ext0').deliver(master({ priority: 255 })); // a VRRPv3 advert on a v2 VRID
+      link('ext0').deliver(v2master({ priority: 255, maxAdverInt: 200 })); // Adver Int 2 s, ours is 1 s
+      clock.advance(1000);
+    }
+    const pass = v2master();
+    pass[34 + 4] = 1;
+    pass.write('secret', 34 + 16, 'latin1');
+    link('ext0').deliver(withV2Checksum(pass));
+    link('ext0').deliver(withV2Checksum(Buffer.from(pass)));
+    await settle();
+    expect(s.state()[0]?.state).toBe('backup');
+    expect(s.counters()).toMatchObject({ advertsReceived: 7, authenticationIgnored: 2, badAdverts: { version: 5, interval: 5 } });
+    clock.advance(3610);
+    await settle();
+    expect(s.state()[0]?.state).toBe('master');
+    const sent = decodeAdvertisementFrame(link('ext0').sent.find((f) => decodeAdvertisementFrame(f).ok) as Buffer);
+    expect(sent.ok && sent.advert).toMatchObject({ version: 2, authType: 0, maxAdverInt: 100, priority: 100 });
   });
 
   it('removes addresses left behind by a crashed run when it starts as backup', async () => {

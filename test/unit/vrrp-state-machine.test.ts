@@ -30,6 +30,18 @@ describe('VRRP state machine (RFC 5798 §6.4)', () => {
     expect(r.masterDownInterval).toBeCloseTo(3000 + 609.375, 9);
   });
 
+  it('VRRPv2: Skew_Time is (256 − Priority)/256 seconds whatever the interval (RFC 3768 §6.1)', () => {
+    const { r } = router({ priority: 100, advertInterval: 300, version: 2 });
+    expect(r.skewTime).toBeCloseTo(609.375, 9);
+    expect(r.masterDownInterval).toBeCloseTo(9000 + 609.375, 9);
+    const t = router({ priority: 200, advertInterval: 100, version: 2 });
+    t.r.startup();
+    t.clock.advance(3218);
+    expect(t.r.state).toBe('backup');
+    t.clock.advance(1);
+    expect(t.r.state).toBe('master');
+  });
+
   it('starts as Backup and becomes Master after Master_Down_Interval with no master around', () => {
     const t = router();
     t.r.startup();
