@@ -12,7 +12,7 @@ import { AgentClient } from '../controller/agent-client.js';
 import { controllerConfigSchema } from '../config/controller.js';
 import { controllerRoutes } from '../controller/routes.js';
 import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
-import { Journal } from '../controller/journal.js';
+import { SqliteStore } from '../controller/sqlite-store.js';
 import { ControllerMetrics } from '../controller/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { loadConfigFile } from '../config/load.js';
@@ -38,12 +38,12 @@ export async function controller(args: string[]): Promise<number> {
     config.appliances.map((a) => [a.name, new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }))]),
   );
   const pause = pauseFromEnv(process.env[PAUSE_ENV], logger);
-  const journal = new Journal(config.journal);
-  const site = new Controller(config, agents, journal, logger, pause ? { pause } : {});
+  const store = new SqliteStore(config.journal);
+  const site = new Controller(config, agents, store, logger, pause ? { pause } : {});
   // Unfinished migrations of an earlier run are ended before anything else can move a VIP.
   await site.open();
   const metrics = processRegistry();
-  const migrationMetrics = new ControllerMetrics(metrics, () => site.migrations());
+  const migrationMetrics = new ControllerMetrics(metrics, () => site.runningMigrations());
   site.onFinished = (final) => migrationMetrics.observe(final);
   // One authenticator for both listeners, so a nonce seen on one is a replay on the other.
   const authenticator = new Authenticator(credentials);
@@ -57,7 +57,7 @@ export async function controller(args: string[]): Promise<number> {
     await local?.listen({ path: config.api.socket });
   }
   site.startLoops();
-  logger.info({ api: server.url, journal: config.journal, rebalance: site.rebalanceMode() }, 'controller ready');
+  logger.info({ api: server.url, journal: config.journal, rebalance: await site.rebalanceMode() }, 'controller ready');
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
@@ -65,6 +65,6 @@ export async function controller(args: string[]): Promise<number> {
   await server.close();
   await local?.close();
   await site.stop();
-  journal.close();
+  await store.close();
   return 0;
 }

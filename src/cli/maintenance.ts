@@ -1,6 +1,6 @@
 /** `vipshift maintenance APPLIANCE on|off`: an appliance in maintenance gets no VIP, and auto rebalancing drains it. */
 import { parseArgs } from 'node:util';
-import type { InventoryAppliance } from '../controller/journal.js';
+import type { InventoryAppliance } from '../controller/store.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 export async function maintenance(args: string[]): Promise<number> {

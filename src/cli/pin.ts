@@ -1,6 +1,6 @@
 /** `vipshift pin VIP` / `vipshift unpin VIP`: a pinned VIP is never moved (not by the controller, not by migrate). */
 import { parseArgs } from 'node:util';
-import type { InventoryVip } from '../controller/journal.js';
+import type { InventoryVip } from '../controller/store.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 async function setPin(command: string, pinned: boolean, args: string[]): Promise<number> {

@@ -1,6 +1,6 @@
 /**
  * The controller (the patent's control mechanism 52): knows the appliances and who owns which
- * VIP (journal.ts keeps both on disk), measures their traffic, plans who should own what
+ * VIP (its store keeps both: store.ts), measures their traffic, plans who should own what
  * (assignment.ts), runs migrations through the appliances' agents, writing each step down
  * before it runs, and ends the ones a previous run of it left unfinished.
  */
@@ -11,7 +11,7 @@ import { STEPS, migrate, recover, type MigrationAgent, type MigrationOptions, ty
 import type { ApplianceStatus } from '../appliance/appliance.js';
 import { algorithms, type AssignmentAlgorithm, type AssignmentInput, type Plan } from './assignment.js';
 import type { ControllerConfig } from '../config/controller.js';
-import type { InventoryAppliance, InventoryVip, Journal, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './journal.js';
+import type { ControllerStore, InventoryAppliance, InventoryVip, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './store.js';
 import { TrafficMeter, type ApplianceSample } from './statistics.js';
 
 /** What the controller needs of an appliance: the migration's operations and its status. */
@@ -88,6 +88,8 @@ export interface ControllerOptions {
 
 export class Controller {
   private readonly running = new Map<string, { progress: MigrationProgress; done: Promise<MigrationProgress> }>();
+  /** VIPs whose migration is being checked and written down. */
+  private readonly starting = new Set<string>();
   /** Unfinished migrations of an earlier run still to be ended (an appliance did not answer yet). */
   private readonly unrecovered = new Map<string, JournalMigration>();
   /** Appliances that answered a poll since this controller started. */
@@ -105,14 +107,13 @@ export class Controller {
   constructor(
     readonly config: ControllerConfig,
     private readonly agents: Map<string, ApplianceAgent>,
-    private readonly journal: Journal,
+    private readonly store: ControllerStore,
     private readonly logger: Logger,
     private readonly options: ControllerOptions = {},
   ) {
     this.now = options.now ?? Date.now;
     this.meter = new TrafficMeter(config.rebalance.load, config.statistics.smoothing);
     this.algorithm = algorithms[config.rebalance.algorithm]!();
-    journal.syncConfiguration(config.appliances, config.vips);
   }
 
   /** The agent of an appliance of the inventory (the console's access-table pages go through it). */
@@ -120,8 +121,8 @@ export class Controller {
     return this.agents.get(name);
   }
 
-  owner(vip: string): string | undefined {
-    return this.journal.owners().get(vip);
+  async owner(vip: string): Promise<string | undefined> {
+    return (await this.store.owners()).get(vip);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -133,7 +134,8 @@ export class Controller {
    * stays unfinished and is tried again at every poll; its VIP is not moved meanwhile.
    */
   async open(): Promise<void> {
-    for (const m of this.journal.unfinished()) this.unrecovered.set(m.id, m);
+    await this.store.syncConfiguration(this.config.appliances, this.config.vips);
+    for (const m of await this.store.unfinished()) this.unrecovered.set(m.id, m);
     await this.recoverUnfinished();
     await this.reconcile();
   }
@@ -144,21 +146,21 @@ export class Controller {
       const target = this.agents.get(m.target);
       const log = this.logger.child({ migration: m.id, vip: m.vip });
       if (!source || !target) {
-        this.journal.recovery(m.id, 'recover_failed', `appliance ${source ? m.target : m.source} is not in the configuration`);
+        await this.store.recovery(m.id, 'recover_failed', `appliance ${source ? m.target : m.source} is not in the configuration`);
         log.error({ source: m.source, target: m.target }, 'cannot recover a migration: its appliance is no longer configured');
         continue;
       }
       const decision = m.committed ? 'finish forward (past the commit point)' : `give back to ${m.source} (reached ${m.step ?? 'no step'}, not committed)`;
-      this.journal.recovery(m.id, 'recover', decision);
+      await this.store.recovery(m.id, 'recover', decision);
       log.warn({ step: m.step, committed: m.committed, from: m.source, to: m.target }, `recovering an unfinished migration: ${decision}`);
       try {
         const state = await recover(m.vip, source, target, { reached: m.step, committed: m.committed });
         const error = m.error ?? `interrupted at ${m.step ?? 'its start'}; recovered: ${decision}`;
-        this.journal.end(m.id, { state, error, recovered: true, progress: { ...(m.progress ?? this.blankProgress(m)), state, error } });
+        await this.store.end(m.id, { state, error, recovered: true, progress: { ...(m.progress ?? this.blankProgress(m)), state, error } });
         this.unrecovered.delete(m.id);
         log.info({ state, owner: state === 'done' ? m.target : m.source }, 'unfinished migration recovered');
       } catch (err) {
-        this.journal.recovery(m.id, 'recover_failed', (err as Error).message);
+        await this.store.recovery(m.id, 'recover_failed', (err as Error).message);
         log.error({ err: (err as Error).message }, 'recovering a migration failed; trying again at the next poll');
       }
     }
@@ -189,13 +191,13 @@ export class Controller {
       [...this.agents.values()].map(async (a) => ({ name: a.name, status: await a.status({ timeoutMs: 5000 }).catch(() => undefined) })),
     );
     const busy = new Set([...this.unrecovered.values(), ...[...this.running.values()].map((r) => r.progress)].map((m) => m.vip));
-    const owners = this.journal.owners();
+    const owners = await this.store.owners();
     for (const [vip, recorded] of owners) {
       if (busy.has(vip)) continue;
       const claim = statuses.filter((s) => s.status?.vips.some((v) => v.name === vip && v.mode === 'normal')).map((s) => s.name);
       if (claim.length === 1 && claim[0] !== recorded) {
         this.logger.warn({ vip, journal: recorded, appliances: claim[0] }, 'owner in the journal differs from the appliances: taking the appliances\' word');
-        this.journal.setOwner(vip, claim[0]!);
+        await this.store.setOwner(vip, claim[0]!);
       } else if (claim.length > 1) {
         this.logger.error({ vip, appliances: claim }, 'several appliances have the VIP normal: left for the operator');
       }
@@ -264,7 +266,7 @@ export class Controller {
       });
     }
     const measured = this.meter.update(samples);
-    this.journal.recordPoll(
+    await this.store.recordPoll(
       answers.map((a) => (a.status ? { name: a.agent.name, ok: true } : { name: a.agent.name, ok: false, error: a.error })),
       measured,
     );
@@ -277,31 +279,30 @@ export class Controller {
     return this.answered.has(a.name) && a.failedPolls < this.config.statistics.downAfterPolls;
   }
 
-  rebalanceMode(): RebalanceMode {
-    const stored = this.journal.setting('rebalance');
+  async rebalanceMode(): Promise<RebalanceMode> {
+    const stored = await this.store.setting('rebalance');
     return stored === 'auto' || stored === 'manual' ? stored : this.config.rebalance.mode;
   }
 
   /** Persisted: a restarted controller keeps the operator's choice over the configuration's. */
-  setRebalanceMode(mode: RebalanceMode): void {
-    this.journal.setSetting('rebalance', mode);
+  async setRebalanceMode(mode: RebalanceMode): Promise<void> {
+    await this.store.setSetting('rebalance', mode);
     this.logger.info({ mode }, 'rebalance mode set');
   }
 
   private migratingVips(): Set<string> {
-    return new Set([...[...this.running.values()].map((r) => r.progress.vip), ...[...this.unrecovered.values()].map((m) => m.vip)]);
+    return new Set([...this.starting, ...[...this.running.values()].map((r) => r.progress.vip), ...[...this.unrecovered.values()].map((m) => m.vip)]);
   }
 
   /** What the assignment sees now. */
-  assignmentInput(overrides: { coolDownSeconds?: number } = {}): AssignmentInput {
+  async assignmentInput(overrides: { coolDownSeconds?: number } = {}): Promise<AssignmentInput> {
     const migrating = this.migratingVips();
-    const appliances = this.journal.appliances().filter((a) => this.agents.has(a.name));
+    const appliances = (await this.store.appliances()).filter((a) => this.agents.has(a.name));
     const known = new Set(appliances.map((a) => a.name));
     const configured = new Set(this.config.vips.map((v) => v.name));
     return {
       appliances: appliances.map((a) => ({ name: a.name, capacity: a.capacity, up: this.isUp(a), maintenance: a.maintenance })),
-      vips: this.journal
-        .vips()
+      vips: (await this.store.vips())
         .filter((v) => configured.has(v.name) && known.has(v.owner))
         .map((v) => ({ name: v.name, owner: v.owner, load: v.load ?? 0, pinned: v.pinned, lastMovedAt: v.lastMovedAt, migrating: migrating.has(v.name) })),
       settings: {
@@ -314,20 +315,20 @@ export class Controller {
   }
 
   /** The plan now, and why it would not be carried out (if so). */
-  plan(): PlanReport {
-    const input = this.assignmentInput();
+  async plan(): Promise<PlanReport> {
+    const input = await this.assignmentInput();
     const plan = this.algorithm.plan(input);
-    const report: PlanReport = { ...plan, mode: this.rebalanceMode(), at: new Date(this.now()).toISOString(), input };
-    const holdingBack = this.holdingBack(input);
+    const report: PlanReport = { ...plan, mode: await this.rebalanceMode(), at: new Date(this.now()).toISOString(), input };
+    const holdingBack = await this.holdingBack(input);
     if (holdingBack) report.holdingBack = holdingBack;
     return report;
   }
 
   /** Reasons not to rebalance automatically although the algorithm proposes moves. */
-  private holdingBack(input: AssignmentInput): string | undefined {
+  private async holdingBack(input: AssignmentInput): Promise<string | undefined> {
     if (this.unrecovered.size > 0) return `${this.unrecovered.size} unfinished migration(s) of an earlier run still to recover`;
     const total = input.vips.reduce((sum, v) => sum + v.load, 0);
-    const vips = this.journal.vips();
+    const vips = await this.store.vips();
     const stale = this.now() - 3 * this.config.statistics.intervalSeconds * 1000;
     if (vips.every((v) => v.sampledAt === null || v.sampledAt < stale)) return 'no recent measurements';
     if (total < this.config.rebalance.minLoad) {
@@ -338,8 +339,8 @@ export class Controller {
 
   /** One round of automatic rebalancing (auto mode only): the plan's moves are started. */
   async rebalanceOnce(): Promise<void> {
-    if (this.rebalanceMode() !== 'auto') return;
-    const report = this.plan();
+    if ((await this.rebalanceMode()) !== 'auto') return;
+    const report = await this.plan();
     if (report.moves.length === 0) return;
     if (report.holdingBack && report.moves.every((m) => m.reason === 'rebalance')) {
       this.logger.debug({ holdingBack: report.holdingBack }, 'not rebalancing');
@@ -349,7 +350,7 @@ export class Controller {
       if (report.holdingBack && move.reason !== 'drain') continue;
       try {
         this.logger.info({ vip: move.vip, from: move.from, to: move.to, reason: move.reason, why: move.why, loads: move.loads }, 'rebalancing');
-        this.start(move.vip, move.to, {}, move.reason);
+        await this.start(move.vip, move.to, {}, move.reason);
       } catch (err) {
         this.logger.warn({ vip: move.vip, err: (err as Error).message }, 'planned move refused');
       }
@@ -359,18 +360,18 @@ export class Controller {
   // -------------------------------------------------------------------------------------------
   // Operator actions
 
-  setPinned(vip: string, pinned: boolean): InventoryVip {
-    if (!this.journal.setPinned(vip, pinned)) throw new MigrationRefused(`no VIP named '${vip}'`, 'name', 404);
+  async setPinned(vip: string, pinned: boolean): Promise<InventoryVip> {
+    if (!(await this.store.setPinned(vip, pinned))) throw new MigrationRefused(`no VIP named '${vip}'`, 'name', 404);
     this.logger.info({ vip, pinned }, pinned ? 'VIP pinned' : 'VIP unpinned');
-    return this.journal.vips().find((v) => v.name === vip)!;
+    return (await this.store.vips()).find((v) => v.name === vip)!;
   }
 
-  setMaintenance(appliance: string, on: boolean): InventoryAppliance {
-    if (!this.agents.has(appliance) || !this.journal.setMaintenance(appliance, on)) {
+  async setMaintenance(appliance: string, on: boolean): Promise<InventoryAppliance> {
+    if (!this.agents.has(appliance) || !(await this.store.setMaintenance(appliance, on))) {
       throw new MigrationRefused(`no appliance named '${appliance}'`, 'name', 404);
     }
     this.logger.info({ appliance, maintenance: on }, on ? 'appliance in maintenance' : 'appliance out of maintenance');
-    return this.journal.appliances().find((a) => a.name === appliance)!;
+    return (await this.store.appliances()).find((a) => a.name === appliance)!;
   }
 
   /**
@@ -378,13 +379,14 @@ export class Controller {
    * one plan round after another until nothing more can move; cool-downs do not apply, pins do.
    */
   async drain(appliance: string): Promise<{ appliance: string; migrations: MigrationProgress[]; waiting: Plan['waiting']; remaining: string[] }> {
-    this.setMaintenance(appliance, true);
+    await this.setMaintenance(appliance, true);
     const migrations: MigrationProgress[] = [];
     let waiting: Plan['waiting'] = [];
     for (;;) {
-      const plan = this.algorithm.plan(this.assignmentInput({ coolDownSeconds: 0 }));
+      const plan = this.algorithm.plan(await this.assignmentInput({ coolDownSeconds: 0 }));
       const moves = plan.moves.filter((m) => m.reason === 'drain' && m.from === appliance);
-      waiting = plan.waiting.filter((w) => this.journal.owners().get(w.vip) === appliance);
+      const owners = await this.store.owners();
+      waiting = plan.waiting.filter((w) => owners.get(w.vip) === appliance);
       if (moves.length === 0) {
         // Migrations under way (auto rebalancing's drain moves) count too: wait for them.
         const busy = [...this.running.values()].filter((r) => r.progress.from === appliance);
@@ -392,21 +394,20 @@ export class Controller {
         await Promise.all(busy.map((r) => r.done));
         continue;
       }
-      const started = moves.map((m) => {
-        try {
-          return this.start(m.vip, m.to, {}, 'drain').done;
-        } catch (err) {
-          return Promise.resolve(undefined).then(() => {
-            this.logger.warn({ vip: m.vip, err: (err as Error).message }, 'drain move refused');
+      const started = moves.map((m) =>
+        this.start(m.vip, m.to, {}, 'drain').then(
+          (s) => s.done,
+          (err: Error) => {
+            this.logger.warn({ vip: m.vip, err: err.message }, 'drain move refused');
             return undefined;
-          });
-        }
-      });
+          },
+        ),
+      );
       const finished = (await Promise.all(started)).filter((m): m is MigrationProgress => m !== undefined);
       migrations.push(...finished);
       if (finished.length === 0 || finished.every((m) => m.state !== 'done')) break; // no progress: stop rather than spin
     }
-    const remaining = [...this.journal.owners()].filter(([, owner]) => owner === appliance).map(([vip]) => vip);
+    const remaining = [...(await this.store.owners())].filter(([, owner]) => owner === appliance).map(([vip]) => vip);
     return { appliance, migrations, waiting, remaining };
   }
 
@@ -414,7 +415,7 @@ export class Controller {
   // Status and migrations
 
   async status(): Promise<SiteStatus> {
-    const inventory = new Map(this.journal.appliances().map((a) => [a.name, a]));
+    const inventory = new Map((await this.store.appliances()).map((a) => [a.name, a]));
     const appliances = await Promise.all(
       [...this.agents.values()].map(async (agent) => {
         const inv = inventory.get(agent.name)!;
@@ -427,8 +428,7 @@ export class Controller {
       }),
     );
     const migrating = this.migratingVips();
-    const vips = this.journal
-      .vips()
+    const vips = (await this.store.vips())
       .filter((v) => this.config.vips.some((c) => c.name === v.name))
       .map((v): SiteVip => {
         const onOwner = appliances.find((a) => a.name === v.owner)?.vips.find((s) => s.name === v.name);
@@ -443,44 +443,58 @@ export class Controller {
           load: v.load,
         };
       });
-    return { vips, appliances, migrations: this.migrations(), rebalance: this.rebalanceMode() };
+    return { vips, appliances, migrations: await this.migrations(), rebalance: await this.rebalanceMode() };
   }
 
-  migrations(): MigrationProgress[] {
-    const running = [...this.running.values()].map((r) => r.progress);
+  /** Migrations under way in this controller. */
+  runningMigrations(): MigrationProgress[] {
+    return [...this.running.values()].map((r) => r.progress);
+  }
+
+  async migrations(): Promise<MigrationProgress[]> {
+    const running = this.runningMigrations();
     const ids = new Set(running.map((m) => m.id));
-    const past = this.journal
-      .history(HISTORY)
+    const past = (await this.store.history(HISTORY))
       .filter((m) => !ids.has(m.id))
       .map((m) => m.progress ?? { ...this.blankProgress(m), ...(m.error ? { error: m.error } : {}) });
     return [...running, ...past];
   }
 
-  migration(id: string): MigrationProgress | undefined {
-    return this.migrations().find((m) => m.id === id) ?? (this.journal.migration(id)?.progress ?? undefined);
+  async migration(id: string): Promise<MigrationProgress | undefined> {
+    return (await this.migrations()).find((m) => m.id === id) ?? ((await this.store.migration(id))?.progress ?? undefined);
   }
 
   /**
    * Starts moving a VIP; returns at once with its first progress record. `done` resolves when
    * it has finished or aborted. The journal has it before anything runs.
    */
-  start(vip: string, to: string, drill: Drill = {}, reason: MigrationReason = 'operator'): { progress: MigrationProgress; done: Promise<MigrationProgress> } {
-    const inventoryVip = this.journal.vips().find((v) => v.name === vip);
+  async start(vip: string, to: string, drill: Drill = {}, reason: MigrationReason = 'operator'): Promise<{ progress: MigrationProgress; done: Promise<MigrationProgress> }> {
+    // Claimed before the first await, so that two requests for one VIP cannot both pass the checks.
+    if (this.migratingVips().has(vip)) throw new MigrationRefused(`${vip} is being migrated already`, 'vip');
+    this.starting.add(vip);
+    try {
+      return await this.startClaimed(vip, to, drill, reason);
+    } finally {
+      this.starting.delete(vip);
+    }
+  }
+
+  private async startClaimed(vip: string, to: string, drill: Drill, reason: MigrationReason): Promise<{ progress: MigrationProgress; done: Promise<MigrationProgress> }> {
+    const inventoryVip = (await this.store.vips()).find((v) => v.name === vip);
     if (!inventoryVip || !this.config.vips.some((v) => v.name === vip)) throw new MigrationRefused(`no VIP named '${vip}'`, 'vip', 404);
     const from = inventoryVip.owner;
     const target = this.agents.get(to);
     if (!target) throw new MigrationRefused(`no appliance named '${to}'`, 'to', 404);
     if (from === to) throw new MigrationRefused(`${vip} is already on ${to}`, 'to');
-    if (this.migratingVips().has(vip)) throw new MigrationRefused(`${vip} is being migrated already`, 'vip');
     if (inventoryVip.pinned) throw new MigrationRefused(`${vip} is pinned to ${from} (vipshift unpin ${vip} first)`, 'vip');
-    const targetInventory = this.journal.appliances().find((a) => a.name === to)!;
+    const targetInventory = (await this.store.appliances()).find((a) => a.name === to)!;
     if (targetInventory.maintenance) throw new MigrationRefused(`${to} is in maintenance`, 'to');
     if (this.answered.has(to) && !this.isUp(targetInventory)) throw new MigrationRefused(`${to} is down (no answer to ${targetInventory.failedPolls} polls)`, 'to');
     const source = this.agents.get(from);
     if (!source) throw new MigrationRefused(`${vip} is owned by ${from}, which is not in the inventory`, 'vip');
 
     const id = randomUUID();
-    this.journal.begin({ id, vip, source: from, target: to, reason });
+    await this.store.begin({ id, vip, source: from, target: to, reason });
     const log = this.logger.child({ migration: id, vip });
     log.info({ from, to, reason, ...drill }, 'migration starting');
     let first: MigrationProgress | undefined;
@@ -490,7 +504,7 @@ export class Controller {
       stepTimeoutMs: this.config.migration.stepTimeoutMs,
       ...drill,
       ...(expectedEntries !== undefined ? { expectedEntries } : {}),
-      journal: { step: (step) => this.journal.step(id, step), commit: () => this.journal.commit(id) },
+      journal: { step: (step) => this.store.step(id, step), commit: () => this.store.commit(id) },
       ...(this.options.pause ? { pause: this.options.pause } : {}),
       onProgress: (p) => {
         const entry = this.running.get(id);
@@ -498,14 +512,22 @@ export class Controller {
         if (entry) entry.progress = p;
         else first = p;
       },
-    }).then((final) => {
+    }).then(async (final) => {
       if (final.recoveryFailed) {
         // The VIP is in between: leave the journal's record open and end it like an interrupted one.
-        const record = this.journal.migration(id)!;
+        const record = (await this.store.migration(id))!;
         this.unrecovered.set(id, { ...record, progress: final, error: final.error ?? null });
         log.error({ error: final.error }, 'migration failed and so did its recovery; trying again at the next poll');
       } else {
-        this.journal.end(id, { state: final.state === 'done' ? 'done' : 'aborted', progress: final, ...(final.error ? { error: final.error } : {}) });
+        try {
+          await this.store.end(id, { state: final.state === 'done' ? 'done' : 'aborted', progress: final, ...(final.error ? { error: final.error } : {}) });
+        } catch (err) {
+          // The store refused (leadership lost, store unreachable): the record stays open and
+          // whoever leads next ends it by the same rules as an interrupted one.
+          const record = await this.store.migration(id).catch(() => undefined);
+          if (record) this.unrecovered.set(id, { ...record, progress: final });
+          log.error({ err: (err as Error).message }, 'the end of the migration could not be written down; it stays open');
+        }
       }
       this.running.delete(id);
       this.onFinished?.(final);

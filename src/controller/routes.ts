@@ -63,8 +63,8 @@ export function controllerRoutes(site: Controller): Route[] {
     {
       method: 'GET',
       path: '/v1/migrations/:id',
-      handler: (ctx) => {
-        const m = site.migration(ctx.params.id ?? '');
+      handler: async (ctx) => {
+        const m = await site.migration(ctx.params.id ?? '');
         if (!m) throw new HttpError(404, `no migration with id '${ctx.params.id}'`, 'id');
         return m;
       },
@@ -80,14 +80,14 @@ export function controllerRoutes(site: Controller): Route[] {
       },
     },
     { method: 'GET', path: '/v1/plan', handler: () => site.plan() },
-    { method: 'GET', path: '/v1/rebalance', handler: () => ({ mode: site.rebalanceMode() }) },
+    { method: 'GET', path: '/v1/rebalance', handler: async () => ({ mode: await site.rebalanceMode() }) },
     {
       method: 'POST',
       path: '/v1/rebalance',
       body: rebalanceRequest,
-      handler: (ctx: RequestContext<z.infer<typeof rebalanceRequest>>) => {
-        site.setRebalanceMode(ctx.body.mode);
-        return { mode: site.rebalanceMode() };
+      handler: async (ctx: RequestContext<z.infer<typeof rebalanceRequest>>) => {
+        await site.setRebalanceMode(ctx.body.mode);
+        return { mode: await site.rebalanceMode() };
       },
     },
     {

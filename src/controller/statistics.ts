@@ -8,7 +8,7 @@
  * traffic passes the source, then the target). A counter that went backwards (the appliance
  * restarted and rebuilt its ruleset) gives no rate for that round.
  */
-import type { VipTraffic } from './journal.js';
+import type { VipTraffic } from './store.js';
 
 export interface VipCounterSample {
   packets: number;

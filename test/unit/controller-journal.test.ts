@@ -12,7 +12,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Controller, pauseFromEnv, type ApplianceAgent } from '../../src/controller/controller.js';
 import { controllerConfigSchema } from '../../src/config/controller.js';
-import { Journal } from '../../src/controller/journal.js';
+import { SqliteStore } from '../../src/controller/sqlite-store.js';
 import { STEPS, type Step } from '../../src/migration/migration.js';
 import { ModelSite } from './controller-model.js';
 
@@ -43,31 +43,31 @@ const config = (journal: string) =>
 
 function controllerOn(site: ModelSite, pause?: (step: Step) => Promise<void>) {
   const agents = new Map<string, ApplianceAgent>(site.appliances.map((a) => [a, site.agent(a)]));
-  const journal = new Journal(path);
+  const journal = new SqliteStore(path);
   return { controller: new Controller(config(path), agents, journal, logger, pause ? { pause } : {}), journal, agents };
 }
 
 describe('journal', () => {
-  it('creates its schema, keeps owners across a reopen, and refuses a newer schema', () => {
-    const j = new Journal(path);
-    expect(j.schemaVersion).toBe(1);
-    j.syncConfiguration([{ name: 'lb1', api: 'http://a', capacity: 1 }, { name: 'lb2', api: 'http://b', capacity: 2 }], [{ name: 'vip1', owner: 'lb1' }]);
-    j.begin({ id: 'm1', vip: 'vip1', source: 'lb1', target: 'lb2', reason: 'operator' });
-    j.step('m1', 'prepare');
-    expect(() => j.begin({ id: 'm2', vip: 'vip1', source: 'lb1', target: 'lb2', reason: 'operator' })).toThrow(/UNIQUE/);
-    j.step('m1', 'move_address');
-    j.step('m1', 'move_entries');
-    j.commit('m1');
-    j.step('m1', 'activate');
-    j.end('m1', { state: 'done' });
-    j.close();
+  it('creates its schema, keeps owners across a reopen, and refuses a newer schema', async () => {
+    const j = new SqliteStore(path);
+    expect(await j.schemaVersion()).toBe(1);
+    await j.syncConfiguration([{ name: 'lb1', api: 'http://a', capacity: 1 }, { name: 'lb2', api: 'http://b', capacity: 2 }], [{ name: 'vip1', owner: 'lb1' }]);
+    await j.begin({ id: 'm1', vip: 'vip1', source: 'lb1', target: 'lb2', reason: 'operator' });
+    await j.step('m1', 'prepare');
+    await expect(j.begin({ id: 'm2', vip: 'vip1', source: 'lb1', target: 'lb2', reason: 'operator' })).rejects.toThrow(/UNIQUE/);
+    await j.step('m1', 'move_address');
+    await j.step('m1', 'move_entries');
+    await j.commit('m1');
+    await j.step('m1', 'activate');
+    await j.end('m1', { state: 'done' });
+    await j.close();
 
-    const again = new Journal(path);
+    const again = new SqliteStore(path);
     // The configuration's initial owner does not override what the journal recorded.
-    again.syncConfiguration([{ name: 'lb1', api: 'http://a', capacity: 1 }, { name: 'lb2', api: 'http://b', capacity: 3 }], [{ name: 'vip1', owner: 'lb1' }]);
-    expect(again.owners().get('vip1')).toBe('lb2');
-    expect(again.appliances().find((a) => a.name === 'lb2')?.capacity).toBe(3);
-    expect(again.events('m1').map((e) => `${e.event}${e.step ? ` ${e.step}` : ''}`)).toEqual([
+    await again.syncConfiguration([{ name: 'lb1', api: 'http://a', capacity: 1 }, { name: 'lb2', api: 'http://b', capacity: 3 }], [{ name: 'vip1', owner: 'lb1' }]);
+    expect((await again.owners()).get('vip1')).toBe('lb2');
+    expect((await again.appliances()).find((a) => a.name === 'lb2')?.capacity).toBe(3);
+    expect((await again.events('m1')).map((e) => `${e.event}${e.step ? ` ${e.step}` : ''}`)).toEqual([
       'begin',
       'step prepare',
       'step move_address',
@@ -76,12 +76,12 @@ describe('journal', () => {
       'step activate',
       'end activate',
     ]);
-    again.close();
+    await again.close();
 
     const raw = new Database(path);
     raw.prepare('UPDATE schema_version SET version = 99').run();
     raw.close();
-    expect(() => new Journal(path)).toThrow(/schema version 99 is newer/);
+    expect(() => new SqliteStore(path)).toThrow(/schema version 99 is newer/);
   });
 
   it('parses the pause hook strictly and only when set', () => {
@@ -109,26 +109,26 @@ describe('recovery of a controller killed in the middle of a step', () => {
     const reached = new Promise<void>((r) => (paused = r));
     const first = controllerOn(site, (at) => (at === step ? (paused(), new Promise<void>(() => {})) : Promise.resolve()));
     await first.controller.open();
-    first.controller.start('vip1', 'lb2');
+    await first.controller.start('vip1', 'lb2');
     await reached;
     // Clients keep sending while the controller is dead: whoever has the address forwards or holds.
     site.send('vip1', 10);
     expect(site.resets).toBe(0);
-    const journalled = first.journal.unfinished();
+    const journalled = (await first.journal.unfinished());
     expect(journalled).toHaveLength(1);
     expect(journalled[0]).toMatchObject({ vip: 'vip1', step, committed: step === 'activate' });
 
     const second = controllerOn(site);
     await second.controller.open();
 
-    expect(second.journal.unfinished()).toEqual([]);
-    const record = second.journal.migration(journalled[0]!.id)!;
+    expect(await second.journal.unfinished()).toEqual([]);
+    const record = (await second.journal.migration(journalled[0]!.id))!;
     expect(record).toMatchObject({ state: expected[step].state, recovered: true });
-    expect(second.journal.events(record.id).map((e) => e.event)).toContain('recover');
+    expect((await second.journal.events(record.id)).map((e) => e.event)).toContain('recover');
     const owner = expected[step].owner;
     expect(site.owners('vip1')).toEqual([owner]);
     expect([...site.addresses.get('vip1')!]).toEqual([owner]);
-    expect(second.controller.owner('vip1')).toBe(owner);
+    expect(await second.controller.owner('vip1')).toBe(owner);
     expect(site.entries.get(owner)!.get('vip1')).toBe(500);
     for (const a of site.appliances) if (a !== owner) expect(site.modes.get(a)!.has('vip1')).toBe(false);
     // The other VIP was never touched.
@@ -137,7 +137,7 @@ describe('recovery of a controller killed in the middle of a step', () => {
     site.send('vip2', 10);
     expect(site.resets).toBe(0);
     // A restarted controller can move it again.
-    const next = await second.controller.start('vip1', owner === 'lb1' ? 'lb2' : 'lb1').done;
+    const next = await (await second.controller.start('vip1', owner === 'lb1' ? 'lb2' : 'lb1')).done;
     expect(next.state).toBe('done');
   });
 
@@ -147,20 +147,20 @@ describe('recovery of a controller killed in the middle of a step', () => {
     const reached = new Promise<void>((r) => (paused = r));
     const first = controllerOn(site, (at) => (at === 'move_address' ? (paused(), new Promise<void>(() => {})) : Promise.resolve()));
     await first.controller.open();
-    first.controller.start('vip1', 'lb2');
+    await first.controller.start('vip1', 'lb2');
     await reached;
 
     site.down.add('lb2');
     const second = controllerOn(site);
     await second.controller.open();
-    expect(second.journal.unfinished()).toHaveLength(1);
-    expect(second.journal.events(second.journal.unfinished()[0]!.id).map((e) => e.event)).toContain('recover_failed');
-    expect(() => second.controller.start('vip1', 'lb2')).toThrow(/being migrated already/);
-    expect(second.controller.plan().holdingBack).toMatch(/unfinished migration/);
+    expect(await second.journal.unfinished()).toHaveLength(1);
+    expect((await second.journal.events((await second.journal.unfinished())[0]!.id)).map((e) => e.event)).toContain('recover_failed');
+    await expect(second.controller.start('vip1', 'lb2')).rejects.toThrow(/being migrated already/);
+    expect((await second.controller.plan()).holdingBack).toMatch(/unfinished migration/);
 
     site.down.delete('lb2');
     await second.controller.poll();
-    expect(second.journal.unfinished()).toEqual([]);
+    expect(await second.journal.unfinished()).toEqual([]);
     expect(site.owners('vip1')).toEqual(['lb1']);
     expect(site.entries.get('lb1')!.get('vip1')).toBe(40);
   });
@@ -173,20 +173,21 @@ describe('recovery of a controller killed in the middle of a step', () => {
       if (at === 'move_address') site.down.add('lb1');
     });
     await controller.open();
-    const final = await controller.start('vip1', 'lb2', { abortAt: 'move_address' }).done;
+    const final = await (await controller.start('vip1', 'lb2', { abortAt: 'move_address' })).done;
     expect(final).toMatchObject({ state: 'aborted', recoveryFailed: true });
-    expect(journal.unfinished()).toHaveLength(1);
+    expect(await journal.unfinished()).toHaveLength(1);
     site.down.delete('lb1');
     await controller.poll();
-    expect(journal.unfinished()).toEqual([]);
+    expect(await journal.unfinished()).toEqual([]);
     expect(site.owners('vip1')).toEqual(['lb1']);
   });
 
   it('restarted, it believes the appliances over the journal and over the configuration', async () => {
     const site = new ModelSite(['lb1', 'lb2'], [{ name: 'vip1', owner: 'lb2', connections: 3 }, { name: 'vip2', owner: 'lb1', connections: 0 }]);
-    const { controller } = controllerOn(site);
-    expect(controller.owner('vip1')).toBe('lb1'); // the configuration's initial owner
+    const { controller, journal } = controllerOn(site);
+    await journal.syncConfiguration(config(path).appliances, config(path).vips);
+    expect(await controller.owner('vip1')).toBe('lb1'); // the configuration's initial owner
     await controller.open();
-    expect(controller.owner('vip1')).toBe('lb2');
+    expect(await controller.owner('vip1')).toBe('lb2');
   });
 });

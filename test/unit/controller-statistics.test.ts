@@ -1,4 +1,4 @@
-/** Statistics derivation (statistics.ts) and the plan the controller shows (controller.plan()). */
+/** Statistics derivation (statistics.ts) and the plan the controller shows ((await controller.plan())). */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,7 +6,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Controller, type ApplianceAgent } from '../../src/controller/controller.js';
 import { controllerConfigSchema, type ControllerConfigInput } from '../../src/config/controller.js';
-import { Journal } from '../../src/controller/journal.js';
+import { SqliteStore } from '../../src/controller/sqlite-store.js';
 import { TrafficMeter, rates, type ApplianceSample } from '../../src/controller/statistics.js';
 import { ModelSite } from './controller-model.js';
 
@@ -65,7 +65,7 @@ describe('the plan the controller shows', () => {
       ...extra,
     });
     const agents = new Map<string, ApplianceAgent>(site.appliances.map((a) => [a, site.agent(a)]));
-    const journal = new Journal(config.journal);
+    const journal = new SqliteStore(config.journal);
     const controller = new Controller(config, agents, journal, pino({ level: 'silent' }), { now: () => now });
     /** One second of traffic (packets per VIP), then a poll. */
     const second = async (traffic: Record<string, number>) => {
@@ -81,10 +81,10 @@ describe('the plan the controller shows', () => {
     await controller.open();
     await second({});
     await second({ vip1: 10, vip2: 10 });
-    expect(controller.plan().holdingBack).toMatch(/nearly idle \(total load 20\.0 < rebalance\.minLoad 50 packets\/s\)/);
+    expect((await controller.plan()).holdingBack).toMatch(/nearly idle \(total load 20\.0 < rebalance\.minLoad 50 packets\/s\)/);
 
     await second({ vip1: 600, vip2: 400, vip3: 100 });
-    const plan = controller.plan();
+    const plan = (await controller.plan());
     expect(plan.holdingBack).toBeUndefined();
     expect(plan.mode).toBe('manual');
     expect(plan.moves).toHaveLength(1);
@@ -101,14 +101,14 @@ describe('the plan the controller shows', () => {
     await second({});
     site.down.add('lb3');
     await second({ vip1: 600, vip2: 400, vip3: 100 });
-    expect(controller.plan().moves.map((m) => m.to)).toEqual(['lb3']); // one missed poll: not down yet
+    expect((await controller.plan()).moves.map((m) => m.to)).toEqual(['lb3']); // one missed poll: not down yet
     await second({ vip1: 600, vip2: 400, vip3: 100 });
-    const plan = controller.plan();
+    const plan = (await controller.plan());
     expect(plan.input.appliances.find((a) => a.name === 'lb3')?.up).toBe(false);
     expect(plan.moves.map((m) => `${m.vip}→${m.to}`)).toEqual(['vip2→lb2']);
 
-    controller.setMaintenance('lb2', true);
-    const drain = controller.plan();
+    await controller.setMaintenance('lb2', true);
+    const drain = (await controller.plan());
     expect(drain.moves.map((m) => `${m.vip}→${m.to} ${m.reason}`)).toEqual(['vip3→lb1 drain']);
     expect(drain.moves[0]!.why).toMatch(/lb2 is in maintenance/);
   });
@@ -120,7 +120,7 @@ describe('the plan the controller shows', () => {
     await second({ vip1: 600, vip2: 600, vip3: 0 });
     await controller.rebalanceOnce();
     await controller.idle();
-    const moved = journal.history().filter((m) => m.state === 'done');
+    const moved = (await journal.history()).filter((m) => m.state === 'done');
     expect(moved).toHaveLength(1);
     expect(moved[0]).toMatchObject({ reason: 'rebalance', source: 'lb1' });
     // Many more rounds of the same load: nothing more moves (no flapping).
@@ -130,19 +130,19 @@ describe('the plan the controller shows', () => {
       await controller.idle();
       advance(5000);
     }
-    expect(journal.history()).toHaveLength(1);
+    expect(await journal.history()).toHaveLength(1);
     expect(site.resets).toBe(0);
   });
 
   it('pins and the operator\'s refusals name the field', async () => {
     const { controller } = setup();
     await controller.open();
-    controller.setPinned('vip1', true);
-    expect(() => controller.start('vip1', 'lb2')).toThrow(/vip1 is pinned to lb1/);
-    controller.setMaintenance('lb3', true);
-    expect(() => controller.start('vip2', 'lb3')).toThrow(/lb3 is in maintenance/);
-    expect(() => controller.setPinned('nope', true)).toThrow(/no VIP named 'nope'/);
-    expect(() => controller.setMaintenance('lb9', true)).toThrow(/no appliance named 'lb9'/);
+    await controller.setPinned('vip1', true);
+    await expect(controller.start('vip1', 'lb2')).rejects.toThrow(/vip1 is pinned to lb1/);
+    await controller.setMaintenance('lb3', true);
+    await expect(controller.start('vip2', 'lb3')).rejects.toThrow(/lb3 is in maintenance/);
+    await expect(controller.setPinned('nope', true)).rejects.toThrow(/no VIP named 'nope'/);
+    await expect(controller.setMaintenance('lb9', true)).rejects.toThrow(/no appliance named 'lb9'/);
   });
 
   it('drain moves every VIP off an appliance but the pinned one, which it names', async () => {
@@ -150,13 +150,13 @@ describe('the plan the controller shows', () => {
     await controller.open();
     await second({});
     await second({ vip1: 100, vip2: 100, vip3: 100 });
-    controller.setPinned('vip2', true);
+    await controller.setPinned('vip2', true);
     const result = await controller.drain('lb1');
     expect(result.migrations.map((m) => `${m.vip} ${m.from}→${m.to} ${m.state}`)).toEqual(['vip1 lb1→lb3 done']);
     expect(result.remaining).toEqual(['vip2']);
     expect(result.waiting).toEqual([{ vip: 'vip2', reason: 'lb1 is in maintenance but vip2 is pinned' }]);
     expect(site.owners('vip1')).toEqual(['lb3']);
-    controller.setPinned('vip2', false);
+    await controller.setPinned('vip2', false);
     const again = await controller.drain('lb1');
     expect(again.remaining).toEqual([]);
     expect(site.resets).toBe(0);

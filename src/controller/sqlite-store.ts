@@ -1,6 +1,6 @@
 /**
- * The controller's database (the one module that owns better-sqlite3 for the controller):
- * the migration journal and the inventory.
+ * The controller's store in one SQLite file (the default; the one module that owns
+ * better-sqlite3 for the controller): the migration journal and the inventory (store.ts).
  *
  * Journal: a migration is written down before its first step, each step before it runs, the
  * commit point (the source may start deleting its entries) before it is passed, and the end
@@ -17,6 +17,7 @@
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
 import type { MigrationProgress, Step } from '../migration/migration.js';
+import type { ControllerStore, InventoryAppliance, InventoryVip, JournalEvent, JournalMigration, MigrationReason, VipTraffic } from './store.js';
 import { STEPS } from '../migration/migration.js';
 
 /** Schema changes, in order: the database's schema_version is how many have been applied. */
@@ -70,65 +71,6 @@ const SCHEMA: string[] = [
    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
 ];
 
-export type MigrationReason = 'operator' | 'rebalance' | 'drain';
-export type RebalanceMode = 'auto' | 'manual';
-
-export interface JournalMigration {
-  id: string;
-  vip: string;
-  source: string;
-  target: string;
-  reason: MigrationReason;
-  state: 'running' | 'done' | 'aborted';
-  /** The last step written down as started (null: none yet). */
-  step: Step | null;
-  committed: boolean;
-  startedAt: number;
-  finishedAt: number | null;
-  /** Ended by a restarted controller's recovery. */
-  recovered: boolean;
-  error: string | null;
-  progress: MigrationProgress | null;
-}
-
-export interface JournalEvent {
-  at: number;
-  event: 'begin' | 'step' | 'commit' | 'end' | 'recover' | 'recover_failed';
-  step: Step | null;
-  detail: string | null;
-}
-
-export interface InventoryAppliance {
-  name: string;
-  api: string;
-  capacity: number;
-  maintenance: boolean;
-  /** Polls in a row that got no answer. */
-  failedPolls: number;
-  lastSeenAt: number | null;
-  lastError: string | null;
-}
-
-export interface VipTraffic {
-  packetsPerSecond: number;
-  bytesPerSecond: number;
-  /** Live access-table entries. */
-  connections: number;
-  newConnectionsPerSecond: number;
-}
-
-export interface InventoryVip {
-  name: string;
-  owner: string;
-  pinned: boolean;
-  lastMovedAt: number | null;
-  /** Measured traffic (null until two polls have answered). */
-  traffic: VipTraffic | null;
-  /** The smoothed load the assignment balances (null until measured). */
-  load: number | null;
-  sampledAt: number | null;
-}
-
 interface MigrationRow {
   id: string;
   vip: string;
@@ -161,7 +103,9 @@ const toMigration = (r: MigrationRow): JournalMigration => ({
   progress: r.progress === null ? null : (JSON.parse(r.progress) as MigrationProgress),
 });
 
-export class Journal {
+export class SqliteStore implements ControllerStore {
+  readonly kind = 'sqlite' as const;
+
   private readonly db: Db;
 
   /** Opens (creating if needed) the database at `path` (':memory:' for tests) and brings its schema up to date. */
@@ -198,11 +142,11 @@ export class Journal {
     }
   }
 
-  get schemaVersion(): number {
+  async schemaVersion(): Promise<number> {
     return (this.db.prepare('SELECT version FROM schema_version').get() as { version: number }).version;
   }
 
-  close(): void {
+  async close(): Promise<void> {
     this.db.close();
   }
 
@@ -214,7 +158,7 @@ export class Journal {
    * from it (the operator edits those there); a VIP new to the database starts on its configured
    * owner, a known VIP keeps the owner recorded here. Maintenance and pins are left as they are.
    */
-  syncConfiguration(appliances: { name: string; api: string; capacity: number }[], vips: { name: string; owner: string }[]): void {
+  async syncConfiguration(appliances: { name: string; api: string; capacity: number }[], vips: { name: string; owner: string }[]): Promise<void> {
     const upsert = this.db.prepare(
       'INSERT INTO appliances (name, api, capacity) VALUES (@name, @api, @capacity) ON CONFLICT (name) DO UPDATE SET api = excluded.api, capacity = excluded.capacity',
     );
@@ -225,7 +169,7 @@ export class Journal {
     })();
   }
 
-  appliances(): InventoryAppliance[] {
+  async appliances(): Promise<InventoryAppliance[]> {
     const rows = this.db.prepare('SELECT * FROM appliances ORDER BY name').all() as {
       name: string;
       api: string;
@@ -246,7 +190,7 @@ export class Journal {
     }));
   }
 
-  vips(): InventoryVip[] {
+  async vips(): Promise<InventoryVip[]> {
     const rows = this.db.prepare('SELECT * FROM vips ORDER BY name').all() as {
       name: string;
       owner: string;
@@ -273,29 +217,29 @@ export class Journal {
     }));
   }
 
-  owners(): Map<string, string> {
+  async owners(): Promise<Map<string, string>> {
     const rows = this.db.prepare('SELECT name, owner FROM vips').all() as { name: string; owner: string }[];
     return new Map(rows.map((r) => [r.name, r.owner]));
   }
 
   /** Corrects an owner outside a migration (what the appliances say at start). */
-  setOwner(vip: string, owner: string): void {
+  async setOwner(vip: string, owner: string): Promise<void> {
     this.db.prepare('UPDATE vips SET owner = ? WHERE name = ?').run(owner, vip);
   }
 
-  setMaintenance(appliance: string, on: boolean): boolean {
+  async setMaintenance(appliance: string, on: boolean): Promise<boolean> {
     return this.db.prepare('UPDATE appliances SET maintenance = ? WHERE name = ?').run(on ? 1 : 0, appliance).changes === 1;
   }
 
-  setPinned(vip: string, pinned: boolean): boolean {
+  async setPinned(vip: string, pinned: boolean): Promise<boolean> {
     return this.db.prepare('UPDATE vips SET pinned = ? WHERE name = ?').run(pinned ? 1 : 0, vip).changes === 1;
   }
 
   /** One poll's outcome for every appliance and every measured VIP, in one transaction. */
-  recordPoll(
+  async recordPoll(
     appliances: { name: string; ok: boolean; error?: string }[],
     vips: { name: string; traffic: VipTraffic; load: number }[],
-  ): void {
+  ): Promise<void> {
     const at = this.now();
     const ok = this.db.prepare('UPDATE appliances SET failed_polls = 0, last_seen_at = ?, last_error = NULL WHERE name = ?');
     const failed = this.db.prepare('UPDATE appliances SET failed_polls = failed_polls + 1, last_error = ? WHERE name = ?');
@@ -311,11 +255,11 @@ export class Journal {
     })();
   }
 
-  setting(key: string): string | undefined {
+  async setting(key: string): Promise<string | undefined> {
     return (this.db.prepare('SELECT value FROM settings WHERE key = ?').get(key) as { value: string } | undefined)?.value;
   }
 
-  setSetting(key: string, value: string): void {
+  async setSetting(key: string, value: string): Promise<void> {
     this.db.prepare('INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value').run(key, value);
   }
 
@@ -327,7 +271,7 @@ export class Journal {
   }
 
   /** Before the first step. Throws if the VIP has a migration running (the unique index says so). */
-  begin(m: { id: string; vip: string; source: string; target: string; reason: MigrationReason }): void {
+  async begin(m: { id: string; vip: string; source: string; target: string; reason: MigrationReason }): Promise<void> {
     this.db.transaction(() => {
       this.db
         .prepare("INSERT INTO migrations (id, vip, source, target, reason, state, started_at) VALUES (@id, @vip, @source, @target, @reason, 'running', @at)")
@@ -337,7 +281,7 @@ export class Journal {
   }
 
   /** Before a step runs. */
-  step(id: string, step: Step): void {
+  async step(id: string, step: Step): Promise<void> {
     if (!STEPS.includes(step)) throw new Error(`unknown step '${step}'`);
     this.db.transaction(() => {
       this.db.prepare("UPDATE migrations SET step = ? WHERE id = ? AND state = 'running'").run(step, id);
@@ -346,7 +290,7 @@ export class Journal {
   }
 
   /** Before the source deletes its entries: from here on, recovery finishes forward. */
-  commit(id: string): void {
+  async commit(id: string): Promise<void> {
     this.db.transaction(() => {
       this.db.prepare("UPDATE migrations SET committed = 1 WHERE id = ? AND state = 'running'").run(id);
       this.event(id, 'commit', 'move_entries');
@@ -357,8 +301,8 @@ export class Journal {
    * The end, with the VIP's owner from now on, in one transaction: a `done` migration moves
    * the VIP to its target and starts its cool-down.
    */
-  end(id: string, outcome: { state: 'done' | 'aborted'; error?: string; progress?: MigrationProgress; recovered?: boolean }): void {
-    const m = this.migration(id);
+  async end(id: string, outcome: { state: 'done' | 'aborted'; error?: string; progress?: MigrationProgress; recovered?: boolean }): Promise<void> {
+    const m = this.readMigration(id);
     if (!m) throw new Error(`no migration '${id}' in the journal`);
     const at = this.now();
     this.db.transaction(() => {
@@ -371,26 +315,30 @@ export class Journal {
   }
 
   /** A restarted controller's decision about an unfinished migration, or why it could not act yet. */
-  recovery(id: string, event: 'recover' | 'recover_failed', detail: string): void {
-    this.event(id, event, this.migration(id)?.step ?? null, detail);
+  async recovery(id: string, event: 'recover' | 'recover_failed', detail: string): Promise<void> {
+    this.event(id, event, this.readMigration(id)?.step ?? null, detail);
   }
 
-  migration(id: string): JournalMigration | undefined {
+  async migration(id: string): Promise<JournalMigration | undefined> {
+    return this.readMigration(id);
+  }
+
+  private readMigration(id: string): JournalMigration | undefined {
     const row = this.db.prepare('SELECT * FROM migrations WHERE id = ?').get(id) as MigrationRow | undefined;
     return row && toMigration(row);
   }
 
   /** Migrations written down as started and not as ended, oldest first. */
-  unfinished(): JournalMigration[] {
+  async unfinished(): Promise<JournalMigration[]> {
     return (this.db.prepare("SELECT * FROM migrations WHERE state = 'running' ORDER BY started_at, rowid").all() as MigrationRow[]).map(toMigration);
   }
 
   /** The latest migrations, newest first. */
-  history(limit = 50): JournalMigration[] {
+  async history(limit = 50): Promise<JournalMigration[]> {
     return (this.db.prepare('SELECT * FROM migrations ORDER BY started_at DESC, rowid DESC LIMIT ?').all(limit) as MigrationRow[]).map(toMigration);
   }
 
-  events(id: string): JournalEvent[] {
+  async events(id: string): Promise<JournalEvent[]> {
     return this.db.prepare('SELECT at, event, step, detail FROM migration_events WHERE migration = ? ORDER BY seq').all(id) as JournalEvent[];
   }
 }
