@@ -97,8 +97,8 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer
         const out = new PassThrough();
         const t0 = performance.now();
         appliance.exportEntries(vip, (chunk) => out.write(chunk)).then(
-          ({ records, from }) => {
-            logger.info({ vip, action: 'export', records, from, ms: Math.round((performance.now() - t0) * 100) / 100 }, `export ${vip}`);
+          ({ records, skipped, from }) => {
+            logger.info({ vip, action: 'export', records, skipped, from, ms: Math.round((performance.now() - t0) * 100) / 100 }, `export ${vip}`);
             out.end();
           },
           (err: Error) => out.destroy(err),

@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
-import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
+import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader, selectRecords, worthMoving } from '../netlink/entry-record.js';
 import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
 import type { AccessTableMirror, MirrorStatus } from '../nat/access-table-mirror.js';
@@ -139,11 +139,20 @@ export class Appliance {
     return { records: snapshot.length / RECORD_SIZE, from: 'mirror' };
   }
 
-  // Step 3 (source): the VIP's entries as a record stream (entry-record.ts).
-  exportEntries(name: string, write: (chunk: Buffer) => void): Promise<{ records: number; from: 'mirror' | 'dump' }> {
+  /**
+   * Step 3 (source): the VIP's entries as a record stream (entry-record.ts) — the ones worth
+   * moving: connections and handshakes in flight, not a SYN flood's half-open leftovers.
+   */
+  async exportEntries(name: string, write: (chunk: Buffer) => void): Promise<{ records: number; skipped: number; from: 'mirror' | 'dump' }> {
     const vip = this.vip(name);
     write(encodeStreamHeader());
-    return this.readRecords(vip.id, write);
+    let records = 0;
+    const read = await this.readRecords(vip.id, (chunk) => {
+      const moving = selectRecords(chunk, worthMoving);
+      records += moving.length / RECORD_SIZE;
+      if (moving.length > 0) write(moving);
+    });
+    return { records, skipped: read.records - records, from: read.from };
   }
 
   /**

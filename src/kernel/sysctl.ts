@@ -4,6 +4,14 @@
  */
 import { readFile, writeFile } from 'node:fs/promises';
 
+/**
+ * The TCP handshake states' timeouts (the kernel's defaults), pinned in the appliance's
+ * namespace: a half-open entry's age is its state's timeout minus the timeout left
+ * (entry-record.ts tells a handshake in flight from a SYN flood's leftovers by it).
+ */
+export const TCP_TIMEOUT_SYN_SENT_S = 120;
+export const TCP_TIMEOUT_SYN_RECV_S = 60;
+
 export const APPLIANCE_SYSCTLS: Readonly<Record<string, string>> = {
   // The appliance routes between its external and internal segments.
   'net.ipv4.ip_forward': '1',
@@ -17,6 +25,8 @@ export const APPLIANCE_SYSCTLS: Readonly<Record<string, string>> = {
   // Every entry reports its events, also one created while nobody listened (the default, 2,
   // leaves those silent for life): the access table mirror must hear every entry end.
   'net.netfilter.nf_conntrack_events': '1',
+  'net.netfilter.nf_conntrack_tcp_timeout_syn_sent': String(TCP_TIMEOUT_SYN_SENT_S),
+  'net.netfilter.nf_conntrack_tcp_timeout_syn_recv': String(TCP_TIMEOUT_SYN_RECV_S),
 };
 
 const pathOf = (name: string): string => `/proc/sys/${name.replace(/\./g, '/')}`;

@@ -26,8 +26,8 @@
  */
 import type { Logger } from 'pino';
 import type { Conntrack, ConntrackEvents, CreateFailure } from '../netlink/conntrack.js';
-import { IPCTNL_MSG_CT_DELETE, IPPROTO_TCP, IPPROTO_UDP, ctnlType } from '../netlink/ctnetlink.js';
-import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_MARK, R_PROTO, R_TCP_STATE, R_FLAGS_REPLY, R_SERVER_ADDR, R_VIP_ADDR, R_VIP_PORT, decodeEntryRecord } from '../netlink/entry-record.js';
+import { IPCTNL_MSG_CT_DELETE, IPPROTO_TCP, IPPROTO_UDP, IPS_ASSURED, ctnlType } from '../netlink/ctnetlink.js';
+import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_MARK, R_PROTO, R_TCP_STATE, R_FLAGS_REPLY, R_SERVER_ADDR, R_STATUS, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, decodeEntryRecord } from '../netlink/entry-record.js';
 import { NetlinkParseError, type NetlinkMessage } from '../netlink/message.js';
 
 export type MirroredTable = Pick<Conntrack, 'subscribe' | 'dumpAllRecords' | 'create' | 'delete'>;
@@ -72,11 +72,15 @@ function sameTuple(a: Buffer, ao: number, b: Buffer, bo: number): boolean {
  */
 class VipEntries {
   private records = Buffer.allocUnsafe(1024 * RECORD_SIZE);
+  /** When each slot's record was last written (ms, the mirror's clock): half-open entries are aged by it. */
+  private seen = new Float64Array(1024);
   private readonly byClient = new Map<number, number>();
   private readonly byTuple = new Map<string, number>();
   private count = 0;
   /** Records this appliance created, not yet indexed (see AccessTableMirror.added). */
   private pending: { records: Buffer; failed: ReadonlySet<number> }[] = [];
+
+  constructor(private readonly now: () => number) {}
 
   get size(): number {
     this.settle();
@@ -118,7 +122,11 @@ class VipEntries {
       if (this.count * RECORD_SIZE > this.records.length) this.grow();
       src.copy(this.records, slot * RECORD_SIZE, o, o + RECORD_SIZE);
       this.index(slot);
-    } else if (src[o + R_PROTO] === IPPROTO_TCP && src[o + R_TCP_STATE] === 0) {
+      this.seen[slot] = this.now();
+      return;
+    }
+    this.seen[slot] = this.now();
+    if (src[o + R_PROTO] === IPPROTO_TCP && src[o + R_TCP_STATE] === 0) {
       // An update without CTA_PROTOINFO (no state change): the TCP state and window stay.
       const d = slot * RECORD_SIZE;
       src.copy(this.records, d, o, o + R_TCP_STATE);
@@ -137,6 +145,7 @@ class VipEntries {
     if (slot === last) return;
     this.unindex(last);
     this.records.copy(this.records, slot * RECORD_SIZE, last * RECORD_SIZE, (last + 1) * RECORD_SIZE);
+    this.seen[slot] = this.seen[last]!;
     this.index(slot);
   }
 
@@ -149,17 +158,30 @@ class VipEntries {
   /**
    * A copy of every record. Timeouts are the ones the kernel last reported, never aged: a
    * live connection's packets refresh its timeout without an event, so an aged timeout
-   * could end it on the target; one too long only keeps a dead entry there a while.
+   * could end it on the target; one too long only keeps a dead entry there a while. The
+   * exception is a TCP entry whose handshake has not completed (not ASSURED): its timeout is
+   * aged by the time since its last event, so that its age says whether it is a handshake in
+   * flight or a SYN flood's leftover (entry-record.ts, handshakeInFlight).
    */
   snapshot(): Buffer {
     this.settle();
-    return Buffer.from(this.records.subarray(0, this.count * RECORD_SIZE));
+    const out = Buffer.from(this.records.subarray(0, this.count * RECORD_SIZE));
+    const now = this.now();
+    for (let i = 0, o = 0; i < this.count; i++, o += RECORD_SIZE) {
+      if (out[o + R_PROTO] !== IPPROTO_TCP || (out.readUInt16BE(o + R_STATUS) & IPS_ASSURED) !== 0) continue;
+      const elapsed = Math.floor((now - this.seen[i]!) / 1000);
+      if (elapsed > 0) out.writeUInt32BE(Math.max(0, out.readUInt32BE(o + R_TIMEOUT) - elapsed), o + R_TIMEOUT);
+    }
+    return out;
   }
 
   private grow(): void {
     const records = Buffer.allocUnsafe(this.records.length * 2);
     this.records.copy(records);
     this.records = records;
+    const seen = new Float64Array(this.seen.length * 2);
+    seen.set(this.seen);
+    this.seen = seen;
   }
 }
 
@@ -184,7 +206,7 @@ export class AccessTableMirror {
     private readonly table: MirroredTable,
     private readonly marks: readonly number[],
     private readonly log: Logger,
-    private readonly options: { eventBufferBytes?: number } = {},
+    private readonly options: { eventBufferBytes?: number; now?: () => number } = {},
   ) {
     this.vips = this.emptyTables();
   }
@@ -264,7 +286,8 @@ export class AccessTableMirror {
   }
 
   private emptyTables(): Map<number, VipEntries> {
-    return new Map(this.marks.map((m) => [m, new VipEntries()]));
+    const now = this.options.now ?? (() => performance.now());
+    return new Map(this.marks.map((m) => [m, new VipEntries(now)]));
   }
 
   private apply(msg: NetlinkMessage): void {

@@ -62,7 +62,12 @@ import {
   IPCTNL_MSG_CT_NEW,
   IPPROTO_TCP,
   IPPROTO_UDP,
+  IPS_ASSURED,
+  IPS_SEEN_REPLY,
   NFGENMSG_LEN,
+  TCP_CONNTRACK_SYN_RECV,
+  TCP_CONNTRACK_SYN_SENT,
+  TCP_CONNTRACK_SYN_SENT2,
   NFNETLINK_V0,
   createStatus,
   ctnlType,
@@ -70,6 +75,7 @@ import {
   type TcpWindow,
 } from './ctnetlink.js';
 import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
+import { TCP_TIMEOUT_SYN_RECV_S, TCP_TIMEOUT_SYN_SENT_S } from '../kernel/sysctl.js';
 import {
   NLA_F_NESTED,
   NLA_HDRLEN,
@@ -257,6 +263,73 @@ export function entryToRecord(e: ConntrackEntry): EntryRecord | undefined {
     timeout: e.timeout,
     mark: e.mark,
   };
+}
+
+// ---- which entries carry a connection ----
+//
+// A SYN flood fills the access table with entries whose handshake never completes (a spoofed
+// client never answers the server's SYN-ACK). They must not cost the keepers a copy nor a
+// migration's step 3 a create. The rule, here and nowhere else:
+//
+// - TCP: the kernel's IPS_ASSURED bit. conntrack sets it when the client's final ACK moves a
+//   SYN_RECV entry to ESTABLISHED — the handshake completed — and never sets it otherwise;
+//   the state alone does not say it (a RST or FIN can move a half-open entry on to CLOSE or
+//   FIN_WAIT). It is also the bit the kernel itself uses to pick victims when its table is full
+//   (early drop evicts entries without it first).
+// - UDP: IPS_SEEN_REPLY (the server answered). ASSURED comes only after 2 s of a stream.
+// - A handshake in flight (SYN_SENT, SYN_RECV, SYN_SENT2 without ASSURED) is moved, not
+//   replicated, while it is young: a real client's final ACK follows the SYN-ACK by one
+//   round trip, and if the target had no entry for it, the ACK would be INVALID there and
+//   answered with a reset. A spoofed handshake stays in SYN_RECV for the kernel's whole
+//   timeout; past HANDSHAKE_WINDOW_S it is junk. Its age is the state's timeout (the
+//   kernel's defaults, which the appliance pins in its namespace: kernel/sysctl.ts) minus
+//   the timeout left — current in a dump, and kept current for these entries by the mirror.
+
+/**
+ * How long a half-open entry counts as a handshake in flight: the final ACK of a real one
+ * follows in a round trip, or after the server's first two SYN-ACK retransmissions (1 s, 2 s).
+ */
+export const HANDSHAKE_WINDOW_S = 3;
+
+/** The record at `o` carries a connection: a TCP handshake completed, a UDP flow answered. */
+export function handshakeCompleted(records: Buffer, o = 0): boolean {
+  const status = records.readUInt16BE(o + R_STATUS);
+  return records[o + R_PROTO] === IPPROTO_UDP ? (status & IPS_SEEN_REPLY) !== 0 : (status & IPS_ASSURED) !== 0;
+}
+
+/** The record at `o` is a TCP handshake under way now (HANDSHAKE_WINDOW_S). */
+export function handshakeInFlight(records: Buffer, o = 0): boolean {
+  if (records[o + R_PROTO] !== IPPROTO_TCP || (records.readUInt16BE(o + R_STATUS) & IPS_ASSURED) !== 0) return false;
+  const state = records[o + R_TCP_STATE];
+  const full =
+    state === TCP_CONNTRACK_SYN_RECV ? TCP_TIMEOUT_SYN_RECV_S
+    : state === TCP_CONNTRACK_SYN_SENT || state === TCP_CONNTRACK_SYN_SENT2 ? TCP_TIMEOUT_SYN_SENT_S
+    : 0;
+  return full > 0 && full - records.readUInt32BE(o + R_TIMEOUT) <= HANDSHAKE_WINDOW_S;
+}
+
+/** What a migration moves (step 3, and a pre-copy): connections and handshakes in flight. */
+export function worthMoving(records: Buffer, o = 0): boolean {
+  return handshakeCompleted(records, o) || handshakeInFlight(records, o);
+}
+
+/**
+ * The records of `chunk` that pass `keep`, back to back: `chunk` itself when all do (no
+ * copy), else a fresh buffer.
+ */
+export function selectRecords(chunk: Buffer, keep: (records: Buffer, o: number) => boolean): Buffer {
+  let kept = 0;
+  for (let o = 0; o < chunk.length; o += RECORD_SIZE) if (keep(chunk, o)) kept++;
+  if (kept * RECORD_SIZE === chunk.length) return chunk;
+  const out = Buffer.allocUnsafe(kept * RECORD_SIZE);
+  let p = 0;
+  for (let o = 0; o < chunk.length; o += RECORD_SIZE) {
+    if (keep(chunk, o)) {
+      chunk.copy(out, p, o, o + RECORD_SIZE);
+      p += RECORD_SIZE;
+    }
+  }
+  return out;
 }
 
 // ---- dump → records, in place ----

@@ -6,7 +6,9 @@
  *
  * What is copied: a TCP connection once it is ESTABLISHED (what a takeover needs to carry it
  * on; an earlier state is re-learnt from the client's retransmitted SYN, a later one ends in a
- * destroy), a UDP flow on each update, and every destroy. The events come from a socket of
+ * destroy), a UDP flow on each update, and their destroys — only entries that carry a
+ * connection (entry-record.ts, handshakeCompleted): a SYN flood's half-open entries, their
+ * destroys included, never reach a keeper. The events come from a socket of
  * their own, read off the kernel as they arrive; nothing here waits on the data plane.
  *
  * Never lose track: a keeper that does not answer keeps a bounded backlog and gets it later;
@@ -24,19 +26,22 @@ import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack, ConntrackEvents } from '../netlink/conntrack.js';
 import {
   CTA_MARK,
+  CTA_STATUS,
   CTA_PROTOINFO,
   CTA_PROTOINFO_TCP,
   CTA_PROTOINFO_TCP_STATE,
   IPCTNL_MSG_CT_DELETE,
   IPPROTO_TCP,
   IPPROTO_UDP,
+  IPS_ASSURED,
+  IPS_SEEN_REPLY,
   NFGENMSG_LEN,
   TCP_CONNTRACK_ESTABLISHED,
   ctnlType,
   type ConntrackEntry,
 } from '../netlink/ctnetlink.js';
 import { NLA_HDRLEN, NLA_TYPE_MASK, type NetlinkMessage } from '../netlink/message.js';
-import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_INSIDE_ADDR, R_INSIDE_PORT, R_MARK, R_PROTO, R_SERVER_ADDR, R_SERVER_PORT, R_STATUS, R_TCP_STATE, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, R_WSCALE_ORIGINAL, R_WSCALE_REPLY, R_FLAGS_ORIGINAL, R_FLAGS_REPLY } from '../netlink/entry-record.js';
+import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_INSIDE_ADDR, R_INSIDE_PORT, R_MARK, R_PROTO, R_SERVER_ADDR, R_SERVER_PORT, R_STATUS, R_TCP_STATE, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, R_WSCALE_ORIGINAL, R_WSCALE_REPLY, R_FLAGS_ORIGINAL, R_FLAGS_REPLY, handshakeCompleted, selectRecords } from '../netlink/entry-record.js';
 import { Backlog, recordKey, type TakenBatch } from './backlog.js';
 
 /** What the replicator needs of a keeper (src/keeper/client.ts's KeeperClient). */
@@ -363,23 +368,29 @@ export class Replicator {
   }
 
   /**
-   * Most events are TCP state changes of no interest (SYN_RECV, FIN_WAIT...) or of VIPs not
-   * replicated here: read the mark and the TCP state in place and decode only the others.
+   * Most events are TCP state changes of no interest (SYN_RECV, FIN_WAIT...), of VIPs not
+   * replicated here, or of entries that never carried a connection (a SYN flood's): read the
+   * mark, the status and the TCP state in place and decode only the others.
    */
   private worthDecoding(msg: NetlinkMessage): boolean {
     this.counts.received++;
     const p = msg.payload;
     let mark = 0;
+    let status = 0;
     let state = -1;
     for (let o = NFGENMSG_LEN; o + NLA_HDRLEN <= p.length; ) {
       const len = p.readUInt16LE(o);
       if (len < NLA_HDRLEN) break;
       const type = p.readUInt16LE(o + 2) & NLA_TYPE_MASK;
       if (type === CTA_MARK && len >= NLA_HDRLEN + 4) mark = p.readUInt32BE(o + NLA_HDRLEN);
+      else if (type === CTA_STATUS && len >= NLA_HDRLEN + 4) status = p.readUInt32BE(o + NLA_HDRLEN);
       else if (type === CTA_PROTOINFO) state = tcpStateIn(p, o + NLA_HDRLEN, Math.min(p.length, o + len));
       o += (len + 3) & ~3;
     }
-    const wanted = this.replicated.has(mark) && (msg.type === CT_DELETE || state === -1 || state === TCP_CONNTRACK_ESTABLISHED);
+    const wanted =
+      this.replicated.has(mark) &&
+      (status & (IPS_ASSURED | IPS_SEEN_REPLY)) !== 0 &&
+      (msg.type === CT_DELETE || state === -1 || state === TCP_CONNTRACK_ESTABLISHED);
     if (!wanted) this.counts.ignored++;
     return wanted;
   }
@@ -394,6 +405,10 @@ export class Replicator {
       return;
     }
     const record = eventRecord(e, destroyed);
+    if (!handshakeCompleted(record)) {
+      this.counts.ignored++;
+      return;
+    }
     const link = this.linkByServer.get(record.readUInt32BE(R_SERVER_ADDR));
     if (!link) {
       this.counts.unrouted++;
@@ -417,6 +432,7 @@ export class Replicator {
       try {
         await this.options.table.readRecords(vip.id, (chunk) => {
           for (let o = 0; o < chunk.length; o += RECORD_SIZE) {
+            if (!handshakeCompleted(chunk, o)) continue;
             const link = this.linkByServer.get(chunk.readUInt32BE(o + R_SERVER_ADDR));
             if (link) link.refresh(chunk.subarray(o, o + RECORD_SIZE), at);
           }
@@ -433,20 +449,12 @@ export class Replicator {
     return [...this.replicated.values()].filter((v) => v.servers.some((s) => s.address === server));
   }
 
-  /** The VIP's entries whose server is `serverU32`, as record chunks. */
+  /** The VIP's connections whose server is `serverU32`, as record chunks. */
   async entriesOnServer(vip: VipConfig, serverU32: number): Promise<Buffer[]> {
     const out: Buffer[] = [];
+    const mine = (b: Buffer, o: number): boolean => b.readUInt32BE(o + R_SERVER_ADDR) === serverU32 && handshakeCompleted(b, o);
     await this.options.table.readRecords(vip.id, (chunk) => {
-      let mine = 0;
-      for (let o = 0; o < chunk.length; o += RECORD_SIZE) if (chunk.readUInt32BE(o + R_SERVER_ADDR) === serverU32) mine++;
-      if (mine === chunk.length / RECORD_SIZE) {
-        out.push(chunk);
-        return;
-      }
-      const part = Buffer.allocUnsafe(mine * RECORD_SIZE);
-      let p = 0;
-      for (let o = 0; o < chunk.length; o += RECORD_SIZE) if (chunk.readUInt32BE(o + R_SERVER_ADDR) === serverU32) chunk.copy(part, RECORD_SIZE * p++, o, o + RECORD_SIZE);
-      out.push(part);
+      out.push(selectRecords(chunk, mine));
     });
     return out;
   }
@@ -510,8 +518,9 @@ export function eventRecord(e: ConntrackEntry, destroyed: boolean): Buffer {
     r.writeUInt16BE(e.reply.dport, R_INSIDE_PORT);
   }
   r.writeUInt32BE(e.mark >>> 0, R_MARK);
-  if (destroyed) return r;
+  // A destroy carries the status too: it says whether the entry ever was a connection.
   r.writeUInt16BE(e.status & 0xffff, R_STATUS);
+  if (destroyed) return r;
   r.writeUInt32BE(e.timeout >>> 0, R_TIMEOUT);
   if (e.orig.proto === IPPROTO_TCP) {
     r[R_TCP_STATE] = e.tcpState ?? 0;
