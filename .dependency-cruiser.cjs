@@ -9,7 +9,7 @@ const TIERS = [
   ['netlink'], // our netlink sockets and codecs
   ['api'], // the signed HTTP layer every API uses
   ['config', 'metrics'], // every configuration schema and its loader; the Prometheus registry
-  ['nat', 'vrrp', 'migration', 'keeper', 'keepalived', 'firmware'], // the parts
+  ['nat', 'vrrp', 'migration', 'keeper', 'keepalived', 'firmware', 'health'], // the parts
   ['replication'], // copies to the keepers and takeover from them (uses keeper and nat)
   ['appliance'], // composes the parts into one box
   ['controller', 'lab'],
