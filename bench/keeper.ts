@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   const keys = keysOfRecords(records);
   let dbBytes = 0;
   try {
-    createClusterCredentials(join(dir, 'pki'), ['srv1', 'lb1']);
+    createClusterCredentials(join(dir, 'pki'), { srv1: 'keeper', lb1: 'appliance' });
     for (let run = 0; run < RUNS; run++) {
       const store = new CopyStore(join(dir, `store-${run}.sqlite`));
       await time(`store: upsert ${N} new, batches of ${BATCH}`, () => batches(records, RECORD_SIZE).forEach((b) => store.apply({ upserts: b, deletes: none }, 'lb1')));
@@ -81,7 +81,7 @@ async function main(): Promise<void> {
       await time(`store: delete ${N}, batches of ${BATCH}`, () => batches(keys, 16).forEach((k) => store.apply({ upserts: none, deletes: k })));
       store.close();
 
-      const config = parseKeeperConfig(`keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, `api-${run}.sqlite`)}\n`, 'bench.yaml');
+      const config = parseKeeperConfig(`keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, `api-${run}.sqlite`)}\naddresses: [198.18.0.101]\n`, 'bench.yaml');
       const keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
       const lb1 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb1'), { peer: 'srv1' });
       await time(`API: upsert ${N} new, batches of ${BATCH}, one at a time`, async () => {

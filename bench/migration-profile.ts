@@ -17,6 +17,7 @@ import { PassThrough } from 'node:stream';
 import { Authenticator, createClusterCredentials, loadCredentials } from '../src/api/auth.js';
 import { ApiClient } from '../src/api/client.js';
 import { createApiServer } from '../src/api/server.js';
+import { AGENT_ROLES } from '../src/appliance/agent.js';
 import { REPO_ROOT } from '../src/lab/lab.js';
 import { run } from '../src/lab/netns.js';
 import { Conntrack } from '../src/netlink/conntrack.js';
@@ -223,7 +224,7 @@ async function modeChange() {
 /** A signed POST round trip and a signed stream of N records, server and client in this process over loopback. */
 async function api(recs: Buffer) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vipshift-bench-api-'));
-  createClusterCredentials(dir, ['lb1', 'ctl']);
+  createClusterCredentials(dir, { lb1: 'appliance', lb2: 'appliance', ctl: 'controller' });
   const server = createApiServer({
     name: 'agent',
     authenticator: new Authenticator(loadCredentials(dir, 'lb1')),
@@ -242,10 +243,13 @@ async function api(recs: Buffer) {
         },
       },
     ],
+    // The agent's own lines for these two routes: the steps are the controller's, the entries another appliance's.
+    roles: { 'POST /v1/vips/:name/prepare': AGENT_ROLES['POST /v1/vips/:name/prepare']!, 'GET /v1/vips/:name/entries': AGENT_ROLES['GET /v1/vips/:name/entries']! },
     logger: (await import('pino')).pino({ level: 'silent' }),
   });
   await server.listen({ host: '127.0.0.1', port: 0 });
   const client = new ApiClient(server.url, loadCredentials(dir, 'ctl'), { peer: 'lb1' });
+  const target = new ApiClient(server.url, loadCredentials(dir, 'lb2'), { peer: 'lb1' });
   try {
     await client.post('/v1/vips/vip1/prepare', {});
     const post: number[] = [];
@@ -255,13 +259,15 @@ async function api(recs: Buffer) {
       stream.push(
         await timed(async () => {
           let bytes = 0;
-          for await (const piece of await client.stream('GET', '/v1/vips/vip1/entries')) bytes += (piece as Buffer).length;
+          for await (const piece of await target.stream('GET', '/v1/vips/vip1/entries')) bytes += (piece as Buffer).length;
           if (bytes !== recs.length + 8) throw new Error(`stream carried ${bytes} bytes, expected ${recs.length + 8}`);
         }),
       );
     }
     return { signed_post_ms: median(post), signed_stream_ms: median(stream) };
   } finally {
+    client.close();
+    target.close();
     await server.close();
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -53,18 +53,28 @@ export const DEFAULT_CREDENTIALS_DIR = '/var/lib/vipshift/cluster';
 export const keyFile = (identity: string) => `${identity}.key`;
 const IDENTITY = /^[a-z][a-z0-9-]{0,31}$/;
 
+/**
+ * What a member is to the others: every route of every API admits some roles only (the route
+ * tables of docs/api.md). `monitor` reads (status, metrics, events) and changes nothing.
+ */
+export const ROLES = ['admin', 'controller', 'appliance', 'keeper', 'monitor'] as const;
+export type Role = (typeof ROLES)[number];
+
 export interface Credentials {
   /** Who we are: our key id, and the audience other members address us by. */
   readonly identity: string;
   readonly privateKey: KeyObject;
   /** Public keys of every cluster member we accept, ourselves included. */
   readonly peers: ReadonlyMap<string, KeyObject>;
+  /** The role of every member of `peers`. */
+  readonly roles: ReadonlyMap<string, Role>;
 }
 
 export type RefusalReason =
   | 'missing_credentials'
   | 'malformed_credentials'
   | 'expired'
+  | 'before_start'
   | 'unknown_peer'
   | 'bad_signature'
   | 'wrong_audience'
@@ -91,34 +101,38 @@ export function validIdentity(name: string): boolean {
 // ---------------------------------------------------------------------------------------------
 // Credentials on disk (written by `vipshift pki init`)
 
+/** peers.json, version 2: every member's role and public key. */
 interface PeersFile {
-  version: 1;
-  peers: Record<string, string>; // identity → SPKI PEM
+  version: 2;
+  peers: Record<string, { role: Role; publicKey: string }>; // identity → role, SPKI PEM
 }
+
+export const isRole = (role: unknown): role is Role => typeof role === 'string' && (ROLES as readonly string[]).includes(role);
 
 /**
  * Creates the credentials of a cluster in dir: one private key per member (`<id>.key`,
- * PKCS#8 PEM) and the trust list `peers.json`; all files 0600, dir 0700. Existing files are
- * kept unless `force` (a new key would lock the old holder out).
+ * PKCS#8 PEM) and the trust list `peers.json` with every member's role; all files 0600, dir
+ * 0700. Existing files are kept unless `force` (a new key would lock the old holder out).
  */
-export function createClusterCredentials(dir: string, identities: string[], force = false): string[] {
+export function createClusterCredentials(dir: string, members: Readonly<Record<string, Role>>, force = false): string[] {
+  const identities = Object.keys(members);
   for (const id of identities) {
     if (!validIdentity(id)) throw new Error(`invalid identity '${id}': lower-case letters, digits and '-', starting with a letter, at most 32`);
+    if (!isRole(members[id])) throw new Error(`${id}: role '${String(members[id])}' is not one of ${ROLES.join(', ')}`);
   }
-  if (new Set(identities).size !== identities.length) throw new Error('identities must be unique');
   if (identities.length === 0) throw new Error('no identities');
   const peersPath = join(dir, PEERS_FILE);
   if (!force && existsSync(peersPath)) throw new Error(`${peersPath} exists: the cluster already has credentials (use --force to replace them)`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   chmodSync(dir, 0o700);
-  const peers: PeersFile = { version: 1, peers: {} };
+  const peers: PeersFile = { version: 2, peers: {} };
   const written: string[] = [];
   for (const id of identities) {
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');
     const path = join(dir, keyFile(id));
     writeFileSync(path, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
     chmodSync(path, 0o600);
-    peers.peers[id] = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    peers.peers[id] = { role: members[id]!, publicKey: publicKey.export({ type: 'spki', format: 'pem' }).toString() };
     written.push(path);
   }
   writeFileSync(peersPath, `${JSON.stringify(peers, null, 2)}\n`, { mode: 0o600 });
@@ -136,18 +150,24 @@ export function loadCredentials(dir: string, identity: string): Credentials {
   } catch (err) {
     throw new Error(`${peersPath}: ${(err as Error).message}`);
   }
-  if (parsed?.version !== 1 || typeof parsed.peers !== 'object' || parsed.peers === null) {
-    throw new Error(`${peersPath}: not a vipshift trust list (version 1 with a peers object)`);
+  if ((parsed as { version?: unknown })?.version === 1) {
+    throw new Error(`${peersPath}: version 1 gives no member a role; write version 2 ({ "peers": { "lb1": { "role": "appliance", "publicKey": "..." } } }, roles ${ROLES.join(', ')}) or create the cluster again with vipshift pki init`);
+  }
+  if (parsed?.version !== 2 || typeof parsed.peers !== 'object' || parsed.peers === null) {
+    throw new Error(`${peersPath}: not a vipshift trust list (version 2 with a peers object)`);
   }
   const peers = new Map<string, KeyObject>();
-  for (const [id, pem] of Object.entries(parsed.peers)) {
+  const roles = new Map<string, Role>();
+  for (const [id, entry] of Object.entries(parsed.peers)) {
     if (!validIdentity(id)) throw new Error(`${peersPath}: peers.${id}: invalid identity`);
+    if (!isRole(entry?.role)) throw new Error(`${peersPath}: peers.${id}.role: expected one of ${ROLES.join(', ')}`);
+    roles.set(id, entry.role);
     try {
-      const key = createPublicKey(pem);
+      const key = createPublicKey(entry.publicKey);
       if (key.asymmetricKeyType !== 'ed25519') throw new Error(`not an Ed25519 key (${key.asymmetricKeyType})`);
       peers.set(id, key);
     } catch (err) {
-      throw new Error(`${peersPath}: peers.${id}: ${(err as Error).message}`);
+      throw new Error(`${peersPath}: peers.${id}.publicKey: ${(err as Error).message}`);
     }
   }
   const keyPath = join(dir, keyFile(identity));
@@ -161,7 +181,7 @@ export function loadCredentials(dir: string, identity: string): Credentials {
   const own = peers.get(identity);
   if (!own) throw new Error(`${peersPath}: has no public key for '${identity}'`);
   if (!createPublicKey(privateKey).equals(own)) throw new Error(`${keyPath}: does not match the public key of '${identity}' in ${peersPath}`);
-  return { identity, privateKey, peers };
+  return { identity, privateKey, peers, roles };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,13 +294,19 @@ export function verifyResponse(
 export interface AuthenticatorOptions {
   /** Accepted clock difference, both ways. Default 30 s. */
   windowMs?: number;
+  /**
+   * Requests signed before this time (ms since the epoch) are refused: the nonces of an earlier
+   * process are gone, so a request captured before a restart must not be replayed into it.
+   * Default: when the Authenticator was made (the process's start, for an API).
+   */
+  notBefore?: number;
   /** Nonces remembered at most (requests beyond are refused, not let through). Default 200,000. */
   maxNonces?: number;
   now?: () => number;
 }
 
 export type Verdict =
-  | { ok: true; peer: string; nonce: string; contentSha256: string; signature: string }
+  | { ok: true; peer: string; role: Role; nonce: string; contentSha256: string; signature: string; skewMs: number }
   | { ok: false; status: 401 | 403 | 503; reason: RefusalReason; message: string; peer?: string };
 
 /** Verifies requests addressed to `credentials.identity` and remembers their nonces. */
@@ -289,6 +315,7 @@ export class Authenticator {
   private readonly windowMs: number;
   private readonly maxNonces: number;
   private readonly now: () => number;
+  readonly notBefore: number;
   /** "keyId nonce" → time (ms) after which the request's timestamp is out of the window. */
   private readonly nonces = new Map<string, number>();
 
@@ -300,6 +327,7 @@ export class Authenticator {
     this.windowMs = options.windowMs ?? 30_000;
     this.maxNonces = options.maxNonces ?? 200_000;
     this.now = options.now ?? Date.now;
+    this.notBefore = options.notBefore ?? this.now();
   }
 
   /** Checks a request's credentials (not yet its body: see checkDigest). */
@@ -323,17 +351,19 @@ export class Authenticator {
       return refuse(401, 'expired', `request timestamp is ${Math.round((now - ts) / 1000)} s off (window ±${this.windowMs / 1000} s)`, keyId);
     }
     const key = this.credentials.peers.get(keyId);
-    if (!key) return refuse(401, 'unknown_peer', `unknown peer '${keyId}'`, keyId);
+    const role = this.credentials.roles.get(keyId);
+    if (!key || !role) return refuse(401, 'unknown_peer', `unknown peer '${keyId}'`, keyId);
     const text = requestSigningString({ method, path, keyId, audience, timestamp, nonce, contentSha256 });
     if (!verifySignature(key, text, signature)) return refuse(401, 'bad_signature', 'bad signature', keyId);
     if (audience !== this.identity) return refuse(401, 'wrong_audience', `request is meant for '${audience}', this is '${this.identity}'`, keyId);
+    if (ts < this.notBefore) return refuse(401, 'before_start', `request signed ${Math.round(this.notBefore - ts)} ms before this process started (replay of an earlier one's request?)`, keyId);
     // Only a verified request may take a place in the cache, or anyone could fill it.
     const slot = `${keyId} ${nonce}`;
     this.expireNonces(now);
     if (this.nonces.has(slot)) return refuse(401, 'replayed', 'replayed request (nonce already seen)', keyId);
     if (this.nonces.size >= this.maxNonces) return refuse(503, 'nonce_cache_full', 'too many requests in the replay window', keyId);
     this.nonces.set(slot, ts + this.windowMs);
-    return { ok: true, peer: keyId, nonce, contentSha256, signature };
+    return { ok: true, peer: keyId, role, nonce, contentSha256, signature, skewMs: ts - now };
   }
 
   /** Constant-time check of a buffered body against the signed digest. */

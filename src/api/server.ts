@@ -30,7 +30,7 @@ import { Counter, register as defaultRegistry } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { ZodType } from 'zod';
 import { Authenticator, HEADER, IDENTITY_PATH, STREAMING, sha256Hex } from './auth.js';
-import type { RefusalReason } from './auth.js';
+import type { RefusalReason, Role } from './auth.js';
 import { FrameSigner, FrameVerifier } from './frames.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
@@ -69,6 +69,8 @@ export interface RequestContext<B = unknown, Q = unknown> {
   query: Q;
   /** The authenticated identity of the caller (its key id). */
   peer: string;
+  /** Its role (peers.json): one of the route's. */
+  role: Role;
   req: IncomingMessage;
   res: ServerResponse;
   /** Aborted when the peer goes away before the response is complete. */
@@ -87,15 +89,25 @@ export interface Route<B = any, Q = any> {
   query?: ZodType<Q>;
   /** The body is a binary stream: ctx.body is a Readable of verified bytes. */
   rawBody?: boolean;
-  /** Only these peers may call the route (others get 403). Default: every cluster member. */
-  peers?: readonly string[];
   handler(ctx: RequestContext<B, Q>): HandlerResult | Promise<HandlerResult>;
 }
+
+/**
+ * Who may call what: the roles each route admits, keyed 'METHOD /path' as the route declares
+ * them ('POST /v1/vips/:name/prepare': ['controller']). One table per API; a caller of
+ * another role gets 403. The server refuses to start when a route has no line or a line no
+ * route, so a new route cannot be open by omission.
+ */
+export type RouteRoles = Readonly<Record<string, readonly Role[]>>;
+
+export const routeKey = (r: { method: string; path: string }): string => `${r.method} ${r.path}`;
 
 export interface ApiServerOptions {
   /** The API's name in logs and metrics: 'agent', 'controller', 'keeper'. */
   name: string;
   routes: Route[];
+  /** The API's route table (docs/api.md). */
+  roles: RouteRoles;
   authenticator: Authenticator;
   logger?: Logger;
   metrics?: Registry;
@@ -117,17 +129,57 @@ export interface ApiServer {
 interface CompiledRoute {
   route: Route;
   segments: string[];
+  roles: ReadonlySet<Role>;
 }
 
-function compile(routes: Route[]): CompiledRoute[] {
+function compile(name: string, routes: Route[], table: RouteRoles): CompiledRoute[] {
   const seen = new Set<string>();
-  return routes.map((route) => {
+  const compiled = routes.map((route) => {
     if (!route.path.startsWith('/')) throw new Error(`route path '${route.path}' must start with '/'`);
     const key = `${route.method} ${route.path.replace(/:[^/]+/g, ':')}`;
     if (seen.has(key)) throw new Error(`duplicate route ${route.method} ${route.path}`);
     seen.add(key);
-    return { route, segments: route.path.split('/').slice(1) };
+    const roles = table[routeKey(route)];
+    if (!roles) throw new Error(`API ${name}: route ${routeKey(route)} admits no role: give it a line in the API's route table`);
+    return { route, segments: route.path.split('/').slice(1), roles: new Set(roles) };
   });
+  const declared = new Set(routes.map(routeKey));
+  const stray = Object.keys(table).filter((k) => !declared.has(k));
+  if (stray.length > 0) throw new Error(`API ${name}: the route table names routes the API does not have: ${stray.join(', ')}`);
+  return compiled;
+}
+
+/**
+ * At most `burst` lines per `windowMs`, then silence until the window ends; the next line says
+ * how many were left out. A peer hammering a route must not fill the journal.
+ */
+export class RateLimitedLog {
+  private windowStart = -Infinity;
+  private lines = 0;
+  private suppressed = 0;
+
+  constructor(
+    private readonly burst = 10,
+    private readonly windowMs = 10_000,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** Whether to write this line now, and how many were suppressed before it. */
+  take(): { write: boolean; suppressed: number } {
+    const now = this.now();
+    if (now - this.windowStart >= this.windowMs) {
+      this.windowStart = now;
+      this.lines = 0;
+    }
+    if (this.lines >= this.burst) {
+      this.suppressed++;
+      return { write: false, suppressed: 0 };
+    }
+    this.lines++;
+    const suppressed = this.suppressed;
+    this.suppressed = 0;
+    return { write: true, suppressed };
+  }
 }
 
 function match(segments: string[], parts: string[]): Record<string, string> | undefined {
@@ -172,12 +224,14 @@ async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 
 export function createApiServer(options: ApiServerOptions): ApiServer {
   const { name, authenticator } = options;
-  const routes = compile(options.routes);
+  const routes = compile(name, options.routes, options.roles);
   const logger = options.logger ?? pino({ name: `api-${name}` });
   const registry = options.metrics ?? defaultRegistry;
   const maxBodyBytes = options.maxBodyBytes ?? 1024 * 1024;
   const refused = counter(registry, 'vipshift_api_requests_refused_total', 'API requests refused before any handler ran, by reason.', ['api', 'reason']);
   const served = counter(registry, 'vipshift_api_requests_total', 'API requests answered, by route and status.', ['api', 'method', 'route', 'status']);
+  const forbidden = counter(registry, 'vipshift_api_requests_forbidden_total', 'API requests refused because the caller\'s role may not call the route, by route and role.', ['api', 'method', 'route', 'role']);
+  const refusalLog = new RateLimitedLog();
   const sockets = new Set<Socket>();
 
   const server: Server = createServer((req, res) => {
@@ -214,7 +268,13 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     };
     const refuse = (status: number, reason: RefusalReason, message: string): void => {
       refused.inc({ api: name, reason });
-      logger.warn({ remote: req.socket.remoteAddress, method, url: target, peer: caller || undefined, reason }, `API request refused: ${message}`);
+      const { write, suppressed } = refusalLog.take();
+      if (write) {
+        logger.warn(
+          { remote: req.socket.remoteAddress, method, url: target, peer: caller || undefined, reason, ...(suppressed ? { suppressed } : {}) },
+          `API request refused: ${message}${suppressed ? ` (${suppressed} refusals not logged before this one)` : ''}`,
+        );
+      }
       // The body of a refused request is never read; close the connection rather than drain it.
       res.setHeader('connection', 'close');
       send(status, { error: message });
@@ -224,7 +284,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
 
     const verdict = authenticator.verify(method, target, req.headers);
     if (!verdict.ok) return refuse(verdict.status, verdict.reason, verdict.message);
-    const peer = verdict.peer;
+    const { peer, role } = verdict;
 
     const url = new URL(target, 'http://api');
     let parts: string[];
@@ -233,13 +293,13 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     } catch {
       return send(400, { error: `malformed path ${url.pathname}` });
     }
-    let found: { route: Route; params: Record<string, string> } | undefined;
+    let found: { route: Route; params: Record<string, string>; roles: ReadonlySet<Role> } | undefined;
     const allowed: string[] = [];
     for (const c of routes) {
       const params = match(c.segments, parts);
       if (!params) continue;
       if (c.route.method === method) {
-        found = { route: c.route, params };
+        found = { route: c.route, params, roles: c.roles };
         break;
       }
       allowed.push(c.route.method);
@@ -253,8 +313,9 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     }
     const { route, params } = found;
     routeLabel = route.path;
-    if (route.peers && !route.peers.includes(peer)) {
-      return refuse(403, 'forbidden', `peer '${peer}' may not call ${method} ${route.path}`);
+    if (!found.roles.has(role)) {
+      forbidden.inc({ api: name, method, route: route.path, role });
+      return refuse(403, 'forbidden', `${peer} (role ${role}) may not call ${method} ${route.path} (roles: ${[...found.roles].join(', ')})`);
     }
 
     const query: Record<string, string> = Object.fromEntries(url.searchParams);
@@ -316,6 +377,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
       body,
       query: parsedQuery,
       peer,
+      role,
       req,
       res,
       signal: aborter.signal,

@@ -6,12 +6,36 @@
 import { PassThrough } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
-import type { ApiClient } from '../api/client.js';
-import { HttpError, type RequestContext, type Route } from '../api/server.js';
+import type { Credentials } from '../api/auth.js';
+import { ApiClient } from '../api/client.js';
+import { HttpError, type RequestContext, type Route, type RouteRoles } from '../api/server.js';
 import { AccessPages, PageQueryError, SORT_KEYS } from '../nat/access-page.js';
 import { UnknownVipError, type Appliance } from './appliance.js';
 
 const empty = z.object({}).strict();
+
+/**
+ * The agent API's route table (docs/api.md): who may call what on an appliance. The
+ * migration steps are the controller's alone; the entries of a VIP go only to another
+ * appliance (a migration's target pulling them, a standby taking over); reads (status,
+ * pages of the access table, events, metrics) to the operator, the controller and monitors.
+ */
+export const AGENT_ROLES: RouteRoles = {
+  'GET /v1/status': ['admin', 'controller', 'monitor'],
+  'GET /v1/vips/:name/entries/page': ['admin', 'controller', 'monitor'],
+  'POST /v1/vips/:name/prepare': ['controller'],
+  'POST /v1/vips/:name/address': ['controller'],
+  'GET /v1/vips/:name/entries': ['appliance'],
+  'POST /v1/vips/:name/import': ['controller'],
+  'POST /v1/vips/:name/delete-entries': ['controller'],
+  'POST /v1/vips/:name/forget': ['controller'],
+  'POST /v1/vips/:name/activate': ['controller'],
+  'POST /v1/vips/:name/abort': ['controller'],
+  'POST /v1/mirror/rebuild': ['admin'],
+  'POST /v1/vips/:name/takeover': ['admin', 'controller'],
+  'GET /v1/events': ['admin', 'controller', 'monitor'],
+  'GET /metrics': ['admin', 'controller', 'monitor'],
+};
 
 const sortKey = z.enum([...SORT_KEYS, ...SORT_KEYS.map((k) => `-${k}` as const)]);
 /** Query of a page of the access table (access-page.ts). */
@@ -25,10 +49,25 @@ export const pageQuery = z
   .strict();
 
 /**
- * `peerClient` makes an authenticated client for another appliance's agent, given the
- * URL the controller named as the source.
+ * Clients of the other appliances' agents, by name, from the configuration (failover.peers):
+ * an import pulls only from one of them, never from a URL a request names. One client per
+ * peer, made on first use; undefined for a name not configured.
  */
-export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer: string) => ApiClient, logger: Logger): Route[] {
+export function peerClients(peers: readonly { name: string; api: string }[], credentials: Credentials): (name: string) => ApiClient | undefined {
+  const clients = new Map<string, ApiClient>();
+  return (name) => {
+    let client = clients.get(name);
+    if (!client) {
+      const peer = peers.find((p) => p.name === name);
+      if (!peer) return undefined;
+      clients.set(name, (client = new ApiClient(peer.api, credentials, { peer: peer.name, timeoutMs: 30_000 })));
+    }
+    return client;
+  };
+}
+
+/** `peerClient` gives the authenticated client of another appliance's agent by its name. */
+export function agentRoutes(appliance: Appliance, peerClient: (name: string) => ApiClient | undefined, logger: Logger): Route[] {
   // Every VIP route names a VIP of the configuration; an unknown one is a 404 on `name`.
   const vipOf = (ctx: RequestContext): string => {
     const name = ctx.params.name ?? '';
@@ -110,17 +149,20 @@ export function agentRoutes(appliance: Appliance, peerClient: (url: string, peer
       // Target side of step 3: pull from the source, create here, report progress as JSON lines.
       method: 'POST',
       path: '/v1/vips/:name/import',
-      body: z.object({ from: z.string().url(), peer: z.string().min(1) }).strict(),
-      handler: async (ctx: RequestContext<{ from: string; peer: string }>) => {
+      // `from` names a configured appliance (failover.peers); its URL comes from our configuration.
+      body: z.object({ from: z.string().min(1) }).strict(),
+      handler: async (ctx: RequestContext<{ from: string }>) => {
         const vip = vipOf(ctx);
+        const source = peerClient(ctx.body.from);
+        if (!source) throw new HttpError(400, `'${ctx.body.from}' is not an appliance of this one's configuration (failover.peers)`, 'from');
         const t0 = performance.now();
-        const records = await peerClient(ctx.body.from, ctx.body.peer).stream('GET', `/v1/vips/${encodeURIComponent(vip)}/entries`);
+        const records = await source.stream('GET', `/v1/vips/${encodeURIComponent(vip)}/entries`);
         const progress = new PassThrough();
         appliance
           .importEntries(vip, records, (moved) => progress.write(`${JSON.stringify({ moved })}\n`))
           .then(
             (result) => {
-              logger.info({ vip, action: 'import', from: ctx.body.peer, ...result, ms: Math.round((performance.now() - t0) * 100) / 100 }, `import ${vip}`);
+              logger.info({ vip, action: 'import', from: ctx.body.from, ...result, ms: Math.round((performance.now() - t0) * 100) / 100 }, `import ${vip}`);
               progress.end(`${JSON.stringify(result)}\n`);
             },
             (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),

@@ -5,12 +5,11 @@
 import { parseArgs } from 'node:util';
 import { createLogger } from '../log/logger.js';
 import { Authenticator, DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
-import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { Conntrack } from '../netlink/conntrack.js';
 import { Addresses } from '../netlink/route.js';
 import { AccessTableMirror } from '../nat/access-table-mirror.js';
-import { agentRoutes } from '../appliance/agent.js';
+import { AGENT_ROLES, agentRoutes, peerClients } from '../appliance/agent.js';
 import { DirectAddressing, VrrpAddressing } from '../appliance/addressing.js';
 import { Announcer } from '../appliance/announce.js';
 import { Appliance } from '../appliance/appliance.js';
@@ -80,19 +79,14 @@ export async function appliance(args: string[]): Promise<number> {
   await box.start();
   await failover.start();
 
-  const peers = new Map<string, ApiClient>();
-  const peerClient = (url: string, peer: string): ApiClient => {
-    let client = peers.get(url);
-    if (!client) peers.set(url, (client = new ApiClient(url, credentials, { peer, timeoutMs: 30_000 })));
-    return client;
-  };
+  const peerClient = peerClients(config.failover.peers, credentials);
   registerApplianceMetrics(metrics, () => box.status());
   registerReplicationMetrics(metrics, () => failover.replicator.status());
   if (speaker) {
     registerVrrpMetrics(speaker, metrics);
     registerBfdMetrics(speaker, metrics);
   }
-  const server = createApiServer({ name: 'agent', routes: [...failover.routes(agentRoutes(box, peerClient, logger)), eventsRoute(events), metricsRoute(metrics)], authenticator: new Authenticator(credentials), logger, metrics });
+  const server = createApiServer({ name: 'agent', routes: [...failover.routes(agentRoutes(box, peerClient, logger)), eventsRoute(events), metricsRoute(metrics)], roles: AGENT_ROLES, authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 

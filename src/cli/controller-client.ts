@@ -4,9 +4,9 @@
  * (its local socket and credentials in the lab's state directory); otherwise the
  * appliance's own defaults.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
+import { DEFAULT_CREDENTIALS_DIR, PEERS_FILE, keyFile, loadCredentials, type Credentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { DEFAULT_LAB_NAME, DEFAULT_STATE_BASE } from '../lab/site.js';
 
@@ -24,10 +24,33 @@ export interface ControllerTarget {
   lab?: string;
 }
 
+/**
+ * The operator's credentials in `dir`: `identity` if given; else `admin` (the operator's
+ * machine, the lab); else the one key there of a member whose role is admin (an appliance
+ * holds its own admin identity, `lb1-admin`, never the operator's key).
+ */
+export function operatorCredentials(dir: string, identity?: string): Credentials {
+  if (identity !== undefined) return loadCredentials(dir, identity);
+  if (existsSync(path.join(dir, keyFile('admin')))) return loadCredentials(dir, 'admin');
+  let held: string[] = [];
+  try {
+    held = readdirSync(dir).filter((f) => f.endsWith('.key')).map((f) => f.slice(0, -'.key'.length));
+  } catch (err) {
+    throw new Error(`${dir}: ${(err as Error).message}`);
+  }
+  const admins: Credentials[] = [];
+  for (const id of held) {
+    const c = loadCredentials(dir, id);
+    if (c.roles.get(id) === 'admin') admins.push(c);
+  }
+  if (admins.length === 1) return admins[0]!;
+  throw new Error(`${dir}: ${admins.length === 0 ? 'holds no key of an admin member' : `holds several admin keys (${admins.map((c) => c.identity).join(', ')})`} (roles in ${PEERS_FILE}): give --identity`);
+}
+
 export function controllerClient(t: ControllerTarget): ApiClient {
   const labDir = path.join(DEFAULT_STATE_BASE, t.lab ?? DEFAULT_LAB_NAME);
   const lab = existsSync(path.join(labDir, 'controller.sock'));
   const url = t.controller ?? (lab ? `unix:${path.join(labDir, 'controller.sock')}` : 'unix:/run/vipshift/controller.sock');
   const dir = t.credentials ?? (lab ? path.join(labDir, 'credentials') : DEFAULT_CREDENTIALS_DIR);
-  return new ApiClient(url, loadCredentials(dir, t.identity ?? 'admin'), { peer: 'ctl', timeoutMs: 60_000 });
+  return new ApiClient(url, operatorCredentials(dir, t.identity), { peer: 'ctl', timeoutMs: 60_000 });
 }

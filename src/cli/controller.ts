@@ -10,7 +10,7 @@ import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { AgentClient } from '../controller/agent-client.js';
 import { controllerConfigSchema } from '../config/controller.js';
-import { controllerRoutes } from '../controller/routes.js';
+import { CONTROLLER_ROLES, controllerRoutes } from '../controller/routes.js';
 import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
 import { SqliteStore } from '../controller/sqlite-store.js';
 import { ControllerMetrics } from '../controller/metrics.js';
@@ -47,7 +47,7 @@ export async function controller(args: string[]): Promise<number> {
   site.onFinished = (final) => migrationMetrics.observe(final);
   // One authenticator for both listeners, so a nonce seen on one is a replay on the other.
   const authenticator = new Authenticator(credentials);
-  const serve = () => createApiServer({ name: 'controller', routes: [...controllerRoutes(site), metricsRoute(metrics)], authenticator, logger, metrics });
+  const serve = () => createApiServer({ name: 'controller', routes: [...controllerRoutes(site), metricsRoute(metrics)], roles: CONTROLLER_ROLES, authenticator, logger, metrics });
   const server = serve();
   await server.listen(config.api.listen);
   // A local socket for the operator's CLI on the same box (in the lab: from the host).

@@ -7,7 +7,8 @@
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
+import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
+import { operatorCredentials } from './controller-client.js';
 import { ApiClient } from '../api/client.js';
 import { DEFAULT_STATE_BASE } from '../lab/site.js';
 
@@ -35,7 +36,7 @@ export async function eventsCommand(args: string[]): Promise<number> {
   process.once('SIGTERM', quit);
   let api: ApiClient | undefined;
   try {
-    api = new ApiClient(values.target, loadCredentials(dir, values.identity ?? 'admin'), { timeoutMs: 10_000 });
+    api = new ApiClient(values.target, operatorCredentials(dir, values.identity), { timeoutMs: 10_000 });
     const stream = await api.stream('GET', `/v1/events?follow=${values.follow ? 'true' : 'false'}`, undefined, { signal: stop.signal });
     for await (const line of createInterface({ input: stream, terminal: false })) process.stdout.write(`${line}\n`);
     return 0;

@@ -7,11 +7,11 @@
  */
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
+import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { DEFAULT_STATE_BASE } from '../lab/site.js';
 import { METRICS_PATH } from '../metrics/metrics.js';
-import { controllerClient } from './controller-client.js';
+import { controllerClient, operatorCredentials } from './controller-client.js';
 
 const USAGE = 'usage: vipshift metrics [--target URL] [--lab NAME] [--credentials DIR] [--identity ID]\n';
 
@@ -28,7 +28,7 @@ export async function metricsCommand(args: string[]): Promise<number> {
     if (values.target) {
       const dir = values.credentials ?? (values.lab ? path.join(DEFAULT_STATE_BASE, values.lab, 'credentials') : DEFAULT_CREDENTIALS_DIR);
       // The target says who it is (an appliance, the controller, a keeper); the client checks it is a cluster member.
-      api = new ApiClient(values.target, loadCredentials(dir, values.identity ?? 'admin'), { timeoutMs: 10_000 });
+      api = new ApiClient(values.target, operatorCredentials(dir, values.identity), { timeoutMs: 10_000 });
     } else api = controllerClient(values);
     const text = await api.get<string>(METRICS_PATH);
     process.stdout.write(text);

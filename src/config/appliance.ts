@@ -104,7 +104,11 @@ const failoverSchema = z.strictObject({
   standby: z.boolean({ error: 'expected true or false' }).default(false),
   /** Per keeper, for a VIP's copies. */
   fetchTimeout: bounded('a fetch timeout', 'ms', 100, 60_000).default(3000),
-  /** The other appliances' agents, read first on a takeover in case the failed one still answers (patent variants 13/14). */
+  /**
+   * The other appliances' agents: the only sources a migration's import pulls entries from
+   * (the controller names one), and read first on a takeover in case the failed one still
+   * answers (patent variants 13/14).
+   */
   peers: z.array(z.strictObject({ name, api: z.string({ error: says('expected an agent URL') }).regex(/^http:\/\//, { error: 'expected an http:// URL' }) })).default([]),
   /**
    * How long a peer may take to answer before the takeover goes on without it: a dead peer

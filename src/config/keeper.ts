@@ -6,6 +6,7 @@
  *   database: /var/lib/vipshift/keeper.sqlite
  *   pki: /var/lib/vipshift/cluster     # holds srv1.key and peers.json (vipshift pki init)
  *   sockdiag: true                     # variant 1: rebuild dnat entries from this server's sockets
+ *   addresses: [198.18.0.101]          # this server's addresses (default: its interfaces')
  *   vips: [...]                        # the site's VIPs, as in the appliance configuration
  *
  * `vips` lets an operator or an appliance name a VIP (`/v1/vips/vip1/copies`) and gives the
@@ -31,6 +32,11 @@ const keeperSchema = z
     /** Seconds between sweeps of expired copies. */
     expiryInterval: z.number({ error: 'expected seconds' }).int().min(1, { error: 'expected at least 1 second' }).max(3600, { error: 'expected at most 3600 seconds' }).default(30),
     vips: z.array(vipSchema, { error: 'expected a list of VIPs' }).default([]),
+    /**
+     * This server's addresses: the keeper stores copies of connections to them only (a copy
+     * names the connection's server). Default: the IPv4 addresses of this host's interfaces.
+     */
+    addresses: z.array(z.ipv4({ error: 'expected an IPv4 address (a.b.c.d)' }), { error: 'expected a list of addresses' }).min(1, { error: 'expected at least one address' }).optional(),
   })
   .superRefine((config, ctx) => {
     const seen = new Map<string, number>();

@@ -35,7 +35,7 @@ export class AgentClient implements MigrationAgent {
 
   /** The target answers with one JSON line per batch created, then a summary line. */
   async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult> {
-    const response = await this.api.stream('POST', vipPath(vip, 'import'), { from: source.url, peer: source.name });
+    const response = await this.api.stream('POST', vipPath(vip, 'import'), { from: source.name });
     let result: ImportResult | undefined;
     let failure: string | undefined;
     for await (const line of createInterface({ input: response, crlfDelay: Infinity })) {

@@ -3,7 +3,7 @@
  * operator's levers (rebalance mode, pins, maintenance, drain).
  */
 import { z } from 'zod';
-import { HttpError, reply, type RequestContext, type Route } from '../api/server.js';
+import { HttpError, reply, type RequestContext, type Route, type RouteRoles } from '../api/server.js';
 import { ApiError } from '../api/client.js';
 import { AgentClient } from './agent-client.js';
 import { STEPS } from '../migration/migration.js';
@@ -28,6 +28,26 @@ const rebalanceRequest = z.object({ mode: z.enum(['auto', 'manual']) }).strict()
 const pinRequest = z.object({ pinned: z.boolean() }).strict();
 const maintenanceRequest = z.object({ on: z.boolean() }).strict();
 const empty = z.object({}).strict();
+
+/**
+ * The controller API's route table (docs/api.md): the operator's levers are `admin`'s alone;
+ * what the site looks like may also be read by a monitor.
+ */
+const READ = ['admin', 'monitor'] as const;
+export const CONTROLLER_ROLES: RouteRoles = {
+  'GET /v1/status': READ,
+  'GET /v1/migrations': READ,
+  'GET /v1/appliances/:name/vips/:vip/entries': READ,
+  'GET /v1/migrations/:id': READ,
+  'POST /v1/migrations': ['admin'],
+  'GET /v1/plan': READ,
+  'GET /v1/rebalance': READ,
+  'POST /v1/rebalance': ['admin'],
+  'POST /v1/vips/:name/pin': ['admin'],
+  'POST /v1/appliances/:name/maintenance': ['admin'],
+  'POST /v1/appliances/:name/drain': ['admin'],
+  'GET /metrics': READ,
+};
 
 /** A refusal of the controller becomes an HTTP error naming the field. */
 async function refusals<T>(work: () => T | Promise<T>): Promise<T> {

@@ -15,20 +15,42 @@
  * copy covers (connections younger than the replication interval); `copies` and
  * `socket-table` give one source only.
  */
+import { networkInterfaces } from 'node:os';
 import { Readable } from 'node:stream';
 import { pino, type Logger } from 'pino';
 import { Counter, register as defaultRegistry, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { Authenticator, type Credentials } from '../api/auth.js';
-import { HttpError, createApiServer, type ApiServer } from '../api/server.js';
+import { HttpError, createApiServer, type ApiServer, type RouteRoles } from '../api/server.js';
+import { metricsRoute } from '../metrics/metrics.js';
 import type { VipConfig } from '../config/appliance.js';
-import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_VIP_PORT, encodeStreamHeader } from '../netlink/entry-record.js';
+import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_SERVER_ADDR, R_VIP_PORT, encodeStreamHeader } from '../netlink/entry-record.js';
 import { bytesToIpv4 } from '../packet/ipv4.js';
 import type { DiagSocket } from '../netlink/sockdiag.js';
 import { BATCH_HEADER_SIZE, BatchError, MAX_BATCH_ITEMS, decodeBatch } from './batch.js';
 import type { KeeperConfig } from '../config/keeper.js';
 import { cannotRebuild, connectionKey, rebuildRecords } from './rebuild.js';
 import { CopyStore } from './store.js';
+
+/**
+ * The keeper API's route table (docs/api.md): copies are written by appliances only, read back
+ * by an appliance taking a VIP over (or the operator).
+ */
+export const KEEPER_ROLES: RouteRoles = {
+  'POST /v1/copies': ['appliance'],
+  'GET /v1/vips/:vip/copies': ['appliance', 'admin'],
+  'DELETE /v1/vips/:vip/copies': ['appliance', 'admin'],
+  'GET /v1/status': ['admin', 'appliance', 'monitor'],
+  'GET /metrics': ['admin', 'monitor'],
+};
+
+/** The IPv4 addresses of this host's interfaces (the server the keeper runs on). */
+export function hostAddresses(): string[] {
+  return Object.values(networkInterfaces())
+    .flatMap((list) => list ?? [])
+    .filter((a) => a.family === 'IPv4')
+    .map((a) => a.address);
+}
 
 /** The largest POST body: MAX_BATCH_ITEMS upserts (deletes are smaller). */
 export const MAX_BATCH_BYTES = BATCH_HEADER_SIZE + MAX_BATCH_ITEMS * RECORD_SIZE;
@@ -77,6 +99,8 @@ export class Keeper {
   private readonly vipsByName = new Map<string, VipConfig>();
   private readonly vipsByAddress = new Map<string, VipConfig>();
   private readonly insideAddresses: Set<string>;
+  /** This server's addresses as numbers: the only servers whose connections are stored here. */
+  private readonly ownServers: Set<number>;
   private expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -90,11 +114,13 @@ export class Keeper {
       this.vipsByAddress.set(v.address, v);
     }
     this.insideAddresses = new Set(config.vips.map((v) => v.insideAddress));
+    this.ownServers = new Set((config.addresses ?? hostAddresses()).map((a) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0)));
     this.store = new CopyStore(config.database, options.now ? { now: options.now } : {});
     const registry = options.metrics ?? defaultRegistry;
     const upserted = counter(registry, 'vipshift_keeper_copies_upserted_total', 'Copies written by appliances.');
     const deleted = counter(registry, 'vipshift_keeper_copies_deleted_total', 'Copies deleted by appliances (destroyed connections).');
     const refused = counter(registry, 'vipshift_keeper_batches_refused_total', 'Copies batches refused as malformed.');
+    const foreign = counter(registry, 'vipshift_keeper_foreign_batches_refused_total', 'Copies batches refused for naming a server other than this one, by appliance.', ['peer']);
     const restored = counter(registry, 'vipshift_keeper_restored_records_total', 'Entry records handed out, by source.', ['source']);
 
     this.api = createApiServer({
@@ -102,6 +128,7 @@ export class Keeper {
       authenticator: new Authenticator(options.credentials),
       logger: this.logger,
       metrics: registry,
+      roles: KEEPER_ROLES,
       routes: [
         {
           method: 'POST',
@@ -111,7 +138,17 @@ export class Keeper {
             const body = await readLimited(ctx.body as Readable, MAX_BATCH_BYTES);
             let result;
             try {
-              result = this.store.apply(decodeBatch(body), ctx.peer);
+              const batch = decodeBatch(body);
+              // Only this server's connections: another server's copies are not ours to hold.
+              for (let o = 0; o < batch.upserts.length; o += RECORD_SIZE) {
+                if (!this.ownServers.has(batch.upserts.readUInt32BE(o + R_SERVER_ADDR))) {
+                  foreign.inc({ peer: ctx.peer });
+                  const server = bytesToIpv4(batch.upserts, o + R_SERVER_ADDR);
+                  this.logger.warn({ peer: ctx.peer, server }, 'copies batch refused: a copy of another server\'s connection');
+                  throw new HttpError(403, `server ${server} is not this keeper's server (${this.config.keeper})`, `upserts[${o / RECORD_SIZE}].server`);
+                }
+              }
+              result = this.store.apply(batch, ctx.peer);
             } catch (err) {
               if (!(err instanceof BatchError)) throw err;
               refused.inc();
@@ -147,6 +184,7 @@ export class Keeper {
           },
         },
         { method: 'GET', path: '/v1/status', handler: () => this.status() },
+        metricsRoute(registry),
       ],
     });
   }

@@ -29,7 +29,7 @@ import {
   type KeeperConfig,
   type Site,
   applianceConfig,
-  clusterIdentities,
+  clusterMembers,
   configPath,
   controllerConfig,
   defaultSite,
@@ -132,7 +132,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     const t2 = performance.now();
     writeConfigs(site, options.configure);
     // Every API of the lab is authenticated; the operator's CLI on the host is `admin`.
-    createClusterCredentials(credentialsDir(site), clusterIdentities(site), true);
+    createClusterCredentials(credentialsDir(site), clusterMembers(site), true);
     await startProcesses(site, state, options.readyTimeoutMs ?? 15_000);
     const t3 = performance.now();
     return {

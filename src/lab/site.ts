@@ -7,6 +7,7 @@
 import path from 'node:path';
 import type { ControllerConfigInput } from '../config/controller.js';
 import type { ApplianceConfigInput } from '../config/appliance.js';
+import type { Role } from '../api/auth.js';
 
 /** The three L2 segments; each is one bridge inside the `<lab>-sw` namespace. */
 export type SegmentName = 'ext' | 'int' | 'mgmt';
@@ -353,10 +354,19 @@ export interface KeeperConfig {
   vips: ApplianceConfigInput['vips'];
 }
 
-/** The lab's cluster credentials (vipshift pki init): one key per host that runs an API, and the operator. */
+/**
+ * The lab's cluster credentials (vipshift pki init): one key per host that runs an API, with
+ * its role, the operator (`admin`) and a read-only `monitor`.
+ */
 export const pkiDir = (site: Site): string => path.join(site.stateDir, 'credentials');
-export function clusterIdentities(site: Site): string[] {
-  return [...hostsOf(site, 'appliance'), ...hostsOf(site, 'server')].map((h) => h.name).concat(site.apis.controller.host, 'admin');
+export function clusterMembers(site: Site): Record<string, Role> {
+  return {
+    ...Object.fromEntries(hostsOf(site, 'appliance').map((h) => [h.name, 'appliance' as const])),
+    ...Object.fromEntries(hostsOf(site, 'server').map((h) => [h.name, 'keeper' as const])),
+    [site.apis.controller.host]: 'controller',
+    admin: 'admin',
+    monitor: 'monitor',
+  };
 }
 
 export function keeperConfig(site: Site, server: string): KeeperConfig {

@@ -21,7 +21,7 @@ const send = async (path, headers, body) => (await fetch(agent + path, { method:
 const sign = (creds, path, body) => signRequest(creds, { method: 'POST', path, audience: 'lb1', contentSha256: sha256Hex(body) });
 const release = JSON.stringify({ action: 'release' });
 const other = mkdtempSync(join(tmpdir(), 'forger-'));
-createClusterCredentials(join(other, 'pki'), ['ctl']);
+createClusterCredentials(join(other, 'pki'), { ctl: 'controller' });
 const forged = loadCredentials(join(other, 'pki'), 'ctl');
 const ctl = loadCredentials(${JSON.stringify(credentials)}, 'ctl');
 const out = {};

@@ -80,7 +80,7 @@ describe('the controller rebalances by itself', () => {
       const body = Buffer.from(JSON.stringify({ vip: other, to: 'lb2', wait: true }));
       const elsewhere = mkdtempSync(path.join(tmpdir(), 'vipshift-forger-'));
       try {
-        createClusterCredentials(path.join(elsewhere, 'pki'), ['admin', 'ctl']);
+        createClusterCredentials(path.join(elsewhere, 'pki'), { admin: 'admin', ctl: 'controller' });
         const forger = loadCredentials(path.join(elsewhere, 'pki'), 'admin');
         expect((await raw(lab, 'POST', '/v1/migrations', {}, body)).status).toBe(401);
         expect((await raw(lab, 'POST', '/v1/migrations', signed(forger, body), body)).status).toBe(401);

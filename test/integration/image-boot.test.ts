@@ -35,11 +35,13 @@ vips:
 /** The cluster credentials an operator puts on the configuration partition (cluster/). */
 function clusterFiles(identity: string): Record<string, string> {
   const dir = join(work, 'pki');
-  if (!existsSync(join(dir, PEERS_FILE))) createClusterCredentials(dir, [identity, 'ctl', 'admin']);
+  const boxAdmin = `${identity}-admin`;
+  if (!existsSync(join(dir, PEERS_FILE))) createClusterCredentials(dir, { [identity]: 'appliance', ctl: 'controller', admin: 'admin', [boxAdmin]: 'admin' });
   return {
     [`cluster/${keyFile(identity)}`]: readFileSync(join(dir, keyFile(identity)), 'utf8'),
-    // The operator's key, with which the admin's console signs.
-    [`cluster/${keyFile('admin')}`]: readFileSync(join(dir, keyFile('admin')), 'utf8'),
+    // The box's own admin identity, with which the console on the box signs; the operator's
+    // `admin` key never leaves the operator's machine (revoking a box revokes only its key).
+    [`cluster/${keyFile(boxAdmin)}`]: readFileSync(join(dir, keyFile(boxAdmin)), 'utf8'),
     [`cluster/${PEERS_FILE}`]: readFileSync(join(dir, PEERS_FILE), 'utf8'),
   };
 }

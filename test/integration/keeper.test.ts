@@ -40,7 +40,7 @@ let dir: string;
 beforeAll(() => {
   removeLeftovers();
   dir = mkdtempSync(join(tmpdir(), 'vipshift-keeper-it-'));
-  createClusterCredentials(join(dir, 'pki'), ['srv1', 'lb1', 'lb2']);
+  createClusterCredentials(join(dir, 'pki'), { srv1: 'keeper', lb1: 'appliance', lb2: 'appliance' });
 });
 afterAll(() => {
   removeLeftovers();
@@ -72,7 +72,7 @@ const sorted = (b: Buffer) => Array.from({ length: b.length / RECORD_SIZE }, (_,
 describe('keeper process', () => {
   it('keeps every copy across SIGKILL and restart', async () => {
     const config = join(dir, 'srv1.yaml');
-    writeFileSync(config, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'srv1.sqlite')}\n`);
+    writeFileSync(config, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'srv1.sqlite')}\naddresses: [198.18.0.101]\n`);
     const first = await startKeeper(config);
     const lb1 = new KeeperClient(first.url, loadCredentials(join(dir, 'pki'), 'lb1'));
     const all = many(20_000);
@@ -183,6 +183,7 @@ describe('socket table of a real server', () => {
 api: { listen: "127.0.0.1:0" }
 database: ${join(dir, 'rebuild.sqlite')}
 sockdiag: true
+addresses: [198.18.0.101]
 vips:
   - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7, 80], mode: dnat, servers: [{ address: 198.18.0.101 }], owner: lb1 }
   - { name: vip4, id: 4, address: 203.0.113.13, insideAddress: 198.18.0.13, ports: [7, 80], mode: fullnat, servers: [{ address: 198.18.0.101 }], scheduler: roundrobin, snatPorts: "20000-29999", owner: lb1 }

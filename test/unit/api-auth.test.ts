@@ -15,7 +15,7 @@ import type { Credentials } from '../../src/api/auth.js';
 import { ApiClient, ApiError } from '../../src/api/client.js';
 import { FrameSigner } from '../../src/api/frames.js';
 import { createApiServer } from '../../src/api/server.js';
-import type { ApiServer, Route } from '../../src/api/server.js';
+import type { ApiServer, Route, RouteRoles } from '../../src/api/server.js';
 import { makeCluster, rawRequest } from './api-helpers.js';
 
 const cluster = makeCluster(['lb1', 'lb2', 'ctl', 'srv1']);
@@ -28,7 +28,7 @@ let received = 0;
 const routes: Route[] = [
   { method: 'GET', path: '/v1/status', handler: () => (ran.push('status'), { ok: true }) },
   { method: 'POST', path: '/v1/vips/:name/prepare', body: z.object({ timeoutMs: z.number() }), handler: ({ params }) => (ran.push(`prepare ${params.name}`), { ok: true }) },
-  { method: 'POST', path: '/v1/vips/:name/migrate', peers: ['ctl'], handler: () => (ran.push('migrate'), { ok: true }) },
+  { method: 'POST', path: '/v1/vips/:name/migrate', handler: () => (ran.push('migrate'), { ok: true }) },
   {
     method: 'POST',
     path: '/v1/entries',
@@ -41,11 +41,19 @@ const routes: Route[] = [
   },
 ];
 
+const everyone = ['admin', 'controller', 'appliance', 'keeper', 'monitor'] as const;
+const roles: RouteRoles = {
+  'GET /v1/status': everyone,
+  'POST /v1/vips/:name/prepare': everyone,
+  'POST /v1/vips/:name/migrate': ['controller'],
+  'POST /v1/entries': everyone,
+};
+
 const registry = new Registry();
 let server: ApiServer;
 
 beforeAll(async () => {
-  server = createApiServer({ name: 'agent', routes, authenticator: new Authenticator(lb1), logger: pino({ level: 'silent' }), metrics: registry });
+  server = createApiServer({ name: 'agent', routes, roles, authenticator: new Authenticator(lb1), logger: pino({ level: 'silent' }), metrics: registry });
   await server.listen('127.0.0.1:0');
 });
 afterAll(async () => {
@@ -182,7 +190,7 @@ describe('authorisation and streams', () => {
   });
 
   it('makes the client refuse answers not signed by the expected member', async () => {
-    const impostor = createApiServer({ name: 'impostor', routes, authenticator: new Authenticator(other.creds('lb1')), logger: pino({ level: 'silent' }), metrics: new Registry() });
+    const impostor = createApiServer({ name: 'impostor', routes, roles, authenticator: new Authenticator(other.creds('lb1')), logger: pino({ level: 'silent' }), metrics: new Registry() });
     await impostor.listen('127.0.0.1:0');
     const c = new ApiClient(impostor.url, ctl, { peer: 'lb1' });
     const err = await c.get('/v1/status').catch((e: unknown) => e);

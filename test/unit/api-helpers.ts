@@ -4,11 +4,22 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createClusterCredentials, loadCredentials } from '../../src/api/auth.js';
-import type { Credentials } from '../../src/api/auth.js';
+import type { Credentials, Role } from '../../src/api/auth.js';
+
+/** The tests' members' roles by their names: lb* appliances, srv* keepers, ctl the controller. */
+export function roleOf(id: string): Role {
+  if (id.startsWith('lb')) return 'appliance';
+  if (id.startsWith('srv')) return 'keeper';
+  if (id.startsWith('ctl')) return 'controller';
+  if (id === 'admin') return 'admin';
+  return 'monitor';
+}
+
+export const members = (identities: string[]): Record<string, Role> => Object.fromEntries(identities.map((id) => [id, roleOf(id)]));
 
 export function makeCluster(identities: string[]): { dir: string; creds: (id: string) => Credentials; remove: () => void } {
   const dir = mkdtempSync(join(tmpdir(), 'vipshift-api-'));
-  createClusterCredentials(join(dir, 'pki'), identities);
+  createClusterCredentials(join(dir, 'pki'), members(identities));
   return { dir: join(dir, 'pki'), creds: (id) => loadCredentials(join(dir, 'pki'), id), remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

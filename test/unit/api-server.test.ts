@@ -5,10 +5,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { z } from 'zod';
-import { Authenticator, EMPTY_SHA256, sha256Hex, signRequest } from '../../src/api/auth.js';
+import { Authenticator, EMPTY_SHA256, ROLES, sha256Hex, signRequest } from '../../src/api/auth.js';
 import { ApiClient, ApiError } from '../../src/api/client.js';
-import { HttpError, createApiServer, reply } from '../../src/api/server.js';
-import type { ApiServer, Route } from '../../src/api/server.js';
+import { HttpError, createApiServer, reply, routeKey } from '../../src/api/server.js';
+import type { ApiServer, Route, RouteRoles } from '../../src/api/server.js';
 import { makeCluster, rawRequest } from './api-helpers.js';
 
 const cluster = makeCluster(['lb1', 'ctl']);
@@ -65,6 +65,9 @@ const routes: Route[] = [
   },
 ];
 
+/** Every route open to every role: this file tests the HTTP layer, controller-auth the route tables. */
+const openTo = (list: Route[]): RouteRoles => Object.fromEntries(list.map((r) => [routeKey(r), ROLES]));
+
 function* chunks(buf: Buffer, size: number): Generator<Buffer> {
   for (let at = 0; at < buf.length; at += size) yield buf.subarray(at, at + size);
 }
@@ -73,7 +76,7 @@ let server: ApiServer;
 let client: ApiClient;
 
 beforeAll(async () => {
-  server = createApiServer({ name: 'agent', routes, authenticator: new Authenticator(lb1), logger: pino({ level: 'silent' }), metrics: new Registry() });
+  server = createApiServer({ name: 'agent', routes, roles: openTo(routes), authenticator: new Authenticator(lb1), logger: pino({ level: 'silent' }), metrics: new Registry() });
   await server.listen('127.0.0.1:0');
   client = new ApiClient(server.url, ctl);
 });
@@ -195,6 +198,7 @@ describe('client', () => {
     const slow = createApiServer({
       name: 'slow',
       routes: [{ method: 'GET', path: '/slow', handler: () => new Promise((r) => setTimeout(() => r({ late: true }), 2_000)) }],
+      roles: { 'GET /slow': ROLES },
       authenticator: new Authenticator(lb1),
       logger: pino({ level: 'silent' }),
       metrics: new Registry(),

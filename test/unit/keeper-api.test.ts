@@ -12,7 +12,7 @@ import { KeeperClient } from '../../src/keeper/client.js';
 import { loadKeeperConfig, parseKeeperConfig } from '../../src/config/keeper.js';
 import { Keeper } from '../../src/keeper/keeper.js';
 import { RECORD_SIZE, R_TCP_STATE, readRecord } from '../../src/netlink/entry-record.js';
-import { entry, many } from './keeper-helpers.js';
+import { entry, many, records } from './keeper-helpers.js';
 
 const VIPS = `
 vips:
@@ -21,17 +21,18 @@ vips:
 `;
 
 let dir: string;
+const metrics = new Registry();
 let keeper: Keeper;
 let lb1: KeeperClient;
 const none = Buffer.alloc(0);
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'vipshift-keeper-api-'));
-  createClusterCredentials(join(dir, 'pki'), ['srv1', 'lb1', 'stranger']);
+  createClusterCredentials(join(dir, 'pki'), { srv1: 'keeper', lb1: 'appliance', stranger: 'monitor' });
   const file = join(dir, 'srv1.yaml');
-  writeFileSync(file, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'copies.sqlite')}\n${VIPS}`);
+  writeFileSync(file, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'copies.sqlite')}\naddresses: [198.18.0.101]\n${VIPS}`);
   const config = await loadKeeperConfig(file);
-  keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
+  keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), logger: pino({ level: 'silent' }), metrics });
   lb1 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb1'));
 });
 
@@ -81,10 +82,24 @@ describe('keeper API', () => {
     await expect(lb1.copies('vip1', 'nonsense' as never)).rejects.toMatchObject({ status: 400, field: 'query.source' });
   });
 
+  it('stores copies of its own server\'s connections only: a batch naming another server is refused whole and counted', async () => {
+    const before = keeper.store.countOfVip('203.0.113.12');
+    const mixed = records([entry(0, '203.0.113.12'), entry(1, '203.0.113.12', { server: { address: '198.18.0.102', port: 80 } })]);
+    await expect(lb1.push({ upserts: mixed, deletes: none })).rejects.toMatchObject({ status: 403, field: 'upserts[1].server' });
+    expect(keeper.store.countOfVip('203.0.113.12')).toBe(before);
+    expect(await metrics.getSingleMetricAsString('vipshift_keeper_foreign_batches_refused_total')).toMatch(/\{peer="lb1"\} 1$/m);
+  });
+
+  it('takes copies from appliances only', async () => {
+    const monitor = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'stranger'));
+    await expect(monitor.push({ upserts: many(1, '203.0.113.12'), deletes: none })).rejects.toMatchObject({ status: 403 });
+    monitor.close();
+  });
+
   it('refuses a peer outside the cluster', async () => {
     const other = mkdtempSync(join(tmpdir(), 'vipshift-keeper-other-'));
     try {
-      createClusterCredentials(other, ['lb1', 'srv1']);
+      createClusterCredentials(other, { lb1: 'appliance', srv1: 'keeper' });
       const impostor = new KeeperClient(keeper.url, loadCredentials(other, 'lb1'), { peer: 'srv1' });
       await expect(impostor.push({ upserts: many(1, '203.0.113.99'), deletes: none })).rejects.toMatchObject({ status: 0 });
       impostor.close();
