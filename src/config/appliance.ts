@@ -117,6 +117,32 @@ const failoverSchema = z.strictObject({
   peerTimeout: bounded('a peer timeout', 'ms', 0, 10_000).default(50),
 });
 
+/**
+ * Holding up under a SYN flood (src/nat/flood.ts). Defaults are on: a VIP port that sees more
+ * SYNs than `synproxy.aboveRate` a second answers them itself with SYN cookies (the kernel's
+ * SYNPROXY), so spoofed SYNs never create an entry; new connections are limited per VIP port
+ * and per client address.
+ */
+const synproxySchema = z.strictObject({
+  enabled: z.boolean({ error: 'expected true or false' }).default(true),
+  /** SYNs a second at one VIP port (with as many again in a burst) before SYNPROXY takes over. */
+  aboveRate: bounded('a SYN rate', 'SYN/s', 1, 10_000_000).default(2000),
+  /** How long SYNPROXY stays on after the rate fell back below aboveRate. */
+  holdSeconds: bounded('a hold time', 's', 1, 3600).default(30),
+  /** The TCP options SYNPROXY announces for the servers: only what every server supports. */
+  mss: bounded('an MSS', 'bytes', 536, 65495).default(1460),
+  wscale: bounded('a window scale', 'shifts', 0, 14).default(7),
+  timestamp: z.boolean({ error: 'expected true or false' }).default(true),
+  sackPerm: z.boolean({ error: 'expected true or false' }).default(true),
+});
+const floodSchema = z.strictObject({
+  synproxy: synproxySchema.default(synproxySchema.parse({})),
+  /** New connections a second per VIP port (as many again in a burst); over it they are dropped and counted. 0: no limit. */
+  newConnectionsPerVip: bounded('a rate of new connections', 'connections/s', 0, 10_000_000).default(50_000),
+  /** Connections at once from one client address through this appliance; over it new ones are dropped and counted. 0: no limit. */
+  connectionsPerSource: bounded('a number of connections', 'connections', 0, 10_000_000).default(20_000),
+});
+
 const applianceSchema = z
   .strictObject({
     appliance: name,
@@ -151,6 +177,7 @@ const applianceSchema = z
     keepers: z.array(keeperSchema, { error: says('expected a list of keepers') }).default([]),
     replication: replicationSchema.default(replicationSchema.parse({})),
     failover: failoverSchema.default(failoverSchema.parse({})),
+    flood: floodSchema.default(floodSchema.parse({})),
     /**
      * VRRP instances (src/config/vrrp.ts). A VIP whose address is in an instance moves
      * by VRRP: its sync group (or instance) is released on the source and claimed on the

@@ -443,6 +443,8 @@ function modesView(data: ConsoleData, ui: Ui, width: number): Line[] {
     { title: 'RELEASED', width: 8, align: 'right', value: (v) => count(v.released) },
     { title: 'OVERFLOW', width: 8, align: 'right', value: (v) => count(v.overflowed), style: (v) => (v.overflowed > 0 ? 'bad' : undefined) },
     { title: 'REJECTED', width: 8, align: 'right', value: (v) => count(v.rejected) },
+    { title: 'SYNPROXY', width: 9, align: 'right', drop: 2, value: (v) => count(v.synproxied), style: (v) => (v.synproxied > 0 ? 'warn' : undefined) },
+    { title: 'LIMITED', width: 8, align: 'right', drop: 2, value: (v) => count(v.limitedVip + v.limitedSource), style: (v) => (v.limitedVip + v.limitedSource > 0 ? 'warn' : undefined) },
     { title: 'PACKETS', width: 10, align: 'right', drop: 1, value: (v) => count(v.packets) },
   ];
   site.appliances.forEach((a, i) => {

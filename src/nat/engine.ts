@@ -12,6 +12,7 @@ import { listCounters, nft, nftHasQueue, type NftRunner } from '../kernel/nft.js
 import { HOLD_MARK, TABLE, buildModeChange, buildRuleset, buildTeardown, heldDroppedCounter, newConnectionsCounter, rejectedCounter, trafficCounter, type HoldMethod, type VipMode } from './ruleset.js';
 import { type NftBatch } from '../kernel/nft.js';
 import { applySysctls } from '../kernel/sysctl.js';
+import { floodCommands, sourceLimitedCounter, synproxiedCounter, vipLimitedCounter } from './flood.js';
 
 export interface VipCounters {
   /** Packets and bytes of the VIP's connections forwarded by this appliance, both directions. */
@@ -21,6 +22,11 @@ export interface VipCounters {
   newConnections: number;
   /** Unknown accesses answered with a reset. */
   rejected: number;
+  /** SYNs answered by SYNPROXY (a SYN flood, or a rate above flood.synproxy.aboveRate): no entry made. */
+  synproxied: number;
+  /** New connections dropped over the VIP's rate limit / over a client address's limit (flood.ts). */
+  limitedVip: number;
+  limitedSource: number;
   /** Held now, released, dropped because the hold was full, dropped by a discard or policy drop. */
   held: number;
   released: number;
@@ -89,7 +95,9 @@ export class NatEngine {
         await hold.open();
       }
       if (method === 'iptables-queue') await ensureHoldQueueRule(HOLD_MARK, config.hold.queueNumber);
-      await this.runner.apply(buildRuleset(config, modes, { hold: method, queueNumber: config.hold.queueNumber, table: this.table }));
+      const ruleset = buildRuleset(config, modes, { hold: method, queueNumber: config.hold.queueNumber, table: this.table });
+      ruleset.nftables.push(...floodCommands(config, this.table));
+      await this.runner.apply(ruleset);
     } catch (e) {
       await hold?.close().catch(() => undefined);
       if (method === 'iptables-queue') await removeHoldQueueRule(HOLD_MARK, config.hold.queueNumber).catch(() => undefined);
@@ -217,6 +225,9 @@ export class NatEngine {
         bytes: traffic?.bytes ?? 0,
         newConnections: nftCounters.get(newConnectionsCounter(vip))?.packets ?? 0,
         rejected: nftCounters.get(rejectedCounter(vip))?.packets ?? 0,
+        synproxied: nftCounters.get(synproxiedCounter(vip))?.packets ?? 0,
+        limitedVip: nftCounters.get(vipLimitedCounter(vip))?.packets ?? 0,
+        limitedSource: nftCounters.get(sourceLimitedCounter(vip))?.packets ?? 0,
         held: hold.held,
         released: hold.released,
         overflowed: hold.overflowed,

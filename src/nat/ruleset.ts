@@ -66,15 +66,15 @@ export const newConnectionsCounter = (vip: VipConfig): string => `new_${vip.name
 export const heldDroppedCounter = (vip: VipConfig): string => `held_dropped_${vip.name}`;
 
 
-type Expr = unknown;
+export type Expr = unknown;
 
-const payload = (protocol: string, field: string): Expr => ({ payload: { protocol, field } });
-const meta = (key: string): Expr => ({ meta: { key } });
-const concat = (...items: Expr[]): Expr => ({ concat: items });
-const match = (left: Expr, right: Expr, op = '=='): Expr => ({ match: { op, left, right } });
+export const payload = (protocol: string, field: string): Expr => ({ payload: { protocol, field } });
+export const meta = (key: string): Expr => ({ meta: { key } });
+export const concat = (...items: Expr[]): Expr => ({ concat: items });
+export const match = (left: Expr, right: Expr, op = '=='): Expr => ({ match: { op, left, right } });
 
 /** Keys the sets and maps are looked up by. */
-const VIP_KEY = concat(payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport'));
+export const VIP_KEY = concat(payload('ip', 'daddr'), meta('l4proto'), payload('th', 'dport'));
 const REPLY_KEY = concat(payload('ip', 'saddr'), meta('l4proto'), payload('th', 'sport'));
 const INSIDE_KEY = concat(payload('ip', 'daddr'), meta('l4proto'));
 const SERVICE_TYPE = ['ipv4_addr', 'inet_proto', 'inet_service'];
@@ -95,7 +95,7 @@ export const MODE_SETS: Readonly<Record<string, ModeSet>> = {
 };
 
 /** The packets a VIP's elements match: each port of its VIP address. */
-const vipKeys = (vip: VipConfig): Expr[] => vip.ports.map((port) => concat(vip.address, vip.protocol, port));
+export const vipKeys = (vip: VipConfig): Expr[] => vip.ports.map((port) => concat(vip.address, vip.protocol, port));
 
 /** Set and map elements that put a VIP in `mode`, by set name. */
 export function modeElements(vip: VipConfig, mode: VipMode): Map<string, Expr[]> {

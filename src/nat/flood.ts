@@ -1,0 +1,139 @@
+/**
+ * The ruleset's SYN flood section (config `flood:`): its own sets, counters and chains in the
+ * appliance's table, added to the same atomic batch as the rest (engine.ts) and touching the
+ * rest only through the mode sets it reads (`vips_normal`, `vip_dnat`) and one rule it puts
+ * first in the reject chain.
+ *
+ * SYNPROXY above a rate. Every VIP port has a SYN rate meter (`syn_rate`); past
+ * `aboveRate` a second (and as many again in a burst) the VIP port enters `synproxy_active`
+ * for `holdSeconds`, renewed while the rate stays over. Its SYNs then skip conntrack
+ * (`notrack`, before it: −250) and the kernel's SYNPROXY answers them with a SYN cookie
+ * (input hook: the VIP address is the appliance's own), so a spoofed SYN creates no entry at
+ * all. The client's ACK (no entry: `ct state invalid`) must reach SYNPROXY rather than the
+ * reject chain's reset: hence the rule put first there. A valid cookie makes SYNPROXY open the
+ * connection to the VIP itself, from the client's address, as a local packet: the `nat_output`
+ * chain DNATs it through the VIP's own chain (ct mark, server, pool) exactly as nat_prerouting
+ * does for a forwarded SYN; fullnat's SNAT is in postrouting and applies as it is. Below the
+ * rate nothing changes: SYNs meet conntrack and the DNAT as before.
+ *
+ * Limits of new connections (`ct state new`, after the reject chain, before the DNAT; and in
+ * output, for the connections SYNPROXY opens): per VIP port a rate (`vip_new_rate`), per client
+ * address a number of connections at once (`ct count`, `source_conns`). Over either, the
+ * packet is dropped (the entry is never confirmed) and counted per VIP.
+ *
+ * A migrating VIP is in none of the sets read here: its packets are held before (−300) and
+ * meet this section on the target once it is `normal` there.
+ */
+import type { NftCommand } from '../kernel/nft.js';
+import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
+import { REJECT_PRIORITY, VIP_KEY, match, meta, payload, vipKeys, type Expr } from './ruleset.js';
+
+/** Before conntrack (−200), after the hold (−300): held packets never get here. */
+export const SYN_RAW_PRIORITY = -250;
+/** After the reject chain (−150), before the DNAT (−100): only a connection's first packet is `ct state new` here. */
+export const LIMITS_PRIORITY = -140;
+
+export const synproxiedCounter = (vip: VipConfig): string => `synproxied_${vip.name}`;
+export const vipLimitedCounter = (vip: VipConfig): string => `limited_vip_${vip.name}`;
+export const sourceLimitedCounter = (vip: VipConfig): string => `limited_source_${vip.name}`;
+
+const SERVICE_TYPE = ['ipv4_addr', 'inet_proto', 'inet_service'];
+const SET_SIZE = 65535;
+const TCP_SYN_ONLY = match({ '&': [payload('tcp', 'flags'), ['fin', 'syn', 'rst', 'ack']] }, 'syn');
+const TCP_ACK_ONLY = match({ '&': [payload('tcp', 'flags'), ['fin', 'syn', 'rst', 'ack']] }, 'ack');
+const inSet = (set: string): Expr => match(VIP_KEY, `@${set}`);
+const countPerVip = (map: string): Expr => ({ counter: { map: { key: VIP_KEY, data: `@${map}` } } });
+const limitOver = (rate: number): Expr => ({ limit: { rate, burst: rate, per: 'second', inv: true } });
+
+/** The flood section's commands for table `table` (after buildRuleset's, in the same batch). */
+export function floodCommands(config: ApplianceConfig, table: string): NftCommand[] {
+  const { synproxy, newConnectionsPerVip, connectionsPerSource } = config.flood;
+  const t = { family: 'ip', table };
+  const add = (kind: string, body: Record<string, unknown>): NftCommand => ({ add: { [kind]: { ...t, ...body } } });
+  const rule = (chain: string, expr: Expr[], comment: string): NftCommand => add('rule', { chain, expr, comment });
+  const cmds: NftCommand[] = [];
+  const counters = (name: (v: VipConfig) => string, map: string): void => {
+    for (const vip of config.vips) cmds.push(add('counter', { name: name(vip) }));
+    const elem = config.vips.flatMap((v) => vipKeys(v).map((k) => [k, name(v)]));
+    cmds.push(add('map', { name: map, type: SERVICE_TYPE, map: 'counter', ...(elem.length ? { elem } : {}) }));
+  };
+
+  if (synproxy.enabled) {
+    counters(synproxiedCounter, 'synproxied_counters');
+    cmds.push(
+      add('set', { name: 'syn_rate', type: SERVICE_TYPE, size: SET_SIZE, }),
+      add('set', { name: 'synproxy_active', type: SERVICE_TYPE, size: SET_SIZE, flags: ['timeout'] }),
+      add('chain', { name: 'syn_raw', type: 'filter', hook: 'prerouting', prio: SYN_RAW_PRIORITY, policy: 'accept' }),
+      rule(
+        'syn_raw',
+        [
+          TCP_SYN_ONLY,
+          inSet('vips_normal'),
+          { set: { op: 'add', elem: VIP_KEY, set: '@syn_rate', stmt: [limitOver(synproxy.aboveRate)] } },
+          { set: { op: 'update', elem: { elem: { val: VIP_KEY, timeout: synproxy.holdSeconds } }, set: '@synproxy_active' } },
+        ],
+        'SYNs over the rate: SYNPROXY on for the VIP port',
+      ),
+      rule('syn_raw', [TCP_SYN_ONLY, inSet('synproxy_active'), countPerVip('synproxied_counters'), { notrack: null }], 'SYNPROXY answers; no entry'),
+      add('chain', { name: 'synproxy_in', type: 'filter', hook: 'input', prio: 0, policy: 'accept' }),
+      rule(
+        'synproxy_in',
+        [
+          match({ ct: { key: 'state' } }, ['invalid', 'untracked'], 'in'),
+          match(meta('l4proto'), 'tcp'),
+          inSet('synproxy_active'),
+          {
+            synproxy: {
+              mss: synproxy.mss,
+              wscale: synproxy.wscale,
+              ...(synproxy.timestamp || synproxy.sackPerm ? { flags: [...(synproxy.timestamp ? ['timestamp'] : []), ...(synproxy.sackPerm ? ['sack-perm'] : [])] } : {}),
+            },
+          },
+        ],
+        'SYN cookie out, cookie ACK checked',
+      ),
+      rule('synproxy_in', [match({ ct: { key: 'state' } }, ['invalid', 'untracked'], 'in'), match(meta('l4proto'), 'tcp'), inSet('synproxy_active'), { drop: null }], 'anything else without an entry'),
+      {
+        insert: {
+          rule: {
+            ...t,
+            chain: 'reject',
+            expr: [match({ ct: { key: 'state' } }, 'invalid', 'in'), match(meta('l4proto'), 'tcp'), TCP_ACK_ONLY, inSet('synproxy_active'), { accept: null }],
+            comment: 'a cookie ACK goes to SYNPROXY, not to a reset',
+          },
+        },
+      },
+      // SYNPROXY's own SYN towards the VIP leaves as a local packet: DNAT it like a forwarded one.
+      add('chain', { name: 'nat_output', type: 'nat', hook: 'output', prio: -100, policy: 'accept' }),
+      rule('nat_output', [{ vmap: { key: VIP_KEY, data: '@vip_dnat' } }], 'connections SYNPROXY opens'),
+    );
+  }
+
+  const limits: Expr[][] = [];
+  if (newConnectionsPerVip > 0) {
+    counters(vipLimitedCounter, 'vip_limited_counters');
+    cmds.push(add('set', { name: 'vip_new_rate', type: SERVICE_TYPE, size: SET_SIZE, }));
+    limits.push([{ set: { op: 'add', elem: VIP_KEY, set: '@vip_new_rate', stmt: [limitOver(newConnectionsPerVip)] } }, countPerVip('vip_limited_counters'), { drop: null }]);
+  }
+  if (connectionsPerSource > 0) {
+    counters(sourceLimitedCounter, 'source_limited_counters');
+    cmds.push(add('set', { name: 'source_conns', type: 'ipv4_addr', size: SET_SIZE, }));
+    limits.push([
+      { set: { op: 'add', elem: payload('ip', 'saddr'), set: '@source_conns', stmt: [{ 'ct count': { val: connectionsPerSource, inv: true } }] } },
+      countPerVip('source_limited_counters'),
+      { drop: null },
+    ]);
+  }
+  if (limits.length > 0) {
+    cmds.push(add('chain', { name: 'flood_limits' }));
+    for (const expr of limits) cmds.push(rule('flood_limits', expr, 'over a limit of new connections'));
+    const entry = [match({ ct: { key: 'state' } }, 'new', 'in'), inSet('vips_normal'), { jump: { target: 'flood_limits' } }];
+    cmds.push(
+      add('chain', { name: 'limits_in', type: 'filter', hook: 'prerouting', prio: LIMITS_PRIORITY, policy: 'accept' }),
+      rule('limits_in', entry, 'new connections of normal VIPs'),
+      add('chain', { name: 'limits_out', type: 'filter', hook: 'output', prio: REJECT_PRIORITY, policy: 'accept' }),
+      rule('limits_out', entry, 'connections SYNPROXY opens (before nat_output)'),
+    );
+  }
+  return cmds;
+}

@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError } from '../../src/config/load.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
+import { floodCommands } from '../../src/nat/flood.js';
+import type { NftCommand } from '../../src/kernel/nft.js';
+
+const configWith = (flood?: unknown) =>
+  parseApplianceConfig(
+    JSON.stringify({
+      appliance: 'lb1',
+      api: { listen: '192.0.2.11:8441' },
+      interfaces: { external: 'ext0', internal: 'int0' },
+      vips: [
+        { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' },
+        { name: 'vip4', id: 4, address: '203.0.113.13', insideAddress: '198.18.0.13', ports: [80], mode: 'fullnat', snatPorts: '20000-29999', servers: [{ address: '198.18.0.101' }], owner: 'lb1' },
+      ],
+      ...(flood === undefined ? {} : { flood }),
+    }),
+    'lb1.json',
+  );
+
+const added = (cmds: NftCommand[], kind: string) => cmds.flatMap((c) => (c.add?.[kind] ? [c.add[kind] as Record<string, unknown>] : []));
+const chains = (cmds: NftCommand[]) => added(cmds, 'chain').map((c) => c.name);
+
+describe('the SYN flood section of the ruleset', () => {
+  it('is on by default: SYNPROXY above 2,000 SYN/s per VIP port, limits per VIP port and per client address', () => {
+    const config = configWith();
+    expect(config.flood).toEqual({
+      synproxy: { enabled: true, aboveRate: 2000, holdSeconds: 30, mss: 1460, wscale: 7, timestamp: true, sackPerm: true },
+      newConnectionsPerVip: 50_000,
+      connectionsPerSource: 20_000,
+    });
+    const cmds = floodCommands(config, 'vipshift');
+    expect(chains(cmds)).toEqual(['syn_raw', 'synproxy_in', 'nat_output', 'flood_limits', 'limits_in', 'limits_out']);
+    const text = JSON.stringify(cmds);
+    expect(text).toContain('"synproxy":{"mss":1460,"wscale":7,"flags":["timestamp","sack-perm"]}');
+    expect(text).toContain('"rate":2000,"burst":2000');
+    expect(text).toContain('"ct count":{"val":20000,"inv":true}');
+    // The cookie ACK is let through the reject chain, first in it.
+    const insert = cmds.find((c) => c.insert)!.insert!.rule as { chain: string; expr: unknown[] };
+    expect(insert.chain).toBe('reject');
+    expect(JSON.stringify(insert.expr)).toContain('@synproxy_active');
+    // One counter per VIP and kind, reached through maps keyed by each VIP port.
+    expect(added(cmds, 'counter').map((c) => c.name)).toEqual([
+      'synproxied_vip1', 'synproxied_vip4', 'limited_vip_vip1', 'limited_vip_vip4', 'limited_source_vip1', 'limited_source_vip4',
+    ]);
+    const map = added(cmds, 'map').find((m) => m.name === 'synproxied_counters')!;
+    expect((map.elem as unknown[]).length).toBe(3);
+  });
+
+  it('leaves out what is switched off', () => {
+    const cmds = floodCommands(configWith({ synproxy: { enabled: false }, newConnectionsPerVip: 0, connectionsPerSource: 0 }), 'vipshift');
+    expect(cmds).toEqual([]);
+    const onlySource = floodCommands(configWith({ synproxy: { enabled: false }, newConnectionsPerVip: 0 }), 'vipshift');
+    expect(chains(onlySource)).toEqual(['flood_limits', 'limits_in', 'limits_out']);
+    expect(JSON.stringify(onlySource)).not.toContain('vip_new_rate');
+  });
+
+  it('options the servers do not support are left out of the SYN-ACK', () => {
+    const text = JSON.stringify(floodCommands(configWith({ synproxy: { mss: 1400, wscale: 0, timestamp: false, sackPerm: false } }), 'vipshift'));
+    expect(text).toContain('"synproxy":{"mss":1400,"wscale":0}');
+  });
+
+  it('a bad value names the file, line and field', () => {
+    expect(() => configWith({ synproxy: { aboveRate: 0 } })).toThrow(ConfigError);
+    expect(() => configWith({ synproxy: { aboveRate: 0 } })).toThrow(/flood\.synproxy\.aboveRate: expected a SYN rate in 1\.\.10000000 SYN\/s/);
+    expect(() => configWith({ synproxy: { wscale: 15 } })).toThrow(/flood\.synproxy\.wscale/);
+    expect(() => configWith({ connectionsPerSource: -1 })).toThrow(/flood\.connectionsPerSource/);
+    expect(() => configWith({ synproxi: {} })).toThrow(/flood/);
+  });
+});
