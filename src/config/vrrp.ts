@@ -51,6 +51,13 @@ export const vrrpInstanceSchema = z.strictObject({
   unicastPeers: z.array(z.ipv4()).default([]),
   /** keepalived's unicast_src_ip; default the interface's primary address. */
   unicastSource: z.ipv4().optional(),
+  /**
+   * keepalived's use_vmac: the virtual addresses go on a macvlan interface with the virtual
+   * router MAC 00-00-5E-00-01-{VRID} (RFC 5798 §7.3), so adverts, gratuitous ARPs and ARP
+   * replies carry it; `true` names it `vrrp.{VRID}` as keepalived does, a string names it.
+   * Off: the interface's own MAC answers for them (keepalived's default).
+   */
+  useVmac: z.union([z.boolean(), ifname]).default(false),
   /** RFC 5798 Accept_Mode. */
   accept: z.boolean().default(false),
   trackInterfaces: z.array(ifname).default([]),
@@ -92,6 +99,7 @@ export const vrrpConfigSchema = z
   .superRefine((c, ctx) => {
     const names = new Map<string, number>();
     const vrids = new Map<string, number>();
+    const vmacs = new Map<string, number>();
     c.instances.forEach((inst, i) => {
       if (inst.version === 3 && inst.advertInterval > 40.95) {
         ctx.addIssue({ code: 'custom', path: ['instances', i, 'advertInterval'], message: 'at most 40.95 seconds in VRRPv3 (RFC 5798 §5.2.7)' });
@@ -103,6 +111,11 @@ export const vrrpConfigSchema = z
         ctx.addIssue({ code: 'custom', path: ['instances', i, 'name'], message: `duplicate instance name '${inst.name}'` });
       }
       names.set(inst.name, i);
+      const vmac = vmacName(inst);
+      if (vmac !== undefined) {
+        if (vmacs.has(vmac)) ctx.addIssue({ code: 'custom', path: ['instances', i, 'useVmac'], message: `virtual MAC interface ${vmac} already used by instance #${vmacs.get(vmac)}: name it (useVmac: NAME)` });
+        else vmacs.set(vmac, i);
+      }
       const key = `${inst.interface}/${inst.vrid}`;
       if (vrids.has(key)) {
         ctx.addIssue({ code: 'custom', path: ['instances', i, 'vrid'], message: `VRID ${inst.vrid} already used on ${inst.interface} by instance #${vrids.get(key)}` });
@@ -136,6 +149,12 @@ export const vrrpConfigSchema = z
       });
     });
   });
+
+/** The virtual-MAC interface of an instance with useVmac, as keepalived names it by default. */
+export function vmacName(inst: { vrid: number; useVmac: boolean | string }): string | undefined {
+  if (inst.useVmac === false) return undefined;
+  return inst.useVmac === true ? `vrrp.${inst.vrid}` : inst.useVmac;
+}
 
 export type VrrpConfig = z.output<typeof vrrpConfigSchema>;
 export type VrrpInstanceConfig = z.output<typeof vrrpInstanceSchema>;

@@ -14,6 +14,7 @@ import {
   addressesMatch,
   decodeAdvertisementFor,
   encodeAdvertisementFrame,
+  virtualMac,
   type BadAdvertReason,
 } from './advert.js';
 import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFrame, encodeArpFrame, gratuitousArp } from '../packet/arp.js';
@@ -22,7 +23,8 @@ import { UdpBfdTransport, type BfdTransport } from './bfd-link.js';
 import { BfdDiag } from './bfd-packet.js';
 import { BfdPeers, inNetwork, type BfdPeer, type BfdStatus } from './bfd-peers.js';
 import type { BfdStateChange, BfdTimers } from './bfd-session.js';
-import type { VrrpConfig, VrrpInstanceConfig } from '../config/vrrp.js';
+import { vmacName, type VrrpConfig, type VrrpInstanceConfig } from '../config/vrrp.js';
+import { macvlanLinks, type VirtualMacLinks } from '../kernel/macvlan.js';
 import { PcapLink, interfaceFacts, linkIsUp, type InterfaceFacts, type Link } from '../kernel/pcap-link.js';
 import { OWNER_PRIORITY, VirtualRouter, type Action, type Clock, type TimerHandle, type VrrpState } from './state-machine.js';
 import { SyncGroup } from './sync-group.js';
@@ -44,6 +46,8 @@ export interface SpeakerOptions {
   trackIntervalMs?: number;
   /** BFD's network side (UDP and the GTSM rule); a memory one in unit tests. */
   bfdTransport?: () => BfdTransport;
+  /** The macvlan interfaces of useVmac instances; a memory one in unit tests. */
+  virtualMacs?: VirtualMacLinks;
 }
 
 /**
@@ -71,6 +75,8 @@ export interface InstanceStatus {
   vrid: number;
   /** VRRP version: 2 (RFC 3768) or 3 (RFC 5798). */
   version: 2 | 3;
+  /** useVmac: the macvlan interface with the virtual MAC holding the addresses. */
+  virtualMacInterface?: string;
   state: VrrpState;
   priority: number;
   syncGroup?: string;
@@ -153,6 +159,8 @@ interface Instance {
   source: string;
   /** The addresses as advertised (no prefix). */
   advertised: string[];
+  /** useVmac: the macvlan interface with the virtual MAC that holds the addresses. */
+  vmac?: string;
   vips: VirtualAddresses;
   advertsSent: number;
   advertsReceived: number;
@@ -164,6 +172,8 @@ export class Speaker extends EventEmitter {
   /** Instances waiting out their startupDelay in Initialize. */
   private readonly startupTimers = new Map<Instance, TimerHandle>();
   private readonly links = new Map<string, Link>();
+  /** The macvlan interfaces this speaker created (deleted again by stop()). */
+  private readonly vmacs: string[] = [];
   private readonly facts = new Map<string, InterfaceFacts>();
   /** Unicast peers' MACs, learned from ARP and from their adverts. */
   private readonly neighbours = new Map<string, string>();
@@ -190,9 +200,18 @@ export class Speaker extends EventEmitter {
     if (this.running || this.instances.size > 0) throw new Error('the VRRP speaker starts once');
     const facts = this.options.interfaceFacts ?? interfaceFacts;
     const openLink = this.options.openLink ?? ((ifname: string) => new PcapLink(ifname));
+    const virtualMacs = this.options.virtualMacs ?? macvlanLinks;
     for (const c of this.config.instances) {
-      const vips: VirtualAddress[] = c.addresses.map((a) => ({ cidr: a.address, ifname: a.dev ?? c.interface, address: a.address.split('/')[0] as string }));
-      for (const ifname of [c.interface, ...vips.map((v) => v.ifname)]) {
+      const vmac = vmacName(c);
+      // With a virtual MAC, the addresses of the instance's interface go on its macvlan (as
+      // keepalived's use_vmac); an address with another `dev` stays there.
+      const onBase = (dev: string | undefined) => dev === undefined || dev === c.interface;
+      const vips: VirtualAddress[] = c.addresses.map((a) => ({
+        cidr: a.address,
+        ifname: onBase(a.dev) ? (vmac ?? c.interface) : (a.dev as string),
+        address: a.address.split('/')[0] as string,
+      }));
+      for (const ifname of [c.interface, ...vips.map((v) => v.ifname).filter((n) => n !== vmac)]) {
         if (!this.facts.has(ifname)) this.facts.set(ifname, facts(ifname));
       }
       const advertised = vips.map((v) => v.address);
@@ -217,8 +236,12 @@ export class Speaker extends EventEmitter {
         changed: (change, failures) => this.addressesChanged(inst as Instance, change, failures),
         announce: (v) => this.announce(inst as Instance, v),
       }, { repeat: c.garpRepeat, intervalMs: c.garpInterval * 1000 });
-      inst = { config: c, router, source, advertised, vips: addresses, advertsSent: 0, advertsReceived: 0 };
+      inst = { config: c, router, source, advertised, vips: addresses, advertsSent: 0, advertsReceived: 0, ...(vmac ? { vmac } : {}) };
       this.instances.set(c.name, inst);
+      if (vmac) {
+        virtualMacs.create(c.interface, vmac, virtualMac(c.vrid));
+        this.vmacs.push(vmac);
+      }
     }
     for (const g of this.config.syncGroups) {
       const members = new Map(g.instances.map((n) => [n, (this.instances.get(n) as Instance).router]));
@@ -254,9 +277,11 @@ export class Speaker extends EventEmitter {
 
   /** Shut every instance down (a master announces priority 0 and drops its addresses). */
   async stop(): Promise<void> {
+    const virtualMacs = this.options.virtualMacs ?? macvlanLinks;
     if (!this.running) {
       for (const link of this.links.values()) link.close(); // a start() that failed half-way
       this.links.clear();
+      for (const name of this.vmacs.splice(0)) virtualMacs.remove(name);
       return;
     }
     this.trackTimer?.cancel();
@@ -270,6 +295,7 @@ export class Speaker extends EventEmitter {
     await Promise.all([...[...this.instances.values()].map((i) => i.vips.settled()), bfdStopped]);
     for (const link of this.links.values()) link.close();
     this.links.clear();
+    for (const name of this.vmacs.splice(0)) virtualMacs.remove(name);
     this.running = false;
   }
 
@@ -312,6 +338,7 @@ export class Speaker extends EventEmitter {
       interface: i.config.interface,
       vrid: i.config.vrid,
       version: i.config.version,
+      ...(i.vmac ? { virtualMacInterface: i.vmac } : {}),
       state: i.router.state,
       priority: i.router.priority,
       ...(i.group ? { syncGroup: i.group.name } : {}),
@@ -434,11 +461,16 @@ export class Speaker extends EventEmitter {
   }
 
   /**
-   * One gratuitous ARP. It announces the interface's own MAC: that is the MAC the kernel
-   * answers ARP for the address with (no virtual-MAC interface is created).
+   * One gratuitous ARP, announcing the MAC the kernel answers ARP for the address with: the
+   * interface's own, or with useVmac the virtual MAC (RFC 5798 §8.1.2), sent on the base
+   * interface (the macvlan would hand our link its copy of every advert a second time).
    */
   private announce(inst: Instance, v: VirtualAddress): boolean {
-    const sent = this.inject(v.ifname, gratuitousArp(v.address, this.facts.get(v.ifname)?.mac as string));
+    const frame =
+      inst.vmac && v.ifname === inst.vmac
+        ? gratuitousArp(v.address, virtualMac(inst.config.vrid))
+        : gratuitousArp(v.address, this.facts.get(v.ifname)?.mac as string);
+    const sent = this.inject(inst.vmac && v.ifname === inst.vmac ? inst.config.interface : v.ifname, frame);
     if (sent) {
       this.totals.garpsSent++;
       const event: GarpEvent = { instance: inst.config.name, address: v.address, interface: v.ifname, at: wallClock() };
@@ -470,8 +502,10 @@ export class Speaker extends EventEmitter {
         }));
         continue;
       }
-      // Unicast adverts are ordinary IP unicast between the two routers: the interface's MAC.
-      const frame = encodeAdvertisementFrame(advert, { source: inst.source, destination: peer, sourceMac: ownMac, destinationMac: peerMac });
+      // Unicast adverts are ordinary IP unicast between the two routers: the interface's MAC
+      // (the virtual one with useVmac, as keepalived sends them from its macvlan).
+      const sourceMac = inst.vmac ? virtualMac(c.vrid) : ownMac;
+      const frame = encodeAdvertisementFrame(advert, { source: inst.source, destination: peer, sourceMac, destinationMac: peerMac });
       if (this.inject(c.interface, frame)) this.countSent(inst);
     }
   }

@@ -109,10 +109,14 @@ export function keepalivedConf(o: {
   preempt?: boolean;
   state?: 'MASTER' | 'BACKUP';
   unicast?: { source: string; peers: string[] };
+  /** keepalived's vrrp_version; 3 when absent (keepalived's own default is 2). */
+  version?: 2 | 3;
+  /** keepalived's use_vmac: the VIPs on a macvlan vrrp.{VRID} with the virtual MAC. */
+  useVmac?: boolean;
 }): string {
   return `global_defs {
   router_id ${o.routerId}
-  vrrp_version 3
+  vrrp_version ${o.version ?? 3}
   vrrp_garp_master_repeat 1
   vrrp_garp_master_delay 0
 }
@@ -123,9 +127,10 @@ vrrp_instance vi${o.vrid} {
   priority ${o.priority}
   advert_int ${o.advertInterval}
   ${o.preempt === false ? 'nopreempt' : ''}
+  ${o.useVmac ? 'use_vmac' : ''}
   ${o.unicast ? `unicast_src_ip ${o.unicast.source}\n  unicast_peer {\n${o.unicast.peers.map((p) => `    ${p}`).join('\n')}\n  }` : ''}
   virtual_ipaddress {
-${o.addresses.map((a) => `    ${a} dev eth0`).join('\n')}
+${o.addresses.map((a) => `    ${a}${o.useVmac ? '' : ' dev eth0'}`).join('\n')}
   }
 }
 `;
@@ -134,8 +139,8 @@ ${o.addresses.map((a) => `    ${a} dev eth0`).join('\n')}
 /** One VRRP advert or gratuitous ARP seen on the wire, from `tcpdump -tt -e -n`. */
 export interface WireEvent {
   at: number; // ms since the epoch
-  kind: 'advert' | 'garp';
-  source: string; // IP source of the advert, or the announced address
+  kind: 'advert' | 'garp' | 'reply';
+  source: string; // IP source of the advert, or the announced address (or answered, for an ARP reply)
   mac: string;
   vrid?: number;
   priority?: number;
@@ -146,10 +151,12 @@ export function parseTcpdumpLine(line: string): WireEvent | undefined {
   if (!head) return undefined;
   const at = Number(head[1]) * 1000;
   const mac = head[2] as string;
-  const advert = /: (\S+) > \S+: VRRPv3, Advertisement, vrid (\d+), prio (\d+)/.exec(line);
+  const advert = /: (\S+) > \S+: VRRPv[23], Advertisement, vrid (\d+), prio (\d+)/.exec(line);
   if (advert) return { at, kind: 'advert', source: advert[1] as string, mac, vrid: Number(advert[2]), priority: Number(advert[3]) };
   const garp = /Request who-has (\S+) (?:\(\S+\) )?tell (\S+),/.exec(line);
   if (garp && garp[1] === garp[2]) return { at, kind: 'garp', source: garp[1] as string, mac };
+  const reply = /Reply (\S+) is-at (\S+),/.exec(line);
+  if (reply) return { at, kind: 'reply', source: reply[1] as string, mac: reply[2] as string };
   return undefined;
 }
 

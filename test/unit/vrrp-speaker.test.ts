@@ -54,9 +54,11 @@ function speaker(vrrp: VrrpConfigInput, leftovers: [string, string][] = []) {
     int0: { mac: '02:00:00:00:01:03', addresses: ['198.18.0.3'] },
   };
   const up = new Set(['ext0', 'int0']);
+  const vmacs = new Map<string, { base: string; mac: string }>();
   const s = new Speaker(parseVrrpConfig(vrrp), {
     addresses,
     clock,
+    virtualMacs: { create: (base, name, mac) => vmacs.set(name, { base, mac }), remove: (name) => vmacs.delete(name) },
     openLink: (ifname) => {
       const l = new MemoryLink(ifname);
       links.set(ifname, l);
@@ -69,7 +71,7 @@ function speaker(vrrp: VrrpConfigInput, leftovers: [string, string][] = []) {
   const link = (ifname: string) => links.get(ifname) as MemoryLink;
   /** Let the address work (promises) settle after a clock step. */
   const settle = () => new Promise((r) => setImmediate(r));
-  return { s, clock, link, addresses, up, settle };
+  return { s, clock, link, addresses, up, settle, vmacs };
 }
 
 const vip1 = { name: 'vip1', interface: 'ext0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['203.0.113.10/24'] };
@@ -158,6 +160,27 @@ describe('VRRP speaker', () => {
     expect(s.state()[0]?.state).toBe('master');
     const sent = decodeAdvertisementFrame(link('ext0').sent.find((f) => decodeAdvertisementFrame(f).ok) as Buffer);
     expect(sent.ok && sent.advert).toMatchObject({ version: 2, authType: 0, maxAdverInt: 100, priority: 100 });
+  });
+
+  it('useVmac: the addresses go on vrrp.{VRID} with 00-00-5E-00-01-{VRID}; adverts and gratuitous ARPs carry it; stop deletes it', async () => {
+    const { s, clock, link, addresses, settle, vmacs } = speaker({
+      instances: [{ ...vip1, useVmac: true, addresses: ['203.0.113.10/24', { address: '198.18.0.10/24', dev: 'int0' }] }],
+    });
+    expect(vmacs.get('vrrp.10')).toEqual({ base: 'ext0', mac: '00:00:5e:00:01:0a' });
+    expect(s.state()[0]?.virtualMacInterface).toBe('vrrp.10');
+    clock.advance(400);
+    await settle();
+    expect(addresses.has('vrrp.10', '203.0.113.10/24')).toBe(true);
+    expect(addresses.has('int0', '198.18.0.10/24')).toBe(true); // another dev keeps its interface
+    const arps = link('ext0').sent.map((f) => decodeArpFrame(f)).filter((a) => a !== undefined);
+    expect(arps[0]).toMatchObject({ sourceMac: '00:00:5e:00:01:0a', senderHardwareAddress: '00:00:5e:00:01:0a', senderProtocolAddress: '203.0.113.10' });
+    const inside = link('int0').sent.map((f) => decodeArpFrame(f)).filter((a) => a !== undefined);
+    expect(inside[0]).toMatchObject({ senderHardwareAddress: '02:00:00:00:01:03' });
+    const advert = decodeAdvertisementFrame(link('ext0').sent[0] as Buffer);
+    expect(advert.ok && advert.advert.sourceMac).toBe('00:00:5e:00:01:0a');
+    await s.stop();
+    expect(vmacs.size).toBe(0);
+    expect(() => parseVrrpConfig({ instances: [{ ...vip1, useVmac: true }, { ...vip1, name: 'vip2', interface: 'int0', useVmac: true }] })).toThrow(/vrrp\.10 already used/);
   });
 
   it('removes addresses left behind by a crashed run when it starts as backup', async () => {
