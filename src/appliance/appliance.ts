@@ -76,12 +76,19 @@ export class Appliance {
   /**
    * At start the mode table follows who holds the addresses (addressing.ts): a VIP is
    * `normal` here exactly when this appliance holds it, whatever the configuration's
-   * first owner says.
+   * first owner says. With `takeOver` (a standby, whose engine starts with every VIP held)
+   * a VIP held here becomes `normal` through it — its connections restored from the
+   * keepers' copies and the peers first: this appliance may be coming back to VIPs whose
+   * connections another appliance carried meanwhile — and the others stay held.
    */
-  async start(): Promise<void> {
+  async start(takeOver?: (vip: string) => Promise<unknown>): Promise<void> {
     const held = await this.addressing.settle([...this.vips.values()]);
     const modes = this.engine.modeTable();
     for (const vip of this.vips.values()) {
+      if (takeOver) {
+        if (held.has(vip.name)) await takeOver(vip.name);
+        continue;
+      }
       const want = held.has(vip.name) ? 'normal' : 'absent';
       if ((modes.get(vip.name) ?? 'absent') !== want) await this.engine.setMode(vip.name, want);
     }

@@ -231,6 +231,7 @@ export class Failover {
   async stop(): Promise<void> {
     if (this.armTimer) clearInterval(this.armTimer);
     await this.arming;
+    this.takeover.stop();
     this.replicator.stop();
     for (const c of this.clients) c.close();
   }

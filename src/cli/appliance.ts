@@ -13,7 +13,7 @@ import { AGENT_ROLES, agentRoutes, peerClients } from '../appliance/agent.js';
 import { DirectAddressing, VrrpAddressing } from '../appliance/addressing.js';
 import { Announcer } from '../appliance/announce.js';
 import { Appliance } from '../appliance/appliance.js';
-import { loadApplianceConfig } from '../config/appliance.js';
+import { failoverWarnings, loadApplianceConfig } from '../config/appliance.js';
 import { NatEngine } from '../nat/engine.js';
 import { registerApplianceMetrics } from '../appliance/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
@@ -47,8 +47,12 @@ export async function appliance(args: string[]): Promise<number> {
   const hooks = new Hooks(config.notify, logger.child({ part: 'hooks' }), metrics);
   hooks.attach(events);
 
+  const { standby } = config.failover;
+  for (const warning of failoverWarnings(config)) logger.warn({ config: values.config }, warning);
   const engine = new NatEngine();
-  await engine.start(config);
+  // A standby holds every VIP from the start: one becomes `normal` here only by a takeover
+  // (its connections restored first) or a migration's step 4, never with an empty table.
+  await engine.start(config, standby ? new Map(config.vips.map((v) => [v.name, 'migrating' as const])) : undefined);
   // 4,000 creates per sendmsg (~800 KB): a migration's import of 100,000 entries makes 25
   // round trips through this busy event loop instead of 100.
   const conntrack = new Conntrack({ batchRecords: 4000 });
@@ -76,7 +80,7 @@ export async function appliance(args: string[]): Promise<number> {
       process.kill(process.pid, 'SIGTERM');
     });
   }
-  await box.start();
+  await box.start(standby ? (vip) => failover.takeover.becameMaster(vip) : undefined);
   await failover.start();
 
   const peerClient = peerClients(config.failover.peers, credentials);

@@ -101,7 +101,7 @@ const failoverSchema = z.strictObject({
    * answers one with a reset) and take a VIP over from the copies when its VRRP instance
    * becomes master here without a migration.
    */
-  standby: z.boolean({ error: 'expected true or false' }).default(false),
+  standby: z.boolean({ error: 'expected true or false' }).default(true),
   /** Per keeper, for a VIP's copies. */
   fetchTimeout: bounded('a fetch timeout', 'ms', 100, 60_000).default(3000),
   /**
@@ -258,6 +258,20 @@ export function parseApplianceConfig(text: string, fileName: string): ApplianceC
 
 export function loadApplianceConfig(path: string): Promise<ApplianceConfig> {
   return loadConfigFile(path, applianceSchema);
+}
+
+/**
+ * What an appliance warns about at start when its configuration leaves failover weaker than
+ * the default: standby turned off, or nowhere to restore connections from.
+ */
+export function failoverWarnings(config: ApplianceConfig): string[] {
+  if (!config.failover.standby) {
+    return ["failover.standby is off: this appliance takes over no VIP from the keepers' copies, so a power loss of a VIP's owner resets every one of its connections"];
+  }
+  if (config.keepers.length === 0 || !config.replication.enabled) {
+    return ['failover.standby is on without keepers (or with replication off): a takeover restores only what a peer still answers with'];
+  }
+  return [];
 }
 
 /** The `first-last` of a fullnat VIP's snatPorts. */

@@ -430,14 +430,20 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
 
 const modeStyle = (mode: string) => (mode === 'normal' ? 'ok' : mode === 'migrating' ? 'warn' : mode === 'unknown' ? 'bad' : 'dim');
 
-/** Each appliance's mode table (patent figs. 7, 8): the VIPs it has, normal or migrating; absent VIPs are not in it. */
+/**
+ * Each appliance's mode table (patent figs. 7, 8): the VIPs it has, normal or migrating; absent
+ * VIPs are not in it. A VIP held `migrating` with no migration to or from this appliance is a
+ * standby's (failover.standby, the default): shown as `standby`, not as a migration.
+ */
 function modesView(data: ConsoleData, ui: Ui, width: number): Line[] {
   const site = siteOf(data);
   if (!site) return [plain('no status from the controller yet')];
   const lines: Line[] = [];
-  const columns: Column<VipStatus>[] = [
+  const running = site.migrations.filter((m) => m.state === 'running');
+  type Row = VipStatus & { shown: string };
+  const columns: Column<Row>[] = [
     { title: '  VIP', width: 10, value: (v) => `  ${v.name}` },
-    { title: 'MODE', width: 9, value: (v) => v.mode, style: (v) => modeStyle(v.mode) },
+    { title: 'MODE', width: 9, value: (v) => v.shown, style: (v) => modeStyle(v.shown) },
     { title: 'ENTRIES', width: 8, align: 'right', value: (v) => count(v.entries) },
     { title: 'HELD NOW', width: 8, align: 'right', value: (v) => count(v.held), style: (v) => (v.held > 0 ? 'warn' : undefined) },
     { title: 'RELEASED', width: 8, align: 'right', value: (v) => count(v.released) },
@@ -454,7 +460,10 @@ function modesView(data: ConsoleData, ui: Ui, width: number): Line[] {
       lines.push([seg(title, 'head'), seg(`  unreachable: ${a.error ?? ''}`, 'bad')]);
       return;
     }
-    const present = a.vips.filter((v) => v.mode !== 'absent');
+    const inMigration = (vip: string) => running.some((m) => m.vip === vip && (m.from === a.name || m.to === a.name));
+    const present = a.vips
+      .filter((v) => v.mode !== 'absent')
+      .map((v): Row => ({ ...v, shown: v.mode === 'migrating' && !inMigration(v.name) ? 'standby' : v.mode }));
     lines.push([seg(title, 'head'), seg(`  ${present.length} VIP${present.length === 1 ? '' : 's'}`, 'dim')]);
     if (present.length === 0) lines.push(plain('  (empty: no VIP is this appliance\'s)'));
     else lines.push(...table(columns, present, width));

@@ -275,6 +275,8 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
     vrrp: vrrpFor(site, appliance, ifname('ext'), ifname('int')),
     // Replication (on by default) pushes copies to the keeper of each connection's server.
     keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, server: addressOn(site, s.name, 'int'), api: apiUrl(site.apis.keepers[s.name]!) })),
+    // Failover from the keepers' copies is the default (standby): not set here, so the lab
+    // and `make demo` run what an operator gets.
     failover: {
       peers: hostsOf(site, 'appliance')
         .filter((a) => a.name !== appliance)

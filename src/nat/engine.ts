@@ -81,17 +81,22 @@ export class NatEngine {
     return this.method;
   }
 
-  /** Sysctls, the hold queue, then the ruleset with the VIPs this appliance owns `normal`. */
-  async start(config: ApplianceConfig): Promise<void> {
+  /**
+   * Sysctls, the hold queue, then the ruleset with the VIPs in their first modes: by default
+   * those this appliance owns `normal`; a standby starts with every VIP held instead.
+   */
+  async start(config: ApplianceConfig, initialModes?: Map<string, VipMode>): Promise<void> {
     if (this.config) throw new Error('the NAT engine is already started');
     await applySysctls();
     const method: HoldMethod =
       config.hold.policy === 'drop' ? 'drop' : (this.options.holdMethod ?? ((await nftHasQueue(this.runner)) ? 'nft-queue' : 'iptables-queue'));
-    const modes = new Map<string, VipMode>(config.vips.filter((v) => v.owner === config.appliance).map((v) => [v.name, 'normal']));
+    const modes = new Map<string, VipMode>(initialModes ?? config.vips.filter((v) => v.owner === config.appliance).map((v) => [v.name, 'normal']));
     let hold: HoldQueue | undefined;
     try {
       if (method !== 'drop') {
         hold = new HoldQueue({ queueNumber: config.hold.queueNumber, queueLength: config.hold.queueLength, vips: config.vips });
+        // Held from the first packet: a VIP that starts `migrating` is held like one put there later.
+        for (const [name, mode] of modes) if (mode === 'migrating') hold.hold(name);
         await hold.open();
       }
       if (method === 'iptables-queue') await ensureHoldQueueRule(HOLD_MARK, config.hold.queueNumber);

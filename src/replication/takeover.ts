@@ -75,9 +75,14 @@ export class Takeover {
   private readonly running = new Map<string, Promise<TakeoverReport>>();
   private readonly done: TakeoverReport[] = [];
   private readonly settings: ApplianceConfig['failover'];
+  /** Entries of VIPs given up, deleted after `deleteGraceMs`. */
+  private readonly deletions = new Map<string, NodeJS.Timeout>();
+  private readonly deleteGraceMs: number;
 
   constructor(private readonly options: TakeoverOptions) {
     this.settings = options.config.failover;
+    // Long past the new master's ask to its peers (peerTimeout) and its keepers' answers.
+    this.deleteGraceMs = Math.max(2000, 4 * this.settings.peerTimeout);
   }
 
   /** The VIPs not `normal` or `migrating` here become `migrating` (held), if this appliance is a standby. */
@@ -110,14 +115,33 @@ export class Takeover {
 
   /**
    * Another appliance became master for `vip`: it serves the VIP's connections from now on.
-   * Hold the VIP again (standby) and delete our entries of it, stale from now on.
+   * Hold the VIP again (standby) at once; delete our entries of it, stale from now on, only
+   * once the new master has had the time to read them from us (its takeover asks its peers
+   * first: a preempting owner coming back finds the freshest entries here).
    */
   async becameBackup(vip: string): Promise<void> {
     await this.running.get(vip)?.catch(() => undefined);
     if (this.options.modes().get(vip) !== 'normal') return;
     await this.options.appliance.prepare(vip);
-    await this.options.appliance.deleteEntries(vip);
-    this.options.logger.warn({ vip }, 'another appliance is master for the VIP: held again, entries deleted');
+    this.options.logger.warn({ vip, deleteInMs: this.deleteGraceMs }, 'another appliance is master for the VIP: held again');
+    clearTimeout(this.deletions.get(vip));
+    const timer = setTimeout(() => {
+      this.deletions.delete(vip);
+      // Master here again meanwhile: the entries are live again.
+      if (this.options.modes().get(vip) !== 'migrating' || this.running.has(vip)) return;
+      this.options.appliance.deleteEntries(vip).then(
+        () => this.options.logger.info({ vip }, 'stale entries of a VIP another appliance serves deleted'),
+        (err: Error) => this.options.logger.error({ vip, err: err.message }, 'deleting stale entries failed'),
+      );
+    }, this.deleteGraceMs);
+    timer.unref();
+    this.deletions.set(vip, timer);
+  }
+
+  /** Cancels pending deletions (the process stops). */
+  stop(): void {
+    for (const timer of this.deletions.values()) clearTimeout(timer);
+    this.deletions.clear();
   }
 
   private async run(name: string): Promise<TakeoverReport> {

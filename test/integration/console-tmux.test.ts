@@ -84,7 +84,8 @@ describe('vipshift console under tmux, in the lab', () => {
         expect(up.active).toBe(40);
         tmux('new-session', '-d', '-s', session, '-x', '100', '-y', '40', '-e', 'LANG=C.UTF-8', '-e', 'NCURSES_NO_UTF8_ACS=1', '-e', 'TERM=xterm-256color', `${process.execPath} ${CLI} console --lab ${lab.name}`);
         let screen = await until(session, 'the site with vip1 on lb1', (c) => /controller ok/.test(c) && /vip1 +normal/.test(modeTable(c, 'lb1')));
-        expect(modeTable(screen, 'lb2')).not.toMatch(/vip1/);
+        // lb2 holds vip1 as its standby (the default), no migration running.
+        expect(modeTable(screen, 'lb2')).toMatch(/vip1 +standby/);
 
         // m: migrate the chosen VIP (vip1), the proposed target is lb2; enter, then confirm.
         tmux('send-keys', '-t', session, 'm');
@@ -100,10 +101,10 @@ describe('vipshift console under tmux, in the lab', () => {
           if (step) seen.push(`${step} ${/(\d[\d,]*)\/[\d,]+ entries/.exec(c)?.[1]}`);
           return /Migration vip1 lb1 -> lb2 +running/.test(c) && /vip1 +migrating/.test(modeTable(c, 'lb2'));
         });
-        screen = await until(session, 'vip1 normal on lb2 and gone from lb1', (c) => {
+        screen = await until(session, 'vip1 normal on lb2 and lb1 its standby', (c) => {
           const step = /\[>\] (\d) /.exec(c)?.[1];
           if (step) seen.push(`${step} ${/(\d[\d,]*)\/[\d,]+ entries/.exec(c)?.[1]}`);
-          return /vip1 +normal/.test(modeTable(c, 'lb2')) && !/vip1/.test(modeTable(c, 'lb1'));
+          return /vip1 +normal/.test(modeTable(c, 'lb2')) && /vip1 +standby/.test(modeTable(c, 'lb1'));
         });
         // Progress advanced: more than one distinct step / count was on screen.
         expect(new Set(seen).size, JSON.stringify(seen) + screen).toBeGreaterThan(1);
@@ -169,9 +170,10 @@ describe('vipshift console under tmux, in the lab', () => {
       expect(m.get('vipshift_vip_bytes_total{appliance="lb2",vip="vip1"}')!).toBeGreaterThan(0);
       expect(m.get('vipshift_hold_released_total{appliance="lb2",vip="vip1"}')!).toBeGreaterThanOrEqual(0);
       expect(m.get('vipshift_vip_mode{appliance="lb2",vip="vip1",mode="normal"}')).toBe(1);
-      expect(m.get('vipshift_vip_mode{appliance="lb1",vip="vip1",mode="absent"}')).toBeUndefined(); // lb1's metrics are lb1's
+      expect(m.get('vipshift_vip_mode{appliance="lb1",vip="vip1",mode="migrating"}')).toBeUndefined(); // lb1's metrics are lb1's
       const lb1 = await metrics(lab, 'http://192.0.2.11:8441');
-      expect(lb1.get('vipshift_vip_mode{appliance="lb1",vip="vip1",mode="absent"}')).toBe(1);
+      // lb1 holds vip1 as its standby (the default).
+      expect(lb1.get('vipshift_vip_mode{appliance="lb1",vip="vip1",mode="migrating"}')).toBe(1);
       expect(lb1.get('vipshift_vip_entries{appliance="lb1",vip="vip1"}')).toBe(0);
       // The restarted controller has not seen a migration; its metrics are served all the same.
       const ctl = await metrics(lab, 'http://192.0.2.2:8440');

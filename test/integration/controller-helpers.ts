@@ -62,12 +62,15 @@ export const api = (lab: Lab) =>
   controllerClient({ controller: `unix:${path.join(lab.site.stateDir, 'controller.sock')}`, credentials: credentialsDir(lab.site) });
 export const siteStatus = (lab: Lab) => api(lab).get<SiteStatus>('/v1/status');
 
-/** Appliances that have the VIP in their mode table, with the mode. */
+/**
+ * Appliances that serve the VIP (`normal` in their mode table), with the mode. The others
+ * hold it `migrating` as its standby (the default) and are left out.
+ */
 export function modesOf(site: SiteStatus, vip: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const a of site.appliances) {
     const v = a.vips.find((x) => x.name === vip);
-    if (v && v.mode !== 'absent') out[a.name] = v.mode;
+    if (v && v.mode === 'normal') out[a.name] = v.mode;
   }
   return out;
 }

@@ -48,6 +48,32 @@ function expectIntact(s: TrafficSummary, connections: number): void {
 }
 
 describe('failover from table copies (power loss of lb1)', () => {
+  it('the default lab (no setting changed): every connection of vip1 (dnat) and vip4 (fullnat) lives through lb1\'s power loss', async () => {
+    await withLab({ prefix: 'vtrepd' }, async (lab) => {
+      // A cold start on the defaults: each VIP normal on its owner, held by the other appliance.
+      const before = await Promise.all([agentStatus(lab.site, 'lb1'), agentStatus(lab.site, 'lb2')]);
+      for (const s of before) expect(s.failover.standby).toBe(true);
+      for (const vip of lab.site.vips) {
+        expect(before.map((s) => modeOn(s, vip.name)).sort()).toEqual(['migrating', 'normal']);
+        expect(modeOn(before[vip.owner === 'lb1' ? 0 : 1]!, vip.name)).toBe('normal');
+      }
+      const dnat = echo(lab, VIP1, 300);
+      const fullnat = echo(lab, VIP4, 300);
+      await Promise.all([dnat.established, fullnat.established]);
+      await waitFor('copies of all 600 connections on the keepers', async () => {
+        const ks = await Promise.all(['srv1', 'srv2', 'srv3'].map((s) => keeperStatus(lab.site, s)));
+        return copiesOf(ks[0]!, 'vip1') === 300 && ks.reduce((n, k) => n + copiesOf(k, 'vip4'), 0) === 300;
+      }, 15_000);
+
+      const lb2 = await failOver(lab, ['vip1', 'vip4']);
+      await sleep(2000);
+      const [s1, s4] = await Promise.all([dnat.stop(), fullnat.stop()]);
+      expectIntact(s1, 300);
+      expectIntact(s4, 300);
+      for (const vip of ['vip1', 'vip4']) expect(lb2.vips.find((v) => v.name === vip)?.rejected).toBe(0);
+    });
+  }, 240_000);
+
   it('every connection of vip1 (dnat) and vip4 (fullnat) older than the replication interval survives byte-exact', async () => {
     await withLab({ prefix: 'vtrep', configure: failoverLab({ sockdiag: false }) }, async (lab) => {
       const dnat = echo(lab, VIP1, 500);
@@ -101,7 +127,7 @@ describe('failover from table copies (power loss of lb1)', () => {
     });
   }, 240_000);
 
-  it('with standbys armed, a planned migration is not taken for a failover, and the source becomes the standby', async () => {
+  it('with standbys armed (the default), a planned migration is not taken for a failover, and the source becomes the standby', async () => {
     await withLab({ prefix: 'vtrep', configure: failoverLab({}) }, async (lab) => {
       const dnat = echo(lab, VIP1, 300);
       await dnat.established;

@@ -1,6 +1,7 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { KEY_SIZE, decodeBatch, encodeBatch, readKey } from '../../src/keeper/batch.js';
-import { parseApplianceConfig } from '../../src/config/appliance.js';
+import { failoverWarnings, parseApplianceConfig } from '../../src/config/appliance.js';
 import { IPPROTO_TCP, IPS_DST_NAT, TCP_CONNTRACK_ESTABLISHED, type ConntrackEntry } from '../../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, readRecord, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { Backlog, recordKey } from '../../src/replication/backlog.js';
@@ -136,11 +137,30 @@ api: { listen: "192.0.2.11:8441" }
 interfaces: { external: ext0, internal: int0 }
 vips: []
 `;
-  it('defaults: replication on with 50 ms / 1000-entry batches, no standby', () => {
+  it('defaults: replication on with 50 ms / 1000-entry batches, failover from the copies on (standby)', () => {
     const c = parseApplianceConfig(base, 'lb1.yaml');
     expect(c.keepers).toEqual([]);
     expect(c.replication).toMatchObject({ enabled: true, batchInterval: 50, batchEntries: 1000, refreshInterval: 60 });
-    expect(c.failover).toMatchObject({ standby: false, peers: [], peerTimeout: 50 });
+    expect(c.failover).toMatchObject({ standby: true, peers: [], peerTimeout: 50 });
+    // Also when the section is there without the key.
+    expect(parseApplianceConfig(`${base}failover: { peerTimeout: 20 }\n`, 'lb1.yaml').failover.standby).toBe(true);
+    expect(parseApplianceConfig(`${base}failover: { standby: false }\n`, 'lb1.yaml').failover.standby).toBe(false);
+  });
+
+  it('warns when failover is turned off or has no copies to restore from, not on the defaults', () => {
+    const keepers = 'keepers: [{ name: srv1, server: 198.18.0.101, api: "http://192.0.2.21:8442" }]\n';
+    expect(failoverWarnings(parseApplianceConfig(`${base}${keepers}`, 'lb1.yaml'))).toEqual([]);
+    expect(failoverWarnings(parseApplianceConfig(`${base}${keepers}failover: { standby: false }\n`, 'lb1.yaml'))[0]).toMatch(/standby is off.*resets every one/);
+    expect(failoverWarnings(parseApplianceConfig(base, 'lb1.yaml'))[0]).toMatch(/without keepers/);
+    expect(failoverWarnings(parseApplianceConfig(`${base}${keepers}replication: { enabled: false }\n`, 'lb1.yaml'))[0]).toMatch(/replication off/);
+  });
+
+  it('the image\'s example configuration parses, with failover from the copies on', () => {
+    const file = 'firmware/config/appliance.example.yaml';
+    const c = parseApplianceConfig(readFileSync(file, 'utf8'), file);
+    expect(c.failover.standby).toBe(true);
+    expect(c.keepers.length).toBeGreaterThan(0);
+    expect(c.vrrp?.syncGroups.length).toBeGreaterThan(0);
   });
 
   it('names file, line and field of a wrong keeper or setting', () => {

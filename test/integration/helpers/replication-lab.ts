@@ -91,14 +91,13 @@ export async function waitFor(what: string, check: () => Promise<boolean>, timeo
   }
 }
 
-/** Configuration changes: lb2 (or every appliance) backs the other up; replication settings; keepers' sockdiag. */
+/** Configuration changes on top of the lab's (whose appliances are standbys by default): replication settings, hold, keepers' sockdiag. */
 export function failoverLab(options: { replication?: Partial<NonNullable<ApplianceConfigInput['replication']>>; sockdiag?: boolean; hold?: ApplianceConfigInput['hold'] }) {
   return {
     appliance: (_name: string, c: ApplianceConfigInput): ApplianceConfigInput => ({
       ...c,
       ...(options.hold ? { hold: options.hold } : {}),
       replication: { ...c.replication, ...options.replication },
-      failover: { ...c.failover, standby: true },
     }),
     keeper: (_name: string, c: KeeperConfig): KeeperConfig => ({ ...c, sockdiag: options.sockdiag ?? false }),
   };
