@@ -168,3 +168,10 @@ test-bfd: build
 
 bench-bfd: build
 	npx tsx bench/bfd.ts
+# health — backends' health checks (src/health)
+.PHONY: test-health bench-health-checks
+test-health: build
+	npx vitest run test/unit/config-check.test.ts test/unit/health-state.test.ts test/unit/health-monitor.test.ts test/unit/health-checkers.test.ts
+
+bench-health-checks: build
+	npx tsx bench/health-checks.ts
