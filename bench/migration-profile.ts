@@ -187,7 +187,7 @@ async function modeChange() {
       appliance: 'lb1',
       api: { listen: '192.0.2.11:8441' },
       interfaces: { external: 'ext0', internal: 'int0' },
-      vips: [{ name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' }],
+      vips: [{ name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', backends: [{ address: '198.18.0.101' }], owner: 'lb1' }],
     }),
     'bench.json',
   );

@@ -5,15 +5,20 @@
  */
 import type { Readable } from 'node:stream';
 import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
-import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader, selectRecords, worthMoving } from '../netlink/entry-record.js';
+import { RECORD_SIZE, R_SERVER_ADDR, R_SERVER_PORT, RecordStreamReader, encodeStreamHeader, readRecord, selectRecords, worthMoving } from '../netlink/entry-record.js';
 import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
 import type { AccessTableMirror, MirrorStatus } from '../nat/access-table-mirror.js';
 import type { VipAddressing } from './addressing.js';
 import { EntryCounts } from '../nat/entry-counts.js';
-import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
-import type { NatEngine, VipCounters } from '../nat/engine.js';
+import { backendKey, findBackend, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
+import type { BackendStatus, NatEngine, VipCounters } from '../nat/engine.js';
 import type { VipMode } from '../nat/ruleset.js';
+
+export interface BackendView extends BackendStatus {
+  /** Live access-table entries to this backend on this appliance. */
+  connections: number;
+}
 
 export interface VipStatus extends VipCounters {
   name: string;
@@ -21,6 +26,7 @@ export interface VipStatus extends VipCounters {
   mode: VipMode | 'absent';
   /** Live access-table entries of the VIP on this appliance. */
   entries: number;
+  backends: BackendView[];
 }
 
 export interface ApplianceStatus {
@@ -50,8 +56,22 @@ export interface ApplianceParts {
   mirror?: AccessTableMirror;
 }
 
+/** A backend named by a request (a health check, the CLI) that the VIP does not have. */
+export class UnknownBackendError extends Error {
+  constructor(
+    readonly vip: string,
+    readonly backend: string,
+  ) {
+    super(`VIP ${vip} has no backend ${backend}`);
+  }
+}
+
+/** Per-backend connection counts are read at most this often (each reads the VIP's entries). */
+const CONNECTIONS_TTL_MS = 1000;
+
 export class Appliance {
   private readonly vips: Map<string, VipConfig>;
+  private readonly connections = new Map<string, { at: number; counts: Promise<Map<string, number>> }>();
   private readonly mirror: AccessTableMirror | undefined;
   private readonly counts: EntryCounts;
 
@@ -99,12 +119,14 @@ export class Appliance {
     const counters = await this.engine.allCounters();
     const vips: VipStatus[] = [];
     for (const vip of this.vips.values()) {
+      const connections = await this.backendConnections(vip);
       vips.push({
         name: vip.name,
         address: vip.address,
         mode: modes.get(vip.name) ?? 'absent',
         entries: this.mirror?.count(vip.id) ?? (await this.counts.get(vip.id)),
         ...counters.get(vip.name)!,
+        backends: this.engine.backends(vip.name).map((b) => ({ ...b, connections: connections.get(backendKey(b)) ?? 0 })),
       });
     }
     const bfd = this.parts.bfdState?.();
@@ -115,6 +137,65 @@ export class Appliance {
       ...(bfd ? { bfd } : {}),
       ...(this.mirror ? { mirror: this.mirror.status() } : {}),
     };
+  }
+
+  /**
+   * What a backend's health check says, applied to the VIP's pool as one nft transaction
+   * (only the slots that change hands). A backend going down under `onDown: reset` also
+   * loses its live connections' entries, so each client's next packet gets a reset.
+   * `backend.port` names a backend configured with that port, or one without a port (it
+   * serves the VIP's ports) when it is one of the VIP's ports.
+   */
+  async setBackendHealth(name: string, backend: { address: string; port: number }, up: boolean, reason: string): Promise<void> {
+    const vip = this.vip(name);
+    const b = findBackend(vip, backend.address, backend.port);
+    if (!b) throw new UnknownBackendError(name, `${backend.address}:${backend.port}`);
+    const { state } = await this.engine.setBackendHealth(name, backendKey(b), { up, reason });
+    if (state === 'down' && vip.onDown === 'reset') await this.resetConnections(vip, b);
+  }
+
+  /** Deletes the entries of `vip`'s connections to backend `b`: their clients learn at once. */
+  private async resetConnections(vip: VipConfig, b: VipConfig['backends'][number]): Promise<number> {
+    const doomed: { src: string; dst: string; sport: number; dport: number; proto: number }[] = [];
+    await this.readRecords(vip.id, (chunk) => {
+      for (let o = 0; o + RECORD_SIZE <= chunk.length; o += RECORD_SIZE) {
+        const r = readRecord(chunk, o);
+        if (r.server.address === b.address && (b.port === undefined ? vip.ports.includes(r.server.port) : r.server.port === b.port)) {
+          doomed.push({ src: r.client.address, dst: r.vip.address, sport: r.client.port, dport: r.vip.port, proto: r.proto });
+        }
+      }
+    });
+    let deleted = 0;
+    for (const tuple of doomed) if (await this.conntrack.delete(tuple)) deleted++;
+    this.counts.invalidate();
+    this.connections.delete(vip.name);
+    return deleted;
+  }
+
+  /** Live entries per backend (backendKey) of a VIP, read at most once a second. */
+  private backendConnections(vip: VipConfig): Promise<Map<string, number>> {
+    const cached = this.connections.get(vip.name);
+    if (cached && performance.now() - cached.at < CONNECTIONS_TTL_MS) return cached.counts;
+    const counts = (async () => {
+      // Keyed by the server's address and port as numbers: a status may count 100,000 entries.
+      const byServer = new Map<number, number>();
+      await this.readRecords(vip.id, (chunk) => {
+        for (let o = 0; o + RECORD_SIZE <= chunk.length; o += RECORD_SIZE) {
+          const at = chunk.readUInt32BE(o + R_SERVER_ADDR) * 65536 + chunk.readUInt16BE(o + R_SERVER_PORT);
+          byServer.set(at, (byServer.get(at) ?? 0) + 1);
+        }
+      });
+      const out = new Map<string, number>();
+      for (const b of vip.backends) {
+        const address = b.address.split('.').reduce((n, x) => n * 256 + Number(x), 0);
+        const ports = b.port === undefined ? vip.ports : [b.port];
+        out.set(backendKey(b), ports.reduce((n, p) => n + (byServer.get(address * 65536 + p) ?? 0), 0));
+      }
+      return out;
+    })();
+    this.connections.set(vip.name, { at: performance.now(), counts });
+    counts.catch(() => this.connections.delete(vip.name));
+    return counts;
   }
 
   // Step 1 (target).

@@ -4,9 +4,10 @@
  * JSON is parsed by the YAML parser too (JSON is YAML 1.2), so both keep their line numbers.
  */
 import { z } from 'zod';
-import { loadConfigFile, parseConfigText } from './load.js';
+import { loadConfigFile, parseConfigText, type ParseOptions, type RenamedField } from './load.js';
 import { vrrpConfigSchema } from './vrrp.js';
 import { notifySchema } from './hooks.js';
+import { checkOverrideSchema, checkSchema } from './check.js';
 
 /** A zod message that says "is required" when the field is missing, `text` otherwise. */
 const says =
@@ -24,15 +25,36 @@ const name = z
   .string({ error: says('expected a name') })
   .regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, { error: 'expected a name of letters, digits, - and _ (1-32, starting with a letter)' });
 
-const serverSchema = z.strictObject({
+/** Weights in 0..256, IPVS's range cut to what a slot table can share out; 0 drains. */
+export const MAX_WEIGHT = 256;
+/** A VIP's pool has at most this many backends (each keeps ≥ 16 of a Maglev table's 4,093 slots). */
+export const MAX_BACKENDS = 256;
+
+const weight = z
+  .number({ error: says('expected a weight') })
+  .int({ error: 'expected a whole weight' })
+  .min(0, { error: `expected a weight in 0..${MAX_WEIGHT} (0 drains)` })
+  .max(MAX_WEIGHT, { error: `expected a weight in 0..${MAX_WEIGHT} (0 drains)` });
+
+/**
+ * A backend: a server's address and the port its service listens on (default: the port the
+ * client asked for on the VIP, so a VIP of several ports maps each to itself). Weight 0
+ * drains it: no new connection, live ones stay until they end.
+ */
+export const backendSchema = z.strictObject({
   address: ipv4,
-  weight: z
-    .number({ error: says('expected a weight') })
-    .int({ error: 'expected a whole weight' })
-    .min(1, { error: 'expected a weight in 1..100' })
-    .max(100, { error: 'expected a weight in 1..100' })
-    .default(1),
+  port: port.optional(),
+  weight: weight.default(1),
+  /** Overrides of the VIP's health check for this backend (src/config/check.ts). */
+  check: checkOverrideSchema.optional(),
 });
+
+/** Where new connections go while every backend is down (instead of a reset). */
+const sorryServerSchema = z.strictObject({ address: ipv4, port: port.optional() });
+
+/** The schedulers: weighted round robin, source hash (hash mod pool), Maglev consistent hashing. */
+export const SCHEDULERS = ['roundrobin', 'sourcehash', 'maglev'] as const;
+export type Scheduler = (typeof SCHEDULERS)[number];
 
 export const vipSchema = z.strictObject({
   name,
@@ -52,8 +74,19 @@ export const vipSchema = z.strictObject({
   protocol: z.enum(['tcp', 'udp'], { error: says("expected 'tcp' or 'udp'") }).default('tcp'),
   ports: z.array(port, { error: says('expected a list of ports') }).min(1, { error: 'expected at least one port' }),
   mode: z.enum(['dnat', 'fullnat'], { error: says("expected 'dnat' or 'fullnat'") }),
-  servers: z.array(serverSchema, { error: says('expected a list of servers') }),
-  scheduler: z.enum(['roundrobin', 'sourcehash'], { error: says("expected 'roundrobin' or 'sourcehash'") }).optional(),
+  backends: z
+    .array(backendSchema, { error: says('expected a list of backends') })
+    .max(MAX_BACKENDS, { error: `expected at most ${MAX_BACKENDS} backends` }),
+  /** Default roundrobin. */
+  scheduler: z.enum(SCHEDULERS, { error: says("expected 'roundrobin', 'sourcehash' or 'maglev'") }).optional(),
+  sorryServer: sorryServerSchema.optional(),
+  /**
+   * What happens to a backend's live connections when its check says down: `keep` them (its
+   * server may only be slow), or `reset`: their entries are deleted, so each client's next
+   * packet is answered with a reset (keepalived's inhibit_on_failure off / IPVS's expire_nodest_conn).
+   */
+  onDown: z.enum(['keep', 'reset'], { error: says("expected 'keep' or 'reset'") }).default('keep'),
+  check: checkSchema.optional(),
   snatPorts: z
     .string({ error: says('expected a port range "first-last"') })
     .regex(/^\d{1,5}-\d{1,5}$/, { error: 'expected a port range "first-last"' })
@@ -223,17 +256,25 @@ const applianceSchema = z
         ports.add(p);
         dup(services, `${vip.address}/${vip.protocol}/${p}`, at('ports', j), `${vip.protocol} port ${p} of ${vip.address}`);
       });
+      if (vip.backends.length === 0 && !vip.sorryServer) ctx.addIssue({ code: 'custom', path: at('backends'), message: 'a VIP has at least one backend (weight 0 drains one) or a sorryServer' });
+      const backends = new Map<string, number>();
+      vip.backends.forEach((b, j) => {
+        const key = backendKey(b);
+        const first = backends.get(key);
+        if (first !== undefined) ctx.addIssue({ code: 'custom', path: at('backends', j, 'address'), message: `backend ${key} already listed as backends[${first}]` });
+        else backends.set(key, j);
+      });
       if (vip.mode === 'dnat') {
-        if (vip.servers.length !== 1) {
-          ctx.addIssue({ code: 'custom', path: at('servers'), message: `a dnat VIP has exactly one server, found ${vip.servers.length}` });
-        }
-        // A dnat server routes its replies through its VIP's inside address (its gateway), so
+        // A dnat backend routes its replies through its VIP's inside address (its gateway), so
         // it serves one dnat VIP; the hold also recognises its replies by their source.
-        for (const [j, s] of vip.servers.entries()) dup(dnatServers, s.address, at('servers', j, 'address'), `dnat server ${s.address}`);
-        if (vip.scheduler !== undefined) ctx.addIssue({ code: 'custom', path: at('scheduler'), message: 'only fullnat VIPs have a scheduler' });
+        const own = new Set<string>();
+        for (const [j, b] of vip.backends.entries()) {
+          if (own.has(b.address)) continue;
+          own.add(b.address);
+          dup(dnatServers, b.address, at('backends', j, 'address'), `dnat backend ${b.address}`);
+        }
         if (vip.snatPorts !== undefined) ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'only fullnat VIPs have snatPorts' });
       } else {
-        if (vip.servers.length < 1) ctx.addIssue({ code: 'custom', path: at('servers'), message: 'a fullnat VIP has at least one server' });
         if (vip.snatPorts === undefined) {
           ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'is required for a fullnat VIP (e.g. "20000-29999")' });
         } else {
@@ -250,14 +291,41 @@ export type ApplianceConfig = z.infer<typeof applianceSchema>;
 /** A configuration as written in a file, before defaults are applied. */
 export type ApplianceConfigInput = z.input<typeof applianceSchema>;
 export type VipConfig = ApplianceConfig['vips'][number];
-export type ServerConfig = VipConfig['servers'][number];
+export type BackendConfig = VipConfig['backends'][number];
 
-export function parseApplianceConfig(text: string, fileName: string): ApplianceConfig {
-  return parseConfigText(text, fileName, applianceSchema);
+/** `servers` was the name of a VIP's backends before they had ports and states. */
+export const VIP_RENAMES: readonly RenamedField[] = [{ at: ['vips', '*'], from: 'servers', to: 'backends' }];
+
+export function parseApplianceConfig(text: string, fileName: string, options: Pick<ParseOptions, 'warn'> = {}): ApplianceConfig {
+  return parseConfigText(text, fileName, applianceSchema, { ...options, renamed: VIP_RENAMES });
 }
 
-export function loadApplianceConfig(path: string): Promise<ApplianceConfig> {
-  return loadConfigFile(path, applianceSchema);
+export function loadApplianceConfig(path: string, options: Pick<ParseOptions, 'warn'> = {}): Promise<ApplianceConfig> {
+  return loadConfigFile(path, applianceSchema, { ...options, renamed: VIP_RENAMES });
+}
+
+/** How a backend is named (CLI, API, logs): `ADDRESS` or `ADDRESS:PORT` as configured. */
+export function backendKey(b: { address: string; port?: number | undefined }): string {
+  return b.port === undefined ? b.address : `${b.address}:${b.port}`;
+}
+
+/** The port a backend serves a VIP port on: its own, or the same port. */
+export function backendPort(b: { port?: number | undefined }, vipPort: number): number {
+  return b.port ?? vipPort;
+}
+
+/**
+ * The backend of `vip` named by an address and a port: the one configured with that port,
+ * else the one without a port (it serves every port of the VIP) when `port` is one of them
+ * or not given.
+ */
+export function findBackend(vip: VipConfig, address: string, port?: number): BackendConfig | undefined {
+  const same = vip.backends.filter((b) => b.address === address);
+  return (
+    same.find((b) => b.port !== undefined && b.port === port) ??
+    same.find((b) => b.port === undefined && (port === undefined || vip.ports.includes(port))) ??
+    (port === undefined && same.length === 1 ? same[0] : undefined)
+  );
 }
 
 /**

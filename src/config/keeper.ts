@@ -15,7 +15,7 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { ConfigError, parseConfigText } from './load.js';
-import { vipSchema } from './appliance.js';
+import { VIP_RENAMES, vipSchema } from './appliance.js';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 
 const keeperSchema = z
@@ -55,7 +55,7 @@ const keeperSchema = z
 export type KeeperConfig = z.infer<typeof keeperSchema>;
 
 export function parseKeeperConfig(text: string, fileName: string): KeeperConfig {
-  return parseConfigText(text, fileName, keeperSchema);
+  return parseConfigText(text, fileName, keeperSchema, { renamed: VIP_RENAMES });
 }
 
 export async function loadKeeperConfig(path: string): Promise<KeeperConfig> {

@@ -56,11 +56,40 @@ function lineOf(doc: Document, counter: LineCounter, path: readonly PropertyKey[
 }
 
 /**
+ * A field renamed in a release: still read under its old name `from` for a while, with a
+ * warning, wherever `at` matches (`'*'` stands for any list index or key).
+ */
+export interface RenamedField {
+  at: readonly (string | '*')[];
+  from: string;
+  to: string;
+}
+
+export interface ParseOptions {
+  renamed?: readonly RenamedField[];
+  /** Where warnings go (an old field name...); default: stderr as `file:line: warning: ...`. */
+  warn?: (warning: ConfigIssue) => void;
+}
+
+const warnOnStderr = (w: ConfigIssue): void => {
+  process.stderr.write(`${w.line === undefined ? w.file : `${w.file}:${w.line}`}: warning: ${w.path}: ${w.message}\n`);
+};
+
+/** The objects of `value` at `at` with their paths. */
+function objectsAt(value: unknown, at: readonly (string | '*')[], path: PropertyKey[] = []): { object: Record<string, unknown>; path: PropertyKey[] }[] {
+  if (value === null || typeof value !== 'object') return [];
+  if (at.length === 0) return Array.isArray(value) ? [] : [{ object: value as Record<string, unknown>, path }];
+  const [head, ...rest] = at;
+  const entries: [PropertyKey, unknown][] = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+  return entries.filter(([k]) => head === '*' || k === head).flatMap(([k, v]) => objectsAt(v, rest, [...path, k]));
+}
+
+/**
  * Parses YAML (or JSON, a subset) and validates it with `schema`; throws ConfigError
  * listing every issue with its file, line and field. Every configuration file of
  * vipshift is read through here.
  */
-export function parseConfigText<T>(text: string, fileName: string, schema: ZodType<T>): T {
+export function parseConfigText<T>(text: string, fileName: string, schema: ZodType<T>, options: ParseOptions = {}): T {
   const counter = new LineCounter();
   const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -68,26 +97,49 @@ export function parseConfigText<T>(text: string, fileName: string, schema: ZodTy
       doc.errors.map((e) => ({ file: fileName, line: counter.linePos(e.pos[0]).line, path: '', message: e.message.split('\n')[0] ?? e.message })),
     );
   }
-  const result = schema.safeParse(doc.toJS());
+  const input: unknown = doc.toJS();
+  const renameIssues: ConfigIssue[] = [];
+  /** Where a field was read under its old name: the document has that name there. */
+  const renamedAt: { path: PropertyKey[]; from: string }[] = [];
+  for (const r of options.renamed ?? []) {
+    for (const { object, path } of objectsAt(input, r.at)) {
+      if (!Object.hasOwn(object, r.from)) continue;
+      const at = [...path, r.from];
+      const line = lineOf(doc, counter, at);
+      const where = { file: fileName, ...(line === undefined ? {} : { line }), path: formatPath(at) };
+      if (Object.hasOwn(object, r.to)) {
+        renameIssues.push({ ...where, message: `'${r.from}' is the old name of '${r.to}': give only '${r.to}'` });
+        continue;
+      }
+      (options.warn ?? warnOnStderr)({ ...where, message: `'${r.from}' is now '${r.to}' (read as '${r.to}' for this release)` });
+      object[r.to] = object[r.from];
+      delete object[r.from];
+      renamedAt.push({ path: [...path, r.to], from: r.from });
+    }
+  }
+  if (renameIssues.length > 0) throw new ConfigError(renameIssues);
+  const result = schema.safeParse(input);
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue): ConfigIssue => {
     // An unknown key is reported on its parent; point at the key itself.
     const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
     const path = keys.length === 1 ? [...issue.path, keys[0] as string] : issue.path;
     const message = issue.code === 'unrecognized_keys' ? (keys.length === 1 ? 'unknown field' : `unknown fields ${keys.join(', ')}`) : issue.message;
-    const line = lineOf(doc, counter, path);
+    const renamed = renamedAt.find((r) => r.path.every((k, i) => path[i] === k));
+    const inDocument = renamed ? [...path.slice(0, renamed.path.length - 1), renamed.from, ...path.slice(renamed.path.length)] : path;
+    const line = lineOf(doc, counter, inDocument);
     return { file: fileName, ...(line === undefined ? {} : { line }), path: formatPath(path), message };
   });
   issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
   throw new ConfigError(issues);
 }
 
-export async function loadConfigFile<T>(path: string, schema: ZodType<T>): Promise<T> {
+export async function loadConfigFile<T>(path: string, schema: ZodType<T>, options: ParseOptions = {}): Promise<T> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
   } catch (e) {
     throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
   }
-  return parseConfigText(text, path, schema);
+  return parseConfigText(text, path, schema, options);
 }

@@ -252,7 +252,7 @@ export class Keeper {
     for (let o = 0; o < copies.length; o += RECORD_SIZE) {
       covered.add(connectionKey(bytesToIpv4(copies, o + R_CLIENT_ADDR), copies.readUInt16BE(o + R_CLIENT_PORT), copies.readUInt16BE(o + R_VIP_PORT)));
     }
-    const sockets = await this.options.socketTable!.tcpSockets(vip!.ports);
+    const sockets = await this.options.socketTable!.tcpSockets([...new Set(vip!.backends.flatMap((b) => vip!.ports.map((p) => b.port ?? p)))]);
     return { copies, rebuilt: rebuildRecords(vip!, sockets, this.insideAddresses, covered) };
   }
 

@@ -4,9 +4,11 @@
  * table (sockdiag.ts). What the server cannot see comes from the keeper's configuration: the
  * VIP's address (the client's destination; dnat keeps the port) and its id (the ct mark).
  *
- * A socket belongs to dnat VIP v when its local address is v's server, its local port one of
- * v's ports, and its peer is not an inside address (fullnat connections arrive from one, and
- * are not rebuildable: their client is hidden behind the SNAT).
+ * A socket belongs to dnat VIP v when its local address and port are those a backend of v
+ * serves one of v's ports on (the same port, or the backend's own), and its peer is not an
+ * inside address (fullnat connections arrive from one, and are not rebuildable: their client
+ * is hidden behind the SNAT). A backend port that serves several VIP ports does not say which
+ * one the client asked for: such sockets are not rebuilt.
  */
 import { IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, IPPROTO_TCP, IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_DST_NAT_DONE, IPS_SEEN_REPLY, IPS_SRC_NAT_DONE, TCP_CONNTRACK_ESTABLISHED } from '../netlink/ctnetlink.js';
 import { RECORD_SIZE, writeRecord } from '../netlink/entry-record.js';
@@ -33,7 +35,6 @@ export const connectionKey = (client: string, clientPort: number, port: number):
 export function cannotRebuild(vip: VipConfig): string | undefined {
   if (vip.mode !== 'dnat') return `VIP ${vip.name} is ${vip.mode}: only dnat connections show their client to the server`;
   if (vip.protocol !== 'tcp') return `VIP ${vip.name} is ${vip.protocol}: the socket table rebuild reads TCP sockets`;
-  if (vip.servers.length !== 1) return `VIP ${vip.name} has ${vip.servers.length} servers, a dnat VIP has one`;
   return undefined;
 }
 
@@ -51,11 +52,20 @@ export function rebuildRecords(
 ): Buffer {
   const why = cannotRebuild(vip);
   if (why) throw new RebuildError(why);
-  const server = vip.servers[0]!.address;
-  const ports = new Set(vip.ports);
-  const mine = sockets.filter(
-    (s) => s.state === TCP_ESTABLISHED && s.src === server && ports.has(s.sport) && !insideAddresses.has(s.dst) && !skip.has(connectionKey(s.dst, s.dport, s.sport)),
-  );
+  // backend address:port → the VIP port it serves (null: several, ambiguous).
+  const served = new Map<string, number | null>();
+  for (const b of vip.backends) {
+    for (const port of vip.ports) {
+      const key = `${b.address}:${b.port ?? port}`;
+      const seen = served.get(key);
+      served.set(key, seen === undefined || seen === port ? port : null);
+    }
+  }
+  const vipPort = (s: DiagSocket): number | null | undefined => served.get(`${s.src}:${s.sport}`);
+  const mine = sockets.filter((s) => {
+    const port = vipPort(s);
+    return s.state === TCP_ESTABLISHED && typeof port === 'number' && !insideAddresses.has(s.dst) && !skip.has(connectionKey(s.dst, s.dport, port));
+  });
   const out = Buffer.alloc(mine.length * RECORD_SIZE);
   mine.forEach((s, i) => {
     const info = s.tcpInfo;
@@ -63,8 +73,8 @@ export function rebuildRecords(
     const flags = (wscale ? IP_CT_TCP_FLAG_WINDOW_SCALE : 0) | (info && info.options & TCPI_OPT_SACK ? IP_CT_TCP_FLAG_SACK_PERM : 0);
     writeRecord(out, i * RECORD_SIZE, {
       client: { address: s.dst, port: s.dport },
-      vip: { address: vip.address, port: s.sport },
-      server: { address: server, port: s.sport },
+      vip: { address: vip.address, port: vipPort(s)! },
+      server: { address: s.src, port: s.sport },
       proto: IPPROTO_TCP,
       tcpState: TCP_CONNTRACK_ESTABLISHED,
       // Original direction = the client's: it announced the scale the server applies to its windows.

@@ -296,7 +296,7 @@ export function siteVipsConfig(site: Site): ApplianceConfigInput['vips'] {
     protocol: v.protocol,
     ports: [...v.ports],
     mode: v.mode,
-    servers: v.servers.map((s) => ({ address: addressOn(site, s, 'int'), weight: 1 })),
+    backends: v.servers.map((s) => ({ address: addressOn(site, s, 'int'), weight: 1 })),
     ...(v.scheduler ? { scheduler: v.scheduler } : {}),
     ...(v.snatPorts ? { snatPorts: v.snatPorts } : {}),
     owner: v.owner,
@@ -525,7 +525,11 @@ export function siteProblems(site: Site): string[] {
     ids.add(v.id);
     if (site.hosts.find((x) => x.name === v.owner)?.role !== 'appliance') problems.push(`VIP ${v.name}: owner '${v.owner}' is not an appliance`);
     for (const s of v.servers) if (site.hosts.find((x) => x.name === s)?.role !== 'server') problems.push(`VIP ${v.name}: '${s}' is not a server`);
-    if (v.mode === 'dnat' && v.servers.length !== 1) problems.push(`VIP ${v.name}: dnat needs exactly one server`);
+    // A dnat backend sends its replies through its VIP's inside address (embodiment 1).
+    for (const s of v.mode === 'dnat' ? v.servers : []) {
+      const via = site.hosts.find((x) => x.name === s)?.routes.find((r) => r.to === 'default')?.via;
+      if (via !== undefined && via !== v.insideAddress) problems.push(`VIP ${v.name}: dnat server ${s} routes its replies through ${via}, not ${v.insideAddress}`);
+    }
   }
   for (const [name, api] of Object.entries(site.apis.appliances)) {
     if (!site.hosts.find((h) => h.name === name)?.interfaces.some((i) => i.address === api.address)) problems.push(`API of ${name}: ${api.address} is not one of its addresses`);

@@ -4,12 +4,29 @@
  * It does not add or remove VIP addresses (VRRP / the migration do) and does not touch
  * conntrack entries (the access table has its own module).
  */
-import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
+import { backendKey, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
+import { backendState, poolTable, type BackendState, type Health, type PoolTable } from './pool.js';
 import { HoldQueue } from './hold.js';
 import { ensureHoldQueueRule, removeHoldQueueRule } from '../kernel/iptables.js';
 import { NetlinkElementWriter, type ElementWriter } from './nft-elements.js';
 import { listCounters, nft, nftHasQueue, type NftRunner } from '../kernel/nft.js';
-import { HOLD_MARK, TABLE, buildModeChange, buildRuleset, buildTeardown, heldDroppedCounter, newConnectionsCounter, rejectedCounter, trafficCounter, type HoldMethod, type VipMode } from './ruleset.js';
+import {
+  HOLD_MARK,
+  TABLE,
+  buildModeChange,
+  buildPoolChange,
+  buildRuleset,
+  buildTeardown,
+  buildVipAdd,
+  buildVipDelete,
+  heldDroppedCounter,
+  newConnectionsCounter,
+  rejectedCounter,
+  trafficCounter,
+  unavailableCounter,
+  type HoldMethod,
+  type VipMode,
+} from './ruleset.js';
 import { type NftBatch } from '../kernel/nft.js';
 import { applySysctls } from '../kernel/sysctl.js';
 import { floodCommands, sourceLimitedCounter, synproxiedCounter, vipLimitedCounter } from './flood.js';
@@ -27,6 +44,8 @@ export interface VipCounters {
   /** New connections dropped over the VIP's rate limit / over a client address's limit (flood.ts). */
   limitedVip: number;
   limitedSource: number;
+  /** New connections refused (TCP reset) because no backend was up and there is no sorry server. */
+  unavailable: number;
   /** Held now, released, dropped because the hold was full, dropped by a discard or policy drop. */
   held: number;
   released: number;
@@ -47,6 +66,34 @@ export interface NatEngineOptions {
    */
   elements?: ElementWriter;
 }
+
+/** A backend as the engine runs it. */
+export interface BackendStatus {
+  address: string;
+  /** Absent: the VIP's port the client asked for. */
+  port?: number;
+  weight: number;
+  state: BackendState;
+  reason: string;
+}
+
+/** What a reconfiguration changed (VIP names). */
+export interface ReconfigureResult {
+  added: string[];
+  removed: string[];
+  changed: string[];
+}
+
+/** A reconfiguration the engine refuses: nothing was changed. */
+export class ReconfigureError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+    this.name = 'ReconfigureError';
+  }
+}
+
+/** What of a VIP a reload cannot change while it exists (its rules and keys are built on them). */
+const FIXED_FIELDS = ['id', 'address', 'insideAddress', 'prefixLength', 'protocol', 'ports', 'mode', 'snatPorts', 'scheduler'] as const;
 
 interface QueuedChange {
   name: string;
@@ -69,6 +116,12 @@ export class NatEngine {
    */
   private queued: QueuedChange[] = [];
   private draining: Promise<void> | undefined;
+  /** Pool changes, reconfigurations and mode-change rounds run one at a time, in order. */
+  private serial: Promise<unknown> = Promise.resolve();
+  /** What the checks said, per VIP, per backend (backendKey). */
+  private readonly health = new Map<string, Map<string, Health>>();
+  /** The slot tables in the kernel, per VIP. */
+  private readonly pools = new Map<string, PoolTable>();
 
   constructor(private readonly options: NatEngineOptions = {}) {
     this.table = options.table ?? TABLE;
@@ -100,9 +153,11 @@ export class NatEngine {
         await hold.open();
       }
       if (method === 'iptables-queue') await ensureHoldQueueRule(HOLD_MARK, config.hold.queueNumber);
-      const ruleset = buildRuleset(config, modes, { hold: method, queueNumber: config.hold.queueNumber, table: this.table });
+      const pools = new Map(config.vips.map((v) => [v.name, poolTable(v, this.health.get(v.name))]));
+      const ruleset = buildRuleset(config, modes, { hold: method, queueNumber: config.hold.queueNumber, table: this.table }, pools);
       ruleset.nftables.push(...floodCommands(config, this.table));
       await this.runner.apply(ruleset);
+      for (const [name, pool] of pools) this.pools.set(name, pool);
     } catch (e) {
       await hold?.close().catch(() => undefined);
       if (method === 'iptables-queue') await removeHoldQueueRule(HOLD_MARK, config.hold.queueNumber).catch(() => undefined);
@@ -134,7 +189,121 @@ export class NatEngine {
   setMode(name: string, mode: VipMode | 'absent'): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.queued.push({ name, mode, resolve, reject });
-      this.draining ??= this.drain();
+      this.draining ??= this.exclusive(() => this.drain());
+    });
+  }
+
+  /** Runs `work` after everything asked before it; the next waits for it. */
+  private exclusive<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.serial.then(work);
+    this.serial = run.catch(() => undefined);
+    return run;
+  }
+
+  /**
+   * Records what a backend's check said and applies the pool that follows, as one atomic
+   * transaction of the slots that change hands. Returns the backend's state afterwards, and
+   * whether the pool changed.
+   */
+  setBackendHealth(name: string, key: string, health: Health): Promise<{ state: BackendState; changed: boolean }> {
+    return this.exclusive(async () => {
+      const vip = this.vip(name);
+      const backend = vip.backends.find((b) => backendKey(b) === key);
+      if (!backend) throw new Error(`VIP ${name} has no backend ${key}`);
+      const healths = new Map(this.health.get(name));
+      healths.set(key, health);
+      const changed = await this.applyPool(vip, healths);
+      this.health.set(name, healths);
+      return { state: backendState(backend, health).state, changed };
+    });
+  }
+
+  /** Installs the pool `vip` has with `healths`; whether anything changed. */
+  private async applyPool(vip: VipConfig, healths: ReadonlyMap<string, Health>): Promise<boolean> {
+    const from = this.pools.get(vip.name) ?? { targets: [], slots: [], unavailable: false };
+    const to = poolTable(vip, healths);
+    const batch = buildPoolChange(vip, from, to, { table: this.table });
+    if (batch.nftables.length === 0) return false;
+    await this.runner.apply(batch);
+    this.pools.set(vip.name, to);
+    return true;
+  }
+
+  /** Every backend of a VIP with its state. */
+  backends(name: string): BackendStatus[] {
+    const vip = this.vip(name);
+    const healths = this.health.get(name);
+    return vip.backends.map((b) => ({
+      address: b.address,
+      ...(b.port === undefined ? {} : { port: b.port }),
+      weight: b.weight,
+      ...backendState(b, healths?.get(backendKey(b))),
+    }));
+  }
+
+  /**
+   * Moves to `next`: VIPs added and removed, pools changed, in one nft transaction; the mode
+   * of every VIP left in place is untouched. Refused, with every reason and nothing changed,
+   * when a VIP's fixed fields change, or a VIP that is migrating here would change.
+   */
+  reconfigure(next: ApplianceConfig): Promise<ReconfigureResult> {
+    return this.exclusive(async () => {
+      const config = this.config;
+      const method = this.method;
+      if (!config || !method) throw new Error('the NAT engine is not started');
+      const before = new Map(config.vips.map((v) => [v.name, v]));
+      const after = new Map(next.vips.map((v) => [v.name, v]));
+      const problems: string[] = [];
+      const result: ReconfigureResult = { added: [], removed: [], changed: [] };
+      for (const [name, old] of before) {
+        const now = after.get(name);
+        if (!now) result.removed.push(name);
+        else if (JSON.stringify(old) !== JSON.stringify(now)) {
+          for (const f of FIXED_FIELDS) {
+            if (JSON.stringify(old[f]) !== JSON.stringify(now[f])) problems.push(`VIP ${name}: ${f} cannot change at run time (remove the VIP in one reload, add it back in the next)`);
+          }
+          result.changed.push(name);
+        }
+      }
+      for (const name of after.keys()) if (!before.has(name)) result.added.push(name);
+      for (const name of [...result.removed, ...result.changed]) {
+        if (this.modes.get(name) === 'migrating') problems.push(`VIP ${name} is migrating here: reload again once its migration is done`);
+      }
+      if (problems.length > 0) throw new ReconfigureError(problems);
+
+      const options = { table: this.table, hold: method };
+      const cmds: NftBatch['nftables'] = [];
+      const pools = new Map<string, PoolTable>();
+      const healths = new Map<string, Map<string, Health>>();
+      for (const name of result.removed) cmds.push(...buildVipDelete(before.get(name)!, this.pools.get(name) ?? poolTable(before.get(name)!), this.modes.get(name), options));
+      for (const name of result.changed) {
+        const vip = after.get(name)!;
+        // A backend that stays keeps what its check said; a new one starts up.
+        const keys = new Set(vip.backends.map(backendKey));
+        const kept = new Map([...(this.health.get(name) ?? [])].filter(([k]) => keys.has(k)));
+        healths.set(name, kept);
+        const to = poolTable(vip, kept);
+        pools.set(name, to);
+        cmds.push(...buildPoolChange(vip, this.pools.get(name) ?? { targets: [], slots: [], unavailable: false }, to, { table: this.table }).nftables);
+      }
+      for (const name of result.added) {
+        const pool = poolTable(after.get(name)!);
+        pools.set(name, pool);
+        cmds.push(...buildVipAdd(after.get(name)!, pool, undefined, options));
+      }
+      await this.runner.apply({ nftables: cmds });
+
+      for (const name of result.removed) {
+        this.hold?.remove(before.get(name)!);
+        this.modes.delete(name);
+        this.pools.delete(name);
+        this.health.delete(name);
+      }
+      for (const name of result.added) this.hold?.add(after.get(name)!);
+      for (const [name, pool] of pools) this.pools.set(name, pool);
+      for (const [name, h] of healths) this.health.set(name, h);
+      this.config = next;
+      return result;
     });
   }
 
@@ -233,6 +402,7 @@ export class NatEngine {
         synproxied: nftCounters.get(synproxiedCounter(vip))?.packets ?? 0,
         limitedVip: nftCounters.get(vipLimitedCounter(vip))?.packets ?? 0,
         limitedSource: nftCounters.get(sourceLimitedCounter(vip))?.packets ?? 0,
+        unavailable: nftCounters.get(unavailableCounter(vip))?.packets ?? 0,
         held: hold.held,
         released: hold.released,
         overflowed: hold.overflowed,
@@ -253,6 +423,7 @@ export class NatEngine {
     const config = this.config;
     if (!config) return;
     await this.draining;
+    await this.serial;
     await this.runner.apply(buildTeardown({ table: this.table }));
     this.elements.close?.();
     if (this.method === 'iptables-queue') await removeHoldQueueRule(HOLD_MARK, config.hold.queueNumber);
@@ -261,5 +432,6 @@ export class NatEngine {
     this.config = undefined;
     this.method = undefined;
     this.modes.clear();
+    this.pools.clear();
   }
 }

@@ -82,6 +82,23 @@ export class HoldBook {
     }
   }
 
+  /** A VIP added at run time (a reload): its packets are accepted until it is held. */
+  add(vip: { name: string; id: number }): void {
+    if (this.byName.has(vip.name)) return;
+    const h: VipHold = { name: vip.name, state: 'accepting', ids: [], released: 0, overflowed: 0, dropped: 0 };
+    this.byId.set(vip.id, h);
+    this.byName.set(vip.name, h);
+  }
+
+  /** A VIP removed at run time; what it still holds is dropped (returned as a plan). */
+  remove(vip: { name: string; id: number }): VerdictPlan | undefined {
+    if (!this.byName.has(vip.name)) return undefined;
+    const plan = this.discard(vip.name);
+    this.byId.delete(vip.id);
+    this.byName.delete(vip.name);
+    return plan;
+  }
+
   private vip(name: string): VipHold {
     const h = this.byName.get(name);
     if (!h) throw new Error(`no VIP named '${name}' in the hold`);
@@ -274,6 +291,17 @@ export class HoldQueue {
 
   counters(vip: string): HoldCounters {
     return this.book.counters(vip);
+  }
+
+  /** A VIP added at run time. */
+  add(vip: { name: string; id: number }): void {
+    this.book.add(vip);
+  }
+
+  /** A VIP removed at run time: what it still holds is dropped. */
+  remove(vip: { name: string; id: number }): void {
+    const plan = this.book.remove(vip);
+    if (plan) this.apply(plan);
   }
 
   /** Unbinds the queue; packets still held are dropped by the kernel. */

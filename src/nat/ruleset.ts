@@ -12,6 +12,18 @@
  *   inside_migrating  inside address . protocol → mark       fullnat: packets to its inside address
  * A VIP in none of them is not ours: its packets are not translated.
  *
+ * A VIP's pool lives in elements too (pool.ts, scheduler.ts): its chain picks a slot for each
+ * new connection (numgen or jhash into the packet mark, which nothing reads after the hold),
+ * looks up the slot's target in `slots_<vip>` [slot → target index], and DNATs to
+ * `pool_<vip>` [target → address] : `ports_<vip>` [target . VIP port → port] (nft 1.0.6's JSON
+ * has no map with a concatenated value, hence two maps). A backend's state change rewrites
+ * only the slots that change hands; a pool with no backend up
+ * and no sorry server puts the VIP's keys in `vips_unavailable`, whose new connections the
+ * reject chain answers with a reset, counted per VIP. The slot tables are there whatever the
+ * VIP's mode, so a VIP taken over or migrated in starts with its pool. Adding or removing a
+ * VIP adds or deletes its named objects (counters, chains, maps) and elements: nothing is
+ * looked up by a rule handle.
+ *
  * Hooks, in the order a packet meets them:
  *   hold         raw prerouting, before conntrack (−200): marks held packets with
  *                HOLD_MARK | VIP id; then queues them (nft `queue`), drops them (policy drop),
@@ -27,10 +39,13 @@
  *                to the pool by its scheduler). A nat chain sees only a connection's first
  *                packet (ct state new); entries imported by a migration never pass it.
  *   forward      filter 0: traffic counters per VIP by ct mark (both directions).
- *   nat_postrouting srcnat 100: fullnat SNAT to the inside address and port range, by ct mark.
+ *   nat_postrouting srcnat 100: fullnat SNAT to the inside address and port range: by ct mark
+ *                through `snat_chains` to the VIP's own chain.
  */
 import type { NftBatch, NftCommand } from '../kernel/nft.js';
 import { snatPortRange, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
+import { poolTable, type PoolTable } from './pool.js';
+import { SLOTS } from './scheduler.js';
 
 export type VipMode = 'normal' | 'migrating';
 /** The mode table: VIP name → mode. A VIP not in it is not ours. */
@@ -64,6 +79,12 @@ export const rejectedCounter = (vip: VipConfig): string => `rejected_${vip.name}
 /** Connections NATed as new: counted in the VIP's chain, which only a connection's first packet reaches. */
 export const newConnectionsCounter = (vip: VipConfig): string => `new_${vip.name}`;
 export const heldDroppedCounter = (vip: VipConfig): string => `held_dropped_${vip.name}`;
+/** New connections reset because no backend was up. */
+export const unavailableCounter = (vip: VipConfig): string => `unavailable_${vip.name}`;
+export const slotsMap = (vip: VipConfig): string => `slots_${vip.name}`;
+export const poolMap = (vip: VipConfig): string => `pool_${vip.name}`;
+export const portsMap = (vip: VipConfig): string => `ports_${vip.name}`;
+export const snatChain = (vip: VipConfig): string => `snat_${vip.name}`;
 
 
 export type Expr = unknown;
@@ -107,8 +128,10 @@ export function modeElements(vip: VipConfig, mode: VipMode): Map<string, Expr[]>
     const mark = holdMark(vip);
     out.set('vips_migrating', vipKeys(vip).map((key) => [key, mark]));
     if (vip.mode === 'dnat') {
-      const replies = vip.servers.flatMap((s) => vip.ports.map((port) => [concat(s.address, vip.protocol, port), mark]));
-      out.set('replies_migrating', replies);
+      // Replies come from each backend's own port (port mapping); listed once each.
+      const keys = new Map<string, Expr>();
+      for (const b of vip.backends) for (const port of vip.ports) keys.set(`${b.address}:${b.port ?? port}`, concat(b.address, vip.protocol, b.port ?? port));
+      out.set('replies_migrating', [...keys.values()].map((k) => [k, mark]));
     } else {
       out.set('inside_migrating', [[concat(vip.insideAddress, vip.protocol), mark]]);
     }
@@ -120,21 +143,136 @@ function elementCommands(verb: 'add' | 'delete', table: string, elements: Map<st
   return [...elements].filter(([, elem]) => elem.length > 0).map(([name, elem]) => ({ [verb]: { element: { family: 'ip', table, name, elem } } }));
 }
 
-/** The DNAT target of a VIP: its one server (dnat), or the pool by its scheduler (fullnat). */
-function dnatTarget(vip: VipConfig): Expr {
-  const [only] = vip.servers;
-  if (vip.servers.length === 1 && only) return { dnat: { addr: only.address } };
-  // Weights by repetition: a server of weight w takes w slots of the numgen/jhash range.
-  const slots = vip.servers.flatMap((s) => Array.from({ length: s.weight }, () => s.address));
-  const key =
-    vip.scheduler === 'sourcehash'
-      ? { jhash: { mod: slots.length, expr: payload('ip', 'saddr') } }
-      : { numgen: { mode: 'inc', mod: slots.length, offset: 0 } };
-  return { dnat: { addr: { map: { key, data: { set: slots.map((a, i) => [i, a]) } } } } };
+/** The slot of a new connection, into the packet mark: the same hash of the client on every appliance. */
+function slotExpr(vip: VipConfig): Expr {
+  const scheduler = vip.scheduler ?? 'roundrobin';
+  const mod = SLOTS[scheduler];
+  return scheduler === 'roundrobin' ? { numgen: { mode: 'inc', mod, offset: 0 } } : { jhash: { mod, seed: vip.id, expr: payload('ip', 'saddr') } };
 }
 
-/** The whole table, flushed and rebuilt in one atomic batch, with every VIP in its mode. */
-export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options: RulesetOptions): NftBatch {
+/** The pool's elements by map: slot → target, target → address, target . VIP port → port. */
+function poolElements(vip: VipConfig, pool: PoolTable): Map<string, Expr[]> {
+  return new Map([
+    [slotsMap(vip), pool.slots.map((t, slot) => [slot, t])],
+    [poolMap(vip), pool.targets.map((t, i) => [i, t.address])],
+    [portsMap(vip), pool.targets.flatMap((t, i) => vip.ports.map((p) => [concat(i, p), t.port ?? p]))],
+  ]);
+}
+
+export interface PoolChangeOptions {
+  table?: string;
+}
+
+/**
+ * The element commands that turn `from` into `to`: only the slots that change hands, the
+ * targets that change, and the VIP's keys in or out of `vips_unavailable`. One atomic batch;
+ * empty when nothing changes.
+ */
+export function buildPoolChange(vip: VipConfig, from: PoolTable, to: PoolTable, options: PoolChangeOptions = {}): NftBatch {
+  const table = options.table ?? TABLE;
+  const deletes = new Map<string, Expr[]>();
+  const adds = new Map<string, Expr[]>();
+  const push = (m: Map<string, Expr[]>, set: string, e: Expr) => m.set(set, [...(m.get(set) ?? []), e]);
+  const diff = <T>(set: string, a: readonly T[], b: readonly T[], keyOf: (i: number) => Expr = (i) => i, valueOf: (v: T) => Expr = (v) => v as Expr) => {
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+      const before = a[i] === undefined ? undefined : JSON.stringify(valueOf(a[i]!));
+      const after = b[i] === undefined ? undefined : JSON.stringify(valueOf(b[i]!));
+      if (before === after) continue;
+      if (before !== undefined) push(deletes, set, keyOf(i));
+      if (after !== undefined) push(adds, set, [keyOf(i), valueOf(b[i]!)]);
+    }
+  };
+  diff(slotsMap(vip), from.slots, to.slots);
+  diff(poolMap(vip), from.targets, to.targets, undefined, (t) => t.address);
+  for (const p of vip.ports) diff(portsMap(vip), from.targets, to.targets, (i) => concat(i, p), (t) => t.port ?? p);
+  if (from.unavailable !== to.unavailable) (to.unavailable ? adds : deletes).set('vips_unavailable', vipKeys(vip));
+  // Deletes first: a slot or a target that changes is deleted and added again in the same transaction.
+  return { nftables: [...elementCommands('delete', table, deletes), ...elementCommands('add', table, adds)] };
+}
+
+interface VipObjectOptions {
+  table: string;
+  hold: HoldMethod;
+}
+
+/**
+ * A VIP's named objects (counters, its chains, its pool maps) and the elements that hook them
+ * into the table's shared maps, in the order they can be added; deleting goes in reverse.
+ */
+function vipObjects(vip: VipConfig, options: VipObjectOptions): { objects: NftCommand[]; elements: Map<string, Expr[]>; chains: string[]; named: [string, string][] } {
+  const t = { family: 'ip', table: options.table };
+  const add = (kind: string, body: Record<string, unknown>): NftCommand => ({ add: { [kind]: { ...t, ...body } } });
+  const counters = [trafficCounter(vip), rejectedCounter(vip), newConnectionsCounter(vip), unavailableCounter(vip), ...(options.hold === 'drop' ? [heldDroppedCounter(vip)] : [])];
+  const objects: NftCommand[] = counters.map((name) => add('counter', { name }));
+  objects.push(
+    add('map', { name: slotsMap(vip), type: 'mark', map: 'mark' }),
+    add('map', { name: poolMap(vip), type: 'mark', map: 'ipv4_addr' }),
+    add('map', { name: portsMap(vip), type: ['mark', 'inet_service'], map: 'inet_service' }),
+  );
+  const chains = [vipChain(vip)];
+  objects.push(add('chain', { name: vipChain(vip) }));
+  objects.push(
+    add('rule', {
+      chain: vipChain(vip),
+      expr: [
+        { counter: newConnectionsCounter(vip) },
+        { mangle: { key: { ct: { key: 'mark' } }, value: vip.id } },
+        // The port maps need a transport protocol: the VIP's.
+        match(meta('l4proto'), vip.protocol),
+        { mangle: { key: meta('mark'), value: slotExpr(vip) } },
+        { mangle: { key: meta('mark'), value: { map: { key: meta('mark'), data: `@${slotsMap(vip)}` } } } },
+        { dnat: { family: 'ip', addr: { map: { key: meta('mark'), data: `@${poolMap(vip)}` } }, port: { map: { key: concat(meta('mark'), payload('th', 'dport')), data: `@${portsMap(vip)}` } } } },
+      ],
+    }),
+  );
+  const elements = new Map<string, Expr[]>([
+    ['traffic_counters', [[vip.id, trafficCounter(vip)]]],
+    ['rejected_counters', vipKeys(vip).map((k) => [k, rejectedCounter(vip)])],
+    ['unavailable_counters', vipKeys(vip).map((k) => [k, unavailableCounter(vip)])],
+    ['inside_addresses', [vip.insideAddress]],
+  ]);
+  if (options.hold === 'drop') elements.set('held_dropped_counters', [[holdMark(vip), heldDroppedCounter(vip)]]);
+  if (vip.mode === 'fullnat') {
+    const [first, last] = snatPortRange(vip);
+    chains.push(snatChain(vip));
+    objects.push(add('chain', { name: snatChain(vip) }));
+    objects.push(add('rule', { chain: snatChain(vip), expr: [match(meta('l4proto'), vip.protocol), { snat: { addr: vip.insideAddress, port: { range: [first, last] } } }] }));
+    elements.set('snat_chains', [[vip.id, { goto: { target: snatChain(vip) } }]]);
+  }
+  const named: [string, string][] = [...counters.map((n): [string, string] => ['counter', n]), ['map', slotsMap(vip)], ['map', poolMap(vip)], ['map', portsMap(vip)]];
+  return { objects, elements, chains, named };
+}
+
+/** The commands that add a VIP to a running table: its objects, elements, pool, and mode if any. */
+export function buildVipAdd(vip: VipConfig, pool: PoolTable, mode: VipMode | undefined, options: VipObjectOptions): NftCommand[] {
+  const { objects, elements } = vipObjects(vip, options);
+  return [
+    ...objects,
+    ...elementCommands('add', options.table, elements),
+    ...elementCommands('add', options.table, poolElements(vip, pool)),
+    ...(pool.unavailable ? elementCommands('add', options.table, new Map([['vips_unavailable', vipKeys(vip)]])) : []),
+    ...(mode ? elementCommands('add', options.table, modeElements(vip, mode)) : []),
+  ];
+}
+
+/** The commands that take a VIP out of a running table (in `mode` now, with `pool` installed). */
+export function buildVipDelete(vip: VipConfig, pool: PoolTable, mode: VipMode | undefined, options: VipObjectOptions): NftCommand[] {
+  const { elements, chains, named } = vipObjects(vip, options);
+  const t = { family: 'ip', table: options.table };
+  return [
+    ...(mode ? elementCommands('delete', options.table, modeElements(vip, mode)) : []),
+    ...(pool.unavailable ? elementCommands('delete', options.table, new Map([['vips_unavailable', vipKeys(vip)]])) : []),
+    ...elementCommands('delete', options.table, elements),
+    ...chains.flatMap((name): NftCommand[] => [{ flush: { chain: { ...t, name } } }, { delete: { chain: { ...t, name } } }]),
+    ...named.map(([kind, name]): NftCommand => ({ delete: { [kind]: { ...t, name } } })),
+  ];
+}
+
+/**
+ * The whole table, flushed and rebuilt in one atomic batch, with every VIP in its mode and
+ * its pool (default: every backend up).
+ */
+export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options: RulesetOptions, pools: ReadonlyMap<string, PoolTable> = new Map()): NftBatch {
   const table = options.table ?? TABLE;
   const t = { family: 'ip', table };
   const add = (kind: string, body: Record<string, unknown>): NftCommand => ({ add: { [kind]: { ...t, ...body } } });
@@ -147,25 +285,19 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
     { add: { table: { family: 'ip', name: table } } },
   ];
 
-  for (const vip of config.vips) {
-    cmds.push(add('counter', { name: trafficCounter(vip) }), add('counter', { name: rejectedCounter(vip) }), add('counter', { name: newConnectionsCounter(vip) }));
-    if (options.hold === 'drop') cmds.push(add('counter', { name: heldDroppedCounter(vip) }));
-  }
-  const counterMap = (name: string, type: string | string[], elem: Expr[]): NftCommand =>
-    add('map', { name, type, map: 'counter', ...(elem.length ? { elem } : {}) });
   cmds.push(
-    counterMap('traffic_counters', 'mark', config.vips.map((v) => [v.id, trafficCounter(v)])),
-    counterMap('rejected_counters', SERVICE_TYPE, config.vips.flatMap((v) => vipKeys(v).map((k) => [k, rejectedCounter(v)]))),
+    add('map', { name: 'traffic_counters', type: 'mark', map: 'counter' }),
+    add('map', { name: 'rejected_counters', type: SERVICE_TYPE, map: 'counter' }),
+    add('map', { name: 'unavailable_counters', type: SERVICE_TYPE, map: 'counter' }),
+    add('set', { name: 'vips_unavailable', type: SERVICE_TYPE }),
+    add('map', { name: 'snat_chains', type: 'mark', map: 'verdict' }),
   );
-  if (options.hold === 'drop') {
-    cmds.push(counterMap('held_dropped_counters', 'mark', config.vips.map((v) => [holdMark(v), heldDroppedCounter(v)])));
-  }
+  if (options.hold === 'drop') cmds.push(add('map', { name: 'held_dropped_counters', type: 'mark', map: 'counter' }));
 
   for (const [name, d] of Object.entries(MODE_SETS)) {
     cmds.push(d.map ? add('map', { name, type: [...d.type], map: d.map }) : add('set', { name, type: [...d.type] }));
   }
-  const inside = config.vips.map((v) => v.insideAddress);
-  cmds.push(add('set', { name: 'inside_addresses', type: 'ipv4_addr', ...(inside.length ? { elem: inside } : {}) }));
+  cmds.push(add('set', { name: 'inside_addresses', type: 'ipv4_addr' }));
 
   // The hold: mark, then queue or drop (or leave the queueing to iptables-nft).
   const holdPriority = options.hold === 'iptables-queue' ? HOLD_PRIORITY_MARK_ONLY : HOLD_PRIORITY;
@@ -187,7 +319,7 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
     cmds.push(rule('hold', [held, { counter: { map: { key: meta('mark'), data: '@held_dropped_counters' } } }, { drop: null }], 'hold policy drop'));
   }
 
-  // Unknown accesses to normal VIPs.
+  // Unknown accesses to normal VIPs; new connections of a normal VIP with no backend up.
   cmds.push(add('chain', { name: 'reject', type: 'filter', hook: 'prerouting', prio: REJECT_PRIORITY, policy: 'accept' }));
   cmds.push(
     rule(
@@ -202,12 +334,21 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
       'unknown access to a normal VIP: reset (permanent: keeps conntrack on)',
     ),
   );
+  const unavailable = (protocol: string, verdict: Expr): NftCommand =>
+    rule(
+      'reject',
+      [
+        match({ ct: { key: 'state' } }, 'new', 'in'),
+        match(meta('l4proto'), protocol),
+        match(VIP_KEY, '@vips_unavailable'),
+        match(VIP_KEY, '@vips_normal'),
+        { counter: { map: { key: VIP_KEY, data: '@unavailable_counters' } } },
+        verdict,
+      ],
+      'a new connection to a normal VIP with no backend up',
+    );
+  cmds.push(unavailable('tcp', { reject: { type: 'tcp reset' } }), unavailable('udp', { reject: null }));
 
-  // DNAT of new connections, one chain per VIP.
-  for (const vip of config.vips) {
-    cmds.push(add('chain', { name: vipChain(vip) }));
-    cmds.push(rule(vipChain(vip), [{ counter: newConnectionsCounter(vip) }, { mangle: { key: { ct: { key: 'mark' } }, value: vip.id } }, dnatTarget(vip)]));
-  }
   cmds.push(add('chain', { name: 'nat_prerouting', type: 'nat', hook: 'prerouting', prio: -100, policy: 'accept' }));
   cmds.push(rule('nat_prerouting', [{ vmap: { key: VIP_KEY, data: '@vip_dnat' } }]));
 
@@ -215,20 +356,10 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
   cmds.push(rule('forward', [{ counter: { map: { key: { ct: { key: 'mark' } }, data: '@traffic_counters' } } }], 'traffic per VIP'));
 
   cmds.push(add('chain', { name: 'nat_postrouting', type: 'nat', hook: 'postrouting', prio: 100, policy: 'accept' }));
-  for (const vip of config.vips.filter((v) => v.mode === 'fullnat')) {
-    const [first, last] = snatPortRange(vip);
-    cmds.push(
-      rule('nat_postrouting', [
-        match({ ct: { key: 'mark' } }, vip.id),
-        match(meta('l4proto'), vip.protocol),
-        { snat: { addr: vip.insideAddress, port: { range: [first, last] } } },
-      ]),
-    );
-  }
+  cmds.push(rule('nat_postrouting', [{ vmap: { key: { ct: { key: 'mark' } }, data: '@snat_chains' } }], 'fullnat: SNAT by the VIP\'s chain'));
 
   for (const vip of config.vips) {
-    const mode = modes.get(vip.name);
-    if (mode) cmds.push(...elementCommands('add', table, modeElements(vip, mode)));
+    cmds.push(...buildVipAdd(vip, pools.get(vip.name) ?? poolTable(vip), modes.get(vip.name), { table, hold: options.hold }));
   }
   return { nftables: cmds };
 }

@@ -358,7 +358,7 @@ export class Replicator {
       const normal = modes.get(vip.name) === 'normal' && (this.options.serving?.(vip) ?? true);
       if (normal && !this.replicated.has(vip.id)) {
         this.replicated.set(vip.id, vip);
-        for (const s of vip.servers) fresh.add(s.address);
+        for (const s of vip.backends) fresh.add(s.address);
         this.log.info({ vip: vip.name }, 'replicating');
       } else if (!normal && this.replicated.delete(vip.id)) {
         this.log.info({ vip: vip.name }, 'no longer replicating');
@@ -446,7 +446,7 @@ export class Replicator {
 
   /** The replicated VIPs with a server behind `server`. */
   vipsOnServer(server: string): VipConfig[] {
-    return [...this.replicated.values()].filter((v) => v.servers.some((s) => s.address === server));
+    return [...this.replicated.values()].filter((v) => v.backends.some((s) => s.address === server));
   }
 
   /** The VIP's connections whose server is `serverU32`, as record chunks. */

@@ -165,7 +165,7 @@ export class Takeover {
     // Not pre-armed (standby off): hold from now on.
     if (mode !== 'migrating') await this.options.appliance.prepare(name);
 
-    const keepers = [...new Set(vip.servers.map((s) => this.options.keepers.get(s.address)).filter((k): k is EntrySource => k !== undefined))];
+    const keepers = [...new Set(vip.backends.map((s) => this.options.keepers.get(s.address)).filter((k): k is EntrySource => k !== undefined))];
     const fetchFrom = async (source: EntrySource, timeoutMs: number, into: SourceReport[]): Promise<Buffer | undefined> => {
       const started = performance.now();
       const ms = () => Math.round((performance.now() - started) * 100) / 100;

@@ -29,7 +29,7 @@ interfaces: { external: eth0, internal: eth0 }
 hold: { policy: queue, queueLength: 4096 }
 vips:
   - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, prefixLength: 24, protocol: tcp,
-      ports: [7, 80], mode: dnat, servers: [{ address: 198.18.0.101, weight: 1 }], owner: lb1 }
+      ports: [7, 80], mode: dnat, backends: [{ address: 198.18.0.101, weight: 1 }], owner: lb1 }
 `;
 
 /** The cluster credentials an operator puts on the configuration partition (cluster/). */

@@ -23,10 +23,10 @@ const site = {
   api: { listen: '192.0.2.11:8441' },
   interfaces: { external: 'ext0', internal: 'int0' },
   vips: [
-    { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' },
+    { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', backends: [{ address: '198.18.0.101' }], owner: 'lb1' },
     {
       name: 'vip4', id: 4, address: '203.0.113.13', insideAddress: '198.18.0.13', ports: [80], mode: 'fullnat', snatPorts: '20000-29999',
-      servers: [{ address: '198.18.0.101' }, { address: '198.18.0.102' }], owner: 'lb2',
+      backends: [{ address: '198.18.0.101' }, { address: '198.18.0.102' }], owner: 'lb2',
     },
   ],
 };

@@ -92,6 +92,8 @@ export class ModelAgent implements ApplianceAgent {
         mode: this.modes.get(vip) ?? ('absent' as const),
         entries: this.entries.get(vip) ?? 0,
         ...c,
+        unavailable: 0,
+        backends: [],
         rejected: 0,
         synproxied: 0,
         limitedVip: 0,

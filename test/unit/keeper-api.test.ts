@@ -16,8 +16,8 @@ import { entry, many, records } from './keeper-helpers.js';
 
 const VIPS = `
 vips:
-  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7, 80], mode: dnat, servers: [{ address: 198.18.0.101 }], owner: lb1 }
-  - { name: vip4, id: 4, address: 203.0.113.13, insideAddress: 198.18.0.13, ports: [7, 80], mode: fullnat, servers: [{ address: 198.18.0.101 }], scheduler: roundrobin, snatPorts: "20000-29999", owner: lb1 }
+  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7, 80], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }
+  - { name: vip4, id: 4, address: 203.0.113.13, insideAddress: 198.18.0.13, ports: [7, 80], mode: fullnat, backends: [{ address: 198.18.0.101 }], scheduler: roundrobin, snatPorts: "20000-29999", owner: lb1 }
 `;
 
 let dir: string;

@@ -130,7 +130,7 @@ describe('sock_diag codec', () => {
 
 const vip1: VipConfig = {
   name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', prefixLength: 24, protocol: 'tcp', ports: [7, 80],
-  mode: 'dnat', servers: [{ address: '198.18.0.101', weight: 1 }], owner: 'lb1',
+  mode: 'dnat', backends: [{ address: '198.18.0.101', weight: 1 }], onDown: 'keep', owner: 'lb1',
 };
 const inside = new Set(['198.18.0.10', '198.18.0.13']);
 

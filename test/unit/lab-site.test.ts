@@ -86,13 +86,13 @@ describe('siteProblems', () => {
     expect(problems).toMatch(/ctl\/management-iface0: interface name longer than 15/);
   });
 
-  it('finds duplicate VIP ids and a dnat VIP with two servers', () => {
+  it('finds duplicate VIP ids and a dnat server that does not route through its VIP', () => {
     const s = clone(site);
     s.vips[2]!.id = 1;
     s.vips[0]!.servers.push('srv2');
     const problems = siteProblems(s).join('\n');
     expect(problems).toMatch(/VIP vip3: id 1 used twice/);
-    expect(problems).toMatch(/VIP vip1: dnat needs exactly one server/);
+    expect(problems).toMatch(/VIP vip1: dnat server srv2 routes its replies through 198.18.0.11, not 198.18.0.10/);
   });
 
   it('finds a point-to-point peer that does not point back', () => {
@@ -124,11 +124,11 @@ describe('derived configurations', () => {
       protocol: 'tcp',
       ports: [7, 80],
       mode: 'dnat',
-      servers: [{ address: '198.18.0.101', weight: 1 }],
+      backends: [{ address: '198.18.0.101', weight: 1 }],
       owner: 'lb1',
     });
     expect(c.vips[3]).toMatchObject({
-      servers: [
+      backends: [
         { address: '198.18.0.101', weight: 1 },
         { address: '198.18.0.102', weight: 1 },
         { address: '198.18.0.103', weight: 1 },
@@ -142,7 +142,7 @@ describe('derived configurations', () => {
   it('follows the site when it changes', () => {
     const s = clone(site);
     host(s, 'srv3').interfaces[0]!.address = '198.18.0.133';
-    expect(applianceConfig(s, 'lb1').vips[2]!.servers).toEqual([{ address: '198.18.0.133', weight: 1 }]);
+    expect(applianceConfig(s, 'lb1').vips[2]!.backends).toEqual([{ address: '198.18.0.133', weight: 1 }]);
   });
 
   it('tells the controller the appliances, keepers and VIP owners', () => {

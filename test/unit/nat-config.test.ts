@@ -15,7 +15,7 @@ vips:
     protocol: tcp
     ports: [7, 80]
     mode: dnat
-    servers: [{ address: 198.18.0.101, weight: 1 }]
+    backends: [{ address: 198.18.0.101, weight: 1 }]
     owner: lb1
   - name: vip4
     id: 4
@@ -23,7 +23,7 @@ vips:
     insideAddress: 198.18.0.13
     ports: [7, 80]
     mode: fullnat
-    servers: [{ address: 198.18.0.101 }, { address: 198.18.0.102 }, { address: 198.18.0.103 }]
+    backends: [{ address: 198.18.0.101 }, { address: 198.18.0.102 }, { address: 198.18.0.103 }]
     scheduler: roundrobin
     snatPorts: "20000-29999"
     owner: lb1
@@ -46,7 +46,7 @@ describe('appliance configuration', () => {
     expect(c.appliance).toBe('lb1');
     expect(c.vips.map((v) => v.name)).toEqual(['vip1', 'vip4']);
     expect(c.vips[1]?.protocol).toBe('tcp');
-    expect(c.vips[1]?.servers.map((s) => s.weight)).toEqual([1, 1, 1]);
+    expect(c.vips[1]?.backends.map((s) => s.weight)).toEqual([1, 1, 1]);
     expect(c.hold.queueNumber).toBe(0);
   });
 
@@ -74,7 +74,7 @@ describe('appliance configuration', () => {
     expect(errorsOf(text)).toEqual([
       'lb1.yaml:16: vips[0].colour: unknown field',
       'lb1.yaml:21: vips[1].ports[1]: expected a port in 1..65535',
-      'lb1.yaml:23: vips[1].servers[1].address: expected an IPv4 address (a.b.c.d)',
+      'lb1.yaml:23: vips[1].backends[1].address: expected an IPv4 address (a.b.c.d)',
     ]);
   });
 
@@ -86,20 +86,17 @@ describe('appliance configuration', () => {
     ]);
   });
 
-  it('wants exactly one server for dnat and snatPorts for fullnat', () => {
+  it('takes a pool behind a dnat VIP and wants snatPorts for fullnat', () => {
     const text = good
-      .replace('servers: [{ address: 198.18.0.101, weight: 1 }]', 'servers: [{ address: 198.18.0.101 }, { address: 198.18.0.104 }]')
+      .replace('backends: [{ address: 198.18.0.101, weight: 1 }]', 'backends: [{ address: 198.18.0.101 }, { address: 198.18.0.104 }]')
       .replace('    snatPorts: "20000-29999"\n', '');
-    expect(errorsOf(text)).toEqual([
-      'lb1.yaml:14: vips[0].servers: a dnat VIP has exactly one server, found 2',
-      'lb1.yaml:16: vips[1].snatPorts: is required for a fullnat VIP (e.g. "20000-29999")',
-    ]);
+    expect(errorsOf(text)).toEqual(['lb1.yaml:16: vips[1].snatPorts: is required for a fullnat VIP (e.g. "20000-29999")']);
   });
 
-  it('refuses an empty fullnat pool and a reversed SNAT range', () => {
-    const text = good.replace(/servers: \[\{ address: 198.18.0.101 \}, .*\]/, 'servers: []').replace('"20000-29999"', '"29999-20000"');
+  it('refuses an empty pool and a reversed SNAT range', () => {
+    const text = good.replace(/backends: \[\{ address: 198.18.0.101 \}, .*\]/, 'backends: []').replace('"20000-29999"', '"29999-20000"');
     expect(errorsOf(text)).toEqual([
-      'lb1.yaml:22: vips[1].servers: a fullnat VIP has at least one server',
+      'lb1.yaml:22: vips[1].backends: a VIP has at least one backend (weight 0 drains one) or a sorryServer',
       'lb1.yaml:24: vips[1].snatPorts: expected first-last with 1 <= first <= last <= 65535, got "29999-20000"',
     ]);
   });
@@ -111,5 +108,56 @@ describe('appliance configuration', () => {
   it('reports YAML syntax errors with their line', () => {
     const [first] = errorsOf(good.replace('ports: [7, 80]\n    mode: dnat', 'ports: [7, 80\n    mode: dnat'));
     expect(first).toMatch(/^lb1\.yaml:1[23]: /);
+  });
+});
+
+describe('backends', () => {
+  it('reads the old `servers` as `backends` for one release, warning at its line', () => {
+    const warnings: string[] = [];
+    const c = parseApplianceConfig(good.replace('backends: [{ address: 198.18.0.101, weight: 1 }]', 'servers: [{ address: 198.18.0.101, weight: 1 }]'), 'lb1.yaml', {
+      warn: (w) => warnings.push(`${w.file}:${w.line}: ${w.path}: ${w.message}`),
+    });
+    expect(c.vips[0]!.backends).toEqual([{ address: '198.18.0.101', weight: 1 }]);
+    expect(warnings).toEqual(["lb1.yaml:14: vips[0].servers: 'servers' is now 'backends' (read as 'backends' for this release)"]);
+    // An error inside the old name still points at its line.
+    expect(errorsOf(good.replace('backends: [{ address: 198.18.0.101, weight: 1 }]', 'servers: [{ address: 198.18.0.1011 }]'))).toEqual([
+      'lb1.yaml:14: vips[0].backends[0].address: expected an IPv4 address (a.b.c.d)',
+    ]);
+    expect(errorsOf(good.replace('    owner: lb1\n  - name: vip4', '    servers: []\n    owner: lb1\n  - name: vip4'))).toEqual([
+      "lb1.yaml:15: vips[0].servers: 'servers' is the old name of 'backends': give only 'backends'",
+    ]);
+  });
+
+  it('takes ports, weights 0..256, a sorry server, onDown and checks; refuses what is out of range, each at its line', () => {
+    const text = good.replace(
+      'backends: [{ address: 198.18.0.101, weight: 1 }]',
+      'backends: [{ address: 198.18.0.101, port: 8443, weight: 0 }, { address: 198.18.0.104, weight: 256, check: { fall: 5 } }]\n    sorryServer: { address: 198.18.0.109, port: 8080 }\n    onDown: reset\n    check: { type: tcp, inter: 500ms, timeout: 400ms }',
+    );
+    const c = parseApplianceConfig(text, 'lb1.yaml');
+    expect(c.vips[0]).toMatchObject({ onDown: 'reset', sorryServer: { address: '198.18.0.109', port: 8080 }, check: { type: "tcp", inter: 500, timeout: 400 } });
+    expect(c.vips[0]!.backends).toEqual([
+      { address: '198.18.0.101', port: 8443, weight: 0 },
+      { address: '198.18.0.104', weight: 256, check: { fall: 5 } },
+    ]);
+    expect(c.vips[1]!.onDown).toBe('keep');
+    expect(
+      errorsOf(
+        good
+          .replace('backends: [{ address: 198.18.0.101, weight: 1 }]', 'backends: [{ address: 198.18.0.101, weight: 257 }, { address: 198.18.0.101, port: 0 }]\n    onDown: drop')
+          .replace('scheduler: roundrobin', 'scheduler: leastconn'),
+      ),
+    ).toEqual([
+      'lb1.yaml:14: vips[0].backends[0].weight: expected a weight in 0..256 (0 drains)',
+      'lb1.yaml:14: vips[0].backends[1].port: expected a port in 1..65535',
+      "lb1.yaml:15: vips[0].onDown: expected 'keep' or 'reset'",
+      "lb1.yaml:24: vips[1].scheduler: expected 'roundrobin', 'sourcehash' or 'maglev'",
+    ]);
+  });
+
+  it('refuses a backend listed twice and a dnat backend in two dnat VIPs', () => {
+    const text = good.replace('backends: [{ address: 198.18.0.101, weight: 1 }]', 'backends: [{ address: 198.18.0.105 }, { address: 198.18.0.105 }]');
+    expect(errorsOf(text)).toEqual(['lb1.yaml:14: vips[0].backends[1].address: backend 198.18.0.105 already listed as backends[0]']);
+    const two = good.replace(/  - name: vip4[\s\S]*$/, '  - name: vip5\n    id: 5\n    address: 203.0.113.14\n    insideAddress: 198.18.0.14\n    ports: [80]\n    mode: dnat\n    backends: [{ address: 198.18.0.101 }]\n    owner: lb1\n');
+    expect(errorsOf(two)).toEqual(['lb1.yaml:22: vips[1].backends[0].address: dnat backend 198.18.0.101 already used by vips[0]']);
   });
 });

@@ -9,11 +9,11 @@ const config = parseApplianceConfig(
     api: { listen: '192.0.2.11:8441' },
     interfaces: { external: 'ext0', internal: 'int0' },
     vips: [
-      { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' },
-      { name: 'vip3', id: 3, address: '203.0.113.12', insideAddress: '198.18.0.12', ports: [7], mode: 'dnat', servers: [{ address: '198.18.0.103' }], owner: 'lb2' },
+      { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7, 80], mode: 'dnat', backends: [{ address: '198.18.0.101' }], owner: 'lb1' },
+      { name: 'vip3', id: 3, address: '203.0.113.12', insideAddress: '198.18.0.12', ports: [7], mode: 'dnat', backends: [{ address: '198.18.0.103' }], owner: 'lb2' },
       {
         name: 'vip4', id: 4, address: '203.0.113.13', insideAddress: '198.18.0.13', ports: [80], mode: 'fullnat', scheduler: 'sourcehash', snatPorts: '20000-29999',
-        servers: [{ address: '198.18.0.101' }, { address: '198.18.0.102', weight: 2 }], owner: 'lb1',
+        backends: [{ address: '198.18.0.101' }, { address: '198.18.0.102', weight: 2 }], owner: 'lb1',
       },
     ],
   }),
@@ -49,28 +49,38 @@ describe('ruleset generator', () => {
     const mark4 = (HOLD_MARK | 4) >>> 0;
     expect(elementsOf(batch, 'add', 'vips_migrating')).toEqual([JSON.stringify([key('203.0.113.13', 'tcp', 80), mark4])]);
     expect(elementsOf(batch, 'add', 'inside_migrating')).toEqual([JSON.stringify([key('198.18.0.13', 'tcp'), mark4])]);
-    const all = batch.nftables.map((c) => JSON.stringify(c)).filter((c) => c.includes('"element"')).join();
+    const modeSets = ['vips_normal', 'vip_dnat', 'vips_migrating', 'replies_migrating', 'inside_migrating'];
+    const all = of(batch, 'add', 'element').filter((e) => modeSets.includes(e.name as string)).map((e) => JSON.stringify(e)).join();
     expect(all).not.toContain('203.0.113.12'); // vip3 is not ours
   });
 
-  it('DNATs a dnat VIP to its server and a fullnat VIP to its weighted pool, counting and marking the connection', () => {
-    expect(rulesOf(batch, 'vip_vip1')).toEqual([JSON.stringify([{ counter: 'new_vip1' }, { mangle: { key: { ct: { key: 'mark' } }, value: 1 } }, { dnat: { addr: '198.18.0.101' } }])]);
-    const [fullnat] = rulesOf(batch, 'vip_vip4');
-    expect(JSON.parse(fullnat!)).toEqual([
-      { counter: 'new_vip4' },
-      { mangle: { key: { ct: { key: 'mark' } }, value: 4 } },
+  it('DNATs each new connection by its slot: numgen or a jhash of the client seeded by the VIP id, into the pool maps', () => {
+    const [dnat] = rulesOf(batch, 'vip_vip1');
+    expect(JSON.parse(dnat!)).toEqual([
+      { counter: 'new_vip1' },
+      { mangle: { key: { ct: { key: 'mark' } }, value: 1 } },
+      { match: { op: '==', left: { meta: { key: 'l4proto' } }, right: 'tcp' } },
+      { mangle: { key: { meta: { key: 'mark' } }, value: { numgen: { mode: 'inc', mod: 256, offset: 0 } } } },
+      { mangle: { key: { meta: { key: 'mark' } }, value: { map: { key: { meta: { key: 'mark' } }, data: '@slots_vip1' } } } },
       {
         dnat: {
-          addr: {
-            map: {
-              key: { jhash: { mod: 3, expr: { payload: { protocol: 'ip', field: 'saddr' } } } },
-              data: { set: [[0, '198.18.0.101'], [1, '198.18.0.102'], [2, '198.18.0.102']] },
-            },
-          },
+          family: 'ip',
+          addr: { map: { key: { meta: { key: 'mark' } }, data: '@pool_vip1' } },
+          port: { map: { key: { concat: [{ meta: { key: 'mark' } }, { payload: { protocol: 'th', field: 'dport' } }] }, data: '@ports_vip1' } },
         },
       },
     ]);
-    expect(rulesOf(batch, 'nat_postrouting').join()).toContain('"snat":{"addr":"198.18.0.13","port":{"range":[20000,29999]}}');
+    expect(rulesOf(batch, 'vip_vip4')[0]).toContain('{"jhash":{"mod":256,"seed":4,"expr":{"payload":{"protocol":"ip","field":"saddr"}}}}');
+    // vip1: one backend in all 256 slots, each VIP port to itself.
+    expect(elementsOf(batch, 'add', 'slots_vip1')).toEqual(Array.from({ length: 256 }, (_, i) => JSON.stringify([i, 0])));
+    expect(elementsOf(batch, 'add', 'pool_vip1')).toEqual([JSON.stringify([0, '198.18.0.101'])]);
+    expect(elementsOf(batch, 'add', 'ports_vip1')).toEqual([7, 80].map((p) => JSON.stringify([key(0, p), p])));
+    // vip4: weights 1 and 2 by repetition (source hash).
+    const shares = [0, 0];
+    for (const e of elementsOf(batch, 'add', 'slots_vip4')) shares[JSON.parse(e)[1]]!++;
+    expect(shares).toEqual([86, 170]);
+    expect(rulesOf(batch, 'snat_vip4').join()).toContain('"snat":{"addr":"198.18.0.13","port":{"range":[20000,29999]}}');
+    expect(elementsOf(batch, 'add', 'snat_chains')).toEqual([JSON.stringify([4, { goto: { target: 'snat_vip4' } }])]);
   });
 
   it('rejects unknown TCP accesses to normal VIPs with a reset, counted per VIP', () => {

@@ -156,10 +156,10 @@ export function siteConfig(hold: object = {}): object {
     interfaces: { external: 'e0', internal: 'i0' },
     hold: { policy: 'queue', queueLength: 4096, ...hold },
     vips: [
-      { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7], mode: 'dnat', servers: [{ address: '198.18.0.101' }], owner: 'lb1' },
+      { name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', ports: [7], mode: 'dnat', backends: [{ address: '198.18.0.101' }], owner: 'lb1' },
       {
         name: 'vip4', id: 4, address: '203.0.113.13', insideAddress: '198.18.0.13', ports: [7], mode: 'fullnat', scheduler: 'roundrobin',
-        snatPorts: '20000-29999', servers: [{ address: '198.18.0.101' }, { address: '198.18.0.102' }], owner: 'lb1',
+        snatPorts: '20000-29999', backends: [{ address: '198.18.0.101' }, { address: '198.18.0.102' }], owner: 'lb1',
       },
     ],
   };
