@@ -54,6 +54,7 @@ export class ApiClient {
   private readonly timeoutMs: number;
   private readonly maxResponseBytes: number;
   private peer: string | undefined;
+  private skewMs: number | undefined;
 
   constructor(
     readonly baseUrl: string,
@@ -121,6 +122,14 @@ export class ApiClient {
     return this.exchange<T>(method, path, source instanceof Readable ? source : Readable.from(source), options);
   }
 
+  /**
+   * How far the server's clock is ahead of ours, from the Date header of its last answer
+   * (whole seconds, so within about a second); undefined before any answer.
+   */
+  get clockSkewMs(): number | undefined {
+    return this.skewMs;
+  }
+
   /** Closes idle keep-alive sockets. */
   close(): void {
     this.agent.destroy();
@@ -183,6 +192,9 @@ export class ApiClient {
     } else if (streaming) headers['content-type'] = 'application/octet-stream';
     const res = await this.raw(method, path, headers, body, options.signal, signed[HEADER.signature]);
     const verdict = verifyResponse(this.credentials, { status: res.statusCode ?? 0, headers: res.headers, requestNonce: signed[HEADER.nonce]!, expectedPeer: audience });
+    const date = res.headers.date ? Date.parse(res.headers.date) : NaN;
+    // The Date header is whole seconds: +500 ms makes its mean error zero.
+    if (Number.isFinite(date)) this.skewMs = date + 500 - Date.now();
     if (!verdict.ok) {
       res.destroy();
       throw new ApiError(0, `${method} ${path} on ${this.baseUrl}: ${verdict.message}`);

@@ -26,7 +26,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
-import { Counter, register as defaultRegistry } from 'prom-client';
+import { Counter, Gauge, register as defaultRegistry } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { ZodType } from 'zod';
 import { Authenticator, HEADER, IDENTITY_PATH, STREAMING, sha256Hex } from './auth.js';
@@ -113,7 +113,36 @@ export interface ApiServerOptions {
   metrics?: Registry;
   /** Largest JSON body accepted (413 beyond). Default 1 MiB. */
   maxBodyBytes?: number;
+  limits?: Partial<ConnectionLimits>;
 }
+
+/**
+ * What one peer, or a crowd of connections that never send a request, may hold of a server.
+ * A connection that has sent nothing is cut after `idleMs`; beyond `maxConnections` the oldest
+ * such connection makes room for the new one (a legitimate request still gets in while idle
+ * ones pile up); one address holds at most `maxConnectionsPerAddress`.
+ */
+export interface ConnectionLimits {
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  /** A connection with no request in progress is cut after this long (Node cuts none by itself). */
+  idleMs: number;
+  /** The request's headers must be in within this long of its first byte. */
+  headersTimeoutMs: number;
+  /** The whole request (a streamed body included) within this long. */
+  requestTimeoutMs: number;
+  /** Between two requests on a kept-alive connection. */
+  keepAliveMs: number;
+}
+
+export const DEFAULT_LIMITS: ConnectionLimits = {
+  maxConnections: 1024,
+  maxConnectionsPerAddress: 128,
+  idleMs: 10_000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 120_000,
+  keepAliveMs: 5_000,
+};
 
 export type ListenAddress = string | { host?: string; port: number } | { path: string };
 
@@ -232,21 +261,70 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
   const served = counter(registry, 'vipshift_api_requests_total', 'API requests answered, by route and status.', ['api', 'method', 'route', 'status']);
   const forbidden = counter(registry, 'vipshift_api_requests_forbidden_total', 'API requests refused because the caller\'s role may not call the route, by route and role.', ['api', 'method', 'route', 'role']);
   const refusalLog = new RateLimitedLog();
-  const sockets = new Set<Socket>();
+  const skew =
+    (registry.getSingleMetric('vipshift_api_clock_skew_seconds') as Gauge<string> | undefined) ??
+    new Gauge({
+      name: 'vipshift_api_clock_skew_seconds',
+      help: 'How far ahead of this process\'s clock a member\'s clock was in its last accepted request (its signed timestamp minus our time of receipt, network delay included); requests beyond ±30 s are refused.',
+      labelNames: ['api', 'peer'],
+      registers: [registry],
+    });
+  const limits: ConnectionLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const connectionsCut = counter(registry, 'vipshift_api_connections_cut_total', 'API connections closed by the server\'s limits, by reason (idle, evicted, per_address).', ['api', 'reason']);
+  /** Every open connection → requests in progress on it. */
+  const sockets = new Map<Socket, number>();
+  /** Connections that have not sent a request yet, oldest first: the first to make room. */
+  const fresh = new Set<Socket>();
+  const perAddress = new Map<string, number>();
+  const cut = (socket: Socket, reason: 'idle' | 'evicted' | 'per_address') => {
+    connectionsCut.inc({ api: name, reason });
+    socket.destroy();
+  };
 
-  const server: Server = createServer((req, res) => {
+  const server: Server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
+    const socket = req.socket;
+    fresh.delete(socket);
+    sockets.set(socket, (sockets.get(socket) ?? 0) + 1);
+    res.once('close', () => {
+      if (sockets.has(socket)) sockets.set(socket, Math.max(0, sockets.get(socket)! - 1));
+    });
     handle(req, res).catch((err: unknown) => {
       logger.error({ err, method: req.method, url: req.url }, 'API request failed after its response started');
       res.destroy();
     });
   });
-  server.on('connection', (socket) => {
-    sockets.add(socket);
-    socket.on('close', () => sockets.delete(socket));
+  server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? 'local';
+    const held = perAddress.get(address) ?? 0;
+    if (held >= limits.maxConnectionsPerAddress) return cut(socket, 'per_address');
+    if (sockets.size >= limits.maxConnections) {
+      const oldest = fresh.values().next().value;
+      if (!oldest) return cut(socket, 'evicted'); // every connection is busy with a request: the new one waits its turn elsewhere
+      fresh.delete(oldest);
+      cut(oldest, 'evicted');
+    }
+    perAddress.set(address, held + 1);
+    sockets.set(socket, 0);
+    fresh.add(socket);
+    socket.setTimeout(limits.idleMs);
+    socket.on('timeout', () => {
+      // Only a connection with no request in progress: a handler may work for long in silence.
+      if ((sockets.get(socket) ?? 0) === 0) cut(socket, 'idle');
+    });
+    socket.once('close', () => {
+      sockets.delete(socket);
+      fresh.delete(socket);
+      const n = (perAddress.get(address) ?? 1) - 1;
+      if (n <= 0) perAddress.delete(address);
+      else perAddress.set(address, n);
+    });
   });
+  // Node destroys a socket on its timeout unless someone listens: the listener above decides.
+  server.on('timeout', () => undefined);
   // A slow or silent peer must not hold a socket forever.
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 0; // streams may run long; idle sockets are cut by the keep-alive timeout
+  server.headersTimeout = limits.headersTimeoutMs;
+  server.requestTimeout = limits.requestTimeoutMs;
+  server.keepAliveTimeout = limits.keepAliveMs;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase();
@@ -285,6 +363,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     const verdict = authenticator.verify(method, target, req.headers);
     if (!verdict.ok) return refuse(verdict.status, verdict.reason, verdict.message);
     const { peer, role } = verdict;
+    skew.set({ api: name, peer }, verdict.skewMs / 1000);
 
     const url = new URL(target, 'http://api');
     let parts: string[];
@@ -429,7 +508,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     close() {
       return new Promise<void>((resolve, reject) => {
         server.close((err) => (err ? reject(err) : resolve()));
-        for (const socket of sockets) socket.destroy();
+        for (const socket of sockets.keys()) socket.destroy();
       });
     },
     get address() {

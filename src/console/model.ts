@@ -56,8 +56,13 @@ export interface ConsoleData {
   page?: Fetched<AccessPage>;
   /** Rebalance mode as the controller reports it, if it does. */
   rebalance?: Fetched<string>;
+  /** How far the controller's clock is ahead of ours (its answers' Date), if known. */
+  clockSkewMs?: number;
   now: number;
 }
+
+/** Clocks further apart than this are warned about: the APIs refuse requests beyond ±30 s. */
+export const CLOCK_WARN_MS = 5_000;
 
 export type Action =
   | { kind: 'migrate'; vip: string; to: string }
@@ -286,7 +291,12 @@ function connection(data: ConsoleData, width: number): Line {
   }
   if ('unavailable' in f) return clip([seg(`${clock} `), seg(f.unavailable, 'bad')], width);
   const rebalance = data.rebalance && 'ok' in data.rebalance ? data.rebalance.ok : 'not available';
-  return clip([seg(`${clock} `), seg('controller ok', 'ok'), seg(`  rebalance: ${rebalance}  ${data.target}`, 'dim')], width);
+  const skew = data.clockSkewMs;
+  const warning =
+    skew !== undefined && Math.abs(skew) > CLOCK_WARN_MS
+      ? [seg(`  clock ${Math.round(Math.abs(skew) / 1000)} s ${skew > 0 ? 'behind' : 'ahead of'} the controller's: requests fail beyond 30 s, check the time client`, 'warn')]
+      : [];
+  return clip([seg(`${clock} `), seg('controller ok', 'ok'), ...warning, seg(`  rebalance: ${rebalance}  ${data.target}`, 'dim')], width);
 }
 
 function footer(ui: Ui, width: number): Line[] {

@@ -69,6 +69,8 @@ export class ConsoleSource {
   async refresh(data: ConsoleData, ui: Ui, height: number, now = Date.now()): Promise<ConsoleData> {
     const site = await fetched(data.site, now, () => this.api.get<SiteStatus>(ROUTES.status, { timeoutMs: TIMEOUT_MS }));
     const next: ConsoleData = { ...data, site, now };
+    const skew = this.api.clockSkewMs;
+    if (skew !== undefined) next.clockSkewMs = skew;
     if ('ok' in site) {
       if (data.site && 'ok' in data.site) next.previous = { site: data.site.ok, at: data.site.at };
       const reported = (site.ok as SiteStatus & { rebalance?: unknown }).rebalance;

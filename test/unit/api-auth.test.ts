@@ -75,6 +75,25 @@ function headersFor(creds: Credentials, method: string, path: string, body: Buff
   return signRequest(creds, { method, path, audience: opts.audience ?? 'lb1', contentSha256: body.length ? sha256Hex(body) : EMPTY_SHA256 }, opts.now);
 }
 
+describe('clock skew', () => {
+  it('is measured per member from its accepted requests', async () => {
+    const path = '/v1/status';
+    const ahead = headersFor(ctl, 'GET', path, Buffer.alloc(0), { now: Date.now() + 12_000 });
+    expect((await rawRequest(server.url, 'GET', path, ahead)).status).toBe(200);
+    const value = (await registry.getSingleMetric('vipshift_api_clock_skew_seconds')!.get()).values.find((v) => v.labels.peer === 'ctl')!.value;
+    expect(value).toBeGreaterThan(11);
+    expect(value).toBeLessThanOrEqual(12);
+  });
+
+  it('is seen by a client from the answers\' Date', async () => {
+    const c = new ApiClient(server.url, ctl, { peer: 'lb1' });
+    expect(c.clockSkewMs).toBeUndefined();
+    await c.get('/v1/status');
+    expect(Math.abs(c.clockSkewMs!)).toBeLessThan(1500);
+    c.close();
+  });
+});
+
 const GET = { method: 'GET', path: '/v1/status', body: Buffer.alloc(0) };
 const POST = { method: 'POST', path: '/v1/vips/vip1/prepare', body: Buffer.from(JSON.stringify({ timeoutMs: 1000 })) };
 
@@ -117,6 +136,28 @@ describe.each([GET, POST])('$method $path', ({ method, path, body }) => {
     expect((await rawRequest(server.url, method, path, headers, body)).status).toBe(200);
     ran = [];
     await expectRefused(headers, 401, 'replayed');
+  });
+
+  it('is refused after a restart when it was signed before (a replay into a process whose nonces are new)', async () => {
+    const captured = { ...headersFor(ctl, method, path, body), 'content-type': 'application/json' };
+    expect((await rawRequest(server.url, method, path, captured, body)).status).toBe(200);
+    ran = [];
+    // The same API started again: a new Authenticator, nothing remembered.
+    const restarted = createApiServer({ name: 'agent', routes, roles, authenticator: new Authenticator(lb1, { notBefore: Date.now() + 1 }), logger: pino({ level: 'silent' }), metrics: registry });
+    await restarted.listen('127.0.0.1:0');
+    try {
+      const before = await refusals('before_start');
+      const answer = await rawRequest(restarted.url, method, path, captured, body);
+      expect(answer.status).toBe(401);
+      expect(JSON.parse(answer.body.toString()).error).toMatch(/before this process started/);
+      expect(ran).toEqual([]);
+      expect(await refusals('before_start')).toBe(before + 1);
+      // A request signed after the restart is served.
+      await new Promise((r) => setTimeout(r, 5));
+      expect((await rawRequest(restarted.url, method, path, { ...headersFor(ctl, method, path, body), 'content-type': 'application/json' }, body)).status).toBe(200);
+    } finally {
+      await restarted.close();
+    }
   });
 
   it('is refused when meant for another appliance', async () => {

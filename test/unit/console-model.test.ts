@@ -162,3 +162,12 @@ describe('human log lines', () => {
     expect(humanLine('not json')).toBe('not json');
   });
 });
+
+describe('clock skew', () => {
+  it('is warned on the connection line beyond 5 s, and not below', () => {
+    const ui = initialUi('site');
+    expect(text(data(site(), { clockSkewMs: 12_400 }), ui, 200)[1]).toMatch(/clock 12 s behind the controller's: requests fail beyond 30 s, check the time client/);
+    expect(text(data(site(), { clockSkewMs: -7_000 }), ui, 200)[1]).toMatch(/clock 7 s ahead of the controller's/);
+    expect(text(data(site(), { clockSkewMs: 900 }), ui, 200)[1]).not.toMatch(/clock/);
+  });
+});
