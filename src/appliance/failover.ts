@@ -10,18 +10,18 @@
  *                                  (standby or not, the last takeovers' reports)
  */
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import type { Credentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
-import { HttpError, type Route } from '../api/server.js';
 import { KeeperClient } from '../keeper/client.js';
-import { UnknownVipError, type Appliance } from './appliance.js';
+import type { Appliance } from './appliance.js';
+import type { AgentFailover } from './agent.js';
+import type { MigrationStepName } from './agent-api.js';
 import type { ApplianceConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { Conntrack } from '../netlink/conntrack.js';
 import type { TransitionEvent } from '../vrrp/speaker.js';
 import type { EventSink } from '../log/events.js';
-import { Replicator, type KeeperSink } from '../replication/replicator.js';
+import { Replicator, type KeeperSink, type ReplicationStatus } from '../replication/replicator.js';
 import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from '../replication/takeover.js';
 
 export interface FailoverOptions {
@@ -42,7 +42,7 @@ const ARM_POLL_MS = 200;
 /** A migration the controller started here and never finished stops shielding its VIP after this long. */
 const PLANNED_MS = 60_000;
 
-export class Failover {
+export class Failover implements AgentFailover {
   readonly replicator: Replicator;
   readonly takeover: Takeover;
   private readonly clients: { close(): void }[] = [];
@@ -173,54 +173,29 @@ export class Failover {
     }
   }
 
-  /** Routes to add to the agent's; `status` is wrapped to carry the replication section. */
-  routes(agent: Route[]): Route[] {
-    type Ctx = Parameters<Route['handler']>[0];
-    const step = (path: string) => path.match(/^\/v1\/vips\/:name\/(prepare|address|activate|abort|forget)$/)?.[1];
-    const withStatus = agent.map((r): Route => {
-      if (r.method === 'GET' && r.path === '/v1/status') {
-        return { ...r, handler: async (ctx: Ctx) => ({ ...((await r.handler(ctx)) as object), replication: this.replicator.status(), failover: this.status() }) };
-      }
-      const which = r.method === 'POST' ? step(r.path) : undefined;
-      if (!which) return r;
-      // The controller's migration steps tell a planned VRRP move from a failover.
-      return {
-        ...r,
-        handler: async (ctx: Ctx) => {
-          const name = ctx.params.name ?? '';
-          // Steps 1 and 2 open a migration here (target, source), steps 4 and an abort close it.
-          const opens = which === 'prepare' || which === 'address';
-          if (opens) this.planned.set(name, performance.now());
-          try {
-            const result = await r.handler(ctx);
-            if (which === 'activate') this.options.events?.emit({ event: 'migrationDone', vip: name });
-            if (which === 'abort') this.options.events?.emit({ event: 'migrationAborted', vip: name });
-            return result;
-          } finally {
-            if (!opens) this.planned.delete(name);
-          }
-        },
-      };
-    });
-    const takeover: Route = {
-      method: 'POST',
-      path: '/v1/vips/:name/takeover',
-      body: z.object({}).strict(),
-      handler: async (ctx) => {
-        const name = ctx.params.name ?? '';
-        try {
-          this.options.appliance.vip(name);
-        } catch (err) {
-          if (err instanceof UnknownVipError) throw new HttpError(404, err.message, 'name');
-          throw err;
-        }
-        // Held before the address arrives, so the first packet is not answered with a reset.
-        if (!this.options.modes().has(name)) await this.options.appliance.prepare(name);
-        await this.options.appliance.claimAddress(name);
-        return this.takeover.becameMaster(name);
-      },
-    };
-    return [...withStatus, takeover];
+  /** Steps 1 and 2 open a migration here (target, source); step 4, an abort or a forget close it. */
+  stepStarted(vip: string, step: MigrationStepName): void {
+    if (step === 'prepare' || step === 'address') this.planned.set(vip, performance.now());
+  }
+
+  stepEnded(vip: string, step: MigrationStepName, succeeded: boolean): void {
+    if (step === 'prepare' || step === 'address') return;
+    this.planned.delete(vip);
+    if (succeeded && step === 'activate') this.options.events?.emit({ event: 'migrationDone', vip });
+    if (succeeded && step === 'abort') this.options.events?.emit({ event: 'migrationAborted', vip });
+  }
+
+  /** The agent's status carries replication and failover. */
+  statusSections(): { replication: ReplicationStatus; failover: ReturnType<Failover['status']> } {
+    return { replication: this.replicator.status(), failover: this.status() };
+  }
+
+  /** An operator's (or a test's) takeover of a VIP on this appliance, without VRRP. */
+  async takeOver(vip: string): Promise<TakeoverReport> {
+    // Held before the address arrives, so the first packet is not answered with a reset.
+    if (!this.options.modes().has(vip)) await this.options.appliance.prepare(vip);
+    await this.options.appliance.claimAddress(vip);
+    return this.takeover.becameMaster(vip);
   }
 
   /** Whether this appliance backs VIPs up, and its last takeovers (newest last). */

@@ -7,7 +7,7 @@ import type { SiteStatus } from '../controller/controller.js';
 import type { MigrationProgress } from '../migration/migration.js';
 import type { AccessPage } from '../nat/access-page.js';
 import { SORT_KEYS } from '../nat/access-page.js';
-import type { VipStatus } from '../appliance/appliance.js';
+import type { AgentVipStatus } from '../appliance/agent-api.js';
 import { bar, bytes, clip, count, duration, fit, percent, plain, seg, table, type Column, type Line } from './format.js';
 
 export const VIEWS = ['site', 'modes', 'access', 'migrations', 'plan'] as const;
@@ -450,7 +450,7 @@ function modesView(data: ConsoleData, ui: Ui, width: number): Line[] {
   if (!site) return [plain('no status from the controller yet')];
   const lines: Line[] = [];
   const running = site.migrations.filter((m) => m.state === 'running');
-  type Row = VipStatus & { shown: string };
+  type Row = AgentVipStatus & { shown: string };
   const columns: Column<Row>[] = [
     { title: '  VIP', width: 10, value: (v) => `  ${v.name}` },
     { title: 'MODE', width: 9, value: (v) => v.shown, style: (v) => modeStyle(v.shown) },

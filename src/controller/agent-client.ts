@@ -1,14 +1,14 @@
 /**
- * The controller's view of one appliance: its agent API (src/appliance/agent.ts) behind the
- * MigrationAgent interface the four steps use.
+ * The controller's view of one appliance: its agent API (src/appliance/agent-api.ts) behind
+ * the MigrationAgent interface the four steps use. Every answer is parsed by the endpoint's
+ * schema.
  */
 import { createInterface } from 'node:readline';
 import type { ApiClient, RequestOptions } from '../api/client.js';
+import { call, open } from '../api/contract.js';
+import { agentApi, importLine, type AgentStatus } from '../appliance/agent-api.js';
 import type { HoldRelease, ImportResult, MigrationAgent } from '../migration/migration.js';
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
-import type { ApplianceStatus } from '../appliance/appliance.js';
-
-const vipPath = (vip: string, action: string) => `/v1/vips/${encodeURIComponent(vip)}/${action}`;
 
 export class AgentClient implements MigrationAgent {
   constructor(
@@ -17,33 +17,39 @@ export class AgentClient implements MigrationAgent {
     private readonly api: ApiClient,
   ) {}
 
-  status(options?: RequestOptions): Promise<ApplianceStatus> {
-    return this.api.get('/v1/status', options) as Promise<ApplianceStatus>;
+  private step(endpoint: (typeof agentApi)['prepare' | 'forget' | 'abort' | 'deleteEntries'], vip: string): Promise<unknown> {
+    return call(this.api, endpoint, { params: { name: vip } });
+  }
+
+  status(options?: RequestOptions): Promise<AgentStatus> {
+    return call(this.api, agentApi.status, {}, options);
   }
 
   async prepare(vip: string): Promise<void> {
-    await this.api.post(vipPath(vip, 'prepare'), {});
+    await this.step(agentApi.prepare, vip);
   }
 
   async releaseAddress(vip: string): Promise<void> {
-    await this.api.post(vipPath(vip, 'address'), { action: 'release' });
+    await call(this.api, agentApi.address, { params: { name: vip }, body: { action: 'release' } });
   }
 
   async claimAddress(vip: string): Promise<void> {
-    await this.api.post(vipPath(vip, 'address'), { action: 'claim' });
+    await call(this.api, agentApi.address, { params: { name: vip }, body: { action: 'claim' } });
   }
 
   /** The target answers with one JSON line per batch created, then a summary line. */
   async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult> {
-    const response = await this.api.stream('POST', vipPath(vip, 'import'), { from: source.name });
+    const response = await open(this.api, agentApi.import, { params: { name: vip }, body: { from: source.name } });
     let result: ImportResult | undefined;
     let failure: string | undefined;
-    for await (const line of createInterface({ input: response, crlfDelay: Infinity })) {
-      if (!line) continue;
-      const event = JSON.parse(line) as { moved?: number; created?: number; failed?: number; error?: string };
-      if (event.error) failure = event.error;
-      else if (event.created !== undefined) result = { created: event.created, failed: event.failed ?? 0 };
-      else if (event.moved !== undefined) onProgress(event.moved);
+    for await (const text of createInterface({ input: response, crlfDelay: Infinity })) {
+      if (!text) continue;
+      const line = importLine.safeParse(JSON.parse(text));
+      if (!line.success) throw new Error(`${this.name}: importing ${vip}: unexpected progress line ${text.slice(0, 200)}`);
+      const event = line.data;
+      if ('error' in event) failure = event.error;
+      else if ('created' in event) result = { created: event.created, failed: event.failed };
+      else onProgress(event.moved);
     }
     if (failure) throw new Error(`${this.name}: importing ${vip} failed: ${failure}`);
     if (!result) throw new Error(`${this.name}: importing ${vip} ended without a summary`);
@@ -51,24 +57,23 @@ export class AgentClient implements MigrationAgent {
   }
 
   async deleteEntries(vip: string): Promise<void> {
-    await this.api.post(vipPath(vip, 'delete-entries'), {});
+    await this.step(agentApi.deleteEntries, vip);
   }
 
   async forget(vip: string): Promise<void> {
-    await this.api.post(vipPath(vip, 'forget'), {});
+    await this.step(agentApi.forget, vip);
   }
 
   activate(vip: string): Promise<HoldRelease> {
-    return this.api.post(vipPath(vip, 'activate'), {}) as Promise<HoldRelease>;
+    return call(this.api, agentApi.activate, { params: { name: vip } });
   }
 
   async abort(vip: string): Promise<void> {
-    await this.api.post(vipPath(vip, 'abort'), {});
+    await this.step(agentApi.abort, vip);
   }
 
   /** One page of the VIP's access table, sorted and filtered by the appliance. */
   entriesPage(vip: string, query: Partial<PageQuery>): Promise<AccessPage> {
-    const q = new URLSearchParams(Object.entries(query).filter(([, v]) => v !== undefined).map(([k, v]): [string, string] => [k, String(v)]));
-    return this.api.get(`${vipPath(vip, 'entries/page')}?${q}`) as Promise<AccessPage>;
+    return call(this.api, agentApi.entriesPage, { params: { name: vip }, query });
   }
 }

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RequestOptions } from '../api/client.js';
 import { STEPS, migrate, recover, type MigrationAgent, type MigrationOptions, type MigrationProgress, type Step } from '../migration/migration.js';
-import type { ApplianceStatus } from '../appliance/appliance.js';
+import type { AgentStatus } from '../appliance/agent-api.js';
 import { algorithms, type AssignmentAlgorithm, type AssignmentInput, type Plan } from './assignment.js';
 import type { ControllerConfig } from '../config/controller.js';
 import type { ControllerStore, InventoryAppliance, InventoryVip, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './store.js';
@@ -16,7 +16,7 @@ import { TrafficMeter, type ApplianceSample } from './statistics.js';
 
 /** What the controller needs of an appliance: the migration's operations and its status. */
 export interface ApplianceAgent extends MigrationAgent {
-  status(options?: RequestOptions): Promise<ApplianceStatus>;
+  status(options?: RequestOptions): Promise<AgentStatus>;
 }
 
 export interface SiteVip {
@@ -32,7 +32,7 @@ export interface SiteVip {
 
 export interface SiteStatus {
   vips: SiteVip[];
-  appliances: (ApplianceStatus & { name: string; reachable: boolean; up: boolean; maintenance: boolean; capacity: number; error?: string })[];
+  appliances: (AgentStatus & { name: string; reachable: boolean; up: boolean; maintenance: boolean; capacity: number; error?: string })[];
   migrations: MigrationProgress[];
   rebalance: RebalanceMode;
 }
@@ -100,7 +100,7 @@ export class Controller {
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopped = false;
   /** Each appliance's answer to the last poll it answered. */
-  private readonly lastStatuses = new Map<string, ApplianceStatus>();
+  private readonly lastStatuses = new Map<string, AgentStatus>();
   /** Told of every migration that ends (metrics). */
   onFinished?: (final: MigrationProgress) => void;
 

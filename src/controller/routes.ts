@@ -7,7 +7,7 @@ import { HttpError, reply, type RequestContext, type Route, type RouteRoles } fr
 import { ApiError } from '../api/client.js';
 import { AgentClient } from './agent-client.js';
 import { STEPS } from '../migration/migration.js';
-import { pageQuery } from '../appliance/agent.js';
+import { pageQuery } from '../appliance/agent-api.js';
 import { MigrationRefused, type Controller } from './controller.js';
 
 const migrationRequest = z

@@ -86,7 +86,7 @@ function agentApi(): Api {
     return undefined;
   };
   const routes = [
-    ...agentRoutes(recorder<Appliance>(calls), peerClient, logger),
+    ...agentRoutes(recorder<Appliance>(calls), { peerClient, logger }),
     recorded(calls, 'POST', '/v1/vips/:name/takeover'),
     watched(calls, eventsRoute(new EventBus('lb1'))),
     watched(calls, metricsRoute(new Registry())),

@@ -1,0 +1,148 @@
+/**
+ * The appliance agent's API, declared once: what the controller calls to run the four steps,
+ * what a target calls on a source to pull a VIP's entries, what the console reads. The agent
+ * (agent.ts) serves these endpoints; the controller's AgentClient and the failover's peer
+ * reads call them. Answers are parsed by these schemas on the calling side, which keeps only
+ * the fields declared here: a field the appliance adds to its status reaches the controller
+ * and the console once it is declared.
+ */
+import { z } from 'zod';
+import { endpoint, noBody, okAnswer } from '../api/contract.js';
+import { SORT_KEYS } from '../nat/access-page.js';
+
+const count = z.number().int().min(0);
+
+/** One VIP as an appliance reports it (VipStatus). */
+export const vipStatusSchema = z.object({
+  name: z.string(),
+  address: z.string(),
+  mode: z.enum(['normal', 'migrating', 'absent']),
+  entries: count,
+  packets: count,
+  bytes: count,
+  newConnections: count,
+  rejected: count,
+  synproxied: count,
+  limitedVip: count,
+  limitedSource: count,
+  unavailable: count,
+  held: count,
+  released: count,
+  overflowed: count,
+  dropped: count,
+  backends: z.array(
+    z.object({
+      address: z.string(),
+      port: z.number().int().optional(),
+      weight: count,
+      state: z.enum(['up', 'down', 'drained']),
+      reason: z.string(),
+      connections: count,
+    }),
+  ),
+});
+export type AgentVipStatus = z.infer<typeof vipStatusSchema>;
+
+/** One VRRP instance as the speaker reports it (InstanceStatus). */
+export const instanceStatusSchema = z.object({
+  name: z.string(),
+  interface: z.string(),
+  vrid: z.number().int(),
+  state: z.enum(['initialize', 'backup', 'master', 'fault']),
+  priority: z.number().int(),
+  addresses: z.array(z.string()),
+});
+
+/** The appliance's status; the parts it may or may not run report sections of their own. */
+export const applianceStatusSchema = z.object({
+  appliance: z.string(),
+  vips: z.array(vipStatusSchema),
+  vrrp: z.array(instanceStatusSchema),
+  // Sections of the parts this appliance runs, passed on as they are.
+  bfd: z.unknown().optional(),
+  mirror: z.unknown().optional(),
+  replication: z.unknown().optional(),
+  failover: z.unknown().optional(),
+});
+export type AgentStatus = z.infer<typeof applianceStatusSchema>;
+
+const sortKey = z.enum([...SORT_KEYS, ...SORT_KEYS.map((k) => `-${k}` as const)]);
+/** Query of a page of the access table (access-page.ts). */
+export const pageQuery = z
+  .object({
+    offset: z.coerce.number().int().min(0).default(0),
+    limit: z.coerce.number().int().min(1).max(1000).default(50),
+    sort: sortKey.default('client'),
+    filter: z.string().max(200).default(''),
+  })
+  .strict();
+
+export const accessPageSchema = z.object({
+  vip: z.string(),
+  total: count,
+  matched: count,
+  offset: count,
+  limit: count,
+  sort: z.string(),
+  filter: z.string(),
+  rows: z.array(
+    z.object({ client: z.string(), vip: z.string(), inside: z.string().optional(), server: z.string(), tcpState: z.string(), timeout: z.number() }),
+  ),
+  snapshotAt: z.string(),
+  snapshotAgeMs: z.number(),
+  dumpMs: z.number(),
+});
+
+/** One line of an import's answer: progress, the summary, or the error that ended it. */
+export const importLine = z.union([
+  z.object({ error: z.string() }),
+  z.object({ created: count, failed: count }),
+  z.object({ moved: count }),
+]);
+
+const sourceReport = z.looseObject({ name: z.string() });
+export const takeoverReportSchema = z.looseObject({
+  vip: z.string(),
+  startedAt: z.number(),
+  outcome: z.enum(['activated', 'already normal']),
+  keepers: z.array(sourceReport),
+  peers: z.array(sourceReport),
+  created: count,
+  existing: count,
+  failed: count,
+  released: count,
+});
+
+export const agentApi = {
+  status: endpoint({ method: 'GET', path: '/v1/status', response: applianceStatusSchema }),
+  /** The console's view of the access table: one sorted, filtered page, never the whole table. */
+  entriesPage: endpoint({ method: 'GET', path: '/v1/vips/:name/entries/page', query: pageQuery, response: accessPageSchema }),
+  /** Step 1 on the target (and an abort's hold on the source): the VIP's packets are held. */
+  prepare: endpoint({ method: 'POST', path: '/v1/vips/:name/prepare', body: noBody, response: okAnswer }),
+  /** Step 2: the source releases the VIP's addresses, the target claims them. */
+  address: endpoint({ method: 'POST', path: '/v1/vips/:name/address', body: z.object({ action: z.enum(['release', 'claim']) }).strict(), response: okAnswer }),
+  /** Source side of step 3: the VIP's entry records, streamed. */
+  entries: endpoint({ method: 'GET', path: '/v1/vips/:name/entries' }),
+  /**
+   * Target side of step 3: pull from the source, answer JSON lines (importLine). `from` names
+   * an appliance of the target's configuration (failover.peers); its URL comes from there.
+   */
+  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1) }).strict() }),
+  deleteEntries: endpoint({ method: 'POST', path: '/v1/vips/:name/delete-entries', body: noBody, response: okAnswer }),
+  forget: endpoint({ method: 'POST', path: '/v1/vips/:name/forget', body: noBody, response: okAnswer }),
+  /** Step 4: the VIP forwards here; the held packets go out in order. */
+  activate: endpoint({ method: 'POST', path: '/v1/vips/:name/activate', body: noBody, response: z.object({ released: count }) }),
+  abort: endpoint({ method: 'POST', path: '/v1/vips/:name/abort', body: noBody, response: okAnswer }),
+  /** A standby takes the VIP over from the keepers' copies (failover, without the controller). */
+  takeover: endpoint({ method: 'POST', path: '/v1/vips/:name/takeover', body: noBody, response: takeoverReportSchema }),
+  /** Re-reads the whole access table into the mirror (entries made behind the appliance's back). */
+  rebuildMirror: endpoint({
+    method: 'POST',
+    path: '/v1/mirror/rebuild',
+    body: noBody,
+    response: z.looseObject({ synced: z.boolean(), entries: count.optional() }),
+  }),
+} as const;
+
+/** The steps of a migration the controller runs on this appliance, by endpoint. */
+export type MigrationStepName = 'prepare' | 'address' | 'activate' | 'abort' | 'forget';

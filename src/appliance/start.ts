@@ -1,0 +1,115 @@
+/**
+ * One appliance process: the NAT engine, the access table and its mirror, the VIP addresses
+ * (directly or through the VRRP speaker), replication and failover, and the agent API the
+ * controller drives. `startAppliance()` brings them up in the one order that loses no
+ * connection and no event; `stop()` takes them down in reverse.
+ */
+import { Authenticator, loadCredentials } from '../api/auth.js';
+import { createApiServer, type ApiServer } from '../api/server.js';
+import { failoverWarnings, type ApplianceConfig } from '../config/appliance.js';
+import type { Logger } from 'pino';
+import { metricsRoute, processRegistry } from '../metrics/metrics.js';
+import { AccessTableMirror } from '../nat/access-table-mirror.js';
+import { NatEngine } from '../nat/engine.js';
+import { Conntrack } from '../netlink/conntrack.js';
+import { Addresses } from '../netlink/route.js';
+import { registerReplicationMetrics } from '../replication/metrics.js';
+import { registerBfdMetrics, registerVrrpMetrics } from '../vrrp/metrics.js';
+import { SpeakerProcess } from '../vrrp/process.js';
+import { DirectAddressing, VrrpAddressing } from './addressing.js';
+import { AGENT_ROLES, agentRoutes, peerClients } from './agent.js';
+import { Announcer } from './announce.js';
+import { Appliance } from './appliance.js';
+import { Failover } from './failover.js';
+import { Hooks, eventsRoute } from './hooks.js';
+import { registerApplianceMetrics } from './metrics.js';
+import { EventBus } from '../log/events.js';
+
+export interface ApplianceStartOptions {
+  config: ApplianceConfig;
+  /** The configuration file, handed to the VRRP speaker's child process. */
+  configPath: string;
+  credentialsDir: string;
+  logger: Logger;
+  /** How the speaker's child process is started: this program with `vrrp --config FILE --control`. */
+  speakerCommand: (configPath: string) => string[];
+  /** Called when a part the appliance cannot run without has died (the speaker). */
+  onFatal: (err: Error) => void;
+}
+
+export interface RunningAppliance {
+  appliance: Appliance;
+  server: ApiServer;
+  stop(): Promise<void>;
+}
+
+export async function startAppliance(options: ApplianceStartOptions): Promise<RunningAppliance> {
+  const { config, logger } = options;
+  const credentials = loadCredentials(options.credentialsDir, config.appliance);
+  const metrics = processRegistry();
+  // The events of the box: the notify hooks run on them, `vipshift events` streams them.
+  const events = new EventBus(config.appliance);
+  const hooks = new Hooks(config.notify, logger.child({ part: 'hooks' }), metrics);
+  hooks.attach(events);
+
+  const { standby } = config.failover;
+  for (const warning of failoverWarnings(config)) logger.warn({ config: options.configPath }, warning);
+  const engine = new NatEngine();
+  // A standby holds every VIP from the start: one becomes `normal` here only by a takeover
+  // (its connections restored first) or a migration's step 4, never with an empty table.
+  await engine.start(config, standby ? new Map(config.vips.map((v) => [v.name, 'migrating' as const])) : undefined);
+  // 4,000 creates per sendmsg (~800 KB): a migration's import of 100,000 entries makes 25
+  // round trips through this busy event loop instead of 100.
+  const conntrack = new Conntrack({ batchRecords: 4000 });
+  const addresses = new Addresses();
+  const announcer = new Announcer();
+  const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
+  // The speaker runs in a child process of its own (src/vrrp/process.ts says why).
+  const speaker = config.vrrp?.instances.length ? new SpeakerProcess(options.speakerCommand(options.configPath)) : undefined;
+  const addressing = speaker ? new VrrpAddressing(config, speaker, direct) : direct;
+  // The mirror listens before any address is here, and fills itself from one dump.
+  const mirror = new AccessTableMirror(conntrack, config.vips.map((v) => v.id), logger.child({ part: 'mirror' }));
+  await mirror.start();
+  const box = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror });
+  // Replication listens before any address is here (conntrack reports only entries created
+  // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
+  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger, events });
+  failover.listen();
+  if (speaker) {
+    await speaker.start();
+    // Without its speaker the appliance must not go on holding addresses nobody defends.
+    speaker.once('exit', (err: Error) => options.onFatal(err));
+  }
+  await box.start(standby ? (vip) => failover.takeover.becameMaster(vip) : undefined);
+  await failover.start();
+
+  const peerClient = peerClients(config.failover.peers, credentials);
+  registerApplianceMetrics(metrics, () => box.status());
+  registerReplicationMetrics(metrics, () => failover.replicator.status());
+  if (speaker) {
+    registerVrrpMetrics(speaker, metrics);
+    registerBfdMetrics(speaker, metrics);
+  }
+  const routes = agentRoutes(box, { peerClient, logger, failover });
+  const server = createApiServer({ name: 'agent', routes: [...routes, eventsRoute(events), metricsRoute(metrics)], roles: AGENT_ROLES, authenticator: new Authenticator(credentials), logger, metrics });
+  await server.listen(config.api.listen);
+  logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
+
+  return {
+    appliance: box,
+    server,
+    async stop() {
+      logger.info('stopping: giving up the VIP addresses and removing the ruleset');
+      await server.close();
+      await failover.stop();
+      if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
+      else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
+      await engine.stop();
+      hooks.detach();
+      await hooks.idle();
+      announcer.close();
+      mirror.close();
+      conntrack.close();
+    },
+  };
+}
