@@ -2,32 +2,82 @@
  * `vipshift appliance --config FILE [--credentials DIR]`: the appliance process — the NAT
  * engine, the access table, the VIP addresses and the agent API the controller drives
  * (src/appliance/start.ts). It runs until SIGTERM or SIGINT.
+ * `vipshift appliance --keepalived keepalived.conf [--config FILE]`: the same from a
+ * keepalived configuration (src/keepalived/appliance-config.ts), FILE then holding only what
+ * keepalived cannot say; SIGHUP re-reads both, as keepalived does.
  */
-import { parseArgs } from 'node:util';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { isDeepStrictEqual, parseArgs } from 'node:util';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 import { startAppliance } from '../appliance/start.js';
-import { loadApplianceConfig } from '../config/appliance.js';
+import { loadApplianceConfig, type ApplianceConfig } from '../config/appliance.js';
+import { ConfigError, formatIssue } from '../config/load.js';
+import { formatWarning } from '../keepalived/diagnostics.js';
+import { loadKeepalivedAppliance } from '../keepalived/appliance-config.js';
 import { createLogger } from '../log/logger.js';
 
-const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n';
+const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n       vipshift appliance --keepalived KEEPALIVED_CONF [--config FILE] [--credentials DIR]\n';
+
+/** Where the configuration made from keepalived.conf is written for the VRRP speaker's process. */
+const RUNTIME_DIR = '/run/vipshift';
+
+interface Loaded {
+  config: ApplianceConfig;
+  /** The file the VRRP speaker's process reads its `vrrp:` section from. */
+  speakerFile: string;
+  /** From keepalived.conf: the configuration to write to speakerFile. */
+  merged?: unknown;
+}
+
+/** --config alone, or keepalived.conf with --config over it (warnings on stderr). Throws ConfigError. */
+async function load(values: { config?: string; keepalived?: string }): Promise<Loaded> {
+  if (!values.keepalived) return { config: await loadApplianceConfig(values.config!), speakerFile: values.config! };
+  const { config, merged, warnings } = await loadKeepalivedAppliance(values.keepalived, values.config);
+  for (const w of warnings) process.stderr.write(`${formatWarning(w)}\n`);
+  return { config, merged, speakerFile: `${RUNTIME_DIR}/${config.appliance}.${process.pid}.keepalived.json` };
+}
+
+/** Where two configurations differ: top-level fields, VIPs by name. */
+function changes(a: ApplianceConfig, b: ApplianceConfig): string[] {
+  const out: string[] = [];
+  for (const key of new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof ApplianceConfig>) {
+    if (key === 'vips') {
+      const names = new Set([...a.vips, ...b.vips].map((v) => v.name));
+      for (const n of names) if (!isDeepStrictEqual(a.vips.find((v) => v.name === n), b.vips.find((v) => v.name === n))) out.push(`vips.${n}`);
+    } else if (!isDeepStrictEqual(a[key], b[key])) out.push(key);
+  }
+  return out;
+}
 
 export async function appliance(args: string[]): Promise<number> {
-  let values: { config?: string; credentials?: string };
+  let values: { config?: string; credentials?: string; keepalived?: string };
   try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, credentials: { type: 'string' } } }));
+    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, credentials: { type: 'string' }, keepalived: { type: 'string' } } }));
   } catch (err) {
     process.stderr.write(`vipshift appliance: ${(err as Error).message}\n${USAGE}`);
     return 2;
   }
-  if (!values.config) {
-    process.stderr.write(`vipshift appliance: --config is required\n${USAGE}`);
+  if (!values.config && !values.keepalived) {
+    process.stderr.write(`vipshift appliance: --config or --keepalived is required\n${USAGE}`);
     return 2;
   }
-  const config = await loadApplianceConfig(values.config);
+  let loaded: Loaded;
+  try {
+    loaded = await load(values);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+    return 1;
+  }
+  const { config } = loaded;
+  if (loaded.merged !== undefined) {
+    mkdirSync(RUNTIME_DIR, { recursive: true, mode: 0o755 });
+    writeFileSync(loaded.speakerFile, `${JSON.stringify(loaded.merged, null, 2)}\n`);
+  }
   const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
   const running = await startAppliance({
     config,
-    configPath: values.config,
+    configPath: loaded.speakerFile,
     credentialsDir: values.credentials ?? DEFAULT_CREDENTIALS_DIR,
     logger,
     speakerCommand: (configPath) => [process.execPath, process.argv[1]!, 'vrrp', '--config', configPath, '--control'],
@@ -36,10 +86,28 @@ export async function appliance(args: string[]): Promise<number> {
       process.kill(process.pid, 'SIGTERM');
     },
   });
+  // SIGHUP, as keepalived: read the files again. An invalid file changes nothing and says why.
+  // Applying a valid change at run time needs a reload of VIPs and backends the appliance does
+  // not have yet: the difference is logged and takes effect at the next start.
+  const reread = () => {
+    load(values)
+      .then((next) => {
+        const changed = changes(config, next.config);
+        if (changed.length === 0) logger.info({ files: [values.keepalived, values.config].filter(Boolean) }, 'SIGHUP: configuration re-read, nothing changed');
+        else logger.warn({ changed }, 'SIGHUP: configuration re-read and valid; these changes take effect at the next start (no run-time reload yet)');
+      })
+      .catch((err: unknown) => {
+        const problems = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
+        logger.error({ problems }, 'SIGHUP: configuration not valid; nothing changed');
+      });
+  };
+  process.on('SIGHUP', reread);
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
+  process.off('SIGHUP', reread);
   await running.stop();
+  if (loaded.merged !== undefined) rmSync(loaded.speakerFile, { force: true });
   return 0;
 }

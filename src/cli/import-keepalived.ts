@@ -1,9 +1,25 @@
-/** `vipshift import-keepalived FILE [--json]`: keepalived.conf → vipshift configuration on stdout. */
-import { stringify } from 'yaml';
+/**
+ * `vipshift import-keepalived FILE [--json]`: keepalived.conf → a complete appliance
+ * configuration on stdout, each field keepalived has no word for under a comment that says
+ * where its value comes from; warnings on stderr as `file:line: warning: ...`.
+ */
+import { Document } from 'yaml';
 import { KeepalivedConfigError, formatWarning } from '../keepalived/diagnostics.js';
-import { importKeepalivedFile } from '../keepalived/import.js';
+import { importKeepalivedFile, type ImportResult } from '../keepalived/import.js';
 
 const USAGE = 'usage: vipshift import-keepalived FILE [--json]\n';
+
+/** The configuration as YAML with a comment above each defaulted field. */
+export function importedYaml(result: ImportResult): string {
+  const doc = new Document(result.config);
+  for (const d of result.defaulted) {
+    const parent = doc.getIn(d.path.slice(0, -1), true) as { items?: { key: { value?: unknown; commentBefore?: string | null } }[] } | undefined;
+    const pair = parent?.items?.find((p) => p.key?.value === d.path.at(-1));
+    if (pair) pair.key.commentBefore = ` ${d.comment}`;
+  }
+  doc.commentBefore = ` vipshift appliance configuration imported from ${result.files[0] ?? 'keepalived.conf'}`;
+  return doc.toString({ lineWidth: 0 });
+}
 
 export async function importKeepalived(args: string[]): Promise<number> {
   const json = args.includes('--json');
@@ -18,9 +34,9 @@ export async function importKeepalived(args: string[]): Promise<number> {
     return 2;
   }
   try {
-    const { config, warnings } = importKeepalivedFile(file);
-    for (const w of warnings) process.stderr.write(`${formatWarning(w)}\n`);
-    process.stdout.write(json ? `${JSON.stringify(config, null, 2)}\n` : stringify(config));
+    const result = importKeepalivedFile(file);
+    for (const w of result.warnings) process.stderr.write(`${formatWarning(w)}\n`);
+    process.stdout.write(json ? `${JSON.stringify(result.config, null, 2)}\n` : importedYaml(result));
     return 0;
   } catch (err) {
     if (err instanceof KeepalivedConfigError) {

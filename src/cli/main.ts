@@ -5,6 +5,7 @@
 export type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  check: { summary: 'validate a configuration (appliance, keeper, controller, keepalived.conf) without running it', load: async () => (await import('./check.js')).check },
   'import-keepalived': { summary: 'keepalived.conf → vipshift configuration', load: async () => (await import('./import-keepalived.js')).importKeepalived },
   pki: { summary: 'create the cluster credentials (keys of every API peer)', load: async () => (await import('./pki.js')).pki },
   appliance: { summary: 'run the appliance: NAT engine, access table, agent API', load: async () => (await import('./appliance.js')).appliance },

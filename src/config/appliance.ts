@@ -4,7 +4,7 @@
  * JSON is parsed by the YAML parser too (JSON is YAML 1.2), so both keep their line numbers.
  */
 import { z } from 'zod';
-import { loadConfigFile, parseConfigText, type ParseOptions, type RenamedField } from './load.js';
+import { loadConfigFile, parseConfigText, validateConfig, type Locate, type ParseOptions, type RenamedField } from './load.js';
 import { vrrpConfigSchema } from './vrrp.js';
 import { notifySchema } from './hooks.js';
 import { checkOverrideSchema, checkSchema } from './check.js';
@@ -340,6 +340,11 @@ export function failoverWarnings(config: ApplianceConfig): string[] {
     return ['failover.standby is on without keepers (or with replication off): a takeover restores only what a peer still answers with'];
   }
   return [];
+}
+
+/** An appliance configuration built from another source (keepalived.conf); `locate` names each field's origin. */
+export function validateApplianceConfig(value: unknown, locate: Locate): ApplianceConfig {
+  return validateConfig(value, applianceSchema, locate);
 }
 
 /** The `first-last` of a fullnat VIP's snatPorts. */

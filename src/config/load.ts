@@ -118,20 +118,57 @@ export function parseConfigText<T>(text: string, fileName: string, schema: ZodTy
     }
   }
   if (renameIssues.length > 0) throw new ConfigError(renameIssues);
-  const result = schema.safeParse(input);
+  return validateConfig(input, schema, (path) => {
+    const renamed = renamedAt.find((r) => r.path.every((k, i) => path[i] === k));
+    const inDocument = renamed ? [...path.slice(0, renamed.path.length - 1), renamed.from, ...path.slice(renamed.path.length)] : path;
+    const line = lineOf(doc, counter, inDocument);
+    return { file: fileName, ...(line === undefined ? {} : { line }) };
+  });
+}
+
+/** Where a field of a configuration came from: a file, and its line when known. */
+export type Locate = (path: readonly PropertyKey[]) => { file: string; line?: number };
+
+/**
+ * Validates an already built configuration (one made from another format, such as
+ * keepalived.conf) with `schema`; `locate` says where each field came from, so that every
+ * issue still names a file and a line.
+ */
+export function validateConfig<T>(value: unknown, schema: ZodType<T>, locate: Locate): T {
+  const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue): ConfigIssue => {
     // An unknown key is reported on its parent; point at the key itself.
     const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
     const path = keys.length === 1 ? [...issue.path, keys[0] as string] : issue.path;
     const message = issue.code === 'unrecognized_keys' ? (keys.length === 1 ? 'unknown field' : `unknown fields ${keys.join(', ')}`) : issue.message;
-    const renamed = renamedAt.find((r) => r.path.every((k, i) => path[i] === k));
-    const inDocument = renamed ? [...path.slice(0, renamed.path.length - 1), renamed.from, ...path.slice(renamed.path.length)] : path;
-    const line = lineOf(doc, counter, inDocument);
-    return { file: fileName, ...(line === undefined ? {} : { line }), path: formatPath(path), message };
+    return { ...locate(path), path: formatPath(path), message };
   });
-  issues.sort((a, b) => (a.line ?? 0) - (b.line ?? 0));
+  issues.sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : a.file < b.file ? -1 : 1));
   throw new ConfigError(issues);
+}
+
+/** A parsed YAML/JSON file and where each of its fields stands, for configurations built from several sources. */
+export interface LocatedDocument {
+  value: unknown;
+  /** The line of the deepest node of `path` present in the file; undefined when none is. */
+  lineOf(path: readonly PropertyKey[]): number | undefined;
+}
+
+/** Reads a YAML or JSON file for merging into another configuration; syntax errors name file and line. */
+export async function readConfigDocument(path: string): Promise<LocatedDocument> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
+  }
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => ({ file: path, line: counter.linePos(e.pos[0]).line, path: '', message: e.message.split('\n')[0] ?? e.message })));
+  }
+  return { value: doc.toJS(), lineOf: (p) => lineOf(doc, counter, p) };
 }
 
 export async function loadConfigFile<T>(path: string, schema: ZodType<T>, options: ParseOptions = {}): Promise<T> {

@@ -18,6 +18,17 @@ export class KeepalivedConfigError extends Error {
     this.line = at.line;
     this.reason = reason;
   }
+
+  /** Every problem found, in one error (the first names the place; `problems` has them all). */
+  problems: KeepalivedConfigError[] = [this];
+
+  static all(problems: KeepalivedConfigError[]): KeepalivedConfigError {
+    const first = problems[0]!;
+    const e = new KeepalivedConfigError(first, first.reason);
+    e.problems = problems;
+    e.message = problems.map((p) => p.message).join('\n');
+    return e;
+  }
 }
 
 /** Something the import leaves out or changes: never silent, always with its place. */

@@ -11,7 +11,9 @@ export type SectionName =
   | 'vrrp_instance'
   | 'vrrp_sync_group'
   | 'virtual_server'
-  | 'real_server';
+  | 'real_server'
+  | 'checker'
+  | 'url';
 
 export interface KeywordSpec {
   /** Words after the keyword on its line: [min, max]. */
@@ -30,19 +32,24 @@ export interface KeywordSpec {
 
 export type Section = Readonly<Record<string, KeywordSpec>>;
 
-const NOTIFY = 'notifications (scripts, e-mail) are not sent by vipshift; use the appliance API or its metrics';
-const HEALTH = 'health checks are not run by vipshift yet; the real server is always in service';
+const NOTIFY = 'e-mail notifications are not sent by vipshift; use notify hooks, the event stream or the metrics';
+const HEALTH = 'not a vipshift health check setting (inter, timeout, rise, fall); ignored';
 const TRACKING = 'only track_interface is supported for tracking';
 const GARP = 'vipshift sends its gratuitous ARPs once on becoming master (garp_master_repeat, garp_interval)';
 
-const healthChecks: Section = Object.fromEntries(
-  ['TCP_CHECK', 'HTTP_GET', 'SSL_GET', 'MISC_CHECK', 'SMTP_CHECK', 'DNS_CHECK', 'UDP_CHECK', 'PING_CHECK', 'FILE_CHECK', 'BFD_CHECK'].map(
-    (k) => [k, { args: [0, 0], block: 'skip', unsupported: HEALTH }],
+/** The checkers vipshift runs (src/config/check.ts: tcp, http, https, script), and those it cannot. */
+const healthChecks: Section = {
+  ...Object.fromEntries(['TCP_CHECK', 'HTTP_GET', 'SSL_GET', 'MISC_CHECK'].map((k) => [k, { args: [0, 0], block: 'checker' }])),
+  ...Object.fromEntries(
+    ['SMTP_CHECK', 'DNS_CHECK', 'UDP_CHECK', 'PING_CHECK', 'FILE_CHECK', 'BFD_CHECK'].map((k) => [
+      k,
+      { args: [0, 0], block: 'skip', unsupported: 'vipshift checks tcp, http, https and scripts; use a MISC_CHECK script for this one' },
+    ]),
   ),
-);
+};
 
-/** Notify scripts: a path and its arguments, quoted or not. */
-const notify = (...names: string[]): Section => Object.fromEntries(names.map((k) => [k, { args: [1, 64], unsupported: NOTIFY }]));
+/** Notify scripts: a path and its arguments, quoted or not; mapped to the appliance's notify hooks. */
+const notify = (...names: string[]): Section => Object.fromEntries(names.map((k) => [k, { args: [1, 64] }]));
 const VRRP_NOTIFY = ['notify_master', 'notify_backup', 'notify_fault', 'notify_stop', 'notify'];
 
 export const sections: Readonly<Record<SectionName, Section>> = {
@@ -93,7 +100,7 @@ export const sections: Readonly<Record<SectionName, Section>> = {
     track_interface: { args: [0, 0], block: 'lines' },
     accept: { args: [0, 0] },
     no_accept: { args: [0, 0] },
-    authentication: { args: [0, 0], block: 'skip', unsupported: 'VRRPv3 has no authentication (RFC 5798 §9); ignored' },
+    authentication: { args: [0, 0], block: 'skip' },
     virtual_ipaddress_excluded: { args: [0, 0], block: 'lines', unsupported: 'excluded addresses are not moved by vipshift; list them in virtual_ipaddress' },
     virtual_routes: { args: [0, 0], block: 'skip', unsupported: 'virtual routes are not supported' },
     virtual_rules: { args: [0, 0], block: 'skip', unsupported: 'virtual rules are not supported' },
@@ -101,7 +108,9 @@ export const sections: Readonly<Record<SectionName, Section>> = {
     track_process: { args: [0, 0], block: 'skip', unsupported: TRACKING },
     track_file: { args: [0, 0], block: 'skip', unsupported: TRACKING },
     mcast_src_ip: { args: [1, 1], unsupported: 'vipshift sends from the interface primary address' },
-    use_vmac: { args: [0, 1], unsupported: 'vipshift sends from the virtual MAC without a macvlan interface' },
+    use_vmac: { args: [0, 1] },
+    // vipshift always sends its adverts through the base interface (what this asks keepalived to do).
+    vmac_xmit_base: { args: [0, 0] },
     dont_track_primary: { args: [0, 0], unsupported: TRACKING },
     garp_master_delay: { args: [1, 1], unsupported: GARP },
     garp_master_repeat: { args: [1, 1] },
@@ -127,12 +136,12 @@ export const sections: Readonly<Record<SectionName, Section>> = {
     lb_kind: { args: [1, 1] },
     lvs_method: { args: [1, 1], alias: 'lb_kind' },
     protocol: { args: [1, 1] },
-    persistence_timeout: { args: [0, 1], unsupported: 'persistence is not supported; lb_algo sh keeps a client on one server' },
-    persistence_granularity: { args: [1, 1], unsupported: 'persistence is not supported' },
-    delay_loop: { args: [1, 1], unsupported: HEALTH },
+    persistence_timeout: { args: [0, 1] },
+    persistence_granularity: { args: [1, 1], unsupported: 'a client is its address: no granularity' },
+    delay_loop: { args: [1, 1] },
     real_server: { args: [1, 2], block: 'real_server' },
-    sorry_server: { args: [1, 2], unsupported: 'sorry_server is not supported' },
-    virtualhost: { args: [1, 1], unsupported: HEALTH },
+    sorry_server: { args: [1, 2] },
+    virtualhost: { args: [1, 1] },
     alpha: { args: [0, 0], unsupported: HEALTH },
     omega: { args: [0, 0], unsupported: HEALTH },
     quorum: { args: [1, 1], unsupported: HEALTH },
@@ -143,10 +152,40 @@ export const sections: Readonly<Record<SectionName, Section>> = {
 
   real_server: {
     weight: { args: [1, 1] },
-    inhibit_on_failure: { args: [0, 0], unsupported: HEALTH },
+    inhibit_on_failure: { args: [0, 0] },
     uthreshold: { args: [1, 1], unsupported: 'connection thresholds are not supported' },
     lthreshold: { args: [1, 1], unsupported: 'connection thresholds are not supported' },
     ...healthChecks,
     ...notify('notify_up', 'notify_down'),
+  },
+
+  /** TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK: keepalived's checker keywords. */
+  checker: {
+    connect_timeout: { args: [1, 1] },
+    connect_port: { args: [1, 1] },
+    bindto: { args: [1, 1] },
+    retry: { args: [1, 1] },
+    nb_get_retry: { args: [1, 1], alias: 'retry' },
+    delay_before_retry: { args: [1, 1] },
+    delay_loop: { args: [1, 1] },
+    url: { args: [0, 0], block: 'url' },
+    virtualhost: { args: [1, 1] },
+    misc_path: { args: [1, 64] },
+    misc_timeout: { args: [1, 1] },
+    misc_dynamic: { args: [0, 0], unsupported: 'a script check passes or fails; its exit code does not set the weight' },
+    user: { args: [1, 2], unsupported: 'scripts run as the appliance user' },
+    warmup: { args: [1, 1], unsupported: HEALTH },
+    alpha: { args: [0, 0], unsupported: 'a backend starts up and goes down after fall failures' },
+    connect_ip: { args: [1, 1], unsupported: 'checks go to the backend address' },
+    bind_port: { args: [1, 1], unsupported: HEALTH },
+    fwmark: { args: [1, 1], unsupported: HEALTH },
+    log_all_failures: { args: [0, 0], unsupported: 'every state change is logged' },
+  },
+
+  url: {
+    path: { args: [1, 1] },
+    status_code: { args: [1, 8] },
+    digest: { args: [1, 1], unsupported: 'a body digest is not checked (use a body regex in vipshift)' },
+    virtualhost: { args: [1, 1] },
   },
 };

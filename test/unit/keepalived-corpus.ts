@@ -42,6 +42,21 @@ export function keepalivedCheck(file: string): KeepalivedVerdict {
   return { ok: r.status === 0, status: r.status, messages: `${r.stdout}${r.stderr}` };
 }
 
+/**
+ * `vipshift check --keepalived FILE` where keepalived runs: in a namespace holding the site's
+ * interfaces, ext0 with this box's address (the import puts the agent API on it).
+ */
+export function vipshiftCheck(file: string, ...more: string[]): KeepalivedVerdict {
+  const cli = join(import.meta.dirname, '../../src/cli.ts');
+  const r = spawnSync(
+    'unshare',
+    ['--user', '--map-root-user', '--net', 'sh', '-c', `${LINKS} && ip addr add 203.0.113.2/24 dev ext0 && ip link set ext0 up && ip link set int0 up && exec "$0" --import tsx "$@"`, process.execPath, cli, 'check', '--keepalived', file, ...more],
+    { encoding: 'utf8', cwd: join(import.meta.dirname, '../..') },
+  );
+  if (r.error) throw r.error;
+  return { ok: r.status === 0, status: r.status, messages: `${r.stdout}${r.stderr}` };
+}
+
 /** Two appliances, each master of one VIP and backup of the other; a VIP and its inside address in one sync group. */
 export const activeActive: ConfigTree = {
   'keepalived.conf': `! lb1 of the site: master of vip1, backup of vip3
@@ -159,7 +174,7 @@ vrrp_instance VI_fast {
 `,
 };
 
-/** A pool of three servers with weights and health checks vipshift does not run yet. */
+/** A pool of three servers with weights, a TCP and an HTTP check, persistence; a UDP pool on a second address. */
 export const pool: ConfigTree = {
   'keepalived.conf': `global_defs {
     router_id lb1
@@ -173,6 +188,8 @@ vrrp_instance VI_pool {
     virtual_ipaddress {
         203.0.113.13/24
         198.18.0.13/24 dev int0
+        203.0.113.14/24
+        198.18.0.14/24 dev int0
     }
 }
 virtual_server 203.0.113.13 80 {
@@ -203,7 +220,7 @@ virtual_server 203.0.113.13 80 {
         weight 1
     }
 }
-virtual_server 203.0.113.13 53 {
+virtual_server 203.0.113.14 53 {
     lb_algo sh
     lb_kind NAT
     protocol UDP
@@ -251,7 +268,155 @@ include ../shared/peer?.conf
 `,
 };
 
-export const corpus: Record<string, ConfigTree> = { activeActive, unicastFast, pool, included };
+/**
+ * An LVS-NAT site as keepalived runs it: VRRPv2 (keepalived's default) with a virtual MAC,
+ * unicast peers, a sync group moving the VIPs with the servers' gateway, notify scripts, and
+ * every checker vipshift runs (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK) with a sorry server,
+ * inhibit_on_failure and a drained server; the web VIP serves two ports from one pool.
+ */
+export const checkers: ConfigTree = {
+  'keepalived.conf': `global_defs {
+    router_id lb1
+}
+vrrp_sync_group G_web {
+    group {
+        VI_web
+        VI_gw
+    }
+    notify_master "/usr/local/sbin/vip-event master"
+    notify_backup "/usr/local/sbin/vip-event backup"
+}
+vrrp_instance VI_web {
+    state MASTER
+    interface ext0
+    virtual_router_id 21
+    priority 150
+    advert_int 1
+    use_vmac
+    vmac_xmit_base
+    unicast_src_ip 203.0.113.2
+    unicast_peer {
+        203.0.113.3
+    }
+    virtual_ipaddress {
+        203.0.113.21/24
+        203.0.113.22/24
+        203.0.113.23/24
+    }
+}
+vrrp_instance VI_gw {
+    state MASTER
+    interface int0
+    virtual_router_id 121
+    priority 150
+    advert_int 1
+    unicast_peer {
+        198.18.0.3
+    }
+    virtual_ipaddress {
+        198.18.0.21/24
+        198.18.0.22/24
+        198.18.0.23/24
+    }
+}
+virtual_server 203.0.113.21 80 {
+    delay_loop 3
+    lb_algo wrr
+    lb_kind NAT
+    protocol TCP
+    sorry_server 198.18.0.200 80
+    real_server 198.18.0.101 80 {
+        weight 5
+        inhibit_on_failure
+        HTTP_GET {
+            url {
+                path /healthz
+                status_code 200
+            }
+            connect_timeout 2
+            retry 3
+        }
+    }
+    real_server 198.18.0.102 80 {
+        weight 0
+        HTTP_GET {
+            url {
+                path /healthz
+                status_code 200
+            }
+            connect_timeout 2
+            retry 3
+        }
+    }
+}
+virtual_server 203.0.113.21 8080 {
+    delay_loop 3
+    lb_algo wrr
+    lb_kind NAT
+    protocol TCP
+    sorry_server 198.18.0.200 80
+    real_server 198.18.0.101 8080 {
+        weight 5
+        inhibit_on_failure
+        HTTP_GET {
+            url {
+                path /healthz
+                status_code 200
+            }
+            connect_timeout 2
+            retry 3
+        }
+    }
+    real_server 198.18.0.102 8080 {
+        weight 0
+        HTTP_GET {
+            url {
+                path /healthz
+                status_code 200
+            }
+            connect_timeout 2
+            retry 3
+        }
+    }
+}
+virtual_server 203.0.113.22 443 {
+    delay_loop 5
+    lb_algo sh
+    lb_kind NAT
+    protocol TCP
+    real_server 198.18.0.101 8443 {
+        SSL_GET {
+            url {
+                path /
+                status_code 200
+                status_code 301
+            }
+            connect_timeout 3
+        }
+    }
+}
+virtual_server 203.0.113.23 5432 {
+    delay_loop 10
+    lb_algo rr
+    lb_kind NAT
+    protocol TCP
+    real_server 198.18.0.111 5432 {
+        MISC_CHECK {
+            misc_path "/usr/local/bin/pg-ready 198.18.0.111"
+            misc_timeout 5
+        }
+    }
+    real_server 198.18.0.112 5432 {
+        TCP_CHECK {
+            connect_port 5432
+            connect_timeout 2
+        }
+    }
+}
+`,
+};
+
+export const corpus: Record<string, ConfigTree> = { activeActive, unicastFast, pool, included, checkers };
 
 const instance = (body: string): string => `vrrp_instance VI_1 {
     interface ext0

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KeepalivedConfigError, type Warning } from '../../src/keepalived/diagnostics.js';
-import { importStatements } from '../../src/keepalived/import.js';
+import { hostFacts, importStatements } from '../../src/keepalived/import.js';
 import { parse } from '../../src/keepalived/parser.js';
 import { tokenizeText } from '../../src/keepalived/tokenizer.js';
 import { broken, corpus, writeTree } from './keepalived-corpus.js';
@@ -22,6 +22,8 @@ const WORDS = [
   'unicast_src_ip', 'track_interface', 'accept', 'no_accept', 'authentication', 'virtual_server', '203.0.113.10', '80', 'fwmark',
   'lb_algo', 'rr', 'sh', 'lc', 'lb_kind', 'NAT', 'DR', 'protocol', 'TCP', 'UDP', 'SCTP', 'real_server', '198.18.0.101', 'weight',
   'TCP_CHECK', 'persistence_timeout', 'lvs_sched', '__proto__', 'constructor', 'toString', 'garp_master_repeat', 'version', '::1',
+  'HTTP_GET', 'SSL_GET', 'MISC_CHECK', 'url', 'path', 'status_code', 'misc_path', 'connect_timeout', 'connect_port', 'retry', 'delay_loop',
+  'sorry_server', 'inhibit_on_failure', 'use_vmac', 'notify_master', 'notify', '/bin/true', 'mh', '0.001',
 ];
 const CHARS = ' \t\n{}"!#\\abc019./:*?[]-_';
 
@@ -33,7 +35,7 @@ function tame(text: string): string {
 function check(text: string, file: string, seed: number): void {
   const warnings: Warning[] = [];
   try {
-    importStatements(parse(tokenizeText(text, file).tokens, warnings), warnings);
+    importStatements(parse(tokenizeText(text, file).tokens, warnings), warnings, hostFacts, file);
   } catch (err) {
     if (!(err instanceof KeepalivedConfigError)) {
       throw new Error(`seed ${seed}: ${String(err)} escaped on input ${JSON.stringify(text)}`, { cause: err });
