@@ -63,6 +63,10 @@ export const applianceStatusSchema = z.object({
   mirror: z.unknown().optional(),
   replication: z.unknown().optional(),
   failover: z.unknown().optional(),
+  /** The conntrack table (table-watch.ts): the controller moves nothing onto one without room. */
+  conntrack: z
+    .object({ entries: count, max: count, headroom: count, full: z.boolean(), refused: count, earlyDropped: count, createsFailed: count })
+    .optional(),
 });
 export type AgentStatus = z.infer<typeof applianceStatusSchema>;
 

@@ -10,6 +10,7 @@ import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
 import type { AccessTableMirror, MirrorStatus } from '../nat/access-table-mirror.js';
 import type { VipAddressing } from './addressing.js';
+import type { TableStatus, TableWatch } from './table-watch.js';
 import { EntryCounts } from '../nat/entry-counts.js';
 import { backendKey, findBackend, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
 import type { BackendStatus, NatEngine, VipCounters } from '../nat/engine.js';
@@ -38,6 +39,8 @@ export interface ApplianceStatus {
   bfd?: BfdStatus;
   /** The access table mirror (access-table-mirror.ts), when the appliance keeps one. */
   mirror?: MirrorStatus;
+  /** The conntrack table's size, headroom and refusals (table-watch.ts), when watched. */
+  conntrack?: TableStatus;
 }
 
 export class UnknownVipError extends Error {
@@ -54,6 +57,8 @@ export interface ApplianceParts {
   bfdState?: () => BfdStatus | undefined;
   /** The access table kept in memory (access-table-mirror.ts); without it, every read dumps. */
   mirror?: AccessTableMirror;
+  /** The conntrack table's fill (table-watch.ts). */
+  table?: TableWatch;
 }
 
 /** A backend named by a request (a health check, the CLI) that the VIP does not have. */
@@ -130,12 +135,14 @@ export class Appliance {
       });
     }
     const bfd = this.parts.bfdState?.();
+    const conntrack = await this.parts.table?.look();
     return {
       appliance: this.config.appliance,
       vips,
       vrrp: this.parts.vrrpState?.() ?? [],
       ...(bfd ? { bfd } : {}),
       ...(this.mirror ? { mirror: this.mirror.status() } : {}),
+      ...(conntrack ? { conntrack } : {}),
     };
   }
 
@@ -310,6 +317,7 @@ export class Appliance {
   async createEntries(records: Buffer): Promise<CreateResult> {
     const r = await this.conntrack.createFromRecords(records);
     this.mirror?.added(records, r.failures);
+    this.parts.table?.failedCreates(r.failures.length);
     return r;
   }
 

@@ -6,6 +6,7 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { MirrorStatus } from '../nat/access-table-mirror.js';
 import type { ApplianceStatus, VipStatus } from './appliance.js';
+import type { TableStatus } from './table-watch.js';
 
 const MODES = ['normal', 'migrating', 'absent'] as const;
 const VRRP_STATES = ['initialize', 'backup', 'master', 'fault'] as const;
@@ -127,4 +128,29 @@ export function registerApplianceMetrics(registry: Registry, status: () => Promi
     });
   mirrorCounter('vipshift_access_table_mirror_overruns_total', 'Conntrack event overruns (ENOBUFS) that made the mirror rebuild itself from a dump.', (m) => m.overruns);
   mirrorCounter('vipshift_access_table_mirror_barrier_failures_total', 'Migration exports that fell back to a kernel dump because the mirror could not vouch for being complete.', (m) => m.barriers.failed);
+
+  // The conntrack table's fill (table-watch.ts).
+  const table = (kind: 'gauge' | 'counter', name: string, help: string, value: (t: TableStatus) => number): void => {
+    const Metric = kind === 'gauge' ? Gauge : Counter;
+    new Metric({
+      name,
+      help,
+      labelNames: ['appliance'],
+      registers: [registry],
+      async collect() {
+        this.reset();
+        const s = await current();
+        if (!s.conntrack) return;
+        if (this instanceof Gauge) this.set({ appliance: s.appliance }, value(s.conntrack));
+        else (this as Counter).inc({ appliance: s.appliance }, value(s.conntrack));
+      },
+    });
+  };
+  table('gauge', 'vipshift_conntrack_entries', "Entries in this appliance's conntrack table (all VIPs and anything else).", (t) => t.entries);
+  table('gauge', 'vipshift_conntrack_max', 'The conntrack table size, nf_conntrack_max (set at boot from the memory).', (t) => t.max);
+  table('gauge', 'vipshift_conntrack_headroom', 'Entries the conntrack table still has room for: nf_conntrack_max - entries.', (t) => t.headroom);
+  table('gauge', 'vipshift_conntrack_full', 'Whether the conntrack table is full (1): new connections are refused, established ones go on.', (t) => (t.full ? 1 : 0));
+  table('counter', 'vipshift_conntrack_refused_total', "New connections refused because the conntrack table was full (the kernel's drop counter).", (t) => t.refused);
+  table('counter', 'vipshift_conntrack_early_dropped_total', 'Entries that never completed their handshake evicted to make room for a new one (early drop).', (t) => t.earlyDropped);
+  table('counter', 'vipshift_conntrack_creates_failed_total', 'Entries a migration or takeover could not create on this appliance.', (t) => t.createsFailed);
 }

@@ -10,6 +10,7 @@ import { failoverWarnings, type ApplianceConfig } from '../config/appliance.js';
 import type { Logger } from 'pino';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { AccessTableMirror } from '../nat/access-table-mirror.js';
+import { TableWatch } from './table-watch.js';
 import { NatEngine } from '../nat/engine.js';
 import { Conntrack } from '../netlink/conntrack.js';
 import { Addresses } from '../netlink/route.js';
@@ -70,7 +71,9 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   // The mirror listens before any address is here, and fills itself from one dump.
   const mirror = new AccessTableMirror(conntrack, config.vips.map((v) => v.id), logger.child({ part: 'mirror' }));
   await mirror.start();
-  const box = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror });
+  const table = new TableWatch(conntrack, logger.child({ part: 'conntrack' }));
+  table.start();
+  const box = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror, table });
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
   const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger, events });
@@ -109,6 +112,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
       await hooks.idle();
       announcer.close();
       mirror.close();
+      table.stop();
       conntrack.close();
     },
   };

@@ -25,6 +25,8 @@ export function formatStatus(site: SiteStatus): string {
   for (const a of site.appliances) {
     lines.push('', `${a.name} (capacity ${a.capacity}${a.up ? '' : ', DOWN'}${a.maintenance ? ', in maintenance' : ''})${a.reachable ? '' : `  UNREACHABLE: ${a.error}`}`);
     if (!a.reachable) continue;
+    const t = a.conntrack;
+    if (t) lines.push(`  conntrack table ${t.entries} of ${t.max} (headroom ${t.headroom})${t.full ? ', FULL: new connections refused' : ''}; refused ${t.refused}, early-dropped ${t.earlyDropped}, creates failed ${t.createsFailed}`);
     lines.push('  VIP      MODE       ENTRIES  PACKETS    HELD  RELEASED  OVERFLOWED  REJECTED');
     for (const v of a.vips) {
       lines.push(

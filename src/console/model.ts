@@ -359,6 +359,8 @@ interface ApplianceRow {
   bps?: number;
   load?: number;
   maintenance?: boolean;
+  /** The conntrack table: share of nf_conntrack_max in use, full or not. */
+  table?: { used: number; full: boolean };
 }
 
 /** Packets/s and bytes/s of an appliance from two status samples (counters summed over its VIPs). */
@@ -397,6 +399,7 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
       ...(prev ? rates(site, prev.site, (at - prev.at) / 1000, a.name) : {}),
       ...(plan?.loads?.[a.name] ? { load: plan.loads[a.name]!.before } : {}),
       ...(extra.maintenance !== undefined ? { maintenance: extra.maintenance } : {}),
+      ...(a.conntrack ? { table: { used: a.conntrack.entries / Math.max(1, a.conntrack.max), full: a.conntrack.full } } : {}),
     };
   });
   const columns: Column<ApplianceRow>[] = [
@@ -409,8 +412,19 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
     { title: 'BYTES/S', width: 9, align: 'right', drop: 3, value: (r) => (r.bps === undefined ? '-' : `${bytes(r.bps)}`) },
     { title: 'LOAD/CAP', width: 8, align: 'right', drop: 1, value: (r) => percent(r.load) },
     { title: 'MAINT', width: 5, value: (r) => (r.maintenance === undefined ? '-' : r.maintenance ? 'yes' : 'no'), style: (r) => (r.maintenance ? 'warn' : undefined) },
+    {
+      title: 'CT TABLE',
+      width: 8,
+      align: 'right',
+      drop: 2,
+      value: (r) => (r.table === undefined ? '-' : r.table.full ? 'FULL' : percent(r.table.used)),
+      style: (r) => (r.table?.full ? 'bad' : r.table && r.table.used > 0.8 ? 'warn' : undefined),
+    },
   ];
   const lines = table(columns, rows, width);
+  for (const a of site.appliances) {
+    if (a.conntrack?.full) lines.push(clip([seg(`  ${a.name}: conntrack table full (${a.conntrack.entries} of ${a.conntrack.max}): new connections refused (${a.conntrack.refused}), established ones go on`, 'bad')], width));
+  }
   for (const r of rows) if (r.error) lines.push(clip([seg(`  ${r.name}: ${r.error}`, 'bad')], width));
   lines.push([]);
   const running = site.migrations.filter((m) => m.state === 'running');

@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { RequestOptions } from '../api/client.js';
 import { STEPS, migrate, recover, type MigrationAgent, type MigrationOptions, type MigrationProgress, type Step } from '../migration/migration.js';
 import type { AgentStatus } from '../appliance/agent-api.js';
+import { FULL_RATIO } from '../appliance/table-watch.js';
 import { algorithms, type AssignmentAlgorithm, type AssignmentInput, type Plan } from './assignment.js';
 import type { ControllerConfig } from '../config/controller.js';
 import type { ControllerStore, InventoryAppliance, InventoryVip, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './store.js';
@@ -479,6 +480,24 @@ export class Controller {
     }
   }
 
+  /**
+   * A VIP goes only to an appliance whose conntrack table has room for its entries, plus the
+   * share kept for new connections (table-watch.ts): on a full target the creates of step 3
+   * would fail and the migration abort anyway, after holding the VIP's packets for nothing.
+   */
+  private checkRoom(vip: string, from: string, to: string): void {
+    const table = this.lastStatuses.get(to)?.conntrack;
+    if (!table) return;
+    const entries = this.lastStatuses.get(from)?.vips.find((v) => v.name === vip)?.entries ?? 0;
+    const kept = Math.ceil(table.max * (1 - FULL_RATIO));
+    if (table.full || table.headroom < entries + kept) {
+      throw new MigrationRefused(
+        `${to} has no room: its conntrack table holds ${table.entries} of ${table.max} entries${table.full ? ' (full)' : ''}; ${vip} needs ${entries} plus ${kept} kept for new connections`,
+        'to',
+      );
+    }
+  }
+
   private async startClaimed(vip: string, to: string, drill: Drill, reason: MigrationReason): Promise<{ progress: MigrationProgress; done: Promise<MigrationProgress> }> {
     const inventoryVip = (await this.store.vips()).find((v) => v.name === vip);
     if (!inventoryVip || !this.config.vips.some((v) => v.name === vip)) throw new MigrationRefused(`no VIP named '${vip}'`, 'vip', 404);
@@ -492,6 +511,7 @@ export class Controller {
     if (this.answered.has(to) && !this.isUp(targetInventory)) throw new MigrationRefused(`${to} is down (no answer to ${targetInventory.failedPolls} polls)`, 'to');
     const source = this.agents.get(from);
     if (!source) throw new MigrationRefused(`${vip} is owned by ${from}, which is not in the inventory`, 'vip');
+    this.checkRoom(vip, from, to);
 
     const id = randomUUID();
     await this.store.begin({ id, vip, source: from, target: to, reason });

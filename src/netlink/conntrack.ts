@@ -9,10 +9,13 @@ import {
   NFNLGRP_CONNTRACK_NEW,
   NFNLGRP_CONNTRACK_UPDATE,
   IPCTNL_MSG_CT_GET_STATS,
+  IPCTNL_MSG_CT_GET_STATS_CPU,
   IPCTNL_MSG_CT_NEW,
   ctnlType,
   decodeEntry,
+  decodeStatsCpu,
   decodeStatsEntries,
+  decodeStatsGlobal,
   encodeCreate,
   encodeDelete,
   encodeDeleteByMark,
@@ -20,6 +23,7 @@ import {
   encodeFlush,
   encodeGet,
   encodeGetStats,
+  encodeGetStatsCpu,
   eventType,
   isEntryMessage,
   nfnlGroupBit,
@@ -43,6 +47,15 @@ export interface ConntrackOptions {
   batchRecords?: number;
   /** NLM_F_ACK on every create, or only on the last of each batch (failures come back either way). */
   ackEach?: boolean;
+}
+
+/** Conntrack.tableStats(). */
+export interface TableStats {
+  entries: number;
+  max: number;
+  drop: number;
+  earlyDrop: number;
+  insertFailed: number;
 }
 
 export interface CreateFailure {
@@ -299,6 +312,28 @@ export class Conntrack {
       n += countEntryMessages(d);
     });
     return n;
+  }
+
+  /**
+   * The table's fill and what it refused: entries and nf_conntrack_max (the limit applies to
+   * each namespace's count), and the per-CPU counters summed (ctnetlink.ts, decodeStatsCpu).
+   */
+  async tableStats(): Promise<TableStats> {
+    let seq = this.socket.reserveSeq();
+    let global = { entries: 0, max: 0 };
+    await this.socket.dump('table stats', encodeGetStats(seq), seq, (msg) => {
+      if (msg.type === ctnlType(IPCTNL_MSG_CT_GET_STATS)) global = decodeStatsGlobal(msg);
+    });
+    const sum = { drop: 0, earlyDrop: 0, insertFailed: 0 };
+    seq = this.socket.reserveSeq();
+    await this.socket.dump('per-CPU stats', encodeGetStatsCpu(seq), seq, (msg) => {
+      if (msg.type !== ctnlType(IPCTNL_MSG_CT_GET_STATS_CPU)) return;
+      const c = decodeStatsCpu(msg);
+      sum.drop += c.drop;
+      sum.earlyDrop += c.earlyDrop;
+      sum.insertFailed += c.insertFailed;
+    });
+    return { ...global, ...sum };
   }
 
   /**

@@ -95,6 +95,10 @@ export const CTA_PROTONAT_PORT_MAX = 2;
 // enum ctattr_stats_global
 export const CTA_STATS_GLOBAL_ENTRIES = 1;
 export const CTA_STATS_GLOBAL_MAX_ENTRIES = 2;
+// enum ctattr_stats_cpu (the ones read here)
+export const CTA_STATS_INSERT_FAILED = 9;
+export const CTA_STATS_DROP = 10;
+export const CTA_STATS_EARLY_DROP = 11;
 
 // enum ip_conntrack_status (bit values)
 export const IPS_EXPECTED = 1 << 0;
@@ -314,6 +318,11 @@ export function encodeGetStats(seq: number): Buffer {
   return message(IPCTNL_MSG_CT_GET_STATS, NLM_F_REQUEST | NLM_F_ACK, seq, AF_UNSPEC);
 }
 
+/** Per-CPU counters (a dump: one IPCTNL_MSG_CT_GET_STATS_CPU message per CPU). */
+export function encodeGetStatsCpu(seq: number): Buffer {
+  return message(IPCTNL_MSG_CT_GET_STATS_CPU, NLM_F_REQUEST | NLM_F_DUMP, seq, AF_UNSPEC);
+}
+
 // ---- decoding ----
 
 function attrs(buf: Buffer, where: string): Map<number, Buffer> {
@@ -411,6 +420,26 @@ export function eventType(msg: NetlinkMessage): ConntrackEventType {
 export function decodeStatsEntries(msg: NetlinkMessage): number {
   if (msg.payload.length < NFGENMSG_LEN) throw new NetlinkParseError('nfgenmsg is truncated', NLMSG_HDRLEN);
   return u32(attrs(msg.payload.subarray(NFGENMSG_LEN), 'stats').get(CTA_STATS_GLOBAL_ENTRIES), 'CTA_STATS_GLOBAL_ENTRIES');
+}
+
+/** CTA_STATS_GLOBAL_ENTRIES and CTA_STATS_GLOBAL_MAX_ENTRIES (nf_conntrack_max) of an IPCTNL_MSG_CT_GET_STATS answer. */
+export function decodeStatsGlobal(msg: NetlinkMessage): { entries: number; max: number } {
+  if (msg.payload.length < NFGENMSG_LEN) throw new NetlinkParseError('nfgenmsg is truncated', NLMSG_HDRLEN);
+  const a = attrs(msg.payload.subarray(NFGENMSG_LEN), 'stats');
+  return { entries: u32(a.get(CTA_STATS_GLOBAL_ENTRIES), 'CTA_STATS_GLOBAL_ENTRIES'), max: u32(a.get(CTA_STATS_GLOBAL_MAX_ENTRIES), 'CTA_STATS_GLOBAL_MAX_ENTRIES') };
+}
+
+/**
+ * One CPU's counters of a IPCTNL_MSG_CT_GET_STATS_CPU answer: `drop` counts packets refused
+ * a new entry because the table was full (nothing could be evicted), `earlyDrop` entries
+ * evicted to make room (never ASSURED ones), `insertFailed` entries that lost a race to be
+ * inserted. Absent attributes read 0.
+ */
+export function decodeStatsCpu(msg: NetlinkMessage): { drop: number; earlyDrop: number; insertFailed: number } {
+  if (msg.payload.length < NFGENMSG_LEN) throw new NetlinkParseError('nfgenmsg is truncated', NLMSG_HDRLEN);
+  const a = attrs(msg.payload.subarray(NFGENMSG_LEN), 'stats_cpu');
+  const opt = (type: number, name: string) => (a.has(type) ? u32(a.get(type), name) : 0);
+  return { drop: opt(CTA_STATS_DROP, 'CTA_STATS_DROP'), earlyDrop: opt(CTA_STATS_EARLY_DROP, 'CTA_STATS_EARLY_DROP'), insertFailed: opt(CTA_STATS_INSERT_FAILED, 'CTA_STATS_INSERT_FAILED') };
 }
 
 /** Status bits by conntrack's names, for logs and the console: "SEEN_REPLY|ASSURED|...". */
