@@ -9,6 +9,7 @@ import { createApiServer, type ApiServer } from '../api/server.js';
 import { failoverWarnings, type ApplianceConfig } from '../config/appliance.js';
 import type { Logger } from 'pino';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
+import { startMetricsListener } from '../metrics/listener.js';
 import { AccessTableMirror } from '../nat/access-table-mirror.js';
 import { TableWatch } from './table-watch.js';
 import { NatEngine } from '../nat/engine.js';
@@ -96,6 +97,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   const routes = agentRoutes(box, { peerClient, logger, failover });
   const server = createApiServer({ name: 'agent', routes: [...routes, eventsRoute(events), metricsRoute(metrics)], roles: AGENT_ROLES, authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
+  const scrape = await startMetricsListener({ config: config.metrics, apiListen: config.api.listen, credentialsDir: options.credentialsDir, registry: metrics, logger, name: 'appliance' });
   logger.info({ api: server.url, holdMethod: engine.holdMethod, vips: [...engine.modeTable().keys()] }, 'appliance ready');
 
   return {
@@ -104,6 +106,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
     async stop() {
       logger.info('stopping: giving up the VIP addresses and removing the ruleset');
       await server.close();
+      await scrape?.close();
       await failover.stop();
       if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
       else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);

@@ -15,6 +15,7 @@ import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js
 import { SqliteStore } from '../controller/sqlite-store.js';
 import { ControllerMetrics } from '../controller/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
+import { startMetricsListener } from '../metrics/listener.js';
 import { loadConfigFile } from '../config/load.js';
 
 const USAGE = 'usage: vipshift controller --config FILE [--credentials DIR]\n';
@@ -32,7 +33,8 @@ export async function controller(args: string[]): Promise<number> {
     return 2;
   }
   const config = await loadConfigFile(values.config, controllerConfigSchema);
-  const credentials = loadCredentials(values.credentials ?? DEFAULT_CREDENTIALS_DIR, config.controller);
+  const credentialsDir = values.credentials ?? DEFAULT_CREDENTIALS_DIR;
+  const credentials = loadCredentials(credentialsDir, config.controller);
   const logger = createLogger({ name: 'controller' });
   const agents = new Map(
     config.appliances.map((a) => [a.name, new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }))]),
@@ -56,6 +58,7 @@ export async function controller(args: string[]): Promise<number> {
     await rm(config.api.socket, { force: true });
     await local?.listen({ path: config.api.socket });
   }
+  const scrape = await startMetricsListener({ config: config.metrics, apiListen: config.api.listen, credentialsDir, registry: metrics, logger, name: 'controller' });
   site.startLoops();
   logger.info({ api: server.url, journal: config.journal, rebalance: await site.rebalanceMode() }, 'controller ready');
   await new Promise<void>((resolve) => {
@@ -64,6 +67,7 @@ export async function controller(args: string[]): Promise<number> {
   });
   await server.close();
   await local?.close();
+  await scrape?.close();
   await site.stop();
   await store.close();
   return 0;

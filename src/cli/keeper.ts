@@ -9,6 +9,8 @@ import { loadCredentials } from '../api/auth.js';
 import { loadKeeperConfig } from '../config/keeper.js';
 import { Keeper } from '../keeper/keeper.js';
 import { SockDiag } from '../netlink/sockdiag.js';
+import { processRegistry } from '../metrics/metrics.js';
+import { startMetricsListener } from '../metrics/listener.js';
 
 const USAGE = 'usage: vipshift keeper --config FILE [--credentials DIR]\n';
 
@@ -26,13 +28,17 @@ export async function keeper(args: string[]): Promise<number> {
   }
   const config = await loadKeeperConfig(values.config);
   const logger = pino({ name: 'keeper', base: { keeper: config.keeper } });
-  const credentials = loadCredentials(values.credentials ?? config.pki, config.keeper);
-  const k = await Keeper.start(config, { credentials, logger, ...(config.sockdiag ? { socketTable: new SockDiag() } : {}) });
+  const credentialsDir = values.credentials ?? config.pki;
+  const credentials = loadCredentials(credentialsDir, config.keeper);
+  const metrics = processRegistry();
+  const k = await Keeper.start(config, { credentials, logger, metrics, ...(config.sockdiag ? { socketTable: new SockDiag() } : {}) });
+  const scrape = await startMetricsListener({ config: config.metrics, apiListen: config.api.listen, credentialsDir, registry: metrics, logger, name: 'keeper' });
   logger.info({ listen: k.url, database: config.database, copies: k.status().copies, sockdiag: config.sockdiag }, 'keeper started');
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
   });
+  await scrape?.close();
   await k.close();
   logger.info('keeper stopped');
   return 0;

@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ROLES, createClusterCredentials, isRole, type Role } from '../api/auth.js';
+import { createMetricsToken } from '../metrics/listener.js';
 
 /** The lab's members (lb1, lb2, the controller, three servers) and the operator's CLI. */
 export const DEFAULT_PEERS = 'lb1:appliance,lb2:appliance,ctl:controller,srv1:keeper,srv2:keeper,srv3:keeper,admin:admin';
@@ -51,6 +52,8 @@ export async function pki(args: string[]): Promise<number> {
     return 2;
   }
   const written = createClusterCredentials(values.dir, peers, values.force ?? false);
+  // The bearer token a stock Prometheus scrapes every process's metrics listener with.
+  written.push(createMetricsToken(values.dir));
   const list = Object.entries(peers).map(([id, role]) => `${id} (${role})`);
   process.stdout.write(`cluster credentials for ${list.join(', ')} in ${values.dir} (${written.length} files, mode 0600)\n`);
   return 0;

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { loadConfigFile, parseConfigText, validateConfig, type Locate, type ParseOptions, type RenamedField } from './load.js';
 import { vrrpConfigSchema } from './vrrp.js';
 import { notifySchema } from './hooks.js';
+import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
 import { checkOverrideSchema, checkSchema } from './check.js';
 
 /** A zod message that says "is required" when the field is missing, `text` otherwise. */
@@ -219,6 +220,8 @@ const applianceSchema = z
     vrrp: vrrpConfigSchema.optional(),
     /** Programs run on events (src/config/hooks.ts), as keepalived's notify scripts. */
     notify: notifySchema.default(notifySchema.parse({})),
+    /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
+    metrics: metricsListenerSchema.default(METRICS_DEFAULT),
   })
   .superRefine((config, ctx) => {
     const keeperKeys = new Map<string, number>();

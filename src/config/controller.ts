@@ -1,5 +1,6 @@
 /** The controller's configuration: the appliances it drives, the VIPs of the site, statistics and rebalancing. */
 import { z } from 'zod';
+import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
 
 const hostPort = z.string().regex(/^[0-9.]+:\d{1,5}$/, 'expected ADDRESS:PORT');
 
@@ -26,6 +27,8 @@ export const controllerConfigSchema = z
     /** The controller's SQLite database: migration journal and inventory (src/controller/journal.ts). */
     journal: z.string().min(1).default('/var/lib/vipshift/controller.sqlite'),
     vips: z.array(z.object({ name: z.string().min(1), address: z.string().optional(), owner: z.string().min(1) })),
+    /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
+    metrics: metricsListenerSchema.default(METRICS_DEFAULT),
     migration: z.object({ stepTimeoutMs: z.number().int().positive() }).default({ stepTimeoutMs: 10_000 }),
     statistics: z
       .object({

@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { ConfigError, parseConfigText } from './load.js';
 import { VIP_RENAMES, vipSchema } from './appliance.js';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
+import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
 
 const keeperSchema = z
   .strictObject({
@@ -32,6 +33,8 @@ const keeperSchema = z
     /** Seconds between sweeps of expired copies. */
     expiryInterval: z.number({ error: 'expected seconds' }).int().min(1, { error: 'expected at least 1 second' }).max(3600, { error: 'expected at most 3600 seconds' }).default(30),
     vips: z.array(vipSchema, { error: 'expected a list of VIPs' }).default([]),
+    /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
+    metrics: metricsListenerSchema.default(METRICS_DEFAULT),
     /**
      * This server's addresses: the keeper stores copies of connections to them only (a copy
      * names the connection's server). Default: the IPv4 addresses of this host's interfaces.

@@ -8,6 +8,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import YAML from 'yaml';
 import type { ApplianceConfigInput } from '../config/appliance.js';
 import { createClusterCredentials } from '../api/auth.js';
+import { createMetricsToken } from '../metrics/listener.js';
 import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
 import {
   type LabState,
@@ -133,6 +134,8 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     writeConfigs(site, options.configure);
     // Every API of the lab is authenticated; the operator's CLI on the host is `admin`.
     createClusterCredentials(credentialsDir(site), clusterMembers(site), true);
+    // ...and every process has a metrics listener a stock Prometheus scrapes with this token.
+    createMetricsToken(credentialsDir(site));
     await startProcesses(site, state, options.readyTimeoutMs ?? 15_000);
     const t3 = performance.now();
     return {

@@ -333,6 +333,28 @@ function vrrpFor(site: Site, appliance: string, external: string, internal: stri
   return { instances, syncGroups: site.vips.map((v) => ({ name: v.name, instances: [`${v.name}-ext`, `${v.name}-int`] })) };
 }
 
+/**
+ * A stock Prometheus's scrape configuration for the lab (docs/metrics.md): every process's
+ * metrics listener (the API's address, port + 1000, the processes' default), with the
+ * cluster's bearer token. Prometheus runs in the controller's namespace, which reaches them all.
+ */
+export function prometheusConfig(site: Site, scrapeInterval = '15s'): Record<string, unknown> {
+  const target = (api: Api) => `${api.address}:${api.port + 1000}`;
+  const job = (name: string, apis: Api[]) => ({
+    job_name: name,
+    authorization: { type: 'Bearer', credentials_file: path.join(pkiDir(site), 'metrics.token') },
+    static_configs: [{ targets: apis.map(target) }],
+  });
+  return {
+    global: { scrape_interval: scrapeInterval, scrape_timeout: scrapeInterval === '1s' ? '1s' : '10s' },
+    scrape_configs: [
+      job('vipshift-appliance', hostsOf(site, 'appliance').map((a) => site.apis.appliances[a.name]!)),
+      job('vipshift-controller', [site.apis.controller]),
+      job('vipshift-keeper', hostsOf(site, 'server').map((s) => site.apis.keepers[s.name]!)),
+    ],
+  };
+}
+
 /** The controller's configuration file (src/config/controller.ts's schema). */
 export function controllerConfig(site: Site): ControllerConfigInput {
   const c = site.apis.controller;
