@@ -97,12 +97,26 @@ export const accessPageSchema = z.object({
   dumpMs: z.number(),
 });
 
-/** One line of an import's answer: progress, the summary, or the error that ended it. */
+/**
+ * One line of an import's answer: progress, the summary, or the error that ended it. After a
+ * pre-copy the summary says what the difference made (created, and deleted as ended), or why
+ * the source could not vouch for one (`fallback`: the whole table was copied).
+ */
 export const importLine = z.union([
   z.object({ error: z.string() }),
-  z.object({ created: count, failed: count }),
+  z.object({ created: count, failed: count, difference: z.object({ created: count, ended: count }).optional(), fallback: z.string().optional() }),
   z.object({ moved: count }),
 ]);
+
+/** One line of a pre-copy's answer: progress, the summary (entries held, each further round's difference), or its error. */
+export const precopyLine = z.union([
+  z.object({ error: z.string() }),
+  z.object({ created: count, failed: count, rounds: z.array(count), ms: z.number() }),
+  z.object({ moved: count }),
+]);
+
+/** A migration's id, naming the source's change journal. */
+const migrationId = z.string().min(1).max(100);
 
 const sourceReport = z.looseObject({ name: z.string() });
 export const takeoverReportSchema = z.looseObject({
@@ -131,7 +145,22 @@ export const agentApi = {
    * Target side of step 3: pull from the source, answer JSON lines (importLine). `from` names
    * an appliance of the target's configuration (failover.peers); its URL comes from there.
    */
-  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1) }).strict() }),
+  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1), migration: migrationId.optional() }).strict() }),
+  /**
+   * Before step 1, on the target: hold the VIP, pull the source's snapshot (which starts its
+   * change journal for `migration`) and create it, then differences while they are large.
+   * Answers JSON lines (precopyLine). With `migration`, step 3's import then moves only the difference.
+   */
+  precopy: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy', body: z.object({ from: z.string().min(1), migration: migrationId }).strict() }),
+  /** Source of a pre-copy: the VIP's entry records, streamed; its change journal starts with them. 409: the mirror cannot vouch. */
+  precopySnapshot: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/snapshot', body: z.object({ migration: migrationId }).strict() }),
+  /**
+   * Source: the difference since the snapshot (or the last `restart`), as entry records, those
+   * that ended marked IPS_DYING. 409: the journal cannot vouch for it (lost events, overflow).
+   */
+  precopyChanges: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/changes', body: z.object({ migration: migrationId, restart: z.boolean().default(false) }).strict() }),
+  /** Source: the VIP's change journal goes (the migration gave up). */
+  precopyEnd: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/end', body: noBody, response: okAnswer }),
   deleteEntries: endpoint({ method: 'POST', path: '/v1/vips/:name/delete-entries', body: noBody, response: okAnswer }),
   forget: endpoint({ method: 'POST', path: '/v1/vips/:name/forget', body: noBody, response: okAnswer }),
   /** Step 4: the VIP forwards here; the held packets go out in order. */

@@ -4,13 +4,14 @@
  * pull a VIP's entries (binary entry records, streamed as signed frames; never one JSON
  * object per entry).
  */
-import { PassThrough } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Credentials } from '../api/auth.js';
-import { ApiClient } from '../api/client.js';
+import { ApiClient, ApiError } from '../api/client.js';
 import { open, serve } from '../api/contract.js';
 import { HttpError, type RequestContext, type Route, type RouteRoles } from '../api/server.js';
 import { AccessPages, PageQueryError } from '../nat/access-page.js';
+import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
 import { agentApi, type MigrationStepName } from './agent-api.js';
 import { UnknownVipError, type Appliance } from './appliance.js';
 import type { TakeoverReport } from '../replication/takeover.js';
@@ -28,6 +29,10 @@ export const AGENT_ROLES: RouteRoles = {
   'POST /v1/vips/:name/address': ['controller'],
   'GET /v1/vips/:name/entries': ['appliance'],
   'POST /v1/vips/:name/import': ['controller'],
+  'POST /v1/vips/:name/precopy': ['controller'],
+  'POST /v1/vips/:name/precopy/snapshot': ['appliance'],
+  'POST /v1/vips/:name/precopy/changes': ['appliance'],
+  'POST /v1/vips/:name/precopy/end': ['controller'],
   'POST /v1/vips/:name/delete-entries': ['controller'],
   'POST /v1/vips/:name/forget': ['controller'],
   'POST /v1/vips/:name/activate': ['controller'],
@@ -37,6 +42,28 @@ export const AGENT_ROLES: RouteRoles = {
   'GET /v1/events': ['admin', 'controller', 'monitor'],
   'GET /metrics': ['admin', 'controller', 'monitor'],
 };
+
+/** A record stream of records held in memory, in pieces of 1,000: the target creates while the rest is on its way. */
+function recordStream(records: Buffer): Readable {
+  return Readable.from(
+    (function* () {
+      yield encodeStreamHeader();
+      for (let at = 0; at < records.length; at += 1000 * RECORD_SIZE) yield records.subarray(at, at + 1000 * RECORD_SIZE);
+    })(),
+  );
+}
+
+/** A whole (small) record stream, read into one buffer of records. */
+async function readAll(stream: Readable): Promise<Buffer> {
+  const reader = new RecordStreamReader();
+  const parts: Buffer[] = [];
+  for await (const piece of stream as AsyncIterable<Buffer>) {
+    const whole = reader.push(piece);
+    if (whole.length > 0) parts.push(Buffer.from(whole));
+  }
+  reader.end();
+  return Buffer.concat(parts);
+}
 
 /**
  * Clients of the other appliances' agents, by name, from the configuration (failover.peers):
@@ -111,6 +138,12 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
   };
   const ok = { ok: true } as const;
   const pages = new AccessPages((vip) => appliance.entryRecords(vip));
+  const sourceOf = (name: string): ApiClient => {
+    const source = peerClient(name);
+    if (!source) throw new HttpError(400, `'${name}' is not an appliance of this one's configuration (failover.peers)`, 'from');
+    return source;
+  };
+  const ms = (t0: number) => Math.round((performance.now() - t0) * 100) / 100;
 
   return [
     serve(agentApi.status, async () => ({ ...(await appliance.status()), ...failover?.statusSections() })),
@@ -149,22 +182,87 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
     }),
     serve(agentApi.import, async (ctx) => {
       // Target side of step 3: pull from the source, create here, report progress as JSON lines.
+      // After a pre-copy only the difference moves; a source that cannot vouch for it (409)
+      // makes the target start over from the whole table, as without a pre-copy.
       const vip = vipOf(ctx);
-      const source = peerClient(ctx.body.from);
-      if (!source) throw new HttpError(400, `'${ctx.body.from}' is not an appliance of this one's configuration (failover.peers)`, 'from');
+      const source = sourceOf(ctx.body.from);
       const t0 = performance.now();
+      let fallback: string | undefined;
+      if (ctx.body.migration !== undefined) {
+        let difference: Buffer | undefined;
+        try {
+          difference = await readAll(await open(source, agentApi.precopyChanges, { params: { name: vip }, body: { migration: ctx.body.migration, restart: false } }));
+        } catch (err) {
+          if (!(err instanceof ApiError && err.status === 409)) throw err;
+          fallback = err.message;
+        }
+        if (difference) {
+          const r = await appliance.applyDifference(vip, difference);
+          logger.info({ vip, action: 'import-difference', from: ctx.body.from, ...r, ms: ms(t0) }, `import ${vip} (difference)`);
+          const summary = { created: r.total, failed: r.failed, difference: { created: r.created, ended: r.ended } };
+          return ctx.stream(Readable.from([`${JSON.stringify(summary)}\n`]), { contentType: 'application/x-ndjson' });
+        }
+        logger.warn({ vip, reason: fallback }, `import ${vip}: no difference, copying the whole table`);
+        await appliance.deleteEntries(vip);
+      }
       const records = await open(source, agentApi.entries, { params: { name: vip } });
       const progress = new PassThrough();
       appliance
         .importEntries(vip, records, (moved) => progress.write(`${JSON.stringify({ moved })}\n`))
         .then(
           (result) => {
-            logger.info({ vip, action: 'import', from: ctx.body.from, ...result, ms: Math.round((performance.now() - t0) * 100) / 100 }, `import ${vip}`);
-            progress.end(`${JSON.stringify(result)}\n`);
+            logger.info({ vip, action: 'import', from: ctx.body.from, ...result, ms: ms(t0) }, `import ${vip}`);
+            progress.end(`${JSON.stringify({ ...result, ...(fallback ? { fallback } : {}) })}\n`);
           },
           (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),
         );
       return ctx.stream(progress, { contentType: 'application/x-ndjson' });
+    }),
+    serve(agentApi.precopy, async (ctx) => {
+      const vip = vipOf(ctx);
+      const { from, migration } = ctx.body;
+      const source = sourceOf(from);
+      const t0 = performance.now();
+      const params = { name: vip };
+      let snapshot: Readable;
+      try {
+        snapshot = await open(source, agentApi.precopySnapshot, { params, body: { migration } });
+      } catch (err) {
+        if (err instanceof ApiError && err.status === 409) throw new HttpError(409, `${from}: ${err.message}`);
+        throw err;
+      }
+      const nextDifference = async () => readAll(await open(source, agentApi.precopyChanges, { params, body: { migration, restart: true } }));
+      const progress = new PassThrough();
+      appliance.precopy(vip, snapshot, nextDifference, (moved) => progress.write(`${JSON.stringify({ moved })}\n`)).then(
+        (outcome) => {
+          const summary = { ...outcome, ms: ms(t0) };
+          logger.info({ vip, action: 'precopy', from, migration, ...summary }, `pre-copy ${vip}`);
+          progress.end(`${JSON.stringify(summary)}\n`);
+        },
+        (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),
+      );
+      return ctx.stream(progress, { contentType: 'application/x-ndjson' });
+    }),
+    serve(agentApi.precopySnapshot, async (ctx) => {
+      // Source of a pre-copy: the snapshot, and a change journal from that moment on.
+      const vip = vipOf(ctx);
+      const t0 = performance.now();
+      const records = await appliance.trackEntries(vip, ctx.body.migration);
+      if (!records) throw new HttpError(409, 'the access table mirror cannot vouch for being complete: no pre-copy (step 3 copies the whole table)');
+      logger.info({ vip, action: 'precopy-export', migration: ctx.body.migration, records: records.length / RECORD_SIZE, ms: ms(t0) }, `pre-copy export ${vip}`);
+      return ctx.stream(recordStream(records), { contentType: 'application/octet-stream' });
+    }),
+    serve(agentApi.precopyChanges, async (ctx) => {
+      const vip = vipOf(ctx);
+      const t0 = performance.now();
+      const diff = await appliance.entryChanges(vip, ctx.body.migration, ctx.body.restart);
+      if ('refused' in diff) throw new HttpError(409, `no difference to vouch for: ${diff.refused}`);
+      logger.info({ vip, action: 'changes-export', migration: ctx.body.migration, upserts: diff.upserts, ended: diff.ended, ms: ms(t0) }, `difference export ${vip}`);
+      return ctx.stream(recordStream(diff.records), { contentType: 'application/octet-stream' });
+    }),
+    serve(agentApi.precopyEnd, (ctx) => {
+      appliance.endTracking(vipOf(ctx));
+      return ok;
     }),
     serve(agentApi.deleteEntries, async (ctx) => {
       const vip = vipOf(ctx);

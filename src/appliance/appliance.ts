@@ -5,10 +5,11 @@
  */
 import type { Readable } from 'node:stream';
 import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
-import { RECORD_SIZE, R_SERVER_ADDR, R_SERVER_PORT, RecordStreamReader, encodeStreamHeader, readRecord, selectRecords, worthMoving } from '../netlink/entry-record.js';
+import { IPS_DYING } from '../netlink/ctnetlink.js';
+import { RECORD_SIZE, R_SERVER_ADDR, R_SERVER_PORT, R_STATUS, RecordStreamReader, encodeStreamHeader, handshakeCompleted, readRecord, selectRecords, worthMoving } from '../netlink/entry-record.js';
 import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
-import type { AccessTableMirror, MirrorStatus } from '../nat/access-table-mirror.js';
+import type { AccessTableMirror, Difference, MirrorStatus } from '../nat/access-table-mirror.js';
 import type { VipAddressing } from './addressing.js';
 import type { TableStatus, TableWatch } from './table-watch.js';
 import { EntryCounts } from '../nat/entry-counts.js';
@@ -41,6 +42,29 @@ export interface ApplianceStatus {
   mirror?: MirrorStatus;
   /** The conntrack table's size, headroom and refusals (table-watch.ts), when watched. */
   conntrack?: TableStatus;
+}
+
+/** A pre-copy repeats while the last round's difference had more entries than this. */
+export const PRECOPY_ROUND_UNTIL = 2000;
+/** At most this many rounds after the first copy: a VIP changing faster is cut over anyway. */
+export const PRECOPY_MAX_ROUNDS = 3;
+
+/** A target's pre-copy: entries it holds for the VIP now, failures, and each further round's difference. */
+export interface PrecopyOutcome {
+  created: number;
+  failed: number;
+  rounds: number[];
+}
+
+/** What a target made of a difference (step 3 after a pre-copy, or a further pre-copy round). */
+export interface DifferenceResult {
+  /** Entries created or recreated (changed ones, timeouts refreshed). */
+  created: number;
+  /** Entries deleted because they ended on the source. */
+  ended: number;
+  failed: number;
+  /** The VIP's entries here from the migration, pre-copy and differences together. */
+  total: number;
 }
 
 export class UnknownVipError extends Error {
@@ -79,6 +103,11 @@ export class Appliance {
   private readonly connections = new Map<string, { at: number; counts: Promise<Map<string, number>> }>();
   private readonly mirror: AccessTableMirror | undefined;
   private readonly counts: EntryCounts;
+  /** VIPs with entries pre-copied here by a migration, and how many (until step 4 or an abort). */
+  private readonly precopied = new Map<string, number>();
+  /** Pre-copies running here: an abort stops one and waits for it before deleting what it made. */
+  private readonly precopying = new Map<string, { generation: number; work: Promise<unknown> }>();
+  private generation = 0;
 
   constructor(
     readonly config: ApplianceConfig,
@@ -260,6 +289,7 @@ export class Appliance {
     name: string,
     records: Readable,
     onBatch: (moved: number) => void,
+    live: () => boolean = () => true,
   ): Promise<{ created: number; failed: number }> {
     this.vip(name);
     const reader = new RecordStreamReader();
@@ -288,6 +318,10 @@ export class Appliance {
     let created = 0;
     let failed = 0;
     for (;;) {
+      if (failure === undefined && !live()) {
+        failure = new Error(`the pre-copy of ${name} was aborted`);
+        records.destroy();
+      }
       if (failure !== undefined) throw failure;
       if (waiting.length === 0) {
         if (ended) break;
@@ -305,6 +339,112 @@ export class Appliance {
     reader.end();
     this.counts.invalidate();
     return { created, failed };
+  }
+
+  /**
+   * Source of a pre-copy: the VIP's entries, and from that moment a change journal for the
+   * migration in the mirror. Undefined when the mirror cannot vouch (then no pre-copy).
+   */
+  async trackEntries(name: string, migration: string): Promise<Buffer | undefined> {
+    const records = await this.mirror?.track(this.vip(name).id, migration);
+    // Connections only: a handshake in flight now is in a difference once it completes (or, young, by its short timeout).
+    return records && selectRecords(records, handshakeCompleted);
+  }
+
+  /**
+   * Source: what changed since the pre-copy (or the last round, which `restart` begins anew).
+   * Junk stays out as it does of step 3; every entry that ended goes (the target may hold it).
+   */
+  async entryChanges(name: string, migration: string, restart: boolean): Promise<Difference> {
+    const { id } = this.vip(name);
+    if (!this.mirror) return { refused: 'this appliance keeps no access table mirror' };
+    const diff = await this.mirror.changes(id, migration, restart);
+    if ('refused' in diff) return diff;
+    const records = selectRecords(diff.records, (b, o) => (b.readUInt16BE(o + R_STATUS) & IPS_DYING) !== 0 || worthMoving(b, o));
+    return { records, upserts: records.length / RECORD_SIZE - diff.ended, ended: diff.ended };
+  }
+
+  /** Source: the migration no longer needs the VIP's change journal. */
+  endTracking(name: string, migration?: string): void {
+    this.mirror?.endTracking(this.vip(name).id, migration);
+  }
+
+  /**
+   * Target of a pre-copy: the VIP is held first, as a standby holds the VIPs it backs up
+   * (already so on a standby), so that no packet meets the pre-copied entries before the
+   * migration has moved the address here and activated them: one that strays here (a stale
+   * ARP cache) waits in the hold like any other. Then the entries are created as they arrive.
+   */
+  async precopy(name: string, records: Readable, nextDifference: () => Promise<Buffer>, onBatch: (moved: number) => void): Promise<PrecopyOutcome> {
+    this.vip(name);
+    const mode = this.engine.modeTable().get(name) ?? 'absent';
+    if (mode === 'normal') {
+      records.destroy();
+      throw new Error(`${name} is normal here: nothing to pre-copy`);
+    }
+    // A repeated pre-copy starts from nothing: its difference will not know the old entries.
+    if (this.precopied.has(name) || this.precopying.has(name)) await this.deleteEntries(name);
+    const generation = ++this.generation;
+    const live = () => this.precopying.get(name)?.generation === generation;
+    // Started once registered below (a microtask later), so that live() holds from its first step.
+    const work = Promise.resolve().then(async (): Promise<PrecopyOutcome> => {
+      if (mode === 'absent') await this.engine.setMode(name, 'migrating');
+      const copied = await this.importEntries(name, records, onBatch, live);
+      this.precopied.set(name, copied.created);
+      const outcome: PrecopyOutcome = { created: copied.created, failed: copied.failed, rounds: [] };
+      // Further rounds while the difference is large: each makes the one left for the hold smaller.
+      for (let last = Infinity; last > PRECOPY_ROUND_UNTIL && outcome.rounds.length < PRECOPY_MAX_ROUNDS; ) {
+        const difference = await nextDifference();
+        if (!live()) throw new Error(`the pre-copy of ${name} was aborted`);
+        const r = await this.applyDifference(name, difference);
+        last = r.created + r.ended;
+        outcome.rounds.push(last);
+        outcome.created = r.total;
+        outcome.failed += r.failed;
+      }
+      return outcome;
+    });
+    this.precopying.set(name, { generation, work });
+    try {
+      return await work;
+    } finally {
+      if (live()) this.precopying.delete(name);
+    }
+  }
+
+  /**
+   * Target: applies a difference (records; those marked IPS_DYING ended on the source).
+   * Ended entries go first — a fullnat inside port they held may be a new entry's now —
+   * then each changed or refreshed entry is recreated (deleted, created: during the hold
+   * no packet falls between the two; before it none reaches the VIP here at all).
+   */
+  async applyDifference(name: string, records: Buffer): Promise<DifferenceResult> {
+    this.vip(name);
+    const ended: Buffer[] = [];
+    const upserts: Buffer[] = [];
+    for (let o = 0; o < records.length; o += RECORD_SIZE) {
+      const r = records.subarray(o, o + RECORD_SIZE);
+      (r.readUInt16BE(R_STATUS) & IPS_DYING ? ended : upserts).push(r);
+    }
+    const changed = Buffer.concat(upserts);
+    const gone = await this.conntrack.deleteRecords(Buffer.concat(ended));
+    const replaced = await this.conntrack.deleteRecords(changed);
+    // The mirror must see those deletes before it learns of the creates of the same tuples.
+    if (this.mirror && changed.length > 0 && !(await this.mirror.barrier())) void this.mirror.rebuild();
+    const made = await this.createEntries(changed);
+    const total = (this.precopied.get(name) ?? 0) - gone.deleted - replaced.deleted + made.created + made.existing;
+    this.precopied.set(name, total);
+    this.counts.invalidate();
+    return { created: made.created + made.existing, ended: gone.deleted, failed: made.failures.length + gone.failures.length + replaced.failures.length, total };
+  }
+
+  /**
+   * A takeover of a VIP pre-copied here (its source died before the migration's step 2):
+   * the pre-copied entries go, the keepers' copies are fresher, and an entry that ended on
+   * the source since must not survive here.
+   */
+  async dropPrecopy(name: string): Promise<void> {
+    if (this.precopied.has(name)) await this.deleteEntries(name);
   }
 
   /** Fills the mirror again from one dump; its status once done (undefined: no mirror). */
@@ -328,8 +468,19 @@ export class Appliance {
     return Buffer.concat(chunks);
   }
 
+  /** A pre-copy still running stops first, so that nothing it creates outlives a delete after. */
+  private async stopPrecopy(name: string): Promise<void> {
+    const running = this.precopying.get(name);
+    this.precopying.delete(name);
+    await running?.work.catch(() => undefined);
+  }
+
   async deleteEntries(name: string): Promise<void> {
     const { id } = this.vip(name);
+    await this.stopPrecopy(name);
+    // The source's clean-up after a migration: its change journal would only fill with these.
+    this.mirror?.endTracking(id);
+    this.precopied.delete(name);
     await this.conntrack.deleteByMark(id);
     this.counts.invalidate();
   }
@@ -344,14 +495,17 @@ export class Appliance {
   async activate(name: string): Promise<{ released: number }> {
     this.vip(name);
     await this.engine.setMode(name, 'normal');
+    this.precopied.delete(name);
     return { released: this.engine.release(name) };
   }
 
   /** Abort on the target: drop what was imported and what was held; the source keeps the VIP. */
   async abort(name: string): Promise<void> {
     const vip = this.vip(name);
+    await this.stopPrecopy(name);
     await this.engine.setMode(name, 'absent');
     this.engine.discard(name);
+    this.precopied.delete(name);
     await this.conntrack.deleteByMark(vip.id);
     this.counts.invalidate();
   }

@@ -8,7 +8,7 @@ import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 const USAGE =
   'usage: vipshift migrate VIP --to APPLIANCE [--json]\n' +
-  '       drills: [--abort-at prepare|move_address|move_entries] [--unsafe-skip-prepare (connections see resets)]\n';
+  '       drills: [--abort-at precopy|prepare|move_address|move_entries] [--unsafe-skip-prepare (connections see resets)]\n';
 
 export async function migrateCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({

@@ -537,12 +537,20 @@ function accessView(data: ConsoleData, ui: Ui, width: number, height: number): L
 
 /** A running migration as its four steps, with a bar of entries moved of the total. */
 export function migrationProgress(m: MigrationProgress, site: SiteStatus | undefined, width: number, now: number): Line[] {
-  const stepIndex = STEP_NAMES.indexOf(m.step);
+  const stepIndex = m.step === 'precopy' ? -1 : STEP_NAMES.indexOf(m.step);
   const target = site?.appliances.find((a) => a.name === m.to)?.vips.find((v) => v.name === m.vip);
   const elapsed = now - Date.parse(m.startedAt);
   const lines: Line[] = [
     [seg(`Migration ${m.vip} ${m.from} -> ${m.to}`, 'head'), seg(`  ${m.state}`, m.state === 'running' ? 'warn' : m.state === 'done' ? 'ok' : 'bad'), seg(`  id ${m.id.slice(0, 8)}`, 'dim')],
   ];
+  if (m.precopy || m.step === 'precopy') {
+    // Before step 1, outside the hold: the target copies the table while the source forwards.
+    const ms = m.precopy?.ms;
+    const running = ms === undefined && m.state === 'running';
+    const style = ms !== undefined ? (m.precopy?.error ? 'dim' : 'ok') : running ? 'warn' : 'bad';
+    const what = m.precopy?.error ? 'none: whole table in step 3' : ms !== undefined ? duration(ms) : running ? 'running' : '';
+    lines.push([seg(`  ${ms !== undefined ? '[x]' : running ? '[>]' : '[!]'} `, style), seg(fit('0 pre-copy (no hold)', 26)), seg(fit(what, 10, 'right'), style)]);
+  }
   STEP_NAMES.forEach((s, i) => {
     const ms = m.steps[`${s}_ms`];
     const state = ms !== undefined ? 'done' : i === stepIndex && m.state === 'running' ? 'running' : i === stepIndex && m.state === 'aborted' ? 'failed' : 'pending';

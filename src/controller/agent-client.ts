@@ -4,10 +4,11 @@
  * schema.
  */
 import { createInterface } from 'node:readline';
+import type { z } from 'zod';
 import type { ApiClient, RequestOptions } from '../api/client.js';
 import { call, open } from '../api/contract.js';
-import { agentApi, importLine, type AgentStatus } from '../appliance/agent-api.js';
-import type { HoldRelease, ImportResult, MigrationAgent } from '../migration/migration.js';
+import { agentApi, importLine, precopyLine, type AgentStatus } from '../appliance/agent-api.js';
+import type { HoldRelease, ImportResult, MigrationAgent, PrecopyResult } from '../migration/migration.js';
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
 
 export class AgentClient implements MigrationAgent {
@@ -38,21 +39,45 @@ export class AgentClient implements MigrationAgent {
   }
 
   /** The target answers with one JSON line per batch created, then a summary line. */
-  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult> {
-    const response = await open(this.api, agentApi.import, { params: { name: vip }, body: { from: source.name } });
-    let result: ImportResult | undefined;
+  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, precopied?: string): Promise<ImportResult> {
+    const body = { from: source.name, ...(precopied ? { migration: precopied } : {}) };
+    const response = await open(this.api, agentApi.import, { params: { name: vip }, body });
+    const { difference, fallback, ...result } = await this.progressLines('importing', vip, response, importLine, onProgress);
+    return { ...result, ...(difference ? { difference } : {}), ...(fallback ? { fallback } : {}) };
+  }
+
+  /** The same kind of lines as an import's: a pre-copy is an import before the hold, then its rounds. */
+  async precopy(vip: string, source: MigrationAgent, migration: string, onProgress: (moved: number) => void): Promise<PrecopyResult> {
+    const response = await open(this.api, agentApi.precopy, { params: { name: vip }, body: { from: source.name, migration } });
+    const { created, failed, rounds } = await this.progressLines('pre-copying', vip, response, precopyLine, onProgress);
+    return { created, failed, rounds };
+  }
+
+  async endTracking(vip: string): Promise<void> {
+    await call(this.api, agentApi.precopyEnd, { params: { name: vip } });
+  }
+
+  /** JSON lines: progress (moved), then the summary, or the error that ended the work. */
+  private async progressLines<S extends { created: number }>(
+    what: string,
+    vip: string,
+    response: NodeJS.ReadableStream,
+    schema: z.ZodType<{ error: string } | S | { moved: number }>,
+    onProgress: (moved: number) => void,
+  ): Promise<S> {
+    let result: S | undefined;
     let failure: string | undefined;
     for await (const text of createInterface({ input: response, crlfDelay: Infinity })) {
       if (!text) continue;
-      const line = importLine.safeParse(JSON.parse(text));
-      if (!line.success) throw new Error(`${this.name}: importing ${vip}: unexpected progress line ${text.slice(0, 200)}`);
+      const line = schema.safeParse(JSON.parse(text));
+      if (!line.success) throw new Error(`${this.name}: ${what} ${vip}: unexpected progress line ${text.slice(0, 200)}`);
       const event = line.data;
       if ('error' in event) failure = event.error;
-      else if ('created' in event) result = { created: event.created, failed: event.failed };
+      else if ('created' in event) result = event;
       else onProgress(event.moved);
     }
-    if (failure) throw new Error(`${this.name}: importing ${vip} failed: ${failure}`);
-    if (!result) throw new Error(`${this.name}: importing ${vip} ended without a summary`);
+    if (failure) throw new Error(`${this.name}: ${what} ${vip} failed: ${failure}`);
+    if (!result) throw new Error(`${this.name}: ${what} ${vip} ended without a summary`);
     return result;
   }
 

@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { RequestOptions } from '../api/client.js';
-import { STEPS, migrate, recover, type MigrationAgent, type MigrationOptions, type MigrationProgress, type Step } from '../migration/migration.js';
+import { PHASES, migrate, recover, type MigrationAgent, type MigrationOptions, type MigrationProgress, type Phase } from '../migration/migration.js';
 import type { AgentStatus } from '../appliance/agent-api.js';
 import { FULL_RATIO } from '../appliance/table-watch.js';
 import { algorithms, type AssignmentAlgorithm, type AssignmentInput, type Plan } from './assignment.js';
@@ -67,11 +67,11 @@ export const PAUSE_ENV = 'VIPSHIFT_TEST_PAUSE_STEP';
  * controller there. Read only when set; a wrong value stops the controller at start.
  * The pause counts against migration.stepTimeoutMs: set that above MS.
  */
-export function pauseFromEnv(value: string | undefined, logger?: Logger): ((step: Step) => Promise<void>) | undefined {
+export function pauseFromEnv(value: string | undefined, logger?: Logger): ((step: Phase) => Promise<void>) | undefined {
   if (value === undefined || value === '') return undefined;
   const m = /^([a-z_]+)(?::(\d+))?$/.exec(value);
-  const step = m?.[1] as Step | undefined;
-  if (!m || !step || !STEPS.includes(step)) throw new Error(`${PAUSE_ENV}=${value}: expected STEP[:MS] with STEP one of ${STEPS.join(', ')}`);
+  const step = m?.[1] as Phase | undefined;
+  if (!m || !step || !PHASES.includes(step)) throw new Error(`${PAUSE_ENV}=${value}: expected STEP[:MS] with STEP one of ${PHASES.join(', ')}`);
   const ms = m[2] === undefined ? 30_000 : Number(m[2]);
   return async (at) => {
     if (at !== step) return;
@@ -84,7 +84,7 @@ const HISTORY = 50;
 
 export interface ControllerOptions {
   now?: () => number;
-  pause?: (step: Step) => Promise<void>;
+  pause?: (step: Phase) => Promise<void>;
 }
 
 export class Controller {
@@ -528,7 +528,8 @@ export class Controller {
       ...(this.options.pause ? { pause: this.options.pause } : {}),
       onProgress: (p) => {
         const entry = this.running.get(id);
-        if (entry && entry.progress.step !== p.step) log.info({ step: entry.progress.step, ms: p.steps[`${entry.progress.step}_ms`] }, 'step done');
+        const was = entry?.progress.step;
+        if (was && was !== p.step) log.info({ step: was, ms: was === 'precopy' ? p.precopy?.ms : p.steps[`${was}_ms`] }, 'step done');
         if (entry) entry.progress = p;
         else first = p;
       },

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { HttpError, reply, type RequestContext, type Route, type RouteRoles } from '../api/server.js';
 import { ApiError } from '../api/client.js';
 import { AgentClient } from './agent-client.js';
-import { STEPS } from '../migration/migration.js';
+import { PHASES } from '../migration/migration.js';
 import { pageQuery } from '../appliance/agent-api.js';
 import { MigrationRefused, type Controller } from './controller.js';
 
@@ -17,7 +17,7 @@ const migrationRequest = z
     /** Answer when the migration has finished instead of when it has started. */
     wait: z.boolean().default(false),
     /** A drill that exercises the abort path at the end of a step. */
-    abortAt: z.enum(STEPS.filter((s) => s !== 'activate') as ['prepare', 'move_address', 'move_entries']).optional(),
+    abortAt: z.enum(PHASES.filter((s) => s !== 'activate') as ['precopy', 'prepare', 'move_address', 'move_entries']).optional(),
     /** The negative control: no hold on the target; connections WILL see resets. */
     unsafeSkipPrepare: z.boolean().optional(),
   })

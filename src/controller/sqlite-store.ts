@@ -16,9 +16,9 @@
  */
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
-import type { MigrationProgress, Step } from '../migration/migration.js';
+import type { MigrationProgress, Phase } from '../migration/migration.js';
 import type { ControllerStore, InventoryAppliance, InventoryVip, JournalEvent, JournalMigration, MigrationReason, VipTraffic } from './store.js';
-import { STEPS } from '../migration/migration.js';
+import { PHASES } from '../migration/migration.js';
 
 /** Schema changes, in order: the database's schema_version is how many have been applied. */
 const SCHEMA: string[] = [
@@ -78,7 +78,7 @@ interface MigrationRow {
   target: string;
   reason: MigrationReason;
   state: JournalMigration['state'];
-  step: Step | null;
+  step: Phase | null;
   committed: number;
   started_at: number;
   finished_at: number | null;
@@ -266,7 +266,7 @@ export class SqliteStore implements ControllerStore {
   // -------------------------------------------------------------------------------------------
   // Journal
 
-  private event(migration: string, event: JournalEvent['event'], step: Step | null = null, detail: string | null = null): void {
+  private event(migration: string, event: JournalEvent['event'], step: Phase | null = null, detail: string | null = null): void {
     this.db.prepare('INSERT INTO migration_events (migration, at, event, step, detail) VALUES (?, ?, ?, ?, ?)').run(migration, this.now(), event, step, detail);
   }
 
@@ -281,8 +281,8 @@ export class SqliteStore implements ControllerStore {
   }
 
   /** Before a step runs. */
-  async step(id: string, step: Step): Promise<void> {
-    if (!STEPS.includes(step)) throw new Error(`unknown step '${step}'`);
+  async step(id: string, step: Phase): Promise<void> {
+    if (!PHASES.includes(step)) throw new Error(`unknown step '${step}'`);
     this.db.transaction(() => {
       this.db.prepare("UPDATE migrations SET step = ? WHERE id = ? AND state = 'running'").run(step, id);
       this.event(id, 'step', step);

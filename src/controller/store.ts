@@ -8,7 +8,7 @@
  * record is. Schema versions count applied changes; a store written by a newer vipshift is
  * refused without being touched.
  */
-import type { MigrationProgress, Step } from '../migration/migration.js';
+import type { MigrationProgress, Phase } from '../migration/migration.js';
 
 export type MigrationReason = 'operator' | 'rebalance' | 'drain';
 export type RebalanceMode = 'auto' | 'manual';
@@ -21,7 +21,7 @@ export interface JournalMigration {
   reason: MigrationReason;
   state: 'running' | 'done' | 'aborted';
   /** The last step written down as started (null: none yet). */
-  step: Step | null;
+  step: Phase | null;
   committed: boolean;
   startedAt: number;
   finishedAt: number | null;
@@ -34,7 +34,7 @@ export interface JournalMigration {
 export interface JournalEvent {
   at: number;
   event: 'begin' | 'step' | 'commit' | 'end' | 'recover' | 'recover_failed';
-  step: Step | null;
+  step: Phase | null;
   detail: string | null;
 }
 
@@ -98,7 +98,7 @@ export interface ControllerStore {
   /** Before the first step. Rejects if the VIP has a migration running. */
   begin(m: { id: string; vip: string; source: string; target: string; reason: MigrationReason }): Promise<void>;
   /** Before a step runs. */
-  step(id: string, step: Step): Promise<void>;
+  step(id: string, step: Phase): Promise<void>;
   /** Before the source deletes its entries: from here on, recovery finishes forward. */
   commit(id: string): Promise<void>;
   /** The end, with the VIP's owner from now on, at once: a `done` migration moves the VIP to its target. */

@@ -3,10 +3,20 @@
  * top to bottom. The controller runs it; the appliances do the work through their
  * agents. Every step is timed, reported, bounded by a timeout, and a failure at any
  * step aborts and gives the VIP back to the source with its connections alive.
+ *
+ * Before step 1 a pre-copy (as a virtual machine's live migration does it) creates the
+ * VIP's entries on the target from the source's mirror while the source keeps forwarding;
+ * the source's mirror journals every change from that snapshot on, and step 3 moves only
+ * that difference. The hold then lasts about steps 2 and 4 plus the difference, whatever
+ * the table's size. A source that cannot vouch for its difference makes step 3 copy the
+ * whole table, as without a pre-copy.
  */
 
 export const STEPS = ['prepare', 'move_address', 'move_entries', 'activate'] as const;
 export type Step = (typeof STEPS)[number];
+/** The phases the journal records: the pre-copy, then the patent's four steps. */
+export const PHASES = ['precopy', ...STEPS] as const;
+export type Phase = (typeof PHASES)[number];
 
 /** What the migration needs from an appliance's agent (src/controller/agent-client.ts). */
 export interface MigrationAgent {
@@ -20,7 +30,15 @@ export interface MigrationAgent {
    * Step 3 on the target: pull the VIP's access-table entries straight from the source's
    * agent and create them here. Reports progress as entries arrive.
    */
-  importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult>;
+  importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, precopied?: string): Promise<ImportResult>;
+  /**
+   * Before step 1 on the target: hold the VIP (no packet may meet what comes), create its
+   * entries from the source's snapshot, which starts the source's change journal for
+   * `migration`, then take differences while they are large.
+   */
+  precopy?(vip: string, source: MigrationAgent, migration: string, onProgress: (moved: number) => void): Promise<PrecopyResult>;
+  /** On the source: its change journal of the VIP is no longer needed. */
+  endTracking?(vip: string): Promise<void>;
   /** On the source once the target has activated the VIP: delete its old entries (cleanUp). */
   deleteEntries(vip: string): Promise<void>;
   /** Step 4: the source forgets the VIP, the target switches it to `normal` and releases held packets in order. */
@@ -33,8 +51,20 @@ export interface MigrationAgent {
 }
 
 export interface ImportResult {
+  /** Entries the target holds for the VIP now (after a difference: pre-copied ones included). */
   created: number;
   failed: number;
+  /** Step 3 moved only the difference since the pre-copy. */
+  difference?: { created: number; ended: number };
+  /** Why the source could not vouch for a difference (step 3 copied the whole table). */
+  fallback?: string;
+}
+
+export interface PrecopyResult {
+  created: number;
+  failed: number;
+  /** Entries in each further round's difference. */
+  rounds: number[];
 }
 
 /** How many packets the target held while the VIP was migrating, released in order. */
@@ -50,8 +80,8 @@ export interface MigrationProgress {
   from: string;
   to: string;
   state: MigrationState;
-  /** The step running now, or the last one reached. */
-  step: Step;
+  /** The step running now, or the last one reached (the pre-copy before step 1). */
+  step: Phase;
   startedAt: string;
   /** Durations of the finished steps. */
   steps: Partial<Record<`${Step}_ms`, number>>;
@@ -64,6 +94,12 @@ export interface MigrationProgress {
   recoveryFailed?: boolean;
   /** The source deleting its old entries after step 4 (not part of totalMs). */
   cleanupMs?: number;
+  /** The pre-copy before step 1 (part of totalMs, not of the steps): its time, entries and rounds, or why there was none. */
+  precopy?: { ms: number; entries: number; rounds: number[]; error?: string };
+  /** What step 3 moved after a pre-copy: entries created or refreshed, and deleted (ended on the source). */
+  difference?: { created: number; ended: number };
+  /** Why step 3 copied the whole table although a pre-copy ran. */
+  fallback?: string;
 }
 
 export interface MigrationOptions {
@@ -73,10 +109,15 @@ export interface MigrationOptions {
    * A drill: fail at the end of the given step (for move_entries: after the target has
    * the entries, before the commit point), to exercise the abort path.
    */
-  abortAt?: Exclude<Step, 'activate'>;
+  abortAt?: Exclude<Phase, 'activate'>;
+  /** No pre-copy: step 3 copies the whole table (as before pre-copies existed). */
+  skipPrecopy?: boolean;
+  /** The pre-copy's own timeout (it runs before the hold, and may copy a large table). */
+  precopyTimeoutMs?: number;
   /**
-   * The negative control: step 1 is skipped, so the target does not hold the VIP's
-   * packets and answers those that reach it before its entries with resets.
+   * The negative control: step 1 (and the pre-copy, which holds too) is skipped, so the
+   * target does not hold the VIP's packets and answers those that reach it before its
+   * entries with resets.
    */
   skipPrepare?: boolean;
   /**
@@ -90,7 +131,7 @@ export interface MigrationOptions {
    * move_entries: after the import, before the commit point; activate: past the commit
    * point, the source without its address, before it forgets and the target activates.
    */
-  pause?: (step: Step) => Promise<void>;
+  pause?: (step: Phase) => Promise<void>;
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
   /**
@@ -102,17 +143,17 @@ export interface MigrationOptions {
 }
 
 export interface MigrationJournal {
-  step(step: Step): void | Promise<void>;
+  step(step: Phase): void | Promise<void>;
   commit(): void | Promise<void>;
 }
 
 class StepTimeout extends Error {
-  constructor(step: Step, ms: number) {
+  constructor(step: Phase, ms: number) {
     super(`step ${step} did not finish within ${ms} ms`);
   }
 }
 
-function withTimeout<T>(step: Step, ms: number, work: Promise<T>): Promise<T> {
+function withTimeout<T>(step: Phase, ms: number, work: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new StepTimeout(step, ms)), ms);
@@ -146,15 +187,15 @@ export async function migrate(
   };
   const report = () => options.onProgress?.(structuredClone(progress));
   const started = now();
-  let reached: Step = 'prepare';
+  let reached: Phase = 'prepare';
   // Once the target has every entry (the commit point) a failure is finished forward,
   // never rolled back: the source is about to forget the VIP and delete its entries.
   let committed = false;
-  const drill = (step: Step) => {
+  const drill = (step: Phase) => {
     if (options.abortAt === step) throw new Error(`drill: abort requested at step ${step}`);
   };
 
-  const pause = async (step: Step) => {
+  const pause = async (step: Phase) => {
     await options.pause?.(step);
   };
 
@@ -169,7 +210,34 @@ export async function migrate(
   };
 
   report(); // synchronously, so the caller has a record before the first await
+  let precopied = false;
   try {
+    // The negative control (no step 1) has no pre-copy either: the pre-copy holds the VIP.
+    if (!options.skipPrecopy && !options.skipPrepare && target.precopy) {
+      await options.journal?.step('precopy');
+      progress.step = reached = 'precopy';
+      report();
+      const t0 = now();
+      const ms = () => Math.round((now() - t0) * 100) / 100;
+      try {
+        const r = await withTimeout('precopy', options.precopyTimeoutMs ?? options.stepTimeoutMs * 10, target.precopy(vip, source, id, (moved) => {
+          progress.entries.moved = moved;
+          report();
+        }));
+        if (r.failed > 0) throw new Error(`${r.failed} entries could not be created on ${target.name}`);
+        progress.precopy = { ms: ms(), entries: r.created, rounds: r.rounds };
+        precopied = true;
+      } catch (err) {
+        // No pre-copy: what it left on the target goes (the VIP stays held there, as step 1
+        // is about to hold it anyway), and step 3 copies the whole table.
+        progress.precopy = { ms: ms(), entries: 0, rounds: [], error: err instanceof Error ? err.message : String(err) };
+        await target.deleteEntries(vip);
+        await source.endTracking?.(vip).catch(() => undefined);
+      }
+      progress.entries.moved = 0;
+      await pause('precopy');
+      drill('precopy');
+    }
     await run('prepare', async () => {
       if (!options.skipPrepare) await target.prepare(vip);
       await pause('prepare');
@@ -182,13 +250,20 @@ export async function migrate(
       drill('move_address');
     });
     await run('move_entries', async () => {
-      const result = await target.importEntries(vip, source, (moved) => {
-        progress.entries.moved = moved;
-        if (moved > progress.entries.total) progress.entries.total = moved;
-        report();
-      });
+      const result = await target.importEntries(
+        vip,
+        source,
+        (moved) => {
+          progress.entries.moved = moved;
+          if (moved > progress.entries.total) progress.entries.total = moved;
+          report();
+        },
+        precopied ? id : undefined,
+      );
       if (result.failed > 0) throw new Error(`${result.failed} of ${result.created + result.failed} entries could not be created on ${target.name}`);
       progress.entries.moved = progress.entries.total = result.created;
+      if (result.difference) progress.difference = result.difference;
+      if (result.fallback) progress.fallback = result.fallback;
       await pause('move_entries');
       drill('move_entries');
       await options.journal?.commit();
@@ -236,8 +311,8 @@ async function cleanUp(vip: string, source: MigrationAgent, progress: MigrationP
 
 /** How far an interrupted migration (its controller died) had got, from the journal. */
 export interface Interrupted {
-  /** The last step written down as started; null if none was. */
-  reached: Step | null;
+  /** The last phase written down as started; null if none was. */
+  reached: Phase | null;
   /** The commit point was written down: the source may have started deleting its entries. */
   committed: boolean;
 }
@@ -262,14 +337,16 @@ export async function recover(vip: string, source: MigrationAgent, target: Migra
  * Abort before the commit point: the source keeps (or gets back) the VIP, its entries
  * untouched. The address goes back first: until then the target keeps holding the
  * VIP's packets, and only then forgets it — a target that forgot the VIP while still
- * owning its address would answer its packets with resets.
+ * owning its address would answer its packets with resets. The target's abort deletes
+ * every entry of the VIP there, pre-copied ones included; the source's change journal ends.
  */
-async function giveBack(vip: string, reached: Step, source: MigrationAgent, target: MigrationAgent): Promise<void> {
-  if (reached !== 'prepare') {
+async function giveBack(vip: string, reached: Phase, source: MigrationAgent, target: MigrationAgent): Promise<void> {
+  if (reached !== 'precopy' && reached !== 'prepare') {
     await target.releaseAddress(vip).catch(() => undefined);
     await source.claimAddress(vip);
   }
   await target.abort(vip);
+  await source.endTracking?.(vip).catch(() => undefined);
 }
 
 /** Failure after the commit point: the target has the entries and the address, so it takes the VIP. */

@@ -23,10 +23,16 @@
  * the sentinel's destroy event. Netlink delivers one socket's events in order, so every
  * change the kernel made before — to the entries of a VIP whose address has just left — is
  * in the mirror by then.
+ *
+ * A migration's pre-copy starts a change journal on the VIP with its snapshot (track()):
+ * from that snapshot on, every entry created, changed or destroyed is noted by its tuple,
+ * and changes() hands out the difference — behind the same barrier — as records, those that
+ * ended marked IPS_DYING. A journal that lost events (an overrun, a rebuild) or outgrew its
+ * bound cannot vouch for its difference any more: the migration copies the whole table.
  */
 import type { Logger } from 'pino';
 import type { Conntrack, ConntrackEvents, CreateFailure } from '../netlink/conntrack.js';
-import { IPCTNL_MSG_CT_DELETE, IPPROTO_TCP, IPPROTO_UDP, IPS_ASSURED, ctnlType } from '../netlink/ctnetlink.js';
+import { IPCTNL_MSG_CT_DELETE, IPPROTO_TCP, IPPROTO_UDP, IPS_ASSURED, IPS_DYING, ctnlType } from '../netlink/ctnetlink.js';
 import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_MARK, R_PROTO, R_TCP_STATE, R_FLAGS_REPLY, R_SERVER_ADDR, R_STATUS, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, decodeEntryRecord } from '../netlink/entry-record.js';
 import { NetlinkParseError, type NetlinkMessage } from '../netlink/message.js';
 
@@ -40,6 +46,49 @@ const RESYNC_RETRY_MS = 250;
 /** Records handed over by added() are indexed this long after the last of them. */
 const SETTLE_AFTER_MS = 1000;
 const DELETE_TYPE = ctnlType(IPCTNL_MSG_CT_DELETE);
+/**
+ * A change journal noting more tuples than this stops (and frees them): a difference that
+ * large is no cheaper to move during the hold than the table itself.
+ */
+export const MAX_JOURNAL_CHANGES = 250_000;
+/**
+ * Entries whose copied timeout, less the time since the pre-copy, falls under this are in
+ * every difference (their timeout refreshed on the target, as a full copy would have done),
+ * and UDP entries always: their timeouts are short and no event tells of their refresh.
+ */
+export const REFRESH_BELOW_S = 300;
+
+/** What changes() hands out: the difference as records, or why the journal cannot vouch for it. */
+export type Difference = { records: Buffer; upserts: number; ended: number } | { refused: string };
+
+/**
+ * One migration's change journal on one VIP: the tuples touched since its snapshot, each with
+ * the record as last seen (for one that ended, all that is left of it).
+ */
+class ChangeJournal {
+  readonly touched = new Map<string, Buffer>();
+  refused: string | undefined;
+
+  constructor(
+    readonly migration: string,
+    /** When the target got its first copy (the mirror's clock, ms): timeouts there age from then. */
+    readonly copiedAt: number,
+  ) {}
+
+  note(b: Buffer, o: number): void {
+    if (this.refused) return;
+    if (this.touched.size >= MAX_JOURNAL_CHANGES) {
+      this.refuse(`more than ${MAX_JOURNAL_CHANGES} entries changed since the pre-copy`);
+      return;
+    }
+    this.touched.set(tupleKey(b, o), Buffer.from(b.subarray(o, o + RECORD_SIZE)));
+  }
+
+  refuse(why: string): void {
+    this.refused ??= why;
+    this.touched.clear();
+  }
+}
 
 export interface MirrorStatus {
   /** The mirror holds every entry (no event lost since its last dump). */
@@ -79,6 +128,8 @@ class VipEntries {
   private count = 0;
   /** Records this appliance created, not yet indexed (see AccessTableMirror.added). */
   private pending: { records: Buffer; failed: ReadonlySet<number> }[] = [];
+  /** The change journal of a migration pre-copying this VIP, if one runs. */
+  journal: ChangeJournal | undefined;
 
   constructor(private readonly now: () => number) {}
 
@@ -116,6 +167,7 @@ class VipEntries {
 
   upsert(src: Buffer, o: number): void {
     this.settle();
+    this.journal?.note(src, o);
     let slot = this.find(src, o);
     if (slot === undefined) {
       slot = this.count++;
@@ -140,6 +192,7 @@ class VipEntries {
     this.settle();
     const slot = this.find(src, o);
     if (slot === undefined) return;
+    this.journal?.note(this.records, slot * RECORD_SIZE);
     this.unindex(slot);
     const last = --this.count;
     if (slot === last) return;
@@ -167,12 +220,53 @@ class VipEntries {
     this.settle();
     const out = Buffer.from(this.records.subarray(0, this.count * RECORD_SIZE));
     const now = this.now();
-    for (let i = 0, o = 0; i < this.count; i++, o += RECORD_SIZE) {
-      if (out[o + R_PROTO] !== IPPROTO_TCP || (out.readUInt16BE(o + R_STATUS) & IPS_ASSURED) !== 0) continue;
-      const elapsed = Math.floor((now - this.seen[i]!) / 1000);
-      if (elapsed > 0) out.writeUInt32BE(Math.max(0, out.readUInt32BE(o + R_TIMEOUT) - elapsed), o + R_TIMEOUT);
-    }
+    for (let i = 0, o = 0; i < this.count; i++, o += RECORD_SIZE) this.age(out, o, i, now);
     return out;
+  }
+
+  /** Ages the timeout of a half-open TCP entry's record (at `o` of `out`, from `slot`), as snapshot() says. */
+  private age(out: Buffer, o: number, slot: number, now: number): void {
+    if (out[o + R_PROTO] !== IPPROTO_TCP || (out.readUInt16BE(o + R_STATUS) & IPS_ASSURED) !== 0) return;
+    const elapsed = Math.floor((now - this.seen[slot]!) / 1000);
+    if (elapsed > 0) out.writeUInt32BE(Math.max(0, out.readUInt32BE(o + R_TIMEOUT) - elapsed), o + R_TIMEOUT);
+  }
+
+  /**
+   * The journal's difference: every touched tuple as it is now (an upsert) or, gone, as last
+   * seen with IPS_DYING (ended); then every entry whose timeout the target must have refreshed.
+   */
+  difference(journal: ChangeJournal): { records: Buffer; upserts: number; ended: number } {
+    this.settle();
+    const now = this.now();
+    const ageS = (now - journal.copiedAt) / 1000;
+    const out: Buffer[] = [];
+    const included = new Set<number>();
+    const current = (slot: number): Buffer => {
+      included.add(slot);
+      const r = Buffer.from(this.records.subarray(slot * RECORD_SIZE, (slot + 1) * RECORD_SIZE));
+      this.age(r, 0, slot, now);
+      return r;
+    };
+    let ended = 0;
+    for (const last of journal.touched.values()) {
+      const slot = this.find(last, 0);
+      if (slot === undefined) {
+        const r = Buffer.from(last);
+        r.writeUInt16BE(r.readUInt16BE(R_STATUS) | IPS_DYING, R_STATUS);
+        out.push(r);
+        ended++;
+      } else if (!included.has(slot)) {
+        out.push(current(slot));
+      }
+    }
+    for (let slot = 0, o = 0; slot < this.count; slot++, o += RECORD_SIZE) {
+      if (included.has(slot)) continue;
+      if (this.records[o + R_PROTO] === IPPROTO_UDP || this.records.readUInt32BE(o + R_TIMEOUT) - ageS < REFRESH_BELOW_S) out.push(current(slot));
+    }
+    // Ended first: the target deletes before it creates, so a fullnat inside port an ended
+    // entry held and a new one took is free again when the new one arrives.
+    out.sort((a, b) => (b.readUInt16BE(R_STATUS) & IPS_DYING) - (a.readUInt16BE(R_STATUS) & IPS_DYING));
+    return { records: Buffer.concat(out), upserts: out.length - ended, ended };
   }
 
   private grow(): void {
@@ -201,6 +295,8 @@ export class AccessTableMirror {
   private readonly counters = { events: 0, malformed: 0, overruns: 0, resyncs: 0 };
   private readonly barriers = { passed: 0, failed: 0, lastMs: 0 };
   private settleTimer: NodeJS.Timeout | undefined;
+  /** Change journals by VIP mark (one migration per VIP at a time). */
+  private readonly journals = new Map<number, ChangeJournal>();
 
   constructor(
     private readonly table: MirroredTable,
@@ -236,6 +332,60 @@ export class AccessTableMirror {
     const vip = this.vips.get(mark);
     if (!vip || !this.synced || !(await this.barrier()) || !this.synced) return undefined;
     return this.vips.get(mark)!.snapshot();
+  }
+
+  /**
+   * A migration's pre-copy: the VIP's entries as snapshot() gives them, and from that very
+   * moment a change journal for `migration` (replacing any older one of the VIP). Undefined
+   * if the mirror cannot vouch for being complete.
+   */
+  async track(mark: number, migration: string): Promise<Buffer | undefined> {
+    if (!this.vips.get(mark) || !this.synced || !(await this.barrier()) || !this.synced) return undefined;
+    // The journal starts and the snapshot is taken in one synchronous run: no event between.
+    const vip = this.vips.get(mark)!;
+    const journal = new ChangeJournal(migration, this.clock());
+    this.journals.set(mark, journal);
+    vip.journal = journal;
+    return vip.snapshot();
+  }
+
+  /**
+   * What changed on the VIP since `migration`'s snapshot (or its last restart), once every
+   * change the kernel made before this call is in: created and changed entries as they are
+   * now, ended ones marked IPS_DYING, and those whose timeout the target must refresh.
+   * `restart`: a new journal begins at this difference (a further pre-copy round).
+   */
+  async changes(mark: number, migration: string, restart: boolean): Promise<Difference> {
+    const why = this.journalRefused(mark, migration);
+    if (why) return { refused: why };
+    if (!(await this.barrier())) return { refused: 'the mirror\'s barrier did not pass' };
+    const journal = this.journals.get(mark);
+    const again = this.journalRefused(mark, migration);
+    if (again || !journal) return { refused: again ?? 'the change journal ended' };
+    const vip = this.vips.get(mark)!;
+    const diff = vip.difference(journal);
+    if (restart) {
+      const next = new ChangeJournal(migration, journal.copiedAt);
+      this.journals.set(mark, next);
+      vip.journal = next;
+    }
+    return diff;
+  }
+
+  /** Ends the VIP's change journal (the migration took its difference, or gave up). */
+  endTracking(mark: number, migration?: string): void {
+    const journal = this.journals.get(mark);
+    if (!journal || (migration !== undefined && journal.migration !== migration)) return;
+    this.journals.delete(mark);
+    const vip = this.vips.get(mark);
+    if (vip?.journal === journal) vip.journal = undefined;
+  }
+
+  private journalRefused(mark: number, migration: string): string | undefined {
+    const journal = this.journals.get(mark);
+    if (!journal || journal.migration !== migration) return `no change journal of migration ${migration} on this VIP (never started, ended, or replaced by a newer pre-copy)`;
+    if (!this.synced) return 'the mirror lost events and is rebuilding';
+    return journal.refused;
   }
 
   /** Rebuilds the mirror from one dump (entries made behind the appliance's back); resolves once complete. */
@@ -286,9 +436,11 @@ export class AccessTableMirror {
   }
 
   private emptyTables(): Map<number, VipEntries> {
-    const now = this.options.now ?? (() => performance.now());
-    return new Map(this.marks.map((m) => [m, new VipEntries(now)]));
+    return new Map(this.marks.map((m) => [m, new VipEntries(this.clock)]));
   }
+
+  /** The mirror's clock (ms): entries' last events, journals' copies. */
+  private readonly clock = (): number => (this.options.now ?? performance.now.bind(performance))();
 
   private apply(msg: NetlinkMessage): void {
     this.counters.events++;
@@ -315,6 +467,8 @@ export class AccessTableMirror {
   private resync(): Promise<void> {
     this.synced = false;
     this.lost = true;
+    // Changes may have gone unseen: no difference can be vouched for any more.
+    for (const j of this.journals.values()) j.refuse('the mirror lost events (or was rebuilt) since the pre-copy');
     this.resyncing ??= (async () => {
       while (this.lost && !this.closed) {
         this.lost = false;
@@ -347,7 +501,7 @@ export class AccessTableMirror {
   }
 
   /** Creates and deletes a sentinel entry and waits for its destroy event (see the module's comment). */
-  private async barrier(): Promise<boolean> {
+  async barrier(): Promise<boolean> {
     const t0 = performance.now();
     const port = this.nextBarrierPort;
     this.nextBarrierPort = (port % 65535) + 1;

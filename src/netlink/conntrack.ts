@@ -32,7 +32,7 @@ import {
   type ConntrackEventType,
   type ConntrackTuple,
 } from './ctnetlink.js';
-import { CreateEncoder, RECORD_SIZE, R_MARK, RecordCollector, RecordFormatError } from './entry-record.js';
+import { CreateEncoder, RECORD_SIZE, R_MARK, RecordCollector, RecordFormatError, readRecord } from './entry-record.js';
 import { NETLINK_NETFILTER, NLMSG_HDRLEN, NetlinkParseError, align4, type NetlinkMessage } from './message.js';
 import { NetlinkError, NetlinkSocket, errnoName } from './socket.js';
 
@@ -283,6 +283,33 @@ export class Conntrack {
       if (e instanceof NetlinkError && e.errno === ENOENT) return false;
       throw e;
     }
+  }
+
+  /**
+   * Deletes the entry of each record's original tuple, 1,000 to a sendmsg; how many there
+   * were (a tuple without an entry is skipped). A migration's difference is a few thousand.
+   */
+  async deleteRecords(records: Buffer): Promise<{ deleted: number; failures: CreateFailure[] }> {
+    if (records.length % RECORD_SIZE !== 0) {
+      throw new RecordFormatError(`record buffer of ${records.length} bytes is not a whole number of ${RECORD_SIZE}-byte records`);
+    }
+    const total = records.length / RECORD_SIZE;
+    const result = { deleted: 0, failures: [] as CreateFailure[] };
+    for (let first = 0; first < total; first += 1000) {
+      const count = Math.min(1000, total - first);
+      const seq = this.socket.reserveSeq(count);
+      const messages: Buffer[] = [];
+      for (let i = 0; i < count; i++) {
+        const r = readRecord(records, (first + i) * RECORD_SIZE);
+        messages.push(encodeDelete({ src: r.client.address, dst: r.vip.address, sport: r.client.port, dport: r.vip.port, proto: r.proto }, seq + i));
+      }
+      const { failures } = await this.socket.batch(`delete of records ${first}..${first + count - 1}`, Buffer.concat(messages), seq, count);
+      for (const f of failures) {
+        if (f.errno !== ENOENT) result.failures.push({ index: first + f.index, errno: f.errno, code: errnoName(f.errno), ...(f.kernelMessage ? { kernelMessage: f.kernelMessage } : {}) });
+      }
+      result.deleted += count - failures.length;
+    }
+    return result;
   }
 
   /** Deletes every entry of a ct mark inside the kernel, in one request; other marks stay. */

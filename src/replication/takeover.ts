@@ -27,6 +27,8 @@ export interface TakeoverAppliance {
   activate(name: string): Promise<{ released: number }>;
   deleteEntries(name: string): Promise<void>;
   createEntries(records: Buffer): Promise<CreateResult>;
+  /** Deletes entries a migration's pre-copy left here, if any (appliance.ts). */
+  dropPrecopy(name: string): Promise<void>;
 }
 
 export interface EntrySource {
@@ -164,6 +166,7 @@ export class Takeover {
     if (mode === 'normal') return { ...report, outcome: 'already normal' };
     // Not pre-armed (standby off): hold from now on.
     if (mode !== 'migrating') await this.options.appliance.prepare(name);
+    await this.options.appliance.dropPrecopy(name);
 
     const keepers = [...new Set(vip.backends.map((s) => this.options.keepers.get(s.address)).filter((k): k is EntrySource => k !== undefined))];
     const fetchFrom = async (source: EntrySource, timeoutMs: number, into: SourceReport[]): Promise<Buffer | undefined> => {

@@ -1,12 +1,12 @@
 /**
- * The journal on the real kernel: the controller is SIGKILLed in the middle of each of the four
- * steps of a migration (VIPSHIFT_TEST_PAUSE_STEP holds it there) while 60 connections talk to
+ * The journal on the real kernel: the controller is SIGKILLed in the middle of the pre-copy and
+ * of each of the four steps of a migration (VIPSHIFT_TEST_PAUSE_STEP holds it there) while 60 connections talk to
  * the VIP, and started again. Every connection must live on (no reset, no failure: a stall
  * while the VIP has no owner is allowed, TCP retransmits) and the VIP must end `normal` on
  * exactly one appliance, the one the recovery rule says.
  */
 import { describe, expect, it } from 'vitest';
-import type { MigrationProgress, Step } from '../../src/migration/migration.js';
+import type { MigrationProgress, Phase } from '../../src/migration/migration.js';
 import { withLab } from '../helpers/lab.js';
 import { api, modesOf, siteStatus, sleep, startController, writeControllerConfig } from './controller-helpers.js';
 
@@ -34,7 +34,8 @@ describe('controller killed during a migration', () => {
       });
       await traffic.established;
       // Step → who owns vip1 after the restart: before the commit point it goes back.
-      const rules: [Step, 'back' | 'forward'][] = [
+      const rules: [Phase, 'back' | 'forward'][] = [
+        ['precopy', 'back'],
         ['prepare', 'back'],
         ['move_address', 'back'],
         ['move_entries', 'back'],
@@ -67,6 +68,9 @@ describe('controller killed during a migration', () => {
         expect(m.state, `${step}: ${m.error}`).toBe(outcome === 'back' ? 'aborted' : 'done');
         expect(site.vips.find((v) => v.name === 'vip1')?.owner).toBe(owner);
         expect(modesOf(site, 'vip1')).toEqual({ [owner]: 'normal' });
+        // Exactly one table: the other appliance keeps none of vip1's entries, pre-copied or imported.
+        const other = owner === 'lb1' ? 'lb2' : 'lb1';
+        expect(site.appliances.find((a) => a.name === other)?.vips.find((v) => v.name === 'vip1')?.entries, `${step}: ${other}'s entries`).toBe(0);
         for (const v of ['vip2', 'vip3', 'vip4']) expect(Object.values(modesOf(site, v)), v).toEqual(['normal']);
         report.push(`${step}: ${m.state}, owner ${owner}, controller restarted in ${restartMs} ms`);
         before = owner;

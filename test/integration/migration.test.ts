@@ -88,29 +88,45 @@ describe('live VIP migration between appliances', () => {
       // lb1 forgot the VIP and its entries, and holds it again as the standby (the default).
       expect(onAppliance(site, 'lb1', vip)).toMatchObject({ mode: 'migrating', entries: 0 });
     }
-    // lb1 exported both VIPs' entries from its access table mirror (no dump, no fallback),
-    // and every connection above lived on: the mirror was complete.
+    // lb1 pre-copied both VIPs' entries from its access table mirror, and step 3 moved only
+    // the difference (no whole-table export, no fallback); every connection above lived on.
     expect(site.appliances.find((a) => a.name === 'lb1')?.mirror).toMatchObject({ synced: true, barriers: { failed: 0 } });
-    const exports = readFileSync(path.join(siteFor(name).stateDir, 'lb1-appliance.log'), 'utf8')
+    for (const m of [m1, m4]) {
+      expect(m.precopy?.error).toBeUndefined();
+      expect(m.precopy?.entries).toBeGreaterThanOrEqual(500);
+      expect(m.difference).toBeDefined();
+      expect(m.fallback).toBeUndefined();
+    }
+    const actions = readFileSync(path.join(siteFor(name).stateDir, 'lb1-appliance.log'), 'utf8')
       .split('\n')
-      .filter((l) => l.includes('"action":"export"'))
-      .map((l) => JSON.parse(l) as { vip: string; from: string })
+      .filter((l) => /"action":"(export|precopy-export|changes-export)"/.test(l))
+      .map((l) => JSON.parse(l) as { vip: string; action: string })
       // (lb2 asked lb1 for vip3's entries too, as a standby taking its own VIPs at start)
       .filter((e) => e.vip === 'vip1' || e.vip === 'vip4');
-    expect(exports.map((e) => [e.vip, e.from])).toEqual([
-      ['vip1', 'mirror'],
-      ['vip4', 'mirror'],
+    // One snapshot each, then differences: a pre-copy round's and step 3's.
+    expect(actions.map((e) => [e.vip, e.action])).toEqual([
+      ['vip1', 'precopy-export'],
+      ['vip1', 'changes-export'],
+      ['vip1', 'changes-export'],
+      ['vip4', 'precopy-export'],
+      ['vip4', 'changes-export'],
+      ['vip4', 'changes-export'],
     ]);
   });
 
-  it('an abort at step 1 or step 3 leaves every connection alive on lb1', async () => {
+  it('an abort in the pre-copy, at step 1 or at step 3 leaves every connection alive on lb1 and no entry on lb2', async () => {
     const run = traffic('vip2', 200);
     await run.established;
+    const atPrecopy = await migrate('vip2', 'lb2', '--abort-at', 'precopy');
+    expect(atPrecopy.precopy?.entries).toBeGreaterThanOrEqual(200);
+    // Nothing pre-copied is left on lb2 (it holds vip2 again as its standby, or is about to).
+    expect(onAppliance(await status(), 'lb2', 'vip2')?.entries).toBe(0);
     const atPrepare = await migrate('vip2', 'lb2', '--abort-at', 'prepare');
     const atEntries = await migrate('vip2', 'lb2', '--abort-at', 'move_entries');
     await new Promise((r) => setTimeout(r, 1000));
     const summary = await run.stop();
 
+    expect(atPrecopy.state).toBe('aborted');
     expect(atPrepare.state).toBe('aborted');
     expect(atEntries.state).toBe('aborted');
     expect(atEntries.entries.moved).toBeGreaterThanOrEqual(200);

@@ -36,14 +36,14 @@ const keeperDir = mkdtempSync(join(tmpdir(), 'vipshift-roles-'));
 const impostors = makeCluster(['ctl', 'admin', 'mallory']); // same names, other keys: another cluster's CA
 const logger = pino({ level: 'silent' });
 
-/** An object whose every method call is recorded (and answers a harmless value). */
-function recorder<T extends object>(calls: string[]): T {
+/** An object whose every method call is recorded (and answers a harmless value, or the one given). */
+function recorder<T extends object>(calls: string[], answers: Record<string, unknown> = {}): T {
   return new Proxy({} as T, {
     get: (_t, prop) => {
       if (prop === 'then') return undefined;
       return (...args: unknown[]) => {
         calls.push(`${String(prop)}(${args.map((a) => JSON.stringify(a)).join(', ')})`);
-        return {};
+        return answers[String(prop)] ?? {};
       };
     },
   });
@@ -53,6 +53,9 @@ function recorder<T extends object>(calls: string[]): T {
 const bodies: Record<string, unknown> = {
   'POST /v1/vips/:name/address': { action: 'release' },
   'POST /v1/vips/:name/import': { from: 'lb2' },
+  'POST /v1/vips/:name/precopy': { from: 'lb2', migration: 'm1' },
+  'POST /v1/vips/:name/precopy/snapshot': { migration: 'm1' },
+  'POST /v1/vips/:name/precopy/changes': { migration: 'm1' },
   'POST /v1/migrations': { vip: 'vip1', to: 'lb2' },
   'POST /v1/rebalance': { mode: 'manual' },
   'POST /v1/vips/:name/pin': { pinned: true },
@@ -86,7 +89,7 @@ function agentApi(): Api {
     return undefined;
   };
   const routes = [
-    ...agentRoutes(recorder<Appliance>(calls), { peerClient, logger }),
+    ...agentRoutes(recorder<Appliance>(calls, { trackEntries: Buffer.alloc(0), entryChanges: { records: Buffer.alloc(0), upserts: 0, ended: 0 } }), { peerClient, logger }),
     recorded(calls, 'POST', '/v1/vips/:name/takeover'),
     watched(calls, eventsRoute(new EventBus('lb1'))),
     watched(calls, metricsRoute(new Registry())),

@@ -13,7 +13,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Controller, pauseFromEnv, type ApplianceAgent } from '../../src/controller/controller.js';
 import { controllerConfigSchema } from '../../src/config/controller.js';
 import { SqliteStore } from '../../src/controller/sqlite-store.js';
-import { STEPS, type Step } from '../../src/migration/migration.js';
+import { PHASES, type Phase } from '../../src/migration/migration.js';
 import { ModelSite } from './controller-model.js';
 
 const logger = pino({ level: 'silent' });
@@ -41,7 +41,7 @@ const config = (journal: string) =>
     rebalance: { mode: 'manual' },
   });
 
-function controllerOn(site: ModelSite, pause?: (step: Step) => Promise<void>) {
+function controllerOn(site: ModelSite, pause?: (step: Phase) => Promise<void>) {
   const agents = new Map<string, ApplianceAgent>(site.appliances.map((a) => [a, site.agent(a)]));
   const journal = new SqliteStore(path);
   return { controller: new Controller(config(path), agents, journal, logger, pause ? { pause } : {}), journal, agents };
@@ -93,14 +93,15 @@ describe('journal', () => {
 });
 
 describe('recovery of a controller killed in the middle of a step', () => {
-  const expected: Record<Step, { state: 'done' | 'aborted'; owner: 'lb1' | 'lb2' }> = {
+  const expected: Record<Phase, { state: 'done' | 'aborted'; owner: 'lb1' | 'lb2' }> = {
+    precopy: { state: 'aborted', owner: 'lb1' },
     prepare: { state: 'aborted', owner: 'lb1' },
     move_address: { state: 'aborted', owner: 'lb1' },
     move_entries: { state: 'aborted', owner: 'lb1' },
     activate: { state: 'done', owner: 'lb2' },
   };
 
-  it.each(STEPS)('killed in %s: the VIP ends on exactly one appliance with all its connections', async (step) => {
+  it.each(PHASES)('killed in %s: the VIP ends on exactly one appliance with all its connections', async (step) => {
     const site = new ModelSite(['lb1', 'lb2'], [
       { name: 'vip1', owner: 'lb1', connections: 500 },
       { name: 'vip2', owner: 'lb1', connections: 7 },
@@ -131,6 +132,9 @@ describe('recovery of a controller killed in the middle of a step', () => {
     expect(await second.controller.owner('vip1')).toBe(owner);
     expect(site.entries.get(owner)!.get('vip1')).toBe(500);
     for (const a of site.appliances) if (a !== owner) expect(site.modes.get(a)!.has('vip1')).toBe(false);
+    // Exactly one table: the other appliance keeps no entry (pre-copied or imported), and no change journal is left.
+    for (const a of site.appliances) if (a !== owner) expect(site.entries.get(a)!.has('vip1'), a).toBe(false);
+    for (const a of site.appliances) expect([...site.tracking.get(a)!], a).toEqual([]);
     // The other VIP was never touched.
     expect(site.owners('vip2')).toEqual(['lb1']);
     site.send('vip1', 10);

@@ -5,7 +5,7 @@
  * appliance can be made unreachable.
  */
 import type { ApplianceAgent } from '../../src/controller/controller.js';
-import type { HoldRelease, ImportResult, MigrationAgent } from '../../src/migration/migration.js';
+import type { HoldRelease, ImportResult, MigrationAgent, PrecopyResult } from '../../src/migration/migration.js';
 import type { ApplianceStatus } from '../../src/appliance/appliance.js';
 
 export class ModelSite {
@@ -19,6 +19,8 @@ export class ModelSite {
   resets = 0;
   readonly counters = new Map<string, Map<string, { packets: number; bytes: number; newConnections: number }>>();
   readonly down = new Set<string>();
+  /** appliance → VIPs whose mirror keeps a change journal for a pre-copy. */
+  readonly tracking = new Map<string, Set<string>>();
 
   constructor(
     readonly appliances: string[],
@@ -29,6 +31,7 @@ export class ModelSite {
       this.entries.set(a, new Map());
       this.held.set(a, new Map());
       this.counters.set(a, new Map());
+      this.tracking.set(a, new Set());
     }
     for (const v of vips) {
       this.addresses.set(v.name, new Set([v.owner]));
@@ -118,8 +121,23 @@ export class ModelAgent implements ApplianceAgent {
     this.check('claim', vip);
     this.site.addresses.get(vip)!.add(this.name);
   }
-  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void): Promise<ImportResult> {
-    this.check('import', vip);
+  /** Held first (no packet meets the copies), then the source's entries, its change journal started. */
+  async precopy(vip: string, source: MigrationAgent, _migration: string, onProgress: (moved: number) => void): Promise<PrecopyResult> {
+    this.check('precopy', vip);
+    if (this.site.down.has(source.name)) throw new Error(`${source.name} does not answer`);
+    if (!this.modes.has(vip)) this.modes.set(vip, 'migrating');
+    this.site.tracking.get(source.name)!.add(vip);
+    const n = this.site.entries.get(source.name)!.get(vip) ?? 0;
+    this.entries.set(vip, n);
+    onProgress(n);
+    return { created: n, failed: 0, rounds: [] };
+  }
+  async endTracking(vip: string): Promise<void> {
+    this.check('end-tracking', vip);
+    this.site.tracking.get(this.name)!.delete(vip);
+  }
+  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, precopied?: string): Promise<ImportResult> {
+    this.check(precopied ? 'import-difference' : 'import', vip);
     if (this.site.down.has(source.name)) throw new Error(`${source.name} does not answer`);
     const n = this.site.entries.get(source.name)!.get(vip) ?? 0;
     this.entries.set(vip, n);
@@ -129,6 +147,7 @@ export class ModelAgent implements ApplianceAgent {
   async deleteEntries(vip: string): Promise<void> {
     this.check('delete-entries', vip);
     this.entries.delete(vip);
+    this.site.tracking.get(this.name)!.delete(vip);
   }
   async forget(vip: string): Promise<void> {
     this.check('forget', vip);
