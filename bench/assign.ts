@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MinMaxLoad } from '../src/controller/assignment.js';
 import type { AssignmentInput, VipState } from '../src/controller/assignment.js';
-import { prng, randomCluster } from '../src/controller/workload.js';
+import { prng, randomCluster } from '../test/support/workload.js';
 
 const APPLIANCES = 64;
 const VIPS = 4096;

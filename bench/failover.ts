@@ -4,7 +4,7 @@
  * interval. Per connection, the longest gap between two echoes (the last good reply before
  * the loss to the first after it); median and max over connections, and how many survived.
  * Also the takeover's own steps on lb2 (from its report) and the time from the power cut to
- * the takeover's start (VRRP's detection). Targets (issue 5): 100 % survive, max gap ≤ 500 ms.
+ * the takeover's start (VRRP's detection). Targets: 100 % survive, max gap ≤ 500 ms.
  * Without options it measures the lab exactly as `lab up` writes it — the defaults (standby
  * on, the default hold queue, keepers with sockdiag) — and records that in the results.
  *

@@ -12,7 +12,7 @@
  * shared with bench/migration.ts).
  *
  *   npx tsx bench/replication.ts [--rounds 2] [--seconds 5] [--concurrency 64]
- * Writes bench/results/replication.json. Target (issue 5): on/off ≥ 0.8, copies lost 0.
+ * Writes bench/results/replication.json. Target: on/off ≥ 0.8, copies lost 0.
  */
 import fs from 'node:fs';
 import os from 'node:os';

@@ -128,7 +128,7 @@ const replicationSchema = z.strictObject({
   receiveBufferBytes: bounded('a receive buffer', 'bytes', 4096, 1 << 30).default(8 << 20),
 });
 
-/** Takeover of the VIPs this appliance backs up (DESIGN.md §5). */
+/** Takeover of the VIPs this appliance backs up (docs/replication.md). */
 const failoverSchema = z.strictObject({
   /**
    * Back up the VIPs not `normal` here: hold their packets (`migrating`, so a takeover never

@@ -22,7 +22,7 @@ export const controllerConfigSchema = z
         }),
       )
       .min(1),
-    /** The keepers of the servers, for failover (issue 5). */
+    /** The keepers of the servers, for failover. */
     keepers: z.array(z.object({ name: z.string().min(1), api: z.string().url() })).default([]),
     /** The controller's SQLite database: migration journal and inventory (src/controller/journal.ts). */
     journal: z.string().min(1).default('/var/lib/vipshift/controller.sqlite'),

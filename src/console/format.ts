@@ -14,7 +14,6 @@ export type Line = Segment[];
 export const seg = (text: string, style?: Style): Segment => (style ? { text, style } : { text });
 export const plain = (text: string): Line => [seg(text)];
 export const lineText = (line: Line): string => line.map((s) => s.text).join('');
-export const lineWidth = (line: Line): number => lineText(line).length;
 
 /** Cuts a line to `width` characters, keeping styles. */
 export function clip(line: Line, width: number): Line {

@@ -138,12 +138,6 @@ export function encodeBatch(batch: CopyBatch): Buffer {
   return out;
 }
 
-/** The number of items (upserts + deletes) a body announces, from its header alone; -1 if it has none. */
-export function announcedItems(header: Buffer): number {
-  if (header.length < BATCH_HEADER_SIZE) return -1;
-  return header.readUInt32BE(8) + header.readUInt32BE(12);
-}
-
 /** Decodes and validates a whole batch; throws BatchError naming the first wrong field. */
 export function decodeBatch(body: Buffer): CopyBatch {
   if (body.length < BATCH_HEADER_SIZE) throw new BatchError('body', `${body.length} bytes, shorter than the ${BATCH_HEADER_SIZE}-byte header`);

@@ -1,5 +1,5 @@
 /**
- * The keeper process (DESIGN.md §5): stores the table copies appliances push (store.ts) and
+ * The keeper process (docs/replication.md): stores the table copies appliances push (store.ts) and
  * answers "entries of VIP v" to an appliance taking a VIP over, from its copies and, in dnat
  * mode with `sockdiag` on, from this server's own socket table (rebuild.ts, patent variant 1).
  *

@@ -2,7 +2,7 @@
  * The appliance's per-network-namespace sysctls, written through /proc/sys of the calling
  * process's namespace.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 
 /**
  * The TCP handshake states' timeouts (the kernel's defaults), pinned in the appliance's
@@ -30,10 +30,6 @@ export const APPLIANCE_SYSCTLS: Readonly<Record<string, string>> = {
 };
 
 const pathOf = (name: string): string => `/proc/sys/${name.replace(/\./g, '/')}`;
-
-export async function readSysctl(name: string): Promise<string> {
-  return (await readFile(pathOf(name), 'utf8')).trim();
-}
 
 export async function writeSysctl(name: string, value: string): Promise<void> {
   try {

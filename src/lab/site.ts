@@ -1,5 +1,5 @@
 /**
- * The lab's site as data (DESIGN.md §8, the patent's fig. 3): hosts, links, addresses, routes,
+ * The lab's site as data (the patent's fig. 3): hosts, links, addresses, routes,
  * VIPs and APIs, parameterised by the lab's name. Everything else is derived from it: the
  * `ip` batches that build it (netns.ts), the appliances', controller's and keepers'
  * configurations, and `lab info`. Pure: no I/O here.
@@ -303,7 +303,7 @@ export function siteVipsConfig(site: Site): ApplianceConfigInput['vips'] {
   }));
 }
 
-/** The lab's advertisement interval (issue 5: takeover well inside half a second). */
+/** The lab's advertisement interval (takeover well inside half a second). */
 export const LAB_ADVERT_INTERVAL = 0.1;
 
 /**

@@ -18,7 +18,7 @@ export type Step = (typeof STEPS)[number];
 export const PHASES = ['precopy', ...STEPS] as const;
 export type Phase = (typeof PHASES)[number];
 
-/** What the migration needs from an appliance's agent (src/controller/agent-client.ts). */
+/** What the migration needs from an appliance's agent (src/controller/agent-client.ts implements it over the agent API). */
 export interface MigrationAgent {
   readonly name: string;
   /** Step 1 on the target: the VIP enters the mode table as `migrating` (held). */

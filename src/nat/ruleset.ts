@@ -33,7 +33,7 @@
  *                without an entry is `ct state invalid`: answered with a TCP reset and
  *                counted per VIP — the patent's "unknown access → error to the sender".
  *                This rule is permanent and uses ct, which keeps conntrack running in the
- *                namespace even with no VIP (DESIGN.md §3 pitfall).
+ *                namespace even with no VIP (docs/architecture.md, kernel facts).
  *   nat_prerouting  dnat −100: new connections of a normal VIP jump to its chain: counted
  *                (new connections per VIP), `ct mark set <id>` and DNAT (to its server, or
  *                to the pool by its scheduler). A nat chain sees only a connection's first

@@ -188,7 +188,7 @@ export interface NatBinding {
  * An entry to create, written as conntrackd does: the reply tuple is the plain
  * inverse of `orig`; the kernel applies `dnat`/`snat`, rewrites the reply tuple and
  * sets DST_NAT/SRC_NAT itself. A reply tuple that already names the server would
- * come out without DST_NAT and not translate (DESIGN.md §3).
+ * come out without DST_NAT and not translate (docs/architecture.md, kernel facts).
  */
 export interface ConntrackCreate {
   orig: ConntrackTuple;

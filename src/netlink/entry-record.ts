@@ -3,7 +3,7 @@
  * moves. A dump decodes straight from the kernel's datagrams into records (no object
  * per entry) and creates are built by copying a preallocated ctnetlink template and
  * patching fixed offsets, so 100,000 entries cost tens of milliseconds of JavaScript
- * instead of a second (DESIGN.md §3: the kernel's own floor is ~180–270 ms).
+ * instead of a second (docs/architecture.md: the kernel's own floor is ~180–270 ms).
  *
  * Records travel between appliances and keepers as they are: this is a wire format.
  *
@@ -666,7 +666,7 @@ const MAX_CREATE_BYTES = buildTemplate(V_DNAT | V_SNAT, false).bytes.length;
 /**
  * Turns records into ctnetlink create messages, many per buffer: the reply tuple is
  * the inverse of the original (VIP side), CTA_NAT_DST names the server when it differs
- * from the VIP, CTA_NAT_SRC the inside address when there is one (DESIGN.md §3).
+ * from the VIP, CTA_NAT_SRC the inside address when there is one (docs/architecture.md, kernel facts).
  * One encoder owns one preallocated buffer: encode() returns a view into it that is
  * valid until the next call.
  */

@@ -1,5 +1,5 @@
 /**
- * Replication of the access table to the keepers (DESIGN.md §5, the patent's embodiment 3):
+ * Replication of the access table to the keepers (the patent's embodiment 3):
  * the appliance listens to conntrack's events, keeps the ones of the VIPs that are `normal`
  * here (ct mark = VIP id), and pushes a copy of each connection to the keeper on that
  * connection's server — the entry's NAT'd destination — in batches per keeper.

@@ -1,5 +1,5 @@
 /**
- * Takeover of a VIP whose master went silent (DESIGN.md §5, the patent's embodiment 3).
+ * Takeover of a VIP whose master went silent (the patent's embodiment 3).
  *
  * A standby appliance keeps every VIP it backs up pre-armed as `migrating`: from the first
  * packet that reaches it after VRRP moved the address here, packets of the VIP are held, never

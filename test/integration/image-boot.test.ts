@@ -1,5 +1,5 @@
 /**
- * The appliance image under QEMU (issue 8): BIOS and UEFI boot, SSH as admin into the console,
+ * The appliance image under QEMU: BIOS and UEFI boot, SSH as admin into the console,
  * refused password and root logins, first-boot host keys, the configuration partition, and an
  * A/B firmware update with its fallback. Needs the image: `make test-image` builds it first
  * (cached). Figures go to bench/results/image.json.

@@ -226,7 +226,7 @@ describe('a live connection through dnat survives its entry being deleted and re
     inNs(lb, 'sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
     inNs(lb, 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_tcp_loose=0']);
     // The dnat rule only sees first packets; the filter rule uses ct so conntrack stays on
-    // in this namespace whatever happens to NAT (DESIGN.md §3), and drops what it cannot track.
+    // in this namespace whatever happens to NAT (docs/architecture.md, kernel facts), and drops what it cannot track.
     inNs(lb, 'nft', ['-f', '-'], `
 table ip vtnet {
   chain pre {

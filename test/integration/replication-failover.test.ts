@@ -1,5 +1,5 @@
 /**
- * Failover from table copies on the real kernel (issue 5): a lab whose lb2 backs lb1 up,
+ * Failover from table copies on the real kernel: a lab whose lb2 backs lb1 up,
  * live echo connections through vip1 (dnat) and vip4 (fullnat), and lb1's power cut — every
  * process SIGKILLed, every link down. lb2's VRRP speaker notices the silence, takes the
  * addresses, and the takeover installs the keepers' copies; no controller is involved.

@@ -1,5 +1,5 @@
 /**
- * Replication to the keepers on the real kernel (issue 5): copies survive a keeper restart, a
+ * Replication to the keepers on the real kernel: copies survive a keeper restart, a
  * keeper that was down during load catches up, and an event socket overrun (ENOBUFS, a tiny
  * receive buffer) is answered by a resynchronisation that loses nothing. "Nothing lost" is
  * checked as: the keeper holds exactly as many copies of the VIP as lb1 has entries.

@@ -1,2 +1,2 @@
 /** The tests' seeded generator (the one the workload model uses), so a failing fuzz case replays. */
-export { prng } from '../../src/controller/workload.js';
+export { prng } from './workload.js';

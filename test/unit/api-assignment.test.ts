@@ -2,7 +2,7 @@
 import { describe, expect, it } from 'vitest';
 import { MinMaxLoad, algorithms } from '../../src/controller/assignment.js';
 import type { ApplianceState, AssignmentInput, AssignmentSettings, Plan, VipState } from '../../src/controller/assignment.js';
-import { prng, randomCluster } from '../../src/controller/workload.js';
+import { prng, randomCluster } from '../support/workload.js';
 
 const NOW = 1_700_000_000_000;
 const settings = (s: Partial<AssignmentSettings> = {}): AssignmentSettings => ({ threshold: 0.1, coolDownSeconds: 300, maxConcurrent: 4, now: NOW, ...s });

@@ -5,7 +5,7 @@
  * addon only opens sockets, sets options, sends one buffer per sendmsg() and
  * reads datagrams through libuv's poll. A receive-buffer overrun (ENOBUFS) is
  * reported to JavaScript as an event instead of aborting the process, so that
- * a listener that fell behind can resynchronise by a dump (DESIGN.md §3).
+ * a listener that fell behind can resynchronise by a dump (docs/architecture.md, kernel facts).
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -3,7 +3,7 @@
  * loads (a few VIPs carry most of the traffic, as on real sites). Used by the property tests and
  * bench/assign.ts, so that a failing case is reproduced from its seed.
  */
-import type { ApplianceState, VipState } from './assignment.js';
+import type { ApplianceState, VipState } from '../../src/controller/assignment.js';
 
 /** mulberry32: a small, fast 32-bit PRNG; same seed, same sequence. */
 export function prng(seed: number): () => number {
