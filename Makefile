@@ -175,3 +175,9 @@ test-health: build
 
 bench-health-checks: build
 	npx tsx bench/health-checks.ts
+# keepalived — keepalived.conf as the appliance: import, check, VRRPv2 and virtual MAC beside keepalived
+.PHONY: test-keepalived
+test-keepalived: build
+	npx vitest run test/unit/keepalived-import.test.ts test/unit/keepalived-fuzz.test.ts test/unit/keepalived-tokenizer.test.ts test/unit/cli-check.test.ts
+	npx vitest run test/integration/vrrp-keepalived-versions.test.ts
+	npx vitest run test/integration/keepalived-appliance.test.ts

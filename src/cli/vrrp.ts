@@ -51,6 +51,8 @@ export async function vrrp(args: string[]): Promise<number> {
     await Promise.race([serveSpeaker(speaker, process.stdin, process.stdout), new Promise((r) => process.once('SIGTERM', r))]);
     await speaker.stop();
     addresses.close();
+    // Stopped by SIGTERM, the parent's pipe is still open: reading it would keep us alive.
+    process.stdin.destroy();
     return 0;
   }
 
