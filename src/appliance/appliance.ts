@@ -16,10 +16,14 @@ import { EntryCounts } from '../nat/entry-counts.js';
 import { backendKey, findBackend, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
 import type { BackendStatus, NatEngine, VipCounters } from '../nat/engine.js';
 import type { VipMode } from '../nat/ruleset.js';
+import type { BackendCheckStatus } from '../health/monitor.js';
+import { targetPort } from '../health/targets.js';
 
 export interface BackendView extends BackendStatus {
   /** Live access-table entries to this backend on this appliance. */
   connections: number;
+  /** Its health check here (src/health): absent when it is not checked. */
+  check?: BackendCheckStatus;
 }
 
 export interface VipStatus extends VipCounters {
@@ -83,6 +87,8 @@ export interface ApplianceParts {
   mirror?: AccessTableMirror;
   /** The conntrack table's fill (table-watch.ts). */
   table?: TableWatch;
+  /** The backends' health checks (src/health), by VIP, address and checked port. */
+  checks?: { statusOf(vip: string, address: string, port: number): BackendCheckStatus | undefined };
 }
 
 /** A backend named by a request (a health check, the CLI) that the VIP does not have. */
@@ -160,7 +166,10 @@ export class Appliance {
         mode: modes.get(vip.name) ?? 'absent',
         entries: this.mirror?.count(vip.id) ?? (await this.counts.get(vip.id)),
         ...counters.get(vip.name)!,
-        backends: this.engine.backends(vip.name).map((b) => ({ ...b, connections: connections.get(backendKey(b)) ?? 0 })),
+        backends: this.engine.backends(vip.name).map((b) => {
+          const check = this.parts.checks?.statusOf(vip.name, b.address, targetPort(vip, b));
+          return { ...b, connections: connections.get(backendKey(b)) ?? 0, ...(check ? { check } : {}) };
+        }),
       });
     }
     const bfd = this.parts.bfdState?.();

@@ -23,6 +23,7 @@ import { AGENT_ROLES, agentRoutes, peerClients } from './agent.js';
 import { Announcer } from './announce.js';
 import { Appliance } from './appliance.js';
 import { Failover } from './failover.js';
+import { backendChecks } from './health.js';
 import { Hooks, eventsRoute } from './hooks.js';
 import { registerApplianceMetrics } from './metrics.js';
 import { EventBus } from '../log/events.js';
@@ -74,7 +75,16 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   await mirror.start();
   const table = new TableWatch(conntrack, logger.child({ part: 'conntrack' }));
   table.start();
-  const box = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror, table });
+  // Every VIP's backends are checked here, owned or not: a takeover starts with the right pool.
+  const checks = backendChecks({
+    appliance: config.appliance,
+    vips: config.vips,
+    sink: { setBackendHealth: (vip, backend, up, reason) => box.setBackendHealth(vip, backend, up, reason) },
+    logger: logger.child({ part: 'health' }),
+    events,
+    registry: metrics,
+  });
+  const box: Appliance = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror, table, checks });
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
   const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger, events });
@@ -86,6 +96,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   }
   await box.start(standby ? (vip) => failover.takeover.becameMaster(vip) : undefined);
   await failover.start();
+  checks.start();
 
   const peerClient = peerClients(config.failover.peers, credentials);
   registerApplianceMetrics(metrics, () => box.status());
@@ -107,6 +118,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
       logger.info('stopping: giving up the VIP addresses and removing the ruleset');
       await server.close();
       await scrape?.close();
+      checks.stop();
       await failover.stop();
       if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
       else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);

@@ -51,7 +51,11 @@ export interface TransitionEvent extends Transition {
   vip: string;
   address: string;
   port: number;
+  /** When the check that made it ended. */
   at: number;
+  /** Whether the pool took the change, and how long that took after `at`, ms. */
+  applied: boolean;
+  applyMs?: number;
 }
 
 export interface CheckEvent {
@@ -160,7 +164,11 @@ export class HealthMonitor {
   }
 
   status(): BackendCheckStatus[] {
-    return [...this.entries.values()].map((e) => ({
+    return [...this.entries.values()].map((e) => this.describe(e));
+  }
+
+  private describe(e: Entry): BackendCheckStatus {
+    return {
       vip: e.target.vip,
       address: e.target.address,
       port: e.target.port,
@@ -169,12 +177,18 @@ export class HealthMonitor {
       inter: e.target.check.inter,
       ...e.health.snapshot(),
       applied: e.applied === e.health.state,
-    }));
+    };
   }
 
   /** The state the checks say, for one backend (undefined: not checked). */
   stateOf(vip: string, address: string, port: number): BackendState | undefined {
     return this.entries.get(keyOf({ vip, address, port }))?.health.state;
+  }
+
+  /** One backend's check (undefined: not checked). */
+  statusOf(vip: string, address: string, port: number): BackendCheckStatus | undefined {
+    const e = this.entries.get(keyOf({ vip, address, port }));
+    return e && this.describe(e);
   }
 
   /** First checks spread over each one's interval: the k-th of n at (k + u)/n of it, u in [0, 1). */
@@ -199,23 +213,30 @@ export class HealthMonitor {
     e.running = true;
     const t = e.target;
     const result = await this.checker({ address: t.address, port: t.check.port ?? t.port }, t.check);
-    if (e.removed || !this.running) return;
+    if (e.removed || !this.running) {
+      e.running = false;
+      return;
+    }
     const at = this.clock.now();
     const transition = e.health.record(result, at);
     this.options.onCheck?.({ vip: t.vip, address: t.address, port: t.port, result });
-    if (transition) {
-      e.lastTransition = { ...transition, vip: t.vip, address: t.address, port: t.port, at };
-      this.options.onTransition?.(e.lastTransition);
-    }
+    if (transition) e.lastTransition = { ...transition, vip: t.vip, address: t.address, port: t.port, at, applied: false };
     const want = e.health.state;
+    let applyMs: number | undefined;
     if (want !== e.applied) {
       try {
         await this.options.sink.setBackendHealth(t.vip, { address: t.address, port: t.port }, want === 'up', e.health.snapshot().reason);
         e.applied = want;
+        applyMs = this.clock.now() - at;
       } catch (err) {
-        const event = e.lastTransition ?? { from: e.applied, to: want, reason: e.health.snapshot().reason, vip: t.vip, address: t.address, port: t.port, at };
+        const event = e.lastTransition ?? { from: e.applied, to: want, reason: e.health.snapshot().reason, vip: t.vip, address: t.address, port: t.port, at, applied: false };
         this.options.onSinkError?.(event, err as Error);
       }
+    }
+    // Told once the pool has it (or could not take it): a `backend down` line means it is out.
+    if (transition) {
+      e.lastTransition = { ...e.lastTransition!, applied: e.applied === want, ...(applyMs === undefined ? {} : { applyMs }) };
+      this.options.onTransition?.(e.lastTransition);
     }
     e.running = false;
     if (e.removed || !this.running) return;

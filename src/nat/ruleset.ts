@@ -308,7 +308,9 @@ export function buildRuleset(config: ApplianceConfig, modes: ModeTable, options:
     rule('hold', [setMark(INSIDE_KEY, 'inside_migrating')], 'fullnat: packets to a migrating VIP\'s inside address'),
     rule(
       'hold',
-      [match(payload('ip', 'daddr'), '@inside_addresses', '!='), setMark(REPLY_KEY, 'replies_migrating')],
+      // Not what the server sends to this appliance itself: its answers to the health checks
+      // (a standby checks the backends of the VIPs it holds).
+      [match(payload('ip', 'daddr'), '@inside_addresses', '!='), match({ fib: { result: 'type', flags: ['daddr'] } }, 'local', '!='), setMark(REPLY_KEY, 'replies_migrating')],
       'dnat: a migrating VIP\'s server towards its clients',
     ),
   );

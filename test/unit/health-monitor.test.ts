@@ -92,7 +92,7 @@ describe('health monitor', () => {
     await s.clock.advance(20_000);
     expect(s.calls[1]).toMatchObject({ address: '198.18.0.102', up: true, reason: '2 passed checks: connect ok' });
     expect(s.calls[1]!.at - backAt).toBeLessThanOrEqual(2 * 1000);
-    expect(s.transitions.map((t) => `${t.address} ${t.from}->${t.to}`)).toEqual(['198.18.0.102 up->down', '198.18.0.102 down->up']);
+    expect(s.transitions.map((t) => `${t.address} ${t.from}->${t.to} ${t.applied}`)).toEqual(['198.18.0.102 up->down true', '198.18.0.102 down->up true']);
     expect(s.monitor.status().find((b) => b.address === '198.18.0.102')).toMatchObject({ state: 'up', transitions: 2, applied: true });
   });
 
@@ -126,6 +126,7 @@ describe('health monitor', () => {
     s.monitor.start();
     await s.clock.advance(3000);
     expect(s.monitor.status()[0]).toMatchObject({ state: 'down', applied: false });
+    expect(s.transitions).toMatchObject([{ to: 'down', applied: false }]);
     s.setFailSink(false);
     await s.clock.advance(4000);
     expect(s.calls).toHaveLength(1);
