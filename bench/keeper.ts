@@ -22,6 +22,8 @@ const N = Number(process.argv[2] ?? 100_000);
 const BATCH = 1000;
 const RUNS = 3;
 const VIP = '203.0.113.10';
+/** The keeper stores copies of its configured VIPs only. */
+const BENCH_VIPS = 'vips: [{ name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [80], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }]\n';
 const none = Buffer.alloc(0);
 
 function makeRecords(n: number): Buffer {
@@ -81,7 +83,7 @@ async function main(): Promise<void> {
       await time(`store: delete ${N}, batches of ${BATCH}`, () => batches(keys, 16).forEach((k) => store.apply({ upserts: none, deletes: k })));
       store.close();
 
-      const config = parseKeeperConfig(`keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, `api-${run}.sqlite`)}\naddresses: [198.18.0.101]\n`, 'bench.yaml');
+      const config = parseKeeperConfig(`keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, `api-${run}.sqlite`)}\naddresses: [198.18.0.101]\n${BENCH_VIPS}`, 'bench.yaml');
       const keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), logger: pino({ level: 'silent' }), metrics: new Registry() });
       const lb1 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb1'), { peer: 'srv1' });
       await time(`API: upsert ${N} new, batches of ${BATCH}, one at a time`, async () => {

@@ -197,7 +197,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
           fallback = err.message;
         }
         if (difference) {
-          const r = await appliance.applyDifference(vip, difference);
+          const r = await appliance.applyDifference(vip, difference, ctx.body.from);
           logger.info({ vip, action: 'import-difference', from: ctx.body.from, ...r, ms: ms(t0) }, `import ${vip} (difference)`);
           const summary = { created: r.total, failed: r.failed, difference: { created: r.created, ended: r.ended } };
           return ctx.stream(Readable.from([`${JSON.stringify(summary)}\n`]), { contentType: 'application/x-ndjson' });
@@ -208,7 +208,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       const records = await open(source, agentApi.entries, { params: { name: vip } });
       const progress = new PassThrough();
       appliance
-        .importEntries(vip, records, (moved) => progress.write(`${JSON.stringify({ moved })}\n`))
+        .importEntries(vip, records, (moved) => progress.write(`${JSON.stringify({ moved })}\n`), { source: ctx.body.from })
         .then(
           (result) => {
             logger.info({ vip, action: 'import', from: ctx.body.from, ...result, ms: ms(t0) }, `import ${vip}`);
@@ -233,7 +233,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       }
       const nextDifference = async () => readAll(await open(source, agentApi.precopyChanges, { params, body: { migration, restart: true } }));
       const progress = new PassThrough();
-      appliance.precopy(vip, snapshot, nextDifference, (moved) => progress.write(`${JSON.stringify({ moved })}\n`)).then(
+      appliance.precopy(vip, snapshot, nextDifference, (moved) => progress.write(`${JSON.stringify({ moved })}\n`), from).then(
         (outcome) => {
           const summary = { ...outcome, ms: ms(t0) };
           logger.info({ vip, action: 'precopy', from, migration, ...summary }, `pre-copy ${vip}`);

@@ -14,6 +14,7 @@ import type { VipAddressing } from './addressing.js';
 import type { TableStatus, TableWatch } from './table-watch.js';
 import { EntryCounts } from '../nat/entry-counts.js';
 import { backendKey, findBackend, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
+import { checkRecords, type RecordRefusal } from '../config/vip-records.js';
 import type { BackendStatus, NatEngine, VipCounters } from '../nat/engine.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { BackendCheckStatus } from '../health/monitor.js';
@@ -104,9 +105,21 @@ export class UnknownBackendError extends Error {
 /** Per-backend connection counts are read at most this often (each reads the VIP's entries). */
 const CONNECTIONS_TTL_MS = 1000;
 
+/** Entry records another member sent that do not belong to the VIP they were sent for. */
+export interface RefusedEntries {
+  /** A migration's import, a keeper's or a peer's answer to a takeover. */
+  kind: 'import' | 'keeper' | 'peer';
+  /** The member that sent them. */
+  source: string;
+  vip: string;
+  reason: RecordRefusal;
+  records: number;
+}
+
 export class Appliance {
   private readonly vips: Map<string, VipConfig>;
   private readonly connections = new Map<string, { at: number; counts: Promise<Map<string, number>> }>();
+  private readonly refused = new Map<string, RefusedEntries>();
   private readonly mirror: AccessTableMirror | undefined;
   private readonly counts: EntryCounts;
   /** VIPs with entries pre-copied here by a migration, and how many (until step 4 or an abort). */
@@ -298,8 +311,9 @@ export class Appliance {
     name: string,
     records: Readable,
     onBatch: (moved: number) => void,
-    live: () => boolean = () => true,
-  ): Promise<{ created: number; failed: number }> {
+    options: { live?: () => boolean; source?: string } = {},
+  ): Promise<{ created: number; failed: number; refused: number }> {
+    const { live = () => true, source = 'unknown' } = options;
     this.vip(name);
     const reader = new RecordStreamReader();
     const waiting: Buffer[] = [];
@@ -326,6 +340,7 @@ export class Appliance {
     });
     let created = 0;
     let failed = 0;
+    let refused = 0;
     for (;;) {
       if (failure === undefined && !live()) {
         failure = new Error(`the pre-copy of ${name} was aborted`);
@@ -340,14 +355,43 @@ export class Appliance {
       }
       const batch = waiting.length === 1 ? waiting[0]! : Buffer.concat(waiting);
       waiting.length = 0;
-      const r = await this.createEntries(batch);
+      const r = await this.installEntries(name, batch, { kind: 'import', source });
       created += r.created + r.existing;
       failed += r.failures.length;
+      refused += r.refused;
       onBatch(created);
     }
     reader.end();
     this.counts.invalidate();
-    return { created, failed };
+    return { created, failed, refused };
+  }
+
+  /**
+   * Creates the records that belong to the VIP (config/vip-records.ts) and refuses the rest,
+   * counted by where they came from: what another member sends us is checked before the kernel
+   * sees it.
+   */
+  async installEntries(name: string, records: Buffer, from: { kind: RefusedEntries['kind']; source: string }): Promise<CreateResult & { refused: number }> {
+    const check = this.admit(name, records, from);
+    const r = check.accepted.length > 0 ? await this.createEntries(check.accepted) : { created: 0, existing: 0, failures: [] };
+    return { ...r, refused: check.refused };
+  }
+
+  /** The records that belong to the VIP; the others are tallied by origin and reason. */
+  private admit(name: string, records: Buffer, from: { kind: RefusedEntries['kind']; source: string }): ReturnType<typeof checkRecords> {
+    const check = checkRecords(records, [this.vip(name)]);
+    for (const [reason, n] of Object.entries(check.reasons) as [RecordRefusal, number][]) {
+      const key = `${from.kind}\0${from.source}\0${name}\0${reason}`;
+      const tally = this.refused.get(key) ?? { ...from, vip: name, reason, records: 0 };
+      tally.records += n;
+      this.refused.set(key, tally);
+    }
+    return check;
+  }
+
+  /** Records refused so far, by origin, VIP and reason (vipshift_entries_refused_total). */
+  refusedEntries(): RefusedEntries[] {
+    return [...this.refused.values()].map((t) => ({ ...t }));
   }
 
   /**
@@ -384,7 +428,7 @@ export class Appliance {
    * migration has moved the address here and activated them: one that strays here (a stale
    * ARP cache) waits in the hold like any other. Then the entries are created as they arrive.
    */
-  async precopy(name: string, records: Readable, nextDifference: () => Promise<Buffer>, onBatch: (moved: number) => void): Promise<PrecopyOutcome> {
+  async precopy(name: string, records: Readable, nextDifference: () => Promise<Buffer>, onBatch: (moved: number) => void, source = 'unknown'): Promise<PrecopyOutcome> {
     this.vip(name);
     const mode = this.engine.modeTable().get(name) ?? 'absent';
     if (mode === 'normal') {
@@ -398,14 +442,14 @@ export class Appliance {
     // Started once registered below (a microtask later), so that live() holds from its first step.
     const work = Promise.resolve().then(async (): Promise<PrecopyOutcome> => {
       if (mode === 'absent') await this.engine.setMode(name, 'migrating');
-      const copied = await this.importEntries(name, records, onBatch, live);
+      const copied = await this.importEntries(name, records, onBatch, { live, source });
       this.precopied.set(name, copied.created);
       const outcome: PrecopyOutcome = { created: copied.created, failed: copied.failed, rounds: [] };
       // Further rounds while the difference is large: each makes the one left for the hold smaller.
       for (let last = Infinity; last > PRECOPY_ROUND_UNTIL && outcome.rounds.length < PRECOPY_MAX_ROUNDS; ) {
         const difference = await nextDifference();
         if (!live()) throw new Error(`the pre-copy of ${name} was aborted`);
-        const r = await this.applyDifference(name, difference);
+        const r = await this.applyDifference(name, difference, source);
         last = r.created + r.ended;
         outcome.rounds.push(last);
         outcome.created = r.total;
@@ -427,8 +471,9 @@ export class Appliance {
    * then each changed or refreshed entry is recreated (deleted, created: during the hold
    * no packet falls between the two; before it none reaches the VIP here at all).
    */
-  async applyDifference(name: string, records: Buffer): Promise<DifferenceResult> {
-    this.vip(name);
+  async applyDifference(name: string, difference: Buffer, source = 'unknown'): Promise<DifferenceResult> {
+    // An ended record deletes an entry: it is checked like one created.
+    const records = this.admit(name, difference, { kind: 'import', source }).accepted;
     const ended: Buffer[] = [];
     const upserts: Buffer[] = [];
     for (let o = 0; o < records.length; o += RECORD_SIZE) {

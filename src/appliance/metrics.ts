@@ -5,7 +5,7 @@
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { MirrorStatus } from '../nat/access-table-mirror.js';
-import type { ApplianceStatus, VipStatus } from './appliance.js';
+import type { ApplianceStatus, RefusedEntries, VipStatus } from './appliance.js';
 import type { TableStatus } from './table-watch.js';
 
 const MODES = ['normal', 'migrating', 'absent'] as const;
@@ -153,4 +153,18 @@ export function registerApplianceMetrics(registry: Registry, status: () => Promi
   table('counter', 'vipshift_conntrack_refused_total', "New connections refused because the conntrack table was full (the kernel's drop counter).", (t) => t.refused);
   table('counter', 'vipshift_conntrack_early_dropped_total', 'Entries that never completed their handshake evicted to make room for a new one (early drop).', (t) => t.earlyDropped);
   table('counter', 'vipshift_conntrack_creates_failed_total', 'Entries a migration or takeover could not create on this appliance.', (t) => t.createsFailed);
+}
+
+/** Entry records refused at the boundary (appliance.ts installEntries), by origin, VIP and reason. */
+export function registerRefusedEntriesMetrics(registry: Registry, appliance: string, refused: () => RefusedEntries[]): void {
+  new Counter({
+    name: 'vipshift_entries_refused_total',
+    help: 'Entry records another member sent that do not belong to the VIP (its ct mark, address, port, a server of its pool, its inside address): not installed. kind: import (a migration), keeper or peer (a takeover); source: the member.',
+    labelNames: ['appliance', 'kind', 'source', 'vip', 'reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const r of refused()) this.inc({ appliance, kind: r.kind, source: r.source, vip: r.vip, reason: r.reason }, r.records);
+    },
+  });
 }

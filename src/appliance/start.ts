@@ -25,7 +25,7 @@ import { Appliance } from './appliance.js';
 import { Failover } from './failover.js';
 import { backendChecks } from './health.js';
 import { Hooks, eventsRoute } from './hooks.js';
-import { registerApplianceMetrics } from './metrics.js';
+import { registerApplianceMetrics, registerRefusedEntriesMetrics } from './metrics.js';
 import { EventBus } from '../log/events.js';
 
 export interface ApplianceStartOptions {
@@ -100,6 +100,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
 
   const peerClient = peerClients(config.failover.peers, credentials);
   registerApplianceMetrics(metrics, () => box.status());
+  registerRefusedEntriesMetrics(metrics, config.appliance, () => box.refusedEntries());
   registerReplicationMetrics(metrics, () => failover.replicator.status());
   if (speaker) {
     registerVrrpMetrics(speaker, metrics);

@@ -9,8 +9,10 @@
  *   addresses: [198.18.0.101]          # this server's addresses (default: its interfaces')
  *   vips: [...]                        # the site's VIPs, as in the appliance configuration
  *
- * `vips` lets an operator or an appliance name a VIP (`/v1/vips/vip1/copies`) and gives the
- * socket-table rebuild what the server cannot see: the VIP's address, ports and mark.
+ * `vips` lets an operator or an appliance name a VIP (`/v1/vips/vip1/copies`), gives the
+ * socket-table rebuild what the server cannot see: the VIP's address, ports and mark, and
+ * bounds what is stored: copies of other VIPs, or that break a VIP's rules
+ * (config/vip-records.ts), are refused.
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';

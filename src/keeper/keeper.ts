@@ -21,6 +21,7 @@ import { pino, type Logger } from 'pino';
 import { Counter, register as defaultRegistry, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { Authenticator, type Credentials } from '../api/auth.js';
+import { checkRecords } from '../config/vip-records.js';
 import { HttpError, createApiServer, type ApiServer, type RouteRoles } from '../api/server.js';
 import { metricsRoute } from '../metrics/metrics.js';
 import type { VipConfig } from '../config/appliance.js';
@@ -121,6 +122,7 @@ export class Keeper {
     const deleted = counter(registry, 'vipshift_keeper_copies_deleted_total', 'Copies deleted by appliances (destroyed connections).');
     const refused = counter(registry, 'vipshift_keeper_batches_refused_total', 'Copies batches refused as malformed.');
     const foreign = counter(registry, 'vipshift_keeper_foreign_batches_refused_total', 'Copies batches refused for naming a server other than this one, by appliance.', ['peer']);
+    const notOurs = counter(registry, 'vipshift_keeper_copies_refused_total', 'Copies refused for not belonging to a VIP of this keeper\'s configuration (mark, address, port, server, inside address), by appliance and reason.', ['peer', 'reason']);
     const restored = counter(registry, 'vipshift_keeper_restored_records_total', 'Entry records handed out, by source.', ['source']);
 
     this.api = createApiServer({
@@ -148,7 +150,14 @@ export class Keeper {
                   throw new HttpError(403, `server ${server} is not this keeper's server (${this.config.keeper})`, `upserts[${o / RECORD_SIZE}].server`);
                 }
               }
-              result = this.store.apply(batch, ctx.peer);
+              // Only copies of our VIPs, each as its VIP's configuration allows (its mark,
+              // address, ports, servers, inside address): the others are dropped and counted.
+              const check = checkRecords(batch.upserts, this.config.vips);
+              if (check.refused > 0) {
+                for (const [reason, n] of Object.entries(check.reasons)) notOurs.inc({ peer: ctx.peer, reason }, n);
+                this.logger.warn({ peer: ctx.peer, refused: check.refused, reasons: check.reasons }, 'copies that belong to no VIP of this keeper refused');
+              }
+              result = { ...this.store.apply({ upserts: check.accepted, deletes: batch.deletes }, ctx.peer), refused: check.refused };
             } catch (err) {
               if (!(err instanceof BatchError)) throw err;
               refused.inc();
@@ -192,6 +201,7 @@ export class Keeper {
   /** Opens the store and the API; sweeps expired copies every config.expiryInterval seconds. */
   static async start(config: KeeperConfig, options: KeeperOptions): Promise<Keeper> {
     const keeper = new Keeper(config, options);
+    if (config.vips.length === 0) keeper.logger.warn('no VIP configured (vips): every copy an appliance pushes will be refused');
     try {
       await keeper.api.listen(config.api.listen);
     } catch (err) {

@@ -26,7 +26,8 @@ export interface TakeoverAppliance {
   prepare(name: string): Promise<void>;
   activate(name: string): Promise<{ released: number }>;
   deleteEntries(name: string): Promise<void>;
-  createEntries(records: Buffer): Promise<CreateResult>;
+  /** Creates the records that belong to the VIP, refuses (and counts) the others. */
+  installEntries(vip: string, records: Buffer, from: { kind: 'keeper' | 'peer'; source: string }): Promise<CreateResult & { refused: number }>;
   /** Deletes entries a migration's pre-copy left here, if any (appliance.ts). */
   dropPrecopy(name: string): Promise<void>;
 }
@@ -53,6 +54,8 @@ export interface TakeoverOptions {
 export interface SourceReport {
   name: string;
   records?: number;
+  /** Records that did not belong to the VIP (config/vip-records.ts): not installed. */
+  refused?: number;
   error?: string;
   ms: number;
 }
@@ -68,6 +71,8 @@ export interface TakeoverReport {
   created: number;
   existing: number;
   failed: number;
+  /** Records refused for not belonging to the VIP, from every source. */
+  refused: number;
   released: number;
   /** From the call to each step's end. */
   ms: { fetched: number; installed: number; activated: number };
@@ -160,6 +165,7 @@ export class Takeover {
       created: 0,
       existing: 0,
       failed: 0,
+      refused: 0,
       released: 0,
       ms: { fetched: 0, installed: 0, activated: 0 },
     };
@@ -169,30 +175,37 @@ export class Takeover {
     await this.options.appliance.dropPrecopy(name);
 
     const keepers = [...new Set(vip.backends.map((s) => this.options.keepers.get(s.address)).filter((k): k is EntrySource => k !== undefined))];
-    const fetchFrom = async (source: EntrySource, timeoutMs: number, into: SourceReport[]): Promise<Buffer | undefined> => {
+    type Fetched = { records: Buffer; kind: 'keeper' | 'peer'; report: SourceReport };
+    const fetchFrom = async (source: EntrySource, kind: Fetched['kind'], timeoutMs: number, into: SourceReport[]): Promise<Fetched | undefined> => {
       const started = performance.now();
       const ms = () => Math.round((performance.now() - started) * 100) / 100;
       try {
         const records = await source.entries(vip, AbortSignal.timeout(timeoutMs));
-        into.push({ name: source.name, records: records.length / RECORD_SIZE, ms: ms() });
-        return records;
+        const sourceReport: SourceReport = { name: source.name, records: records.length / RECORD_SIZE, ms: ms() };
+        into.push(sourceReport);
+        return { records, kind, report: sourceReport };
       } catch (err) {
         into.push({ name: source.name, error: (err as Error).message, ms: ms() });
         return undefined;
       }
     };
-    const fromPeers = this.settings.peerTimeout > 0 ? this.options.peers.map((p) => fetchFrom(p, this.settings.peerTimeout, report.peers)) : [];
-    const fromKeepers = keepers.map((k) => fetchFrom(k, this.settings.fetchTimeout, report.keepers));
+    const fromPeers = this.settings.peerTimeout > 0 ? this.options.peers.map((p) => fetchFrom(p, 'peer', this.settings.peerTimeout, report.peers)) : [];
+    const fromKeepers = keepers.map((k) => fetchFrom(k, 'keeper', this.settings.fetchTimeout, report.keepers));
     const peerRecords = await Promise.all(fromPeers);
     const keeperRecords = await Promise.all(fromKeepers);
     report.ms.fetched = since();
 
-    for (const records of [...peerRecords, ...keeperRecords]) {
-      if (!records || records.length === 0) continue;
-      const r = await this.options.appliance.createEntries(records);
+    for (const fetched of [...peerRecords, ...keeperRecords]) {
+      if (!fetched || fetched.records.length === 0) continue;
+      const r = await this.options.appliance.installEntries(name, fetched.records, { kind: fetched.kind, source: fetched.report.name });
       report.created += r.created;
       report.existing += r.existing;
       report.failed += r.failures.length;
+      if (r.refused > 0) {
+        fetched.report.refused = r.refused;
+        report.refused += r.refused;
+        this.options.logger.warn({ vip: name, source: fetched.report.name, refused: r.refused }, 'takeover: records that do not belong to the VIP refused');
+      }
       if (r.failures.length > 0) this.options.logger.warn({ vip: name, failures: r.failures.slice(0, 5) }, 'takeover: some entries were refused by the kernel');
     }
     report.ms.installed = since();

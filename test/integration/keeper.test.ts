@@ -21,7 +21,7 @@ import { Conntrack } from '../../src/netlink/conntrack.js';
 import { TCP_CONNTRACK_ESTABLISHED } from '../../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, readRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { SockDiag, TCP_ESTABLISHED } from '../../src/netlink/sockdiag.js';
-import { many, records, entry } from '../unit/keeper-helpers.js';
+import { TEST_VIPS, many, records, entry } from '../unit/keeper-helpers.js';
 
 const ROOT = resolve(__dirname, '../..');
 const PREFIX = 'vtkee';
@@ -72,7 +72,7 @@ const sorted = (b: Buffer) => Array.from({ length: b.length / RECORD_SIZE }, (_,
 describe('keeper process', () => {
   it('keeps every copy across SIGKILL and restart', async () => {
     const config = join(dir, 'srv1.yaml');
-    writeFileSync(config, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'srv1.sqlite')}\naddresses: [198.18.0.101]\n`);
+    writeFileSync(config, `keeper: srv1\napi: { listen: "127.0.0.1:0" }\ndatabase: ${join(dir, 'srv1.sqlite')}\naddresses: [198.18.0.101]\n${TEST_VIPS}`);
     const first = await startKeeper(config);
     const lb1 = new KeeperClient(first.url, loadCredentials(join(dir, 'pki'), 'lb1'));
     const all = many(20_000);

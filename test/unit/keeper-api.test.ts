@@ -12,13 +12,9 @@ import { KeeperClient } from '../../src/keeper/client.js';
 import { loadKeeperConfig, parseKeeperConfig } from '../../src/config/keeper.js';
 import { Keeper } from '../../src/keeper/keeper.js';
 import { RECORD_SIZE, R_TCP_STATE, readRecord } from '../../src/netlink/entry-record.js';
-import { entry, many, records } from './keeper-helpers.js';
+import { TEST_VIPS, entry, many, records } from './keeper-helpers.js';
 
-const VIPS = `
-vips:
-  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7, 80], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }
-  - { name: vip4, id: 4, address: 203.0.113.13, insideAddress: 198.18.0.13, ports: [7, 80], mode: fullnat, backends: [{ address: 198.18.0.101 }], scheduler: roundrobin, snatPorts: "20000-29999", owner: lb1 }
-`;
+const VIPS = TEST_VIPS;
 
 let dir: string;
 const metrics = new Registry();
@@ -45,8 +41,8 @@ afterAll(async () => {
 describe('keeper API', () => {
   it('takes batches and gives back the records of a VIP, by name or address', async () => {
     const first = many(2500);
-    expect(await lb1.push({ upserts: first, deletes: none })).toEqual({ upserted: 2500, deleted: 0 });
-    expect(await lb1.push({ upserts: many(3, '203.0.113.13'), deletes: keysOfRecords(first.subarray(0, 500 * RECORD_SIZE)) })).toEqual({ upserted: 3, deleted: 500 });
+    expect(await lb1.push({ upserts: first, deletes: none })).toEqual({ upserted: 2500, deleted: 0, refused: 0 });
+    expect(await lb1.push({ upserts: many(3, '203.0.113.13'), deletes: keysOfRecords(first.subarray(0, 500 * RECORD_SIZE)) })).toEqual({ upserted: 3, deleted: 500, refused: 0 });
     const got = await lb1.copies('vip1');
     expect(got.length).toBe(2000 * RECORD_SIZE);
     const ports = new Set(Array.from({ length: 2000 }, (_, i) => readRecord(got, i * RECORD_SIZE).client.port));
@@ -88,6 +84,22 @@ describe('keeper API', () => {
     await expect(lb1.push({ upserts: mixed, deletes: none })).rejects.toMatchObject({ status: 403, field: 'upserts[1].server' });
     expect(keeper.store.countOfVip('203.0.113.12')).toBe(before);
     expect(await metrics.getSingleMetricAsString('vipshift_keeper_foreign_batches_refused_total')).toMatch(/\{peer="lb1"\} 1$/m);
+  });
+
+  it('stores copies of its VIPs only, as their configuration allows: forged ones are refused and counted by appliance and reason', async () => {
+    const vip1Before = keeper.store.countOfVip('203.0.113.10');
+    const batch = records([
+      entry(90_000), // a good copy of vip1
+      entry(90_001, '203.0.113.12', { mark: 3 }), // a VIP this keeper does not know
+      entry(90_002, '203.0.113.10', { vip: { address: '203.0.113.10', port: 22 }, server: { address: '198.18.0.101', port: 22 } }), // a port vip1 does not serve
+      entry(90_003, '203.0.113.10', { mark: 4 }), // vip1's address under vip4's mark
+      entry(90_004, '203.0.113.13', { inside: { address: '198.18.0.99', port: 20000 } }), // vip4 with another inside address
+    ]);
+    expect(await lb1.push({ upserts: batch, deletes: none })).toEqual({ upserted: 1, deleted: 0, refused: 4 });
+    expect(keeper.store.countOfVip('203.0.113.10')).toBe(vip1Before + 1);
+    expect(keeper.store.countOfVip('203.0.113.12')).toBe(0);
+    const counted = await metrics.getSingleMetricAsString('vipshift_keeper_copies_refused_total');
+    for (const reason of ['mark', 'port', 'address', 'inside']) expect(counted).toMatch(new RegExp(`\\{peer="lb1",reason="${reason}"\\} 1$`, 'm'));
   });
 
   it('takes copies from appliances only', async () => {
