@@ -8,7 +8,8 @@
 import type { Readable } from 'node:stream';
 import { z, type ZodType } from 'zod';
 import type { ApiClient, RequestOptions } from './client.js';
-import type { HandlerResult, Method, RequestContext, Route } from './server.js';
+import type { Role } from './auth.js';
+import { routeKey, type HandlerResult, type Method, type RequestContext, type Route, type RouteRoles } from './server.js';
 
 export interface Endpoint<B = unknown, Q = unknown, R = unknown> {
   method: Method;
@@ -18,11 +19,18 @@ export interface Endpoint<B = unknown, Q = unknown, R = unknown> {
   query?: ZodType<Q>;
   /** The JSON answer's schema; absent for a streamed answer. */
   response?: ZodType<R>;
+  /** The roles of the members who may call it (peers.json); others get 403. */
+  roles: readonly Role[];
 }
 
 /** An endpoint's types, inferred from its declaration. */
 export function endpoint<B = undefined, Q = undefined, R = unknown>(e: Endpoint<B, Q, R>): Endpoint<B, Q, R> {
   return e;
+}
+
+/** An API's route table (server.ts's RouteRoles) from its endpoints' declarations. */
+export function rolesOf(api: Readonly<Record<string, Endpoint<any, any, any>>>): RouteRoles {
+  return Object.fromEntries(Object.values(api).map((e) => [routeKey(e), e.roles]));
 }
 
 /** The empty JSON object most step endpoints take. */

@@ -131,50 +131,64 @@ export const takeoverReportSchema = z.looseObject({
   released: count,
 });
 
+/**
+ * Who may call what (docs/api.md): the migration steps are the controller's alone; a VIP's
+ * entries go only to another appliance (a migration's target pulling them, a standby taking
+ * over); reads (status, pages of the access table, events, metrics) to the operator, the
+ * controller and monitors.
+ */
+const READ = ['admin', 'controller', 'monitor'] as const;
+const STEP = ['controller'] as const;
+
 export const agentApi = {
-  status: endpoint({ method: 'GET', path: '/v1/status', response: applianceStatusSchema }),
+  status: endpoint({ method: 'GET', path: '/v1/status', response: applianceStatusSchema, roles: READ }),
   /** The console's view of the access table: one sorted, filtered page, never the whole table. */
-  entriesPage: endpoint({ method: 'GET', path: '/v1/vips/:name/entries/page', query: pageQuery, response: accessPageSchema }),
+  entriesPage: endpoint({ method: 'GET', path: '/v1/vips/:name/entries/page', query: pageQuery, response: accessPageSchema, roles: READ }),
   /** Step 1 on the target (and an abort's hold on the source): the VIP's packets are held. */
-  prepare: endpoint({ method: 'POST', path: '/v1/vips/:name/prepare', body: noBody, response: okAnswer }),
+  prepare: endpoint({ method: 'POST', path: '/v1/vips/:name/prepare', body: noBody, response: okAnswer, roles: STEP }),
   /** Step 2: the source releases the VIP's addresses, the target claims them. */
-  address: endpoint({ method: 'POST', path: '/v1/vips/:name/address', body: z.object({ action: z.enum(['release', 'claim']) }).strict(), response: okAnswer }),
+  address: endpoint({ method: 'POST', path: '/v1/vips/:name/address', body: z.object({ action: z.enum(['release', 'claim']) }).strict(), response: okAnswer, roles: STEP }),
   /** Source side of step 3: the VIP's entry records, streamed. */
-  entries: endpoint({ method: 'GET', path: '/v1/vips/:name/entries' }),
+  entries: endpoint({ method: 'GET', path: '/v1/vips/:name/entries', roles: ['appliance'] }),
   /**
    * Target side of step 3: pull from the source, answer JSON lines (importLine). `from` names
    * an appliance of the target's configuration (failover.peers); its URL comes from there.
    */
-  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1), migration: migrationId.optional() }).strict() }),
+  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1), migration: migrationId.optional() }).strict() , roles: STEP }),
   /**
    * Before step 1, on the target: hold the VIP, pull the source's snapshot (which starts its
    * change journal for `migration`) and create it, then differences while they are large.
    * Answers JSON lines (precopyLine). With `migration`, step 3's import then moves only the difference.
    */
-  precopy: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy', body: z.object({ from: z.string().min(1), migration: migrationId }).strict() }),
+  precopy: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy', body: z.object({ from: z.string().min(1), migration: migrationId }).strict() , roles: STEP }),
   /** Source of a pre-copy: the VIP's entry records, streamed; its change journal starts with them. 409: the mirror cannot vouch. */
-  precopySnapshot: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/snapshot', body: z.object({ migration: migrationId }).strict() }),
+  precopySnapshot: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/snapshot', body: z.object({ migration: migrationId }).strict() , roles: ['appliance'] }),
   /**
    * Source: the difference since the snapshot (or the last `restart`), as entry records, those
    * that ended marked IPS_DYING. 409: the journal cannot vouch for it (lost events, overflow).
    */
-  precopyChanges: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/changes', body: z.object({ migration: migrationId, restart: z.boolean().default(false) }).strict() }),
+  precopyChanges: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/changes', body: z.object({ migration: migrationId, restart: z.boolean().default(false) }).strict() , roles: ['appliance'] }),
   /** Source: the VIP's change journal goes (the migration gave up). */
-  precopyEnd: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/end', body: noBody, response: okAnswer }),
-  deleteEntries: endpoint({ method: 'POST', path: '/v1/vips/:name/delete-entries', body: noBody, response: okAnswer }),
-  forget: endpoint({ method: 'POST', path: '/v1/vips/:name/forget', body: noBody, response: okAnswer }),
+  precopyEnd: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/end', body: noBody, response: okAnswer , roles: STEP }),
+  deleteEntries: endpoint({ method: 'POST', path: '/v1/vips/:name/delete-entries', body: noBody, response: okAnswer , roles: STEP }),
+  forget: endpoint({ method: 'POST', path: '/v1/vips/:name/forget', body: noBody, response: okAnswer , roles: STEP }),
   /** Step 4: the VIP forwards here; the held packets go out in order. */
-  activate: endpoint({ method: 'POST', path: '/v1/vips/:name/activate', body: noBody, response: z.object({ released: count }) }),
-  abort: endpoint({ method: 'POST', path: '/v1/vips/:name/abort', body: noBody, response: okAnswer }),
+  activate: endpoint({ method: 'POST', path: '/v1/vips/:name/activate', body: noBody, response: z.object({ released: count }), roles: STEP }),
+  abort: endpoint({ method: 'POST', path: '/v1/vips/:name/abort', body: noBody, response: okAnswer, roles: STEP }),
   /** A standby takes the VIP over from the keepers' copies (failover, without the controller). */
-  takeover: endpoint({ method: 'POST', path: '/v1/vips/:name/takeover', body: noBody, response: takeoverReportSchema }),
+  takeover: endpoint({ method: 'POST', path: '/v1/vips/:name/takeover', body: noBody, response: takeoverReportSchema, roles: ['admin', 'controller'] }),
   /** Re-reads the whole access table into the mirror (entries made behind the appliance's back). */
   rebuildMirror: endpoint({
     method: 'POST',
     path: '/v1/mirror/rebuild',
     body: noBody,
     response: z.looseObject({ synced: z.boolean(), entries: count.optional() }),
+    roles: ['admin'],
   }),
+  /** The appliance's events as JSON lines (src/appliance/hooks.ts); `follow=true` keeps the stream open. */
+  events: endpoint({ method: 'GET', path: '/v1/events', query: z.strictObject({ follow: z.enum(['true', 'false']).default('false') }), roles: READ }),
+  /** The Prometheus exposition text, to a signed request (a stock Prometheus uses the metrics listener). */
+  metrics: endpoint({ method: 'GET', path: '/metrics', roles: READ }),
 } as const;
 
 /** The steps of a migration the controller runs on this appliance, by endpoint. */

@@ -8,7 +8,7 @@ import { PassThrough, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Credentials } from '../api/auth.js';
 import { ApiClient, ApiError } from '../api/client.js';
-import { open, serve } from '../api/contract.js';
+import { open, rolesOf, serve } from '../api/contract.js';
 import { HttpError, type RequestContext, type Route, type RouteRoles } from '../api/server.js';
 import { AccessPages, PageQueryError } from '../nat/access-page.js';
 import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
@@ -16,32 +16,8 @@ import { agentApi, type MigrationStepName } from './agent-api.js';
 import { UnknownVipError, type Appliance } from './appliance.js';
 import type { TakeoverReport } from '../replication/takeover.js';
 
-/**
- * The agent API's route table (docs/api.md): who may call what on an appliance. The
- * migration steps are the controller's alone; the entries of a VIP go only to another
- * appliance (a migration's target pulling them, a standby taking over); reads (status,
- * pages of the access table, events, metrics) to the operator, the controller and monitors.
- */
-export const AGENT_ROLES: RouteRoles = {
-  'GET /v1/status': ['admin', 'controller', 'monitor'],
-  'GET /v1/vips/:name/entries/page': ['admin', 'controller', 'monitor'],
-  'POST /v1/vips/:name/prepare': ['controller'],
-  'POST /v1/vips/:name/address': ['controller'],
-  'GET /v1/vips/:name/entries': ['appliance'],
-  'POST /v1/vips/:name/import': ['controller'],
-  'POST /v1/vips/:name/precopy': ['controller'],
-  'POST /v1/vips/:name/precopy/snapshot': ['appliance'],
-  'POST /v1/vips/:name/precopy/changes': ['appliance'],
-  'POST /v1/vips/:name/precopy/end': ['controller'],
-  'POST /v1/vips/:name/delete-entries': ['controller'],
-  'POST /v1/vips/:name/forget': ['controller'],
-  'POST /v1/vips/:name/activate': ['controller'],
-  'POST /v1/vips/:name/abort': ['controller'],
-  'POST /v1/mirror/rebuild': ['admin'],
-  'POST /v1/vips/:name/takeover': ['admin', 'controller'],
-  'GET /v1/events': ['admin', 'controller', 'monitor'],
-  'GET /metrics': ['admin', 'controller', 'monitor'],
-};
+/** The agent API's route table (docs/api.md), from the roles declared with each endpoint (agent-api.ts). */
+export const AGENT_ROLES: RouteRoles = rolesOf(agentApi);
 
 /** A record stream of records held in memory, in pieces of 1,000: the target creates while the rest is on its way. */
 function recordStream(records: Buffer): Readable {

@@ -9,8 +9,9 @@ import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import { z } from 'zod';
+import { serve } from '../api/contract.js';
 import type { Route } from '../api/server.js';
+import { agentApi } from './agent-api.js';
 import type { NotifyConfig } from '../config/hooks.js';
 import type { EventBus, VipshiftEvent } from '../log/events.js';
 
@@ -129,29 +130,22 @@ export class Hooks {
   }
 }
 
-const eventsQuery = z.strictObject({ follow: z.enum(['true', 'false']).default('false') });
-
 /**
  * `GET /v1/events[?follow=true]`: the remembered events as JSON lines, oldest first; with
  * follow, every later event too, until the caller goes away (`vipshift events --follow`).
  */
 export function eventsRoute(bus: EventBus): Route {
-  return {
-    method: 'GET',
-    path: '/v1/events',
-    query: eventsQuery,
-    handler: (ctx) => {
-      const out = new PassThrough();
-      const line = (e: VipshiftEvent) => out.write(`${JSON.stringify(e)}\n`);
-      for (const e of bus.recent()) line(e);
-      if ((ctx.query as z.infer<typeof eventsQuery>).follow === 'true') {
-        const unsubscribe = bus.subscribe(line);
-        ctx.signal.addEventListener('abort', () => {
-          unsubscribe();
-          out.end();
-        });
-      } else out.end();
-      return ctx.stream(out, { contentType: 'application/x-ndjson' });
-    },
-  };
+  return serve(agentApi.events, (ctx) => {
+    const out = new PassThrough();
+    const line = (e: VipshiftEvent) => out.write(`${JSON.stringify(e)}\n`);
+    for (const e of bus.recent()) line(e);
+    if (ctx.query.follow === 'true') {
+      const unsubscribe = bus.subscribe(line);
+      ctx.signal.addEventListener('abort', () => {
+        unsubscribe();
+        out.end();
+      });
+    } else out.end();
+    return ctx.stream(out, { contentType: 'application/x-ndjson' });
+  });
 }
