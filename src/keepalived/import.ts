@@ -221,10 +221,11 @@ export function importStatements(
   }
 
   const vips: VipDraft[] = [];
+  const backendNotify: BackendNotify[] = [];
   for (const s of statements) {
     if (s.keyword !== 'virtual_server') continue;
     try {
-      readVirtualServer(s, vips, instances, syncGroups, appliance, warn, note);
+      readVirtualServer(s, vips, instances, syncGroups, appliance, warn, note, backendNotify);
     } catch (e) {
       if (!(e instanceof KeepalivedConfigError)) throw e;
       problems.push(e);
@@ -270,7 +271,7 @@ export function importStatements(
     insideDev ? `where the inside addresses are (the real servers' side)` : `no virtual_server has an inside address on another interface: the same as external`,
   );
 
-  const notify = mapNotify(instances, groupNotify, warn);
+  const notify = mapNotify(instances, groupNotify, backendNotify, warn);
   if (problems.length > 0) throw KeepalivedConfigError.all(problems);
   const config: ImportedConfig = {
     appliance,
@@ -298,8 +299,15 @@ const APPLIANCE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,31}$/;
  * type, name, state, priority); vipshift runs one program per event kind for the box, with the
  * event in the environment. One script for every instance maps; several differing ones do not.
  */
-function mapNotify(instances: InstanceDraft[], groups: InstanceDraft['notify'][], warn: Warn): ImportedNotify | undefined {
+function mapNotify(instances: InstanceDraft[], groups: InstanceDraft['notify'][], backends: BackendNotify[], warn: Warn): ImportedNotify | undefined {
   const out: ImportedNotify = {};
+  for (const kind of ['backendUp', 'backendDown'] as const) {
+    const distinct = new Map(backends.filter((b) => b.kind === kind).map((b) => [b.argv.join('\0'), b]));
+    const [chosen, ...others] = [...distinct.values()];
+    if (!chosen) continue;
+    out[kind] = chosen.argv;
+    for (const o of others) warn(o.at, `notify: vipshift runs one ${kind} program per box; ${chosen.argv[0]} (${chosen.at.file}:${chosen.at.line}) is kept, this one is left out`);
+  }
   const sources = [...instances.map((i) => i.notify), ...groups];
   for (const kind of ['master', 'backup', 'fault'] as const) {
     const scripts = sources.flatMap((n) => [n[kind], n.any].filter((x) => x !== undefined));
@@ -536,7 +544,16 @@ type Note = (path: (string | number)[], comment: string) => void;
  * One virtual_server: a new VIP, or another port of the VIP with the same address, protocol
  * and pool (keepalived needs one virtual_server per port; vipshift's VIP has a port list).
  */
-function readVirtualServer(s: Statement, vips: VipDraft[], instances: InstanceDraft[], groups: VrrpSyncGroup[], appliance: string, warn: Warn, note: Note): void {
+function readVirtualServer(
+  s: Statement,
+  vips: VipDraft[],
+  instances: InstanceDraft[],
+  groups: VrrpSyncGroup[],
+  appliance: string,
+  warn: Warn,
+  note: Note,
+  backendNotify: BackendNotify[],
+): void {
   const [first, second] = s.args as [Token, Token];
   if (first.text === 'fwmark') {
     throw new KeepalivedConfigError(s, `virtual_server fwmark ${second.text}: vipshift selects a VIP's traffic by address and port, not by a firewall mark; list a virtual_server per ADDRESS PORT`);
@@ -587,7 +604,7 @@ function readVirtualServer(s: Statement, vips: VipDraft[], instances: InstanceDr
         sorry = { address: ipv4(a!, 'sorry_server address'), ...(c.args[1] ? { port: integer(c.args[1], 1, 65535, 'sorry_server port') } : {}) };
         break;
       case 'real_server': {
-        const backend = readRealServer(c, port, delayLoop, virtualhost, warn);
+        const backend = readRealServer(c, port, delayLoop, virtualhost, warn, backendNotify);
         const dup = backends.find((b) => b.address === backend.address && (b.port ?? port) === (backend.port ?? port));
         if (dup) throw new KeepalivedConfigError(c, `real_server ${backend.address} ${backend.port ?? port} is listed twice`);
         backends.push(backend);
@@ -730,7 +747,21 @@ function insideAddress(
   return undefined;
 }
 
-function readRealServer(s: Statement, virtualPort: number, delayLoop: number | undefined, virtualhost: string | undefined, warn: Warn): Backend & { at: Position; inhibit: boolean } {
+/** A real server's notify_up / notify_down: the appliance's backendUp / backendDown hooks. */
+interface BackendNotify {
+  kind: 'backendUp' | 'backendDown';
+  argv: string[];
+  at: Position;
+}
+
+function readRealServer(
+  s: Statement,
+  virtualPort: number,
+  delayLoop: number | undefined,
+  virtualhost: string | undefined,
+  warn: Warn,
+  backendNotify: BackendNotify[],
+): Backend & { at: Position; inhibit: boolean } {
   const [addr, portToken] = s.args;
   const address = ipv4(addr!, 'real_server address');
   const port = portToken ? integer(portToken, 1, 65535, 'real_server port') : virtualPort;
@@ -746,6 +777,10 @@ function readRealServer(s: Statement, virtualPort: number, delayLoop: number | u
         weight = MAX_WEIGHT;
       }
     } else if (c.keyword === 'inhibit_on_failure') inhibit = true;
+    else if (c.keyword === 'notify_up' || c.keyword === 'notify_down') {
+      const argv = notifyArgv(c, warn);
+      if (argv) backendNotify.push({ kind: c.keyword === 'notify_up' ? 'backendUp' : 'backendDown', argv, at: c });
+    }
     else if (['TCP_CHECK', 'HTTP_GET', 'SSL_GET', 'MISC_CHECK'].includes(c.keyword)) {
       if (check) warn(c, `real_server ${address} ${port}: one checker per backend in vipshift; this ${c.keyword} is left out`);
       else check = readChecker(c, delayLoop, virtualhost, warn);

@@ -50,7 +50,8 @@ const healthChecks: Section = {
 
 /** Notify scripts: a path and its arguments, quoted or not; mapped to the appliance's notify hooks. */
 const notify = (...names: string[]): Section => Object.fromEntries(names.map((k) => [k, { args: [1, 64] }]));
-const VRRP_NOTIFY = ['notify_master', 'notify_backup', 'notify_fault', 'notify_stop', 'notify'];
+const VRRP_NOTIFY = ['notify_master', 'notify_backup', 'notify_fault', 'notify'];
+const NOTIFY_STOP: Section = { notify_stop: { args: [1, 64], unsupported: 'vipshift has no stop event for hooks; its shutdown is logged' } };
 
 export const sections: Readonly<Record<SectionName, Section>> = {
   root: {
@@ -119,6 +120,7 @@ export const sections: Readonly<Record<SectionName, Section>> = {
     garp_master_refresh_repeat: { args: [1, 1], unsupported: GARP },
     smtp_alert: { args: [0, 1], unsupported: NOTIFY },
     ...notify(...VRRP_NOTIFY),
+    ...NOTIFY_STOP,
   },
 
   vrrp_sync_group: {
@@ -128,6 +130,7 @@ export const sections: Readonly<Record<SectionName, Section>> = {
     global_tracking: { args: [0, 0], unsupported: 'track interfaces in each vrrp_instance' },
     smtp_alert: { args: [0, 1], unsupported: NOTIFY },
     ...notify(...VRRP_NOTIFY),
+    ...NOTIFY_STOP,
   },
 
   virtual_server: {

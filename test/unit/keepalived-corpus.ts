@@ -401,6 +401,7 @@ virtual_server 203.0.113.23 5432 {
     lb_kind NAT
     protocol TCP
     real_server 198.18.0.111 5432 {
+        notify_down "/usr/local/sbin/backend-event down"
         MISC_CHECK {
             misc_path "/usr/local/bin/pg-ready 198.18.0.111"
             misc_timeout 5

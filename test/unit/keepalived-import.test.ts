@@ -110,7 +110,11 @@ describe('import of keepalived.conf', () => {
     const { config, warnings } = importKeepalivedFile(file, host);
     expect(warnings.map(formatWarning)).toEqual([expect.stringMatching(/:105: warning: .*198.18.0.101 already routes through another VIP's inside address, so this one is fullnat/)]);
     expect(config.vrrp.instances[0]).toMatchObject({ name: 'VI_web', version: 2, useVmac: true, unicastSource: '203.0.113.2', unicastPeers: ['203.0.113.3'] });
-    expect(config.notify).toEqual({ master: ['/usr/local/sbin/vip-event', 'master'], backup: ['/usr/local/sbin/vip-event', 'backup'] });
+    expect(config.notify).toEqual({
+      master: ['/usr/local/sbin/vip-event', 'master'],
+      backup: ['/usr/local/sbin/vip-event', 'backup'],
+      backendDown: ['/usr/local/sbin/backend-event', 'down'],
+    });
     const [web, tls, db] = config.vips;
     expect(web).toMatchObject({
       address: '203.0.113.21',
