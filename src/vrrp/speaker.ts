@@ -166,6 +166,11 @@ interface Instance {
   advertsReceived: number;
 }
 
+/** A unicast peer's MAC is re-asked by ARP once it is this old... */
+const NEIGHBOUR_REFRESH_MS = 30_000;
+/** ...and forgotten (adverts to it wait for an answer) when nothing confirmed it for this long. */
+const NEIGHBOUR_FORGET_MS = 120_000;
+
 export class Speaker extends EventEmitter {
   private readonly instances = new Map<string, Instance>();
   private readonly groups = new Map<string, SyncGroup>();
@@ -175,8 +180,14 @@ export class Speaker extends EventEmitter {
   /** The macvlan interfaces this speaker created (deleted again by stop()). */
   private readonly vmacs: string[] = [];
   private readonly facts = new Map<string, InterfaceFacts>();
-  /** Unicast peers' MACs, learned from ARP and from their adverts. */
-  private readonly neighbours = new Map<string, string>();
+  /**
+   * Unicast peers' MACs, learned from ARP and from their adverts, with when: only configured
+   * peers are learned, so an on-link host sending ARP from a million addresses adds nothing;
+   * an entry is re-asked after NEIGHBOUR_REFRESH_MS and forgotten after NEIGHBOUR_FORGET_MS
+   * without an answer (a peer replaced by another box, another MAC).
+   */
+  private readonly neighbours = new Map<string, { mac: string; at: number; asked: number }>();
+  private readonly unicastPeers = new Set<string>();
   private readonly clock: Clock;
   private readonly log: SpeakerLogger | undefined;
   private trackTimer: TimerHandle | undefined;
@@ -193,6 +204,7 @@ export class Speaker extends EventEmitter {
     super();
     this.clock = options.clock ?? realClock;
     this.log = options.logger;
+    for (const inst of config.instances) for (const peer of inst.unicastPeers) this.unicastPeers.add(peer);
   }
 
   /** Open the links, learn the interfaces' addresses, and start every instance (§6.4.1). */
@@ -376,7 +388,7 @@ export class Speaker extends EventEmitter {
     if (frame.length >= 14 && frame.readUInt16BE(12) === ETHERTYPE_ARP) {
       const arp = decodeArpFrame(frame);
       if (arp && (arp.operation === ARPOP_REPLY || arp.operation === ARPOP_REQUEST)) {
-        this.neighbours.set(arp.senderProtocolAddress, arp.senderHardwareAddress);
+        this.learn(arp.senderProtocolAddress, arp.senderHardwareAddress);
       }
       return;
     }
@@ -394,7 +406,7 @@ export class Speaker extends EventEmitter {
     const unicast = inst.config.unicastPeers.length > 0;
     if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer', ifname, advert.source);
     if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination', ifname, advert.source);
-    if (unicast) this.neighbours.set(advert.source, advert.sourceMac);
+    if (unicast) this.learn(advert.source, advert.sourceMac);
     if (!addressesMatch(advert.addresses, inst.advertised)) {
       if (this.totals.addressMismatches++ === 0) {
         this.log?.warn({ instance: inst.config.name, from: advert.source, advertised: advert.addresses }, 'advert lists other addresses than ours (RFC 5798 §7.1)');
@@ -487,27 +499,50 @@ export class Speaker extends EventEmitter {
       return;
     }
     const ownMac = this.facts.get(c.interface)?.mac as string;
+    const now = this.clock.now();
+    const ask = (peer: string) =>
+      this.inject(c.interface, encodeArpFrame({
+        destinationMac: BROADCAST_MAC,
+        sourceMac: ownMac,
+        operation: ARPOP_REQUEST,
+        senderHardwareAddress: ownMac,
+        senderProtocolAddress: inst.source,
+        targetHardwareAddress: '00:00:00:00:00:00',
+        targetProtocolAddress: peer,
+      }));
     for (const peer of c.unicastPeers) {
-      const peerMac = this.neighbours.get(peer);
-      if (!peerMac) {
+      let known = this.neighbours.get(peer);
+      if (known && now - known.at > NEIGHBOUR_FORGET_MS) {
+        this.neighbours.delete(peer);
+        known = undefined;
+      }
+      if (!known) {
         this.totals.peersUnresolved++;
-        this.inject(c.interface, encodeArpFrame({
-          destinationMac: BROADCAST_MAC,
-          sourceMac: ownMac,
-          operation: ARPOP_REQUEST,
-          senderHardwareAddress: ownMac,
-          senderProtocolAddress: inst.source,
-          targetHardwareAddress: '00:00:00:00:00:00',
-          targetProtocolAddress: peer,
-        }));
+        ask(peer);
         continue;
       }
+      // Still used while it is re-asked (once a second): an answer keeps it, silence ends it.
+      if (now - known.at > NEIGHBOUR_REFRESH_MS && now - known.asked > 1000) {
+        known.asked = now;
+        ask(peer);
+      }
+      const peerMac = known.mac;
       // Unicast adverts are ordinary IP unicast between the two routers: the interface's MAC
       // (the virtual one with useVmac, as keepalived sends them from its macvlan).
       const sourceMac = inst.vmac ? virtualMac(c.vrid) : ownMac;
       const frame = encodeAdvertisementFrame(advert, { source: inst.source, destination: peer, sourceMac, destinationMac: peerMac });
       if (this.inject(c.interface, frame)) this.countSent(inst);
     }
+  }
+
+  /** A configured unicast peer's MAC, seen now (anything else on the link is not learned). */
+  private learn(address: string, mac: string): void {
+    if (this.unicastPeers.has(address)) this.neighbours.set(address, { mac, at: this.clock.now(), asked: -Infinity });
+  }
+
+  /** How many neighbours the speaker remembers (bounded by the configured unicast peers). */
+  neighbourCount(): number {
+    return this.neighbours.size;
   }
 
   private countSent(inst: Instance): void {

@@ -309,6 +309,52 @@ describe('VRRP speaker', () => {
   });
 });
 
+describe('neighbours: bounded and aged', () => {
+  const arpFrom = (address: string, mac: string) =>
+    encodeArpFrame({ destinationMac: 'ff:ff:ff:ff:ff:ff', sourceMac: mac, operation: 1, senderHardwareAddress: mac, senderProtocolAddress: address, targetHardwareAddress: '00:00:00:00:00:00', targetProtocolAddress: '203.0.113.3' });
+
+  it('an ARP flood of 1,000,000 sender addresses leaves the speaker\'s memory bounded', () => {
+    const { s, link } = speaker({ instances: [{ ...vip1, unicastPeers: ['203.0.113.2'] }] });
+    // Senders cycle through 198.18.0.0/15 (131,072 addresses, the lab's benchmarking range).
+    const frame = arpFrom('198.18.0.0', '02:00:00:00:00:00');
+    const before = process.memoryUsage().heapUsed;
+    for (let i = 0; i < 1_000_000; i++) {
+      frame.writeUInt32BE((0xc6120000 + (i % 131_072)) >>> 0, 28); // sender protocol address
+      frame.writeUInt32BE(i, 24); // and a MAC of its own (low bytes of the sender hardware address)
+      link('ext0').deliver(frame);
+    }
+    expect(s.neighbourCount()).toBe(0);
+    // Before the bound, 131,072 entries held ~20 MB; now nothing is kept per sender.
+    expect(process.memoryUsage().heapUsed - before).toBeLessThan(16 << 20);
+    link('ext0').deliver(arpFrom('203.0.113.2', '02:00:00:00:00:02'));
+    expect(s.neighbourCount()).toBe(1);
+  });
+
+  it('a peer\'s MAC is re-asked after 30 s and forgotten after 120 s of silence, then learned anew', async () => {
+    const { s, clock, link, settle } = speaker({ instances: [{ ...vip1, unicastPeers: ['203.0.113.2'] }] });
+    clock.advance(400);
+    await settle();
+    link('ext0').deliver(arpFrom('203.0.113.2', '02:00:00:00:00:02'));
+    // ARP requests for the peer (not the gratuitous ones for the VIP).
+    const requests = () => link('ext0').sent.map((f) => decodeArpFrame(f)).filter((a) => a?.operation === 1 && a.targetProtocolAddress === '203.0.113.2').length;
+    const asked = requests();
+    clock.advance(29_000);
+    expect(requests()).toBe(asked);
+    clock.advance(2_000);
+    expect(requests()).toBe(asked + 1); // re-asked, still used meanwhile
+    const last = link('ext0').sent.at(-1) as Buffer;
+    expect(last.subarray(0, 6).toString('hex')).toBe('020000000002');
+    clock.advance(90_000);
+    expect(s.neighbourCount()).toBe(0); // nobody answered: forgotten
+    const unresolved = s.counters().peersUnresolved;
+    clock.advance(100);
+    expect(s.counters().peersUnresolved).toBe(unresolved + 1);
+    link('ext0').deliver(arpFrom('203.0.113.2', '02:00:00:00:00:22')); // the peer's new box
+    clock.advance(100);
+    expect((link('ext0').sent.at(-1) as Buffer).subarray(0, 6).toString('hex')).toBe('020000000022');
+  });
+});
+
 describe('startup delay (a backup that must not win a cold start)', () => {
   it('stays in initialize for startupDelay, then starts as backup and takes over a silent segment', async () => {
     const { s, clock, addresses, settle } = speaker({ instances: [{ ...vip1, startupDelay: 2 }] });
