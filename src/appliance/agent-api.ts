@@ -12,6 +12,22 @@ import { SORT_KEYS } from '../nat/access-page.js';
 
 const count = z.number().int().min(0);
 
+/** A backend's health check on this appliance (src/health's BackendCheckStatus). */
+export const backendCheckSchema = z.object({
+  type: z.enum(['tcp', 'http', 'https', 'script']),
+  checkPort: z.number().int(),
+  inter: count,
+  state: z.enum(['up', 'down']),
+  reason: z.string(),
+  lastCheck: z.object({ at: z.number(), outcome: z.enum(['pass', 'fail', 'timeout']), reason: z.string(), latencyMs: z.number() }).optional(),
+  passesInRow: count,
+  failuresInRow: count,
+  checks: z.object({ pass: count, fail: count, timeout: count }),
+  transitions: count,
+  since: z.number(),
+  applied: z.boolean(),
+});
+
 /** One VIP as an appliance reports it (VipStatus). */
 export const vipStatusSchema = z.object({
   name: z.string(),
@@ -38,6 +54,7 @@ export const vipStatusSchema = z.object({
       state: z.enum(['up', 'down', 'drained']),
       reason: z.string(),
       connections: count,
+      check: backendCheckSchema.optional(),
     }),
   ),
 });

@@ -10,9 +10,9 @@ import { SORT_KEYS } from '../nat/access-page.js';
 import type { AgentVipStatus } from '../appliance/agent-api.js';
 import { bar, bytes, clip, count, duration, fit, percent, plain, seg, table, type Column, type Line } from './format.js';
 
-export const VIEWS = ['site', 'modes', 'access', 'migrations', 'plan'] as const;
+export const VIEWS = ['site', 'modes', 'access', 'migrations', 'plan', 'backends'] as const;
 export type View = (typeof VIEWS)[number];
-const VIEW_TITLES: Record<View, string> = { site: 'Site', modes: 'Modes', access: 'Access', migrations: 'Migrations', plan: 'Plan' };
+const VIEW_TITLES: Record<View, string> = { site: 'Site', modes: 'Modes', access: 'Access', migrations: 'Migrations', plan: 'Plan', backends: 'Backends' };
 const STEP_NAMES = ['prepare', 'move_address', 'move_entries', 'activate'] as const;
 const STEP_TITLES: Record<(typeof STEP_NAMES)[number], string> = {
   prepare: '1 prepare (target holds)',
@@ -139,6 +139,7 @@ export function press(ui: Ui, key: Key, data: ConsoleData, height = 24): { ui: U
     case '3':
     case '4':
     case '5':
+    case '6':
       return { ui: { ...next, view: VIEWS[Number(k) - 1]! } };
     case 'up':
     case 'k':
@@ -270,6 +271,8 @@ function viewBody(data: ConsoleData, ui: Ui, width: number, height: number): Lin
       return migrationsView(data, width);
     case 'plan':
       return planView(data, width);
+    case 'backends':
+      return backendsView(data, ui, width);
   }
 }
 
@@ -327,7 +330,7 @@ export function help(): Line[] {
   const k = (key: string, what: string): Line => [seg(fit(key, 16), 'key'), seg(what)];
   return [
     [seg('Keys', 'head')],
-    k('1..5, tab', 'views: Site, Modes (mode tables), Access (access table), Migrations, Plan'),
+    k('1..6, tab', 'views: Site, Modes (mode tables), Access (access table), Migrations, Plan, Backends'),
     k('up/down, j/k', 'choose a VIP (marked >)'),
     k('left/right, h/l', 'choose an appliance (marked >)'),
     k('m', 'migrate the chosen VIP to an appliance (asks which, then confirm)'),
@@ -626,4 +629,45 @@ function planView(data: ConsoleData, width: number): Line[] {
   }
   for (const n of plan.notes ?? []) lines.push([seg(`  note: ${n}`, 'dim')]);
   return lines.map((l) => clip(l, width));
+}
+
+type BackendRow = AgentVipStatus['backends'][number] & { vip: string; first: boolean };
+
+const backendStyle = (state: string) => (state === 'up' ? 'ok' : state === 'down' ? 'bad' : 'warn');
+
+/**
+ * The chosen appliance's backends, VIP by VIP: the pool's state (up, down by its check,
+ * drained by weight 0) and weight, live connections, and the health check's last word here
+ * (its age, latency and reason). A standby checks the backends of the VIPs it does not hold.
+ */
+function backendsView(data: ConsoleData, ui: Ui, width: number): Line[] {
+  const site = siteOf(data);
+  const appliance = selectedAppliance(data, ui);
+  const a = site?.appliances.find((x) => x.name === appliance);
+  if (!site || !a) return [plain('no status from the controller yet')];
+  const lines: Line[] = [[seg(`Backends on ${a.name}`, 'head'), seg('  (left/right: appliance)', 'dim')]];
+  if (!a.reachable) return [...lines, [seg(`unreachable: ${a.error ?? ''}`, 'bad')]];
+  const rows: BackendRow[] = a.vips.flatMap((v) => (v.backends ?? []).map((b, i) => ({ ...b, vip: v.name, first: i === 0 })));
+  if (rows.length === 0) return [...lines, plain('(no backend reported)')];
+  const age = (b: BackendRow) => (b.check?.lastCheck ? `${duration(Math.max(0, data.now - b.check.lastCheck.at))} ago` : '-');
+  const columns: Column<BackendRow>[] = [
+    { title: 'VIP', width: 7, value: (b) => (b.first ? b.vip : '') },
+    { title: 'BACKEND', width: 21, min: 15, value: (b) => (b.port === undefined ? b.address : `${b.address}:${b.port}`) },
+    { title: 'STATE', width: 7, value: (b) => b.state, style: (b) => backendStyle(b.state) },
+    { title: 'WEIGHT', width: 6, align: 'right', value: (b) => String(b.weight) },
+    { title: 'CONNS', width: 7, align: 'right', value: (b) => count(b.connections) },
+    { title: 'CHECK', width: 9, drop: 3, value: (b) => (b.check ? `${b.check.type}:${b.check.checkPort}` : 'off') },
+    { title: 'LAST', width: 9, align: 'right', drop: 2, value: age },
+    { title: 'LATENCY', width: 8, align: 'right', drop: 1, value: (b) => duration(b.check?.lastCheck?.latencyMs) },
+    {
+      title: 'REASON',
+      width: 30,
+      min: 8,
+      drop: 4,
+      value: (b) => (b.state === 'up' && b.check?.lastCheck && b.check.lastCheck.outcome !== 'pass' ? `${b.check.failuresInRow} failing: ${b.check.lastCheck.reason}` : b.reason),
+      style: (b) => (b.check?.lastCheck && b.check.lastCheck.outcome !== 'pass' ? 'warn' : undefined),
+    },
+  ];
+  lines.push(...table(columns, rows, width));
+  return lines;
 }

@@ -61,7 +61,7 @@ const keys = (ui: Ui, d: ConsoleData, ...ks: Key[]) => ks.reduce<{ ui: Ui; actio
 
 describe('console view model', () => {
   it('fits every frame in 80x24, whatever the view', () => {
-    for (const view of ['site', 'modes', 'access', 'migrations', 'plan'] as const) {
+    for (const view of ['site', 'modes', 'access', 'migrations', 'plan', 'backends'] as const) {
       const lines = text(data(), initialUi(view));
       expect(lines).toHaveLength(24);
       for (const l of lines) expect(l.length).toBeLessThanOrEqual(80);
@@ -169,5 +169,44 @@ describe('clock skew', () => {
     expect(text(data(site(), { clockSkewMs: 12_400 }), ui, 200)[1]).toMatch(/clock 12 s behind the controller's: requests fail beyond 30 s, check the time client/);
     expect(text(data(site(), { clockSkewMs: -7_000 }), ui, 200)[1]).toMatch(/clock 7 s ahead of the controller's/);
     expect(text(data(site(), { clockSkewMs: 900 }), ui, 200)[1]).not.toMatch(/clock/);
+  });
+});
+
+describe('backends view', () => {
+  it('shows each backend of the chosen appliance: state, weight, connections, the last check', () => {
+    const now = Date.parse('2026-01-01T10:00:01Z');
+    const check = (state: 'up' | 'down', outcome: 'pass' | 'fail' | 'timeout', reason: string, failuresInRow = 0) => ({
+      type: 'tcp' as const,
+      checkPort: 80,
+      inter: 2000,
+      state,
+      reason: state === 'down' ? `3 failed checks: ${reason}` : reason,
+      lastCheck: { at: now - 1500, outcome, reason, latencyMs: 0.42 },
+      passesInRow: 0,
+      failuresInRow,
+      checks: { pass: 10, fail: 3, timeout: 0 },
+      transitions: 1,
+      since: now - 5000,
+      applied: true,
+    });
+    const backends = [
+      { address: '198.18.0.101', weight: 1, state: 'up' as const, reason: 'connect ok', connections: 120, check: check('up', 'pass', 'connect ok') },
+      { address: '198.18.0.102', port: 8080, weight: 3, state: 'down' as const, reason: '3 failed checks: connect refused', connections: 4, check: check('down', 'fail', 'connect refused', 3) },
+      { address: '198.18.0.103', weight: 0, state: 'drained' as const, reason: 'weight 0', connections: 7, check: check('up', 'timeout', 'no answer in 1000 ms', 1) },
+      { address: '198.18.0.104', weight: 1, state: 'up' as const, reason: 'not checked', connections: 0 },
+    ];
+    const s = site(false);
+    s.appliances[0]!.vips[0] = vip('vip1', 'normal', 131, { backends });
+    const lines = text(data(s), initialUi('backends'), 120, 24);
+    expect(lines[2]).toMatch(/^Backends on lb1/);
+    expect(lines[3]).toMatch(/^VIP\s+BACKEND\s+STATE\s+WEIGHT\s+CONNS\s+CHECK\s+LAST\s+LATENCY\s+REASON/);
+    expect(lines[4]).toMatch(/^vip1\s+198\.18\.0\.101\s+up\s+1\s+120\s+tcp:80\s+1\.5 s ago\s+0\.4 ms\s+connect ok/);
+    expect(lines[5]).toMatch(/^\s+198\.18\.0\.102:8080\s+down\s+3\s+4\s+tcp:80 .* 3 failed checks: connect/);
+    expect(lines[6]).toMatch(/198\.18\.0\.103\s+drained\s+0\s+7 .*weight 0/);
+    expect(lines[7]).toMatch(/198\.18\.0\.104\s+up\s+1\s+0\s+off\s+-\s+-\s+not checked/);
+    // The backends of the other appliance: right arrow.
+    const next = keys(initialUi('backends'), data(s), { name: 'right' }).ui;
+    expect(text(data(s), next, 100, 24)[2]).toMatch(/^Backends on lb2/);
+    expect(keys(initialUi(), data(s), { name: '6', ch: '6' }).ui.view).toBe('backends');
   });
 });
