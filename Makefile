@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := build
 
-APT_PACKAGES := nftables iptables conntrack conntrackd keepalived iproute2 libpcap-dev tcpdump tshark tmux iputils-ping procps hping3 prometheus
+APT_PACKAGES := nftables iptables conntrack conntrackd keepalived iproute2 libpcap-dev tcpdump tshark tmux iputils-ping procps hping3 prometheus etcd-server
 STAMP := node_modules/.vipshift-deps
 
 .PHONY: deps build typecheck layers test test-unit test-integration demo bench-migration lab-up lab-down clean

@@ -157,27 +157,36 @@ export const takeoverReportSchema = z.looseObject({
 const READ = ['admin', 'controller', 'monitor'] as const;
 const STEP = ['controller'] as const;
 
+/**
+ * The query of a step: controllers on etcd send their leadership epoch (the agent refuses an
+ * epoch older than the newest it has seen: a deposed leader cannot complete a step). Part of
+ * the signed request target, so it cannot be changed on the way. A sole controller sends none.
+ */
+export const epochQuery = z.object({ epoch: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional() }).strict();
+
 export const agentApi = {
   status: endpoint({ method: 'GET', path: '/v1/status', response: applianceStatusSchema, roles: READ }),
   /** The console's view of the access table: one sorted, filtered page, never the whole table. */
   entriesPage: endpoint({ method: 'GET', path: '/v1/vips/:name/entries/page', query: pageQuery, response: accessPageSchema, roles: READ }),
   /** Step 1 on the target (and an abort's hold on the source): the VIP's packets are held. */
-  prepare: endpoint({ method: 'POST', path: '/v1/vips/:name/prepare', body: noBody, response: okAnswer, roles: STEP }),
+  prepare: endpoint({ method: 'POST', path: '/v1/vips/:name/prepare', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
+  /** A newly elected controller shows its epoch before it acts, and learns the appliance's state. */
+  announceEpoch: endpoint({ method: 'POST', path: '/v1/controller/epoch', body: noBody, query: epochQuery, response: applianceStatusSchema, roles: STEP }),
   /** Step 2: the source releases the VIP's addresses, the target claims them. */
-  address: endpoint({ method: 'POST', path: '/v1/vips/:name/address', body: z.object({ action: z.enum(['release', 'claim']) }).strict(), response: okAnswer, roles: STEP }),
+  address: endpoint({ method: 'POST', path: '/v1/vips/:name/address', body: z.object({ action: z.enum(['release', 'claim']) }).strict(), response: okAnswer, query: epochQuery, roles: STEP }),
   /** Source side of step 3: the VIP's entry records, streamed. */
   entries: endpoint({ method: 'GET', path: '/v1/vips/:name/entries', roles: ['appliance'] }),
   /**
    * Target side of step 3: pull from the source, answer JSON lines (importLine). `from` names
    * an appliance of the target's configuration (failover.peers); its URL comes from there.
    */
-  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1), migration: migrationId.optional() }).strict() , roles: STEP }),
+  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1), migration: migrationId.optional() }).strict(), query: epochQuery, roles: STEP }),
   /**
    * Before step 1, on the target: hold the VIP, pull the source's snapshot (which starts its
    * change journal for `migration`) and create it, then differences while they are large.
    * Answers JSON lines (precopyLine). With `migration`, step 3's import then moves only the difference.
    */
-  precopy: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy', body: z.object({ from: z.string().min(1), migration: migrationId }).strict() , roles: STEP }),
+  precopy: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy', body: z.object({ from: z.string().min(1), migration: migrationId }).strict(), query: epochQuery, roles: STEP }),
   /** Source of a pre-copy: the VIP's entry records, streamed; its change journal starts with them. 409: the mirror cannot vouch. */
   precopySnapshot: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/snapshot', body: z.object({ migration: migrationId }).strict() , roles: ['appliance'] }),
   /**
@@ -186,12 +195,12 @@ export const agentApi = {
    */
   precopyChanges: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/changes', body: z.object({ migration: migrationId, restart: z.boolean().default(false) }).strict() , roles: ['appliance'] }),
   /** Source: the VIP's change journal goes (the migration gave up). */
-  precopyEnd: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/end', body: noBody, response: okAnswer , roles: STEP }),
-  deleteEntries: endpoint({ method: 'POST', path: '/v1/vips/:name/delete-entries', body: noBody, response: okAnswer , roles: STEP }),
-  forget: endpoint({ method: 'POST', path: '/v1/vips/:name/forget', body: noBody, response: okAnswer , roles: STEP }),
+  precopyEnd: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/end', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
+  deleteEntries: endpoint({ method: 'POST', path: '/v1/vips/:name/delete-entries', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
+  forget: endpoint({ method: 'POST', path: '/v1/vips/:name/forget', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
   /** Step 4: the VIP forwards here; the held packets go out in order. */
-  activate: endpoint({ method: 'POST', path: '/v1/vips/:name/activate', body: noBody, response: z.object({ released: count }), roles: STEP }),
-  abort: endpoint({ method: 'POST', path: '/v1/vips/:name/abort', body: noBody, response: okAnswer, roles: STEP }),
+  activate: endpoint({ method: 'POST', path: '/v1/vips/:name/activate', body: noBody, response: z.object({ released: count }), query: epochQuery, roles: STEP }),
+  abort: endpoint({ method: 'POST', path: '/v1/vips/:name/abort', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
   /** A standby takes the VIP over from the keepers' copies (failover, without the controller). */
   takeover: endpoint({ method: 'POST', path: '/v1/vips/:name/takeover', body: noBody, response: takeoverReportSchema, roles: ['admin', 'controller'] }),
   /** Re-reads the whole access table into the mirror (entries made behind the appliance's back). */

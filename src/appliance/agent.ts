@@ -79,12 +79,37 @@ export interface AgentOptions {
   peerClient: (name: string) => ApiClient | undefined;
   logger: Logger;
   failover?: AgentFailover;
+  fence?: EpochFence;
+}
+
+/**
+ * The newest leadership epoch a controller has shown us (agent-api.ts's epochQuery). A step
+ * with an older epoch comes from a deposed leader and is refused, so that it cannot complete
+ * a step after another controller took over. Steps without an epoch (a sole controller on
+ * SQLite) are not affected.
+ */
+export class EpochFence {
+  private newest = 0;
+  refused = 0;
+
+  check(epoch: number | undefined, logger: Logger): void {
+    if (epoch === undefined) return;
+    if (epoch < this.newest) {
+      this.refused++;
+      logger.warn({ epoch, newest: this.newest }, 'refused a request of a deposed controller');
+      throw new HttpError(409, `controller epoch ${epoch} is older than ${this.newest}: a newer controller leads`, 'query.epoch');
+    }
+    this.newest = epoch;
+  }
 }
 
 export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[] {
   const { peerClient, logger, failover } = options;
+  const fence = options.fence ?? new EpochFence();
   // Every VIP route names a VIP of the configuration; an unknown one is a 404 on `name`.
   const vipOf = (ctx: RequestContext<unknown, unknown>): string => {
+    const epoch = (ctx.query as { epoch?: unknown } | undefined)?.epoch;
+    fence.check(typeof epoch === 'number' ? epoch : undefined, logger);
     const name = ctx.params.name ?? '';
     try {
       appliance.vip(name);
@@ -130,6 +155,10 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
         if (err instanceof PageQueryError) throw new HttpError(400, err.message, err.field);
         throw err;
       }
+    }),
+    serve(agentApi.announceEpoch, async (ctx) => {
+      fence.check(ctx.query.epoch, logger);
+      return { ...(await appliance.status()), ...failover?.statusSections() };
     }),
     serve(agentApi.prepare, async (ctx) => {
       const vip = vipOf(ctx);

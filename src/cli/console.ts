@@ -43,7 +43,7 @@ export async function consoleCommand(args: string[]): Promise<number> {
   let source: ConsoleSource;
   try {
     const api = controllerClient(values);
-    source = new ConsoleSource(api, api.baseUrl);
+    source = new ConsoleSource(api);
   } catch (err) {
     process.stderr.write(`vipshift console: ${(err as Error).message}\n`);
     return 1;

@@ -1,13 +1,13 @@
 /**
- * How the operator's commands (status, migrate, ...) reach the controller: `--controller
- * URL` and `--credentials DIR` as given; otherwise the lab's controller when a lab is up
- * (its local socket and credentials in the lab's state directory); otherwise the
- * appliance's own defaults.
+ * How the operator's commands (status, migrate, ...) reach the controllers: `--controller
+ * URL[,URL...]` and `--credentials DIR` as given; otherwise the lab's controllers when a lab is
+ * up (their local sockets and the credentials in the lab's state directory); otherwise the
+ * appliance's own defaults. With several controllers the client follows the leader.
  */
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_CREDENTIALS_DIR, PEERS_FILE, keyFile, loadCredentials, type Credentials } from '../api/auth.js';
-import { ApiClient } from '../api/client.js';
+import { LeaderClient, type ControllerEndpoint } from '../controller/leader-client.js';
 import { DEFAULT_LAB_NAME, DEFAULT_STATE_BASE } from '../lab/site.js';
 
 export const CONTROLLER_OPTIONS = {
@@ -47,10 +47,29 @@ export function operatorCredentials(dir: string, identity?: string): Credentials
   throw new Error(`${dir}: ${admins.length === 0 ? 'holds no key of an admin member' : `holds several admin keys (${admins.map((c) => c.identity).join(', ')})`} (roles in ${PEERS_FILE}): give --identity`);
 }
 
-export function controllerClient(t: ControllerTarget): ApiClient {
+/** The lab's controller sockets: `controller.sock` (one controller) or `controller-NAME.sock` each. */
+function labEndpoints(labDir: string): ControllerEndpoint[] {
+  if (existsSync(path.join(labDir, 'controller.sock'))) return [{ name: 'ctl', url: `unix:${path.join(labDir, 'controller.sock')}` }];
+  let files: string[] = [];
+  try {
+    files = readdirSync(labDir);
+  } catch {
+    return [];
+  }
+  return files
+    .map((f) => /^controller-(.+)\.sock$/.exec(f))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => ({ name: m[1]!, url: `unix:${path.join(labDir, m[0])}` }));
+}
+
+export function controllerClient(t: ControllerTarget): LeaderClient {
   const labDir = path.join(DEFAULT_STATE_BASE, t.lab ?? DEFAULT_LAB_NAME);
-  const lab = existsSync(path.join(labDir, 'controller.sock'));
-  const url = t.controller ?? (lab ? `unix:${path.join(labDir, 'controller.sock')}` : 'unix:/run/vipshift/controller.sock');
-  const dir = t.credentials ?? (lab ? path.join(labDir, 'credentials') : DEFAULT_CREDENTIALS_DIR);
-  return new ApiClient(url, operatorCredentials(dir, t.identity), { peer: 'ctl', timeoutMs: 60_000 });
+  const lab = t.controller ? [] : labEndpoints(labDir);
+  const endpoints: ControllerEndpoint[] = t.controller
+    ? t.controller.split(',').map((url) => ({ url }))
+    : lab.length > 0
+      ? lab
+      : [{ name: 'ctl', url: 'unix:/run/vipshift/controller.sock' }];
+  const dir = t.credentials ?? (lab.length > 0 ? path.join(labDir, 'credentials') : DEFAULT_CREDENTIALS_DIR);
+  return new LeaderClient(endpoints, operatorCredentials(dir, t.identity), { timeoutMs: 60_000 });
 }

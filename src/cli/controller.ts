@@ -1,6 +1,8 @@
 /**
  * `vipshift controller --config FILE [--credentials DIR]`: the controller process — the
- * site's inventory and the migrations, behind its authenticated API.
+ * site's inventory and the migrations, behind its authenticated API. With `store: sqlite`
+ * (the default) it leads alone; with `store: etcd` it runs beside the other controllers of
+ * the site and acts only while elected.
  */
 import { rm } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
@@ -13,6 +15,8 @@ import { controllerConfigSchema } from '../config/controller.js';
 import { CONTROLLER_ROLES, controllerRoutes } from '../controller/routes.js';
 import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
 import { SqliteStore } from '../controller/sqlite-store.js';
+import { EtcdCluster, EtcdLeadership, EtcdStore } from '../controller/etcd-store.js';
+import type { ControllerStore } from '../controller/store.js';
 import { ControllerMetrics } from '../controller/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { startMetricsListener } from '../metrics/listener.js';
@@ -36,16 +40,29 @@ export async function controller(args: string[]): Promise<number> {
   const credentialsDir = values.credentials ?? DEFAULT_CREDENTIALS_DIR;
   const credentials = loadCredentials(credentialsDir, config.controller);
   const logger = createLogger({ name: 'controller' });
+  const self = { name: config.controller, api: `http://${config.api.listen}` };
+  const etcd = config.store === 'sqlite' ? undefined : new EtcdCluster(config.store.etcd);
+  const leadership = etcd && new EtcdLeadership(etcd, self, logger.child({ part: 'election' }));
   const agents = new Map(
-    config.appliances.map((a) => [a.name, new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }))]),
+    config.appliances.map((a) => [
+      a.name,
+      new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }), leadership && (() => leadership.termEpoch())),
+    ]),
   );
   const pause = pauseFromEnv(process.env[PAUSE_ENV], logger);
-  const store = new SqliteStore(config.journal);
-  const site = new Controller(config, agents, store, logger, pause ? { pause } : {});
-  // Unfinished migrations of an earlier run are ended before anything else can move a VIP.
-  await site.open();
+  let store: ControllerStore;
+  if (etcd && leadership) {
+    const onEtcd = new EtcdStore(etcd, leadership);
+    // A store written by a newer vipshift is refused before this controller campaigns.
+    await onEtcd.checkSchema();
+    store = onEtcd;
+  } else store = new SqliteStore(config.journal);
+  const site = new Controller(config, agents, store, logger, {
+    ...(pause ? { pause } : {}),
+    ...(leadership && etcd ? { leadership, controlPlane: { controllers: () => leadership.controllers(), health: () => etcd.health() } } : {}),
+  });
   const metrics = processRegistry();
-  const migrationMetrics = new ControllerMetrics(metrics, () => site.runningMigrations());
+  const migrationMetrics = new ControllerMetrics(metrics, () => site.runningMigrations(), () => ({ leading: site.leading(), elections: leadership?.elections ?? 1 }));
   site.onFinished = (final) => migrationMetrics.observe(final);
   // One authenticator for both listeners, so a nonce seen on one is a replay on the other.
   const authenticator = new Authenticator(credentials);
@@ -59,8 +76,21 @@ export async function controller(args: string[]): Promise<number> {
     await local?.listen({ path: config.api.socket });
   }
   const scrape = await startMetricsListener({ config: config.metrics, apiListen: config.api.listen, credentialsDir, registry: metrics, logger, name: 'controller' });
-  site.startLoops();
-  logger.info({ api: server.url, journal: config.journal, rebalance: await site.rebalanceMode() }, 'controller ready');
+  if (leadership) {
+    // Leading and following are serialised: a term's start finishes before the next change.
+    let change = Promise.resolve();
+    leadership.onChange((leading) => {
+      change = change.then(() =>
+        leading ? site.lead().catch((err: Error) => logger.error({ err: err.message }, 'taking over as leader failed')) : site.follow(),
+      );
+    });
+    leadership.start();
+  } else {
+    // Unfinished migrations of an earlier run are ended before anything else can move a VIP.
+    await site.open();
+    site.startLoops();
+  }
+  logger.info({ api: server.url, store: etcd ? config.store : config.journal, rebalance: await site.rebalanceMode() }, 'controller ready');
   await new Promise<void>((resolve) => {
     process.once('SIGTERM', resolve);
     process.once('SIGINT', resolve);
@@ -68,7 +98,9 @@ export async function controller(args: string[]): Promise<number> {
   await server.close();
   await local?.close();
   await scrape?.close();
+  await leadership?.stop();
   await site.stop();
   await store.close();
+  etcd?.close();
   return 0;
 }

@@ -9,8 +9,9 @@ import { describeTraffic, runTraffic } from '../lab/traffic.js';
 
 const USAGE = `usage: vipshift lab SUBCOMMAND
 
-  up     [--name vs] [--json] [--no-appliances] [--no-controller] [--no-keepers]
-         build the site (removing a previous lab of that name first), start its processes
+  up     [--name vs] [--json] [--no-appliances] [--no-controller] [--no-keepers] [--controllers 1]
+         build the site (removing a previous lab of that name first), start its processes;
+         --controllers 2|3: controllers ctl1.. on etcd, an etcd member on each one's host
   down   [--name vs] [--json]       stop every process of the lab, delete its namespaces
   info   [--name vs] [--json]       what is up: namespaces, addresses, VIPs, APIs, processes
   exec   [--name vs] HOST -- CMD... run a command in a host's namespace (client, router,
@@ -79,10 +80,13 @@ async function up(args: string[]): Promise<number> {
       'no-appliances': { type: 'boolean' },
       'no-controller': { type: 'boolean' },
       'no-keepers': { type: 'boolean' },
+      controllers: { type: 'string' },
     },
   });
+  const controllers = values.controllers === undefined ? 1 : Number(values.controllers);
   const { status, timings } = await labUp({
     name: values.name,
+    controllers,
     appliances: !values['no-appliances'],
     controller: !values['no-controller'],
     keepers: !values['no-keepers'],
@@ -118,7 +122,10 @@ function describe(s: LabStatus): string {
   for (const a of s.appliances) lines.push(`  appliance   ${a.name} ext ${a.addresses.ext} int ${a.addresses.int} api ${a.api} [${a.namespace}]`);
   for (const v of s.servers) lines.push(`  server      ${v.name} ${v.address} mgmt ${v.mgmtAddress} [${v.namespace}]`);
   for (const v of s.vips) lines.push(`  VIP         ${v.name} ${v.address} inside ${v.insideAddress} ${v.mode} ports ${v.ports.join(',')} → ${v.servers.map((x) => x.name).join(',')} owner ${v.owner}`);
-  lines.push(`  controller  ${s.controller.api} [${s.controller.namespace}]`);
+  if (s.controllers.length > 1) {
+    for (const c of s.controllers) lines.push(`  controller  ${c.name} ${c.api} [${c.namespace}]`);
+    lines.push(`  etcd        ${s.etcd.map((m) => m.client).join(' ')}`);
+  } else lines.push(`  controller  ${s.controller.api} [${s.controller.namespace}]`);
   lines.push(`  daemons     ${Object.entries(s.daemons).map(([d, st]) => `${d}: ${st}`).join(', ')}`);
   for (const p of s.processes) lines.push(`  process     ${p.name.padEnd(16)} pid ${p.pid} ${p.running ? 'running' : 'NOT RUNNING'} log ${p.log}`);
   return lines.join('\n');

@@ -23,7 +23,7 @@ export async function metricsCommand(args: string[]): Promise<number> {
     process.stderr.write(`vipshift metrics: ${(err as Error).message}\n${USAGE}`);
     return 2;
   }
-  let api: ApiClient;
+  let api: Pick<ApiClient, 'get' | 'close'>;
   try {
     if (values.target) {
       const dir = values.credentials ?? (values.lab ? path.join(DEFAULT_STATE_BASE, values.lab, 'credentials') : DEFAULT_CREDENTIALS_DIR);

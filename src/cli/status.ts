@@ -1,6 +1,6 @@
 /** `vipshift status [--json]`: who owns which VIP, each appliance's mode table and counters. */
 import { parseArgs } from 'node:util';
-import type { SiteStatus } from '../controller/controller.js';
+import type { ControlPlaneStatus, SiteStatus } from '../controller/controller.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 export async function status(args: string[]): Promise<number> {
@@ -15,7 +15,7 @@ export async function status(args: string[]): Promise<number> {
 }
 
 export function formatStatus(site: SiteStatus): string {
-  const lines = [`rebalance ${site.rebalance}`, 'VIP      OWNER  MODE       ENTRIES   PACKETS/S     BYTES/S  NEW CONN/S  PINNED'];
+  const lines = [...formatControllers(site.controllers), `rebalance ${site.rebalance}`, 'VIP      OWNER  MODE       ENTRIES   PACKETS/S     BYTES/S  NEW CONN/S  PINNED'];
   const rate = (x: number | undefined, width: number) => (x === undefined ? '-' : x.toFixed(1)).padStart(width);
   for (const v of site.vips) {
     lines.push(
@@ -35,4 +35,21 @@ export function formatStatus(site: SiteStatus): string {
     }
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** The controllers and their store: who leads, who follows, etcd's members. */
+export function formatControllers(c: ControlPlaneStatus | undefined): string[] {
+  if (!c) return [];
+  if (c.store === 'sqlite') return [`controller ${c.self} (sqlite, sole leader)`];
+  const lines = [`controllers (etcd${c.epoch !== null ? `, epoch ${c.epoch}` : ''}; ${c.elections} leader change(s) seen by ${c.self})`];
+  const names = new Set([...c.controllers.map((x) => x.name), ...(c.leader ? [c.leader.name] : [])]);
+  for (const name of [...names].sort()) {
+    const api = c.controllers.find((x) => x.name === name)?.api ?? c.leader?.api ?? '';
+    lines.push(`  ${name.padEnd(8)} ${(c.leader?.name === name ? 'LEADER' : 'follower').padEnd(9)} ${api}${name === c.self ? '  (answering)' : ''}`);
+  }
+  if (!c.leader) lines.push('  NO LEADER: election under way, or etcd has lost its quorum (no migration can start)');
+  for (const m of c.etcd ?? []) {
+    lines.push(`  etcd ${m.endpoint.padEnd(26)} ${m.healthy ? `healthy${m.leader ? ', raft leader' : ''}, ${m.version}` : `UNHEALTHY: ${m.error}`}`);
+  }
+  return lines;
 }

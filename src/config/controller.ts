@@ -24,8 +24,31 @@ export const controllerConfigSchema = z
       .min(1),
     /** The keepers of the servers, for failover. */
     keepers: z.array(z.object({ name: z.string().min(1), api: z.string().url() })).default([]),
-    /** The controller's SQLite database: migration journal and inventory (src/controller/journal.ts). */
+    /** The controller's SQLite database: migration journal and inventory (src/controller/sqlite-store.ts), when `store` is sqlite. */
     journal: z.string().min(1).default('/var/lib/vipshift/controller.sqlite'),
+    /**
+     * Where the journal, the inventory and the settings live: `sqlite` (one controller, the
+     * file `journal`) or `etcd` (two or three controllers, one leader: src/controller/etcd-store.ts).
+     */
+    store: z
+      .union([
+        z.literal('sqlite'),
+        z
+          .object({
+            etcd: z
+              .object({
+                endpoints: z.array(z.string().regex(/^https?:\/\/[^/]+$/, 'expected http(s)://ADDRESS:PORT')).min(1),
+                prefix: z.string().startsWith('/').endsWith('/').default('/vipshift/'),
+                /** The leader's lease: a dead leader is replaced after about this long. */
+                leaseSeconds: z.number().int().min(2).max(60).default(3),
+                /** Client certificate and the cluster CA (PEM files; `vipshift pki etcd` mints them). */
+                tls: z.object({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+              })
+              .strict(),
+          })
+          .strict(),
+      ])
+      .default('sqlite'),
     vips: z.array(z.object({ name: z.string().min(1), address: z.string().optional(), owner: z.string().min(1) })),
     /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
     metrics: metricsListenerSchema.default(METRICS_DEFAULT),

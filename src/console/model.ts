@@ -299,7 +299,10 @@ function connection(data: ConsoleData, width: number): Line {
     skew !== undefined && Math.abs(skew) > CLOCK_WARN_MS
       ? [seg(`  clock ${Math.round(Math.abs(skew) / 1000)} s ${skew > 0 ? 'behind' : 'ahead of'} the controller's: requests fail beyond 30 s, check the time client`, 'warn')]
       : [];
-  return clip([seg(`${clock} `), seg('controller ok', 'ok'), ...warning, seg(`  rebalance: ${rebalance}  ${data.target}`, 'dim')], width);
+  const cp = f.ok.controllers;
+  // Several controllers: which one answers and who leads (the connection follows the leader).
+  const leader = cp && cp.store === 'etcd' ? `  talking to ${cp.self}, leader ${cp.leader?.name ?? 'NONE (no migration can start)'}` : '';
+  return clip([seg(`${clock} `), seg('controller ok', 'ok'), ...warning, seg(`  rebalance: ${rebalance}${leader}  ${data.target}`, 'dim')], width);
 }
 
 function footer(ui: Ui, width: number): Line[] {

@@ -43,11 +43,19 @@ async function fetched<T>(previous: Fetched<T> | undefined, now: number, get: ()
   }
 }
 
+/** The controller connection the console needs (src/controller/leader-client.ts follows the leader). */
+export type ControllerApi = Pick<ApiClient, 'get' | 'post' | 'clockSkewMs'> & { readonly baseUrl: string };
+
 export class ConsoleSource {
   constructor(
-    private readonly api: ApiClient,
-    readonly target: string,
+    private readonly api: ControllerApi,
+    private readonly fixedTarget?: string,
   ) {}
+
+  /** The controller the console talks to now (it changes with the leader). */
+  get target(): string {
+    return this.fixedTarget ?? this.api.baseUrl;
+  }
 
   /**
    * Between two refreshes while a migration runs: only its progress, which the controller
@@ -68,7 +76,7 @@ export class ConsoleSource {
   /** One refresh: the status always, and what the current view needs. */
   async refresh(data: ConsoleData, ui: Ui, height: number, now = Date.now()): Promise<ConsoleData> {
     const site = await fetched(data.site, now, () => this.api.get<SiteStatus>(ROUTES.status, { timeoutMs: TIMEOUT_MS }));
-    const next: ConsoleData = { ...data, site, now };
+    const next: ConsoleData = { ...data, site, now, target: this.target };
     const skew = this.api.clockSkewMs;
     if (skew !== undefined) next.clockSkewMs = skew;
     if ('ok' in site) {

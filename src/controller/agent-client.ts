@@ -12,14 +12,30 @@ import type { HoldRelease, ImportResult, MigrationAgent, PrecopyResult } from '.
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
 
 export class AgentClient implements MigrationAgent {
+  /**
+   * `epoch`: the epoch of this controller's latest leadership term (controllers on etcd). It
+   * goes with every step (agent-api.ts's epochQuery) and stays the same after the term ended,
+   * so that the appliance refuses what a deposed leader still sends.
+   */
   constructor(
     readonly name: string,
     readonly url: string,
     private readonly api: ApiClient,
+    private readonly epoch?: () => number | undefined,
   ) {}
 
+  private get query(): { epoch?: number } {
+    const epoch = this.epoch?.();
+    return epoch === undefined ? {} : { epoch };
+  }
+
   private step(endpoint: (typeof agentApi)['prepare' | 'forget' | 'abort' | 'deleteEntries'], vip: string): Promise<unknown> {
-    return call(this.api, endpoint, { params: { name: vip } });
+    return call(this.api, endpoint, { params: { name: vip }, query: this.query });
+  }
+
+  async announceEpoch(): Promise<void> {
+    if (this.epoch?.() === undefined) return;
+    await call(this.api, agentApi.announceEpoch, { query: this.query }, { timeoutMs: 2000 });
   }
 
   status(options?: RequestOptions): Promise<AgentStatus> {
@@ -31,30 +47,30 @@ export class AgentClient implements MigrationAgent {
   }
 
   async releaseAddress(vip: string): Promise<void> {
-    await call(this.api, agentApi.address, { params: { name: vip }, body: { action: 'release' } });
+    await call(this.api, agentApi.address, { params: { name: vip }, body: { action: 'release' }, query: this.query });
   }
 
   async claimAddress(vip: string): Promise<void> {
-    await call(this.api, agentApi.address, { params: { name: vip }, body: { action: 'claim' } });
+    await call(this.api, agentApi.address, { params: { name: vip }, body: { action: 'claim' }, query: this.query });
   }
 
   /** The target answers with one JSON line per batch created, then a summary line. */
   async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, precopied?: string): Promise<ImportResult> {
     const body = { from: source.name, ...(precopied ? { migration: precopied } : {}) };
-    const response = await open(this.api, agentApi.import, { params: { name: vip }, body });
+    const response = await open(this.api, agentApi.import, { params: { name: vip }, body, query: this.query });
     const { difference, fallback, ...result } = await this.progressLines('importing', vip, response, importLine, onProgress);
     return { ...result, ...(difference ? { difference } : {}), ...(fallback ? { fallback } : {}) };
   }
 
   /** The same kind of lines as an import's: a pre-copy is an import before the hold, then its rounds. */
   async precopy(vip: string, source: MigrationAgent, migration: string, onProgress: (moved: number) => void): Promise<PrecopyResult> {
-    const response = await open(this.api, agentApi.precopy, { params: { name: vip }, body: { from: source.name, migration } });
+    const response = await open(this.api, agentApi.precopy, { params: { name: vip }, body: { from: source.name, migration }, query: this.query });
     const { created, failed, rounds } = await this.progressLines('pre-copying', vip, response, precopyLine, onProgress);
     return { created, failed, rounds };
   }
 
   async endTracking(vip: string): Promise<void> {
-    await call(this.api, agentApi.precopyEnd, { params: { name: vip } });
+    await call(this.api, agentApi.precopyEnd, { params: { name: vip }, query: this.query });
   }
 
   /** JSON lines: progress (moved), then the summary, or the error that ended the work. */
@@ -90,7 +106,7 @@ export class AgentClient implements MigrationAgent {
   }
 
   activate(vip: string): Promise<HoldRelease> {
-    return call(this.api, agentApi.activate, { params: { name: vip } });
+    return call(this.api, agentApi.activate, { params: { name: vip }, query: this.query });
   }
 
   async abort(vip: string): Promise<void> {

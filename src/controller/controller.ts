@@ -14,10 +14,31 @@ import { algorithms, type AssignmentAlgorithm, type AssignmentInput, type Plan }
 import type { ControllerConfig } from '../config/controller.js';
 import type { ControllerStore, InventoryAppliance, InventoryVip, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './store.js';
 import { TrafficMeter, type ApplianceSample } from './statistics.js';
+import { NotLeaderError, type ControllerIdentity, type Leadership } from './leadership.js';
 
 /** What the controller needs of an appliance: the migration's operations and its status. */
 export interface ApplianceAgent extends MigrationAgent {
   status(options?: RequestOptions): Promise<AgentStatus>;
+  /** Tells the appliance the epoch of a new leader, so that it refuses the older ones from now on. */
+  announceEpoch?(): Promise<void>;
+}
+
+/** The controllers of the site and the health of their store, for the operator. */
+export interface ControlPlaneStatus {
+  self: string;
+  store: 'sqlite' | 'etcd';
+  leader: ControllerIdentity | null;
+  leading: boolean;
+  epoch: number | null;
+  elections: number;
+  controllers: ControllerIdentity[];
+  etcd?: { endpoint: string; healthy: boolean; leader?: boolean; version?: string; error?: string }[];
+}
+
+/** What the controller asks of the store's cluster beyond the store (etcd: its members). */
+export interface ControlPlane {
+  controllers(): Promise<ControllerIdentity[]>;
+  health(): Promise<NonNullable<ControlPlaneStatus['etcd']>>;
 }
 
 export interface SiteVip {
@@ -36,6 +57,7 @@ export interface SiteStatus {
   appliances: (AgentStatus & { name: string; reachable: boolean; up: boolean; maintenance: boolean; capacity: number; error?: string })[];
   migrations: MigrationProgress[];
   rebalance: RebalanceMode;
+  controllers?: ControlPlaneStatus;
 }
 
 export interface PlanReport extends Plan {
@@ -85,6 +107,9 @@ const HISTORY = 50;
 export interface ControllerOptions {
   now?: () => number;
   pause?: (step: Phase) => Promise<void>;
+  /** Several controllers on etcd: who leads (default: this one, always). */
+  leadership?: Leadership;
+  controlPlane?: ControlPlane;
 }
 
 export class Controller {
@@ -100,6 +125,8 @@ export class Controller {
   private readonly now: () => number;
   private readonly timers = new Set<NodeJS.Timeout>();
   private stopped = false;
+  /** Leadership terms started: the loops of an earlier term end by themselves. */
+  private term = 0;
   /** Each appliance's answer to the last poll it answered. */
   private readonly lastStatuses = new Map<string, AgentStatus>();
   /** Told of every migration that ends (metrics). */
@@ -115,6 +142,71 @@ export class Controller {
     this.now = options.now ?? Date.now;
     this.meter = new TrafficMeter(config.rebalance.load, config.statistics.smoothing);
     this.algorithm = algorithms[config.rebalance.algorithm]!();
+  }
+
+  leading(): boolean {
+    return this.options.leadership?.leading() ?? true;
+  }
+
+  leader(): ControllerIdentity | undefined {
+    return this.options.leadership ? this.options.leadership.leader() : { name: this.config.controller, api: `http://${this.config.api.listen}` };
+  }
+
+  /** Refuses what only the leader may do. */
+  private mustLead(): void {
+    if (!this.leading()) throw new NotLeaderError(this.leader());
+  }
+
+  /**
+   * This controller was elected: what it knew as a follower is dropped, unfinished migrations
+   * are ended by the usual rules (the previous leader may have died in one), the appliances
+   * learn the new epoch, and the loops start. Statistics are relearned from the next polls.
+   */
+  async lead(): Promise<void> {
+    this.endTerm();
+    this.stopped = false;
+    this.unrecovered.clear();
+    this.answered.clear();
+    this.lastStatuses.clear();
+    await Promise.all(
+      [...this.agents.values()].map((a) =>
+        a.announceEpoch?.().catch((err: Error) => this.logger.warn({ appliance: a.name, err: err.message }, 'could not tell an appliance the new epoch')),
+      ),
+    );
+    await this.open();
+    this.startLoops();
+  }
+
+  /** This controller no longer leads: its loops stop; a migration under way fails at its next write or request. */
+  follow(): void {
+    this.stopped = true;
+    this.endTerm();
+    this.unrecovered.clear();
+  }
+
+  private endTerm(): void {
+    this.term++;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+  }
+
+  async controlPlane(): Promise<ControlPlaneStatus> {
+    const l = this.options.leadership;
+    const cp = this.options.controlPlane;
+    const [controllers, etcd] = await Promise.all([
+      cp?.controllers().catch(() => []) ?? [{ name: this.config.controller, api: `http://${this.config.api.listen}` }],
+      cp?.health(),
+    ]);
+    return {
+      self: this.config.controller,
+      store: this.store.kind,
+      leader: this.leader() ?? null,
+      leading: this.leading(),
+      epoch: l?.epoch() ?? null,
+      elections: l?.elections ?? 1,
+      controllers,
+      ...(etcd ? { etcd } : {}),
+    };
   }
 
   /** The agent of an appliance of the inventory (the console's access-table pages go through it). */
@@ -210,11 +302,13 @@ export class Controller {
 
   /** Starts polling the appliances and (in auto) rebalancing. */
   startLoops(): void {
+    const term = this.term;
+    const over = () => this.stopped || term !== this.term;
     const every = (seconds: number, work: () => Promise<void>) => {
       const tick = async () => {
-        if (this.stopped) return;
+        if (over()) return;
         await work().catch((err: unknown) => this.logger.error({ err }, 'controller loop failed'));
-        if (this.stopped) return;
+        if (over()) return;
         const t = setTimeout(() => {
           this.timers.delete(t);
           void tick();
@@ -230,6 +324,7 @@ export class Controller {
   /** Stops the loops and waits for the migrations under way (bounded by their step timeouts). */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.term++;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     await this.idle();
@@ -287,6 +382,7 @@ export class Controller {
 
   /** Persisted: a restarted controller keeps the operator's choice over the configuration's. */
   async setRebalanceMode(mode: RebalanceMode): Promise<void> {
+    this.mustLead();
     await this.store.setSetting('rebalance', mode);
     this.logger.info({ mode }, 'rebalance mode set');
   }
@@ -362,12 +458,14 @@ export class Controller {
   // Operator actions
 
   async setPinned(vip: string, pinned: boolean): Promise<InventoryVip> {
+    this.mustLead();
     if (!(await this.store.setPinned(vip, pinned))) throw new MigrationRefused(`no VIP named '${vip}'`, 'name', 404);
     this.logger.info({ vip, pinned }, pinned ? 'VIP pinned' : 'VIP unpinned');
     return (await this.store.vips()).find((v) => v.name === vip)!;
   }
 
   async setMaintenance(appliance: string, on: boolean): Promise<InventoryAppliance> {
+    this.mustLead();
     if (!this.agents.has(appliance) || !(await this.store.setMaintenance(appliance, on))) {
       throw new MigrationRefused(`no appliance named '${appliance}'`, 'name', 404);
     }
@@ -380,6 +478,7 @@ export class Controller {
    * one plan round after another until nothing more can move; cool-downs do not apply, pins do.
    */
   async drain(appliance: string): Promise<{ appliance: string; migrations: MigrationProgress[]; waiting: Plan['waiting']; remaining: string[] }> {
+    this.mustLead();
     await this.setMaintenance(appliance, true);
     const migrations: MigrationProgress[] = [];
     let waiting: Plan['waiting'] = [];
@@ -420,11 +519,12 @@ export class Controller {
     const appliances = await Promise.all(
       [...this.agents.values()].map(async (agent) => {
         const inv = inventory.get(agent.name)!;
-        const flags = { up: this.isUp(inv), maintenance: inv.maintenance, capacity: inv.capacity };
+        // A follower does not poll: what it sees now is all it knows.
+        const flags = (answered: boolean) => ({ up: this.leading() ? this.isUp(inv) : answered, maintenance: inv.maintenance, capacity: inv.capacity });
         try {
-          return { name: agent.name, reachable: true, ...flags, ...(await agent.status({ timeoutMs: 5000 })) };
+          return { name: agent.name, reachable: true, ...flags(true), ...(await agent.status({ timeoutMs: 5000 })) };
         } catch (err) {
-          return { name: agent.name, appliance: agent.name, vips: [], vrrp: [], reachable: false, ...flags, error: (err as Error).message };
+          return { name: agent.name, appliance: agent.name, vips: [], vrrp: [], reachable: false, ...flags(false), error: (err as Error).message };
         }
       }),
     );
@@ -444,7 +544,7 @@ export class Controller {
           load: v.load,
         };
       });
-    return { vips, appliances, migrations: await this.migrations(), rebalance: await this.rebalanceMode() };
+    return { vips, appliances, migrations: await this.migrations(), rebalance: await this.rebalanceMode(), controllers: await this.controlPlane() };
   }
 
   /** Migrations under way in this controller. */
@@ -471,6 +571,7 @@ export class Controller {
    */
   async start(vip: string, to: string, drill: Drill = {}, reason: MigrationReason = 'operator'): Promise<{ progress: MigrationProgress; done: Promise<MigrationProgress> }> {
     // Claimed before the first await, so that two requests for one VIP cannot both pass the checks.
+    this.mustLead();
     if (this.migratingVips().has(vip)) throw new MigrationRefused(`${vip} is being migrated already`, 'vip');
     this.starting.add(vip);
     try {

@@ -9,6 +9,7 @@ import { AgentClient } from './agent-client.js';
 import { PHASES } from '../migration/migration.js';
 import { pageQuery } from '../appliance/agent-api.js';
 import { MigrationRefused, type Controller } from './controller.js';
+import { NotLeaderError } from './leadership.js';
 
 const migrationRequest = z
   .object({
@@ -36,6 +37,7 @@ const empty = z.object({}).strict();
 const READ = ['admin', 'monitor'] as const;
 export const CONTROLLER_ROLES: RouteRoles = {
   'GET /v1/status': READ,
+  'GET /v1/controllers': READ,
   'GET /v1/migrations': READ,
   'GET /v1/appliances/:name/vips/:vip/entries': READ,
   'GET /v1/migrations/:id': READ,
@@ -55,6 +57,8 @@ async function refusals<T>(work: () => T | Promise<T>): Promise<T> {
     return await work();
   } catch (err) {
     if (err instanceof MigrationRefused) throw new HttpError(err.status, err.message, err.field);
+    // 421 Misdirected Request: the operator's tools ask /v1/controllers who leads and go there.
+    if (err instanceof NotLeaderError) throw new HttpError(421, err.message, 'leader');
     throw err;
   }
 }
@@ -62,6 +66,7 @@ async function refusals<T>(work: () => T | Promise<T>): Promise<T> {
 export function controllerRoutes(site: Controller): Route[] {
   return [
     { method: 'GET', path: '/v1/status', handler: () => site.status() },
+    { method: 'GET', path: '/v1/controllers', handler: () => site.controlPlane() },
     { method: 'GET', path: '/v1/migrations', handler: () => site.migrations() },
     {
       // A page of an appliance's access table, asked of its agent (the console talks only to us).
@@ -106,7 +111,7 @@ export function controllerRoutes(site: Controller): Route[] {
       path: '/v1/rebalance',
       body: rebalanceRequest,
       handler: async (ctx: RequestContext<z.infer<typeof rebalanceRequest>>) => {
-        await site.setRebalanceMode(ctx.body.mode);
+        await refusals(() => site.setRebalanceMode(ctx.body.mode));
         return { mode: await site.rebalanceMode() };
       },
     },

@@ -10,6 +10,7 @@ import type { ApplianceConfigInput } from '../config/appliance.js';
 import { createClusterCredentials } from '../api/auth.js';
 import { createMetricsToken } from '../metrics/listener.js';
 import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
+import { etcdCommand } from './etcd.js';
 import {
   type LabState,
   type ProcessRecord,
@@ -57,6 +58,8 @@ export interface UpOptions {
   appliances?: boolean;
   controller?: boolean;
   keepers?: boolean;
+  /** Controllers: 1 (default, SQLite) or 2–3 (on etcd, with an etcd member on each one's host). */
+  controllers?: number;
   /** A disposable lab owned by this process (tests): the next test run may reap it once we are gone. */
   owned?: boolean;
   /** How long a started process may take to listen on its ports. */
@@ -83,10 +86,22 @@ export interface UpResult {
 
 interface StoredState extends LabState {
   daemons: Record<Daemon, DaemonStatus>;
+  /** Absent in the default site (one controller). */
+  controllers?: number;
 }
 
-export function siteFor(name: string | undefined, stateBase?: string): Site {
-  return defaultSite({ name, stateBase: stateBase ?? process.env.VIPSHIFT_LAB_DIR ?? DEFAULT_STATE_BASE });
+/** The site of a lab: its controller count as `up` recorded it unless given. */
+export function siteFor(name: string | undefined, stateBase?: string, controllers?: number): Site {
+  const base = stateBase ?? process.env.VIPSHIFT_LAB_DIR ?? DEFAULT_STATE_BASE;
+  let count = controllers;
+  if (count === undefined) {
+    try {
+      count = (readState(defaultSite({ name, stateBase: base }).stateDir) as StoredState | undefined)?.controllers;
+    } catch {
+      count = undefined; // a broken state file: the default site
+    }
+  }
+  return defaultSite({ name, stateBase: base, ...(count ? { controllers: count } : {}) });
 }
 
 /**
@@ -102,7 +117,7 @@ export async function registeredCommands(): Promise<Set<string>> {
 
 export async function labUp(options: UpOptions = {}): Promise<UpResult> {
   const t0 = performance.now();
-  const site = siteFor(options.name, options.stateBase);
+  const site = siteFor(options.name, options.stateBase, options.controllers ?? 1);
   const problems = siteProblems(site);
   if (problems.length) throw new Error(`lab ${site.name}: the site is inconsistent:\n  ${problems.join('\n  ')}`);
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} does not exist: build first (npx tsc -p tsconfig.json)`);
@@ -118,6 +133,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     createdAt: new Date().toISOString(),
     owner: options.owned ? selfId() : null,
     namespaces: site.hosts.map((h) => h.namespace),
+    ...(site.apis.controllers.length > 1 ? { controllers: site.apis.controllers.length } : {}),
     processes: [],
     daemons: {
       appliance: want('appliance', options.appliances),
@@ -158,13 +174,13 @@ function writeConfigs(site: Site, configure: UpOptions['configure'] = {}): void 
   const same = <T>(_: string, c: T): T => c;
   for (const a of hostsOf(site, 'appliance')) write(a.name, (configure.appliance ?? same)(a.name, applianceConfig(site, a.name)));
   for (const s of hostsOf(site, 'server')) fs.writeFileSync(path.join(site.stateDir, `${s.name}-keeper.yaml`), header + YAML.stringify((configure.keeper ?? same)(s.name, keeperConfig(site, s.name))));
-  write(site.apis.controller.host, controllerConfig(site));
+  for (const c of site.apis.controllers) write(c.host, controllerConfig(site, c.host));
 }
 
 async function startProcesses(site: Site, state: StoredState, timeoutMs: number): Promise<void> {
   const node = process.execPath;
-  const start = (name: string, hostName: string, args: string[]): Started => {
-    const started = startProcess({ name, namespace: host(site, hostName).namespace, command: [node, CLI, ...args], logDir: site.stateDir });
+  const start = (name: string, hostName: string, args: string[], command = [node, CLI]): Started => {
+    const started = startProcess({ name, namespace: host(site, hostName).namespace, command: [...command, ...args], logDir: site.stateDir });
     state.processes.push(started.record);
     writeState(site.stateDir, state);
     return started;
@@ -185,12 +201,20 @@ async function startProcesses(site: Site, state: StoredState, timeoutMs: number)
       waits.push(waitForListeners(p, [site.apis.appliances[a.name]!.port], timeoutMs));
     }
   }
+  // Several controllers keep their store in etcd: a member on each controller's host.
+  if (site.etcd && state.daemons.controller === 'started') {
+    for (const c of site.apis.controllers) waits.push(waitForListeners(start(`${c.host}-etcd`, c.host, etcdCommand(site, c.host), []), [site.etcd.clientPort], timeoutMs));
+  }
   await Promise.all(waits);
-  // The controller talks to the appliances and keepers: it starts once they listen.
+  // The controllers talk to the appliances and keepers: they start once those listen.
   if (state.daemons.controller === 'started') {
-    const c = site.apis.controller;
-    const p = start('controller', c.host, ['controller', '--config', configPath(site, c.host), '--credentials', credentialsDir(site)]);
-    await waitForListeners(p, [c.port], timeoutMs);
+    await Promise.all(
+      site.apis.controllers.map((c) => {
+        const name = site.etcd ? `${c.host}-controller` : 'controller';
+        const p = start(name, c.host, ['controller', '--config', configPath(site, c.host), '--credentials', credentialsDir(site)]);
+        return waitForListeners(p, [c.port], timeoutMs);
+      }),
+    );
   }
 }
 

@@ -82,9 +82,14 @@ export interface Site {
   vips: Vip[];
   apis: {
     appliances: Record<string, Api>;
+    /** The first controller (the only one of the default site). */
     controller: { host: string } & Api;
+    /** Every controller; more than one run on etcd, with an etcd member each on their box. */
+    controllers: ({ host: string } & Api)[];
     keepers: Record<string, Api>;
   };
+  /** The etcd members (on the controllers' hosts) when the site has several controllers. */
+  etcd?: { clientPort: number; peerPort: number; leaseSeconds: number };
   /** The servers' service (`vipshift lab serve`). */
   service: { echoPort: number; httpPort: number };
 }
@@ -107,12 +112,22 @@ export interface SiteOptions {
   name?: string;
   /** Parent of the lab's state directory. */
   stateBase?: string;
+  /** 1 (the default: `ctl` on SQLite) or 2–3 (`ctl1`.. on etcd, an etcd member each). */
+  controllers?: number;
 }
+
+export const MAX_CONTROLLERS = 3;
 
 /** The default site of the contract: one client, a router, two appliances, three servers, a controller. */
 export function defaultSite(options: SiteOptions = {}): Site {
   const name = options.name ?? DEFAULT_LAB_NAME;
   checkLabName(name);
+  const controllerCount = options.controllers ?? 1;
+  if (!Number.isInteger(controllerCount) || controllerCount < 1 || controllerCount > MAX_CONTROLLERS) {
+    throw new Error(`--controllers ${controllerCount}: expected 1 to ${MAX_CONTROLLERS}`);
+  }
+  const controllers =
+    controllerCount === 1 ? [{ name: 'ctl', mgmt: '192.0.2.2' }] : Array.from({ length: controllerCount }, (_, i) => ({ name: `ctl${i + 1}`, mgmt: `192.0.2.${i + 2}` }));
   const ns = (host: string) => `${name}-${host}`;
   const lan = (ifname: string, segment: SegmentName, address: string): Interface => ({
     name: ifname,
@@ -174,14 +189,9 @@ export function defaultSite(options: SiteOptions = {}): Site {
         forwarding: false,
       }),
     ),
-    {
-      name: 'ctl',
-      role: 'controller',
-      namespace: ns('ctl'),
-      interfaces: [lan('mgmt0', 'mgmt', '192.0.2.2')],
-      routes: [],
-      forwarding: false,
-    },
+    ...controllers.map(
+      (c): Host => ({ name: c.name, role: 'controller', namespace: ns(c.name), interfaces: [lan('mgmt0', 'mgmt', c.mgmt)], routes: [], forwarding: false }),
+    ),
     { name: SWITCH_HOST, role: 'switch', namespace: ns(SWITCH_HOST), interfaces: [], routes: [], forwarding: false },
   ];
 
@@ -217,10 +227,12 @@ export function defaultSite(options: SiteOptions = {}): Site {
     vips,
     apis: {
       appliances: Object.fromEntries(appliances.map((a) => [a.name, { address: a.mgmt, port: 8441 }])),
-      controller: { host: 'ctl', address: '192.0.2.2', port: 8440 },
+      controller: { host: controllers[0]!.name, address: controllers[0]!.mgmt, port: 8440 },
+      controllers: controllers.map((c) => ({ host: c.name, address: c.mgmt, port: 8440 })),
       keepers: Object.fromEntries(servers.map((s) => [s.name, { address: s.mgmt, port: 8442 }])),
     },
     service: { echoPort: 7, httpPort: 80 },
+    ...(controllerCount > 1 ? { etcd: { clientPort: 2379, peerPort: 2380, leaseSeconds: 3 } } : {}),
   };
 }
 
@@ -349,19 +361,35 @@ export function prometheusConfig(site: Site, scrapeInterval = '15s'): Record<str
     global: { scrape_interval: scrapeInterval, scrape_timeout: scrapeInterval === '1s' ? '1s' : '10s' },
     scrape_configs: [
       job('vipshift-appliance', hostsOf(site, 'appliance').map((a) => site.apis.appliances[a.name]!)),
-      job('vipshift-controller', [site.apis.controller]),
+      job('vipshift-controller', site.apis.controllers),
       job('vipshift-keeper', hostsOf(site, 'server').map((s) => site.apis.keepers[s.name]!)),
     ],
   };
 }
 
-/** The controller's configuration file (src/config/controller.ts's schema). */
-export function controllerConfig(site: Site): ControllerConfigInput {
-  const c = site.apis.controller;
+/** The local socket of a controller (the operator's CLI on the host): `controller.sock` for a sole one. */
+export function controllerSocket(site: Site, controller: string): string {
+  return path.join(site.stateDir, site.etcd ? `controller-${controller}.sock` : 'controller.sock');
+}
+
+/** The etcd members of a site with several controllers: name, client and peer URL. */
+export function etcdMembers(site: Site): { name: string; client: string; peer: string }[] {
+  const e = site.etcd;
+  if (!e) return [];
+  return site.apis.controllers.map((c) => ({ name: c.host, client: `http://${c.address}:${e.clientPort}`, peer: `http://${c.address}:${e.peerPort}` }));
+}
+
+/** A controller's configuration file (src/config/controller.ts's schema). */
+export function controllerConfig(site: Site, controller = site.apis.controller.host): ControllerConfigInput {
+  const c = site.apis.controllers.find((x) => x.host === controller);
+  if (!c) throw new Error(`lab ${site.name}: '${controller}' is not a controller`);
   return {
     controller: c.host,
-    api: { listen: listen(c), socket: path.join(site.stateDir, 'controller.sock') },
+    api: { listen: listen(c), socket: controllerSocket(site, c.host) },
     journal: path.join(site.stateDir, 'controller-journal.sqlite'),
+    ...(site.etcd
+      ? { store: { etcd: { endpoints: etcdMembers(site).map((m) => m.client), prefix: `/vipshift/${site.name}/`, leaseSeconds: site.etcd.leaseSeconds } } }
+      : {}),
     appliances: hostsOf(site, 'appliance').map((a) => ({ name: a.name, api: apiUrl(site.apis.appliances[a.name]!) })),
     keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, api: apiUrl(site.apis.keepers[s.name]!) })),
     vips: site.vips.map((v) => ({ name: v.name, address: v.address, owner: v.owner })),
@@ -387,7 +415,7 @@ export function clusterMembers(site: Site): Record<string, Role> {
   return {
     ...Object.fromEntries(hostsOf(site, 'appliance').map((h) => [h.name, 'appliance' as const])),
     ...Object.fromEntries(hostsOf(site, 'server').map((h) => [h.name, 'keeper' as const])),
-    [site.apis.controller.host]: 'controller',
+    ...Object.fromEntries(site.apis.controllers.map((c) => [c.host, 'controller' as const])),
     admin: 'admin',
     monitor: 'monitor',
   };
@@ -434,6 +462,8 @@ export interface LabInfo {
     servers: Array<{ name: string; address: string }>;
   }>;
   controller: { name: string; namespace: string; api: string; config: string };
+  controllers: { name: string; namespace: string; api: string; config: string; socket: string }[];
+  etcd: { name: string; client: string; peer: string }[];
   switch: { namespace: string; bridges: Record<SegmentName, string> };
 }
 
@@ -476,6 +506,14 @@ export function labInfo(site: Site): LabInfo {
       servers: v.servers.map((s) => ({ name: s, address: pick(host(site, s), 'int') })),
     })),
     controller: { name: ctl.name, namespace: ctl.namespace, api: apiUrl(site.apis.controller), config: configPath(site, ctl.name) },
+    controllers: site.apis.controllers.map((c) => ({
+      name: c.host,
+      namespace: host(site, c.host).namespace,
+      api: apiUrl(c),
+      config: configPath(site, c.host),
+      socket: controllerSocket(site, c.host),
+    })),
+    etcd: etcdMembers(site),
     switch: {
       namespace: host(site, SWITCH_HOST).namespace,
       bridges: Object.fromEntries(site.segments.map((s) => [s.name, s.bridge])) as Record<SegmentName, string>,
