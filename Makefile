@@ -181,3 +181,11 @@ test-keepalived: build
 	npx vitest run test/unit/keepalived-import.test.ts test/unit/keepalived-fuzz.test.ts test/unit/keepalived-tokenizer.test.ts test/unit/cli-check.test.ts
 	npx vitest run test/integration/vrrp-keepalived-versions.test.ts
 	npx vitest run test/integration/keepalived-appliance.test.ts
+# synflood — SYN flood protection, junk kept out of replication and migrations, a full table
+.PHONY: test-synflood bench-synflood
+test-synflood: build
+	npx vitest run test/unit/netlink-entry-connection.test.ts test/unit/nat-flood.test.ts test/unit/appliance-table-watch.test.ts
+	npx vitest run test/integration/synflood.test.ts
+
+bench-synflood: build
+	npx tsx bench/synflood.ts

@@ -6,6 +6,7 @@ import { type LabStatus, labDown, labStatus, labUp, siteFor } from '../lab/lab.j
 import { startService } from '../lab/service.js';
 import { host } from '../lab/site.js';
 import { describeTraffic, runTraffic } from '../lab/traffic.js';
+import { runChurn } from '../lab/churn.js';
 
 const USAGE = `usage: vipshift lab SUBCOMMAND
 
@@ -23,6 +24,9 @@ const USAGE = `usage: vipshift lab SUBCOMMAND
           [--per-connection] [--stop-on-eof] [--json]
          echo traffic from the current namespace (use inside lab exec client); without
          --duration it runs until SIGTERM, SIGINT or (with --stop-on-eof) end of stdin
+  churn  --vip ADDRESS --port PORT [--rate 50] [--timeout 10000] [--stop-on-eof]
+         new connections at a steady rate (connect, one echo, close) until stopped; prints
+         a JSON summary of failures by kind
 
   demo   [--name demo] [--connections 500] [--vip vip1] [--to lb2]
          lab up, live connections, a migration under load with the tables before and
@@ -48,6 +52,8 @@ export async function lab(args: string[]): Promise<number> {
         return await serve(rest);
       case 'traffic':
         return await traffic(rest);
+      case 'churn':
+        return await churn(rest);
       case 'demo':
         return await (await import('./demo.js')).demo(rest);
       case undefined:
@@ -186,6 +192,31 @@ function positive(flag: string, value: string | undefined, integer: boolean): nu
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) throw usageError(`${flag}: '${value}' is not a positive ${integer ? 'integer' : 'number'}`);
   return n;
+}
+
+async function churn(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { vip: { type: 'string' }, port: { type: 'string' }, rate: { type: 'string', default: '50' }, timeout: { type: 'string' }, 'stop-on-eof': { type: 'boolean' } },
+  });
+  if (!values.vip) throw usageError('churn: --vip ADDRESS is required');
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  if (values['stop-on-eof']) process.stdin.on('end', stop).on('close', stop).resume();
+  const summary = await runChurn(
+    {
+      address: values.vip,
+      port: port('--port', values.port),
+      rate: positive('--rate', values.rate, false),
+      ...(values.timeout !== undefined ? { timeoutMs: positive('--timeout', values.timeout, false) } : {}),
+    },
+    abort.signal,
+  );
+  process.stdin.pause();
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+  return 0;
 }
 
 async function traffic(args: string[]): Promise<number> {

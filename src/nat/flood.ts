@@ -109,6 +109,19 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
     );
   }
 
+  // The appliance's own management traffic (agent API, pulls from peers, pushes to keepers)
+  // takes no conntrack entry: a full table must not cut it off from the controller, its peers
+  // and its keepers — the migration that would give room back goes over that link.
+  const mgmt = config.api.listen.split(':')[0]!;
+  if (mgmt !== '0.0.0.0') {
+    cmds.push(
+      add('chain', { name: 'mgmt_in', type: 'filter', hook: 'prerouting', prio: SYN_RAW_PRIORITY, policy: 'accept' }),
+      rule('mgmt_in', [match(payload('ip', 'daddr'), mgmt), { notrack: null }], 'management traffic: no entry'),
+      add('chain', { name: 'mgmt_out', type: 'filter', hook: 'output', prio: SYN_RAW_PRIORITY, policy: 'accept' }),
+      rule('mgmt_out', [match(payload('ip', 'saddr'), mgmt), { notrack: null }], 'management traffic: no entry'),
+    );
+  }
+
   const limits: Expr[][] = [];
   if (newConnectionsPerVip > 0) {
     counters(vipLimitedCounter, 'vip_limited_counters');

@@ -31,7 +31,8 @@ describe('the SYN flood section of the ruleset', () => {
       connectionsPerSource: 20_000,
     });
     const cmds = floodCommands(config, 'vipshift');
-    expect(chains(cmds)).toEqual(['syn_raw', 'synproxy_in', 'nat_output', 'flood_limits', 'limits_in', 'limits_out']);
+    expect(chains(cmds)).toEqual(['syn_raw', 'synproxy_in', 'nat_output', 'mgmt_in', 'mgmt_out', 'flood_limits', 'limits_in', 'limits_out']);
+    expect(JSON.stringify(cmds)).toContain('"right":"192.0.2.11"}},{"notrack":null}');
     const text = JSON.stringify(cmds);
     expect(text).toContain('"synproxy":{"mss":1460,"wscale":7,"flags":["timestamp","sack-perm"]}');
     expect(text).toContain('"rate":2000,"burst":2000');
@@ -50,9 +51,9 @@ describe('the SYN flood section of the ruleset', () => {
 
   it('leaves out what is switched off', () => {
     const cmds = floodCommands(configWith({ synproxy: { enabled: false }, newConnectionsPerVip: 0, connectionsPerSource: 0 }), 'vipshift');
-    expect(cmds).toEqual([]);
+    expect(chains(cmds)).toEqual(['mgmt_in', 'mgmt_out']);
     const onlySource = floodCommands(configWith({ synproxy: { enabled: false }, newConnectionsPerVip: 0 }), 'vipshift');
-    expect(chains(onlySource)).toEqual(['flood_limits', 'limits_in', 'limits_out']);
+    expect(chains(onlySource)).toEqual(['mgmt_in', 'mgmt_out', 'flood_limits', 'limits_in', 'limits_out']);
     expect(JSON.stringify(onlySource)).not.toContain('vip_new_rate');
   });
 
