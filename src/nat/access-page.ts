@@ -78,7 +78,10 @@ export class PageQueryError extends Error {
   }
 }
 
-const endpoint = (b: Buffer, addr: number, port: number): string => `${b[addr]}.${b[addr + 1]}.${b[addr + 2]}.${b[addr + 3]}:${b.readUInt16BE(port)}`;
+/** '0'..'255': an address is written from four lookups, not four number conversions. */
+const OCTETS = Array.from({ length: 256 }, (_, i) => String(i));
+const endpoint = (b: Buffer, addr: number, port: number): string =>
+  `${OCTETS[b[addr]!]}.${OCTETS[b[addr + 1]!]}.${OCTETS[b[addr + 2]!]}.${OCTETS[b[addr + 3]!]}:${(b[port]! << 8) | b[port + 1]!}`;
 
 function stateName(b: Buffer, r: number): string {
   if (b[r + R_PROTO] !== 6) return 'UDP';
@@ -99,29 +102,56 @@ export function rowAt(b: Buffer, r: number): AccessRow {
 
 type Predicate = (b: Buffer, r: number) => boolean;
 
-/** `client:198.51.100.10 state:est` → a test on a record; text matches case-insensitively as a substring. */
+/**
+ * `client:198.51.100.10 state:est` → a test on a record; text matches case-insensitively as a
+ * substring, every term must match. Each record's fields are written out once however many
+ * terms there are (a bare term looks at them all, joined), and repeated terms count once: 100
+ * terms on 100,000 entries must not stall the appliance's event loop.
+ */
 export function parseFilter(filter: string): Predicate | undefined {
-  const terms = filter.trim().split(/\s+/).filter(Boolean);
+  const terms = [...new Set(filter.trim().toLowerCase().split(/\s+/).filter(Boolean))];
   if (terms.length === 0) return undefined;
-  const tests = terms.map((term): Predicate => {
+  const tests = terms.map((term): { field: (typeof FILTER_FIELDS)[number] | undefined; text: string } => {
     const colon = term.indexOf(':');
-    const field = colon > 0 ? term.slice(0, colon).toLowerCase() : '';
+    const field = colon > 0 ? term.slice(0, colon) : '';
     // A bare address:port ("198.51.100.10:4000") is text, not a field.
     const named = (FILTER_FIELDS as readonly string[]).includes(field);
-    const text = (named ? term.slice(colon + 1) : term).toLowerCase();
-    const of: Record<(typeof FILTER_FIELDS)[number], (b: Buffer, r: number) => string> = {
-      client: (b, r) => endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT),
-      server: (b, r) => endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT),
-      inside: (b, r) => (b.readUInt32BE(r + R_INSIDE_ADDR) === 0 ? '' : endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT)),
-      state: (b, r) => stateName(b, r).toLowerCase(),
-    };
-    if (named) {
-      const get = of[field as keyof typeof of];
-      return (b, r) => get(b, r).includes(text);
-    }
-    return (b, r) => FILTER_FIELDS.some((f) => of[f](b, r).includes(text));
+    return named ? { field: field as (typeof FILTER_FIELDS)[number], text: term.slice(colon + 1) } : { field: undefined, text: term };
   });
-  return (b, r) => tests.every((t) => t(b, r));
+  return (b, r) => {
+    // Each field written out at most once per record, only if a term asks for it.
+    let client: string | undefined;
+    let server: string | undefined;
+    let inside: string | undefined;
+    let state: string | undefined;
+    let all: string | undefined;
+    for (const t of tests) {
+      let haystack: string;
+      switch (t.field) {
+        case 'client':
+          haystack = client ??= endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT);
+          break;
+        case 'server':
+          haystack = server ??= endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT);
+          break;
+        case 'inside':
+          haystack = inside ??= b.readUInt32BE(r + R_INSIDE_ADDR) === 0 ? '' : endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT);
+          break;
+        case 'state':
+          haystack = state ??= stateName(b, r).toLowerCase();
+          break;
+        default:
+          // Fields joined by a newline, which no term contains: a match never spans two.
+          client ??= endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT);
+          server ??= endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT);
+          inside ??= b.readUInt32BE(r + R_INSIDE_ADDR) === 0 ? '' : endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT);
+          state ??= stateName(b, r).toLowerCase();
+          haystack = all ??= `${client}\n${server}\n${inside}\n${state}`;
+      }
+      if (!haystack.includes(t.text)) return false;
+    }
+    return true;
+  };
 }
 
 function parseSort(sort: string): { key: SortKey; descending: boolean } {
