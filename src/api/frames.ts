@@ -80,10 +80,16 @@ export class FrameSigner extends Transform {
   }
 }
 
-/** Checks signed frames and passes on their data; fails on a bad, oversized or missing frame. */
+/**
+ * Checks signed frames and passes on their data; fails on a bad, oversized or missing frame.
+ * What arrives is kept as a list of chunks and each frame is joined once, when all of it is
+ * in: a peer that sends a frame a few bytes at a time costs time linear in its size (joining
+ * the buffer on every chunk copied it over and over: quadratic).
+ */
 export class FrameVerifier extends Transform {
   private previous: Buffer;
-  private buffered: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private bufferedBytes = 0;
   private ended = false;
 
   constructor(
@@ -96,20 +102,23 @@ export class FrameVerifier extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
-    while (this.buffered.length >= 4) {
+    if (chunk.length > 0) {
+      this.chunks.push(chunk);
+      this.bufferedBytes += chunk.length;
+    }
+    while (this.bufferedBytes >= 4) {
       if (this.ended) return done(new Error(`data after the end frame from '${this.peer}'`));
-      const length = this.buffered.readUInt32BE(0);
+      const length = this.peek(4).readUInt32BE(0);
       if (length > MAX_FRAME_BYTES) return done(new Error(`frame of ${length} bytes from '${this.peer}' exceeds ${MAX_FRAME_BYTES}`));
       const total = 4 + length + SIGNATURE_BYTES;
-      if (this.buffered.length < total) break;
-      const data = this.buffered.subarray(4, 4 + length);
-      const signature = this.buffered.subarray(4 + length, total);
-      if (!verify(null, Buffer.concat([this.previous, this.buffered.subarray(0, 4), data]), this.key, signature)) {
+      if (this.bufferedBytes < total) break;
+      const frame = this.consume(total);
+      const data = frame.subarray(4, 4 + length);
+      const signature = frame.subarray(4 + length, total);
+      if (!verify(null, Buffer.concat([this.previous, frame.subarray(0, 4), data]), this.key, signature)) {
         return done(new Error(`bad frame signature from '${this.peer}'`));
       }
       this.previous = Buffer.from(signature);
-      this.buffered = this.buffered.subarray(total);
       if (length === 0) this.ended = true;
       else this.push(data);
     }
@@ -117,7 +126,43 @@ export class FrameVerifier extends Transform {
   }
 
   override _flush(done: TransformCallback): void {
-    if (!this.ended || this.buffered.length > 0) done(new Error(`stream from '${this.peer}' was cut before its end frame`));
+    if (!this.ended || this.bufferedBytes > 0) done(new Error(`stream from '${this.peer}' was cut before its end frame`));
     else done();
+  }
+
+  /** The first n buffered bytes, without consuming them (joins only the chunks they span). */
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length < n) {
+      let joined = 1;
+      for (let bytes = this.chunks[0]!.length; bytes < n; joined++) bytes += this.chunks[joined]!.length;
+      this.chunks.splice(0, joined, Buffer.concat(this.chunks.slice(0, joined)));
+    }
+    return this.chunks[0]!;
+  }
+
+  /** Removes and returns the first n buffered bytes (n ≤ bufferedBytes), each copied once at most. */
+  private consume(n: number): Buffer {
+    this.bufferedBytes -= n;
+    const first = this.chunks[0]!;
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      const c = this.chunks[0]!;
+      if (c.length <= need) {
+        parts.push(c);
+        this.chunks.shift();
+        need -= c.length;
+      } else {
+        parts.push(c.subarray(0, need));
+        this.chunks[0] = c.subarray(need);
+        need = 0;
+      }
+    }
+    return Buffer.concat(parts, n);
   }
 }
