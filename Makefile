@@ -189,3 +189,12 @@ test-synflood: build
 
 bench-synflood: build
 	npx tsx bench/synflood.ts
+# trust — roles on every route, API connection limits, replay, the Prometheus scrape, hooks
+.PHONY: test-trust bench-api-latency
+test-trust: build
+	npx vitest run test/unit/controller-auth.test.ts test/unit/api-auth.test.ts test/unit/api-frames.test.ts test/unit/api-roles-doc.test.ts test/unit/appliance-hooks.test.ts test/unit/appliance-peers.test.ts test/unit/metrics-listener.test.ts
+	npx vitest run test/integration/api-limits.test.ts
+	npx vitest run test/integration/metrics-prometheus.test.ts
+
+bench-api-latency: build
+	npx tsx bench/api-latency.ts
