@@ -15,7 +15,16 @@
  * Each size runs ROUNDS times (a fresh lab each); the JSON gives the median round (by the
  * four steps' sum) with every round listed, and resets summed over all rounds.
  *
- * Environment: SIZES (default 1000,10000,100000), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20).
+ * The migration pre-copies (the default): the target copies the table before step 1 while lb1
+ * forwards, and step 3 moves only the difference. Reported per size beside the four steps: the
+ * pre-copy's own time and rounds, the difference's entries, the longest pause any live
+ * connection saw, and the appliances' memory (RSS) holding the table.
+ *
+ * Above REFERENCE_MAX entries (default 100,000) conntrackd's reference is not run (its resync
+ * of 1,000,000 entries alone takes minutes). Sizes above the host's nf_conntrack_max raise it
+ * for the run (2 × the largest size + room), and put it back at the end.
+ *
+ * Environment: SIZES (default 1000,10000,100000,1000000), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20), REFERENCE_MAX (100000).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -32,7 +41,8 @@ import { type Lab, withLab } from '../test/helpers/lab.js';
 import { apiCall, rebuildMirror as rebuildMirrorOf } from '../test/integration/helpers/replication-lab.js';
 import { Conntrackd, sleep } from './conntrackd.js';
 
-const SIZES = (process.env.SIZES ?? '1000,10000,100000').split(',').map(Number);
+const SIZES = (process.env.SIZES ?? '1000,10000,100000,1000000').split(',').map(Number);
+const REFERENCE_MAX = Number(process.env.REFERENCE_MAX ?? 100_000);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 200);
 const INTERVAL_MS = Number(process.env.INTERVAL_MS ?? 20);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -59,7 +69,13 @@ interface Run {
   /** Every other failed connection, by kind (connect, timeout, mismatch, closed, other). */
   other_errors: Record<string, number>;
   max_gap_ms: number;
-  /** conntrackd's own "commit has taken" time. */
+  /** The pre-copy before step 1 (outside the hold): its time, each further round's difference, and why there was none. */
+  precopy: { ms: number; entries: number; rounds: number[]; error?: string };
+  /** What step 3 moved after the pre-copy: entries created or refreshed, deleted as ended; fallback: why the whole table moved. */
+  difference: { created: number; ended: number; fallback?: string };
+  /** Resident memory (MB) of lb1's appliance holding the table before the move, lb2's after. */
+  rss_mb: { source_before: number; target_after: number };
+  /** conntrackd's own "commit has taken" time (NaN above REFERENCE_MAX). */
   reference_ms: number;
   reference_wall_ms: number;
   reference_committed: number;
@@ -183,11 +199,29 @@ async function rebuildMirror(site: Site, entries: number): Promise<void> {
   if (!mirror.synced || held !== entries) throw new Error(`${SOURCE}'s access table mirror: synced ${mirror.synced}, ${held} entries of ${VIP}, expected ${entries}`);
 }
 
-/** Where lb1 read the entries it exported in step 3 (its log): the mirror, or a dump. */
+/** How lb1 gave out the entries (its log): a pre-copy from the mirror then differences, or step 3's whole table (mirror or dump). */
 function exportedFrom(stateDir: string): string {
-  const lines = fs.readFileSync(path.join(stateDir, `${SOURCE}-appliance.log`), 'utf8').split('\n').filter((l) => l.includes('"action":"export"'));
-  const last = lines.at(-1);
-  return last ? (JSON.parse(last) as { from?: string }).from ?? 'unknown' : 'unknown';
+  const lines = fs.readFileSync(path.join(stateDir, `${SOURCE}-appliance.log`), 'utf8').split('\n');
+  const last = lines.filter((l) => /"action":"(export|precopy-export)"/.test(l)).at(-1);
+  if (!last) return 'unknown';
+  const e = JSON.parse(last) as { action: string; from?: string };
+  return e.action === 'precopy-export' ? 'precopy from the mirror, then differences' : `whole table from the ${e.from ?? '?'}`;
+}
+
+/** Resident memory (MB) of an appliance's process in the lab (the `appliance` command in its namespace). */
+async function rssOf(lab: Lab, name: string): Promise<number> {
+  const r = await run('ip', ['netns', 'pids', lab.ns(name)]);
+  for (const pid of r.stdout.split(/\s+/).filter(Boolean)) {
+    try {
+      const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (!cmd.includes('appliance')) continue;
+      const rss = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (rss) return round2(Number(rss[1]) / 1024);
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return NaN;
 }
 
 /** How the appliances hold packets on this kernel, as lb2's appliance said when it started. */
@@ -222,13 +256,17 @@ async function oneSize(entries: number): Promise<Run> {
       const before = await source.count(vip.id);
       if (before !== entries) throw new Error(`${SOURCE} holds ${before} entries of ${VIP}, expected ${entries}`);
 
-      const ref = await reference(lab, vip.id, entries, target);
+      const ref =
+        entries <= REFERENCE_MAX
+          ? await reference(lab, vip.id, entries, target)
+          : { commit: { ms: NaN, wallMs: NaN, committed: 0 }, syncMs: NaN, landed: 0, deleteMs: NaN };
 
       // A read-only dump of what step 3 will move: the kernel-and-decoder share of it.
       const [, dumpMs] = await timed(() => source.dumpRecords(vip.id, () => {}));
 
       holdMethod = holdMethodOf(lab.site.stateDir);
       await rebuildMirror(lab.site, entries);
+      const sourceRss = await rssOf(lab, SOURCE);
       const load = os.loadavg()[0]!;
       const r = await run(process.execPath, [CLI, 'migrate', VIP, '--to', TARGET, '--json', '--lab', lab.name]);
       let m: MigrationProgress;
@@ -241,6 +279,7 @@ async function oneSize(entries: number): Promise<Run> {
 
       // The connections keep talking through lb2 for a second: a late reset counts too.
       await sleep(1000);
+      const targetRss = await rssOf(lab, TARGET);
       const onTarget = await target.count(vip.id);
       const onSource = await source.count(vip.id);
       const summary: TrafficSummary = await traffic.stop();
@@ -262,6 +301,9 @@ async function oneSize(entries: number): Promise<Run> {
         steps_sum_ms: round2(steps.prepare_ms + steps.move_address_ms + steps.move_entries_ms + steps.activate_ms),
         before_step1_ms: round2((m.totalMs ?? NaN) - (steps.prepare_ms + steps.move_address_ms + steps.move_entries_ms + steps.activate_ms)),
         steps,
+        precopy: m.precopy ?? { ms: NaN, entries: 0, rounds: [], error: 'none' },
+        difference: { ...(m.difference ?? { created: NaN, ended: NaN }), ...(m.fallback ? { fallback: m.fallback } : {}) },
+        rss_mb: { source_before: sourceRss, target_after: targetRss },
         held_packets: m.released,
         hold,
         resets: reset,
@@ -285,10 +327,17 @@ async function oneSize(entries: number): Promise<Run> {
 }
 
 /** A size's result: its median round (by steps_sum_ms), resets summed over every round, each round listed. */
-type SizeResult = Run & { rounds: Array<Pick<Run, 'total_ms' | 'steps_sum_ms' | 'held_packets' | 'resets' | 'reference_ms' | 'load_avg_1m'> & { move_entries_ms: number; overflowed: number }> };
+type SizeResult = Run & { rounds: Array<Pick<Run, 'total_ms' | 'steps_sum_ms' | 'held_packets' | 'resets' | 'reference_ms' | 'load_avg_1m' | 'max_gap_ms'> & { move_entries_ms: number; overflowed: number; precopy_ms: number; difference: number }> };
+
+/** Room for the largest size on lb1 and lb2 (one host limit per namespace's count) and the rest of the lab. */
+const CT_MAX = '/proc/sys/net/netfilter/nf_conntrack_max';
+const ctMaxBefore = Number(fs.readFileSync(CT_MAX, 'utf8'));
+const ctMaxNeeded = Math.max(...SIZES) * 2 + 100_000;
+if (ctMaxNeeded > ctMaxBefore) fs.writeFileSync(CT_MAX, String(ctMaxNeeded));
 
 const runs: SizeResult[] = [];
 const startLoad = os.loadavg().map(round2);
+try {
 for (const entries of SIZES) {
   const rounds: Run[] = [];
   for (let i = 1; i <= ROUNDS; i++) {
@@ -307,6 +356,9 @@ for (const entries of SIZES) {
       total_ms: r.total_ms,
       steps_sum_ms: r.steps_sum_ms,
       move_entries_ms: r.steps.move_entries_ms,
+      max_gap_ms: r.max_gap_ms,
+      precopy_ms: r.precopy.ms,
+      difference: r.difference.created + r.difference.ended,
       held_packets: r.held_packets,
       overflowed: r.hold.overflowed,
       resets: r.resets,
@@ -314,6 +366,9 @@ for (const entries of SIZES) {
       load_avg_1m: r.load_avg_1m,
     })),
   });
+}
+} finally {
+  if (ctMaxNeeded > ctMaxBefore) fs.writeFileSync(CT_MAX, String(ctMaxBefore));
 }
 
 const cols: Array<[string, (r: SizeResult) => string | number]> = [
@@ -325,28 +380,41 @@ const cols: Array<[string, (r: SizeResult) => string | number]> = [
   ['address', (r) => r.steps.move_address_ms],
   ['entries_ms', (r) => r.steps.move_entries_ms],
   ['activate', (r) => r.steps.activate_ms],
+  ['precopy_ms', (r) => r.precopy.ms],
+  ['diff', (r) => r.difference.created + r.difference.ended],
   ['held', (r) => r.held_packets],
   ['overflow', (r) => r.hold.overflowed],
   ['resets', (r) => r.resets],
   ['gap_ms', (r) => r.max_gap_ms],
   ['ref_ms', (r) => r.reference_ms],
   ['ref/steps', (r) => (r.reference_ms / r.steps_sum_ms).toFixed(2)],
+  ['rss_mb', (r) => `${r.rss_mb.source_before}/${r.rss_mb.target_after}`],
 ];
 console.log(cols.map(([c]) => c.padStart(11)).join(''));
 for (const r of runs) console.log(cols.map(([, f]) => String(f(r)).padStart(11)).join(''));
-console.log(`\nmedian of ${ROUNDS} rounds per size (resets: all rounds); total_ms: the controller's report (includes counting the source's entries before step 1);`);
+console.log(`\nmedian of ${ROUNDS} rounds per size (resets: all rounds); total_ms: the controller's report (the pre-copy included);`);
+console.log('precopy_ms: the pre-copy before step 1 (no hold); diff: entries in step 3\'s difference; gap_ms: the longest pause any live connection saw; rss_mb: lb1 before / lb2 after;');
 console.log(`steps_ms: step 1 start to step 4 end; ref_ms: conntrackd -c on ${TARGET}, its own "commit has taken".`);
 
-// The issue's target at 100,000 entries.
+// The targets: the longest pause ≤ 50 ms at 100,000 and ≤ 100 ms at 1,000,000; steps 1-4 at
+// 100,000 at least 10x faster than conntrackd's commit; no connection lost.
 const big = runs.find((r) => r.entries === 100_000);
-const target = big && {
-  entries: big.entries,
-  steps_under_500_ms: big.steps_sum_ms < 500,
-  zero_resets: big.resets === 0 && Object.values(big.other_errors).every((n) => n === 0),
-  times_faster_than_conntrackd_commit: round2(big.reference_ms / big.steps_sum_ms),
-  at_least_3x: big.reference_ms / big.steps_sum_ms >= 3,
+const huge = runs.find((r) => r.entries === 1_000_000);
+const clean = (r: SizeResult) => r.resets === 0 && Object.values(r.other_errors).every((n) => n === 0);
+const target = {
+  ...(big && {
+    at_100000: {
+      longest_pause_ms: big.max_gap_ms,
+      pause_at_most_50_ms: big.max_gap_ms <= 50,
+      steps_ms: big.steps_sum_ms,
+      times_faster_than_conntrackd_commit: round2(big.reference_ms / big.steps_sum_ms),
+      at_least_10x: big.reference_ms / big.steps_sum_ms >= 10,
+      zero_errors: clean(big),
+    },
+  }),
+  ...(huge && { at_1000000: { longest_pause_ms: huge.max_gap_ms, pause_at_most_100_ms: huge.max_gap_ms <= 100, steps_ms: huge.steps_sum_ms, zero_errors: clean(huge) } }),
 };
-if (target) console.log(`target at 100,000: steps ${big!.steps_sum_ms} ms < 500 ms: ${target.steps_under_500_ms}; zero resets: ${target.zero_resets}; ${target.times_faster_than_conntrackd_commit}x conntrackd's commit (≥ 3x: ${target.at_least_3x})`);
+console.log(`targets: ${JSON.stringify(target)}`);
 
 const out = path.join(REPO_ROOT, 'bench', 'results', 'migration.json');
 fs.mkdirSync(path.dirname(out), { recursive: true });

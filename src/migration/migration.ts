@@ -235,6 +235,7 @@ export async function migrate(
         await source.endTracking?.(vip).catch(() => undefined);
       }
       progress.entries.moved = 0;
+      report();
       await pause('precopy');
       drill('precopy');
     }
