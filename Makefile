@@ -169,12 +169,16 @@ test-bfd: build
 bench-bfd: build
 	npx tsx bench/bfd.ts
 # health — backends' health checks (src/health)
-.PHONY: test-health bench-health-checks
+.PHONY: test-health bench-health-checks bench-health-removal
 test-health: build
 	npx vitest run test/unit/config-check.test.ts test/unit/health-state.test.ts test/unit/health-monitor.test.ts test/unit/health-checkers.test.ts
+	npx vitest run test/integration/health-checks.test.ts
 
 bench-health-checks: build
 	npx tsx bench/health-checks.ts
+
+bench-health-removal: build
+	npx tsx bench/health-removal.ts
 # keepalived — keepalived.conf as the appliance: import, check, VRRPv2 and virtual MAC beside keepalived
 .PHONY: test-keepalived
 test-keepalived: build

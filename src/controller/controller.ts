@@ -15,6 +15,7 @@ import type { ControllerConfig } from '../config/controller.js';
 import type { ControllerStore, InventoryAppliance, InventoryVip, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './store.js';
 import { TrafficMeter, type ApplianceSample } from './statistics.js';
 import { NotLeaderError, type ControllerIdentity, type Leadership } from './leadership.js';
+import { backendChanges } from './backends.js';
 
 /** What the controller needs of an appliance: the migration's operations and its status. */
 export interface ApplianceAgent extends MigrationAgent {
@@ -352,6 +353,11 @@ export class Controller {
     for (const a of answers) {
       if (!a.status) continue;
       this.answered.add(a.agent.name);
+      for (const c of backendChanges(a.agent.name, this.lastStatuses.get(a.agent.name), a.status)) {
+        const { appliance, ...fields } = c;
+        if (c.to === 'down') this.logger.warn({ appliance, ...fields }, `backend down on ${appliance}`);
+        else this.logger.info({ appliance, ...fields }, `backend ${c.from === 'up' ? 'down and up again' : 'up'} on ${appliance}`);
+      }
       this.lastStatuses.set(a.agent.name, a.status);
       samples.push({
         appliance: a.agent.name,
