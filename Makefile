@@ -171,7 +171,7 @@ bench-bfd: build
 # health — backends' health checks (src/health)
 .PHONY: test-health bench-health-checks bench-health-removal
 test-health: build
-	npx vitest run test/unit/config-check.test.ts test/unit/health-state.test.ts test/unit/health-monitor.test.ts test/unit/health-checkers.test.ts
+	npx vitest run test/unit/config-check.test.ts test/unit/health-state.test.ts test/unit/health-monitor.test.ts test/unit/health-checkers.test.ts test/unit/config-check-fuzz.test.ts test/unit/controller-backends.test.ts test/unit/console-model.test.ts
 	npx vitest run test/integration/health-checks.test.ts
 
 bench-health-checks: build
