@@ -46,7 +46,7 @@ export async function controller(args: string[]): Promise<number> {
   const agents = new Map(
     config.appliances.map((a) => [
       a.name,
-      new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }), leadership && (() => leadership.termEpoch())),
+      new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }), leadership),
     ]),
   );
   const pause = pauseFromEnv(process.env[PAUSE_ENV], logger);

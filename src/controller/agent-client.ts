@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import type { ApiClient, RequestOptions } from '../api/client.js';
 import { call, open } from '../api/contract.js';
 import { agentApi, importLine, precopyLine, type AgentStatus } from '../appliance/agent-api.js';
+import { NotLeaderError, type ControllerIdentity } from './leadership.js';
 import type { HoldRelease, ImportResult, MigrationAgent, PrecopyResult } from '../migration/migration.js';
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
 
@@ -15,17 +16,20 @@ export class AgentClient implements MigrationAgent {
   /**
    * `epoch`: the epoch of this controller's latest leadership term (controllers on etcd). It
    * goes with every step (agent-api.ts's epochQuery) and stays the same after the term ended,
-   * so that the appliance refuses what a deposed leader still sends.
+   * so that the appliance refuses what a deposed leader still sends (a request sent before the
+   * term ended and delivered after). No step is sent while this controller does not lead.
    */
   constructor(
     readonly name: string,
     readonly url: string,
     private readonly api: ApiClient,
-    private readonly epoch?: () => number | undefined,
+    private readonly leadership?: { termEpoch(): number | undefined; leading(): boolean; leader(): ControllerIdentity | undefined },
   ) {}
 
   private get query(): { epoch?: number } {
-    const epoch = this.epoch?.();
+    if (!this.leadership) return {};
+    if (!this.leadership.leading()) throw new NotLeaderError(this.leadership.leader());
+    const epoch = this.leadership.termEpoch();
     return epoch === undefined ? {} : { epoch };
   }
 
@@ -34,7 +38,7 @@ export class AgentClient implements MigrationAgent {
   }
 
   async announceEpoch(): Promise<void> {
-    if (this.epoch?.() === undefined) return;
+    if (!this.leadership) return;
     await call(this.api, agentApi.announceEpoch, { query: this.query }, { timeoutMs: 2000 });
   }
 

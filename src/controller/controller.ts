@@ -85,20 +85,24 @@ export type Drill = Pick<MigrationOptions, 'abortAt' | 'skipPrepare'>;
 export const PAUSE_ENV = 'VIPSHIFT_TEST_PAUSE_STEP';
 
 /**
- * The test hook: `VIPSHIFT_TEST_PAUSE_STEP=STEP[:MS]` (default 30000 ms) makes every migration
- * wait MS in the middle of STEP (see MigrationOptions.pause), so that a test can kill the
- * controller there. Read only when set; a wrong value stops the controller at start.
- * The pause counts against migration.stepTimeoutMs: set that above MS.
+ * The test hook: `VIPSHIFT_TEST_PAUSE_STEP=STEP[:MS][,STEP[:MS]...]` (default 30000 ms) makes
+ * every migration wait MS in the middle of each STEP named (see MigrationOptions.pause), so
+ * that a test can kill the controller there. Read only when set; a wrong value stops the
+ * controller at start. The pause counts against migration.stepTimeoutMs: set that above MS.
  */
 export function pauseFromEnv(value: string | undefined, logger?: Logger): ((step: Phase) => Promise<void>) | undefined {
   if (value === undefined || value === '') return undefined;
-  const m = /^([a-z_]+)(?::(\d+))?$/.exec(value);
-  const step = m?.[1] as Phase | undefined;
-  if (!m || !step || !PHASES.includes(step)) throw new Error(`${PAUSE_ENV}=${value}: expected STEP[:MS] with STEP one of ${PHASES.join(', ')}`);
-  const ms = m[2] === undefined ? 30_000 : Number(m[2]);
+  const pauses = new Map<Phase, number>();
+  for (const part of value.split(',')) {
+    const m = /^([a-z_]+)(?::(\d+))?$/.exec(part);
+    const step = m?.[1] as Phase | undefined;
+    if (!m || !step || !PHASES.includes(step)) throw new Error(`${PAUSE_ENV}=${value}: expected STEP[:MS][,STEP[:MS]...] with STEP one of ${PHASES.join(', ')}`);
+    pauses.set(step, m[2] === undefined ? 30_000 : Number(m[2]));
+  }
   return async (at) => {
-    if (at !== step) return;
-    logger?.warn({ step, ms }, `test hook ${PAUSE_ENV}: pausing in the middle of ${step}`);
+    const ms = pauses.get(at);
+    if (ms === undefined) return;
+    logger?.warn({ step: at, ms }, `test hook ${PAUSE_ENV}: pausing in the middle of ${at}`);
     await new Promise((r) => setTimeout(r, ms));
   };
 }
@@ -582,6 +586,10 @@ export class Controller {
     this.starting.add(vip);
     try {
       return await this.startClaimed(vip, to, drill, reason);
+    } catch (err) {
+      if (err instanceof MigrationRefused || err instanceof NotLeaderError || this.store.kind !== 'etcd') throw err;
+      // Nothing ran (the journal has no record of it): refused as a whole, saying why.
+      throw new MigrationRefused(`${vip} not moved: etcd did not answer (${(err as Error).message}): etcd has no quorum or cannot be reached`, 'vip', 503);
     } finally {
       this.starting.delete(vip);
     }

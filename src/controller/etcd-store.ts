@@ -89,16 +89,19 @@ export class EtcdCluster {
     for (let i = 0; i < n; i++) {
       const at = (this.preferred + i) % n;
       try {
-        const stream = await this.members[at]!.leaseClient.leaseKeepAlive();
-        const answer = await withTimeout(
-          'keep-alive',
-          timeoutMs,
-          new Promise<{ TTL: string }>((resolve, reject) => {
-            stream.on('data', resolve);
-            stream.on('error', reject);
-            stream.write({ ID: lease });
-          }),
-        ).finally(() => stream.end());
+        const attempt = async () => {
+          const stream = await this.members[at]!.leaseClient.leaseKeepAlive();
+          try {
+            return await new Promise<{ TTL: string }>((resolve, reject) => {
+              stream.on('data', resolve);
+              stream.on('error', reject);
+              stream.write({ ID: lease });
+            });
+          } finally {
+            stream.end();
+          }
+        };
+        const answer = await withTimeout('keep-alive', timeoutMs, attempt());
         this.preferred = at;
         return Number(answer.TTL);
       } catch (err) {
@@ -203,6 +206,8 @@ export class EtcdLeadership implements Leadership {
       this.timers.push(t);
     };
     every(Math.max(50, Math.floor(this.ttlMs / 24)), () => this.round());
+    // The lapse of our own lease is noticed on its own clock, whatever a round waits for.
+    this.timers.push(setInterval(() => this.ownEpoch !== undefined && !this.leading() && this.stepDown('the lease was not renewed in time (etcd unreachable?)'), 50));
     void this.round().catch(() => {});
   }
 

@@ -60,6 +60,8 @@ export interface UpOptions {
   keepers?: boolean;
   /** Controllers: 1 (default, SQLite) or 2–3 (on etcd, with an etcd member on each one's host). */
   controllers?: number;
+  /** Added to the controllers' environment (tests: the pause hook). */
+  controllerEnv?: Record<string, string>;
   /** A disposable lab owned by this process (tests): the next test run may reap it once we are gone. */
   owned?: boolean;
   /** How long a started process may take to listen on its ports. */
@@ -152,7 +154,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     createClusterCredentials(credentialsDir(site), clusterMembers(site), true);
     // ...and every process has a metrics listener a stock Prometheus scrapes with this token.
     createMetricsToken(credentialsDir(site));
-    await startProcesses(site, state, options.readyTimeoutMs ?? 15_000);
+    await startProcesses(site, state, options.readyTimeoutMs ?? 15_000, options.controllerEnv);
     const t3 = performance.now();
     return {
       status: statusOf(site, state),
@@ -177,10 +179,10 @@ function writeConfigs(site: Site, configure: UpOptions['configure'] = {}): void 
   for (const c of site.apis.controllers) write(c.host, controllerConfig(site, c.host));
 }
 
-async function startProcesses(site: Site, state: StoredState, timeoutMs: number): Promise<void> {
+async function startProcesses(site: Site, state: StoredState, timeoutMs: number, env?: Record<string, string>): Promise<void> {
   const node = process.execPath;
-  const start = (name: string, hostName: string, args: string[], command = [node, CLI]): Started => {
-    const started = startProcess({ name, namespace: host(site, hostName).namespace, command: [...command, ...args], logDir: site.stateDir });
+  const start = (name: string, hostName: string, args: string[], command = [node, CLI], env?: Record<string, string>): Started => {
+    const started = startProcess({ name, namespace: host(site, hostName).namespace, command: [...command, ...args], logDir: site.stateDir, ...(env ? { env } : {}) });
     state.processes.push(started.record);
     writeState(site.stateDir, state);
     return started;
@@ -211,7 +213,7 @@ async function startProcesses(site: Site, state: StoredState, timeoutMs: number)
     await Promise.all(
       site.apis.controllers.map((c) => {
         const name = site.etcd ? `${c.host}-controller` : 'controller';
-        const p = start(name, c.host, ['controller', '--config', configPath(site, c.host), '--credentials', credentialsDir(site)]);
+        const p = start(name, c.host, ['controller', '--config', configPath(site, c.host), '--credentials', credentialsDir(site)], [node, CLI], env);
         return waitForListeners(p, [c.port], timeoutMs);
       }),
     );

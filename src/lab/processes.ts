@@ -93,6 +93,8 @@ export interface StartSpec {
   namespace: string;
   command: string[];
   logDir: string;
+  /** Added to the environment it inherits (tests' hooks). */
+  env?: Record<string, string>;
 }
 
 export interface Started {
@@ -109,6 +111,7 @@ export function startProcess(spec: StartSpec): Started {
     const child = spawn('ip', ['netns', 'exec', spec.namespace, ...spec.command], {
       detached: true,
       stdio: ['ignore', fd, fd],
+      ...(spec.env ? { env: { ...process.env, ...spec.env } } : {}),
     });
     const pid = child.pid;
     if (pid === undefined) throw new Error(`${spec.name}: could not start 'ip netns exec ${spec.namespace} ${spec.command.join(' ')}'`);
