@@ -180,11 +180,16 @@ bench-health-checks: build
 bench-health-removal: build
 	npx tsx bench/health-removal.ts
 # keepalived — keepalived.conf as the appliance: import, check, VRRPv2 and virtual MAC beside keepalived
-.PHONY: test-keepalived
+.PHONY: test-keepalived bench-keepalived-vrrp
 test-keepalived: build
 	npx vitest run test/unit/keepalived-import.test.ts test/unit/keepalived-fuzz.test.ts test/unit/keepalived-tokenizer.test.ts test/unit/cli-check.test.ts
 	npx vitest run test/integration/vrrp-keepalived-versions.test.ts
 	npx vitest run test/integration/keepalived-appliance.test.ts
+
+bench-keepalived-vrrp: build
+	npx tsx bench/vrrp.ts --v2
+	npx tsx bench/vrrp.ts --v2 --vmac
+	npx tsx bench/vrrp.ts --vmac 0.1
 # synflood — SYN flood protection, junk kept out of replication and migrations, a full table
 .PHONY: test-synflood bench-synflood
 test-synflood: build

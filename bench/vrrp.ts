@@ -4,7 +4,7 @@
  * kernel's own events: tcpdump on the bridge (the master's last advert, the backup's gARP) and
  * `ip monitor address` in the backup's namespace (the address appearing).
  * Pairs (backup ← master): vipshift ← vipshift, vipshift ← keepalived, keepalived ← keepalived.
- * Run: npx tsx bench/vrrp.ts  (root; makes and removes its own namespaces)
+ * Run: npx tsx bench/vrrp.ts [--v2] [--vmac] [INTERVAL...]  (root; makes and removes its own namespaces)
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -25,8 +25,16 @@ const VIP = '203.0.113.10';
 const VRID = 51;
 const MASTER = { ip: '203.0.113.2', priority: 200 };
 const BACKUP = { ip: '203.0.113.3', priority: 100 };
-/** `npx tsx bench/vrrp.ts [INTERVAL...]` runs only the given advert intervals (seconds). */
-const INTERVALS = process.argv.length > 2 ? process.argv.slice(2).map(Number) : [1, 0.1, 0.05];
+/**
+ * `npx tsx bench/vrrp.ts [--v2] [--vmac] [INTERVAL...]` runs only the given advert intervals
+ * (seconds); --v2: VRRPv2 on both sides (whole seconds), --vmac: keepalived's use_vmac on both.
+ */
+const FLAGS = process.argv.slice(2).filter((a) => a.startsWith('--'));
+const VERSION: 2 | 3 = FLAGS.includes('--v2') ? 2 : 3;
+const VMAC = FLAGS.includes('--vmac');
+const ARGS = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const INTERVALS = ARGS.length > 0 ? ARGS.map(Number) : VERSION === 2 ? [1] : [1, 0.1, 0.05];
+const VARIANT = `${VERSION === 2 ? '-v2' : ''}${VMAC ? '-vmac' : ''}`;
 const TRIALS: Record<string, number> = { '1': 3, '0.1': 7, '0.05': 7 };
 type Speaker = 'vipshift' | 'keepalived';
 const PAIRS: [backup: Speaker, master: Speaker][] = [
@@ -36,7 +44,8 @@ const PAIRS: [backup: Speaker, master: Speaker][] = [
 ];
 
 const root = new URL('..', import.meta.url).pathname;
-const masterDownInterval = (interval: number, priority: number) => 3 * interval * 1000 + ((256 - priority) * interval * 1000) / 256;
+/** RFC 5798 §6.1; RFC 3768's Skew_Time is in seconds whatever the interval. */
+const masterDownInterval = (interval: number, priority: number) => 3 * interval * 1000 + ((256 - priority) * (VERSION === 2 ? 1 : interval) * 1000) / 256;
 
 /** `ip -ts monitor address` in a namespace: when the VIP appears there. */
 class AddressMonitor {
@@ -60,7 +69,7 @@ interface Started {
 
 function start(segment: Segment, who: Speaker, ns: string, priority: number, interval: number): Started {
   if (who === 'keepalived') {
-    const k = segment.keepalived(ns, keepalivedConf({ routerId: ns, vrid: VRID, priority, advertInterval: interval, addresses: [`${VIP}/24`] }));
+    const k = segment.keepalived(ns, keepalivedConf({ routerId: ns, vrid: VRID, priority, advertInterval: interval, addresses: [`${VIP}/24`], version: VERSION, useVmac: VMAC }));
     let log = '';
     k.child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
     k.child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
@@ -74,7 +83,7 @@ function start(segment: Segment, who: Speaker, ns: string, priority: number, int
     };
   }
   const v = new VipshiftVrrp(segment, ns, {
-    instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertInterval: interval, addresses: [`${VIP}/24`] }],
+    instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertInterval: interval, version: VERSION, useVmac: VMAC, addresses: [`${VIP}/24`] }],
   });
   return {
     kill: () => v.child.kill('SIGKILL'),
@@ -105,7 +114,7 @@ async function trial(backup: Speaker, master: Speaker, interval: number): Promis
     const b = segment.addHost('b', `${BACKUP.ip}/24`);
     const capture = new Capture(segment);
     await capture.ready;
-    const holds = (ns: string) => execFileSync('ip', ['-n', ns, '-4', '-o', 'addr', 'show', 'dev', 'eth0'], { encoding: 'utf8' }).includes(`${VIP}/24`);
+    const holds = (ns: string) => execFileSync('ip', ['-n', ns, '-4', '-o', 'addr', 'show'], { encoding: 'utf8' }).includes(`${VIP}/24`);
     const m = start(segment, master, a, MASTER.priority, interval);
     await waitFor('the master to hold the VIP', () => holds(a), 20_000, 20);
     const monitor = new AddressMonitor(segment, b);
@@ -116,7 +125,8 @@ async function trial(backup: Speaker, master: Speaker, interval: number): Promis
     const masterMac = capture.events.find((e) => e.kind === 'advert' && e.source === MASTER.ip)?.mac;
     const killedAt = Date.now();
     m.kill();
-    const fromBackup = (e: WireEvent) => e.kind === 'garp' && e.source === VIP && e.at > killedAt && e.mac !== masterMac;
+    // With the virtual MAC both announce the same MAC: after the kill only the backup can.
+    const fromBackup = (e: WireEvent) => e.kind === 'garp' && e.source === VIP && e.at > killedAt && (VMAC || e.mac !== masterMac);
     const limit = masterDownInterval(interval, BACKUP.priority) + 3000;
     const garp = await waitFor('the backup gratuitous ARP', () => capture.events.find(fromBackup), limit, 25).catch((err: unknown) => {
       const after = capture.events.filter((e) => e.at > killedAt + 5);
@@ -180,13 +190,14 @@ async function main(): Promise<void> {
   const table = rows.map((r) => [r.pair, `${r.advertInterval} s`, r.masterDownInterval, r.target, r.medianAfterLastAdvert, r.maxAfterLastAdvert, r.medianAfterKill, r.withinTarget ? 'yes' : 'NO'].map(String));
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((r) => (r[i] as string).length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i] as number)).join(' | ')} |`;
+  console.log(`VRRPv${VERSION}${VMAC ? ', virtual MAC' : ''}`);
   console.log('takeover: the master killed → the backup owns the VIP and sent its gratuitous ARP (ms after the master\'s last advert on the wire)');
   console.log([line(header), line(widths.map((w) => '-'.repeat(w))), ...table.map(line)].join('\n'));
   console.log(`load average (1 min) on ${cpus().length} CPUs: ${loadBefore[0]?.toFixed(1)} before, ${loadavg()[0]?.toFixed(1)} after`);
   mkdirSync(join(root, 'bench/results'), { recursive: true });
   writeFileSync(
-    join(root, 'bench/results/vrrp.json'),
-    `${JSON.stringify({ benchmark: 'vrrp-takeover', date: new Date().toISOString(), cpus: cpus().length, loadAverage1m: { before: loadBefore[0], after: loadavg()[0] }, backupPriority: BACKUP.priority, masterPriority: MASTER.priority, keepalived: execFileSync('keepalived', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0] || 'keepalived', rows }, null, 2)}\n`,
+    join(root, `bench/results/vrrp${VARIANT}.json`),
+    `${JSON.stringify({ benchmark: `vrrp-takeover${VARIANT}`, vrrpVersion: VERSION, virtualMac: VMAC, date: new Date().toISOString(), cpus: cpus().length, loadAverage1m: { before: loadBefore[0], after: loadavg()[0] }, backupPriority: BACKUP.priority, masterPriority: MASTER.priority, keepalived: execFileSync('keepalived', ['--version'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0] || 'keepalived', rows }, null, 2)}\n`,
   );
 }
 
