@@ -116,7 +116,11 @@ export async function check(args: string[]): Promise<number> {
   }
   const kind = (values.kind as Kind | undefined) ?? detectKind(text);
   if (!kind) {
-    return report(new ConfigError([{ file, line: 1, path: '', message: `cannot tell the kind of configuration (one of the fields ${KINDS.join(', ')} names it): give --kind` }]));
+    const keepalived = /^\s*(global_defs|vrrp_instance|vrrp_sync_group|virtual_server)\b/m.test(text);
+    const message = keepalived
+      ? 'this is keepalived.conf: check it with --keepalived FILE'
+      : `cannot tell the kind of configuration (one of the fields ${KINDS.join(', ')} names it): give --kind`;
+    return report(new ConfigError([{ file, line: 1, path: '', message }]));
   }
   try {
     process.stdout.write(`${file}: OK: ${checkText(kind, text, file)}\n`);

@@ -57,6 +57,8 @@ describe('vipshift check --config', () => {
     expect(run('--config', file)).toMatchObject({ status: 1, stderr: expect.stringMatching(/anon.yaml:1: cannot tell the kind .* give --kind/) });
     expect(run('--config', file, '--kind', 'keeper')).toMatchObject({ status: 1, stderr: expect.stringMatching(/anon.yaml:\d+: keeper: /) });
     expect(run('--config', file, '--kind', 'toaster').status).toBe(2);
+    const conf = write('keepalived.conf', 'global_defs {\n    router_id lb1\n}\n');
+    expect(run('--config', conf)).toMatchObject({ status: 1, stderr: expect.stringMatching(/keepalived.conf:1: this is keepalived.conf: check it with --keepalived FILE/) });
     expect(run().status).toBe(2);
   });
 });
