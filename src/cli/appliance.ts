@@ -75,6 +75,7 @@ export async function appliance(args: string[]): Promise<number> {
     writeFileSync(loaded.speakerFile, `${JSON.stringify(loaded.merged, null, 2)}\n`);
   }
   const logger = createLogger({ name: 'appliance', base: { appliance: config.appliance } });
+  let fatal: Error | undefined;
   const running = await startAppliance({
     config,
     configPath: loaded.speakerFile,
@@ -82,7 +83,10 @@ export async function appliance(args: string[]): Promise<number> {
     logger,
     speakerCommand: (configPath) => [process.execPath, process.argv[1]!, 'vrrp', '--config', configPath, '--control'],
     onFatal: (err) => {
-      logger.error({ err: err.message }, 'the VRRP speaker died: stopping the appliance');
+      // A part died: stop, and exit non-zero so that systemd (Restart=always) brings the
+      // appliance back whole, rather than a clean exit it would take for an operator's stop.
+      fatal ??= err;
+      logger.error({ err: err.message }, 'the VRRP speaker died: stopping the appliance (it exits 1 to be restarted)');
       process.kill(process.pid, 'SIGTERM');
     },
   });
@@ -109,5 +113,9 @@ export async function appliance(args: string[]): Promise<number> {
   process.off('SIGHUP', reread);
   await running.stop();
   if (loaded.merged !== undefined) rmSync(loaded.speakerFile, { force: true });
-  return 0;
+  const code = fatal ? 1 : 0;
+  logger.info({ code }, 'stopped');
+  // Every part is stopped; a client's keep-alive socket or a timer left by one must not keep a
+  // stopped appliance from exiting (systemd would wait for it, then not restart it in time).
+  process.exit(code);
 }

@@ -160,3 +160,14 @@ describe('A/B slot update', () => {
     expect(await commitBootedSlot(paths)).toBe('slot b is already the default');
   });
 });
+
+describe('the roles\' systemd units', () => {
+  it('restart a configured role however it ended (Restart=always, no start limit)', () => {
+    for (const role of ['appliance', 'keeper', 'controller']) {
+      const unit = readFileSync(`firmware/systemd/vipshift-${role}.service`, 'utf8');
+      expect(unit, role).toMatch(new RegExp(`^ConditionPathExists=/var/lib/vipshift/${role}.yaml$`, 'm'));
+      expect(unit, role).toMatch(/^Restart=always$/m);
+      expect(unit, role).toMatch(/^StartLimitIntervalSec=0$/m);
+    }
+  });
+});

@@ -1,0 +1,57 @@
+/**
+ * An appliance whose VRRP speaker dies stops and exits non-zero, and comes back whole under a
+ * supervisor that restarts it as systemd does (Restart=always, here RestartSec=1: systemd is
+ * not running on the test machines), holding its VIPs again. The lab's appliances run under
+ * that supervisor instead of `lab up`'s plain start.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { CLI, credentialsDir } from '../../src/lab/lab.js';
+import { run } from '../../src/lab/netns.js';
+import { startProcess } from '../../src/lab/processes.js';
+import { configPath, host } from '../../src/lab/site.js';
+import { withLab } from '../helpers/lab.js';
+import { type AgentStatus, agentStatus, waitFor } from './helpers/replication-lab.js';
+
+const modeOn = (s: AgentStatus, vip: string) => s.vips.find((v) => v.name === vip)?.mode;
+
+describe('an appliance whose speaker dies', () => {
+  it('exits non-zero, is restarted, and holds its VIPs again', async () => {
+    await withLab({ prefix: 'vtrst', appliances: false, controller: false }, async (lab) => {
+      const { site } = lab;
+      const exits = path.join(site.stateDir, 'exits');
+      // The supervisor: start, note how it ended, start again a second later, forever.
+      for (const a of ['lb1', 'lb2']) {
+        const command = `${process.execPath} ${CLI} appliance --config ${configPath(site, a)} --credentials ${credentialsDir(site)}`;
+        startProcess({ name: `${a}-supervised`, namespace: host(site, a).namespace, command: ['bash', '-c', `while :; do ${command}; echo "${a} $?" >> ${exits}; sleep 1; done`], logDir: site.stateDir });
+      }
+      const serving = async () => {
+        const [lb1, lb2] = await Promise.all([agentStatus(site, 'lb1'), agentStatus(site, 'lb2')]);
+        return site.vips.every((v) => [lb1, lb2].filter((s) => modeOn(s, v.name) === 'normal').length === 1) && [lb1, lb2].every((s) => s.vips.every((v) => v.mode !== 'absent'));
+      };
+      await waitFor('both appliances serving, each VIP normal on one and held by the other', () => serving().catch(() => false), 30_000, 250);
+      expect(modeOn(await agentStatus(site, 'lb1'), 'vip1')).toBe('normal');
+
+      // SIGKILL lb1's speaker (the child running `vrrp --control`).
+      const pids = (await run('ip', ['netns', 'pids', host(site, 'lb1').namespace])).stdout.split(/\s+/).filter(Boolean);
+      const speakers = pids.filter((pid) => {
+        const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return cmd.includes('vrrp') && cmd.includes('--control');
+      });
+      expect(speakers).toHaveLength(1);
+      process.kill(Number(speakers[0]), 'SIGKILL');
+
+      await waitFor('lb1 to exit', async () => fs.existsSync(exits), 20_000, 100);
+      expect(fs.readFileSync(exits, 'utf8').trim().split('\n')).toEqual(['lb1 1']);
+      // Restarted: answering again with a speaker of its own, every VIP served by exactly one
+      // appliance and held by the other (lb2 took lb1's over meanwhile: no preemption back).
+      const speaking = async () => (await agentStatus(site, 'lb1')).vrrp.every((i) => i.state === 'backup' || i.state === 'master');
+      await waitFor('lb1 back, its speaker past its start, every VIP served once and held by the other', async () => (await speaking().catch(() => false)) && serving().catch(() => false), 40_000, 250);
+      const lb1 = await agentStatus(site, 'lb1');
+      expect(lb1.vrrp.length).toBe(site.vips.length * 2);
+      expect(lb1.failover.standby).toBe(true);
+      expect(fs.readFileSync(exits, 'utf8').trim().split('\n')).toEqual(['lb1 1']);
+    });
+  }, 120_000);
+});
