@@ -126,6 +126,7 @@ export class BfdSession {
     // §6.8.6: a nonzero Your Discriminator that is not ours means the packet is not for us.
     if (p.yourDiscriminator !== 0 && p.yourDiscriminator !== this.params.localDiscriminator) return;
     this.counts.packetsReceived++;
+    const unheard = this.remoteDiscr === 0;
     this.remoteDiscr = p.myDiscriminator;
     this.remoteSessionState = p.state;
     const remoteMinRxBefore = this.remoteMinRxInterval;
@@ -149,8 +150,9 @@ export class BfdSession {
 
     // §6.8.7: a Poll is answered with a Final at once, whatever the transmit timer says.
     if (p.poll) this.transmit(true);
-    // A remote system that now accepts packets faster may have shortened our interval.
-    else if (this.remoteMinRxInterval < remoteMinRxBefore) this.scheduleTx();
+    // A remote system that now accepts packets faster may have shortened our interval; a
+    // Passive system heard from for the first time starts sending.
+    else if (this.remoteMinRxInterval < remoteMinRxBefore || unheard) this.scheduleTx();
   }
 
   status(): BfdSessionStatus {
@@ -215,6 +217,13 @@ export class BfdSession {
    */
   private scheduleTx(): void {
     if (!this.running) return;
+    // A Passive system that has not heard the remote (or no longer knows it: its detection
+    // time ran out) sends nothing: no timer, until receive() hears the remote again.
+    if (this.params.passive && this.remoteDiscr === 0) {
+      this.txTimer?.cancel();
+      this.txTimer = undefined;
+      return;
+    }
     const factor = this.params.multiplier === 1 ? 0.75 + 0.15 * this.random() : 0.75 + 0.25 * this.random();
     const now = this.clock.now();
     const due = (this.lastSentAt ?? now) + (this.txInterval() / 1000) * factor;

@@ -120,6 +120,35 @@ describe('BFD session', () => {
     expect(t.b.status().downs).toBe(1);
   });
 
+  it('a passive session whose peer vanished goes quiet: no timer re-armed at 0 ms', () => {
+    const t = pair({ passiveB: true });
+    let armed = 0;
+    const setTimer = t.clock.setTimer.bind(t.clock);
+    t.clock.setTimer = (ms, fire) => {
+      if (++armed > 100_000) throw new Error('timers re-armed without end');
+      return setTimer(ms, fire);
+    };
+    t.a.start();
+    t.b.start();
+    t.clock.advance(4000);
+    expect(t.b.state).toBe('Up');
+    t.wire.aToB = t.wire.bToA = false;
+    t.a.stop();
+    t.clock.advance(1000);
+    expect(t.b.state).toBe('Down');
+    const [sentBefore, armedBefore] = [t.sent.b.length, armed];
+    t.clock.advance(60_000);
+    // Nothing is sent to nobody, and a minute costs no timer at all (it was ~770 arms a second).
+    expect(t.sent.b.length).toBe(sentBefore);
+    expect(armed - armedBefore).toBeLessThan(10);
+    // The peer back: the passive session answers and comes Up again.
+    t.wire.aToB = t.wire.bToA = true;
+    t.a.start();
+    t.clock.advance(4000);
+    expect(t.b.state).toBe('Up');
+    expect(t.a.state).toBe('Up');
+  });
+
   it('a passive session sends nothing until it is heard from, then answers', () => {
     const t = pair({ passiveB: true });
     t.b.start();
