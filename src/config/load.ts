@@ -4,7 +4,7 @@
  * line and the field, e.g. `lb1.yaml:14: vips[0].mode: expected 'dnat' or 'fullnat'`.
  */
 import { readFile } from 'node:fs/promises';
-import { LineCounter, isMap, isSeq, parseDocument, type Document } from 'yaml';
+import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, visit, type Document } from 'yaml';
 import type { ZodType } from 'zod';
 
 /** One thing wrong in a configuration file, and where. */
@@ -84,6 +84,35 @@ function objectsAt(value: unknown, at: readonly (string | '*')[], path: Property
   return entries.filter(([k]) => head === '*' || k === head).flatMap(([k, v]) => objectsAt(v, rest, [...path, k]));
 }
 
+/** At most this many aliases are expanded in one file (a "billion laughs" stops here). */
+const MAX_ALIASES = 1000;
+
+/**
+ * The document as plain values. An alias without an anchor before it (YAML's toJS throws a
+ * bare ReferenceError) is a ConfigError at its file, line and field, as is a document that
+ * expands too many aliases.
+ */
+function documentValue(doc: Document, counter: LineCounter, fileName: string): unknown {
+  const issues: ConfigIssue[] = [];
+  visit(doc, {
+    Alias(_key, node, path) {
+      if (node.resolve(doc) !== undefined) return;
+      const at: PropertyKey[] = [];
+      path.forEach((p, i) => {
+        if (isPair(p)) at.push(String(isScalar(p.key) ? p.key.value : p.key));
+        else if (isSeq(p)) at.push(p.items.indexOf((path[i + 1] ?? node) as never));
+      });
+      issues.push({ file: fileName, line: counter.linePos(node.range?.[0] ?? 0).line, path: formatPath(at), message: `alias *${node.source} names no anchor (&${node.source}) before it` });
+    },
+  });
+  if (issues.length > 0) throw new ConfigError(issues);
+  try {
+    return doc.toJS({ maxAliasCount: MAX_ALIASES });
+  } catch (e) {
+    throw new ConfigError([{ file: fileName, path: '', message: (e as Error).message }]);
+  }
+}
+
 /**
  * Parses YAML (or JSON, a subset) and validates it with `schema`; throws ConfigError
  * listing every issue with its file, line and field. Every configuration file of
@@ -97,7 +126,7 @@ export function parseConfigText<T>(text: string, fileName: string, schema: ZodTy
       doc.errors.map((e) => ({ file: fileName, line: counter.linePos(e.pos[0]).line, path: '', message: e.message.split('\n')[0] ?? e.message })),
     );
   }
-  const input: unknown = doc.toJS();
+  const input = documentValue(doc, counter, fileName);
   const renameIssues: ConfigIssue[] = [];
   /** Where a field was read under its old name: the document has that name there. */
   const renamedAt: { path: PropertyKey[]; from: string }[] = [];
@@ -168,7 +197,7 @@ export async function readConfigDocument(path: string): Promise<LocatedDocument>
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => ({ file: path, line: counter.linePos(e.pos[0]).line, path: '', message: e.message.split('\n')[0] ?? e.message })));
   }
-  return { value: doc.toJS(), lineOf: (p) => lineOf(doc, counter, p) };
+  return { value: documentValue(doc, counter, path), lineOf: (p) => lineOf(doc, counter, p) };
 }
 
 export async function loadConfigFile<T>(path: string, schema: ZodType<T>, options: ParseOptions = {}): Promise<T> {

@@ -22,6 +22,9 @@ export interface Tokenized {
   files: string[];
 }
 
+/** At most this many files are read for one configuration, counting each include again. */
+export const MAX_FILES_READ = 1000;
+
 /** Reads `file` and every file it includes. Throws KeepalivedConfigError on broken input. */
 export function tokenizeFile(file: string): Tokenized {
   const out: Tokenized = { tokens: [], warnings: [], files: [] };
@@ -57,6 +60,11 @@ function readInto(file: string, from: Position | undefined, stack: string[], out
   }
   if (stack.includes(real)) {
     throw new KeepalivedConfigError(at, `include cycle: ${[...stack, real].join(' -> ')}`);
+  }
+  // Includes without a cycle can still multiply (each file including the next twice):
+  // the expansion is bounded, not followed to 2^n files.
+  if (out.files.length >= MAX_FILES_READ) {
+    throw new KeepalivedConfigError(at, `more than ${MAX_FILES_READ} files read through include: the includes multiply (is a file included several times over?)`);
   }
   out.files.push(file);
   lexInto(text, file, [...stack, real], out);
@@ -184,32 +192,67 @@ function isDirectory(p: string): boolean {
   }
 }
 
-/** A predicate for one path segment of a glob(7) pattern. */
+/** One position of a glob segment: `*`, or one character that a test admits. */
+type GlobItem = { star: true } | { star: false; test: (c: string) => boolean };
+
+/**
+ * A predicate for one path segment of a glob(7) pattern. Matched without regular
+ * expressions, in at most (pattern × name) steps: a pattern of many `*` on a long name cannot
+ * backtrack exponentially.
+ */
 export function globMatcher(segment: string): (name: string) => boolean {
-  let re = '';
+  const items: GlobItem[] = [];
   for (let i = 0; i < segment.length; i++) {
     const c = segment[i]!;
-    if (c === '*') re += '[^/]*';
-    else if (c === '?') re += '[^/]';
-    else if (c === '\\' && i + 1 < segment.length) re += escapeRegExp(segment[++i]!);
-    else if (c === '[') {
+    if (c === '*') {
+      if (!items.at(-1)?.star) items.push({ star: true });
+    } else if (c === '?') items.push({ star: false, test: () => true });
+    else if (c === '\\' && i + 1 < segment.length) {
+      const literal = segment[++i]!;
+      items.push({ star: false, test: (x) => x === literal });
+    } else if (c === '[' && bracketEnd(segment, i) >= 0) {
       const close = bracketEnd(segment, i);
-      if (close < 0) {
-        re += '\\[';
-        continue;
-      }
       let body = segment.slice(i + 1, close);
       const negated = body.startsWith('!') || body.startsWith('^');
       if (negated) body = body.slice(1);
-      // Inside a regexp class only `\`, `]` and `^` are special; `-` keeps its range meaning.
-      re += `[${negated ? '^' : ''}${body.replace(/[\\\]^]/g, '\\$&')}]`;
+      const ranges: [string, string][] = [];
+      for (let k = 0; k < body.length; k++) {
+        if (body[k + 1] === '-' && k + 2 < body.length) {
+          if (body[k]! > body[k + 2]!) throw new Error(`the range ${body[k]}-${body[k + 2]} in '${segment}' runs backwards`);
+          ranges.push([body[k]!, body[k + 2]!]);
+          k += 2;
+        } else ranges.push([body[k]!, body[k]!]);
+      }
+      items.push({ star: false, test: (x) => ranges.some(([lo, hi]) => x >= lo && x <= hi) !== negated });
       i = close;
-    } else re += escapeRegExp(c);
+    } else items.push({ star: false, test: (x) => x === c });
   }
-  const compiled = new RegExp(`^${re}$`);
   const dotOk = segment.startsWith('.');
   // As glob(7): a leading dot is matched only by a pattern that starts with one.
-  return (name) => (dotOk || !name.startsWith('.')) && compiled.test(name);
+  return (name) => (dotOk || !name.startsWith('.')) && matchItems(items, name);
+}
+
+/** Greedy matching that backs up only to the last `*` seen: linear in practice, never exponential. */
+function matchItems(items: GlobItem[], name: string): boolean {
+  let p = 0;
+  let n = 0;
+  let starAt = -1;
+  let starName = 0;
+  while (n < name.length) {
+    const item = items[p];
+    if (item && !item.star && item.test(name[n]!)) {
+      p++;
+      n++;
+    } else if (item?.star) {
+      starAt = p++;
+      starName = n;
+    } else if (starAt >= 0) {
+      p = starAt + 1;
+      n = ++starName;
+    } else return false;
+  }
+  while (items[p]?.star) p++;
+  return p === items.length;
 }
 
 /** Index of the `]` closing the bracket expression at `open`, or -1. A `]` first is literal. */
@@ -219,8 +262,4 @@ function bracketEnd(s: string, open: number): number {
   if (s[j] === ']') j++;
   for (; j < s.length; j++) if (s[j] === ']') return j;
   return -1;
-}
-
-function escapeRegExp(c: string): string {
-  return c.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

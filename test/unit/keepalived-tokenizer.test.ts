@@ -1,7 +1,7 @@
 import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { KeepalivedConfigError } from '../../src/keepalived/diagnostics.js';
-import { globMatcher, tokenizeFile, tokenizeText } from '../../src/keepalived/tokenizer.js';
+import { MAX_FILES_READ, globMatcher, tokenizeFile, tokenizeText } from '../../src/keepalived/tokenizer.js';
 import { writeTree } from './keepalived-corpus.js';
 
 const texts = (text: string): string[] => tokenizeText(text, '/nonexistent/k.conf').tokens.map((t) => t.text);
@@ -96,6 +96,34 @@ describe('keepalived tokenizer', () => {
     expect(e.reason).toMatch(/cannot read .*nope\.conf: ENOENT/);
     expect(errorOf(() => tokenizeText('include\n', 'k.conf')).line).toBe(1);
     expect(errorOf(() => tokenizeText('\ninclude [z-a]*\n', '/tmp/k.conf')).reason).toMatch(/bad include pattern/);
+  });
+
+  it('stops an include expansion that multiplies (each file including the next twice) with an error, quickly', () => {
+    // 30 levels: 2^30 reads if followed.
+    const files: Record<string, string> = { 'a.conf': 'include l0.conf\n' };
+    for (let i = 0; i < 30; i++) files[`l${i}.conf`] = `x ${i}\ninclude l${i + 1}.conf\ninclude l${i + 1}.conf\n`;
+    files['l30.conf'] = 'y 1\n';
+    const top = writeTree(files);
+    const t0 = performance.now();
+    const e = errorOf(() => tokenizeFile(top));
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect(e.reason).toMatch(new RegExp(`more than ${MAX_FILES_READ} files read through include`));
+    expect(e.file).toMatch(/l\d+\.conf$/);
+    // A file included a few times over is still fine.
+    const few = writeTree({ 'a.conf': 'include b.conf\ninclude b.conf\n', 'b.conf': 'include c.conf\ninclude c.conf\n', 'c.conf': 'z 1\n' });
+    expect(tokenizeFile(few).tokens.filter((tk) => tk.text === 'z')).toHaveLength(4);
+  });
+
+  it('a glob of many * against a long name answers at once (no catastrophic backtracking)', () => {
+    const pattern = `${'*a'.repeat(30)}*b`;
+    const t0 = performance.now();
+    expect(globMatcher(pattern)('a'.repeat(200))).toBe(false);
+    expect(globMatcher(pattern)(`${'a'.repeat(200)}b`)).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(100);
+    const m = (p: string, names: string[]): string[] => names.filter(globMatcher(p));
+    expect(m('*x*y', ['xy', 'axbyc', 'axby', 'yx'])).toEqual(['xy', 'axby']);
+    expect(m('a\\*b', ['a*b', 'axb'])).toEqual(['a*b']);
+    expect(m('[]a]?', ['ab', ']b', 'bb'])).toEqual(['ab', ']b']);
   });
 
   it('matches glob(7) segments: * ? [..] [!..] and leading dots', () => {

@@ -160,4 +160,16 @@ describe('backends', () => {
     const two = good.replace(/  - name: vip4[\s\S]*$/, '  - name: vip5\n    id: 5\n    address: 203.0.113.14\n    insideAddress: 198.18.0.14\n    ports: [80]\n    mode: dnat\n    backends: [{ address: 198.18.0.101 }]\n    owner: lb1\n');
     expect(errorsOf(two)).toEqual(['lb1.yaml:22: vips[1].backends[0].address: dnat backend 198.18.0.101 already used by vips[0]']);
   });
+
+  it('an alias without its anchor, or too many aliases, is an error at file:line:field, not a bare ReferenceError', () => {
+    expect(errorsOf(good.replace('    ports: [7, 80]\n    mode: dnat', '    ports: *webports\n    mode: dnat'))).toEqual([
+      'lb1.yaml:12: vips[0].ports: alias *webports names no anchor (&webports) before it',
+    ]);
+    // An anchor used before it is set is as unknown as one never set.
+    expect(errorsOf(`appliance: *name\nx: &name lb1\n`)[0]).toBe('lb1.yaml:1: appliance: alias *name names no anchor (&name) before it');
+    const laughs = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...'bcdefghij'.split('').map((c, i) => `${c}: &${c} [${Array(10).fill(`*${'abcdefghij'[i]}`).join(', ')}]`)].join('\n');
+    expect(errorsOf(`${laughs}\n`)[0]).toMatch(/^lb1\.yaml: .*alias/i);
+    // Aliases that resolve are fine.
+    expect(parseApplianceConfig(good.replace('    ports: [7, 80]\n    mode: dnat', '    ports: &webports [7, 80]\n    mode: dnat').replace(/(  - name: vip4\n(?:.*\n){3})    ports: \[7, 80\]/, '$1    ports: *webports'), 'lb1.yaml').vips[1]?.ports).toEqual([7, 80]);
+  });
 });

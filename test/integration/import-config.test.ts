@@ -1,0 +1,49 @@
+/**
+ * firmware/libexec/import-config on a data partition in a temporary folder, the configuration
+ * partition's files given as a folder (VIPSHIFT_CONFIG_DIR: this kernel has no vfat to mount;
+ * the QEMU image test mounts the real one): what an import took and the partition no longer
+ * has is removed — a key, a role's configuration, credentials — and what the partition never
+ * held is left alone.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const SCRIPT = resolve('firmware/libexec/import-config');
+const dir = mkdtempSync(join(tmpdir(), 'vipshift-import-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('import-config', () => {
+  it('removes what a previous import took once it is deleted from the partition, and nothing else', () => {
+    const partition = join(dir, 'config');
+    const data = join(dir, 'data');
+    const put = (name: string, text: string) => {
+      mkdirSync(dirname(join(partition, name)), { recursive: true });
+      writeFileSync(join(partition, name), text);
+    };
+    const importOnce = () => execFileSync('sh', [SCRIPT], { encoding: 'utf8', env: { ...process.env, VIPSHIFT_DATA: data, VIPSHIFT_CONFIG_DIR: partition } });
+    put('authorized_keys', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1aWxkIGtleSBmb3IgdGVzdHM admin@test\r\n');
+    put('appliance.yaml', 'appliance: lb1\n');
+    put('cluster/lb1.key', 'private\n');
+    put('cluster/peers.json', '{}\n');
+    importOnce();
+    expect(readFileSync(join(data, 'appliance.yaml'), 'utf8')).toBe('appliance: lb1\n');
+    expect(existsSync(join(data, 'cluster/lb1.key'))).toBe(true);
+    expect(readFileSync(join(data, 'ssh/authorized_keys.d/admin'), 'utf8')).not.toMatch(/\r/);
+    // Put on the data partition by other means: never the import's to remove.
+    writeFileSync(join(data, 'keeper.yaml'), 'keeper: srv1\n');
+
+    for (const f of ['cluster/lb1.key', 'appliance.yaml', 'authorized_keys']) rmSync(join(partition, f));
+    const out = importOnce();
+    expect(out).toMatch(/removed appliance\.yaml/);
+    expect(existsSync(join(data, 'appliance.yaml'))).toBe(false);
+    expect(existsSync(join(data, 'cluster/lb1.key'))).toBe(false);
+    expect(existsSync(join(data, 'ssh/authorized_keys.d/admin'))).toBe(false);
+    expect(readFileSync(join(data, 'cluster/peers.json'), 'utf8')).toBe('{}\n');
+    expect(readFileSync(join(data, 'keeper.yaml'), 'utf8')).toBe('keeper: srv1\n');
+    // Unchanged partition: nothing imported, nothing removed.
+    expect(importOnce()).not.toMatch(/importing|removed/);
+  });
+});
