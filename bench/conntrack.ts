@@ -10,7 +10,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { Conntrack } from '../src/netlink/conntrack.js';
 import { IPPROTO_TCP, IPS_ASSURED, IPS_SEEN_REPLY, TCP_CONNTRACK_ESTABLISHED, encodeCreate, encodeDump } from '../src/netlink/ctnetlink.js';
-import { CreateEncoder, RECORD_SIZE, RecordCollector, writeRecord } from '../src/netlink/entry-record.js';
+import { CreateEncoder, RecordCollector } from '../src/netlink/entry-record-ctnetlink.js';
+import { RECORD_SIZE, writeRecord } from '../src/netlink/entry-record.js';
 import { NETLINK_NETFILTER } from '../src/netlink/message.js';
 import { NetlinkSocket } from '../src/netlink/socket.js';
 

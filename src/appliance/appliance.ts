@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
 import { IPS_DYING } from '../netlink/ctnetlink.js';
-import { RECORD_SIZE, R_SERVER_ADDR, R_SERVER_PORT, R_STATUS, RecordStreamReader, encodeStreamHeader, handshakeCompleted, readRecord, selectRecords, worthMoving } from '../netlink/entry-record.js';
+import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader, handshakeCompleted, readRecord, selectRecords, worthMoving, rec } from '../netlink/entry-record.js';
 import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
 import type { AccessTableMirror, Difference, MirrorStatus } from '../nat/access-table-mirror.js';
@@ -239,7 +239,7 @@ export class Appliance {
       const byServer = new Map<number, number>();
       await this.readRecords(vip.id, (chunk) => {
         for (let o = 0; o + RECORD_SIZE <= chunk.length; o += RECORD_SIZE) {
-          const at = chunk.readUInt32BE(o + R_SERVER_ADDR) * 65536 + chunk.readUInt16BE(o + R_SERVER_PORT);
+          const at = rec.serverAddress(chunk, o) * 65536 + rec.serverPort(chunk, o);
           byServer.set(at, (byServer.get(at) ?? 0) + 1);
         }
       });
@@ -413,7 +413,7 @@ export class Appliance {
     if (!this.mirror) return { refused: 'this appliance keeps no access table mirror' };
     const diff = await this.mirror.changes(id, migration, restart);
     if ('refused' in diff) return diff;
-    const records = selectRecords(diff.records, (b, o) => (b.readUInt16BE(o + R_STATUS) & IPS_DYING) !== 0 || worthMoving(b, o));
+    const records = selectRecords(diff.records, (b, o) => (rec.status(b, o) & IPS_DYING) !== 0 || worthMoving(b, o));
     return { records, upserts: records.length / RECORD_SIZE - diff.ended, ended: diff.ended };
   }
 
@@ -478,7 +478,7 @@ export class Appliance {
     const upserts: Buffer[] = [];
     for (let o = 0; o < records.length; o += RECORD_SIZE) {
       const r = records.subarray(o, o + RECORD_SIZE);
-      (r.readUInt16BE(R_STATUS) & IPS_DYING ? ended : upserts).push(r);
+      (rec.status(r, 0) & IPS_DYING ? ended : upserts).push(r);
     }
     const changed = Buffer.concat(upserts);
     const gone = await this.conntrack.deleteRecords(Buffer.concat(ended));

@@ -8,17 +8,7 @@
  * packets where the configuration never said they go.
  */
 import { ipv4ToNumber } from '../packet/ipv4.js';
-import {
-  RECORD_SIZE,
-  R_INSIDE_ADDR,
-  R_INSIDE_PORT,
-  R_MARK,
-  R_PROTO,
-  R_SERVER_ADDR,
-  R_SERVER_PORT,
-  R_VIP_ADDR,
-  R_VIP_PORT,
-} from '../netlink/entry-record.js';
+import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
 import { IPPROTO_TCP, IPPROTO_UDP } from '../netlink/ctnetlink.js';
 import { snatPortRange, type VipConfig } from './appliance.js';
 
@@ -65,15 +55,15 @@ function ruleOf(vip: VipConfig): VipRule {
 }
 
 function refusal(records: Buffer, r: number, rule: VipRule): RecordRefusal | undefined {
-  if (records.readUInt32BE(r + R_VIP_ADDR) !== rule.address) return 'address';
-  if (records[r + R_PROTO] !== rule.protocol) return 'protocol';
-  const vipPort = records.readUInt16BE(r + R_VIP_PORT);
+  if (rec.vipAddress(records, r) !== rule.address) return 'address';
+  if (rec.protocol(records, r) !== rule.protocol) return 'protocol';
+  const vipPort = rec.vipPort(records, r);
   if (!rule.ports.has(vipPort)) return 'port';
-  const served = rule.servers.get(records.readUInt32BE(r + R_SERVER_ADDR));
-  const serverPort = records.readUInt16BE(r + R_SERVER_PORT);
+  const served = rule.servers.get(rec.serverAddress(records, r));
+  const serverPort = rec.serverPort(records, r);
   if (!served || !(served.has(serverPort) || (served.has(ANY_VIP_PORT) && serverPort === vipPort))) return 'server';
-  const insideAddress = records.readUInt32BE(r + R_INSIDE_ADDR);
-  const insidePort = records.readUInt16BE(r + R_INSIDE_PORT);
+  const insideAddress = rec.insideAddress(records, r);
+  const insidePort = rec.insidePort(records, r);
   if (!rule.inside) return insideAddress === 0 && insidePort === 0 ? undefined : 'inside';
   if (insideAddress !== rule.inside.address || insidePort < rule.inside.first || insidePort > rule.inside.last) return 'inside';
   return undefined;
@@ -92,7 +82,7 @@ export function checkRecords(records: Buffer, vips: readonly VipConfig[]): Recor
   let runStart = 0;
   for (let i = 0; i < n; i++) {
     const r = i * RECORD_SIZE;
-    const rule = rules.get(records.readUInt32BE(r + R_MARK));
+    const rule = rules.get(rec.mark(records, r));
     const why = rule ? refusal(records, r, rule) : 'mark';
     if (why === undefined) continue;
     refused++;

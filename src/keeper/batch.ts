@@ -27,22 +27,7 @@ import {
   IPPROTO_UDP,
   TCP_CONNTRACK_MAX,
 } from '../netlink/ctnetlink.js';
-import {
-  RECORD_SIZE,
-  R_CLIENT_ADDR,
-  R_CLIENT_PORT,
-  R_INSIDE_ADDR,
-  R_INSIDE_PORT,
-  R_PROTO,
-  R_SERVER_ADDR,
-  R_SERVER_PORT,
-  R_TCP_STATE,
-  R_TIMEOUT,
-  R_VIP_ADDR,
-  R_VIP_PORT,
-  R_WSCALE_ORIGINAL,
-  R_WSCALE_REPLY,
-} from '../netlink/entry-record.js';
+import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
 import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 
 export const BATCH_MAGIC = 'VSCB';
@@ -115,11 +100,11 @@ export function keysOfRecords(records: Buffer): Buffer {
   for (let i = 0; i < n; i++) {
     const r = i * RECORD_SIZE;
     const k = i * KEY_SIZE;
-    records.copy(keys, k + K_VIP_ADDR, r + R_VIP_ADDR, r + R_VIP_ADDR + 4);
-    records.copy(keys, k + K_CLIENT_ADDR, r + R_CLIENT_ADDR, r + R_CLIENT_ADDR + 4);
-    records.copy(keys, k + K_VIP_PORT, r + R_VIP_PORT, r + R_VIP_PORT + 2);
-    records.copy(keys, k + K_CLIENT_PORT, r + R_CLIENT_PORT, r + R_CLIENT_PORT + 2);
-    keys[k + K_PROTO] = records[r + R_PROTO]!;
+    keys.writeUInt32BE(rec.vipAddress(records, r), k + K_VIP_ADDR);
+    keys.writeUInt32BE(rec.clientAddress(records, r), k + K_CLIENT_ADDR);
+    keys.writeUInt16BE(rec.vipPort(records, r), k + K_VIP_PORT);
+    keys.writeUInt16BE(rec.clientPort(records, r), k + K_CLIENT_PORT);
+    keys[k + K_PROTO] = rec.protocol(records, r);
   }
   return keys;
 }
@@ -177,23 +162,23 @@ export function validateRecords(records: Buffer, field: string): void {
     const bad = (name: string, message: string): never => {
       throw new BatchError(`${field}[${i}].${name}`, message);
     };
-    const proto = records[r + R_PROTO]!;
+    const proto = rec.protocol(records, r);
     if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) bad('proto', `${proto} is neither TCP (6) nor UDP (17)`);
-    if (records.readUInt32BE(r + R_CLIENT_ADDR) === 0) bad('client.address', 'is 0.0.0.0');
-    if (records.readUInt32BE(r + R_VIP_ADDR) === 0) bad('vip.address', 'is 0.0.0.0');
-    if (records.readUInt32BE(r + R_SERVER_ADDR) === 0) bad('server.address', 'is 0.0.0.0');
-    if (records.readUInt16BE(r + R_CLIENT_PORT) === 0) bad('client.port', 'is 0');
-    if (records.readUInt16BE(r + R_VIP_PORT) === 0) bad('vip.port', 'is 0');
-    if (records.readUInt16BE(r + R_SERVER_PORT) === 0) bad('server.port', 'is 0');
-    const inside = records.readUInt32BE(r + R_INSIDE_ADDR) !== 0;
-    const insidePort = records.readUInt16BE(r + R_INSIDE_PORT);
+    if (rec.clientAddress(records, r) === 0) bad('client.address', 'is 0.0.0.0');
+    if (rec.vipAddress(records, r) === 0) bad('vip.address', 'is 0.0.0.0');
+    if (rec.serverAddress(records, r) === 0) bad('server.address', 'is 0.0.0.0');
+    if (rec.clientPort(records, r) === 0) bad('client.port', 'is 0');
+    if (rec.vipPort(records, r) === 0) bad('vip.port', 'is 0');
+    if (rec.serverPort(records, r) === 0) bad('server.port', 'is 0');
+    const inside = rec.insideAddress(records, r) !== 0;
+    const insidePort = rec.insidePort(records, r);
     if (inside !== (insidePort !== 0)) bad('inside', inside ? 'has an address but port 0' : `has port ${insidePort} but no address`);
-    const state = records[r + R_TCP_STATE]!;
+    const state = rec.tcpState(records, r);
     if (proto === IPPROTO_TCP && (state === 0 || state >= TCP_CONNTRACK_MAX)) bad('tcpState', `${state} is not a TCP conntrack state (1..${TCP_CONNTRACK_MAX - 1})`);
     if (proto === IPPROTO_UDP && state !== 0) bad('tcpState', `${state} on a UDP entry (must be 0)`);
-    if (records[r + R_WSCALE_ORIGINAL]! > MAX_WSCALE) bad('tcpWindow.wscaleOriginal', `${records[r + R_WSCALE_ORIGINAL]} exceeds ${MAX_WSCALE}`);
-    if (records[r + R_WSCALE_REPLY]! > MAX_WSCALE) bad('tcpWindow.wscaleReply', `${records[r + R_WSCALE_REPLY]} exceeds ${MAX_WSCALE}`);
-    if (records.readUInt32BE(r + R_TIMEOUT) > MAX_TIMEOUT) bad('timeout', `${records.readUInt32BE(r + R_TIMEOUT)} s exceeds ${MAX_TIMEOUT}`);
+    if (rec.wscaleOriginal(records, r) > MAX_WSCALE) bad('tcpWindow.wscaleOriginal', `${rec.wscaleOriginal(records, r)} exceeds ${MAX_WSCALE}`);
+    if (rec.wscaleReply(records, r) > MAX_WSCALE) bad('tcpWindow.wscaleReply', `${rec.wscaleReply(records, r)} exceeds ${MAX_WSCALE}`);
+    if (rec.timeout(records, r) > MAX_TIMEOUT) bad('timeout', `${rec.timeout(records, r)} s exceeds ${MAX_TIMEOUT}`);
   }
 }
 

@@ -25,8 +25,8 @@ import { checkRecords } from '../config/vip-records.js';
 import { HttpError, createApiServer, type ApiServer, type RouteRoles } from '../api/server.js';
 import { metricsRoute } from '../metrics/metrics.js';
 import type { VipConfig } from '../config/appliance.js';
-import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_SERVER_ADDR, R_VIP_PORT, encodeStreamHeader } from '../netlink/entry-record.js';
-import { bytesToIpv4 } from '../packet/ipv4.js';
+import { RECORD_SIZE, encodeStreamHeader, rec } from '../netlink/entry-record.js';
+import { ipv4FromNumber } from '../packet/ipv4.js';
 import type { DiagSocket } from '../netlink/sockdiag.js';
 import { BATCH_HEADER_SIZE, BatchError, MAX_BATCH_ITEMS, decodeBatch } from './batch.js';
 import type { KeeperConfig } from '../config/keeper.js';
@@ -143,9 +143,9 @@ export class Keeper {
               const batch = decodeBatch(body);
               // Only this server's connections: another server's copies are not ours to hold.
               for (let o = 0; o < batch.upserts.length; o += RECORD_SIZE) {
-                if (!this.ownServers.has(batch.upserts.readUInt32BE(o + R_SERVER_ADDR))) {
+                if (!this.ownServers.has(rec.serverAddress(batch.upserts, o))) {
                   foreign.inc({ peer: ctx.peer });
-                  const server = bytesToIpv4(batch.upserts, o + R_SERVER_ADDR);
+                  const server = ipv4FromNumber(rec.serverAddress(batch.upserts, o));
                   this.logger.warn({ peer: ctx.peer, server }, 'copies batch refused: a copy of another server\'s connection');
                   throw new HttpError(403, `server ${server} is not this keeper's server (${this.config.keeper})`, `upserts[${o / RECORD_SIZE}].server`);
                 }
@@ -260,7 +260,7 @@ export class Keeper {
     if (why) throw new HttpError(409, `cannot rebuild from the socket table: ${why}`, 'query.source');
     const covered = new Set<string>();
     for (let o = 0; o < copies.length; o += RECORD_SIZE) {
-      covered.add(connectionKey(bytesToIpv4(copies, o + R_CLIENT_ADDR), copies.readUInt16BE(o + R_CLIENT_PORT), copies.readUInt16BE(o + R_VIP_PORT)));
+      covered.add(connectionKey(ipv4FromNumber(rec.clientAddress(copies, o)), rec.clientPort(copies, o), rec.vipPort(copies, o)));
     }
     const sockets = await this.options.socketTable!.tcpSockets([...new Set(vip!.backends.flatMap((b) => vip!.ports.map((p) => b.port ?? p)))]);
     return { copies, rebuilt: rebuildRecords(vip!, sockets, this.insideAddresses, covered) };

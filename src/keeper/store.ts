@@ -17,26 +17,7 @@
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { statSync } from 'node:fs';
-import {
-  RECORD_SIZE,
-  R_CLIENT_ADDR,
-  R_CLIENT_PORT,
-  R_FLAGS_ORIGINAL,
-  R_FLAGS_REPLY,
-  R_INSIDE_ADDR,
-  R_INSIDE_PORT,
-  R_MARK,
-  R_PROTO,
-  R_SERVER_ADDR,
-  R_SERVER_PORT,
-  R_STATUS,
-  R_TCP_STATE,
-  R_TIMEOUT,
-  R_VIP_ADDR,
-  R_VIP_PORT,
-  R_WSCALE_ORIGINAL,
-  R_WSCALE_REPLY,
-} from '../netlink/entry-record.js';
+import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
 import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 import { KEY_SIZE, K_CLIENT_ADDR, K_CLIENT_PORT, K_PROTO, K_VIP_ADDR, K_VIP_PORT, validateKeys, validateRecords, type CopyBatch } from './batch.js';
 
@@ -126,24 +107,24 @@ function upsertSql(rows: number): string {
 
 /** The values of the record at `r` of `b` into args[at, at + UPSERT_COLUMNS). */
 function bindRecord(args: (number | string)[], at: number, b: Buffer, r: number, now: number, appliance: string): void {
-  args[at] = b.readUInt32BE(r + R_VIP_ADDR);
-  args[at + 1] = b.readUInt16BE(r + R_VIP_PORT);
-  args[at + 2] = b.readUInt32BE(r + R_CLIENT_ADDR);
-  args[at + 3] = b.readUInt16BE(r + R_CLIENT_PORT);
-  args[at + 4] = b[r + R_PROTO]!;
-  args[at + 5] = b.readUInt32BE(r + R_SERVER_ADDR);
-  args[at + 6] = b.readUInt16BE(r + R_SERVER_PORT);
-  args[at + 7] = b.readUInt32BE(r + R_INSIDE_ADDR);
-  args[at + 8] = b.readUInt16BE(r + R_INSIDE_PORT);
-  args[at + 9] = b[r + R_TCP_STATE]!;
-  args[at + 10] = b[r + R_WSCALE_ORIGINAL]!;
-  args[at + 11] = b[r + R_WSCALE_REPLY]!;
-  args[at + 12] = b[r + R_FLAGS_ORIGINAL]!;
-  args[at + 13] = b[r + R_FLAGS_REPLY]!;
-  args[at + 14] = b.readUInt16BE(r + R_STATUS);
-  args[at + 15] = b.readUInt32BE(r + R_MARK);
+  args[at] = rec.vipAddress(b, r);
+  args[at + 1] = rec.vipPort(b, r);
+  args[at + 2] = rec.clientAddress(b, r);
+  args[at + 3] = rec.clientPort(b, r);
+  args[at + 4] = rec.protocol(b, r);
+  args[at + 5] = rec.serverAddress(b, r);
+  args[at + 6] = rec.serverPort(b, r);
+  args[at + 7] = rec.insideAddress(b, r);
+  args[at + 8] = rec.insidePort(b, r);
+  args[at + 9] = rec.tcpState(b, r);
+  args[at + 10] = rec.wscaleOriginal(b, r);
+  args[at + 11] = rec.wscaleReply(b, r);
+  args[at + 12] = rec.flagsOriginal(b, r);
+  args[at + 13] = rec.flagsReply(b, r);
+  args[at + 14] = rec.status(b, r);
+  args[at + 15] = rec.mark(b, r);
   args[at + 16] = now;
-  args[at + 17] = now + b.readUInt32BE(r + R_TIMEOUT) * 1000;
+  args[at + 17] = now + rec.timeout(b, r) * 1000;
   args[at + 18] = appliance;
 }
 
@@ -243,23 +224,23 @@ export class CopyStore {
       const out = Buffer.alloc(count * RECORD_SIZE);
       let o = 0;
       for (const row of this.restoreStmt.iterate(v, now) as IterableIterator<number[]>) {
-        out.writeUInt32BE(row[0]!, o + R_CLIENT_ADDR);
-        out.writeUInt32BE(row[1]!, o + R_VIP_ADDR);
-        out.writeUInt32BE(row[2]!, o + R_SERVER_ADDR);
-        out.writeUInt32BE(row[3]!, o + R_INSIDE_ADDR);
-        out.writeUInt16BE(row[4]!, o + R_CLIENT_PORT);
-        out.writeUInt16BE(row[5]!, o + R_VIP_PORT);
-        out.writeUInt16BE(row[6]!, o + R_SERVER_PORT);
-        out.writeUInt16BE(row[7]!, o + R_INSIDE_PORT);
-        out[o + R_PROTO] = row[8]!;
-        out[o + R_TCP_STATE] = row[9]!;
-        out[o + R_WSCALE_ORIGINAL] = row[10]!;
-        out[o + R_WSCALE_REPLY] = row[11]!;
-        out[o + R_FLAGS_ORIGINAL] = row[12]!;
-        out[o + R_FLAGS_REPLY] = row[13]!;
-        out.writeUInt16BE(row[14]!, o + R_STATUS);
-        out.writeUInt32BE(Math.max(1, Math.ceil((row[15]! - now) / 1000)), o + R_TIMEOUT);
-        out.writeUInt32BE(row[16]!, o + R_MARK);
+        rec.setClientAddress(out, o, row[0]!);
+        rec.setVipAddress(out, o, row[1]!);
+        rec.setServerAddress(out, o, row[2]!);
+        rec.setInsideAddress(out, o, row[3]!);
+        rec.setClientPort(out, o, row[4]!);
+        rec.setVipPort(out, o, row[5]!);
+        rec.setServerPort(out, o, row[6]!);
+        rec.setInsidePort(out, o, row[7]!);
+        rec.setProtocol(out, o, row[8]!);
+        rec.setTcpState(out, o, row[9]!);
+        rec.setWscaleOriginal(out, o, row[10]!);
+        rec.setWscaleReply(out, o, row[11]!);
+        rec.setFlagsOriginal(out, o, row[12]!);
+        rec.setFlagsReply(out, o, row[13]!);
+        rec.setStatus(out, o, row[14]!);
+        rec.setTimeout(out, o, Math.max(1, Math.ceil((row[15]! - now) / 1000)));
+        rec.setMark(out, o, row[16]!);
         o += RECORD_SIZE;
       }
       return out;

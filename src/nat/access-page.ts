@@ -11,20 +11,7 @@
  * served while the next dump runs, so a page never waits for a dump but the first.
  */
 import { TCP_CONNTRACK_NAMES } from '../netlink/ctnetlink.js';
-import {
-  RECORD_SIZE,
-  R_CLIENT_ADDR,
-  R_CLIENT_PORT,
-  R_INSIDE_ADDR,
-  R_INSIDE_PORT,
-  R_PROTO,
-  R_SERVER_ADDR,
-  R_SERVER_PORT,
-  R_TCP_STATE,
-  R_TIMEOUT,
-  R_VIP_ADDR,
-  R_VIP_PORT,
-} from '../netlink/entry-record.js';
+import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
 
 export const SORT_KEYS = ['client', 'vip', 'inside', 'server', 'state', 'timeout'] as const;
 export type SortKey = (typeof SORT_KEYS)[number];
@@ -80,23 +67,23 @@ export class PageQueryError extends Error {
 
 /** '0'..'255': an address is written from four lookups, not four number conversions. */
 const OCTETS = Array.from({ length: 256 }, (_, i) => String(i));
-const endpoint = (b: Buffer, addr: number, port: number): string =>
-  `${OCTETS[b[addr]!]}.${OCTETS[b[addr + 1]!]}.${OCTETS[b[addr + 2]!]}.${OCTETS[b[addr + 3]!]}:${(b[port]! << 8) | b[port + 1]!}`;
+const endpoint = (address: number, port: number): string =>
+  `${OCTETS[address >>> 24]}.${OCTETS[(address >>> 16) & 255]}.${OCTETS[(address >>> 8) & 255]}.${OCTETS[address & 255]}:${port}`;
 
 function stateName(b: Buffer, r: number): string {
-  if (b[r + R_PROTO] !== 6) return 'UDP';
-  return TCP_CONNTRACK_NAMES[b[r + R_TCP_STATE]!] ?? `STATE_${b[r + R_TCP_STATE]}`;
+  if (rec.protocol(b, r) !== 6) return 'UDP';
+  return TCP_CONNTRACK_NAMES[rec.tcpState(b, r)] ?? `STATE_${rec.tcpState(b, r)}`;
 }
 
 export function rowAt(b: Buffer, r: number): AccessRow {
-  const inside = b.readUInt32BE(r + R_INSIDE_ADDR) !== 0;
+  const inside = rec.insideAddress(b, r) !== 0;
   return {
-    client: endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT),
-    vip: endpoint(b, r + R_VIP_ADDR, r + R_VIP_PORT),
-    ...(inside ? { inside: endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT) } : {}),
-    server: endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT),
+    client: endpoint(rec.clientAddress(b, r), rec.clientPort(b, r)),
+    vip: endpoint(rec.vipAddress(b, r), rec.vipPort(b, r)),
+    ...(inside ? { inside: endpoint(rec.insideAddress(b, r), rec.insidePort(b, r)) } : {}),
+    server: endpoint(rec.serverAddress(b, r), rec.serverPort(b, r)),
     tcpState: stateName(b, r),
-    timeout: b.readUInt32BE(r + R_TIMEOUT),
+    timeout: rec.timeout(b, r),
   };
 }
 
@@ -129,22 +116,22 @@ export function parseFilter(filter: string): Predicate | undefined {
       let haystack: string;
       switch (t.field) {
         case 'client':
-          haystack = client ??= endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT);
+          haystack = client ??= endpoint(rec.clientAddress(b, r), rec.clientPort(b, r));
           break;
         case 'server':
-          haystack = server ??= endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT);
+          haystack = server ??= endpoint(rec.serverAddress(b, r), rec.serverPort(b, r));
           break;
         case 'inside':
-          haystack = inside ??= b.readUInt32BE(r + R_INSIDE_ADDR) === 0 ? '' : endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT);
+          haystack = inside ??= rec.insideAddress(b, r) === 0 ? '' : endpoint(rec.insideAddress(b, r), rec.insidePort(b, r));
           break;
         case 'state':
           haystack = state ??= stateName(b, r).toLowerCase();
           break;
         default:
           // Fields joined by a newline, which no term contains: a match never spans two.
-          client ??= endpoint(b, r + R_CLIENT_ADDR, r + R_CLIENT_PORT);
-          server ??= endpoint(b, r + R_SERVER_ADDR, r + R_SERVER_PORT);
-          inside ??= b.readUInt32BE(r + R_INSIDE_ADDR) === 0 ? '' : endpoint(b, r + R_INSIDE_ADDR, r + R_INSIDE_PORT);
+          client ??= endpoint(rec.clientAddress(b, r), rec.clientPort(b, r));
+          server ??= endpoint(rec.serverAddress(b, r), rec.serverPort(b, r));
+          inside ??= rec.insideAddress(b, r) === 0 ? '' : endpoint(rec.insideAddress(b, r), rec.insidePort(b, r));
           state ??= stateName(b, r).toLowerCase();
           haystack = all ??= `${client}\n${server}\n${inside}\n${state}`;
       }
@@ -163,20 +150,19 @@ function parseSort(sort: string): { key: SortKey; descending: boolean } {
 
 /** The sort key of a record as one number: address and port for endpoints (48 bits, exact in a double). */
 function keyOf(key: SortKey): (b: Buffer, r: number) => number {
-  const ep = (addr: number, port: number) => (b: Buffer, r: number) => b.readUInt32BE(r + addr) * 65536 + b.readUInt16BE(r + port);
   switch (key) {
     case 'client':
-      return ep(R_CLIENT_ADDR, R_CLIENT_PORT);
+      return (b, r) => rec.clientAddress(b, r) * 65536 + rec.clientPort(b, r);
     case 'vip':
-      return ep(R_VIP_ADDR, R_VIP_PORT);
+      return (b, r) => rec.vipAddress(b, r) * 65536 + rec.vipPort(b, r);
     case 'inside':
-      return ep(R_INSIDE_ADDR, R_INSIDE_PORT);
+      return (b, r) => rec.insideAddress(b, r) * 65536 + rec.insidePort(b, r);
     case 'server':
-      return ep(R_SERVER_ADDR, R_SERVER_PORT);
+      return (b, r) => rec.serverAddress(b, r) * 65536 + rec.serverPort(b, r);
     case 'state':
-      return (b, r) => (b[r + R_PROTO] === 6 ? b[r + R_TCP_STATE]! : 255);
+      return (b, r) => (rec.protocol(b, r) === 6 ? rec.tcpState(b, r) : 255);
     case 'timeout':
-      return (b, r) => b.readUInt32BE(r + R_TIMEOUT);
+      return (b, r) => rec.timeout(b, r);
   }
 }
 

@@ -33,7 +33,8 @@
 import type { Logger } from 'pino';
 import type { Conntrack, ConntrackEvents, CreateFailure } from '../netlink/conntrack.js';
 import { IPCTNL_MSG_CT_DELETE, IPPROTO_TCP, IPPROTO_UDP, IPS_ASSURED, IPS_DYING, ctnlType } from '../netlink/ctnetlink.js';
-import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_MARK, R_PROTO, R_TCP_STATE, R_FLAGS_REPLY, R_SERVER_ADDR, R_STATUS, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, decodeEntryRecord } from '../netlink/entry-record.js';
+import { RECORD_SIZE, rec, copyRecordKeepingTcp } from '../netlink/entry-record.js';
+import { decodeEntryRecord } from '../netlink/entry-record-ctnetlink.js';
 import { NetlinkParseError, type NetlinkMessage } from '../netlink/message.js';
 
 export type MirroredTable = Pick<Conntrack, 'subscribe' | 'dumpAllRecords' | 'create' | 'delete'>;
@@ -102,15 +103,15 @@ export interface MirrorStatus {
 }
 
 /** The client side of a record's original tuple as one number (48 bits: exact in a double). */
-const clientKey = (b: Buffer, o: number): number => b.readUInt32BE(o + R_CLIENT_ADDR) * 65536 + b.readUInt16BE(o + R_CLIENT_PORT);
+const clientKey = (b: Buffer, o: number): number => rec.clientAddress(b, o) * 65536 + rec.clientPort(b, o);
 
 /** The whole original tuple, for the rare client address and port with two entries in one VIP. */
 const tupleKey = (b: Buffer, o: number): string =>
-  `${clientKey(b, o)}>${b.readUInt32BE(o + R_VIP_ADDR)}:${b.readUInt16BE(o + R_VIP_PORT)}/${b[o + R_PROTO]}`;
+  `${clientKey(b, o)}>${rec.vipAddress(b, o)}:${rec.vipPort(b, o)}/${rec.protocol(b, o)}`;
 
 /** Whether the records at a and b have the same original tuple. */
 function sameTuple(a: Buffer, ao: number, b: Buffer, bo: number): boolean {
-  return a.compare(b, bo, bo + R_SERVER_ADDR, ao, ao + R_SERVER_ADDR) === 0 && a.readUInt32BE(ao + R_CLIENT_PORT) === b.readUInt32BE(bo + R_CLIENT_PORT) && a[ao + R_PROTO] === b[bo + R_PROTO];
+  return rec.clientAddress(a, ao) === rec.clientAddress(b, bo) && rec.vipAddress(a, ao) === rec.vipAddress(b, bo) && rec.clientPort(a, ao) === rec.clientPort(b, bo) && rec.protocol(a, ao) === rec.protocol(b, bo);
 }
 
 /**
@@ -178,11 +179,10 @@ class VipEntries {
       return;
     }
     this.seen[slot] = this.now();
-    if (src[o + R_PROTO] === IPPROTO_TCP && src[o + R_TCP_STATE] === 0) {
+    if (rec.protocol(src, o) === IPPROTO_TCP && rec.tcpState(src, o) === 0) {
       // An update without CTA_PROTOINFO (no state change): the TCP state and window stay.
       const d = slot * RECORD_SIZE;
-      src.copy(this.records, d, o, o + R_TCP_STATE);
-      src.copy(this.records, d + R_FLAGS_REPLY + 1, o + R_FLAGS_REPLY + 1, o + RECORD_SIZE);
+      copyRecordKeepingTcp(src, o, this.records, d);
     } else {
       src.copy(this.records, slot * RECORD_SIZE, o, o + RECORD_SIZE);
     }
@@ -226,9 +226,9 @@ class VipEntries {
 
   /** Ages the timeout of a half-open TCP entry's record (at `o` of `out`, from `slot`), as snapshot() says. */
   private age(out: Buffer, o: number, slot: number, now: number): void {
-    if (out[o + R_PROTO] !== IPPROTO_TCP || (out.readUInt16BE(o + R_STATUS) & IPS_ASSURED) !== 0) return;
+    if (rec.protocol(out, o) !== IPPROTO_TCP || (rec.status(out, o) & IPS_ASSURED) !== 0) return;
     const elapsed = Math.floor((now - this.seen[slot]!) / 1000);
-    if (elapsed > 0) out.writeUInt32BE(Math.max(0, out.readUInt32BE(o + R_TIMEOUT) - elapsed), o + R_TIMEOUT);
+    if (elapsed > 0) rec.setTimeout(out, o, Math.max(0, rec.timeout(out, o) - elapsed));
   }
 
   /**
@@ -252,7 +252,7 @@ class VipEntries {
       const slot = this.find(last, 0);
       if (slot === undefined) {
         const r = Buffer.from(last);
-        r.writeUInt16BE(r.readUInt16BE(R_STATUS) | IPS_DYING, R_STATUS);
+        rec.setStatus(r, 0, rec.status(r, 0) | IPS_DYING);
         out.push(r);
         ended++;
       } else if (!included.has(slot)) {
@@ -261,11 +261,11 @@ class VipEntries {
     }
     for (let slot = 0, o = 0; slot < this.count; slot++, o += RECORD_SIZE) {
       if (included.has(slot)) continue;
-      if (this.records[o + R_PROTO] === IPPROTO_UDP || this.records.readUInt32BE(o + R_TIMEOUT) - ageS < REFRESH_BELOW_S) out.push(current(slot));
+      if (rec.protocol(this.records, o) === IPPROTO_UDP || rec.timeout(this.records, o) - ageS < REFRESH_BELOW_S) out.push(current(slot));
     }
     // Ended first: the target deletes before it creates, so a fullnat inside port an ended
     // entry held and a new one took is free again when the new one arrives.
-    out.sort((a, b) => (b.readUInt16BE(R_STATUS) & IPS_DYING) - (a.readUInt16BE(R_STATUS) & IPS_DYING));
+    out.sort((a, b) => (rec.status(b, 0) & IPS_DYING) - (rec.status(a, 0) & IPS_DYING));
     return { records: Buffer.concat(out), upserts: out.length - ended, ended };
   }
 
@@ -406,11 +406,11 @@ export class AccessTableMirror {
     if (this.queued) this.lost = true;
     const failed = new Set(failures.map((f) => f.index));
     const marks = new Set<number>();
-    for (let o = R_MARK; o < records.length; o += RECORD_SIZE) marks.add(records.readUInt32BE(o));
+    for (let o = 0; o < records.length; o += RECORD_SIZE) marks.add(rec.mark(records, o));
     if (marks.size === 1) {
       this.vips.get([...marks][0]!)?.later(records, failed);
     } else {
-      for (let i = 0, o = 0; o < records.length; i++, o += RECORD_SIZE) if (!failed.has(i)) this.vips.get(records.readUInt32BE(o + R_MARK))?.upsert(records, o);
+      for (let i = 0, o = 0; o < records.length; i++, o += RECORD_SIZE) if (!failed.has(i)) this.vips.get(rec.mark(records, o))?.upsert(records, o);
     }
     clearTimeout(this.settleTimer);
     this.settleTimer = setTimeout(() => {
@@ -452,9 +452,9 @@ export class AccessTableMirror {
       this.counters.malformed++;
       return;
     }
-    const mark = r.readUInt32BE(R_MARK);
+    const mark = rec.mark(r, 0);
     if (mark === BARRIER_MARK) {
-      if (msg.type === DELETE_TYPE) this.barrierWaiters.get(r.readUInt16BE(R_CLIENT_PORT))?.();
+      if (msg.type === DELETE_TYPE) this.barrierWaiters.get(rec.clientPort(r, 0))?.();
       return;
     }
     const vip = this.vips.get(mark);
@@ -476,7 +476,7 @@ export class AccessTableMirror {
         const fresh = this.emptyTables();
         try {
           await this.table.dumpAllRecords((records) => {
-            for (let o = 0; o < records.length; o += RECORD_SIZE) fresh.get(records.readUInt32BE(o + R_MARK))?.upsert(records, o);
+            for (let o = 0; o < records.length; o += RECORD_SIZE) fresh.get(rec.mark(records, o))?.upsert(records, o);
           });
         } catch (err) {
           this.log.warn({ err: (err as Error).message }, 'access table mirror: dump failed, retrying');

@@ -32,7 +32,8 @@ import {
   type ConntrackEventType,
   type ConntrackTuple,
 } from './ctnetlink.js';
-import { CreateEncoder, RECORD_SIZE, R_MARK, RecordCollector, RecordFormatError, readRecord } from './entry-record.js';
+import { CreateEncoder, RecordCollector } from './entry-record-ctnetlink.js';
+import { RECORD_SIZE, RecordFormatError, readRecord, rec } from './entry-record.js';
 import { NETLINK_NETFILTER, NLMSG_HDRLEN, NetlinkParseError, align4, type NetlinkMessage } from './message.js';
 import { NetlinkError, NetlinkSocket, errnoName } from './socket.js';
 
@@ -371,8 +372,8 @@ export class Conntrack {
   async countByMark(): Promise<Map<number, number>> {
     const counts = new Map<number, number>();
     await this.dumpAllRecords((records) => {
-      for (let at = R_MARK; at < records.length; at += RECORD_SIZE) {
-        const mark = records.readUInt32BE(at);
+      for (let at = 0; at < records.length; at += RECORD_SIZE) {
+        const mark = rec.mark(records, at);
         counts.set(mark, (counts.get(mark) ?? 0) + 1);
       }
     });

@@ -12,6 +12,11 @@ export function ipv4ToBytes(address: string): Buffer {
   return Buffer.from(bytes);
 }
 
+/** The dotted text of an address held as an unsigned 32-bit number. */
+export function ipv4FromNumber(n: number): string {
+  return `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
+}
+
 export function bytesToIpv4(buf: Buffer, offset = 0): string {
   return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
 }

@@ -9,17 +9,18 @@
  */
 import type { CopyBatch } from '../keeper/batch.js';
 import { keysOfRecords } from '../keeper/batch.js';
-import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_PROTO } from '../netlink/entry-record.js';
+import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
 
 /**
  * A connection's identity in a record: its original tuple (client, VIP, client port, VIP
- * port, protocol), the keeper's primary key. Bytes 0..7 hold both addresses, 16..19 both ports.
+ * port, protocol), the keeper's primary key. As UTF-16 code units: each address two, each port one.
  */
 export function recordKey(record: Buffer, offset = 0): string {
   return (
-    record.toString('latin1', offset + R_CLIENT_ADDR, offset + 8) +
-    record.toString('latin1', offset + R_CLIENT_PORT, offset + 20) +
-    String.fromCharCode(record[offset + R_PROTO]!)
+    String.fromCharCode(rec.clientAddress(record, offset) >>> 16, rec.clientAddress(record, offset) & 0xffff) +
+    String.fromCharCode(rec.vipAddress(record, offset) >>> 16, rec.vipAddress(record, offset) & 0xffff) +
+    String.fromCharCode(rec.clientPort(record, offset), rec.vipPort(record, offset)) +
+    String.fromCharCode(rec.protocol(record, offset))
   );
 }
 

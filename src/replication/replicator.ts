@@ -41,7 +41,8 @@ import {
   type ConntrackEntry,
 } from '../netlink/ctnetlink.js';
 import { NLA_HDRLEN, NLA_TYPE_MASK, type NetlinkMessage } from '../netlink/message.js';
-import { RECORD_SIZE, R_CLIENT_ADDR, R_CLIENT_PORT, R_INSIDE_ADDR, R_INSIDE_PORT, R_MARK, R_PROTO, R_SERVER_ADDR, R_SERVER_PORT, R_STATUS, R_TCP_STATE, R_TIMEOUT, R_VIP_ADDR, R_VIP_PORT, R_WSCALE_ORIGINAL, R_WSCALE_REPLY, R_FLAGS_ORIGINAL, R_FLAGS_REPLY, handshakeCompleted, selectRecords } from '../netlink/entry-record.js';
+import { RECORD_SIZE, handshakeCompleted, selectRecords, rec } from '../netlink/entry-record.js';
+import { entryRecordOf } from '../netlink/entry-record-ctnetlink.js';
 import { Backlog, recordKey, type TakenBatch } from './backlog.js';
 
 /** What the replicator needs of a keeper (src/keeper/client.ts's KeeperClient). */
@@ -404,12 +405,12 @@ export class Replicator {
       this.counts.ignored++;
       return;
     }
-    const record = eventRecord(e, destroyed);
+    const record = entryRecordOf(e, destroyed);
     if (!handshakeCompleted(record)) {
       this.counts.ignored++;
       return;
     }
-    const link = this.linkByServer.get(record.readUInt32BE(R_SERVER_ADDR));
+    const link = this.linkByServer.get(rec.serverAddress(record, 0));
     if (!link) {
       this.counts.unrouted++;
       return;
@@ -433,7 +434,7 @@ export class Replicator {
         await this.options.table.readRecords(vip.id, (chunk) => {
           for (let o = 0; o < chunk.length; o += RECORD_SIZE) {
             if (!handshakeCompleted(chunk, o)) continue;
-            const link = this.linkByServer.get(chunk.readUInt32BE(o + R_SERVER_ADDR));
+            const link = this.linkByServer.get(rec.serverAddress(chunk, o));
             if (link) link.refresh(chunk.subarray(o, o + RECORD_SIZE), at);
           }
         });
@@ -452,7 +453,7 @@ export class Replicator {
   /** The VIP's connections whose server is `serverU32`, as record chunks. */
   async entriesOnServer(vip: VipConfig, serverU32: number): Promise<Buffer[]> {
     const out: Buffer[] = [];
-    const mine = (b: Buffer, o: number): boolean => b.readUInt32BE(o + R_SERVER_ADDR) === serverU32 && handshakeCompleted(b, o);
+    const mine = (b: Buffer, o: number): boolean => rec.serverAddress(b, o) === serverU32 && handshakeCompleted(b, o);
     await this.options.table.readRecords(vip.id, (chunk) => {
       out.push(selectRecords(chunk, mine));
     });
@@ -502,47 +503,3 @@ function tcpStateIn(p: Buffer, start: number, end: number): number {
   return -1;
 }
 
-/** An event's entry as a record (entry-record.ts); a destroy needs only the key and the server. */
-export function eventRecord(e: ConntrackEntry, destroyed: boolean): Buffer {
-  const r = Buffer.alloc(RECORD_SIZE);
-  writeAddress(r, R_CLIENT_ADDR, e.orig.src);
-  writeAddress(r, R_VIP_ADDR, e.orig.dst);
-  writeAddress(r, R_SERVER_ADDR, e.reply.src);
-  r.writeUInt16BE(e.orig.sport, R_CLIENT_PORT);
-  r.writeUInt16BE(e.orig.dport, R_VIP_PORT);
-  r.writeUInt16BE(e.reply.sport, R_SERVER_PORT);
-  r[R_PROTO] = e.orig.proto;
-  // fullnat: the reply goes to the inside address, not back to the client.
-  if (e.reply.dst !== e.orig.src || e.reply.dport !== e.orig.sport) {
-    writeAddress(r, R_INSIDE_ADDR, e.reply.dst);
-    r.writeUInt16BE(e.reply.dport, R_INSIDE_PORT);
-  }
-  r.writeUInt32BE(e.mark >>> 0, R_MARK);
-  // A destroy carries the status too: it says whether the entry ever was a connection.
-  r.writeUInt16BE(e.status & 0xffff, R_STATUS);
-  if (destroyed) return r;
-  r.writeUInt32BE(e.timeout >>> 0, R_TIMEOUT);
-  if (e.orig.proto === IPPROTO_TCP) {
-    r[R_TCP_STATE] = e.tcpState ?? 0;
-    const w = e.tcpWindow;
-    if (w) {
-      r[R_WSCALE_ORIGINAL] = w.wscaleOriginal;
-      r[R_WSCALE_REPLY] = w.wscaleReply;
-      r[R_FLAGS_ORIGINAL] = w.flagsOriginal;
-      r[R_FLAGS_REPLY] = w.flagsReply;
-    }
-  }
-  return r;
-}
-
-function writeAddress(b: Buffer, offset: number, address: string): void {
-  let value = 0;
-  let start = 0;
-  for (let i = 0; i <= address.length; i++) {
-    if (i === address.length || address.charCodeAt(i) === 46) {
-      value = value * 256 + Number(address.slice(start, i));
-      start = i + 1;
-    }
-  }
-  b.writeUInt32BE(value >>> 0, offset);
-}

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { AccessTableMirror, BARRIER_MARK } from '../../src/nat/access-table-mirror.js';
 import { Conntrack } from '../../src/netlink/conntrack.js';
 import { IPPROTO_TCP, IPPROTO_UDP, IPS_ASSURED, IPS_SEEN_REPLY, TCP_CONNTRACK_ESTABLISHED, TCP_CONNTRACK_SYN_RECV } from '../../src/netlink/ctnetlink.js';
-import { RECORD_SIZE, R_STATUS, R_TIMEOUT, readRecord, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
+import { RECORD_SIZE, readRecord, writeRecord, type EntryRecord, rec } from '../../src/netlink/entry-record.js';
 import { createNs, deleteNs, inNs, removeLeftovers } from './netlink-netns.js';
 
 const logger = pino({ level: 'silent' });
@@ -40,8 +40,8 @@ function canonical(b: Buffer): string[] {
   const out: string[] = [];
   for (let o = 0; o < b.length; o += RECORD_SIZE) {
     const r = Buffer.from(b.subarray(o, o + RECORD_SIZE));
-    r.fill(0, R_TIMEOUT, R_TIMEOUT + 4);
-    r.fill(0, R_STATUS, R_STATUS + 2);
+    rec.setTimeout(r, 0, 0);
+    rec.setStatus(r, 0, 0);
     out.push(r.toString('hex'));
   }
   return out.sort();
@@ -168,7 +168,7 @@ describe('the access table mirror, on the kernel', () => {
     await new Promise((r) => setTimeout(r, 1100));
     const snap = (await mirror.snapshot(VIP1))!;
     expect(snap.length).toBe(10 * RECORD_SIZE);
-    for (let o = 0; o < snap.length; o += RECORD_SIZE) expect(snap.readUInt32BE(o + R_TIMEOUT)).toBeGreaterThan(590);
+    for (let o = 0; o < snap.length; o += RECORD_SIZE) expect(rec.timeout(snap, o)).toBeGreaterThan(590);
   });
 
   it('leaves no sentinel behind', async () => {

@@ -11,7 +11,7 @@ import { encodeBatch, keysOfRecords } from '../../src/keeper/batch.js';
 import { KeeperClient } from '../../src/keeper/client.js';
 import { loadKeeperConfig, parseKeeperConfig } from '../../src/config/keeper.js';
 import { Keeper } from '../../src/keeper/keeper.js';
-import { RECORD_SIZE, R_TCP_STATE, readRecord } from '../../src/netlink/entry-record.js';
+import { RECORD_SIZE, readRecord, rec } from '../../src/netlink/entry-record.js';
 import { TEST_VIPS, entry, many, records } from './keeper-helpers.js';
 
 const VIPS = TEST_VIPS;
@@ -62,7 +62,7 @@ describe('keeper API', () => {
   it('refuses a malformed batch naming the field, and keeps what it stored', async () => {
     const before = await lb1.copies('vip1');
     const bad = many(10, '203.0.113.10', 9000);
-    bad[4 * RECORD_SIZE + R_TCP_STATE] = 42;
+    rec.setTcpState(bad, 4 * RECORD_SIZE, 42);
     const err = await lb1.push({ upserts: bad, deletes: none }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);
     expect(err).toMatchObject({ status: 400, field: 'upserts[4].tcpState' });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BatchError, KEY_SIZE, decodeBatch, encodeBatch, keysOfRecords, readKey, writeKey } from '../../src/keeper/batch.js';
 import { CopyStore, MIGRATIONS, SCHEMA_VERSION } from '../../src/keeper/store.js';
-import { RECORD_SIZE, R_PROTO, R_TCP_STATE, readRecord } from '../../src/netlink/entry-record.js';
+import { RECORD_SIZE, readRecord, rec } from '../../src/netlink/entry-record.js';
 import { entry, many, records } from './keeper-helpers.js';
 
 const none = Buffer.alloc(0);
@@ -33,10 +33,10 @@ describe('batch codec', () => {
 
   it('names the wrong field of a malformed batch', () => {
     const body = encodeBatch({ upserts: many(20), deletes: none });
-    body[16 + 17 * RECORD_SIZE + R_TCP_STATE] = 12;
+    rec.setTcpState(body, 16 + 17 * RECORD_SIZE, 12);
     expect(() => decodeBatch(body)).toThrowError(new BatchError('upserts[17].tcpState', '12 is not a TCP conntrack state (1..9)'));
     const udp = encodeBatch({ upserts: many(2), deletes: none });
-    udp[16 + RECORD_SIZE + R_PROTO] = 1;
+    rec.setProtocol(udp, 16 + RECORD_SIZE, 1);
     expect(() => decodeBatch(udp)).toThrow(/^upserts\[1\]\.proto: 1 is neither TCP/);
     expect(() => decodeBatch(encodeBatch({ upserts: many(2), deletes: none }).subarray(0, 50))).toThrow(/^body: 50 bytes, but 2 upserts and 0 deletes make 96/);
     const magic = encodeBatch({ upserts: none, deletes: none });
@@ -122,7 +122,7 @@ describe('CopyStore', () => {
     s.apply({ upserts: many(50), deletes: none });
     const before = s.recordsOfVip('203.0.113.10');
     const bad = many(100, '203.0.113.10', 25); // overlaps the stored 25..49
-    bad[99 * RECORD_SIZE + R_TCP_STATE] = 0;
+    rec.setTcpState(bad, 99 * RECORD_SIZE, 0);
     expect(() => s.apply({ upserts: bad, deletes: keysOfRecords(many(10)) })).toThrowError(/^upserts\[99\]\.tcpState/);
     expect(s.recordsOfVip('203.0.113.10').equals(before)).toBe(true);
     const badKey = keysOfRecords(many(3));

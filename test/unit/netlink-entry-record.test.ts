@@ -8,19 +8,8 @@ import {
   encodeCreate,
   type ConntrackCreate,
 } from '../../src/netlink/ctnetlink.js';
-import {
-  CreateEncoder,
-  RECORD_SIZE,
-  RecordCollector,
-  RecordFormatError,
-  RecordStreamReader,
-  checkStreamHeader,
-  encodeStreamHeader,
-  entryToRecord,
-  readRecord,
-  writeRecord,
-  type EntryRecord,
-} from '../../src/netlink/entry-record.js';
+import { CreateEncoder, RecordCollector, entryToRecord } from '../../src/netlink/entry-record-ctnetlink.js';
+import { RECORD_SIZE, RecordFormatError, RecordStreamReader, checkStreamHeader, encodeStreamHeader, readRecord, rec, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { NLMSG_DONE, NLM_F_ACK, NetlinkParseError, parseMessages } from '../../src/netlink/message.js';
 import { KERNEL_DUMP } from './netlink-samples.js';
 
@@ -188,5 +177,55 @@ describe('record stream', () => {
     reader.push(Buffer.concat([encodeStreamHeader(), records(dnat).subarray(0, 30)]));
     expect(() => reader.end()).toThrow(/30 of 40 bytes/);
     expect(() => new RecordStreamReader().end()).toThrow(/before its header/);
+  });
+});
+
+describe('rec: the record read and written by field name', () => {
+  it('every setter is read back by its getter, and touches only its own bytes', () => {
+    const names = Object.keys(rec).filter((k) => !k.startsWith('set')) as (keyof typeof rec)[];
+    const widths: Record<string, number> = {};
+    for (const name of names) {
+      const b = Buffer.alloc(RECORD_SIZE);
+      const setter = rec[`set${name[0]!.toUpperCase()}${name.slice(1)}` as keyof typeof rec] as (b: Buffer, o: number, v: number) => void;
+      // The widest all-ones value the field takes (a wider one is refused or cut).
+      const width = [4, 2, 1].find((w) => {
+        try {
+          b.fill(0);
+          setter(b, 0, 2 ** (8 * w) - 1);
+          return b.filter((x) => x !== 0).length === w;
+        } catch {
+          return false;
+        }
+      })!;
+      widths[name] = width;
+      expect((rec[name] as (b: Buffer, o: number) => number)(b, 0)).toBe(2 ** (8 * width) - 1);
+    }
+    // The 17 fields fill the 40 bytes exactly: no overlap, no gap.
+    expect(Object.values(widths).reduce((a, w) => a + w, 0)).toBe(RECORD_SIZE);
+  });
+
+  it('readRecord and writeRecord agree with the accessors', () => {
+    const b = Buffer.alloc(2 * RECORD_SIZE);
+    writeRecord(b, RECORD_SIZE, {
+      client: { address: '198.51.100.7', port: 40001 },
+      vip: { address: '203.0.113.10', port: 443 },
+      server: { address: '198.18.0.21', port: 8443 },
+      inside: { address: '198.18.0.1', port: 20001 },
+      proto: 6,
+      tcpState: 3,
+      tcpWindow: { wscaleOriginal: 7, wscaleReply: 9, flagsOriginal: 0x23, flagsReply: 0x22 },
+      status: 0x1ba,
+      timeout: 431999,
+      mark: 42,
+    });
+    expect(rec.clientPort(b, RECORD_SIZE)).toBe(40001);
+    expect(rec.vipAddress(b, RECORD_SIZE)).toBe((203 << 24 >>> 0) + (0 << 16) + (113 << 8) + 10);
+    expect(rec.serverPort(b, RECORD_SIZE)).toBe(8443);
+    expect(rec.insidePort(b, RECORD_SIZE)).toBe(20001);
+    expect(rec.wscaleReply(b, RECORD_SIZE)).toBe(9);
+    expect(rec.timeout(b, RECORD_SIZE)).toBe(431999);
+    expect(rec.mark(b, RECORD_SIZE)).toBe(42);
+    rec.setTimeout(b, RECORD_SIZE, 12);
+    expect(readRecord(b, RECORD_SIZE).timeout).toBe(12);
   });
 });

@@ -5,7 +5,7 @@ import { failoverWarnings, parseApplianceConfig } from '../../src/config/applian
 import { IPPROTO_TCP, IPS_DST_NAT, TCP_CONNTRACK_ESTABLISHED, type ConntrackEntry } from '../../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, readRecord, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { Backlog, recordKey } from '../../src/replication/backlog.js';
-import { eventRecord } from '../../src/replication/replicator.js';
+import { entryRecordOf } from '../../src/netlink/entry-record-ctnetlink.js';
 
 const window = { wscaleOriginal: 7, wscaleReply: 7, flagsOriginal: 0x0c, flagsReply: 0x0c };
 
@@ -95,7 +95,7 @@ describe('Backlog', () => {
   });
 });
 
-describe('eventRecord', () => {
+describe('entryRecordOf', () => {
   const orig = { src: '198.51.100.10', dst: '203.0.113.13', sport: 40000, dport: 80, proto: IPPROTO_TCP };
   const fullnat: ConntrackEntry = {
     orig,
@@ -108,7 +108,7 @@ describe('eventRecord', () => {
   };
 
   it('writes the record a dump would: server, inside address, state, window, timeout, mark', () => {
-    const r = readRecord(eventRecord(fullnat, false));
+    const r = readRecord(entryRecordOf(fullnat, false));
     expect(r).toEqual({
       client: { address: '198.51.100.10', port: 40000 },
       vip: { address: '203.0.113.13', port: 80 },
@@ -125,8 +125,8 @@ describe('eventRecord', () => {
 
   it('a dnat entry has no inside address; a destroy carries the key and the server', () => {
     const dnat: ConntrackEntry = { ...fullnat, reply: { src: '198.18.0.101', dst: orig.src, sport: 80, dport: orig.sport, proto: IPPROTO_TCP } };
-    expect(readRecord(eventRecord(dnat, false)).inside).toBeUndefined();
-    const gone = readRecord(eventRecord({ ...dnat, timeout: undefined as unknown as number, tcpState: undefined }, true));
+    expect(readRecord(entryRecordOf(dnat, false)).inside).toBeUndefined();
+    const gone = readRecord(entryRecordOf({ ...dnat, timeout: undefined as unknown as number, tcpState: undefined }, true));
     expect(gone).toMatchObject({ client: { port: 40000 }, server: { address: '198.18.0.101' }, timeout: 0, tcpState: 0 });
   });
 });
