@@ -6,8 +6,8 @@
  * of it, a failed one retried at once) and tries, eight times a lease while it follows, to
  * create the leader key under that lease. The one that creates it leads; its epoch is the key's create revision (etcd's
  * revisions only grow, so a later leader's epoch is larger). A leader counts its lease from the
- * moment it *sent* the last keep-alive etcd answered, and stops leading a third of the lease
- * before etcd could let it expire: cut off from etcd, it has stopped acting before anyone else
+ * moment it *sent* the last keep-alive etcd answered, and stops leading half a second before
+ * etcd could let it expire: cut off from etcd, it has stopped acting before anyone else
  * can be elected.
  *
  * Fencing: every write of the leader is a transaction that compares the leader key's create
@@ -160,8 +160,13 @@ export class EtcdLeadership implements Leadership {
     return this.cluster.settings.leaseSeconds * 1000;
   }
 
+  /** How long after the last renewal this controller still counts on its lease: half a second short of it. */
+  private get validMs(): number {
+    return this.ttlMs - Math.min(500, this.ttlMs / 3);
+  }
+
   leading(): boolean {
-    return this.ownEpoch !== undefined && this.now() < this.aliveSince + (this.ttlMs * 2) / 3;
+    return this.ownEpoch !== undefined && this.now() < this.aliveSince + this.validMs;
   }
 
   epoch(): number | undefined {
@@ -273,7 +278,7 @@ export class EtcdLeadership implements Leadership {
     const r = await ns.if(LEADER, 'Create', '==', 0).then(lease.put(LEADER).value(JSON.stringify(this.self))).else(ns.get(LEADER)).commit();
     if (r.succeeded) {
       const epoch = Number(r.header.revision);
-      if (this.now() >= this.aliveSince + (this.ttlMs * 2) / 3) return; // the lease may lapse before we could act: next round
+      if (this.now() >= this.aliveSince + this.validMs) return; // the lease may lapse before we could act: next round
       this.ownEpoch = epoch;
       this.lastTerm = epoch;
       this.seen = { identity: this.self, epoch };

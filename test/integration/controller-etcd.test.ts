@@ -33,7 +33,7 @@ async function until(what: string, ok: () => boolean, ms = 20_000): Promise<numb
 }
 
 function controller(name: string, prefix: string) {
-  const cluster = new EtcdCluster({ endpoints: etcd.endpoints, prefix, leaseSeconds: 2 });
+  const cluster = new EtcdCluster({ endpoints: etcd.endpoints, prefix, leaseSeconds: 3 });
   const leadership = new EtcdLeadership(cluster, { name, api: `http://${name}` }, logger);
   return { cluster, leadership, store: new EtcdStore(cluster, leadership) };
 }
@@ -148,11 +148,11 @@ describe('the controller on etcd', () => {
       expect((await a.cluster.health()).map((m) => m.healthy)).toEqual([false, true, true]);
 
       await etcd.kill(1);
-      // It stops leading a third of its 2 s lease before etcd could let the lease expire.
-      await until('a steps down', () => !a.leadership.leading(), 6000);
+      // It stops leading before etcd could let its 3 s lease expire.
+      await until('a steps down', () => !a.leadership.leading(), 8000);
       const steppedAt = performance.now();
-      expect(steppedAt).toBeLessThan(a.leadership.renewedAt() + 2000);
-      console.log(`stepped down ${(steppedAt - a.leadership.renewedAt()).toFixed(0)} ms after the last renewal (lease 2000 ms)`);
+      expect(steppedAt).toBeLessThan(a.leadership.renewedAt() + 3000);
+      console.log(`stepped down ${(steppedAt - a.leadership.renewedAt()).toFixed(0)} ms after the last renewal (lease 3000 ms)`);
       await expect(a.store.setSetting('rebalance', 'auto')).rejects.toThrow(/no controller leads now .*etcd has no quorum/);
     } finally {
       await a.leadership.stop();
