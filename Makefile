@@ -214,3 +214,8 @@ test-defaults: build
 	npx vitest run test/integration/entries-boundary.test.ts test/integration/import-config.test.ts
 	npx vitest run test/integration/appliance-restart.test.ts
 	npx vitest run test/integration/replication-failover.test.ts -t "default lab"
+# backends — pools, schedulers (Maglev), drain, reload (src/nat/pool.ts, scheduler.ts, config/edit.ts)
+.PHONY: test-backends
+test-backends: build
+	npx vitest run test/unit/backends-scheduler.test.ts test/unit/backends-edit.test.ts test/unit/nat-config.test.ts test/unit/nat-ruleset.test.ts
+	npx vitest run test/integration/backends.test.ts

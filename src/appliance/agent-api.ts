@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { endpoint, noBody, okAnswer } from '../api/contract.js';
 import { SORT_KEYS } from '../nat/access-page.js';
+import { MAX_WEIGHT } from '../config/appliance.js';
 
 const count = z.number().int().min(0);
 
@@ -58,6 +59,22 @@ export const vipStatusSchema = z.object({
     }),
   ),
 });
+
+/** A change to one backend of a VIP (config/edit.ts): applied, then written to the configuration file. */
+export const backendChangeSchema = z
+  .object({
+    action: z.enum(['add', 'remove', 'weight', 'drain']),
+    address: z.ipv4(),
+    /** Absent: the backend configured without a port. */
+    port: z.number().int().min(1).max(65535).optional(),
+    weight: z.number().int().min(0).max(MAX_WEIGHT).optional(),
+  })
+  .strict()
+  .refine((b) => b.action !== 'weight' || b.weight !== undefined, { message: 'is required to set a weight', path: ['weight'] });
+export type BackendChangeRequest = z.infer<typeof backendChangeSchema>;
+
+/** What a reload or a backend change did: VIPs by name. */
+export const reconfigureSchema = z.object({ added: z.array(z.string()), removed: z.array(z.string()), changed: z.array(z.string()) });
 export type AgentVipStatus = z.infer<typeof vipStatusSchema>;
 
 /** One VRRP instance as the speaker reports it (InstanceStatus). */
@@ -203,6 +220,20 @@ export const agentApi = {
   abort: endpoint({ method: 'POST', path: '/v1/vips/:name/abort', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
   /** A standby takes the VIP over from the keepers' copies (failover, without the controller). */
   takeover: endpoint({ method: 'POST', path: '/v1/vips/:name/takeover', body: noBody, response: takeoverReportSchema, roles: ['admin', 'controller'] }),
+  /**
+   * Re-reads the configuration and applies the difference as one nft transaction (SIGHUP does
+   * the same): 400 with every file:line:field of an invalid file, 409 for a change that cannot
+   * be made at run time; either way nothing changed.
+   */
+  reload: endpoint({ method: 'POST', path: '/v1/reload', body: noBody, response: reconfigureSchema, roles: ['admin', 'controller'] }),
+  /** Adds, removes, weights or drains a backend of the VIP; the VIP's backends afterwards. */
+  backends: endpoint({
+    method: 'POST',
+    path: '/v1/vips/:name/backends',
+    body: backendChangeSchema,
+    response: z.object({ vip: z.string(), backends: vipStatusSchema.shape.backends }),
+    roles: ['admin', 'controller'],
+  }),
   /** Re-reads the whole access table into the mirror (entries made behind the appliance's back). */
   rebuildMirror: endpoint({
     method: 'POST',

@@ -14,6 +14,8 @@ import { AccessPages, PageQueryError } from '../nat/access-page.js';
 import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
 import { agentApi, type MigrationStepName } from './agent-api.js';
 import { UnknownVipError, type Appliance } from './appliance.js';
+import { ConfigError } from '../config/load.js';
+import { ReconfigureError } from '../nat/engine.js';
 import type { TakeoverReport } from '../replication/takeover.js';
 
 /** The agent API's route table (docs/api.md), from the roles declared with each endpoint (agent-api.ts). */
@@ -100,6 +102,17 @@ export class EpochFence {
       throw new HttpError(409, `controller epoch ${epoch} is older than ${this.newest}: a newer controller leads`, 'query.epoch');
     }
     this.newest = epoch;
+  }
+}
+
+/** A configuration refused: 400 with every file:line:field, 409 when it cannot apply now. */
+async function configRefusals<T>(work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (err) {
+    if (err instanceof ConfigError) throw new HttpError(400, err.message);
+    if (err instanceof ReconfigureError) throw new HttpError(409, err.message);
+    throw err;
   }
 }
 
@@ -301,6 +314,19 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       const mirror = await appliance.rebuildMirror();
       logger.info({ action: 'rebuild-mirror', entries: mirror?.entries, ms: Math.round((performance.now() - t0) * 100) / 100 }, 'access table mirror rebuilt');
       return mirror ?? { synced: false };
+    }),
+    serve(agentApi.reload, async () => {
+      const t0 = performance.now();
+      const result = await configRefusals(() => appliance.reload());
+      logger.info({ action: 'reload', ...result, ms: Math.round((performance.now() - t0) * 100) / 100 }, 'configuration reloaded');
+      return result;
+    }),
+    serve(agentApi.backends, async (ctx) => {
+      const vip = vipOf(ctx);
+      const { action, address, port, weight } = ctx.body;
+      const result = await configRefusals(() => appliance.changeBackend(vip, { action, address, ...(port === undefined ? {} : { port }), ...(weight === undefined ? {} : { weight }) }));
+      logger.info({ vip, action: `backend ${action}`, backend: port === undefined ? address : `${address}:${port}`, weight }, `backend ${action} ${vip}`);
+      return result;
     }),
   ];
 }

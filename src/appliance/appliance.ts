@@ -15,7 +15,8 @@ import type { TableStatus, TableWatch } from './table-watch.js';
 import { EntryCounts } from '../nat/entry-counts.js';
 import { backendKey, findBackend, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
 import { checkRecords, type RecordRefusal } from '../config/vip-records.js';
-import type { BackendStatus, NatEngine, VipCounters } from '../nat/engine.js';
+import { ReconfigureError, type BackendStatus, type NatEngine, type ReconfigureResult, type VipCounters } from '../nat/engine.js';
+import { editBackends, type ApplianceConfigFile, type BackendChange } from '../config/edit.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { BackendCheckStatus } from '../health/monitor.js';
 import { targetPort } from '../health/targets.js';
@@ -90,6 +91,10 @@ export interface ApplianceParts {
   table?: TableWatch;
   /** The backends' health checks (src/health), by VIP, address and checked port. */
   checks?: { statusOf(vip: string, address: string, port: number): BackendCheckStatus | undefined };
+  /** Reads the configuration for a reload (default: configFile). */
+  loadConfig?: () => Promise<ApplianceConfig>;
+  /** The configuration file: re-read by a reload, written by backend changes made at run time. */
+  configFile?: ApplianceConfigFile;
 }
 
 /** A backend named by a request (a health check, the CLI) that the VIP does not have. */
@@ -104,6 +109,12 @@ export class UnknownBackendError extends Error {
 
 /** Per-backend connection counts are read at most this often (each reads the VIP's entries). */
 const CONNECTIONS_TTL_MS = 1000;
+/**
+ * A VIP counts as in a migration from its first step 3 on this appliance (export or import)
+ * to its last (forget, delete-entries, activate, abort), or for this long if the controller
+ * never comes back to it: a reload must not change it under the migration's feet.
+ */
+const MIGRATION_LOCK_MS = 120_000;
 
 /** Entry records another member sent that do not belong to the VIP they were sent for. */
 export interface RefusedEntries {
@@ -117,7 +128,12 @@ export interface RefusedEntries {
 }
 
 export class Appliance {
-  private readonly vips: Map<string, VipConfig>;
+  private current: ApplianceConfig;
+  private vips: Map<string, VipConfig>;
+  private readonly migrations = new Map<string, number>();
+  /** Reloads and backend changes run one at a time (each reads, changes and writes the file). */
+  private changing: Promise<unknown> = Promise.resolve();
+  private readonly configListeners: ((config: ApplianceConfig, change: ReconfigureResult) => void)[] = [];
   private readonly connections = new Map<string, { at: number; counts: Promise<Map<string, number>> }>();
   private readonly refused = new Map<string, RefusedEntries>();
   private readonly mirror: AccessTableMirror | undefined;
@@ -129,15 +145,112 @@ export class Appliance {
   private generation = 0;
 
   constructor(
-    readonly config: ApplianceConfig,
+    config: ApplianceConfig,
     private readonly engine: NatEngine,
     private readonly conntrack: Conntrack,
     private readonly addressing: VipAddressing,
     private readonly parts: ApplianceParts = {},
   ) {
     this.mirror = parts.mirror;
+    this.current = config;
     this.vips = new Map(config.vips.map((v) => [v.name, v]));
     this.counts = new EntryCounts(() => this.conntrack.countByMark());
+  }
+
+  /** The configuration running now (a reload or a backend change replaces it). */
+  get config(): ApplianceConfig {
+    return this.current;
+  }
+
+  /** Called after every configuration change applied at run time (a health monitor follows the backends). */
+  onConfigChange(listener: (config: ApplianceConfig, change: ReconfigureResult) => void): void {
+    this.configListeners.push(listener);
+  }
+
+  private migrating(name: string, on: boolean): void {
+    if (on) this.migrations.set(name, performance.now());
+    else this.migrations.delete(name);
+  }
+
+  private inMigration(name: string): boolean {
+    const since = this.migrations.get(name);
+    return since !== undefined && performance.now() - since < MIGRATION_LOCK_MS;
+  }
+
+  /**
+   * `vipshift reload` and SIGHUP: re-reads the configuration file and applies the difference
+   * (VIPs added and removed, backends changed) as one nft transaction. An invalid file
+   * (ConfigError, file:line:field) or a change that cannot be made at run time
+   * (ReconfigureError) changes nothing.
+   */
+  reload(): Promise<ReconfigureResult> {
+    return this.serially(async () => {
+      const { loadConfig, configFile } = this.parts;
+      if (loadConfig) return this.applyConfig(await loadConfig());
+      if (!configFile) throw new Error('this appliance was started without a configuration file to re-read');
+      return this.applyConfig((await configFile.read()).config);
+    });
+  }
+
+  /**
+   * Adds, removes, weights or drains one backend of a VIP: the configuration file is edited
+   * (comments kept), the result validated and applied as one nft transaction, then written,
+   * so the box runs on its last copy across a restart. Nothing changes if any step refuses.
+   */
+  changeBackend(vip: string, change: BackendChange): Promise<{ vip: string; backends: BackendView[] }> {
+    return this.serially(async () => {
+      const file = this.parts.configFile;
+      if (!file) throw new ReconfigureError(['this appliance runs from keepalived.conf: change its backends there and reload']);
+      this.vip(vip);
+      const { text } = await file.read();
+      const edited = editBackends(text, file.path, vip, change);
+      await this.applyConfig(edited.config);
+      await file.write(edited.text);
+      const connections = await this.backendConnections(this.vip(vip));
+      return { vip, backends: this.engine.backends(vip).map((b) => ({ ...b, connections: connections.get(backendKey(b)) ?? 0 })) };
+    });
+  }
+
+  private serially<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.changing.then(work);
+    this.changing = run.catch(() => undefined);
+    return run;
+  }
+
+  private async applyConfig(next: ApplianceConfig): Promise<ReconfigureResult> {
+    const before = this.current;
+    const problems: string[] = [];
+    const { vips: _before, ...restBefore } = before;
+    const { vips: _after, ...restAfter } = next;
+    for (const key of new Set([...Object.keys(restBefore), ...Object.keys(restAfter)])) {
+      const a = JSON.stringify((restBefore as Record<string, unknown>)[key]);
+      const b = JSON.stringify((restAfter as Record<string, unknown>)[key]);
+      if (a !== b) problems.push(`${key}: cannot change at run time (restart the appliance)`);
+    }
+    const after = new Map(next.vips.map((v) => [v.name, v]));
+    for (const vip of before.vips) {
+      const now = after.get(vip.name);
+      if (JSON.stringify(now) !== JSON.stringify(vip) && this.inMigration(vip.name)) problems.push(`VIP ${vip.name} is in a migration on this appliance: reload again once it is done`);
+    }
+    if (problems.length > 0) throw new ReconfigureError(problems);
+    const modes = this.engine.modeTable();
+    const result = await this.engine.reconfigure(next);
+    this.current = next;
+    this.vips = new Map(next.vips.map((v) => [v.name, v]));
+    this.connections.clear();
+    for (const name of result.removed) {
+      const vip = before.vips.find((v) => v.name === name)!;
+      if (modes.get(name) === 'normal') await this.addressing.release(vip);
+    }
+    // A VIP added here for this appliance to own starts serving, as at start.
+    for (const name of result.added) {
+      const vip = after.get(name)!;
+      if (vip.owner !== next.appliance) continue;
+      await this.addressing.claim(vip);
+      await this.engine.setMode(name, 'normal');
+    }
+    for (const listener of this.configListeners) listener(next, result);
+    return result;
   }
 
   vip(name: string): VipConfig {
@@ -291,6 +404,7 @@ export class Appliance {
    */
   async exportEntries(name: string, write: (chunk: Buffer) => void): Promise<{ records: number; skipped: number; from: 'mirror' | 'dump' }> {
     const vip = this.vip(name);
+    this.migrating(name, true);
     write(encodeStreamHeader());
     let records = 0;
     const read = await this.readRecords(vip.id, (chunk) => {
@@ -315,6 +429,7 @@ export class Appliance {
   ): Promise<{ created: number; failed: number; refused: number }> {
     const { live = () => true, source = 'unknown' } = options;
     this.vip(name);
+    this.migrating(name, true);
     const reader = new RecordStreamReader();
     const waiting: Buffer[] = [];
     let ended = false;
@@ -535,6 +650,7 @@ export class Appliance {
     // The source's clean-up after a migration: its change journal would only fill with these.
     this.mirror?.endTracking(id);
     this.precopied.delete(name);
+    this.migrating(name, false);
     await this.conntrack.deleteByMark(id);
     this.counts.invalidate();
   }
@@ -542,12 +658,14 @@ export class Appliance {
   // Step 4.
   async forget(name: string): Promise<void> {
     this.vip(name);
+    this.migrating(name, false);
     await this.engine.setMode(name, 'absent');
   }
 
   /** Held packets are released only once the VIP is `normal`, so they meet the new entries. */
   async activate(name: string): Promise<{ released: number }> {
     this.vip(name);
+    this.migrating(name, false);
     await this.engine.setMode(name, 'normal');
     this.precopied.delete(name);
     return { released: this.engine.release(name) };
@@ -557,6 +675,7 @@ export class Appliance {
   async abort(name: string): Promise<void> {
     const vip = this.vip(name);
     await this.stopPrecopy(name);
+    this.migrating(name, false);
     await this.engine.setMode(name, 'absent');
     this.engine.discard(name);
     this.precopied.delete(name);

@@ -7,6 +7,7 @@
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
 import { failoverWarnings, type ApplianceConfig } from '../config/appliance.js';
+import type { ApplianceConfigFile } from '../config/edit.js';
 import type { Logger } from 'pino';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { startMetricsListener } from '../metrics/listener.js';
@@ -24,6 +25,7 @@ import { Announcer } from './announce.js';
 import { Appliance } from './appliance.js';
 import { Failover } from './failover.js';
 import { backendChecks } from './health.js';
+import { healthTargets } from '../health/targets.js';
 import { Hooks, eventsRoute } from './hooks.js';
 import { registerApplianceMetrics, registerRefusedEntriesMetrics } from './metrics.js';
 import { EventBus } from '../log/events.js';
@@ -38,6 +40,10 @@ export interface ApplianceStartOptions {
   speakerCommand: (configPath: string) => string[];
   /** Called when a part the appliance cannot run without has died (the speaker). */
   onFatal: (err: Error) => void;
+  /** Reads the configuration again for a reload (SIGHUP, `vipshift reload`). */
+  loadConfig?: () => Promise<ApplianceConfig>;
+  /** The configuration file backend changes made at run time are written into (absent: refused). */
+  configFile?: ApplianceConfigFile;
 }
 
 export interface RunningAppliance {
@@ -84,9 +90,25 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
     events,
     registry: metrics,
   });
-  const box: Appliance = new Appliance(config, engine, conntrack, addressing, { vrrpState: () => speaker?.state() ?? [], bfdState: () => speaker?.bfdStatus(), mirror, table, checks });
+  const box: Appliance = new Appliance(config, engine, conntrack, addressing, {
+    vrrpState: () => speaker?.state() ?? [],
+    bfdState: () => speaker?.bfdStatus(),
+    mirror,
+    table,
+    checks,
+    ...(options.loadConfig ? { loadConfig: options.loadConfig } : {}),
+    ...(options.configFile ? { configFile: options.configFile } : {}),
+  });
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
+  // A reload or a backend change: the checks follow the backends (a kept one keeps its state).
+  box.onConfigChange((next) => {
+    try {
+      checks.setTargets(healthTargets(next.vips));
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'health checks not updated after the configuration change');
+    }
+  });
   const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger, events });
   failover.listen();
   if (speaker) {
@@ -122,7 +144,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
       checks.stop();
       await failover.stop();
       if (speaker) await speaker.stop(); // a master announces priority 0 and drops its addresses
-      else for (const vip of config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
+      else for (const vip of box.config.vips) await box.releaseAddress(vip.name).catch(() => undefined);
       await engine.stop();
       hooks.detach();
       await hooks.idle();

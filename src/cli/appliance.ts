@@ -4,13 +4,16 @@
  * (src/appliance/start.ts). It runs until SIGTERM or SIGINT.
  * `vipshift appliance --keepalived keepalived.conf [--config FILE]`: the same from a
  * keepalived configuration (src/keepalived/appliance-config.ts), FILE then holding only what
- * keepalived cannot say; SIGHUP re-reads both, as keepalived does.
+ * keepalived cannot say. SIGHUP (as keepalived) and `vipshift reload` re-read the files and
+ * apply the difference (src/appliance/appliance.ts reload()).
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { isDeepStrictEqual, parseArgs } from 'node:util';
+import { parseArgs } from 'node:util';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 import { startAppliance } from '../appliance/start.js';
 import { loadApplianceConfig, type ApplianceConfig } from '../config/appliance.js';
+import { ApplianceConfigFile } from '../config/edit.js';
+import { ReconfigureError } from '../nat/engine.js';
 import { ConfigError, formatIssue } from '../config/load.js';
 import { formatWarning } from '../keepalived/diagnostics.js';
 import { loadKeepalivedAppliance } from '../keepalived/appliance-config.js';
@@ -35,18 +38,6 @@ async function load(values: { config?: string; keepalived?: string }): Promise<L
   const { config, merged, warnings } = await loadKeepalivedAppliance(values.keepalived, values.config);
   for (const w of warnings) process.stderr.write(`${formatWarning(w)}\n`);
   return { config, merged, speakerFile: `${RUNTIME_DIR}/${config.appliance}.${process.pid}.keepalived.json` };
-}
-
-/** Where two configurations differ: top-level fields, VIPs by name. */
-function changes(a: ApplianceConfig, b: ApplianceConfig): string[] {
-  const out: string[] = [];
-  for (const key of new Set([...Object.keys(a), ...Object.keys(b)]) as Set<keyof ApplianceConfig>) {
-    if (key === 'vips') {
-      const names = new Set([...a.vips, ...b.vips].map((v) => v.name));
-      for (const n of names) if (!isDeepStrictEqual(a.vips.find((v) => v.name === n), b.vips.find((v) => v.name === n))) out.push(`vips.${n}`);
-    } else if (!isDeepStrictEqual(a[key], b[key])) out.push(key);
-  }
-  return out;
 }
 
 export async function appliance(args: string[]): Promise<number> {
@@ -89,21 +80,20 @@ export async function appliance(args: string[]): Promise<number> {
       logger.error({ err: err.message }, 'the VRRP speaker died: stopping the appliance (it exits 1 to be restarted)');
       process.kill(process.pid, 'SIGTERM');
     },
+    loadConfig: async () => (await load(values)).config,
+    // Backend changes are written into --config; from keepalived.conf they are refused.
+    ...(values.keepalived ? {} : { configFile: new ApplianceConfigFile(values.config!) }),
   });
-  // SIGHUP, as keepalived: read the files again. An invalid file changes nothing and says why.
-  // Applying a valid change at run time needs a reload of VIPs and backends the appliance does
-  // not have yet: the difference is logged and takes effect at the next start.
+  // SIGHUP, as keepalived: read the files again and apply the difference. An invalid file, or a
+  // change that cannot be made at run time, changes nothing and says why.
   const reread = () => {
-    load(values)
-      .then((next) => {
-        const changed = changes(config, next.config);
-        if (changed.length === 0) logger.info({ files: [values.keepalived, values.config].filter(Boolean) }, 'SIGHUP: configuration re-read, nothing changed');
-        else logger.warn({ changed }, 'SIGHUP: configuration re-read and valid; these changes take effect at the next start (no run-time reload yet)');
-      })
-      .catch((err: unknown) => {
-        const problems = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
-        logger.error({ problems }, 'SIGHUP: configuration not valid; nothing changed');
-      });
+    running.appliance.reload().then(
+      (result) => logger.info({ action: 'reload', ...result }, 'SIGHUP: configuration reloaded'),
+      (err: unknown) => {
+        const problems = err instanceof ConfigError ? err.issues.map(formatIssue) : err instanceof ReconfigureError ? err.problems : [String(err)];
+        logger.error({ problems }, 'SIGHUP: configuration refused; nothing changed');
+      },
+    );
   };
   process.on('SIGHUP', reread);
   await new Promise<void>((resolve) => {

@@ -11,6 +11,8 @@ import { agentApi, importLine, precopyLine, type AgentStatus } from '../applianc
 import { NotLeaderError, type ControllerIdentity } from './leadership.js';
 import type { HoldRelease, ImportResult, MigrationAgent, PrecopyResult } from '../migration/migration.js';
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
+import type { BackendChange } from '../config/edit.js';
+import type { ReconfigureResult } from '../nat/engine.js';
 
 export class AgentClient implements MigrationAgent {
   /**
@@ -44,6 +46,14 @@ export class AgentClient implements MigrationAgent {
 
   status(options?: RequestOptions): Promise<AgentStatus> {
     return call(this.api, agentApi.status, {}, options);
+  }
+
+  changeBackend(vip: string, change: BackendChange): Promise<unknown> {
+    return call(this.api, agentApi.backends, { params: { name: vip }, body: change });
+  }
+
+  reload(): Promise<ReconfigureResult> {
+    return call(this.api, agentApi.reload);
   }
 
   async prepare(vip: string): Promise<void> {

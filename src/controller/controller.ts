@@ -16,12 +16,26 @@ import type { ControllerStore, InventoryAppliance, InventoryVip, JournalMigratio
 import { TrafficMeter, type ApplianceSample } from './statistics.js';
 import { NotLeaderError, type ControllerIdentity, type Leadership } from './leadership.js';
 import { backendChanges } from './backends.js';
+import type { BackendChange } from '../config/edit.js';
+import type { ReconfigureResult } from '../nat/engine.js';
 
 /** What the controller needs of an appliance: the migration's operations and its status. */
 export interface ApplianceAgent extends MigrationAgent {
   status(options?: RequestOptions): Promise<AgentStatus>;
   /** Tells the appliance the epoch of a new leader, so that it refuses the older ones from now on. */
   announceEpoch?(): Promise<void>;
+  /** Adds, removes, weights or drains a backend in the appliance's configuration (applied and written there). */
+  changeBackend(vip: string, change: BackendChange): Promise<unknown>;
+  /** The appliance re-reads its configuration file and applies the difference. */
+  reload(): Promise<ReconfigureResult>;
+}
+
+/** What one appliance answered to a change sent to every appliance. */
+export interface ApplianceOutcome {
+  appliance: string;
+  ok: boolean;
+  result?: unknown;
+  error?: string;
 }
 
 /** The controllers of the site and the health of their store, for the operator. */
@@ -519,6 +533,39 @@ export class Controller {
     }
     const remaining = [...(await this.store.owners())].filter(([, owner]) => owner === appliance).map(([vip]) => vip);
     return { appliance, migrations, waiting, remaining };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Backends and configuration
+
+  /**
+   * A backend change sent to every appliance: each holds the site's VIPs (the one owning a
+   * VIP and those standing by for it alike), applies it and writes it to its own file, so each
+   * runs on its last copy while the controller is away. One appliance refusing or unreachable
+   * does not stop the others: every outcome is reported.
+   */
+  changeBackend(vip: string, change: BackendChange): Promise<ApplianceOutcome[]> {
+    return this.everyAppliance((agent) => agent.changeBackend(vip, change));
+  }
+
+  /** `vipshift reload`: every appliance (or the one named) re-reads its configuration file. */
+  async reload(appliance?: string): Promise<ApplianceOutcome[]> {
+    if (appliance !== undefined && !this.agents.has(appliance)) throw new MigrationRefused(`no appliance named '${appliance}'`, 'appliance', 404);
+    return this.everyAppliance((agent) => agent.reload(), appliance);
+  }
+
+  private everyAppliance(work: (agent: ApplianceAgent) => Promise<unknown>, only?: string): Promise<ApplianceOutcome[]> {
+    return Promise.all(
+      [...this.agents.values()]
+        .filter((a) => only === undefined || a.name === only)
+        .map(async (agent): Promise<ApplianceOutcome> => {
+          try {
+            return { appliance: agent.name, ok: true, result: await work(agent) };
+          } catch (err) {
+            return { appliance: agent.name, ok: false, error: (err as Error).message };
+          }
+        }),
+    );
   }
 
   // -------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import { PHASES } from '../migration/migration.js';
 import { pageQuery } from '../appliance/agent-api.js';
 import { MigrationRefused, type Controller } from './controller.js';
 import { NotLeaderError } from './leadership.js';
+import { backendChangeSchema, type BackendChangeRequest } from '../appliance/agent-api.js';
 
 const migrationRequest = z
   .object({
@@ -29,6 +30,7 @@ const rebalanceRequest = z.object({ mode: z.enum(['auto', 'manual']) }).strict()
 const pinRequest = z.object({ pinned: z.boolean() }).strict();
 const maintenanceRequest = z.object({ on: z.boolean() }).strict();
 const empty = z.object({}).strict();
+const reloadRequest = z.object({ appliance: z.string().min(1).optional() }).strict();
 
 /**
  * The controller API's route table (docs/api.md): the operator's levers are `admin`'s alone;
@@ -48,6 +50,8 @@ export const CONTROLLER_ROLES: RouteRoles = {
   'POST /v1/vips/:name/pin': ['admin'],
   'POST /v1/appliances/:name/maintenance': ['admin'],
   'POST /v1/appliances/:name/drain': ['admin'],
+  'POST /v1/vips/:name/backends': ['admin'],
+  'POST /v1/reload': ['admin'],
   'GET /metrics': READ,
 };
 
@@ -132,6 +136,19 @@ export function controllerRoutes(site: Controller): Route[] {
       path: '/v1/appliances/:name/drain',
       body: empty,
       handler: (ctx) => refusals(() => site.drain(ctx.params.name ?? '')),
+    },
+    {
+      // Applied on every appliance, each answering for itself.
+      method: 'POST',
+      path: '/v1/vips/:name/backends',
+      body: backendChangeSchema,
+      handler: async (ctx: RequestContext<BackendChangeRequest>) => ({ appliances: await site.changeBackend(ctx.params.name ?? '', ctx.body) }),
+    },
+    {
+      method: 'POST',
+      path: '/v1/reload',
+      body: reloadRequest,
+      handler: async (ctx: RequestContext<z.infer<typeof reloadRequest>>) => ({ appliances: await refusals(() => site.reload(ctx.body.appliance)) }),
     },
   ];
 }

@@ -20,6 +20,7 @@ import {
   buildVipAdd,
   buildVipDelete,
   heldDroppedCounter,
+  modeElements,
   newConnectionsCounter,
   rejectedCounter,
   trafficCounter,
@@ -243,8 +244,9 @@ export class NatEngine {
 
   /**
    * Moves to `next`: VIPs added and removed, pools changed, in one nft transaction; the mode
-   * of every VIP left in place is untouched. Refused, with every reason and nothing changed,
-   * when a VIP's fixed fields change, or a VIP that is migrating here would change.
+   * of every VIP left in place is untouched (a held VIP stays held, its held dnat replies
+   * following its backends). Refused, with every reason and nothing changed, when a VIP's
+   * fixed fields change. Whether a VIP is in a migration is the appliance's to check.
    */
   reconfigure(next: ApplianceConfig): Promise<ReconfigureResult> {
     return this.exclusive(async () => {
@@ -266,9 +268,6 @@ export class NatEngine {
         }
       }
       for (const name of after.keys()) if (!before.has(name)) result.added.push(name);
-      for (const name of [...result.removed, ...result.changed]) {
-        if (this.modes.get(name) === 'migrating') problems.push(`VIP ${name} is migrating here: reload again once its migration is done`);
-      }
       if (problems.length > 0) throw new ReconfigureError(problems);
 
       const options = { table: this.table, hold: method };
@@ -285,6 +284,12 @@ export class NatEngine {
         const to = poolTable(vip, kept);
         pools.set(name, to);
         cmds.push(...buildPoolChange(vip, this.pools.get(name) ?? { targets: [], slots: [], unavailable: false }, to, { table: this.table }).nftables);
+        // A held VIP's elements name its dnat backends (their replies are held too).
+        const mode = this.modes.get(name);
+        if (mode) {
+          const change = [...buildModeChange(before.get(name)!, mode, 'absent', { table: this.table }).nftables, ...buildModeChange(vip, 'absent', mode, { table: this.table }).nftables];
+          if (JSON.stringify([...modeElements(before.get(name)!, mode)]) !== JSON.stringify([...modeElements(vip, mode)])) cmds.push(...change);
+        }
       }
       for (const name of result.added) {
         const pool = poolTable(after.get(name)!);

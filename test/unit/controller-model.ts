@@ -109,6 +109,13 @@ export class ModelAgent implements ApplianceAgent {
     });
     return { appliance: this.name, vips, vrrp: [] };
   }
+  // Backends are not modelled: the controller's fan-out is tested against real agents.
+  changeBackend(): Promise<never> {
+    return Promise.reject(new Error('backends are not modelled'));
+  }
+  reload(): Promise<never> {
+    return Promise.reject(new Error('reload is not modelled'));
+  }
   async prepare(vip: string): Promise<void> {
     this.check('prepare', vip);
     this.modes.set(vip, 'migrating');

@@ -1,0 +1,75 @@
+/**
+ * `vipshift backend add|remove|weight|drain VIP ADDRESS[:PORT] [--weight N]` and
+ * `vipshift reload [--appliance NAME]`: through the controller, on every appliance (each
+ * applies the change as one nft transaction and writes it to its own configuration file).
+ * Exit 0 when every appliance applied it, 1 when one refused or did not answer.
+ */
+import { parseArgs } from 'node:util';
+import type { ApplianceOutcome } from '../controller/controller.js';
+import { parseBackendName, type BackendAction } from '../config/edit.js';
+import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
+
+const ACTIONS: readonly BackendAction[] = ['add', 'remove', 'weight', 'drain'];
+const BACKEND_USAGE = 'usage: vipshift backend add|remove|weight|drain VIP ADDRESS[:PORT] [--weight N] [--json]\n';
+
+function report(outcomes: ApplianceOutcome[], json: boolean, ok: (o: ApplianceOutcome) => string): number {
+  if (json) process.stdout.write(`${JSON.stringify(outcomes, null, 2)}\n`);
+  else for (const o of outcomes) process.stdout.write(`${o.appliance}: ${o.ok ? ok(o) : `refused: ${o.error}`}\n`);
+  return outcomes.length > 0 && outcomes.every((o) => o.ok) ? 0 : 1;
+}
+
+export async function backend(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, allowPositionals: true, options: { ...CONTROLLER_OPTIONS, weight: { type: 'string' }, json: { type: 'boolean' } } });
+  } catch (err) {
+    process.stderr.write(`vipshift backend: ${(err as Error).message}\n${BACKEND_USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  const [action, vip, name] = positionals;
+  if (positionals.length !== 3 || !ACTIONS.includes(action as BackendAction)) {
+    process.stderr.write(BACKEND_USAGE);
+    return 2;
+  }
+  let target: { address: string; port?: number };
+  try {
+    target = parseBackendName(name!);
+  } catch (err) {
+    process.stderr.write(`vipshift backend: ${(err as Error).message}\n`);
+    return 2;
+  }
+  const weight = values.weight === undefined ? undefined : Number(values.weight);
+  if (weight !== undefined && !Number.isInteger(weight)) {
+    process.stderr.write(`vipshift backend: --weight: expected a whole number, got '${values.weight}'\n`);
+    return 2;
+  }
+  if (action === 'weight' && weight === undefined) {
+    process.stderr.write(`vipshift backend weight: --weight N is required\n${BACKEND_USAGE}`);
+    return 2;
+  }
+  const body = { action, ...target, ...(weight === undefined ? {} : { weight }) };
+  const { appliances } = await controllerClient(values).post<{ appliances: ApplianceOutcome[] }>(`/v1/vips/${encodeURIComponent(vip!)}/backends`, body);
+  return report(appliances, values.json ?? false, (o) => {
+    const r = o.result as { backends?: { address: string; port?: number; weight: number; state: string }[] } | undefined;
+    const b = r?.backends?.find((x) => x.address === target.address && (target.port === undefined || x.port === target.port));
+    return action === 'remove' ? `${name} removed from ${vip}` : b ? `${name} of ${vip}: weight ${b.weight}, ${b.state}` : `${action} done`;
+  });
+}
+
+export async function reload(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args, options: { ...CONTROLLER_OPTIONS, appliance: { type: 'string' }, json: { type: 'boolean' } } });
+  } catch (err) {
+    process.stderr.write(`vipshift reload: ${(err as Error).message}\nusage: vipshift reload [--appliance NAME] [--json]\n`);
+    return 2;
+  }
+  const { values } = parsed;
+  const { appliances } = await controllerClient(values).post<{ appliances: ApplianceOutcome[] }>('/v1/reload', values.appliance === undefined ? {} : { appliance: values.appliance });
+  return report(appliances, values.json ?? false, (o) => {
+    const r = o.result as { added: string[]; removed: string[]; changed: string[] };
+    const list = (xs: string[]) => (xs.length ? xs.join(',') : '-');
+    return `reloaded: VIPs added ${list(r.added)}, removed ${list(r.removed)}, changed ${list(r.changed)}`;
+  });
+}
