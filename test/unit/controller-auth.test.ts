@@ -60,6 +60,7 @@ const bodies: Record<string, unknown> = {
   'POST /v1/rebalance': { mode: 'manual' },
   'POST /v1/vips/:name/pin': { pinned: true },
   'POST /v1/appliances/:name/maintenance': { on: true },
+  'POST /v1/vips/:name/backends': { action: 'drain', address: '198.18.0.101' },
 };
 
 interface Api {
