@@ -215,7 +215,10 @@ test-defaults: build
 	npx vitest run test/integration/appliance-restart.test.ts
 	npx vitest run test/integration/replication-failover.test.ts -t "default lab"
 # backends — pools, schedulers (Maglev), drain, reload (src/nat/pool.ts, scheduler.ts, config/edit.ts)
-.PHONY: test-backends
+.PHONY: test-backends bench-backends
 test-backends: build
 	npx vitest run test/unit/backends-scheduler.test.ts test/unit/backends-edit.test.ts test/unit/nat-config.test.ts test/unit/nat-ruleset.test.ts
 	npx vitest run test/integration/backends.test.ts
+
+bench-backends: build
+	npx tsx bench/backends.ts
