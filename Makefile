@@ -222,3 +222,11 @@ test-backends: build
 
 bench-backends: build
 	npx tsx bench/backends.ts
+
+# Controllers on etcd: journal write cost etcd vs SQLite
+bench-controller-journal: build
+	npx tsx bench/controller-journal.ts
+
+test-controller-ha: build
+	npx vitest run test/integration/controller-etcd.test.ts
+	npx vitest run test/integration/controller-ha.test.ts
