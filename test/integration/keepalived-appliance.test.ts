@@ -109,7 +109,7 @@ describe('keepalived.conf runs as the appliance', () => {
         expect(p.errors).toEqual(NO_ERRORS);
         expect(p.connections.ok).toBe(30);
         expect(d.messages.echoed).toBeGreaterThan(20 * 50);
-        expect(logs.join('')).toMatch(/priority 300 is outside 1-255.*SIGHUP: configuration not valid; nothing changed/);
+        expect(logs.join('')).toMatch(/priority 300 is outside 1-255.*SIGHUP: configuration refused; nothing changed/);
         // The pool's connections were spread over its three servers (the reply direction of each entry).
         const entries = await lab.exec('lb1', ['conntrack', '-L', '-p', 'tcp', '--orig-dst', '203.0.113.13']);
         const servers = new Set([...entries.stdout.matchAll(/src=(198\.18\.0\.10[1-3]) /g)].map((m) => m[1]));
