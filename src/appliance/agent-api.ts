@@ -101,6 +101,8 @@ export const applianceStatusSchema = z.object({
   conntrack: z
     .object({ entries: count, max: count, headroom: count, full: z.boolean(), refused: count, earlyDropped: count, createsFailed: count })
     .optional(),
+  /** The newest controller epoch this appliance has seen (kept across its restarts) and the requests refused as older. */
+  controllerEpoch: z.object({ newest: count, refused: count }).optional(),
 });
 export type AgentStatus = z.infer<typeof applianceStatusSchema>;
 

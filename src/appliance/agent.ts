@@ -4,6 +4,8 @@
  * pull a VIP's entries (binary entry records, streamed as signed frames; never one JSON
  * object per entry).
  */
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Credentials } from '../api/auth.js';
@@ -84,15 +86,56 @@ export interface AgentOptions {
   fence?: EpochFence;
 }
 
+/** Where the fence keeps the newest epoch across restarts of the appliance. */
+export interface EpochStore {
+  /** The newest epoch recorded (0 when none is). */
+  load(): number;
+  /** Records `epoch` durably before the fence accepts it; throws when it cannot. */
+  save(epoch: number): void;
+}
+
+/**
+ * The newest epoch in a file of its own (one decimal number), replaced atomically: written
+ * beside it, flushed, renamed over it. A restarted appliance reads it back, so that a deposed
+ * leader's step is refused after a restart as before one.
+ */
+export class FileEpochStore implements EpochStore {
+  constructor(readonly file: string) {}
+
+  load(): number {
+    let text: string;
+    try {
+      text = readFileSync(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 0;
+      throw err;
+    }
+    const epoch = Number(text.trim());
+    if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(epoch)) throw new Error(`${this.file}: expected the newest controller epoch (a whole number), found '${text.trim().slice(0, 40)}'`);
+    return epoch;
+  }
+
+  save(epoch: number): void {
+    mkdirSync(path.dirname(this.file), { recursive: true });
+    const next = `${this.file}.new`;
+    writeFileSync(next, `${epoch}\n`, { flush: true });
+    renameSync(next, this.file);
+  }
+}
+
 /**
  * The newest leadership epoch a controller has shown us (agent-api.ts's epochQuery). A step
  * with an older epoch comes from a deposed leader and is refused, so that it cannot complete
  * a step after another controller took over. Steps without an epoch (a sole controller on
- * SQLite) are not affected.
+ * SQLite) are not affected. A newer epoch is recorded in the store before it is accepted.
  */
 export class EpochFence {
-  private newest = 0;
+  private newest: number;
   refused = 0;
+
+  constructor(private readonly store?: EpochStore) {
+    this.newest = store?.load() ?? 0;
+  }
 
   check(epoch: number | undefined, logger: Logger): void {
     if (epoch === undefined) return;
@@ -101,7 +144,19 @@ export class EpochFence {
       logger.warn({ epoch, newest: this.newest }, 'refused a request of a deposed controller');
       throw new HttpError(409, `controller epoch ${epoch} is older than ${this.newest}: a newer controller leads`, 'query.epoch');
     }
+    if (epoch === this.newest) return;
+    try {
+      this.store?.save(epoch);
+    } catch (err) {
+      // Accepted but forgotten at a restart, it would let an older leader back in: refused.
+      logger.error({ epoch, err: (err as Error).message }, 'could not record the controller epoch');
+      throw new HttpError(503, `could not record controller epoch ${epoch}: ${(err as Error).message}`, 'query.epoch');
+    }
     this.newest = epoch;
+  }
+
+  status(): { newest: number; refused: number } {
+    return { newest: this.newest, refused: this.refused };
   }
 }
 
@@ -160,7 +215,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
   const ms = (t0: number) => Math.round((performance.now() - t0) * 100) / 100;
 
   return [
-    serve(agentApi.status, async () => ({ ...(await appliance.status()), ...failover?.statusSections() })),
+    serve(agentApi.status, async () => ({ ...(await appliance.status()), ...failover?.statusSections(), controllerEpoch: fence.status() })),
     serve(agentApi.entriesPage, async (ctx) => {
       try {
         return await pages.page(vipOf(ctx), ctx.query);
@@ -171,7 +226,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
     }),
     serve(agentApi.announceEpoch, async (ctx) => {
       fence.check(ctx.query.epoch, logger);
-      return { ...(await appliance.status()), ...failover?.statusSections() };
+      return { ...(await appliance.status()), ...failover?.statusSections(), controllerEpoch: fence.status() };
     }),
     serve(agentApi.prepare, async (ctx) => {
       const vip = vipOf(ctx);

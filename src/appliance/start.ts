@@ -4,6 +4,7 @@
  * controller drives. `startAppliance()` brings them up in the one order that loses no
  * connection and no event; `stop()` takes them down in reverse.
  */
+import path from 'node:path';
 import { Authenticator, loadCredentials } from '../api/auth.js';
 import { createApiServer, type ApiServer } from '../api/server.js';
 import { failoverWarnings, type ApplianceConfig } from '../config/appliance.js';
@@ -20,7 +21,7 @@ import { registerReplicationMetrics } from '../replication/metrics.js';
 import { registerBfdMetrics, registerVrrpMetrics } from '../vrrp/metrics.js';
 import { SpeakerProcess } from '../vrrp/process.js';
 import { DirectAddressing, VrrpAddressing } from './addressing.js';
-import { AGENT_ROLES, agentRoutes, peerClients } from './agent.js';
+import { AGENT_ROLES, EpochFence, FileEpochStore, agentRoutes, peerClients } from './agent.js';
 import { Announcer } from './announce.js';
 import { Appliance } from './appliance.js';
 import { Failover } from './failover.js';
@@ -128,7 +129,21 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
     registerVrrpMetrics(speaker, metrics);
     registerBfdMetrics(speaker, metrics);
   }
-  const routes = agentRoutes(box, { peerClient, logger, failover });
+  // The newest controller epoch outlives a restart: a deposed leader stays refused.
+  const epochs = new FileEpochStore(path.join(config.stateDir, `${config.appliance}.controller-epoch`));
+  const fence = new EpochFence({
+    load: () => {
+      try {
+        return epochs.load();
+      } catch (err) {
+        // Left as it is for the operator; the next leader's epoch replaces it.
+        logger.error({ err: (err as Error).message }, 'the recorded controller epoch is unreadable: starting from none');
+        return 0;
+      }
+    },
+    save: (epoch) => epochs.save(epoch),
+  });
+  const routes = agentRoutes(box, { peerClient, logger, failover, fence });
   const server = createApiServer({ name: 'agent', routes: [...routes, eventsRoute(events), metricsRoute(metrics)], roles: AGENT_ROLES, authenticator: new Authenticator(credentials), logger, metrics });
   await server.listen(config.api.listen);
   const scrape = await startMetricsListener({ config: config.metrics, apiListen: config.api.listen, credentialsDir: options.credentialsDir, registry: metrics, logger, name: 'appliance' });

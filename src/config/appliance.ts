@@ -222,6 +222,8 @@ const applianceSchema = z
     notify: notifySchema.default(notifySchema.parse({})),
     /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
     metrics: metricsListenerSchema.default(METRICS_DEFAULT),
+    /** Where the appliance keeps what must outlive its restart: the newest controller epoch it has seen. */
+    stateDir: z.string({ error: says('expected a directory') }).min(1, { error: 'expected a directory' }).default('/var/lib/vipshift'),
   })
   .superRefine((config, ctx) => {
     const keeperKeys = new Map<string, number>();

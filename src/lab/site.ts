@@ -289,6 +289,8 @@ export function applianceConfig(site: Site, appliance: string): ApplianceConfigI
     keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, server: addressOn(site, s.name, 'int'), api: apiUrl(site.apis.keepers[s.name]!) })),
     // Failover from the keepers' copies is the default (standby): not set here, so the lab
     // and `make demo` run what an operator gets.
+    // The newest controller epoch each appliance has seen, kept across its restarts.
+    stateDir: site.stateDir,
     failover: {
       peers: hostsOf(site, 'appliance')
         .filter((a) => a.name !== appliance)

@@ -2,7 +2,8 @@
  * An appliance whose VRRP speaker dies stops and exits non-zero, and comes back whole under a
  * supervisor that restarts it as systemd does (Restart=always, here RestartSec=1: systemd is
  * not running on the test machines), holding its VIPs again. The lab's appliances run under
- * that supervisor instead of `lab up`'s plain start.
+ * that supervisor instead of `lab up`'s plain start. The newest controller epoch it was shown
+ * survives the restart: a step of an older epoch is still refused.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -10,11 +11,24 @@ import { describe, expect, it } from 'vitest';
 import { CLI, credentialsDir } from '../../src/lab/lab.js';
 import { run } from '../../src/lab/netns.js';
 import { startProcess } from '../../src/lab/processes.js';
-import { configPath, host } from '../../src/lab/site.js';
+import { apiUrl, configPath, host, type Site } from '../../src/lab/site.js';
 import { withLab } from '../helpers/lab.js';
 import { type AgentStatus, agentStatus, waitFor } from './helpers/replication-lab.js';
 
 const modeOn = (s: AgentStatus, vip: string) => s.vips.find((v) => v.name === vip)?.mode;
+
+/** A POST signed by the lab's controller (`ctl`), from its namespace: '200' or the refusal's status and message. */
+async function asController(site: Site, appliance: string, apiPath: string, body: unknown = {}): Promise<string> {
+  const dist = path.dirname(CLI);
+  const script = `
+    const { loadCredentials } = await import(${JSON.stringify(path.join(dist, 'api/auth.js'))});
+    const { ApiClient } = await import(${JSON.stringify(path.join(dist, 'api/client.js'))});
+    const c = new ApiClient(${JSON.stringify(apiUrl(site.apis.appliances[appliance]!))}, loadCredentials(${JSON.stringify(credentialsDir(site))}, 'ctl'), { peer: ${JSON.stringify(appliance)} });
+    await c.post(${JSON.stringify(apiPath)}, ${JSON.stringify(body)}).then(() => console.log('200'), (e) => console.log(e.status + ' ' + e.message));
+    c.close();`;
+  const r = await run('ip', ['netns', 'exec', host(site, 'ctl').namespace, process.execPath, '--input-type=module', '-e', script]);
+  return r.stdout.trim() || r.stderr.trim();
+}
 
 describe('an appliance whose speaker dies', () => {
   it('exits non-zero, is restarted, and holds its VIPs again', async () => {
@@ -32,6 +46,8 @@ describe('an appliance whose speaker dies', () => {
       };
       await waitFor('both appliances serving, each VIP normal on one and held by the other', () => serving().catch(() => false), 30_000, 250);
       expect(modeOn(await agentStatus(site, 'lb1'), 'vip1')).toBe('normal');
+      // A leader of epoch 42 shows itself to lb1 (as a newly elected controller on etcd does).
+      expect(await asController(site, 'lb1', '/v1/controller/epoch?epoch=42')).toBe('200');
 
       // SIGKILL lb1's speaker (the child running `vrrp --control`).
       const pids = (await run('ip', ['netns', 'pids', host(site, 'lb1').namespace])).stdout.split(/\s+/).filter(Boolean);
@@ -51,6 +67,9 @@ describe('an appliance whose speaker dies', () => {
       const lb1 = await agentStatus(site, 'lb1');
       expect(lb1.vrrp.length).toBe(site.vips.length * 2);
       expect(lb1.failover.standby).toBe(true);
+      // The epoch outlived the restart: a deposed leader's step (epoch 41) is refused.
+      expect((lb1 as AgentStatus & { controllerEpoch?: { newest: number } }).controllerEpoch?.newest).toBe(42);
+      expect(await asController(site, 'lb1', '/v1/vips/vip1/abort?epoch=41')).toMatch(/^409 .*controller epoch 41 is older than 42/);
       expect(fs.readFileSync(exits, 'utf8').trim().split('\n')).toEqual(['lb1 1']);
     });
   }, 120_000);
