@@ -9,7 +9,7 @@
  * on, the default hold queue, keepers with sockdiag) — and records that in the results.
  *
  *   npx tsx bench/failover.ts [--rounds 3] [--interval 50] [--peer-timeout MS]
- * --peer-timeout overrides failover.peerTimeout (default 50 ms; 0: no peer is asked);
+ * --peer-timeout overrides failover.peerTimeoutMs (default 50 ms; 0: no peer is asked);
  * --advert-interval overrides the lab's VRRP advertisement interval (seconds, default 0.1);
  * --bfd TXxMULT (e.g. 20x3: min TX = min RX = 20 ms, Detect Mult 3) or `off` overrides the lab's BFD.
  * Writes bench/results/failover.json.
@@ -64,7 +64,7 @@ async function round(i: number): Promise<Round> {
           configure: {
             appliance: (_n, d) => {
               const vrrp = d.vrrp && { ...d.vrrp, instances: (d.vrrp.instances ?? []).map(({ bfd: _lab, ...i }) => ({ ...i, advertInterval, ...(bfd ? { bfd } : {}) })) };
-              return { ...d, vrrp, ...(peerTimeout === undefined ? {} : { failover: { ...d.failover, peerTimeout } }) };
+              return { ...d, vrrp, ...(peerTimeout === undefined ? {} : { failover: { ...d.failover, peerTimeoutMs: peerTimeout } }) };
             },
           },
         }),

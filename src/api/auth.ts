@@ -51,7 +51,9 @@ export const PEERS_FILE = 'peers.json';
 /** Where a box keeps its cluster credentials (the firmware imports them there from the configuration partition). */
 export const DEFAULT_CREDENTIALS_DIR = '/var/lib/vipshift/cluster';
 export const keyFile = (identity: string) => `${identity}.key`;
+/** A member's identity: its key id, its name in every configuration file, its audience. */
 const IDENTITY = /^[a-z][a-z0-9-]{0,31}$/;
+export const IDENTITY_RULE = "lower-case letters, digits and '-', starting with a letter, at most 32";
 
 /**
  * What a member is to the others: every route of every API admits some roles only (the route
@@ -117,7 +119,7 @@ export const isRole = (role: unknown): role is Role => typeof role === 'string' 
 export function createClusterCredentials(dir: string, members: Readonly<Record<string, Role>>, force = false): string[] {
   const identities = Object.keys(members);
   for (const id of identities) {
-    if (!validIdentity(id)) throw new Error(`invalid identity '${id}': lower-case letters, digits and '-', starting with a letter, at most 32`);
+    if (!validIdentity(id)) throw new Error(`invalid identity '${id}': ${IDENTITY_RULE}`);
     if (!isRole(members[id])) throw new Error(`${id}: role '${String(members[id])}' is not one of ${ROLES.join(', ')}`);
   }
   if (identities.length === 0) throw new Error('no identities');

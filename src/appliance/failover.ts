@@ -65,9 +65,9 @@ export class Failover implements AgentFailover {
     const sinks = new Map<string, KeeperSink>();
     const keepers = new Map<string, EntrySource>();
     for (const k of config.keepers) {
-      const push = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.replication.pushTimeout });
+      const push = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.replication.pushTimeoutMs });
       // Restores get their own connections: never queued behind a push.
-      const fetch = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.failover.fetchTimeout });
+      const fetch = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.failover.fetchTimeoutMs });
       this.clients.push(push, fetch);
       sinks.set(k.name, push);
       keepers.set(k.server, {

@@ -87,7 +87,7 @@ export class Hooks {
 
   private run(event: VipshiftEvent): Promise<HookResult> {
     const argv = this.config[event.event]!;
-    const timeoutMs = this.config.timeout * 1000;
+    const timeoutMs = this.config.timeoutSeconds * 1000;
     const t0 = performance.now();
     return new Promise<HookResult>((resolve) => {
       let output = '';
@@ -117,7 +117,7 @@ export class Hooks {
         const ms = Math.round(performance.now() - t0);
         const fields = { event: event.event, vip: event.vip, instance: event.instance, hook: argv[0], ms, ...detail, ...(output ? { output: output.trimEnd() } : {}) };
         if (result === 'ok') this.logger.info(fields, 'notify hook ran');
-        else this.logger.warn(fields, `notify hook ${result === 'timeout' ? `killed after its timeout of ${this.config.timeout} s` : 'failed'}`);
+        else this.logger.warn(fields, `notify hook ${result === 'timeout' ? `killed after its timeout of ${this.config.timeoutSeconds} s` : 'failed'}`);
         resolve(result);
       };
       child.once('error', (err) => finish('failed', { err: err.message }));

@@ -10,9 +10,9 @@ import { readFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { parseApplianceConfig } from '../config/appliance.js';
-import { controllerConfigSchema } from '../config/controller.js';
+import { parseControllerConfig } from '../config/controller.js';
 import { parseKeeperConfig } from '../config/keeper.js';
-import { ConfigError, formatIssue, parseConfigText } from '../config/load.js';
+import { ConfigError, formatIssue } from '../config/load.js';
 import { formatWarning } from '../keepalived/diagnostics.js';
 import { loadKeepalivedAppliance } from '../keepalived/appliance-config.js';
 
@@ -50,7 +50,7 @@ function checkText(kind: Kind, text: string, file: string): string {
       return `keeper ${c.keeper}, ${plural(c.vips.length, 'VIP')}, API ${c.api.listen}`;
     }
     case 'controller': {
-      const c = parseConfigText(text, file, controllerConfigSchema);
+      const c = parseControllerConfig(text, file);
       return `controller ${c.controller}, ${plural(c.appliances.length, 'appliance')}, ${plural(c.vips.length, 'VIP')}`;
     }
   }
@@ -58,11 +58,7 @@ function checkText(kind: Kind, text: string, file: string): string {
 
 function applianceSummary(c: ReturnType<typeof parseApplianceConfig>): string {
   const vrrp = c.vrrp ? `, ${plural(c.vrrp.instances.length, 'VRRP instance')}${c.vrrp.syncGroups.length ? ` in ${plural(c.vrrp.syncGroups.length, 'sync group')}` : ''}` : '';
-  const pool = (v: (typeof c.vips)[number]) => {
-    const r = v as unknown as { backends?: unknown[]; servers?: unknown[] };
-    return (r.backends ?? r.servers ?? []).length;
-  };
-  const backends = c.vips.reduce((n, v) => n + pool(v), 0);
+  const backends = c.vips.reduce((n, v) => n + v.backends.length, 0);
   return `appliance ${c.appliance}, ${plural(c.vips.length, 'VIP')} with ${plural(backends, 'backend')}${vrrp}, API ${c.api.listen}`;
 }
 

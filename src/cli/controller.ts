@@ -11,7 +11,7 @@ import { Authenticator, DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/
 import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { AgentClient } from '../controller/agent-client.js';
-import { controllerConfigSchema } from '../config/controller.js';
+import { loadControllerConfig } from '../config/controller.js';
 import { CONTROLLER_ROLES, controllerRoutes } from '../controller/routes.js';
 import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
 import { SqliteStore } from '../controller/sqlite-store.js';
@@ -20,7 +20,6 @@ import type { ControllerStore } from '../controller/store.js';
 import { ControllerMetrics } from '../controller/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { startMetricsListener } from '../metrics/listener.js';
-import { loadConfigFile } from '../config/load.js';
 
 const USAGE = 'usage: vipshift controller --config FILE [--credentials DIR]\n';
 
@@ -36,7 +35,7 @@ export async function controller(args: string[]): Promise<number> {
     process.stderr.write(`vipshift controller: --config is required\n${USAGE}`);
     return 2;
   }
-  const config = await loadConfigFile(values.config, controllerConfigSchema);
+  const config = await loadControllerConfig(values.config);
   const credentialsDir = values.credentials ?? DEFAULT_CREDENTIALS_DIR;
   const credentials = loadCredentials(credentialsDir, config.controller);
   const logger = createLogger({ name: 'controller' });

@@ -8,7 +8,8 @@
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import { Addresses } from '../netlink/route.js';
-import { VrrpConfigError, loadVrrpConfigFile } from '../config/vrrp.js';
+import { loadVrrpConfigFile } from '../config/vrrp.js';
+import { ConfigError } from '../config/load.js';
 import { serveSpeaker } from '../vrrp/process.js';
 import { Speaker } from '../vrrp/speaker.js';
 
@@ -27,8 +28,8 @@ export async function vrrp(args: string[]): Promise<number> {
   try {
     config = loadVrrpConfigFile(file);
   } catch (e) {
-    if (e instanceof VrrpConfigError || (e as NodeJS.ErrnoException).code === 'ENOENT') {
-      process.stderr.write(`vipshift vrrp: ${(e as Error).message}\n`);
+    if (e instanceof ConfigError) {
+      process.stderr.write(`vipshift vrrp: ${e.message}\n`);
       return 1;
     }
     throw e;

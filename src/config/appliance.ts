@@ -9,19 +9,9 @@ import { vrrpConfigSchema } from './vrrp.js';
 import { notifySchema } from './hooks.js';
 import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
 import { checkOverrideSchema, checkSchema } from './check.js';
+import { apiUrl, bounded, ipv4, listenAddress, memberName, port, says } from './fields.js';
 
-/** A zod message that says "is required" when the field is missing, `text` otherwise. */
-const says =
-  (text: string) =>
-  (issue: { input?: unknown }): string =>
-    issue.input === undefined ? 'is required' : text;
-
-const ipv4 = z.ipv4({ error: says('expected an IPv4 address (a.b.c.d)') });
-const port = z
-  .number({ error: says('expected a port number') })
-  .int({ error: 'expected a whole port number' })
-  .min(1, { error: 'expected a port in 1..65535' })
-  .max(65535, { error: 'expected a port in 1..65535' });
+/** A VIP's name (not a member of the cluster: no key id). */
 const name = z
   .string({ error: says('expected a name') })
   .regex(/^[A-Za-z][A-Za-z0-9_-]{0,31}$/, { error: 'expected a name of letters, digits, - and _ (1-32, starting with a letter)' });
@@ -92,38 +82,30 @@ export const vipSchema = z.strictObject({
     .string({ error: says('expected a port range "first-last"') })
     .regex(/^\d{1,5}-\d{1,5}$/, { error: 'expected a port range "first-last"' })
     .optional(),
-  owner: name,
+  owner: memberName("the owner's appliance name"),
 });
-
-/** Whole numbers in [min, max], with messages that say the unit. */
-const bounded = (what: string, unit: string, min: number, max: number) =>
-  z
-    .number({ error: says(`expected ${what} in ${unit}`) })
-    .int({ error: `expected a whole number of ${unit}` })
-    .min(min, { error: `expected ${what} in ${min}..${max} ${unit}` })
-    .max(max, { error: `expected ${what} in ${min}..${max} ${unit}` });
 
 /** The keeper on a server (src/keeper): where the copies of that server's connections go. */
 const keeperSchema = z.strictObject({
-  name,
+  name: memberName("a keeper's name"),
   /** The server's inside address: connections NAT'd to it are copied to this keeper. */
   server: ipv4,
-  api: z.string({ error: says('expected the keeper\'s API URL') }).regex(/^http:\/\/[^\s/]+(:\d{1,5})?\/?$/, { error: 'expected an http://address:port URL' }),
+  api: apiUrl("the keeper's API URL"),
 });
 
 /** Table copies pushed to the keepers (src/replication): the patent's embodiment 3. */
 const replicationSchema = z.strictObject({
   enabled: z.boolean({ error: 'expected true or false' }).default(true),
   /** A batch leaves at most this long after its first change... */
-  batchInterval: bounded('a batch interval', 'ms', 1, 10_000).default(50),
+  batchIntervalMs: bounded('a batch interval', 'ms', 1, 10_000).default(50),
   /** ...or as soon as it holds this many changes. */
   batchEntries: bounded('a batch size', 'entries', 1, 100_000).default(1000),
   /** Changes waiting per keeper; beyond, the backlog is dropped and the keeper resynchronised. */
   backlog: bounded('a backlog', 'entries', 1, 10_000_000).default(200_000),
   /** Every copy is pushed again this often (timeouts, anything missed); 0: never. */
-  refreshInterval: bounded('a refresh interval', 's', 0, 86_400).default(60),
+  refreshIntervalSeconds: bounded('a refresh interval', 's', 0, 86_400).default(60),
   /** A push not answered in this time fails (the keeper is taken as unreachable). */
-  pushTimeout: bounded('a push timeout', 'ms', 100, 60_000).default(2000),
+  pushTimeoutMs: bounded('a push timeout', 'ms', 100, 60_000).default(2000),
   /** SO_RCVBUFFORCE of the conntrack event socket; an overflow costs a resynchronisation. */
   receiveBufferBytes: bounded('a receive buffer', 'bytes', 4096, 1 << 30).default(8 << 20),
 });
@@ -137,18 +119,18 @@ const failoverSchema = z.strictObject({
    */
   standby: z.boolean({ error: 'expected true or false' }).default(true),
   /** Per keeper, for a VIP's copies. */
-  fetchTimeout: bounded('a fetch timeout', 'ms', 100, 60_000).default(3000),
+  fetchTimeoutMs: bounded('a fetch timeout', 'ms', 100, 60_000).default(3000),
   /**
    * The other appliances' agents: the only sources a migration's import pulls entries from
    * (the controller names one), and read first on a takeover in case the failed one still
    * answers (patent variants 13/14).
    */
-  peers: z.array(z.strictObject({ name, api: z.string({ error: says('expected an agent URL') }).regex(/^http:\/\//, { error: 'expected an http:// URL' }) })).default([]),
+  peers: z.array(z.strictObject({ name: memberName("a peer appliance's name"), api: apiUrl("the peer's agent URL") })).default([]),
   /**
    * How long a peer may take to answer before the takeover goes on without it: a dead peer
    * (a power loss) adds this much to every takeover; 0 asks no peer.
    */
-  peerTimeout: bounded('a peer timeout', 'ms', 0, 10_000).default(50),
+  peerTimeoutMs: bounded('a peer timeout', 'ms', 0, 10_000).default(50),
 });
 
 /**
@@ -179,12 +161,8 @@ const floodSchema = z.strictObject({
 
 const applianceSchema = z
   .strictObject({
-    appliance: name,
-    api: z.strictObject({
-      listen: z
-        .string({ error: says('expected "address:port"') })
-        .regex(/^[^:\s]+:\d{1,5}$/, { error: 'expected "address:port"' }),
-    }),
+    appliance: memberName("the appliance's name"),
+    api: z.strictObject({ listen: listenAddress }),
     interfaces: z.strictObject({
       external: z.string({ error: says('expected an interface name') }).min(1).max(15, { error: 'interface names have at most 15 characters' }),
       internal: z.string({ error: says('expected an interface name') }).min(1).max(15, { error: 'interface names have at most 15 characters' }),
@@ -301,12 +279,23 @@ export type BackendConfig = VipConfig['backends'][number];
 /** `servers` was the name of a VIP's backends before they had ports and states. */
 export const VIP_RENAMES: readonly RenamedField[] = [{ at: ['vips', '*'], from: 'servers', to: 'backends' }];
 
+/** Durations before they carried their unit in their names; read under the old names, with a warning. */
+export const APPLIANCE_RENAMES: readonly RenamedField[] = [
+  ...VIP_RENAMES,
+  { at: ['replication'], from: 'batchInterval', to: 'batchIntervalMs' },
+  { at: ['replication'], from: 'refreshInterval', to: 'refreshIntervalSeconds' },
+  { at: ['replication'], from: 'pushTimeout', to: 'pushTimeoutMs' },
+  { at: ['failover'], from: 'fetchTimeout', to: 'fetchTimeoutMs' },
+  { at: ['failover'], from: 'peerTimeout', to: 'peerTimeoutMs' },
+  { at: ['notify'], from: 'timeout', to: 'timeoutSeconds' },
+];
+
 export function parseApplianceConfig(text: string, fileName: string, options: Pick<ParseOptions, 'warn'> = {}): ApplianceConfig {
-  return parseConfigText(text, fileName, applianceSchema, { ...options, renamed: VIP_RENAMES });
+  return parseConfigText(text, fileName, applianceSchema, { ...options, renamed: APPLIANCE_RENAMES });
 }
 
 export function loadApplianceConfig(path: string, options: Pick<ParseOptions, 'warn'> = {}): Promise<ApplianceConfig> {
-  return loadConfigFile(path, applianceSchema, { ...options, renamed: VIP_RENAMES });
+  return loadConfigFile(path, applianceSchema, { ...options, renamed: APPLIANCE_RENAMES });
 }
 
 /** How a backend is named (CLI, API, logs): `ADDRESS` or `ADDRESS:PORT` as configured. */

@@ -10,12 +10,7 @@
  * not take it out. Durations are milliseconds, or a string with a unit: "500ms", "2s", "1m".
  */
 import { z } from 'zod';
-
-/** A zod message that says "is required" when the field is missing, `text` otherwise. */
-const says =
-  (text: string) =>
-  (issue: { input?: unknown }): string =>
-    issue.input === undefined ? 'is required' : text;
+import { ipv4, port, says } from './fields.js';
 
 export const CHECK_TYPES = ['tcp', 'http', 'https', 'script'] as const;
 export type CheckType = (typeof CHECK_TYPES)[number];
@@ -74,17 +69,13 @@ const fields = {
   enabled: z.boolean({ error: 'expected true or false' }),
   type: z.enum(CHECK_TYPES, { error: says("expected 'tcp', 'http', 'https' or 'script'") }),
   /** The port checked; default the backend's port (its service), e.g. a separate health port. */
-  port: z
-    .number({ error: says('expected a port number') })
-    .int({ error: 'expected a whole port number' })
-    .min(1, { error: 'expected a port in 1..65535' })
-    .max(65535, { error: 'expected a port in 1..65535' }),
+  port,
   inter: duration('an interval', 100, 3_600_000),
   timeout: duration('a timeout', 10, 600_000),
   rise: count('rise count'),
   fall: count('fall count'),
   /** The appliance's address on the internal side the checks leave from (bind before connect). */
-  source: z.ipv4({ error: says('expected an IPv4 address (a.b.c.d)') }),
+  source: ipv4,
   /** http/https: the path of the GET. */
   path: z.string({ error: says('expected a path') }).regex(/^\/[^\s]*$/, { error: 'expected an absolute path without spaces, e.g. /health' }),
   /** http/https: the statuses that pass; default 2xx and 3xx (HAProxy's httpchk). */
@@ -147,47 +138,21 @@ function refineCheck(check: CheckFields, ctx: z.RefinementCtx, resolved: boolean
   }
 }
 
+/** A backend's `check:`: any subset of the fields, over its VIP's check. */
+const anySubset = z.strictObject(fields).partial();
+export const checkOverrideSchema = anySubset.superRefine((c, ctx) => refineCheck(c, ctx, false));
+
 /** A VIP's `check:`. Every field optional; the defaults above fill the rest. */
-export const checkSchema = z
-  .strictObject({
+export const checkSchema = anySubset
+  .extend({
     enabled: fields.enabled.default(CHECK_DEFAULTS.enabled),
     type: fields.type.default(CHECK_DEFAULTS.type),
-    port: fields.port.optional(),
     inter: fields.inter.default(CHECK_DEFAULTS.inter),
     timeout: fields.timeout.default(CHECK_DEFAULTS.timeout),
     rise: fields.rise.default(CHECK_DEFAULTS.rise),
     fall: fields.fall.default(CHECK_DEFAULTS.fall),
-    source: fields.source.optional(),
-    path: fields.path.optional(),
-    expect: fields.expect.optional(),
-    bodyRegex: fields.bodyRegex.optional(),
-    host: fields.host.optional(),
-    ca: fields.ca.optional(),
-    command: fields.command.optional(),
-    args: fields.args.optional(),
   })
   .superRefine((c, ctx) => refineCheck(c, ctx, true));
-
-/** A backend's `check:`: any subset of the fields, over its VIP's check. */
-export const checkOverrideSchema = z
-  .strictObject({
-    enabled: fields.enabled.optional(),
-    type: fields.type.optional(),
-    port: fields.port.optional(),
-    inter: fields.inter.optional(),
-    timeout: fields.timeout.optional(),
-    rise: fields.rise.optional(),
-    fall: fields.fall.optional(),
-    source: fields.source.optional(),
-    path: fields.path.optional(),
-    expect: fields.expect.optional(),
-    bodyRegex: fields.bodyRegex.optional(),
-    host: fields.host.optional(),
-    ca: fields.ca.optional(),
-    command: fields.command.optional(),
-    args: fields.args.optional(),
-  })
-  .superRefine((c, ctx) => refineCheck(c, ctx, false));
 
 /** A VIP's check as parsed (defaults applied). */
 export type CheckConfig = z.output<typeof checkSchema>;

@@ -1,8 +1,8 @@
 /** The controller's configuration: the appliances it drives, the VIPs of the site, statistics and rebalancing. */
 import { z } from 'zod';
 import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
-
-const hostPort = z.string().regex(/^[0-9.]+:\d{1,5}$/, 'expected ADDRESS:PORT');
+import { apiUrl, listenAddress, memberName } from './fields.js';
+import { loadConfigFile, parseConfigText } from './load.js';
 
 /** The assignment algorithms a controller can be configured with (`rebalance.algorithm`). */
 export const ASSIGNMENT_ALGORITHMS = ['min-max-load'] as const;
@@ -10,20 +10,20 @@ export type AssignmentAlgorithmName = (typeof ASSIGNMENT_ALGORITHMS)[number];
 
 export const controllerConfigSchema = z
   .object({
-    controller: z.string().min(1),
-    api: z.object({ listen: hostPort, socket: z.string().startsWith('/').optional() }).strict(),
+    controller: memberName("the controller's name"),
+    api: z.object({ listen: listenAddress, socket: z.string().startsWith('/').optional() }).strict(),
     appliances: z
       .array(
         z.object({
-          name: z.string().min(1),
-          api: z.string().url(),
+          name: memberName("an appliance's name"),
+          api: apiUrl("the appliance's agent URL"),
           /** Capacity weight: an appliance of weight 2 is meant to carry twice the load. */
           capacity: z.number().positive().default(1),
         }),
       )
       .min(1),
     /** The keepers of the servers, for failover. */
-    keepers: z.array(z.object({ name: z.string().min(1), api: z.string().url() })).default([]),
+    keepers: z.array(z.object({ name: memberName("a keeper's name"), api: apiUrl("the keeper's API URL") })).default([]),
     /** The controller's SQLite database: migration journal and inventory (src/controller/sqlite-store.ts), when `store` is sqlite. */
     journal: z.string().min(1).default('/var/lib/vipshift/controller.sqlite'),
     /**
@@ -49,7 +49,7 @@ export const controllerConfigSchema = z
           .strict(),
       ])
       .default('sqlite'),
-    vips: z.array(z.object({ name: z.string().min(1), address: z.string().optional(), owner: z.string().min(1) })),
+    vips: z.array(z.object({ name: z.string().min(1), address: z.string().optional(), owner: memberName("the owner's appliance name") })),
     /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
     metrics: metricsListenerSchema.default(METRICS_DEFAULT),
     migration: z.object({ stepTimeoutMs: z.number().int().positive() }).default({ stepTimeoutMs: 10_000 }),
@@ -96,3 +96,11 @@ export const controllerConfigSchema = z
 
 export type ControllerConfig = z.infer<typeof controllerConfigSchema>;
 export type ControllerConfigInput = z.input<typeof controllerConfigSchema>;
+
+export function parseControllerConfig(text: string, fileName: string): ControllerConfig {
+  return parseConfigText(text, fileName, controllerConfigSchema);
+}
+
+export function loadControllerConfig(path: string): Promise<ControllerConfig> {
+  return loadConfigFile(path, controllerConfigSchema);
+}

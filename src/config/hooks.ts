@@ -4,7 +4,7 @@
  * notify_up / notify_down of a real server.
  *
  *   notify:
- *     timeout: 10                                  # seconds; then the program is killed
+ *     timeoutSeconds: 10                           # then the program is killed
  *     master: [/usr/local/sbin/on-master, --vip]   # argv: a program and its arguments
  *     backup: /usr/local/sbin/on-backup            # or a program alone
  *     backendDown: [/usr/local/sbin/page-oncall]
@@ -29,7 +29,7 @@ const hookShape = Object.fromEntries(EVENT_KINDS.map((k) => [k, argv.optional()]
 
 export const notifySchema = z.strictObject({
   /** Seconds a program may run before it is killed (keepalived's script timeout is of this order). */
-  timeout: z
+  timeoutSeconds: z
     .number({ error: 'expected seconds' })
     .int({ error: 'expected whole seconds' })
     .min(1, { error: 'expected a timeout in 1..600 s' })

@@ -14,26 +14,22 @@
  * bounds what is stored: copies of other VIPs, or that break a VIP's rules
  * (config/vip-records.ts), are refused.
  */
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
-import { ConfigError, parseConfigText } from './load.js';
+import { loadConfigFile, parseConfigText, type RenamedField } from './load.js';
 import { VIP_RENAMES, vipSchema } from './appliance.js';
+import { bounded, listenAddress, memberName } from './fields.js';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
 
 const keeperSchema = z
   .strictObject({
-    keeper: z.string({ error: 'expected the keeper\'s identity (its key id, e.g. srv1)' }).regex(/^[a-z][a-z0-9-]{0,31}$/, {
-      error: "expected an identity of lower-case letters, digits and '-', starting with a letter",
-    }),
-    api: z.strictObject({
-      listen: z.string({ error: 'expected "address:port"' }).regex(/^[^:\s]+:\d{1,5}$/, { error: 'expected "address:port"' }),
-    }),
+    keeper: memberName("the keeper's name"),
+    api: z.strictObject({ listen: listenAddress }),
     database: z.string({ error: 'expected the path of the SQLite database' }).min(1, { error: 'expected the path of the SQLite database' }),
     pki: z.string({ error: 'expected the directory of the cluster credentials' }).min(1).default(DEFAULT_CREDENTIALS_DIR),
     sockdiag: z.boolean({ error: 'expected true or false' }).default(false),
-    /** Seconds between sweeps of expired copies. */
-    expiryInterval: z.number({ error: 'expected seconds' }).int().min(1, { error: 'expected at least 1 second' }).max(3600, { error: 'expected at most 3600 seconds' }).default(30),
+    /** Between sweeps of expired copies. */
+    expiryIntervalSeconds: bounded('a sweep interval', 's', 1, 3600).default(30),
     vips: z.array(vipSchema, { error: 'expected a list of VIPs' }).default([]),
     /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
     metrics: metricsListenerSchema.default(METRICS_DEFAULT),
@@ -59,16 +55,13 @@ const keeperSchema = z
 
 export type KeeperConfig = z.infer<typeof keeperSchema>;
 
+/** The sweep interval before it carried its unit in its name. */
+const KEEPER_RENAMES: readonly RenamedField[] = [...VIP_RENAMES, { at: [], from: 'expiryInterval', to: 'expiryIntervalSeconds' }];
+
 export function parseKeeperConfig(text: string, fileName: string): KeeperConfig {
-  return parseConfigText(text, fileName, keeperSchema, { renamed: VIP_RENAMES });
+  return parseConfigText(text, fileName, keeperSchema, { renamed: KEEPER_RENAMES });
 }
 
-export async function loadKeeperConfig(path: string): Promise<KeeperConfig> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new ConfigError([{ file: path, path: '', message: `cannot read: ${(e as Error).message}` }]);
-  }
-  return parseKeeperConfig(text, path);
+export function loadKeeperConfig(path: string): Promise<KeeperConfig> {
+  return loadConfigFile(path, keeperSchema, { renamed: KEEPER_RENAMES });
 }

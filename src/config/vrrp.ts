@@ -6,8 +6,8 @@
  * track_interface → trackInterfaces, vrrp_sync_group → syncGroups.
  */
 import { readFileSync } from 'node:fs';
-import { LineCounter, isNode, parseDocument } from 'yaml';
 import { z } from 'zod';
+import { ConfigError, parseConfigText, validateConfig } from './load.js';
 
 const name = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'a name of 1-64 letters, digits, _ . : -');
 const ifname = z.string().regex(/^[^\s/]{1,15}$/, 'an interface name (1-15 characters, no space or /)');
@@ -92,10 +92,13 @@ export const vrrpSyncGroupSchema = z.strictObject({
 });
 
 export const vrrpConfigSchema = z
-  .strictObject({
-    instances: z.array(vrrpInstanceSchema).default([]),
-    syncGroups: z.array(vrrpSyncGroupSchema).default([]),
-  })
+  .strictObject(
+    {
+      instances: z.array(vrrpInstanceSchema).default([]),
+      syncGroups: z.array(vrrpSyncGroupSchema).default([]),
+    },
+    { error: (issue) => (issue.input === undefined ? "is required (the file has no 'vrrp' section)" : 'expected a section { instances, syncGroups }') },
+  )
   .superRefine((c, ctx) => {
     const names = new Map<string, number>();
     const vrids = new Map<string, number>();
@@ -162,45 +165,21 @@ export type VrrpSyncGroupConfig = z.output<typeof vrrpSyncGroupSchema>;
 /** What a configuration file may say (defaults omitted): what the keepalived importer emits. */
 export type VrrpConfigInput = z.input<typeof vrrpConfigSchema>;
 
-export class VrrpConfigError extends Error {
-  constructor(readonly problems: string[]) {
-    super(problems.join('\n'));
-    this.name = 'VrrpConfigError';
-  }
+/** A file that has a `vrrp:` section (an appliance's configuration, or a speaker's alone). */
+const vrrpFileSchema = z.object({ vrrp: vrrpConfigSchema });
+
+/** Validates an already parsed `vrrp` section; throws ConfigError naming `file` and the field. */
+export function parseVrrpConfig(section: unknown, file = 'vrrp section'): VrrpConfig {
+  return validateConfig({ vrrp: section ?? {} }, vrrpFileSchema, () => ({ file })).vrrp;
 }
 
-function fieldPath(path: PropertyKey[]): string {
-  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i ? '.' : ''}${String(p)}`)).join('');
-}
-
-/** Validate an already parsed object (the `vrrp` section); errors name the field. */
-export function parseVrrpConfig(section: unknown, where = (_path: PropertyKey[]) => ''): VrrpConfig {
-  const result = vrrpConfigSchema.safeParse(section ?? {});
-  if (result.success) return result.data;
-  throw new VrrpConfigError(
-    result.error.issues.map((issue) => `${where(issue.path)}vrrp.${fieldPath(issue.path)}: ${issue.message}`),
-  );
-}
-
-/** Read the `vrrp:` section of a YAML or JSON file; errors name the file, the line and the field. */
+/** Reads the `vrrp:` section of a YAML or JSON file through the one loader (ConfigError with file:line:field). */
 export function loadVrrpConfigFile(file: string): VrrpConfig {
-  const text = readFileSync(file, 'utf8');
-  const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { lineCounter, prettyErrors: false });
-  const lineOf = (offset: number): number => lineCounter.linePos(offset).line;
-  if (doc.errors.length > 0) {
-    throw new VrrpConfigError(doc.errors.map((e) => `${file}:${lineOf(e.pos[0])}: ${e.message.split('\n')[0]}`));
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError([{ file, path: '', message: `cannot read: ${(e as Error).message}` }]);
   }
-  const root: unknown = doc.toJS();
-  if (typeof root !== 'object' || root === null || !('vrrp' in root)) {
-    throw new VrrpConfigError([`${file}:1: no 'vrrp' section`]);
-  }
-  return parseVrrpConfig((root as { vrrp: unknown }).vrrp, (path) => {
-    // The deepest node that exists on the path: a missing field is reported at its parent.
-    for (let n = path.length; n >= 0; n--) {
-      const node = doc.getIn(['vrrp', ...path.slice(0, n)], true);
-      if (isNode(node) && node.range) return `${file}:${lineOf(node.range[0])}: `;
-    }
-    return `${file}: `;
-  });
+  return parseConfigText(text, file, vrrpFileSchema).vrrp;
 }

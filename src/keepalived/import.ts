@@ -12,6 +12,7 @@ import { hostname, networkInterfaces } from 'node:os';
 import { KeepalivedConfigError, type Position, type Warning } from './diagnostics.js';
 import { parse, type Statement } from './parser.js';
 import { tokenizeFile, type Token } from './tokenizer.js';
+import { IDENTITY_RULE } from '../api/auth.js';
 
 /** keepalived's `virtual_ipaddress` entry: a CIDR, or with the device it goes on (`dev`). */
 export type VirtualAddress = string | { address: string; dev: string };
@@ -209,14 +210,15 @@ export function importStatements(
     defaulted.push({ path, comment });
   };
 
-  // The appliance's name: keepalived's router_id, whose own default is the host name.
+  // The appliance's name: keepalived's router_id, whose own default is the host name. It is
+  // also the box's key id, so it is made one (keepalived's own default `LVS_DEVEL` → `lvs-devel`).
   let appliance = globals.routerId;
-  if (appliance !== undefined && !APPLIANCE_NAME.test(appliance)) {
-    problems.push(new KeepalivedConfigError(globals.routerIdAt!, `router_id '${appliance}' cannot name a vipshift appliance (letters, digits, - and _, 1-32, starting with a letter)`));
-  }
-  if (appliance === undefined) {
-    appliance = host.hostname.split('.')[0]!.replace(/[^A-Za-z0-9_-]/g, '-').slice(0, 32);
-    if (!/^[A-Za-z]/.test(appliance)) appliance = `lb-${appliance}`.slice(0, 32);
+  if (appliance !== undefined) {
+    const named = asKeyId(appliance);
+    if (named !== appliance) note(['appliance'], `router_id ${appliance} as a key id (${IDENTITY_RULE}): it names this box's key in the credentials`);
+    appliance = named;
+  } else {
+    appliance = asKeyId(host.hostname.split('.')[0]!);
     note(['appliance'], `no router_id in global_defs: the host name, as keepalived does; it names this box's key in the credentials`);
   }
 
@@ -292,7 +294,11 @@ export function importStatements(
   return { config, defaulted, origins };
 }
 
-const APPLIANCE_NAME = /^[A-Za-z][A-Za-z0-9_-]{0,31}$/;
+/** A name made a key id: lower case, other characters as '-', starting with a letter. */
+function asKeyId(name: string): string {
+  const id = name.toLowerCase().replace(/[^a-z0-9-]/g, '-');
+  return (/^[a-z]/.test(id) ? id : `lb-${id}`).slice(0, 32);
+}
 
 /**
  * keepalived runs notify scripts per instance or sync group with its own arguments (`notify`:

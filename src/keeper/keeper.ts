@@ -198,7 +198,7 @@ export class Keeper {
     });
   }
 
-  /** Opens the store and the API; sweeps expired copies every config.expiryInterval seconds. */
+  /** Opens the store and the API; sweeps expired copies every config.expiryIntervalSeconds seconds. */
   static async start(config: KeeperConfig, options: KeeperOptions): Promise<Keeper> {
     const keeper = new Keeper(config, options);
     if (config.vips.length === 0) keeper.logger.warn('no VIP configured (vips): every copy an appliance pushes will be refused');
@@ -209,7 +209,7 @@ export class Keeper {
       options.socketTable?.close();
       throw new Error(`keeper ${config.keeper}: cannot listen on ${config.api.listen}: ${(err as Error).message}`);
     }
-    keeper.expiryTimer = setInterval(() => keeper.sweep(), config.expiryInterval * 1000);
+    keeper.expiryTimer = setInterval(() => keeper.sweep(), config.expiryIntervalSeconds * 1000);
     keeper.expiryTimer.unref();
     return keeper;
   }

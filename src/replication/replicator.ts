@@ -175,7 +175,7 @@ class KeeperLink {
       this.timer = setTimeout(() => {
         this.timer = undefined;
         if (!this.busy && this.state === 'up') void this.run(() => this.flush());
-      }, this.owner.settings.batchInterval);
+      }, this.owner.settings.batchIntervalMs);
     }
   }
 
@@ -344,7 +344,7 @@ export class Replicator {
     this.events = events;
     this.syncModes();
     this.pollTimer = setInterval(() => this.syncModes(), MODE_POLL_MS);
-    if (this.settings.refreshInterval > 0) this.refreshTimer = setInterval(() => void this.refresh(), this.settings.refreshInterval * 1000);
+    if (this.settings.refreshIntervalSeconds > 0) this.refreshTimer = setInterval(() => void this.refresh(), this.settings.refreshIntervalSeconds * 1000);
   }
 
   /**

@@ -7,7 +7,7 @@
  *   1. asks, in parallel, the keepers of the VIP's servers for their copies (`merged`: in dnat
  *      mode a keeper with sockdiag on adds entries rebuilt from its server's sockets, patent
  *      variant 1) and the other appliances' agents for their entries (variants 13/14: the
- *      failed appliance may still answer; it is given `peerTimeout`, no more);
+ *      failed appliance may still answer; it is given `peerTimeoutMs`, no more);
  *   2. installs what came back (the peers' entries first: they are the freshest; a copy of a
  *      connection already installed is skipped by the kernel as existing);
  *   3. activates the VIP: `normal`, then the held packets are released in arrival order.
@@ -88,8 +88,8 @@ export class Takeover {
 
   constructor(private readonly options: TakeoverOptions) {
     this.settings = options.config.failover;
-    // Long past the new master's ask to its peers (peerTimeout) and its keepers' answers.
-    this.deleteGraceMs = Math.max(2000, 4 * this.settings.peerTimeout);
+    // Long past the new master's ask to its peers (peerTimeoutMs) and its keepers' answers.
+    this.deleteGraceMs = Math.max(2000, 4 * this.settings.peerTimeoutMs);
   }
 
   /** The VIPs not `normal` or `migrating` here become `migrating` (held), if this appliance is a standby. */
@@ -189,8 +189,8 @@ export class Takeover {
         return undefined;
       }
     };
-    const fromPeers = this.settings.peerTimeout > 0 ? this.options.peers.map((p) => fetchFrom(p, 'peer', this.settings.peerTimeout, report.peers)) : [];
-    const fromKeepers = keepers.map((k) => fetchFrom(k, 'keeper', this.settings.fetchTimeout, report.keepers));
+    const fromPeers = this.settings.peerTimeoutMs > 0 ? this.options.peers.map((p) => fetchFrom(p, 'peer', this.settings.peerTimeoutMs, report.peers)) : [];
+    const fromKeepers = keepers.map((k) => fetchFrom(k, 'keeper', this.settings.fetchTimeoutMs, report.keepers));
     const peerRecords = await Promise.all(fromPeers);
     const keeperRecords = await Promise.all(fromKeepers);
     report.ms.fetched = since();

@@ -100,7 +100,7 @@ describe('failover from table copies (power loss of lb1)', () => {
 
   it('variant 1: with no copy yet, every dnat connection survives from the server\'s socket table', async () => {
     // A replication interval far longer than the connections' age: no copy reaches a keeper.
-    await withLab({ prefix: 'vtrep', configure: failoverLab({ sockdiag: true, replication: { batchInterval: 10_000, batchEntries: 100_000, refreshInterval: 0 } }) }, async (lab) => {
+    await withLab({ prefix: 'vtrep', configure: failoverLab({ sockdiag: true, replication: { batchIntervalMs: 10_000, batchEntries: 100_000, refreshIntervalSeconds: 0 } }) }, async (lab) => {
       const dnat = echo(lab, VIP1, 500);
       await dnat.established;
       await sleep(500);

@@ -48,7 +48,7 @@ describe('notify hooks', () => {
     const failing = recorder('failing', 'exit 3');
     const fault = recorder('fault');
     const metrics = new Registry();
-    const hooks = new Hooks(notifySchema.parse({ timeout: 1, migrationDone: slow.path, migrationAborted: [failing.path], fault: fault.path }), quiet, metrics);
+    const hooks = new Hooks(notifySchema.parse({ timeoutSeconds: 1, migrationDone: slow.path, migrationAborted: [failing.path], fault: fault.path }), quiet, metrics);
     const t0 = Date.now();
     hooks.enqueue({ event: 'migrationDone', time: '', member: 'lb1', vip: 'vip1' });
     hooks.enqueue({ event: 'migrationAborted', time: '', member: 'lb1', vip: 'vip1' });

@@ -52,6 +52,22 @@ describe('vipshift check --config', () => {
     expect(lines[1]).toContain(`:${line}:`);
   });
 
+  it('one naming rule and one URL check in every kind: a name that is no key id is refused where it is written', () => {
+    const bad = { appliance: applianceConfig(site, 'lb1'), keeper: keeperConfig(site, 'srv1'), controller: controllerConfig(site) };
+    bad.appliance.appliance = 'LB_1';
+    bad.keeper.keeper = 'Srv1';
+    bad.controller.appliances[0]!.name = 'lb_1';
+    bad.controller.appliances[1]!.api = 'https://192.0.2.12:8441/v1';
+    for (const [kind, config] of Object.entries(bad)) {
+      const file = write(`bad-${kind}.yaml`, stringify(config));
+      const r = run('--config', file);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`^${file}:\\d+: (appliance|keeper|appliances\\[0\\]\\.name): expected .*name as a key id: lower-case letters, digits and '-', starting with a letter, at most 32, got '(LB_1|Srv1|lb_1)'$`, 'm'));
+    }
+    const r = run('--config', join(dir, 'bad-controller.yaml'));
+    expect(r.stderr).toMatch(/appliances\[1\]\.api: expected the appliance's agent URL as http:\/\/ADDRESS:PORT$/m);
+  });
+
   it('needs --kind when the file does not say; --kind is checked', () => {
     const file = write('anon.yaml', 'api:\n  listen: 192.0.2.1:8441\n');
     expect(run('--config', file)).toMatchObject({ status: 1, stderr: expect.stringMatching(/anon.yaml:1: cannot tell the kind .* give --kind/) });

@@ -160,6 +160,13 @@ describe('import of keepalived.conf', () => {
     expect(() => importKeepalivedFile(file, { hostname: 'x', addresses: () => [] })).toThrow(/keepalived.conf:21: error: vrrp_instance VI_vip1_ext: vipshift's agent API needs an address/);
   });
 
+  it("router_id becomes a key id, since the appliance's name names its key (keepalived's LVS_DEVEL → lvs-devel)", () => {
+    const file = writeTree({
+      'k.conf': `global_defs {\n    router_id LVS_DEVEL\n}\nvrrp_instance VI_1 {\n    interface ext0\n    virtual_router_id 1\n    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n`,
+    });
+    expect(importKeepalivedFile(file, host).config.appliance).toBe('lvs-devel');
+  });
+
   it('VRRPv2: advert_int rounded to whole seconds as keepalived does; authentication warned', () => {
     const file = writeTree({
       'k.conf': `vrrp_instance VI_1 {\n    interface ext0\n    virtual_router_id 1\n    advert_int 0.3\n    authentication {\n        auth_type PASS\n        auth_pass x\n    }\n    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n`,

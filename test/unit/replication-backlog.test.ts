@@ -140,10 +140,10 @@ vips: []
   it('defaults: replication on with 50 ms / 1000-entry batches, failover from the copies on (standby)', () => {
     const c = parseApplianceConfig(base, 'lb1.yaml');
     expect(c.keepers).toEqual([]);
-    expect(c.replication).toMatchObject({ enabled: true, batchInterval: 50, batchEntries: 1000, refreshInterval: 60 });
-    expect(c.failover).toMatchObject({ standby: true, peers: [], peerTimeout: 50 });
+    expect(c.replication).toMatchObject({ enabled: true, batchIntervalMs: 50, batchEntries: 1000, refreshIntervalSeconds: 60 });
+    expect(c.failover).toMatchObject({ standby: true, peers: [], peerTimeoutMs: 50 });
     // Also when the section is there without the key.
-    expect(parseApplianceConfig(`${base}failover: { peerTimeout: 20 }\n`, 'lb1.yaml').failover.standby).toBe(true);
+    expect(parseApplianceConfig(`${base}failover: { peerTimeoutMs: 20 }\n`, 'lb1.yaml').failover.standby).toBe(true);
     expect(parseApplianceConfig(`${base}failover: { standby: false }\n`, 'lb1.yaml').failover.standby).toBe(false);
   });
 
@@ -167,11 +167,34 @@ vips: []
     const text = `${base}keepers:
   - { name: srv1, server: 198.18.0.101, api: "http://192.0.2.21:8442" }
   - { name: srv2, server: 198.18.0.101, api: "ftp://x" }
-replication: { batchInterval: 0 }
+replication: { batchIntervalMs: 0 }
 `;
     expect(() => parseApplianceConfig(text, 'lb1.yaml')).toThrow(
-      /lb1\.yaml:7: keepers\[1\]\.api: expected an http:\/\/address:port URL[\s\S]*lb1\.yaml:7: keepers\[1\]\.server: server 198\.18\.0\.101 already used by keepers\[0\][\s\S]*lb1\.yaml:8: replication\.batchInterval: expected a batch interval in 1\.\.10000 ms/,
+      /lb1\.yaml:7: keepers\[1\]\.api: expected the keeper's API URL as http:\/\/ADDRESS:PORT[\s\S]*lb1\.yaml:7: keepers\[1\]\.server: server 198\.18\.0\.101 already used by keepers\[0\][\s\S]*lb1\.yaml:8: replication\.batchIntervalMs: expected a batch interval in 1\.\.10000 ms/,
     );
+  });
+
+  it('reads the durations under their old names, warning with file:line and the new name', () => {
+    const warnings: string[] = [];
+    const warn = (w: { file: string; line?: number; path: string; message: string }) => warnings.push(`${w.file}:${w.line}: ${w.path}: ${w.message}`);
+    const c = parseApplianceConfig(`${base}replication:\n  batchInterval: 20\n  refreshInterval: 0\nfailover: { peerTimeout: 0 }\n`, 'lb1.yaml', { warn });
+    expect(c.replication).toMatchObject({ batchIntervalMs: 20, refreshIntervalSeconds: 0 });
+    expect(c.failover.peerTimeoutMs).toBe(0);
+    expect(warnings).toEqual([
+      "lb1.yaml:6: replication.batchInterval: 'batchInterval' is now 'batchIntervalMs' (read as 'batchIntervalMs' for this release)",
+      "lb1.yaml:7: replication.refreshInterval: 'refreshInterval' is now 'refreshIntervalSeconds' (read as 'refreshIntervalSeconds' for this release)",
+      "lb1.yaml:8: failover.peerTimeout: 'peerTimeout' is now 'peerTimeoutMs' (read as 'peerTimeoutMs' for this release)",
+    ]);
+    // A value under an old name that is wrong is reported at the old name's line, under the new name.
+    expect(() => parseApplianceConfig(`${base}replication:\n  batchInterval: 0\n`, 'lb1.yaml', { warn })).toThrow(/^lb1\.yaml:6: replication\.batchIntervalMs: expected a batch interval in 1\.\.10000 ms$/);
+  });
+
+  it('names follow the key-id rule: a name that could not load its credentials is refused with the rule', () => {
+    expect(() => parseApplianceConfig(base.replace('lb1', 'LB_1'), 'lb1.yaml')).toThrow(
+      /^lb1\.yaml:1: appliance: expected the appliance's name as a key id: lower-case letters, digits and '-', starting with a letter, at most 32, got 'LB_1'$/,
+    );
+    const keepers = 'keepers: [{ name: Srv_1, server: 198.18.0.101, api: "http://192.0.2.21:8442" }]\n';
+    expect(() => parseApplianceConfig(`${base}${keepers}`, 'lb1.yaml')).toThrow(/lb1\.yaml:5: keepers\[0\]\.name: expected a keeper's name as a key id/);
   });
 });
 

@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../src/config/load.js';
+import { ConfigError, formatIssue } from '../../src/config/load.js';
 import { parseApplianceConfig } from '../../src/config/appliance.js';
-import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/config/vrrp.js';
+import { loadVrrpConfigFile, parseVrrpConfig } from '../../src/config/vrrp.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vipshift-bfd-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -16,7 +16,7 @@ function problems(fn: () => unknown): string[] {
   try {
     fn();
   } catch (e) {
-    if (e instanceof VrrpConfigError) return e.problems;
+    if (e instanceof ConfigError) return e.issues.map((i) => (i.file === 'vrrp section' ? `${i.path}: ${i.message}` : formatIssue(i)));
     throw e;
   }
   throw new Error('no error');
@@ -31,7 +31,7 @@ describe('vrrp bfd configuration', () => {
 
   it('refuses bad timers and different timers on one interface, naming the field', () => {
     expect(problems(() => parseVrrpConfig({ instances: [{ ...base, name: 'a', vrid: 1, bfd: { detectMult: 3 } }] }))).toEqual([
-      'vrrp.instances[0].bfd: Unrecognized key: "detectMult"',
+      'vrrp.instances[0].bfd.detectMult: unknown field',
     ]);
     const p = problems(() => parseVrrpConfig({ instances: [{ ...base, name: 'a', vrid: 1, bfd: { minTxMs: 5, multiplier: 0 } }] }));
     expect(p).toEqual([expect.stringMatching(/^vrrp\.instances\[0\]\.bfd\.minTxMs: .*10/), expect.stringMatching(/^vrrp\.instances\[0\]\.bfd\.multiplier: .*1/)]);

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { VrrpConfigError, loadVrrpConfigFile, parseVrrpConfig } from '../../src/config/vrrp.js';
+import { ConfigError, formatIssue } from '../../src/config/load.js';
+import { loadVrrpConfigFile, parseVrrpConfig } from '../../src/config/vrrp.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'vipshift-vrrp-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -17,7 +18,7 @@ function problems(fn: () => unknown): string[] {
   try {
     fn();
   } catch (e) {
-    if (e instanceof VrrpConfigError) return e.problems;
+    if (e instanceof ConfigError) return e.issues.map((i) => (i.file === 'vrrp section' ? `${i.path}: ${i.message}` : formatIssue(i)));
     throw e;
   }
   throw new Error('no error');
@@ -95,7 +96,7 @@ describe('vrrp configuration', () => {
     const bad = load('vrrp:\n  instances: [\n');
     expect(problems(bad.run)[0]).toMatch(new RegExp(`^${bad.file}:\\d+: `));
     const none = load('appliance: lb1\n');
-    expect(problems(none.run)).toEqual([`${none.file}:1: no 'vrrp' section`]);
+    expect(problems(none.run)).toEqual([`${none.file}:1: vrrp: is required (the file has no 'vrrp' section)`]);
   });
 
   it('reads JSON too', () => {
