@@ -53,11 +53,16 @@ const DELETE_TYPE = ctnlType(IPCTNL_MSG_CT_DELETE);
  */
 export const MAX_JOURNAL_CHANGES = 250_000;
 /**
- * Entries whose copied timeout, less the time since the pre-copy, falls under this are in
- * every difference (their timeout refreshed on the target, as a full copy would have done),
- * and UDP entries always: their timeouts are short and no event tells of their refresh.
+ * An untouched TCP entry is in the difference (recreated on the target, its timeout whole
+ * again) only when its pre-copied copy would have fewer than this many seconds left at the
+ * cut-over: Linux's TCP_RTO_MAX. A connection with data unacknowledged sends at least that
+ * often (a retransmission at worst), and that packet refreshes the target's entry. So a live
+ * connection's copy (300 s from an event sent with data in flight, less the seconds since the
+ * pre-copy) is left alone, and one in a short-timeout state (SYN_RECV, FIN_WAIT, CLOSE_WAIT,
+ * TIME_WAIT...) is refreshed. UDP entries always are: nothing bounds a UDP flow's silence, and
+ * every packet refreshes its timeout without an event (docs/migration.md, "Which entries").
  */
-export const REFRESH_BELOW_S = 300;
+export const REFRESH_BELOW_S = 120;
 
 /** What changes() hands out: the difference as records, or why the journal cannot vouch for it. */
 export type Difference = { records: Buffer; upserts: number; ended: number } | { refused: string };
@@ -416,6 +421,15 @@ export class AccessTableMirror {
     this.settleTimer = setTimeout(() => {
       for (const v of this.vips.values()) v.settle();
     }, SETTLE_AFTER_MS).unref();
+  }
+
+  /**
+   * Indexes now what added() handed over for the VIP. A pre-copy ends with this: its records
+   * (100,000: tens of ms of JavaScript) are indexed before the hold rather than inside it,
+   * where the first event of the VIP or the timer would otherwise do it.
+   */
+  index(mark: number): void {
+    this.vips.get(mark)?.settle();
   }
 
   /** The VIP's entry count, or undefined while the mirror is not complete. */
