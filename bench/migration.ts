@@ -24,7 +24,8 @@
  * of 1,000,000 entries alone takes minutes). Sizes above the host's nf_conntrack_max raise it
  * for the run (2 × the largest size + room), and put it back at the end.
  *
- * Environment: SIZES (default 1000,10000,100000,1000000), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20), REFERENCE_MAX (100000).
+ * Environment: SIZES (default 1000,10000,100000,1000000), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20), REFERENCE_MAX (100000),
+ * OUT (the results file's name, default migration: bench/results/<OUT>.json).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -86,6 +87,12 @@ interface Run {
   probes: { create_synthetic_ms: number; dump_source_ms: number; delete_reference_ms: number };
   /** Where the source read step 3's entries: 'mirror' (access-table-mirror.ts) or 'dump'. */
   exported_from: string;
+  /**
+   * Where the hold goes, from the appliances' logs (each step's own time there, ms): the rest
+   * of a step is the controller and its API round trips. hold_window_ms: from lb1 starting to
+   * release the address to lb2 having activated the VIP, the pause as the appliances see it.
+   */
+  inside: Record<string, number>;
   load_avg_1m: number;
 }
 
@@ -193,8 +200,9 @@ async function holdCounters(labName: string): Promise<Run['hold']> {
  * would after `conntrack -I`. Checks that the mirror then holds all of the VIP's entries.
  */
 async function rebuildMirror(site: Site, entries: number): Promise<void> {
-  const mirror = await rebuildMirrorOf(site, SOURCE);
-  const status = await apiCall<{ vips: { name: string; entries: number }[] }>(site, apiUrl(site.apis.appliances[SOURCE]!), 'GET', '/v1/status');
+  // A rebuild reads the whole table: ~3 s a million entries on a quiet machine, far more on a loaded one.
+  const mirror = await rebuildMirrorOf(site, SOURCE, 600_000);
+  const status = await apiCall<{ vips: { name: string; entries: number }[] }>(site, apiUrl(site.apis.appliances[SOURCE]!), 'GET', '/v1/status', undefined, 120_000);
   const held = status.vips.find((v) => v.name === VIP)?.entries;
   if (!mirror.synced || held !== entries) throw new Error(`${SOURCE}'s access table mirror: synced ${mirror.synced}, ${held} entries of ${VIP}, expected ${entries}`);
 }
@@ -206,6 +214,32 @@ function exportedFrom(stateDir: string): string {
   if (!last) return 'unknown';
   const e = JSON.parse(last) as { action: string; from?: string };
   return e.action === 'precopy-export' ? 'precopy from the mirror, then differences' : `whole table from the ${e.from ?? '?'}`;
+}
+
+/** The appliances' own share of each step of the last migration of vip1 (their logs), and the hold window. */
+function insideSteps(stateDir: string): Record<string, number> {
+  const lines = (name: string) =>
+    fs
+      .readFileSync(path.join(stateDir, `${name}-appliance.log`), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`"vip":"${VIP}"`) && l.includes('"ms":'))
+      .map((l) => JSON.parse(l) as { time: number; msg: string; ms: number });
+  const last = (name: string, msg: string) => lines(name).filter((e) => e.msg === msg).at(-1);
+  const parts: Array<[string, string, string]> = [
+    ['prepare_ms', TARGET, `prepare ${VIP}`],
+    ['release_ms', SOURCE, `release address ${VIP}`],
+    ['claim_ms', TARGET, `claim address ${VIP}`],
+    ['difference_export_ms', SOURCE, `difference export ${VIP}`],
+    ['import_difference_ms', TARGET, `import ${VIP} (difference)`],
+    ['forget_ms', SOURCE, `forget ${VIP}`],
+    ['activate_ms', TARGET, `activate ${VIP}`],
+  ];
+  const out: Record<string, number> = {};
+  for (const [key, name, msg] of parts) out[key] = last(name, msg)?.ms ?? NaN;
+  const release = last(SOURCE, `release address ${VIP}`);
+  const activate = last(TARGET, `activate ${VIP}`);
+  out.hold_window_ms = release && activate ? round2(activate.time - (release.time - release.ms)) : NaN;
+  return out;
 }
 
 /** Resident memory (MB) of an appliance's process in the lab (the `appliance` command in its namespace). */
@@ -316,6 +350,7 @@ async function oneSize(entries: number): Promise<Run> {
         verified: { target_entries: onTarget, source_entries: onSource, reference_target_entries: ref.landed },
         probes: { create_synthetic_ms: createMs, dump_source_ms: dumpMs, delete_reference_ms: ref.deleteMs },
         exported_from: exportedFrom(lab.site.stateDir),
+        inside: insideSteps(lab.site.stateDir),
         load_avg_1m: round2(load),
       };
     } finally {
@@ -392,6 +427,7 @@ const cols: Array<[string, (r: SizeResult) => string | number]> = [
 ];
 console.log(cols.map(([c]) => c.padStart(11)).join(''));
 for (const r of runs) console.log(cols.map(([, f]) => String(f(r)).padStart(11)).join(''));
+for (const r of runs) console.log(`${r.entries}: inside the appliances ${JSON.stringify(r.inside)}`);
 console.log(`\nmedian of ${ROUNDS} rounds per size (resets: all rounds); total_ms: the controller's report (the pre-copy included);`);
 console.log('precopy_ms: the pre-copy before step 1 (no hold); diff: entries in step 3\'s difference; gap_ms: the longest pause any live connection saw; rss_mb: lb1 before / lb2 after;');
 console.log(`steps_ms: step 1 start to step 4 end; ref_ms: conntrackd -c on ${TARGET}, its own "commit has taken".`);
@@ -416,7 +452,7 @@ const target = {
 };
 console.log(`targets: ${JSON.stringify(target)}`);
 
-const out = path.join(REPO_ROOT, 'bench', 'results', 'migration.json');
+const out = path.join(REPO_ROOT, 'bench', 'results', `${process.env.OUT ?? 'migration'}.json`);
 fs.mkdirSync(path.dirname(out), { recursive: true });
 fs.writeFileSync(
   out,

@@ -60,6 +60,8 @@ export interface PrecopyOutcome {
   created: number;
   failed: number;
   rounds: number[];
+  /** The mirror indexing the entries created here, at the pre-copy's end (ms). */
+  indexMs?: number;
 }
 
 /** What a target made of a difference (step 3 after a pre-copy, or a further pre-copy round). */
@@ -570,6 +572,9 @@ export class Appliance {
         outcome.created = r.total;
         outcome.failed += r.failed;
       }
+      const t0 = performance.now();
+      this.mirror?.index(this.vip(name).id);
+      outcome.indexMs = Math.round((performance.now() - t0) * 100) / 100;
       return outcome;
     });
     this.precopying.set(name, { generation, work });

@@ -19,13 +19,13 @@ export interface KeeperStatusView {
   vips: { vip: string; name?: string; copies: number }[];
 }
 
-/** An API request signed as `admin`, sent from the controller's namespace (the management segment). */
-export async function apiCall<T>(site: Site, url: string, method: string, apiPath: string, body?: unknown): Promise<T> {
+/** An API request signed as `admin`, sent from the controller's namespace (the management segment); `timeoutMs` for its answer. */
+export async function apiCall<T>(site: Site, url: string, method: string, apiPath: string, body?: unknown, timeoutMs = 20_000): Promise<T> {
   const dist = path.dirname(CLI);
   const script = `
     const { loadCredentials } = await import(${JSON.stringify(path.join(dist, 'api/auth.js'))});
     const { ApiClient } = await import(${JSON.stringify(path.join(dist, 'api/client.js'))});
-    const c = new ApiClient(${JSON.stringify(url)}, loadCredentials(${JSON.stringify(credentialsDir(site))}, 'admin'), { timeoutMs: 20000 });
+    const c = new ApiClient(${JSON.stringify(url)}, loadCredentials(${JSON.stringify(credentialsDir(site))}, 'admin'), { timeoutMs: ${timeoutMs} });
     const method = ${JSON.stringify(method)};
     const r = method === 'GET' ? await c.get(${JSON.stringify(apiPath)}) : await c.post(${JSON.stringify(apiPath)}, ${JSON.stringify(body ?? {})});
     process.stdout.write(JSON.stringify(r));
@@ -40,8 +40,8 @@ export const agentStatus = (site: Site, appliance: string) => apiCall<AgentStatu
  * Entries made behind an appliance's back (ctnetlink from a test or bench) reach its access
  * table mirror only when it re-reads its table; a real connection's come through its events.
  */
-export const rebuildMirror = (site: Site, appliance: string) =>
-  apiCall<{ synced: boolean; entries: number }>(site, apiUrl(site.apis.appliances[appliance]!), 'POST', '/v1/mirror/rebuild');
+export const rebuildMirror = (site: Site, appliance: string, timeoutMs?: number) =>
+  apiCall<{ synced: boolean; entries: number }>(site, apiUrl(site.apis.appliances[appliance]!), 'POST', '/v1/mirror/rebuild', undefined, timeoutMs);
 export const keeperStatus = (site: Site, server: string) => apiCall<KeeperStatusView>(site, apiUrl(site.apis.keepers[server]!), 'GET', '/v1/status');
 
 export function copiesOf(k: KeeperStatusView, vipName: string): number {
