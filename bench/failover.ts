@@ -63,7 +63,7 @@ async function round(i: number): Promise<Round> {
       : {
           configure: {
             appliance: (_n, d) => {
-              const vrrp = d.vrrp && { ...d.vrrp, instances: (d.vrrp.instances ?? []).map(({ bfd: _lab, ...i }) => ({ ...i, advertInterval, ...(bfd ? { bfd } : {}) })) };
+              const vrrp = d.vrrp && { ...d.vrrp, instances: (d.vrrp.instances ?? []).map(({ bfd: _lab, ...i }) => ({ ...i, advertIntervalSeconds: advertInterval, ...(bfd ? { bfd } : {}) })) };
               return { ...d, vrrp, ...(peerTimeout === undefined ? {} : { failover: { ...d.failover, peerTimeoutMs: peerTimeout } }) };
             },
           },

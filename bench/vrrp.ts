@@ -83,7 +83,7 @@ function start(segment: Segment, who: Speaker, ns: string, priority: number, int
     };
   }
   const v = new VipshiftVrrp(segment, ns, {
-    instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertInterval: interval, version: VERSION, useVmac: VMAC, addresses: [`${VIP}/24`] }],
+    instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertIntervalSeconds: interval, version: VERSION, useVmac: VMAC, addresses: [`${VIP}/24`] }],
   });
   return {
     kill: () => v.child.kill('SIGKILL'),

@@ -102,7 +102,7 @@ export class VrrpAddressing implements VipAddressing {
     };
     const instancesOf = (vip: VipConfig, state: InstanceStatus[]) => state.filter((i) => membersOf(vip).includes(i.name));
 
-    const interval = Math.max(...(this.config.vrrp?.instances ?? []).map((i) => i.advertInterval), 0.01);
+    const interval = Math.max(...(this.config.vrrp?.instances ?? []).map((i) => i.advertIntervalSeconds), 0.01);
     await new Promise((r) => setTimeout(r, 1.5 * interval * 1000 + 50));
     const heard = await this.speaker.freshState();
     for (const vip of grouped) {
@@ -115,7 +115,7 @@ export class VrrpAddressing implements VipAddressing {
       const state = this.speaker.state();
       const settled = grouped.every((vip) => {
         const instances = instancesOf(vip, state);
-        // An instance still in initialize is sitting out its startupDelay: it holds nothing.
+        // An instance still in initialize is sitting out its startupDelaySeconds: it holds nothing.
         return instances.length > 0 && instances.every((i) => i.state === 'master' || i.state === 'initialize' || (i.state === 'backup' && elapsed > i.masterDownInterval + 100));
       });
       if (settled || elapsed > limitMs) break;

@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { loadConfigFile, parseConfigText, validateConfig, type Locate, type ParseOptions, type RenamedField } from './load.js';
-import { vrrpConfigSchema } from './vrrp.js';
+import { VRRP_RENAMES, vrrpConfigSchema } from './vrrp.js';
 import { notifySchema } from './hooks.js';
 import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
 import { checkOverrideSchema, checkSchema } from './check.js';
@@ -288,6 +288,7 @@ export const APPLIANCE_RENAMES: readonly RenamedField[] = [
   { at: ['failover'], from: 'fetchTimeout', to: 'fetchTimeoutMs' },
   { at: ['failover'], from: 'peerTimeout', to: 'peerTimeoutMs' },
   { at: ['notify'], from: 'timeout', to: 'timeoutSeconds' },
+  ...VRRP_RENAMES,
 ];
 
 export function parseApplianceConfig(text: string, fileName: string, options: Pick<ParseOptions, 'warn'> = {}): ApplianceConfig {

@@ -1,13 +1,13 @@
 /**
  * The `vrrp:` section of a vipshift configuration (YAML or JSON), validated with zod. Names
  * follow keepalived's keywords so that the keepalived.conf importer maps one to one:
- * vrrp_instance → instances[], virtual_router_id → vrid, advert_int → advertInterval (seconds,
- * fractions allowed), vrrp_version → version, virtual_ipaddress → addresses, unicast_peer → unicastPeers,
+ * vrrp_instance → instances[], virtual_router_id → vrid, advert_int → advertIntervalSeconds
+ * (fractions allowed), vrrp_version → version, virtual_ipaddress → addresses, unicast_peer → unicastPeers,
  * track_interface → trackInterfaces, vrrp_sync_group → syncGroups.
  */
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { ConfigError, parseConfigText, validateConfig } from './load.js';
+import { ConfigError, parseConfigText, validateConfig, type RenamedField } from './load.js';
 
 const name = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'a name of 1-64 letters, digits, _ . : -');
 const ifname = z.string().regex(/^[^\s/]{1,15}$/, 'an interface name (1-15 characters, no space or /)');
@@ -37,7 +37,7 @@ export const vrrpInstanceSchema = z.strictObject({
    * Seconds: 0.01..40.95 in VRRPv3 (the 12-bit centisecond field of RFC 5798 §5.2.7), whole
    * seconds 1..255 in VRRPv2 (RFC 3768 §5.3.7).
    */
-  advertInterval: z
+  advertIntervalSeconds: z
     .number()
     .min(0.01, { abort: true })
     .max(255, { abort: true })
@@ -45,7 +45,7 @@ export const vrrpInstanceSchema = z.strictObject({
     .default(1),
   preempt: z.boolean().default(true),
   /** Seconds a higher-priority backup waits before preempting a lower-priority master. */
-  preemptDelay: z.number().min(0).max(1000).default(0),
+  preemptDelaySeconds: z.number().min(0).max(1000).default(0),
   addresses: z.array(virtualAddress).min(1).max(255),
   /** keepalived's unicast_peer: adverts go to these addresses instead of 224.0.0.18. */
   unicastPeers: z.array(z.ipv4()).default([]),
@@ -67,8 +67,8 @@ export const vrrpInstanceSchema = z.strictObject({
    * Seconds the instance stays in Initialize after start (keepalived's vrrp_startup_delay,
    * per instance): a backup that must not win a cold-start race against the VIP's owner.
    */
-  startupDelay: z.number().min(0).max(3600).default(0),
-  garpInterval: z.number().min(0).max(10).default(0),
+  startupDelaySeconds: z.number().min(0).max(3600).default(0),
+  garpIntervalSeconds: z.number().min(0).max(10).default(0),
   /**
    * BFD to the master (RFC 5880/5881, src/vrrp/bfd-session.ts): when present, the backup
    * also watches the master by BFD and takes over once BFD says it is down and its adverts
@@ -104,11 +104,11 @@ export const vrrpConfigSchema = z
     const vrids = new Map<string, number>();
     const vmacs = new Map<string, number>();
     c.instances.forEach((inst, i) => {
-      if (inst.version === 3 && inst.advertInterval > 40.95) {
-        ctx.addIssue({ code: 'custom', path: ['instances', i, 'advertInterval'], message: 'at most 40.95 seconds in VRRPv3 (RFC 5798 §5.2.7)' });
+      if (inst.version === 3 && inst.advertIntervalSeconds > 40.95) {
+        ctx.addIssue({ code: 'custom', path: ['instances', i, 'advertIntervalSeconds'], message: 'at most 40.95 seconds in VRRPv3 (RFC 5798 §5.2.7)' });
       }
-      if (inst.version === 2 && !Number.isInteger(inst.advertInterval)) {
-        ctx.addIssue({ code: 'custom', path: ['instances', i, 'advertInterval'], message: 'whole seconds (1..255) in VRRPv2 (RFC 3768 §5.3.7)' });
+      if (inst.version === 2 && !Number.isInteger(inst.advertIntervalSeconds)) {
+        ctx.addIssue({ code: 'custom', path: ['instances', i, 'advertIntervalSeconds'], message: 'whole seconds (1..255) in VRRPv2 (RFC 3768 §5.3.7)' });
       }
       if (names.has(inst.name)) {
         ctx.addIssue({ code: 'custom', path: ['instances', i, 'name'], message: `duplicate instance name '${inst.name}'` });
@@ -165,6 +165,14 @@ export type VrrpSyncGroupConfig = z.output<typeof vrrpSyncGroupSchema>;
 /** What a configuration file may say (defaults omitted): what the keepalived importer emits. */
 export type VrrpConfigInput = z.input<typeof vrrpConfigSchema>;
 
+/** The instance's times before they carried their unit in their names (read with a warning). */
+export const VRRP_RENAMES: readonly RenamedField[] = [
+  { at: ['vrrp', 'instances', '*'], from: 'advertInterval', to: 'advertIntervalSeconds' },
+  { at: ['vrrp', 'instances', '*'], from: 'preemptDelay', to: 'preemptDelaySeconds' },
+  { at: ['vrrp', 'instances', '*'], from: 'startupDelay', to: 'startupDelaySeconds' },
+  { at: ['vrrp', 'instances', '*'], from: 'garpInterval', to: 'garpIntervalSeconds' },
+];
+
 /** A file that has a `vrrp:` section (an appliance's configuration, or a speaker's alone). */
 const vrrpFileSchema = z.object({ vrrp: vrrpConfigSchema });
 
@@ -181,5 +189,5 @@ export function loadVrrpConfigFile(file: string): VrrpConfig {
   } catch (e) {
     throw new ConfigError([{ file, path: '', message: `cannot read: ${(e as Error).message}` }]);
   }
-  return parseConfigText(text, file, vrrpFileSchema).vrrp;
+  return parseConfigText(text, file, vrrpFileSchema, { renamed: VRRP_RENAMES }).vrrp;
 }

@@ -25,16 +25,16 @@ export interface VrrpInstance {
   version: 2 | 3;
   priority: number;
   /** Seconds, whole centiseconds (VRRPv2: whole seconds). */
-  advertInterval: number;
+  advertIntervalSeconds: number;
   preempt: boolean;
-  preemptDelay: number;
+  preemptDelaySeconds: number;
   addresses: VirtualAddress[];
   unicastPeers: string[];
   unicastSource?: string;
   accept: boolean;
   trackInterfaces: string[];
   garpRepeat?: number;
-  garpInterval?: number;
+  garpIntervalSeconds?: number;
   /** use_vmac: true, or the macvlan's name. */
   useVmac?: boolean | string;
 }
@@ -367,9 +367,9 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
     interface: '',
     vrid: 0,
     priority: 100,
-    advertInterval: 1,
+    advertIntervalSeconds: 1,
     preempt: true,
-    preemptDelay: 0,
+    preemptDelaySeconds: 0,
     addresses: [],
     unicastPeers: [],
     accept: false,
@@ -398,7 +398,7 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
         priority = integer(a, 1, 255, 'priority');
         break;
       case 'advert_int':
-        inst.advertInterval = centiseconds(a, warn);
+        inst.advertIntervalSeconds = centiseconds(a, warn);
         advertAt = a;
         break;
       case 'version':
@@ -425,7 +425,7 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
         nopreempt = c;
         break;
       case 'preempt_delay':
-        inst.preemptDelay = seconds(a, 0, 1000, 'preempt_delay');
+        inst.preemptDelaySeconds = seconds(a, 0, 1000, 'preempt_delay');
         break;
       case 'virtual_ipaddress':
         for (const line of c.lines ?? []) inst.addresses.push(virtualAddress(line, warn));
@@ -455,7 +455,7 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
         inst.garpRepeat = integer(a, 1, 100, 'garp_master_repeat');
         break;
       case 'garp_interval':
-        inst.garpInterval = seconds(a, 0, 10, 'garp_interval');
+        inst.garpIntervalSeconds = seconds(a, 0, 10, 'garp_interval');
         break;
     }
   }
@@ -465,13 +465,13 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
   if (inst.addresses.length > 255) throw new KeepalivedConfigError(s, `vrrp_instance ${name} has ${inst.addresses.length} addresses; an advertisement carries at most 255`);
   inst.interface = iface;
   inst.vrid = vrid;
-  if (inst.version === 2 && !Number.isInteger(inst.advertInterval)) {
+  if (inst.version === 2 && !Number.isInteger(inst.advertIntervalSeconds)) {
     // As keepalived: VRRPv2 carries whole seconds (RFC 3768 §5.3.7).
-    const rounded = Math.max(1, Math.round(inst.advertInterval));
-    warn(advertAt ?? s, `advert_int ${inst.advertInterval} rounded to ${rounded}: VRRPv2 carries whole seconds (RFC 3768 §5.3.7), as keepalived rounds it`);
-    inst.advertInterval = rounded;
+    const rounded = Math.max(1, Math.round(inst.advertIntervalSeconds));
+    warn(advertAt ?? s, `advert_int ${inst.advertIntervalSeconds} rounded to ${rounded}: VRRPv2 carries whole seconds (RFC 3768 §5.3.7), as keepalived rounds it`);
+    inst.advertIntervalSeconds = rounded;
   }
-  if (inst.version === 3 && inst.advertInterval > 40.95) throw new KeepalivedConfigError(advertAt ?? s, `advert_int ${inst.advertInterval} is over 40.95 s, the most VRRPv3 carries (RFC 5798 §5.2.7)`);
+  if (inst.version === 3 && inst.advertIntervalSeconds > 40.95) throw new KeepalivedConfigError(advertAt ?? s, `advert_int ${inst.advertIntervalSeconds} is over 40.95 s, the most VRRPv3 carries (RFC 5798 §5.2.7)`);
   if (auth) {
     warn(
       auth,
@@ -486,9 +486,9 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
     warn(nopreempt, `nopreempt has no effect with ${inst.startsMaster ? 'state MASTER' : 'priority 255'} (keepalived clears it too); preempting`);
   } else if (nopreempt) {
     inst.preempt = false;
-    if (inst.preemptDelay > 0) {
+    if (inst.preemptDelaySeconds > 0) {
       warn(nopreempt, 'preempt_delay has no effect with nopreempt (keepalived resets it too)');
-      inst.preemptDelay = 0;
+      inst.preemptDelaySeconds = 0;
     }
   }
   // `dev` naming the instance's own interface says nothing more than the plain CIDR.
@@ -497,7 +497,7 @@ function readInstance(s: Statement, g: Globals, warn: Warn): InstanceDraft {
   // addresses answer whatever the accept setting says, which is RFC 5798's Accept_Mode = True.
   inst.accept = explicitAccept ?? !g.strict;
   if (inst.garpRepeat === undefined && g.garpRepeat !== undefined) inst.garpRepeat = g.garpRepeat;
-  if (inst.garpInterval === undefined && g.garpInterval !== undefined) inst.garpInterval = g.garpInterval;
+  if (inst.garpIntervalSeconds === undefined && g.garpInterval !== undefined) inst.garpIntervalSeconds = g.garpInterval;
   return inst;
 }
 

@@ -338,7 +338,7 @@ function vrrpFor(site: Site, appliance: string, external: string, internal: stri
   const instances = site.vips.flatMap((v) => {
     const owner = v.owner === appliance;
     // The backup sits out the first seconds so that at a cold start the owner claims first.
-    const common = { vrid: v.id, priority: owner ? 150 : 100, advertInterval: LAB_ADVERT_INTERVAL, preempt: false, garpRepeat: 3, startupDelay: owner ? 0 : 2, bfd: LAB_BFD };
+    const common = { vrid: v.id, priority: owner ? 150 : 100, advertIntervalSeconds: LAB_ADVERT_INTERVAL, preempt: false, garpRepeat: 3, startupDelaySeconds: owner ? 0 : 2, bfd: LAB_BFD };
     return [
       { ...common, name: `${v.name}-ext`, interface: external, addresses: [`${v.address}/${v.prefixLength}`] },
       { ...common, name: `${v.name}-int`, interface: internal, addresses: [`${v.insideAddress}/${v.prefixLength}`] },

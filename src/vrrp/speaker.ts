@@ -174,7 +174,7 @@ const NEIGHBOUR_FORGET_MS = 120_000;
 export class Speaker extends EventEmitter {
   private readonly instances = new Map<string, Instance>();
   private readonly groups = new Map<string, SyncGroup>();
-  /** Instances waiting out their startupDelay in Initialize. */
+  /** Instances waiting out their startupDelaySeconds in Initialize. */
   private readonly startupTimers = new Map<Instance, TimerHandle>();
   private readonly links = new Map<string, Link>();
   /** The macvlan interfaces this speaker created (deleted again by stop()). */
@@ -235,9 +235,9 @@ export class Speaker extends EventEmitter {
         {
           vrid: c.vrid,
           priority: c.priority,
-          advertInterval: Math.round(c.advertInterval * 100),
+          advertInterval: Math.round(c.advertIntervalSeconds * 100),
           preempt: c.preempt,
-          preemptDelay: c.preemptDelay * 1000,
+          preemptDelay: c.preemptDelaySeconds * 1000,
           primaryAddress: source,
           version: c.version,
         },
@@ -247,7 +247,7 @@ export class Speaker extends EventEmitter {
       const addresses = new VirtualAddresses(vips, this.options.addresses, this.clock, {
         changed: (change, failures) => this.addressesChanged(inst as Instance, change, failures),
         announce: (v) => this.announce(inst as Instance, v),
-      }, { repeat: c.garpRepeat, intervalMs: c.garpInterval * 1000 });
+      }, { repeat: c.garpRepeat, intervalMs: c.garpIntervalSeconds * 1000 });
       inst = { config: c, router, source, advertised, vips: addresses, advertsSent: 0, advertsReceived: 0, ...(vmac ? { vmac } : {}) };
       this.instances.set(c.name, inst);
       if (vmac) {
@@ -273,11 +273,11 @@ export class Speaker extends EventEmitter {
       // also removes its VIPs at start); an owner adds them back at once.
       inst.vips.remove();
       if (this.trackedDown(inst)) inst.router.fault(`tracked interface down at start`);
-      else if (inst.config.startupDelay > 0) {
+      else if (inst.config.startupDelaySeconds > 0) {
         const waiting = inst;
         this.startupTimers.set(
           waiting,
-          this.clock.setTimer(inst.config.startupDelay * 1000, () => {
+          this.clock.setTimer(inst.config.startupDelaySeconds * 1000, () => {
             this.startupTimers.delete(waiting);
             waiting.router.startup();
           }),
@@ -355,7 +355,7 @@ export class Speaker extends EventEmitter {
       priority: i.router.priority,
       ...(i.group ? { syncGroup: i.group.name } : {}),
       ...(i.router.state === 'backup' && i.router.masterAddress ? { masterAddress: i.router.masterAddress } : {}),
-      advertInterval: i.config.advertInterval,
+      advertInterval: i.config.advertIntervalSeconds,
       masterAdverInterval: i.router.learnedMasterAdverInterval / 100,
       masterDownInterval: i.router.masterDownInterval,
       addresses: i.vips.list.map((v) => v.cidr),
@@ -402,7 +402,7 @@ export class Speaker extends EventEmitter {
     // A VRID speaks one version (keepalived drops the other one too).
     if (advert.version !== inst.config.version) return this.bad('version', ifname, advert.source);
     // RFC 3768 §7.1: a v2 advert must carry the locally configured Adver Int.
-    if (advert.version === 2 && advert.maxAdverInt !== Math.round(inst.config.advertInterval * 100)) return this.bad('interval', ifname, advert.source);
+    if (advert.version === 2 && advert.maxAdverInt !== Math.round(inst.config.advertIntervalSeconds * 100)) return this.bad('interval', ifname, advert.source);
     const unicast = inst.config.unicastPeers.length > 0;
     if (unicast && !inst.config.unicastPeers.includes(advert.source)) return this.bad('peer', ifname, advert.source);
     if (advert.destination !== VRRP_MULTICAST_IPV4 && advert.destination !== inst.source) return this.bad('destination', ifname, advert.source);
@@ -423,7 +423,7 @@ export class Speaker extends EventEmitter {
     this.totals.advertsReceived++;
     // The capture timestamp (wall clock) on the speaker's clock; bounded, so that a stepped
     // wall clock can at worst shift one timer by one advert interval.
-    const late = Math.min(Math.max(0, Date.now() - capturedAt), inst.config.advertInterval * 1000);
+    const late = Math.min(Math.max(0, Date.now() - capturedAt), inst.config.advertIntervalSeconds * 1000);
     const receivedAt = this.clock.now() - late;
     inst.router.receive({ priority: advert.priority, maxAdverInt: advert.maxAdverInt, source: advert.source, receivedAt });
     if (inst.config.bfd) this.bfd?.learn(ifname, advert.source);
@@ -493,7 +493,7 @@ export class Speaker extends EventEmitter {
 
   private sendAdvert(inst: Instance, priority: number): void {
     const c = inst.config;
-    const advert = { version: c.version, vrid: c.vrid, priority, maxAdverInt: Math.round(c.advertInterval * 100), addresses: inst.advertised };
+    const advert = { version: c.version, vrid: c.vrid, priority, maxAdverInt: Math.round(c.advertIntervalSeconds * 100), addresses: inst.advertised };
     if (c.unicastPeers.length === 0) {
       if (this.inject(c.interface, encodeAdvertisementFrame(advert, { source: inst.source }))) this.countSent(inst);
       return;

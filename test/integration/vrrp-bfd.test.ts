@@ -24,7 +24,7 @@ const BACKUP_PRIORITY = 100;
 const masterDownMs = (priority: number) => 3 * INTERVAL * 1000 + ((256 - priority) * INTERVAL * 1000) / 256;
 
 const config = (priority: number) => ({
-  instances: [{ name: 'vip1', interface: 'eth0', vrid: 61, priority, advertInterval: INTERVAL, preempt: false, addresses: [`${VIP}/24`], bfd: { minTxMs: 50, minRxMs: 50, multiplier: 3 } }],
+  instances: [{ name: 'vip1', interface: 'eth0', vrid: 61, priority, advertIntervalSeconds: INTERVAL, preempt: false, addresses: [`${VIP}/24`], bfd: { minTxMs: 50, minRxMs: 50, multiplier: 3 } }],
 });
 
 let segment: Segment;

@@ -90,7 +90,7 @@ describe.concurrent('vipshift beside keepalived 2.2: one master at every moment,
       };
       const keepalivedLog: string[] = [];
       const vipshift = (priority: number) =>
-        new VipshiftVrrp(seg, v, { instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertInterval: interval, version, useVmac: vmac, addresses: [`${VIP}/24`] }] });
+        new VipshiftVrrp(seg, v, { instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertIntervalSeconds: interval, version, useVmac: vmac, addresses: [`${VIP}/24`] }] });
       /** keepalived's parent is stopped first so that it cannot respawn its VRRP child. */
       const killKeepalived = (h: ReturnType<typeof keepalived>) => {
         const parent = Number(readFileSync(h.pidFile.replace(/\.vrrp\.pid$/, '.pid'), 'utf8'));

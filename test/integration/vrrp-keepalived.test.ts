@@ -17,7 +17,7 @@ const skew = (priority: number) => ((256 - priority) * INTERVAL * 1000) / 256;
 const masterDown = (priority: number) => 3 * INTERVAL * 1000 + skew(priority);
 
 const instance = (priority: number, preempt = true) => ({
-  instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertInterval: INTERVAL, preempt, addresses: [`${VIP}/24`] }],
+  instances: [{ name: 'vip1', interface: 'eth0', vrid: VRID, priority, advertIntervalSeconds: INTERVAL, preempt, addresses: [`${VIP}/24`] }],
 });
 
 let segment: Segment;
@@ -220,10 +220,10 @@ describe('vipshift VRRP speaker against keepalived 2.2', () => {
       // On the box: the import puts the agent API on eth0's own address.
       const imported = JSON.parse(execFileSync('ip', ['netns', 'exec', b, process.execPath, cli, 'import-keepalived', file, '--json']).toString()) as {
         api: { listen: string };
-        vrrp: { instances: { vrid: number; version: number; priority: number; advertInterval: number }[] };
+        vrrp: { instances: { vrid: number; version: number; priority: number; advertIntervalSeconds: number }[] };
       };
       expect(imported.api.listen).toBe(`${B}:8441`);
-      expect(imported.vrrp.instances).toMatchObject([{ vrid: VRID, version, priority: 150, advertInterval: interval }]);
+      expect(imported.vrrp.instances).toMatchObject([{ vrid: VRID, version, priority: 150, advertIntervalSeconds: interval }]);
       segment.keepalived(a, conf);
       const v = new VipshiftVrrp(segment, b, imported.vrrp);
       await v.started();

@@ -49,8 +49,8 @@ describe('import of keepalived.conf', () => {
       ['VI_vip3_ext', 'ext0', 12, 3, 100, ['203.0.113.12/24']],
       ['VI_vip3_int', 'int0', 112, 3, 100, ['198.18.0.12/24']],
     ]);
-    expect(config.vrrp.instances[0]).toMatchObject({ advertInterval: 1, preempt: true, preemptDelay: 0, unicastPeers: [], accept: true, trackInterfaces: [] });
-    expect(config.vrrp.instances[2]).toMatchObject({ name: 'VI_vip3_ext', preempt: true, preemptDelay: 2.5 });
+    expect(config.vrrp.instances[0]).toMatchObject({ advertIntervalSeconds: 1, preempt: true, preemptDelaySeconds: 0, unicastPeers: [], accept: true, trackInterfaces: [] });
+    expect(config.vrrp.instances[2]).toMatchObject({ name: 'VI_vip3_ext', preempt: true, preemptDelaySeconds: 2.5 });
     expect(config.vips).toEqual([
       { name: 'vip1', id: 1, address: '203.0.113.10', prefixLength: 24, insideAddress: '198.18.0.10', protocol: 'tcp', ports: [80], mode: 'dnat', scheduler: 'roundrobin', backends: [{ address: '198.18.0.101', weight: 1, check: { enabled: false } }], owner: 'lb1' },
       { name: 'vip2', id: 2, address: '203.0.113.12', prefixLength: 24, insideAddress: '198.18.0.12', protocol: 'tcp', ports: [7], mode: 'dnat', scheduler: 'roundrobin', backends: [{ address: '198.18.0.103', weight: 1, check: { enabled: false } }], owner: PEER_OWNER },
@@ -74,9 +74,9 @@ describe('import of keepalived.conf', () => {
         vrid: 51,
         version: 3,
         priority: 90,
-        advertInterval: 0.05,
+        advertIntervalSeconds: 0.05,
         preempt: false,
-        preemptDelay: 0,
+        preemptDelaySeconds: 0,
         addresses: ['203.0.113.20/24', { address: '198.18.0.20/24', dev: 'int0' }],
         unicastPeers: ['203.0.113.2', '203.0.113.4'],
         unicastSource: '203.0.113.3',
@@ -172,7 +172,7 @@ describe('import of keepalived.conf', () => {
       'k.conf': `vrrp_instance VI_1 {\n    interface ext0\n    virtual_router_id 1\n    advert_int 0.3\n    authentication {\n        auth_type PASS\n        auth_pass x\n    }\n    virtual_ipaddress {\n        203.0.113.10/24\n    }\n}\n`,
     });
     const { config, warnings } = importKeepalivedFile(file, host);
-    expect(config.vrrp.instances[0]).toMatchObject({ version: 2, advertInterval: 1 });
+    expect(config.vrrp.instances[0]).toMatchObject({ version: 2, advertIntervalSeconds: 1 });
     expect(config.appliance).toBe('box1'); // no router_id: the host name, as keepalived
     expect(warnings.map(formatWarning)).toEqual([
       expect.stringMatching(/:4: warning: advert_int 0.3 rounded to 1: VRRPv2 carries whole seconds/),
@@ -295,7 +295,7 @@ describe('vipshift import-keepalived', () => {
     const json = run(file, '--json');
     expect(json.status).toBe(0);
     expect(JSON.parse(json.stdout)).toEqual(parseYaml(yaml.stdout));
-    expect(JSON.parse(json.stdout).vrrp.instances[0].advertInterval).toBe(0.05);
+    expect(JSON.parse(json.stdout).vrrp.instances[0].advertIntervalSeconds).toBe(0.05);
   });
 
   it('exits non-zero with file:line on broken input', () => {

@@ -51,7 +51,7 @@ class MemoryBfd implements BfdTransport {
 }
 
 const addresses: AddressTable = { add: async () => undefined, remove: async () => undefined };
-const vip1 = { name: 'vip1', interface: 'ext0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['203.0.113.10/24'], bfd: {} };
+const vip1 = { name: 'vip1', interface: 'ext0', vrid: 10, priority: 100, advertIntervalSeconds: 0.1, addresses: ['203.0.113.10/24'], bfd: {} };
 
 async function lab(vrrp: VrrpConfigInput = { instances: [vip1] }) {
   const clock = new FakeClock();

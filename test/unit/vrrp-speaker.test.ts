@@ -74,13 +74,13 @@ function speaker(vrrp: VrrpConfigInput, leftovers: [string, string][] = []) {
   return { s, clock, link, addresses, up, settle, vmacs };
 }
 
-const vip1 = { name: 'vip1', interface: 'ext0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['203.0.113.10/24'] };
+const vip1 = { name: 'vip1', interface: 'ext0', vrid: 10, priority: 100, advertIntervalSeconds: 0.1, addresses: ['203.0.113.10/24'] };
 const master = (over: Partial<Advertisement> = {}) =>
   encodeAdvertisementFrame({ vrid: 10, priority: 200, maxAdverInt: 10, addresses: ['203.0.113.10'], ...over }, { source: '203.0.113.2' });
 
 describe('VRRP speaker', () => {
   it('becomes master: advert from the virtual MAC, addresses added, gratuitous ARPs from the interface MAC', async () => {
-    const { s, clock, link, addresses, settle } = speaker({ instances: [{ ...vip1, garpRepeat: 3, garpInterval: 0.5 }] });
+    const { s, clock, link, addresses, settle } = speaker({ instances: [{ ...vip1, garpRepeat: 3, garpIntervalSeconds: 0.5 }] });
     clock.advance(361);
     await settle();
     expect(s.state()[0]?.state).toBe('master');
@@ -92,7 +92,7 @@ describe('VRRP speaker', () => {
     expect(garps()).toHaveLength(1);
     expect(garps()[0]).toMatchObject({ senderProtocolAddress: '203.0.113.10', senderHardwareAddress: '02:00:00:00:00:03' });
     clock.advance(1000);
-    expect(garps()).toHaveLength(3); // garpRepeat 3, garpInterval 0.5 s
+    expect(garps()).toHaveLength(3); // garpRepeat 3, garpIntervalSeconds 0.5
     expect(s.counters().garpsSent).toBe(3);
   });
 
@@ -136,7 +136,7 @@ describe('VRRP speaker', () => {
   });
 
   it('VRRPv2 (vrrp_version 2): sends v2 adverts, follows a v2 master, drops v3 and other intervals, warns on PASS once', async () => {
-    const v2 = { ...vip1, version: 2 as const, advertInterval: 1 };
+    const v2 = { ...vip1, version: 2 as const, advertIntervalSeconds: 1 };
     const { s, clock, link, settle } = speaker({ instances: [v2] });
     const v2master = (over: Partial<Advertisement> = {}) => master({ version: 2, maxAdverInt: 100, ...over });
     // RFC 3768 §6.1: Master_Down_Interval = 3 × 1 s + (256 − 100)/256 s = 3609.375 ms.
@@ -224,7 +224,7 @@ describe('VRRP speaker', () => {
 
   it('a sync group moves the VIP and its inside address together, and release acts on the group', async () => {
     const { s, clock, link, addresses, settle } = speaker({
-      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['198.18.0.10/24'] }],
+      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertIntervalSeconds: 0.1, addresses: ['198.18.0.10/24'] }],
       syncGroups: [{ name: 'vip1-group', instances: ['vip1', 'vip1-inside'] }],
     });
     clock.advance(400); // vip1 (ext0) times out first, vip1-inside follows it at once
@@ -262,7 +262,7 @@ describe('VRRP speaker', () => {
 
   it('interface tracking in a sync group: one member\'s tracked link down → the whole group in fault', async () => {
     const { s, clock, addresses, up, settle } = speaker({
-      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertInterval: 0.1, addresses: ['198.18.0.10/24'] }],
+      instances: [vip1, { name: 'vip1-inside', interface: 'int0', vrid: 10, priority: 100, advertIntervalSeconds: 0.1, addresses: ['198.18.0.10/24'] }],
       syncGroups: [{ name: 'vip1-group', instances: ['vip1', 'vip1-inside'] }],
     });
     clock.advance(400);
@@ -356,8 +356,8 @@ describe('neighbours: bounded and aged', () => {
 });
 
 describe('startup delay (a backup that must not win a cold start)', () => {
-  it('stays in initialize for startupDelay, then starts as backup and takes over a silent segment', async () => {
-    const { s, clock, addresses, settle } = speaker({ instances: [{ ...vip1, startupDelay: 2 }] });
+  it('stays in initialize for startupDelaySeconds, then starts as backup and takes over a silent segment', async () => {
+    const { s, clock, addresses, settle } = speaker({ instances: [{ ...vip1, startupDelaySeconds: 2 }] });
     clock.advance(1900);
     await settle();
     expect(s.state()[0]?.state).toBe('initialize');
@@ -368,7 +368,7 @@ describe('startup delay (a backup that must not win a cold start)', () => {
   });
 
   it('a claim during the delay makes the instance master at once', async () => {
-    const { s, settle, addresses } = speaker({ instances: [{ ...vip1, startupDelay: 2 }] });
+    const { s, settle, addresses } = speaker({ instances: [{ ...vip1, startupDelaySeconds: 2 }] });
     await s.claim('vip1');
     await settle();
     expect(s.state()[0]?.state).toBe('master');
