@@ -5,8 +5,9 @@
  * refused), then, once it is back, srv2 is blackholed (nothing answers). For each: the time
  * from the failure to lb1's pool change (its `backend down` line), the new connections that
  * failed (all of them fall in that window plus the ones already on their way) or were only
- * delayed (a retransmitted SYN got through: the access table forgets an unanswered SYN fast,
- * and the retry meets the new pool), and the time from the repair to its return. The timeout is half the interval; rise 2, fall 3.
+ * delayed (a retransmitted SYN got through: the appliance deletes the entries of the
+ * handshakes a backend left unanswered when it goes down, so the retry meets the new pool),
+ * and the time from the repair to its return. The timeout is half the interval; rise 2, fall 3.
  *
  *   npx tsx bench/health-removal.ts [--intervals 200,500,1000,2000]
  * Writes bench/results/health-removal.json.

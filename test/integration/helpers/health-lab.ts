@@ -113,7 +113,10 @@ export interface Probe {
 
 /**
  * A new HTTP connection to each address every `everyMs`, from the client's namespace: GET /
- * with `Connection: close`, a failure after `timeoutMs` without an answer.
+ * with `Connection: close`, a failure after `timeoutMs` without an answer — counted from the
+ * connect, whatever the socket's state (Node's request timeout only starts once connected,
+ * so a SYN that is never answered would never time out). `stop` waits for every probe to
+ * end; none is left out.
  */
 export function probe(site: Site, addresses: string[], everyMs: number, timeoutMs = 3000): { stop(): Promise<Probe[]> } {
   const script = `
@@ -125,18 +128,18 @@ export function probe(site: Site, addresses: string[], everyMs: number, timeoutM
       const at = Date.now();
       open++;
       let done = false;
-      const end = (o) => { if (done) return; done = true; open--; out({ at, vip, ms: Date.now() - at, ...o }); if (stopping && open === 0) process.exit(0); };
+      const end = (o) => { if (done) return; done = true; clearTimeout(deadline); open--; out({ at, vip, ms: Date.now() - at, ...o }); if (stopping && open === 0) process.exit(0); };
       const req = http.get({ host: vip, port: 80, path: '/', agent: false, headers: { connection: 'close' } }, (res) => {
         let body = '';
         res.on('data', (d) => (body += d));
         res.on('end', () => { try { end({ ok: res.statusCode === 200, server: JSON.parse(body).server }); } catch { end({ ok: false, error: 'bad answer' }); } });
         res.on('error', (e) => end({ ok: false, error: e.code || e.message }));
       });
-      req.setTimeout(timeout, () => { end({ ok: false, error: 'timeout' }); req.destroy(); });
+      const deadline = setTimeout(() => { end({ ok: false, error: 'timeout' }); req.destroy(); }, timeout);
       req.on('error', (e) => end({ ok: false, error: e.code || e.message }));
     };
     const timer = setInterval(() => addresses.forEach(one), every);
-    process.stdin.on('data', () => { stopping = true; clearInterval(timer); if (open === 0) process.exit(0); setTimeout(() => process.exit(0), timeout + 500); });`;
+    process.stdin.on('data', () => { stopping = true; clearInterval(timer); if (open === 0) process.exit(0); });`;
   const child = spawn('ip', ['netns', 'exec', host(site, 'client').namespace, process.execPath, '-e', script, JSON.stringify(addresses), String(everyMs), String(timeoutMs)], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
