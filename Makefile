@@ -230,3 +230,11 @@ bench-controller-journal: build
 test-controller-ha: build
 	npx vitest run test/integration/controller-etcd.test.ts
 	npx vitest run test/integration/controller-ha.test.ts
+
+# Pre-copy at scale: 250 VRRP instances at 0.1 s adverts (vipshift and keepalived); 1,000,000 entries
+.PHONY: bench-vrrp-scale bench-migration-million
+bench-vrrp-scale: build
+	npx tsx bench/vrrp-scale.ts
+
+bench-migration-million: build
+	SIZES=1000000 ROUNDS=1 OUT=migration-1000000 npx tsx bench/migration.ts
