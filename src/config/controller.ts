@@ -43,6 +43,11 @@ export const controllerConfigSchema = z
                 leaseSeconds: z.number().int().min(2).max(60).default(3),
                 /** Client certificate and the cluster CA (PEM files; `vipshift pki etcd` mints them). */
                 tls: z.object({ ca: z.string().min(1), cert: z.string().min(1), key: z.string().min(1) }).strict().optional(),
+                /** What the leader keeps of the journal's history: the newest ended migrations, and etcd's revisions behind the current one. */
+                history: z
+                  .object({ keepMigrations: z.number().int().min(1).default(1000), keepRevisions: z.number().int().min(100).default(10_000) })
+                  .strict()
+                  .default({ keepMigrations: 1000, keepRevisions: 10_000 }),
               })
               .strict(),
           })

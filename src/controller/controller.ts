@@ -97,6 +97,8 @@ export class MigrationRefused extends Error {
 export type Drill = Pick<MigrationOptions, 'abortAt' | 'skipPrepare'>;
 
 export const PAUSE_ENV = 'VIPSHIFT_TEST_PAUSE_STEP';
+/** How often the leader prunes the store's history (and once when it starts leading). */
+const PRUNE_SECONDS = 600;
 
 /**
  * The test hook: `VIPSHIFT_TEST_PAUSE_STEP=STEP[:MS][,STEP[:MS]...]` (default 30000 ms) makes
@@ -338,6 +340,13 @@ export class Controller {
     };
     every(this.config.statistics.intervalSeconds, () => this.poll());
     every(this.config.rebalance.intervalSeconds, () => this.rebalanceOnce());
+    if (this.store.prune) every(PRUNE_SECONDS, () => this.prune());
+  }
+
+  /** The store's retention applied (ended migrations beyond it, etcd's old revisions). */
+  private async prune(): Promise<void> {
+    const r = await this.store.prune!();
+    if (r.migrations > 0 || r.compactedTo !== undefined) this.logger.info(r, 'journal pruned');
   }
 
   /** Stops the loops and waits for the migrations under way (bounded by their step timeouts). */

@@ -17,6 +17,12 @@
  * `appliances/<name>`, `vips/<name>`, `settings/<key>`, `migrations/<id>`, `running/<vip>`
  * (one migration per VIP), `events/<id>/<n>`. Statistics (poll health, measured traffic) stay
  * in the leader's memory: a new leader relearns them in a few polls.
+ *
+ * History: etcd keeps every revision of every key until it is compacted, and the journal
+ * gains a migration and its events with each move. The leader prunes (prune()): ended
+ * migrations beyond the newest `keepMigrations` are deleted with their events, and etcd's
+ * history is compacted to `keepRevisions` behind the current revision, so that the store does
+ * not grow without bound.
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -39,7 +45,12 @@ export interface EtcdSettings {
   leaseSeconds: number;
   /** Client certificate authentication and a private CA (PEM files). */
   tls?: { ca: string; cert: string; key: string } | undefined;
+  /** What prune() keeps: the newest ended migrations (with their events), and etcd's revisions behind the current one. */
+  history?: { keepMigrations: number; keepRevisions: number } | undefined;
 }
+
+/** What the journal keeps unless the configuration says otherwise (store.etcd.history). */
+export const HISTORY_DEFAULTS = { keepMigrations: 1000, keepRevisions: 10_000 } as const;
 
 const withTimeout = <T>(what: string, ms: number, work: Promise<T>): Promise<T> =>
   Promise.race([work, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`etcd: ${what} took more than ${ms} ms`)), ms).unref())]);
@@ -502,6 +513,32 @@ export class EtcdStore implements ControllerStore {
   async history(limit = 50): Promise<JournalMigration[]> {
     return (await this.migrations()).reverse().slice(0, limit).map(withoutSeq);
   }
+
+  /**
+   * Deletes ended migrations (and their events) beyond the newest `keepMigrations`, then
+   * compacts etcd's history to `keepRevisions` behind the current revision. The leader's.
+   */
+  async prune(): Promise<{ migrations: number; compactedTo: number | undefined }> {
+    const { keepMigrations, keepRevisions } = this.cluster.settings.history ?? HISTORY_DEFAULTS;
+    const ended = (await this.migrations()).filter((m) => m.state !== 'running').sort((a, b) => (b.finishedAt ?? 0) - (a.finishedAt ?? 0) || b.seq - a.seq);
+    const old = ended.slice(keepMigrations);
+    await this.writeAll(old.flatMap((m) => [this.ns.delete().key(`migrations/${m.id}`), this.ns.delete().prefix(`events/${m.id}/`)]));
+    // Compaction is cluster-wide and changes no current value: it needs no fence, only a leader.
+    if (!this.leadership.leading()) return { migrations: old.length, compactedTo: undefined };
+    const revision = Number((await this.ns.get('schema').exec()).header.revision);
+    const to = revision - keepRevisions;
+    if (to <= this.compactedTo) return { migrations: old.length, compactedTo: undefined };
+    try {
+      await this.cluster.client.kv.compact({ revision: String(to) });
+    } catch (err) {
+      // Another leader (or etcd's own auto-compaction) went further already.
+      if (!/compacted/.test((err as Error).message)) throw err;
+    }
+    this.compactedTo = to;
+    return { migrations: old.length, compactedTo: to };
+  }
+
+  private compactedTo = 0;
 
   async events(id: string): Promise<JournalEvent[]> {
     const r = await this.ns.getAll().prefix(`events/${id}/`).sort('Create', 'Ascend').exec();

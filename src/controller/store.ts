@@ -111,4 +111,10 @@ export interface ControllerStore {
   /** The latest migrations, newest first. */
   history(limit?: number): Promise<JournalMigration[]>;
   events(id: string): Promise<JournalEvent[]>;
+  /**
+   * Keeps the store from growing without bound: ended migrations beyond a retention go, with
+   * their events (etcd: and its history is compacted). Only the leader calls it. The SQLite
+   * file has none: one controller's journal there is kept whole, as it always was.
+   */
+  prune?(): Promise<{ migrations: number; compactedTo: number | undefined }>;
 }

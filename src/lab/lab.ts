@@ -10,7 +10,7 @@ import type { ApplianceConfigInput } from '../config/appliance.js';
 import { createClusterCredentials } from '../api/auth.js';
 import { createMetricsToken } from '../metrics/listener.js';
 import { buildSite, deleteNamespaces, listNamespaces, namespacePids } from './netns.js';
-import { etcdCommand } from './etcd.js';
+import { createLabEtcdPki, etcdCommand } from './etcd.js';
 import {
   type LabState,
   type ProcessRecord,
@@ -154,6 +154,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     createClusterCredentials(credentialsDir(site), clusterMembers(site), true);
     // ...and every process has a metrics listener a stock Prometheus scrapes with this token.
     createMetricsToken(credentialsDir(site));
+    if (site.etcd) await createLabEtcdPki(site);
     await startProcesses(site, state, options.readyTimeoutMs ?? 15_000, options.controllerEnv);
     const t3 = performance.now();
     return {

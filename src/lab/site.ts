@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { ControllerConfigInput } from '../config/controller.js';
 import type { ApplianceConfigInput } from '../config/appliance.js';
 import type { Role } from '../api/auth.js';
+import { etcdClientFiles } from '../api/etcd-pki.js';
 
 /** The three L2 segments; each is one bridge inside the `<lab>-sw` namespace. */
 export type SegmentName = 'ext' | 'int' | 'mgmt';
@@ -375,10 +376,11 @@ export function controllerSocket(site: Site, controller: string): string {
 }
 
 /** The etcd members of a site with several controllers: name, client and peer URL. */
-export function etcdMembers(site: Site): { name: string; client: string; peer: string }[] {
+export function etcdMembers(site: Site): { name: string; address: string; client: string; peer: string }[] {
   const e = site.etcd;
   if (!e) return [];
-  return site.apis.controllers.map((c) => ({ name: c.host, client: `http://${c.address}:${e.clientPort}`, peer: `http://${c.address}:${e.peerPort}` }));
+  // TLS both ways, on the certificates `lab up` mints (vipshift pki etcd): only the lab's controllers get in.
+  return site.apis.controllers.map((c) => ({ name: c.host, address: c.address, client: `https://${c.address}:${e.clientPort}`, peer: `https://${c.address}:${e.peerPort}` }));
 }
 
 /** A controller's configuration file (src/config/controller.ts's schema). */
@@ -390,7 +392,7 @@ export function controllerConfig(site: Site, controller = site.apis.controller.h
     api: { listen: listen(c), socket: controllerSocket(site, c.host) },
     journal: path.join(site.stateDir, 'controller-journal.sqlite'),
     ...(site.etcd
-      ? { store: { etcd: { endpoints: etcdMembers(site).map((m) => m.client), prefix: `/vipshift/${site.name}/`, leaseSeconds: site.etcd.leaseSeconds } } }
+      ? { store: { etcd: { endpoints: etcdMembers(site).map((m) => m.client), prefix: `/vipshift/${site.name}/`, leaseSeconds: site.etcd.leaseSeconds, tls: etcdClientFiles(pkiDir(site), c.host) } } }
       : {}),
     appliances: hostsOf(site, 'appliance').map((a) => ({ name: a.name, api: apiUrl(site.apis.appliances[a.name]!) })),
     keepers: hostsOf(site, 'server').map((s) => ({ name: s.name, api: apiUrl(site.apis.keepers[s.name]!) })),

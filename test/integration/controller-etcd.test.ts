@@ -3,11 +3,15 @@
  * journal keeps what the SQLite file keeps, a deposed leader's writes change nothing, a store
  * of a newer vipshift is refused untouched, and etcd losing one member of three changes
  * nothing while losing its quorum leaves no leader and refuses writes with a clear error.
+ * On TLS with client certificates (`vipshift pki etcd`'s material), etcd refuses a controller
+ * without a certificate of its CA.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { pino } from 'pino';
+import { createEtcdPki, etcdClientFiles } from '../../src/api/etcd-pki.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EtcdCluster, EtcdLeadership, EtcdStore } from '../../src/controller/etcd-store.js';
 import { NotLeaderError } from '../../src/controller/leadership.js';
@@ -32,8 +36,8 @@ async function until(what: string, ok: () => boolean, ms = 20_000): Promise<numb
   return performance.now() - t0;
 }
 
-function controller(name: string, prefix: string) {
-  const cluster = new EtcdCluster({ endpoints: etcd.endpoints, prefix, leaseSeconds: 3 });
+function controller(name: string, prefix: string, history?: { keepMigrations: number; keepRevisions: number }) {
+  const cluster = new EtcdCluster({ endpoints: etcd.endpoints, prefix, leaseSeconds: 3, history });
   const leadership = new EtcdLeadership(cluster, { name, api: `http://${name}` }, logger);
   return { cluster, leadership, store: new EtcdStore(cluster, leadership) };
 }
@@ -131,6 +135,49 @@ describe('the controller on etcd', () => {
     }
   });
 
+  it('prunes ended migrations beyond the retention with their events, and compacts etcd\'s history', async () => {
+    const a = controller('a', '/t5/', { keepMigrations: 3, keepRevisions: 100 });
+    try {
+      a.leadership.start();
+      await until('a leads', () => a.leadership.leading());
+      await a.store.syncConfiguration([{ name: 'lb1', api: 'http://a', capacity: 1 }, { name: 'lb2', api: 'http://b', capacity: 1 }], [{ name: 'vip1', owner: 'lb1' }, { name: 'vip2', owner: 'lb1' }]);
+      const first = Number((await a.cluster.ns.get('schema').exec()).header.revision);
+      // Twelve migrations of vip1 go back and forth and end; one of vip2 is still running.
+      for (let i = 0; i < 12; i++) {
+        const id = `m${i}`;
+        await a.store.begin({ id, vip: 'vip1', source: i % 2 ? 'lb2' : 'lb1', target: i % 2 ? 'lb1' : 'lb2', reason: 'operator' });
+        for (const step of ['prepare', 'move_address', 'move_entries'] as const) await a.store.step(id, step);
+        await a.store.commit(id);
+        await a.store.step(id, 'activate');
+        await a.store.end(id, { state: 'done' });
+      }
+      await a.store.begin({ id: 'r1', vip: 'vip2', source: 'lb1', target: 'lb2', reason: 'operator' });
+      for (let i = 0; i < 100; i++) await a.store.setSetting('rebalance', i % 2 ? 'auto' : 'manual');
+      const keysBefore = (await a.cluster.ns.getAll().keys()).length;
+
+      const pruned = await a.store.prune();
+      expect(pruned.migrations).toBe(9);
+      expect((await a.store.history()).map((m) => m.id)).toEqual(['r1', 'm11', 'm10', 'm9']);
+      expect(await a.store.events('m0')).toEqual([]);
+      expect((await a.store.events('m11')).map((e) => e.event)).toEqual(['begin', 'step', 'step', 'step', 'commit', 'step', 'end']);
+      expect((await a.store.unfinished()).map((m) => m.id)).toEqual(['r1']);
+      expect((await a.store.owners()).get('vip1')).toBe('lb1');
+      const keysAfter = (await a.cluster.ns.getAll().keys()).length;
+      expect(keysBefore - keysAfter).toBe(9 * 8); // each migration: its record and seven events
+      // History before the compaction point is gone from etcd itself.
+      const now = Number((await a.cluster.ns.get('schema').exec()).header.revision);
+      expect(pruned.compactedTo).toBe(now - 100);
+      expect(pruned.compactedTo!).toBeGreaterThan(first);
+      await expect(a.cluster.ns.get('settings/rebalance').revision(first).string()).rejects.toThrow(/compacted/);
+      expect(await a.cluster.ns.get('settings/rebalance').string()).toBe('auto');
+      // Nothing more to do: a second prune deletes nothing and compacts no further back.
+      expect((await a.store.prune()).migrations).toBe(0);
+    } finally {
+      await a.leadership.stop();
+      a.cluster.close();
+    }
+  });
+
   it('one member of three lost changes nothing; the quorum lost leaves no leader and refuses writes', async () => {
     const a = controller('a', '/t3/');
     try {
@@ -159,4 +206,39 @@ describe('the controller on etcd', () => {
       a.cluster.close();
     }
   });
+
+  it('on TLS, a controller with a client certificate of the CA leads; one without is refused by etcd', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'vipshift-etcd-pki-'));
+    const other = mkdtempSync(path.join(tmpdir(), 'vipshift-etcd-pki-'));
+    const secure = await startEtcd(1, { tls: { dir, clients: ['ctl1'] } });
+    const settings = (tls: { ca: string; cert: string; key: string }) => ({ endpoints: secure.endpoints, prefix: '/t4/', leaseSeconds: 3, tls });
+    const good = new EtcdCluster(settings(etcdClientFiles(dir, 'ctl1')));
+    const leadership = new EtcdLeadership(good, { name: 'ctl1', api: 'http://ctl1' }, logger);
+    // A certificate of another CA (trusting ours): etcd refuses the handshake.
+    await createEtcdPki(other, { members: [], clients: ['ctl2'] });
+    const stranger = new EtcdCluster(settings({ ...etcdClientFiles(other, 'ctl2'), ca: etcdClientFiles(dir, 'ctl1').ca }));
+    // No certificate at all, our CA trusted.
+    const bare = new Etcd3({ hosts: secure.endpoints, credentials: { rootCertificate: readFileSync(etcdClientFiles(dir, 'ctl1').ca) }, defaultCallOptions: () => ({ deadline: Date.now() + 3000 }) });
+    try {
+      leadership.start();
+      await until('ctl1 leads over TLS', () => leadership.leading());
+      await new EtcdStore(good, leadership).setSetting('rebalance', 'manual');
+      expect((await good.health())[0]).toMatchObject({ healthy: true, version: expect.stringMatching(/^3\./) });
+
+      const refusedStranger = await stranger.ns.get('settings/rebalance').string().then(() => 'read', (e: Error) => e.message);
+      // etcd's TLS alert 42 (bad_certificate, RFC 5246 7.2.2): the server refused us, not we it.
+      expect(refusedStranger).toMatch(/alert bad certificate/);
+      expect((await stranger.health())[0]!.healthy).toBe(false);
+      const refusedBare = await bare.namespace('/t4/').get('settings/rebalance').string().then(() => 'read', (e: Error) => e.message);
+      expect(refusedBare).toMatch(/alert bad certificate/);
+    } finally {
+      await leadership.stop();
+      good.close();
+      stranger.close();
+      bare.close();
+      await secure.stop();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(other, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

@@ -1,12 +1,15 @@
 /**
  * A real etcd cluster on loopback for tests of the controller's etcd store: N members of
- * Debian's etcd-server on random ports, data in a temporary directory, always removed.
+ * Debian's etcd-server on random ports, data in a temporary directory, always removed. With
+ * `tls`, the members speak TLS to clients and peers and ask each for a certificate of the CA
+ * minted there (src/api/etcd-pki.ts, as `vipshift pki etcd` does).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createEtcdPki, etcdMemberFiles } from '../../../src/api/etcd-pki.js';
 import { ETCD } from '../../../src/lab/etcd.js';
 
 export interface TestEtcd {
@@ -22,22 +25,31 @@ const portOpen = (port: number) =>
     s.on('error', () => resolve(false));
   });
 
-export async function startEtcd(members: number): Promise<TestEtcd> {
+export async function startEtcd(members: number, options: { tls?: { dir: string; clients: string[] } } = {}): Promise<TestEtcd> {
   const dir = mkdtempSync(path.join(tmpdir(), 'vipshift-etcd-'));
   const base = 20000 + Math.floor(Math.random() * 20000);
   const m = Array.from({ length: members }, (_, i) => ({ name: `e${i}`, client: base + 2 * i, peer: base + 2 * i + 1 }));
-  const cluster = m.map((x) => `${x.name}=http://127.0.0.1:${x.peer}`).join(',');
+  const { tls } = options;
+  const scheme = tls ? 'https' : 'http';
+  if (tls) await createEtcdPki(tls.dir, { members: m.map((x) => ({ name: x.name, hosts: ['127.0.0.1'] })), clients: tls.clients }, true);
+  const tlsFlags = (name: string) => {
+    if (!tls) return [];
+    const f = etcdMemberFiles(tls.dir, name);
+    return [`--cert-file=${f.cert}`, `--key-file=${f.key}`, `--trusted-ca-file=${f.ca}`, '--client-cert-auth', `--peer-cert-file=${f.cert}`, `--peer-key-file=${f.key}`, `--peer-trusted-ca-file=${f.ca}`, '--peer-client-cert-auth'];
+  };
+  const cluster = m.map((x) => `${x.name}=${scheme}://127.0.0.1:${x.peer}`).join(',');
   const children: ChildProcess[] = m.map((x) =>
     spawn(ETCD, [
       `--name=${x.name}`,
       `--data-dir=${path.join(dir, x.name)}`,
-      `--listen-client-urls=http://127.0.0.1:${x.client}`,
-      `--advertise-client-urls=http://127.0.0.1:${x.client}`,
-      `--listen-peer-urls=http://127.0.0.1:${x.peer}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${x.peer}`,
+      `--listen-client-urls=${scheme}://127.0.0.1:${x.client}`,
+      `--advertise-client-urls=${scheme}://127.0.0.1:${x.client}`,
+      `--listen-peer-urls=${scheme}://127.0.0.1:${x.peer}`,
+      `--initial-advertise-peer-urls=${scheme}://127.0.0.1:${x.peer}`,
       `--initial-cluster=${cluster}`,
       '--initial-cluster-state=new',
       `--initial-cluster-token=t${base}`,
+      ...tlsFlags(x.name),
       '--log-level=error',
     ], { stdio: 'ignore' }),
   );
@@ -58,7 +70,7 @@ export async function startEtcd(members: number): Promise<TestEtcd> {
     }
   }
   return {
-    endpoints: m.map((x) => `http://127.0.0.1:${x.client}`),
+    endpoints: m.map((x) => `${scheme}://127.0.0.1:${x.client}`),
     async kill(i) {
       children[i]!.kill('SIGKILL');
       await exited[i];
