@@ -134,7 +134,7 @@ async function vipshift(): Promise<Result> {
             interface: 'eth0',
             vrid: i + 1,
             priority: HOSTS[name].priority,
-            advertInterval: ADVERT_S,
+            advertIntervalSeconds: ADVERT_S,
             addresses: [`${vipAddress(i)}/32`],
           })),
         }),
