@@ -231,6 +231,10 @@ test-controller-ha: build
 	npx vitest run test/integration/controller-etcd.test.ts
 	npx vitest run test/integration/controller-ha.test.ts
 
+# Controllers on etcd: the leader SIGKILLed in a migration, takeover under live connections
+bench-controller-ha: build
+	npx tsx bench/controller-ha.ts
+
 # Pre-copy at scale: 250 VRRP instances at 0.1 s adverts (vipshift and keepalived); 1,000,000 entries
 .PHONY: bench-vrrp-scale bench-migration-million
 bench-vrrp-scale: build

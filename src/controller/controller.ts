@@ -707,8 +707,9 @@ export class Controller {
     }).then(async (final) => {
       if (final.recoveryFailed) {
         // The VIP is in between: leave the journal's record open and end it like an interrupted one.
-        const record = (await this.store.migration(id))!;
-        this.unrecovered.set(id, { ...record, progress: final, error: final.error ?? null });
+        // A store out of reach (a leader cut off from etcd) leaves it to whoever leads next.
+        const record = await this.store.migration(id).catch(() => undefined);
+        if (record) this.unrecovered.set(id, { ...record, progress: final, error: final.error ?? null });
         log.error({ error: final.error }, 'migration failed and so did its recovery; trying again at the next poll');
       } else {
         try {
