@@ -3,10 +3,9 @@
  * counters, the hold queue, a ct-mark count of the access table), so they agree with `nft
  * list counters` and `conntrack -L -m ID` by construction. One status per scrape.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
-import type { MirrorStatus } from '../nat/access-table-mirror.js';
+import type { Registry } from 'prom-client';
+import { scrapedMetric } from '../metrics/metrics.js';
 import type { ApplianceStatus, RefusedEntries, VipStatus } from './appliance.js';
-import type { TableStatus } from './table-watch.js';
 
 const MODES = ['normal', 'migrating', 'absent'] as const;
 const VRRP_STATES = ['initialize', 'backup', 'master', 'fault'] as const;
@@ -22,130 +21,70 @@ export function registerApplianceMetrics(registry: Registry, status: () => Promi
     }
     return pending;
   };
-  const each = async (set: (v: VipStatus, appliance: string) => void) => {
-    const s = await current();
-    for (const v of s.vips) set(v, s.appliance);
-  };
-  /** A counter whose value lives elsewhere (nft, the hold queue): set at scrape time. */
-  const mirrored = (name: string, help: string, value: (v: VipStatus) => number) =>
-    new Counter({
+  /** One sample per VIP, labelled appliance and vip (nft counters, the hold queue, the ct-mark count). */
+  const perVip = (kind: 'counter' | 'gauge', name: string, help: string, value: (v: VipStatus) => number) =>
+    scrapedMetric(registry, kind, {
       name,
       help,
       labelNames: ['appliance', 'vip'],
-      registers: [registry],
-      async collect() {
-        this.reset();
-        await each((v, appliance) => this.inc({ appliance, vip: v.name }, value(v)));
-      },
-    });
-  const gauge = (name: string, help: string, value: (v: VipStatus) => number) =>
-    new Gauge({
-      name,
-      help,
-      labelNames: ['appliance', 'vip'],
-      registers: [registry],
-      async collect() {
-        this.reset();
-        await each((v, appliance) => this.set({ appliance, vip: v.name }, value(v)));
+      samples: async () => {
+        const s = await current();
+        return s.vips.map((v) => [{ appliance: s.appliance, vip: v.name }, value(v)] as const);
       },
     });
 
-  mirrored('vipshift_vip_packets_total', "Packets of the VIP's connections forwarded by this appliance, both directions (nft counter traffic_VIP).", (v) => v.packets);
-  mirrored('vipshift_vip_bytes_total', "Bytes of the VIP's connections forwarded by this appliance, both directions (nft counter traffic_VIP).", (v) => v.bytes);
-  mirrored('vipshift_vip_rejected_total', 'Unknown accesses to the VIP answered with a TCP reset (nft counter rejected_VIP).', (v) => v.rejected);
-  mirrored('vipshift_vip_synproxied_total', 'SYNs to the VIP answered by SYNPROXY with a SYN cookie (a SYN flood, or a rate above flood.synproxy.aboveRate): no entry made (nft counter synproxied_VIP).', (v) => v.synproxied);
-  mirrored('vipshift_vip_new_limited_total', "New connections to the VIP dropped over its rate limit, flood.newConnectionsPerVip (nft counter limited_vip_VIP).", (v) => v.limitedVip);
-  mirrored('vipshift_vip_source_limited_total', 'New connections to the VIP dropped because their client address had flood.connectionsPerSource already (nft counter limited_source_VIP).', (v) => v.limitedSource);
-  gauge('vipshift_vip_entries', "Live access-table (conntrack) entries of the VIP on this appliance (its ct mark).", (v) => v.entries);
-  gauge('vipshift_hold_queue_depth', 'Packets of the VIP held now, waiting for the end of its migration.', (v) => v.held);
-  mirrored('vipshift_hold_released_total', 'Held packets of the VIP released in arrival order.', (v) => v.released);
-  mirrored('vipshift_hold_overflowed_total', 'Packets of the VIP dropped because its hold queue was full.', (v) => v.overflowed);
-  mirrored('vipshift_hold_dropped_total', 'Held packets of the VIP dropped by an abort or by the drop policy.', (v) => v.dropped);
-  new Gauge({
+  perVip('counter', 'vipshift_vip_packets_total', "Packets of the VIP's connections forwarded by this appliance, both directions (nft counter traffic_VIP).", (v) => v.packets);
+  perVip('counter', 'vipshift_vip_bytes_total', "Bytes of the VIP's connections forwarded by this appliance, both directions (nft counter traffic_VIP).", (v) => v.bytes);
+  perVip('counter', 'vipshift_vip_rejected_total', 'Unknown accesses to the VIP answered with a TCP reset (nft counter rejected_VIP).', (v) => v.rejected);
+  perVip('counter', 'vipshift_vip_synproxied_total', 'SYNs to the VIP answered by SYNPROXY with a SYN cookie (a SYN flood, or a rate above flood.synproxy.aboveRate): no entry made (nft counter synproxied_VIP).', (v) => v.synproxied);
+  perVip('counter', 'vipshift_vip_new_limited_total', "New connections to the VIP dropped over its rate limit, flood.newConnectionsPerVip (nft counter limited_vip_VIP).", (v) => v.limitedVip);
+  perVip('counter', 'vipshift_vip_source_limited_total', 'New connections to the VIP dropped because their client address had flood.connectionsPerSource already (nft counter limited_source_VIP).', (v) => v.limitedSource);
+  perVip('gauge', 'vipshift_vip_entries', "Live access-table (conntrack) entries of the VIP on this appliance (its ct mark).", (v) => v.entries);
+  perVip('gauge', 'vipshift_hold_queue_depth', 'Packets of the VIP held now, waiting for the end of its migration.', (v) => v.held);
+  perVip('counter', 'vipshift_hold_released_total', 'Held packets of the VIP released in arrival order.', (v) => v.released);
+  perVip('counter', 'vipshift_hold_overflowed_total', 'Packets of the VIP dropped because its hold queue was full.', (v) => v.overflowed);
+  perVip('counter', 'vipshift_hold_dropped_total', 'Held packets of the VIP dropped by an abort or by the drop policy.', (v) => v.dropped);
+  scrapedMetric(registry, 'gauge', {
     name: 'vipshift_vip_mode',
     help: "The VIP's entry in this appliance's mode table: 1 for its mode (normal, migrating; absent: not ours).",
     labelNames: ['appliance', 'vip', 'mode'],
-    registers: [registry],
-    async collect() {
-      this.reset();
-      await each((v, appliance) => {
-        for (const mode of MODES) this.set({ appliance, vip: v.name, mode }, v.mode === mode ? 1 : 0);
-      });
+    samples: async () => {
+      const s = await current();
+      return s.vips.flatMap((v) => MODES.map((mode) => [{ appliance: s.appliance, vip: v.name, mode }, v.mode === mode ? 1 : 0] as const));
     },
   });
-  const instances = async (set: (i: ApplianceStatus['vrrp'][number], labels: { appliance: string; vrid: string; instance: string }) => void) => {
-    const s = await current();
-    for (const i of s.vrrp ?? []) set(i, { appliance: s.appliance, vrid: String(i.vrid), instance: i.name });
-  };
-  new Gauge({
-    name: 'vipshift_vrrp_state',
-    help: 'VRRP state of each instance (RFC 5798): 1 for its state.',
-    labelNames: ['appliance', 'vrid', 'instance', 'state'],
-    registers: [registry],
-    async collect() {
-      this.reset();
-      await instances((i, l) => {
-        for (const state of VRRP_STATES) this.set({ ...l, state }, i.state === state ? 1 : 0);
-      });
-    },
-  });
-  new Counter({
-    name: 'vipshift_vrrp_transitions_total',
-    help: 'VRRP state transitions of each instance, by the state entered.',
-    labelNames: ['appliance', 'vrid', 'instance', 'to'],
-    registers: [registry],
-    async collect() {
-      this.reset();
-      await instances((i, l) => {
-        for (const to of VRRP_STATES) this.inc({ ...l, to }, i.transitions[to] ?? 0);
-      });
-    },
-  });
-  const ofMirror = async (use: (m: MirrorStatus, labels: { appliance: string }) => void) => {
-    const s = await current();
-    if (s.mirror) use(s.mirror, { appliance: s.appliance });
-  };
-  new Gauge({
-    name: 'vipshift_access_table_mirror_synced',
-    help: 'Whether the in-memory access table mirror holds every entry (1) or is rebuilding after lost events (0).',
-    labelNames: ['appliance'],
-    registers: [registry],
-    async collect() {
-      this.reset();
-      await ofMirror((m, l) => this.set(l, m.synced ? 1 : 0));
-    },
-  });
-  const mirrorCounter = (name: string, help: string, value: (m: MirrorStatus) => number) =>
-    new Counter({
+  /** Per VRRP instance and state: 1 (or the transitions into it) for each of the four states. */
+  const perState = (kind: 'counter' | 'gauge', name: string, help: string, label: 'state' | 'to', value: (i: ApplianceStatus['vrrp'][number], state: (typeof VRRP_STATES)[number]) => number) =>
+    scrapedMetric(registry, kind, {
+      name,
+      help,
+      labelNames: ['appliance', 'vrid', 'instance', label],
+      samples: async () => {
+        const s = await current();
+        return (s.vrrp ?? []).flatMap((i) => VRRP_STATES.map((state) => [{ appliance: s.appliance, vrid: String(i.vrid), instance: i.name, [label]: state }, value(i, state)] as const));
+      },
+    });
+  perState('gauge', 'vipshift_vrrp_state', 'VRRP state of each instance (RFC 5798): 1 for its state.', 'state', (i, state) => (i.state === state ? 1 : 0));
+  perState('counter', 'vipshift_vrrp_transitions_total', 'VRRP state transitions of each instance, by the state entered.', 'to', (i, state) => i.transitions[state] ?? 0);
+  /** One sample labelled appliance from a part of the status that may be absent (the mirror, the conntrack fill). */
+  const ofStatus = <T>(part: (s: ApplianceStatus) => T | undefined) => (kind: 'counter' | 'gauge', name: string, help: string, value: (t: T) => number) =>
+    scrapedMetric(registry, kind, {
       name,
       help,
       labelNames: ['appliance'],
-      registers: [registry],
-      async collect() {
-        this.reset();
-        await ofMirror((m, l) => this.inc(l, value(m)));
+      samples: async () => {
+        const s = await current();
+        const t = part(s);
+        return t === undefined ? [] : [[{ appliance: s.appliance }, value(t)] as const];
       },
     });
-  mirrorCounter('vipshift_access_table_mirror_overruns_total', 'Conntrack event overruns (ENOBUFS) that made the mirror rebuild itself from a dump.', (m) => m.overruns);
-  mirrorCounter('vipshift_access_table_mirror_barrier_failures_total', 'Migration exports that fell back to a kernel dump because the mirror could not vouch for being complete.', (m) => m.barriers.failed);
+  const mirror = ofStatus((s) => s.mirror);
+  mirror('gauge', 'vipshift_access_table_mirror_synced', 'Whether the in-memory access table mirror holds every entry (1) or is rebuilding after lost events (0).', (m) => (m.synced ? 1 : 0));
+  mirror('counter', 'vipshift_access_table_mirror_overruns_total', 'Conntrack event overruns (ENOBUFS) that made the mirror rebuild itself from a dump.', (m) => m.overruns);
+  mirror('counter', 'vipshift_access_table_mirror_barrier_failures_total', 'Migration exports that fell back to a kernel dump because the mirror could not vouch for being complete.', (m) => m.barriers.failed);
 
   // The conntrack table's fill (table-watch.ts).
-  const table = (kind: 'gauge' | 'counter', name: string, help: string, value: (t: TableStatus) => number): void => {
-    const Metric = kind === 'gauge' ? Gauge : Counter;
-    new Metric({
-      name,
-      help,
-      labelNames: ['appliance'],
-      registers: [registry],
-      async collect() {
-        this.reset();
-        const s = await current();
-        if (!s.conntrack) return;
-        if (this instanceof Gauge) this.set({ appliance: s.appliance }, value(s.conntrack));
-        else (this as Counter).inc({ appliance: s.appliance }, value(s.conntrack));
-      },
-    });
-  };
+  const table = ofStatus((s) => s.conntrack);
   table('gauge', 'vipshift_conntrack_entries', "Entries in this appliance's conntrack table (all VIPs and anything else).", (t) => t.entries);
   table('gauge', 'vipshift_conntrack_max', 'The conntrack table size, nf_conntrack_max (set at boot from the memory).', (t) => t.max);
   table('gauge', 'vipshift_conntrack_headroom', 'Entries the conntrack table still has room for: nf_conntrack_max - entries.', (t) => t.headroom);
@@ -157,14 +96,10 @@ export function registerApplianceMetrics(registry: Registry, status: () => Promi
 
 /** Entry records refused at the boundary (appliance.ts installEntries), by origin, VIP and reason. */
 export function registerRefusedEntriesMetrics(registry: Registry, appliance: string, refused: () => RefusedEntries[]): void {
-  new Counter({
+  scrapedMetric(registry, 'counter', {
     name: 'vipshift_entries_refused_total',
     help: 'Entry records another member sent that do not belong to the VIP (its ct mark, address, port, a server of its pool, its inside address): not installed. kind: import (a migration), keeper or peer (a takeover); source: the member.',
     labelNames: ['appliance', 'kind', 'source', 'vip', 'reason'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const r of refused()) this.inc({ appliance, kind: r.kind, source: r.source, vip: r.vip, reason: r.reason }, r.records);
-    },
+    samples: () => refused().map((r) => [{ appliance, kind: r.kind, source: r.source, vip: r.vip, reason: r.reason }, r.records] as const),
   });
 }

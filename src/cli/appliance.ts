@@ -8,7 +8,6 @@
  * apply the difference (src/appliance/appliance.ts reload()).
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 import { startAppliance } from '../appliance/start.js';
 import { loadApplianceConfig, type ApplianceConfig } from '../config/appliance.js';
@@ -18,6 +17,7 @@ import { ConfigError, formatIssue } from '../config/load.js';
 import { formatWarning } from '../keepalived/diagnostics.js';
 import { loadKeepalivedAppliance } from '../keepalived/appliance-config.js';
 import { createLogger } from '../log/logger.js';
+import { runDaemon, type Stop } from './daemon.js';
 
 const USAGE = 'usage: vipshift appliance --config FILE [--credentials DIR]\n       vipshift appliance --keepalived KEEPALIVED_CONF [--config FILE] [--credentials DIR]\n';
 
@@ -40,26 +40,13 @@ async function load(values: { config?: string; keepalived?: string }): Promise<L
   return { config, merged, speakerFile: `${RUNTIME_DIR}/${config.appliance}.${process.pid}.keepalived.json` };
 }
 
-export async function appliance(args: string[]): Promise<number> {
-  let values: { config?: string; credentials?: string; keepalived?: string };
-  try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, credentials: { type: 'string' }, keepalived: { type: 'string' } } }));
-  } catch (err) {
-    process.stderr.write(`vipshift appliance: ${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (!values.config && !values.keepalived) {
-    process.stderr.write(`vipshift appliance: --config or --keepalived is required\n${USAGE}`);
-    return 2;
-  }
-  let loaded: Loaded;
-  try {
-    loaded = await load(values);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    for (const issue of err.issues) process.stderr.write(`${formatIssue(issue)}\n`);
-    return 1;
-  }
+export function appliance(args: string[]): Promise<number> {
+  const missing = (values: { config?: string; keepalived?: string }) => (values.config || values.keepalived ? undefined : '--config or --keepalived is required');
+  return runDaemon({ command: 'appliance', usage: USAGE, options: ['config', 'credentials', 'keepalived'], missing }, args, start);
+}
+
+async function start(values: { config?: string; credentials?: string; keepalived?: string }): Promise<Stop> {
+  const loaded = await load(values);
   const { config } = loaded;
   if (loaded.merged !== undefined) {
     mkdirSync(RUNTIME_DIR, { recursive: true, mode: 0o755 });
@@ -96,16 +83,14 @@ export async function appliance(args: string[]): Promise<number> {
     );
   };
   process.on('SIGHUP', reread);
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
-  process.off('SIGHUP', reread);
-  await running.stop();
-  if (loaded.merged !== undefined) rmSync(loaded.speakerFile, { force: true });
-  const code = fatal ? 1 : 0;
-  logger.info({ code }, 'stopped');
-  // Every part is stopped; a client's keep-alive socket or a timer left by one must not keep a
-  // stopped appliance from exiting (systemd would wait for it, then not restart it in time).
-  process.exit(code);
+  return async () => {
+    process.off('SIGHUP', reread);
+    await running.stop();
+    if (loaded.merged !== undefined) rmSync(loaded.speakerFile, { force: true });
+    const code = fatal ? 1 : 0;
+    logger.info({ code }, 'stopped');
+    // Every part is stopped; a client's keep-alive socket or a timer left by one must not keep a
+    // stopped appliance from exiting (systemd would wait for it, then not restart it in time).
+    process.exit(code);
+  };
 }

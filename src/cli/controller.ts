@@ -5,7 +5,6 @@
  * the site and acts only while elected.
  */
 import { rm } from 'node:fs/promises';
-import { parseArgs } from 'node:util';
 import { createLogger } from '../log/logger.js';
 import { Authenticator, DEFAULT_CREDENTIALS_DIR, loadCredentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
@@ -20,23 +19,17 @@ import type { ControllerStore } from '../controller/store.js';
 import { ControllerMetrics } from '../controller/metrics.js';
 import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { startMetricsListener } from '../metrics/listener.js';
+import { configRequired, runDaemon, type Stop } from './daemon.js';
 
 const USAGE = 'usage: vipshift controller --config FILE [--credentials DIR]\n';
 
-export async function controller(args: string[]): Promise<number> {
-  let values: { config?: string; credentials?: string };
-  try {
-    ({ values } = parseArgs({ args, options: { config: { type: 'string' }, credentials: { type: 'string' } } }));
-  } catch (err) {
-    process.stderr.write(`vipshift controller: ${(err as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (!values.config) {
-    process.stderr.write(`vipshift controller: --config is required\n${USAGE}`);
-    return 2;
-  }
-  const config = await loadControllerConfig(values.config);
-  const credentialsDir = values.credentials ?? DEFAULT_CREDENTIALS_DIR;
+export function controller(args: string[]): Promise<number> {
+  return runDaemon({ command: 'controller', usage: USAGE, options: ['config', 'credentials'], missing: configRequired }, args, (values) => start(values.config!, values.credentials));
+}
+
+async function start(configFile: string, credentialsOption: string | undefined): Promise<Stop> {
+  const config = await loadControllerConfig(configFile);
+  const credentialsDir = credentialsOption ?? DEFAULT_CREDENTIALS_DIR;
   const credentials = loadCredentials(credentialsDir, config.controller);
   const logger = createLogger({ name: 'controller' });
   const self = { name: config.controller, api: `http://${config.api.listen}` };
@@ -90,16 +83,14 @@ export async function controller(args: string[]): Promise<number> {
     site.startLoops();
   }
   logger.info({ api: server.url, store: etcd ? config.store : config.journal, rebalance: await site.rebalanceMode() }, 'controller ready');
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
-  await server.close();
-  await local?.close();
-  await scrape?.close();
-  await leadership?.stop();
-  await site.stop();
-  await store.close();
-  etcd?.close();
-  return 0;
+  return async () => {
+    await server.close();
+    await local?.close();
+    await scrape?.close();
+    await leadership?.stop();
+    await site.stop();
+    await store.close();
+    etcd?.close();
+    return 0;
+  };
 }

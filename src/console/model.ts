@@ -4,7 +4,7 @@
  * No I/O and no blessed here (screen.ts draws, source.ts fetches), so all of it is unit-tested.
  */
 import type { SiteStatus } from '../controller/controller.js';
-import type { MigrationProgress } from '../migration/migration.js';
+import { STEPS, STEP_TITLES, type MigrationProgress } from '../migration/migration.js';
 import type { AccessPage } from '../nat/access-page.js';
 import { SORT_KEYS } from '../nat/access-page.js';
 import type { AgentVipStatus } from '../appliance/agent-api.js';
@@ -13,13 +13,6 @@ import { bar, bytes, clip, count, duration, fit, percent, plain, seg, table, typ
 export const VIEWS = ['site', 'modes', 'access', 'migrations', 'plan', 'backends'] as const;
 export type View = (typeof VIEWS)[number];
 const VIEW_TITLES: Record<View, string> = { site: 'Site', modes: 'Modes', access: 'Access', migrations: 'Migrations', plan: 'Plan', backends: 'Backends' };
-const STEP_NAMES = ['prepare', 'move_address', 'move_entries', 'activate'] as const;
-const STEP_TITLES: Record<(typeof STEP_NAMES)[number], string> = {
-  prepare: '1 prepare (target holds)',
-  move_address: '2 move the address',
-  move_entries: '3 move the entries',
-  activate: '4 activate, release held',
-};
 
 /** What an appliance may report beyond ApplianceStatus (VRRP, maintenance, capacity); shown when present. */
 interface ApplianceExtras {
@@ -543,7 +536,7 @@ function accessView(data: ConsoleData, ui: Ui, width: number, height: number): L
 
 /** A running migration as its four steps, with a bar of entries moved of the total. */
 export function migrationProgress(m: MigrationProgress, site: SiteStatus | undefined, width: number, now: number): Line[] {
-  const stepIndex = m.step === 'precopy' ? -1 : STEP_NAMES.indexOf(m.step);
+  const stepIndex = m.step === 'precopy' ? -1 : STEPS.indexOf(m.step);
   const target = site?.appliances.find((a) => a.name === m.to)?.vips.find((v) => v.name === m.vip);
   const elapsed = now - Date.parse(m.startedAt);
   const lines: Line[] = [
@@ -557,13 +550,13 @@ export function migrationProgress(m: MigrationProgress, site: SiteStatus | undef
     const what = m.precopy?.error ? 'none: whole table in step 3' : ms !== undefined ? duration(ms) : running ? 'running' : '';
     lines.push([seg(`  ${ms !== undefined ? '[x]' : running ? '[>]' : '[!]'} `, style), seg(fit('0 pre-copy (no hold)', 26)), seg(fit(what, 10, 'right'), style)]);
   }
-  STEP_NAMES.forEach((s, i) => {
+  STEPS.forEach((s, i) => {
     const ms = m.steps[`${s}_ms`];
     const state = ms !== undefined ? 'done' : i === stepIndex && m.state === 'running' ? 'running' : i === stepIndex && m.state === 'aborted' ? 'failed' : 'pending';
     const mark = state === 'done' ? '[x]' : state === 'running' ? '[>]' : state === 'failed' ? '[!]' : '[ ]';
     const style = state === 'done' ? 'ok' : state === 'running' ? 'warn' : state === 'failed' ? 'bad' : 'dim';
     const time = ms !== undefined ? duration(ms) : state === 'running' && m.state === 'running' ? 'running' : '';
-    lines.push([seg(`  ${mark} `, style), seg(fit(STEP_TITLES[s], 26)), seg(fit(time, 10, 'right'), style)]);
+    lines.push([seg(`  ${mark} `, style), seg(fit(`${i + 1} ${STEP_TITLES[s]}`, 26)), seg(fit(time, 10, 'right'), style)]);
   });
   const fraction = m.entries.total > 0 ? m.entries.moved / m.entries.total : m.state === 'done' ? 1 : 0;
   const label = ` ${count(m.entries.moved)}/${count(m.entries.total)} entries`;

@@ -4,7 +4,7 @@
  * The exposition text travels as the JSON string of a signed answer; `vipshift metrics`
  * fetches it with the cluster's credentials and prints it as is.
  */
-import { Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Route } from '../api/server.js';
 
 export const METRICS_PATH = '/metrics';
@@ -18,4 +18,47 @@ export function processRegistry(): Registry {
 
 export function metricsRoute(registry: Registry): Route {
   return { method: 'GET', path: METRICS_PATH, handler: () => registry.metrics() };
+}
+
+/** A labelled value of a metric: its labels and its value now. */
+export type Sample<L extends string> = readonly [labels: Partial<Record<L, string>>, value: number];
+
+export interface ScrapedSpec<L extends string> {
+  name: string;
+  help: string;
+  labelNames?: readonly L[];
+  /** The samples now (a status read, nft counters...); the metric holds exactly these after each scrape. */
+  samples(): Iterable<Sample<L>> | Promise<Iterable<Sample<L>>>;
+}
+
+/**
+ * A metric whose values live elsewhere (nft counters, a speaker's status, a table's fill),
+ * read at scrape time, so the path that counts does no extra work and the metric agrees with
+ * its source by construction. A counter's source only grows (it restarts with its process).
+ */
+export function scrapedMetric<L extends string>(registry: Registry, kind: 'counter' | 'gauge', spec: ScrapedSpec<L>): void {
+  const { name, help, labelNames = [], samples } = spec;
+  if (kind === 'gauge') {
+    new Gauge({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const [labels, value] of await samples()) this.set(labels, value);
+      },
+    });
+  } else {
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers: [registry],
+      async collect() {
+        this.reset();
+        for (const [labels, value] of await samples()) this.inc(labels, value);
+      },
+    });
+  }
 }

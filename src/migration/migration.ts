@@ -14,6 +14,13 @@
 
 export const STEPS = ['prepare', 'move_address', 'move_entries', 'activate'] as const;
 export type Step = (typeof STEPS)[number];
+/** What each step does, in a few words (the console's list, logs). */
+export const STEP_TITLES: Record<Step, string> = {
+  prepare: 'prepare (target holds)',
+  move_address: 'move the address',
+  move_entries: 'move the entries',
+  activate: 'activate, release held',
+};
 /** The phases the journal records: the pre-copy, then the patent's four steps. */
 export const PHASES = ['precopy', ...STEPS] as const;
 export type Phase = (typeof PHASES)[number];

@@ -15,9 +15,9 @@ import {
   NLM_F_REQUEST,
   NetlinkParseError,
   parseAttributes,
+  nfgenmsg,
   writeHeader,
   type NetlinkMessage,
-  NFNETLINK_V0,
   NFGENMSG_LEN,
   AF_UNSPEC,
   AF_INET,
@@ -205,13 +205,6 @@ export interface ConntrackCreate {
 }
 
 export type ConntrackEventType = 'new' | 'update' | 'destroy';
-
-function nfgenmsg(family: number): Buffer {
-  const b = Buffer.alloc(NFGENMSG_LEN);
-  b[0] = family;
-  b[1] = NFNETLINK_V0;
-  return b; // res_id 0
-}
 
 function message(type: number, flags: number, seq: number, family: number, fill?: (w: AttributeWriter) => void): Buffer {
   const w = new AttributeWriter(256).raw(nfgenmsg(family));

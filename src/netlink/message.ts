@@ -67,6 +67,18 @@ export const NLMSGERR_ATTR_OFFS = 2;
 
 export const align4 = (n: number): number => (n + 3) & ~3;
 
+/**
+ * The nfgenmsg header every nfnetlink message (ctnetlink, nf_tables, nfnetlink_queue) starts
+ * with: family, version, and res_id (big-endian: a queue number, or a subsystem id in a batch).
+ */
+export function nfgenmsg(family: number, resId = 0): Buffer {
+  const b = Buffer.alloc(NFGENMSG_LEN);
+  b.writeUInt8(family, 0);
+  b.writeUInt8(NFNETLINK_V0, 1);
+  b.writeUInt16BE(resId, 2);
+  return b;
+}
+
 export interface NetlinkHeader {
   length: number;
   type: number;

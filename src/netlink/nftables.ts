@@ -6,7 +6,7 @@
  * Attribute values are big-endian unless a field says otherwise (a `mark` is host order).
  */
 import { endianness } from 'node:os';
-import { AF_UNSPEC, AttributeWriter, NFGENMSG_LEN, NFNETLINK_V0, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, encodeMessage } from './message.js';
+import { AF_UNSPEC, AttributeWriter, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, encodeMessage, nfgenmsg } from './message.js';
 
 // nfnetlink.h
 export const NFNL_SUBSYS_NFTABLES = 10;
@@ -88,14 +88,6 @@ export function markValue(mark: number): Buffer {
   const b = Buffer.alloc(4);
   if (endianness() === 'LE') b.writeUInt32LE(mark >>> 0, 0);
   else b.writeUInt32BE(mark >>> 0, 0);
-  return b;
-}
-
-function nfgenmsg(family: number, resId: number): Buffer {
-  const b = Buffer.alloc(NFGENMSG_LEN);
-  b.writeUInt8(family, 0);
-  b.writeUInt8(NFNETLINK_V0, 1);
-  b.writeUInt16BE(resId, 2);
   return b;
 }
 

@@ -13,8 +13,8 @@ import {
   NetlinkParseError,
   attributeMap,
   encodeMessage,
+  nfgenmsg,
   type NetlinkMessage,
-  NFNETLINK_V0,
   NFGENMSG_LEN,
   AF_UNSPEC,
   AF_INET,
@@ -74,14 +74,6 @@ const PACKET_HDR_LEN = 7;
 const CONFIG_PARAMS_LEN = 5;
 
 export const queueMessageType = (msg: number): number => (NFNL_SUBSYS_QUEUE << 8) | msg;
-
-function nfgenmsg(family: number, queue: number): Buffer {
-  const b = Buffer.alloc(NFGENMSG_LEN);
-  b.writeUInt8(family, 0);
-  b.writeUInt8(NFNETLINK_V0, 1);
-  b.writeUInt16BE(queue, 2);
-  return b;
-}
 
 function message(msg: number, flags: number, seq: number, family: number, queue: number, attrs: AttributeWriter): Buffer {
   const body = attrs.toBuffer();
