@@ -53,6 +53,9 @@ function withQuery(path: string, query: unknown): string {
   return entries.length === 0 ? path : `${path}?${new URLSearchParams(entries.map(([k, v]): [string, string] => [k, String(v)]))}`;
 }
 
+/** What a client needs to call endpoints: an ApiClient, or anything that speaks for one (a client following a leader). */
+export type JsonApi = Pick<ApiClient, 'get' | 'post' | 'put' | 'delete'>;
+
 export interface CallArgs<B, Q> {
   params?: Record<string, string>;
   body?: B;
@@ -60,7 +63,7 @@ export interface CallArgs<B, Q> {
 }
 
 /** Calls a JSON endpoint; the answer is parsed by the endpoint's schema (a wrong one throws). */
-export async function call<B, Q, R>(api: ApiClient, e: Endpoint<B, Q, R>, args: CallArgs<B, Q> = {}, options?: RequestOptions): Promise<R> {
+export async function call<B, Q, R>(api: JsonApi, e: Endpoint<B, Q, R>, args: CallArgs<B, Q> = {}, options?: RequestOptions): Promise<R> {
   if (!e.response) throw new Error(`${e.method} ${e.path} answers with a stream: use open()`);
   const path = withQuery(pathOf(e, args.params), args.query);
   const body = args.body ?? (e.method === 'GET' ? undefined : {});
@@ -75,7 +78,7 @@ export async function call<B, Q, R>(api: ApiClient, e: Endpoint<B, Q, R>, args: 
 }
 
 /** Calls an endpoint that answers with a stream (binary records, or JSON lines). */
-export function open<B, Q>(api: ApiClient, e: Endpoint<B, Q, unknown>, args: CallArgs<B, Q> = {}, options?: RequestOptions): Promise<Readable> {
+export function open<B, Q>(api: Pick<ApiClient, 'stream'>, e: Endpoint<B, Q, unknown>, args: CallArgs<B, Q> = {}, options?: RequestOptions): Promise<Readable> {
   return api.stream(e.method, withQuery(pathOf(e, args.params), args.query), e.method === 'GET' ? undefined : (args.body ?? {}), options);
 }
 

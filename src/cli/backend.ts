@@ -5,16 +5,18 @@
  * Exit 0 when every appliance applied it, 1 when one refused or did not answer.
  */
 import { parseArgs } from 'node:util';
-import type { ApplianceOutcome } from '../controller/controller.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
 import { parseBackendName, type BackendAction } from '../config/edit.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 const ACTIONS: readonly BackendAction[] = ['add', 'remove', 'weight', 'drain'];
 const BACKEND_USAGE = 'usage: vipshift backend add|remove|weight|drain VIP ADDRESS[:PORT] [--weight N] [--json]\n';
 
-function report(outcomes: ApplianceOutcome[], json: boolean, ok: (o: ApplianceOutcome) => string): number {
+/** Each appliance's answer: ok and its result, or refused and why. */
+function report<T>(outcomes: { appliance: string; ok: boolean; result?: T | undefined; error?: string | undefined }[], json: boolean, ok: (result: T | undefined) => string): number {
   if (json) process.stdout.write(`${JSON.stringify(outcomes, null, 2)}\n`);
-  else for (const o of outcomes) process.stdout.write(`${o.appliance}: ${o.ok ? ok(o) : `refused: ${o.error}`}\n`);
+  else for (const o of outcomes) process.stdout.write(`${o.appliance}: ${o.ok ? ok(o.result) : `refused: ${o.error}`}\n`);
   return outcomes.length > 0 && outcomes.every((o) => o.ok) ? 0 : 1;
 }
 
@@ -49,10 +51,9 @@ export async function backend(args: string[]): Promise<number> {
     return 2;
   }
   const body = { action, ...target, ...(weight === undefined ? {} : { weight }) };
-  const { appliances } = await controllerClient(values).post<{ appliances: ApplianceOutcome[] }>(`/v1/vips/${encodeURIComponent(vip!)}/backends`, body);
-  return report(appliances, values.json ?? false, (o) => {
-    const r = o.result as { backends?: { address: string; port?: number; weight: number; state: string }[] } | undefined;
-    const b = r?.backends?.find((x) => x.address === target.address && (target.port === undefined || x.port === target.port));
+  const { appliances } = await call(controllerClient(values), controllerApi.backends, { params: { name: vip! }, body });
+  return report(appliances, values.json ?? false, (r) => {
+    const b = r?.backends.find((x) => x.address === target.address && (target.port === undefined || x.port === target.port));
     return action === 'remove' ? `${name} removed from ${vip}` : b ? `${name} of ${vip}: weight ${b.weight}, ${b.state}` : `${action} done`;
   });
 }
@@ -66,9 +67,9 @@ export async function reload(args: string[]): Promise<number> {
     return 2;
   }
   const { values } = parsed;
-  const { appliances } = await controllerClient(values).post<{ appliances: ApplianceOutcome[] }>('/v1/reload', values.appliance === undefined ? {} : { appliance: values.appliance });
-  return report(appliances, values.json ?? false, (o) => {
-    const r = o.result as { added: string[]; removed: string[]; changed: string[] };
+  const { appliances } = await call(controllerClient(values), controllerApi.reload, { body: values.appliance === undefined ? {} : { appliance: values.appliance } });
+  return report(appliances, values.json ?? false, (r) => {
+    if (!r) return 'reloaded';
     const list = (xs: string[]) => (xs.length ? xs.join(',') : '-');
     return `reloaded: VIPs added ${list(r.added)}, removed ${list(r.removed)}, changed ${list(r.changed)}`;
   });

@@ -4,10 +4,10 @@
  * tables before and after with each step's time, and takes the lab down again.
  */
 import { parseArgs } from 'node:util';
-import type { SiteStatus } from '../controller/controller.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
 import { labDown, labUp } from '../lab/lab.js';
 import { describeTraffic, startTraffic } from '../lab/traffic.js';
-import type { MigrationProgress } from '../migration/migration.js';
 import { controllerClient } from './controller-client.js';
 import { formatMigration } from './migrate.js';
 import { formatStatus } from './status.js';
@@ -41,10 +41,10 @@ export async function demo(args: string[]): Promise<number> {
     await new Promise((r) => setTimeout(r, 1000));
 
     say('before: owners, mode tables (patent figs. 7, 8) and access-table sizes');
-    process.stdout.write(formatStatus(await controller.get<SiteStatus>('/v1/status')));
+    process.stdout.write(formatStatus(await call(controller, controllerApi.status)));
 
     say(`migrating ${vip.name} ${vip.owner} → ${values.to} under load: prepare, move address, move entries, activate`);
-    const migration = await controller.post<MigrationProgress>('/v1/migrations', { vip: vip.name, to: values.to, wait: true });
+    const migration = await call(controller, controllerApi.migrate, { body: { vip: vip.name, to: values.to, wait: true } });
     process.stdout.write(formatMigration(migration));
 
     await new Promise((r) => setTimeout(r, 1000));
@@ -53,7 +53,7 @@ export async function demo(args: string[]): Promise<number> {
     process.stdout.write(describeTraffic(summary));
 
     say('after');
-    process.stdout.write(formatStatus(await controller.get<SiteStatus>('/v1/status')));
+    process.stdout.write(formatStatus(await call(controller, controllerApi.status)));
     const errors = Object.values(summary.errors).reduce((a, b) => a + b, 0);
     const ok = migration.state === 'done' && !migration.error && errors === 0;
     say(ok ? `done: ${vip.name} moved with ${summary.connections.ok} live connections and not one reset` : 'FAILED: see above');

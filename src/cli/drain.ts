@@ -1,6 +1,7 @@
 /** `vipshift drain APPLIANCE [--json]`: maintenance on, then every VIP moved off it (pinned ones stay and are named). */
 import { parseArgs } from 'node:util';
-import type { Controller } from '../controller/controller.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 import { formatMigration } from './migrate.js';
 
@@ -11,7 +12,7 @@ export async function drain(args: string[]): Promise<number> {
     return 2;
   }
   const appliance = positionals[0]!;
-  const result = await controllerClient(values).post<Awaited<ReturnType<Controller['drain']>>>(`/v1/appliances/${encodeURIComponent(appliance)}/drain`, {});
+  const result = await call(controllerClient(values), controllerApi.drain, { params: { name: appliance } });
   if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   else {
     for (const m of result.migrations) process.stdout.write(formatMigration(m));

@@ -1,6 +1,7 @@
 /** `vipshift maintenance APPLIANCE on|off`: an appliance in maintenance gets no VIP, and auto rebalancing drains it. */
 import { parseArgs } from 'node:util';
-import type { InventoryAppliance } from '../controller/store.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 export async function maintenance(args: string[]): Promise<number> {
@@ -10,7 +11,7 @@ export async function maintenance(args: string[]): Promise<number> {
     process.stderr.write('usage: vipshift maintenance APPLIANCE on|off [--json]\n');
     return 2;
   }
-  const a = await controllerClient(values).post<InventoryAppliance>(`/v1/appliances/${encodeURIComponent(appliance)}/maintenance`, { on: state === 'on' });
+  const a = await call(controllerClient(values), controllerApi.maintenance, { params: { name: appliance }, body: { on: state === 'on' } });
   process.stdout.write(values.json ? `${JSON.stringify(a, null, 2)}\n` : `${a.name}: maintenance ${a.maintenance ? 'on' : 'off'}\n`);
   return 0;
 }

@@ -3,7 +3,9 @@
  * move a VIP with its connections, waits for the end, and prints each step's time.
  */
 import { parseArgs } from 'node:util';
-import type { MigrationProgress } from '../migration/migration.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
+import { PHASES, type MigrationProgress } from '../migration/migration.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 const USAGE =
@@ -21,14 +23,20 @@ export async function migrateCommand(args: string[]): Promise<number> {
     process.stderr.write(USAGE);
     return 2;
   }
+  const abortAt = values['abort-at'];
+  const drills = PHASES.filter((p) => p !== 'activate');
+  if (abortAt !== undefined && !drills.includes(abortAt as (typeof drills)[number])) {
+    process.stderr.write(`vipshift migrate: --abort-at: expected one of ${drills.join(', ')}, got '${abortAt}'\n${USAGE}`);
+    return 2;
+  }
   const body = {
     vip,
     to: values.to,
     wait: true,
-    ...(values['abort-at'] ? { abortAt: values['abort-at'] } : {}),
+    ...(abortAt ? { abortAt: abortAt as (typeof drills)[number] } : {}),
     ...(values['unsafe-skip-prepare'] ? { unsafeSkipPrepare: true } : {}),
   };
-  const result = await controllerClient(values).post<MigrationProgress>('/v1/migrations', body);
+  const result = await call(controllerClient(values), controllerApi.migrate, { body });
   if (values.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   else process.stdout.write(formatMigration(result));
   return result.state === 'done' && !result.error ? 0 : 1;

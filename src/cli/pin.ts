@@ -1,6 +1,7 @@
 /** `vipshift pin VIP` / `vipshift unpin VIP`: a pinned VIP is never moved (not by the controller, not by migrate). */
 import { parseArgs } from 'node:util';
-import type { InventoryVip } from '../controller/store.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 async function setPin(command: string, pinned: boolean, args: string[]): Promise<number> {
@@ -9,7 +10,7 @@ async function setPin(command: string, pinned: boolean, args: string[]): Promise
     process.stderr.write(`usage: vipshift ${command} VIP [--json]\n`);
     return 2;
   }
-  const vip = await controllerClient(values).post<InventoryVip>(`/v1/vips/${encodeURIComponent(positionals[0]!)}/pin`, { pinned });
+  const vip = await call(controllerClient(values), controllerApi.pin, { params: { name: positionals[0]! }, body: { pinned } });
   process.stdout.write(values.json ? `${JSON.stringify(vip, null, 2)}\n` : `${vip.name} ${vip.pinned ? 'pinned to' : 'unpinned, on'} ${vip.owner}\n`);
   return 0;
 }

@@ -1,18 +1,20 @@
 /** `vipshift plan [--json]`: what the controller would do now, and why (loads before and after). */
 import { parseArgs } from 'node:util';
-import type { PlanReport } from '../controller/controller.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
+import type { PlanReportView } from '../controller/api.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
 
 export async function plan(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { ...CONTROLLER_OPTIONS, json: { type: 'boolean' } } });
-  const report = await controllerClient(values).get<PlanReport>('/v1/plan');
+  const report = await call(controllerClient(values), controllerApi.plan);
   process.stdout.write(values.json ? `${JSON.stringify(report, null, 2)}\n` : formatPlan(report));
   return 0;
 }
 
-export function formatPlan(p: PlanReport): string {
+export function formatPlan(p: PlanReportView): string {
   const lines = [`plan (${p.algorithm}, rebalance ${p.mode}) at ${p.at}`];
   lines.push(`  imbalance ${pct(p.imbalance.before)} → ${pct(p.imbalance.after)} (threshold ${pct(p.input.settings.threshold)})`);
   lines.push('  APPLIANCE  CAPACITY  UP   MAINT  LOAD BEFORE  LOAD AFTER');

@@ -1,5 +1,7 @@
 /** `vipshift rebalance [auto|manual]`: shows or sets whether the controller carries its plan out by itself. */
 import { parseArgs } from 'node:util';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 export async function rebalance(args: string[]): Promise<number> {
@@ -10,7 +12,7 @@ export async function rebalance(args: string[]): Promise<number> {
     return 2;
   }
   const client = controllerClient(values);
-  const r = mode ? await client.post<{ mode: string }>('/v1/rebalance', { mode }) : await client.get<{ mode: string }>('/v1/rebalance');
+  const r = mode ? await call(client, controllerApi.setRebalance, { body: { mode } }) : await call(client, controllerApi.rebalance);
   process.stdout.write(values.json ? `${JSON.stringify(r)}\n` : `rebalance ${r.mode}\n`);
   return 0;
 }

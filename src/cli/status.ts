@@ -1,11 +1,14 @@
 /** `vipshift status [--json]`: who owns which VIP, each appliance's mode table and counters. */
 import { parseArgs } from 'node:util';
-import type { ControlPlaneStatus, SiteStatus } from '../controller/controller.js';
+import { call } from '../api/contract.js';
+import { controllerApi } from '../controller/api.js';
+import type { ControlPlaneStatus } from '../controller/controller.js';
+import type { SiteStatusView } from '../controller/api.js';
 import { CONTROLLER_OPTIONS, controllerClient } from './controller-client.js';
 
 export async function status(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { ...CONTROLLER_OPTIONS, json: { type: 'boolean' } } });
-  const site = await controllerClient(values).get<SiteStatus>('/v1/status');
+  const site = await call(controllerClient(values), controllerApi.status);
   if (values.json) {
     process.stdout.write(`${JSON.stringify(site, null, 2)}\n`);
     return 0;
@@ -14,7 +17,7 @@ export async function status(args: string[]): Promise<number> {
   return 0;
 }
 
-export function formatStatus(site: SiteStatus): string {
+export function formatStatus(site: SiteStatusView): string {
   const lines = [...formatControllers(site.controllers), `rebalance ${site.rebalance}`, 'VIP      OWNER  MODE       ENTRIES   PACKETS/S     BYTES/S  NEW CONN/S  PINNED'];
   const rate = (x: number | undefined, width: number) => (x === undefined ? '-' : x.toFixed(1)).padStart(width);
   for (const v of site.vips) {

@@ -14,15 +14,6 @@ export const VIEWS = ['site', 'modes', 'access', 'migrations', 'plan', 'backends
 export type View = (typeof VIEWS)[number];
 const VIEW_TITLES: Record<View, string> = { site: 'Site', modes: 'Modes', access: 'Access', migrations: 'Migrations', plan: 'Plan', backends: 'Backends' };
 
-/** What an appliance may report beyond ApplianceStatus (VRRP, maintenance, capacity); shown when present. */
-interface ApplianceExtras {
-  maintenance?: boolean;
-  capacity?: number;
-}
-interface VipExtras {
-  pinned?: boolean;
-}
-
 /** The controller's plan (src/controller/assignment.ts Plan), read loosely: it may be older or newer. */
 export interface PlanView {
   algorithm?: string;
@@ -193,13 +184,13 @@ export function press(ui: Ui, key: Key, data: ConsoleData, height = 24): { ui: U
     }
     case 'd': {
       if (!appliance || !site) return { ui: { ...next, message: { text: 'no appliance selected', style: 'warn' } } };
-      const on = !((site.appliances.find((a) => a.name === appliance) as ApplianceExtras | undefined)?.maintenance ?? false);
+      const on = !(site.appliances.find((a) => a.name === appliance)?.maintenance ?? false);
       const question = on ? `Drain ${appliance} (maintenance: its VIPs move away)?` : `End maintenance of ${appliance}?`;
       return { ui: { ...next, confirm: { question, action: { kind: 'drain', appliance, on } } } };
     }
     case 'p': {
       if (!vip || !site) return { ui: { ...next, message: { text: 'no VIP selected', style: 'warn' } } };
-      const on = !((site.vips.find((v) => v.name === vip) as VipExtras | undefined)?.pinned ?? false);
+      const on = !(site.vips.find((v) => v.name === vip)?.pinned ?? false);
       return { ui: { ...next, confirm: { question: on ? `Pin ${vip} to its appliance?` : `Unpin ${vip}?`, action: { kind: 'pin', vip, on } } } };
     }
     case 'R': {
@@ -383,7 +374,6 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
   const at = data.site && 'ok' in data.site ? data.site.at : data.now;
   const plan = valueOf(data.plan);
   const rows: ApplianceRow[] = site.appliances.map((a, i) => {
-    const extra = a as ApplianceExtras;
     const present = a.vips.filter((v) => v.mode !== 'absent');
     return {
       name: a.name,
@@ -397,7 +387,7 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
       live: present.reduce((t, v) => t + v.entries, 0),
       ...(prev ? rates(site, prev.site, (at - prev.at) / 1000, a.name) : {}),
       ...(plan?.loads?.[a.name] ? { load: plan.loads[a.name]!.before } : {}),
-      ...(extra.maintenance !== undefined ? { maintenance: extra.maintenance } : {}),
+      ...(a.maintenance !== undefined ? { maintenance: a.maintenance } : {}),
       ...(a.conntrack ? { table: { used: a.conntrack.entries / Math.max(1, a.conntrack.max), full: a.conntrack.full } } : {}),
     };
   });
@@ -433,7 +423,7 @@ function siteView(data: ConsoleData, ui: Ui, width: number): Line[] {
     { title: 'OWNER', width: 8, value: (v) => v.owner },
     { title: 'MODE', width: 10, value: (v) => v.mode, style: (v) => modeStyle(v.mode) },
     { title: 'ENTRIES', width: 9, align: 'right', value: (v) => count(v.entries) },
-    { title: 'PIN', width: 3, drop: 1, value: (v) => ((v as VipExtras).pinned === undefined ? '-' : (v as VipExtras).pinned ? 'yes' : 'no') },
+    { title: 'PIN', width: 3, drop: 1, value: (v) => (v.pinned ? 'yes' : 'no') },
     {
       title: 'NOTE',
       width: 24,

@@ -3,24 +3,11 @@
  * becomes data to show (Fetched.error) — the console never throws at the operator — and a
  * route the controller does not have becomes "not available".
  */
-import { ApiError, type ApiClient } from '../api/client.js';
-import type { SiteStatus } from '../controller/controller.js';
-import type { MigrationProgress } from '../migration/migration.js';
-import type { AccessPage } from '../nat/access-page.js';
+import { ApiError } from '../api/client.js';
+import { call, type JsonApi } from '../api/contract.js';
+import { controllerApi as api } from '../controller/api.js';
+import { pageQuery } from '../appliance/agent-api.js';
 import { accessRows, selectedAppliance, selectedVip, valueOf, type Action, type ConsoleData, type Fetched, type PlanView, type Ui } from './model.js';
-
-/** The controller routes the console uses (plan, rebalance, drain, maintenance and pin: the controller's branch). */
-export const ROUTES = {
-  status: '/v1/status',
-  page: (appliance: string, vip: string) => `/v1/appliances/${encodeURIComponent(appliance)}/vips/${encodeURIComponent(vip)}/entries`,
-  migrate: '/v1/migrations',
-  migrations: '/v1/migrations',
-  plan: '/v1/plan',
-  rebalance: '/v1/rebalance',
-  drain: (appliance: string) => `/v1/appliances/${encodeURIComponent(appliance)}/drain`,
-  maintenance: (appliance: string) => `/v1/appliances/${encodeURIComponent(appliance)}/maintenance`,
-  pin: (vip: string) => `/v1/vips/${encodeURIComponent(vip)}/pin`,
-};
 
 /**
  * Per request: refreshes never overlap, so a dead controller costs one timeout per refresh;
@@ -44,17 +31,17 @@ async function fetched<T>(previous: Fetched<T> | undefined, now: number, get: ()
 }
 
 /** The controller connection the console needs (src/controller/leader-client.ts follows the leader). */
-export type ControllerApi = Pick<ApiClient, 'get' | 'post' | 'clockSkewMs'> & { readonly baseUrl: string };
+export type ControllerApi = JsonApi & { readonly baseUrl: string; readonly clockSkewMs: number | undefined };
 
 export class ConsoleSource {
   constructor(
-    private readonly api: ControllerApi,
+    private readonly client: ControllerApi,
     private readonly fixedTarget?: string,
   ) {}
 
   /** The controller the console talks to now (it changes with the leader). */
   get target(): string {
-    return this.fixedTarget ?? this.api.baseUrl;
+    return this.fixedTarget ?? this.client.baseUrl;
   }
 
   /**
@@ -65,7 +52,7 @@ export class ConsoleSource {
     const site = data.site;
     if (!site || 'unavailable' in site || ('error' in site && !site.last)) return data;
     try {
-      const migrations = await this.api.get<MigrationProgress[]>(ROUTES.migrations, { timeoutMs: TIMEOUT_MS });
+      const migrations = await call(this.client, api.migrations, {}, { timeoutMs: TIMEOUT_MS });
       if ('ok' in site) return { ...data, site: { ...site, ok: { ...site.ok, migrations } }, now };
       return { ...data, site: { ...site, last: { ...site.last!, migrations } }, now };
     } catch {
@@ -75,30 +62,26 @@ export class ConsoleSource {
 
   /** One refresh: the status always, and what the current view needs. */
   async refresh(data: ConsoleData, ui: Ui, height: number, now = Date.now()): Promise<ConsoleData> {
-    const site = await fetched(data.site, now, () => this.api.get<SiteStatus>(ROUTES.status, { timeoutMs: TIMEOUT_MS }));
+    const site = await fetched(data.site, now, () => call(this.client, api.status, {}, { timeoutMs: TIMEOUT_MS }));
     const next: ConsoleData = { ...data, site, now, target: this.target };
-    const skew = this.api.clockSkewMs;
+    const skew = this.client.clockSkewMs;
     if (skew !== undefined) next.clockSkewMs = skew;
     if ('ok' in site) {
       if (data.site && 'ok' in data.site) next.previous = { site: data.site.ok, at: data.site.at };
-      const reported = (site.ok as SiteStatus & { rebalance?: unknown }).rebalance;
-      if (typeof reported === 'string') next.rebalance = { ok: reported, at: now };
-      else if (reported && typeof reported === 'object' && typeof (reported as { mode?: unknown }).mode === 'string') next.rebalance = { ok: (reported as { mode: string }).mode, at: now };
-      else if (!next.rebalance || !('unavailable' in next.rebalance))
-        next.rebalance = await fetched(data.rebalance, now, async () => (await this.api.get<{ mode: string }>(ROUTES.rebalance, { timeoutMs: TIMEOUT_MS })).mode);
+      next.rebalance = { ok: site.ok.rebalance, at: now };
     }
     // The plan is asked on its view, and on the site view where it gives load against capacity.
     if ((ui.view === 'plan' || ui.view === 'site') && !(data.plan && 'unavailable' in data.plan)) {
-      next.plan = await fetched(data.plan, now, () => this.api.get<PlanView>(ROUTES.plan, { timeoutMs: TIMEOUT_MS }));
+      next.plan = await fetched(data.plan, now, () => call(this.client, api.plan, {}, { timeoutMs: TIMEOUT_MS }));
     }
     if (ui.view === 'access') {
       const probe = { ...next, now };
       const appliance = selectedAppliance(probe, ui);
       const vip = selectedVip(probe, ui);
       if (appliance && vip) {
-        const q = new URLSearchParams({ offset: String(ui.access.offset), limit: String(accessRows(height)), sort: ui.access.sort, filter: ui.access.filter });
+        const query = { offset: ui.access.offset, limit: accessRows(height), sort: pageQuery.shape.sort.parse(ui.access.sort), filter: ui.access.filter };
         const previous = valueOf(data.page)?.vip === vip ? data.page : undefined;
-        next.page = await fetched(previous, now, () => this.api.get<AccessPage>(`${ROUTES.page(appliance, vip)}?${q}`, { timeoutMs: TIMEOUT_MS }));
+        next.page = await fetched(previous, now, () => call(this.client, api.entriesPage, { params: { name: appliance, vip }, query }, { timeoutMs: TIMEOUT_MS }));
       }
     }
     return next;
@@ -109,25 +92,24 @@ export class ConsoleSource {
     try {
       switch (action.kind) {
         case 'migrate': {
-          const p = await this.api.post<MigrationProgress>(ROUTES.migrate, { vip: action.vip, to: action.to });
+          const p = await call(this.client, api.migrate, { body: { vip: action.vip, to: action.to, wait: false } });
           return { text: `migration of ${action.vip} to ${action.to} started (id ${p.id.slice(0, 8)}): see Migrations (4)`, style: 'ok' };
         }
         case 'drain':
           // A drain answers when the appliance's VIPs have moved; meanwhile they show on the Migrations view.
           if (!action.on) {
-            await this.api.post(ROUTES.maintenance(action.appliance), { on: false });
+            await call(this.client, api.maintenance, { params: { name: action.appliance }, body: { on: false } });
             return { text: `${action.appliance} is out of maintenance`, style: 'ok' };
           }
           {
-            const r = await this.api.post<{ remaining?: string[] }>(ROUTES.drain(action.appliance), {}, { timeoutMs: 600_000 });
-            const left = r?.remaining ?? [];
+            const left = (await call(this.client, api.drain, { params: { name: action.appliance }, body: {} }, { timeoutMs: 600_000 })).remaining;
             return left.length ? { text: `${action.appliance} drained but for ${left.join(', ')}`, style: 'warn' } : { text: `${action.appliance} drained (in maintenance)`, style: 'ok' };
           }
         case 'pin':
-          await this.api.post(ROUTES.pin(action.vip), { pinned: action.on });
+          await call(this.client, api.pin, { params: { name: action.vip }, body: { pinned: action.on } });
           return { text: `${action.vip} ${action.on ? 'pinned' : 'unpinned'}`, style: 'ok' };
         case 'rebalance':
-          await this.api.post(ROUTES.rebalance, { mode: action.mode });
+          await call(this.client, api.setRebalance, { body: { mode: action.mode } });
           return { text: `rebalancing is ${action.mode}`, style: 'ok' };
         default:
           return { text: '', style: 'ok' };

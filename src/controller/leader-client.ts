@@ -8,7 +8,8 @@
 import type { Readable } from 'node:stream';
 import { ApiClient, ApiError, type RequestOptions } from '../api/client.js';
 import type { Credentials } from '../api/auth.js';
-import type { ControlPlaneStatus } from './controller.js';
+import { call as callEndpoint } from '../api/contract.js';
+import { controllerApi } from './api.js';
 
 export interface ControllerEndpoint {
   /** Its identity (the requests' audience); asked from the server when unknown. */
@@ -51,6 +52,14 @@ export class LeaderClient {
     return this.call((c) => c.post<T>(path, body, options), true);
   }
 
+  put<T = unknown>(path: string, body?: unknown, options?: RequestOptions): Promise<T> {
+    return this.call((c) => c.put<T>(path, body, options), true);
+  }
+
+  delete<T = unknown>(path: string, body?: unknown, options?: RequestOptions): Promise<T> {
+    return this.call((c) => c.delete<T>(path, body, options), true);
+  }
+
   stream(method: string, path: string, body?: unknown, options?: RequestOptions): Promise<Readable> {
     return this.call((c) => c.stream(method, path, body, options), method !== 'GET');
   }
@@ -83,7 +92,7 @@ export class LeaderClient {
   private async findLeader(): Promise<boolean> {
     for (let i = 0; i < this.clients.length; i++) {
       const at = (this.current + i) % this.clients.length;
-      const cp = await this.clients[at]!.get<ControlPlaneStatus>('/v1/controllers', { timeoutMs: 2000 }).catch(() => undefined);
+      const cp = await callEndpoint(this.clients[at]!, controllerApi.controllers, {}, { timeoutMs: 2000 }).catch(() => undefined);
       if (!cp?.leader) continue;
       const leader = cp.leader;
       const found = this.endpoints.findIndex((e) => e.name === leader.name || e.url === leader.api);
