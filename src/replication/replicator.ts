@@ -23,7 +23,7 @@ import type { CopyBatch } from '../keeper/batch.js';
 import { KEY_SIZE, MAX_BATCH_ITEMS, keysOfRecords } from '../keeper/batch.js';
 import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
-import type { Conntrack, ConntrackEvents } from '../netlink/conntrack.js';
+import type { SubscribeOptions } from '../netlink/conntrack.js';
 import {
   CTA_MARK,
   CTA_STATUS,
@@ -56,8 +56,18 @@ export interface KeeperSink {
  * What it needs of the access table: conntrack's events (src/netlink/conntrack.ts) and a
  * VIP's entries as record chunks (the appliance's reader, mirror or dump: src/appliance/appliance.ts).
  */
+/** The event stream it listens to (src/netlink/conntrack.ts's ConntrackEvents). */
+export interface AccessTableEvents {
+  on(event: 'update' | 'destroy', listener: (e: ConntrackEntry) => void): unknown;
+  on(event: 'overrun', listener: () => void): unknown;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+  close(): void;
+  /** Messages that did not decode. */
+  readonly dropped: number;
+}
+
 export interface AccessTable {
-  subscribe: Conntrack['subscribe'];
+  subscribe(options: SubscribeOptions): AccessTableEvents;
   readRecords(mark: number, onChunk: (records: Buffer) => void): Promise<unknown>;
 }
 
@@ -305,7 +315,7 @@ export class Replicator {
   private readonly vipsByName: Map<string, VipConfig>;
   /** ct mark → VIP, for the VIPs `normal` here. */
   private readonly replicated = new Map<number, VipConfig>();
-  private events: ConntrackEvents | undefined;
+  private events: AccessTableEvents | undefined;
   private pollTimer: NodeJS.Timeout | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
   private readonly counts = { received: 0, copied: 0, ignored: 0, unrouted: 0 };
