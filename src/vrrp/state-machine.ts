@@ -56,6 +56,13 @@ export interface AdvertSeen {
 
 export const OWNER_PRIORITY = 255;
 export const RELEASE_PRIORITY = 0;
+/**
+ * The priority a router runs at from release() until claim(): the lowest a master may send
+ * (§5.2.4), so a router that becomes Master again after handing its addresses over (a
+ * Master_Down_Timer or BFD firing while the new master's process was slow) loses the split
+ * brain to the appliance it handed over to, instead of winning it on its configured priority.
+ */
+export const YIELDED_PRIORITY = 1;
 
 export class VirtualRouter {
   private current: VrrpState = 'initialize';
@@ -67,6 +74,10 @@ export class VirtualRouter {
   private lowerPrioritySince: number | undefined;
   /** After release(): stay Backup under any master until claim() or the master goes silent. */
   private released = false;
+  /** After release(), until claim(): run at YIELDED_PRIORITY, even as Master again. */
+  private yielded = false;
+  /** When gratuitous ARPs last answered a lower-priority master (rate limit). */
+  private lowerMasterGarpAt: number | undefined;
   readonly transitions: Record<VrrpState, number> = { initialize: 0, backup: 0, master: 0, fault: 0 };
   /** Who the last accepted advert came from, while Backup. */
   masterAddress: string | undefined;
@@ -86,7 +97,12 @@ export class VirtualRouter {
   }
 
   get priority(): number {
-    return this.params.priority;
+    return this.yielded ? YIELDED_PRIORITY : this.params.priority;
+  }
+
+  /** Whether this router handed its addresses over and has not claimed them back since. */
+  get hasYielded(): boolean {
+    return this.yielded;
   }
 
   /**
@@ -142,6 +158,7 @@ export class VirtualRouter {
    */
   release(): void {
     this.released = true;
+    this.yielded = true;
     if (this.current === 'master') {
       this.cancelTimers();
       this.output({ type: 'send-advert', priority: RELEASE_PRIORITY });
@@ -153,6 +170,7 @@ export class VirtualRouter {
   /** Controlled handover: become Master now, whatever the priorities (the other side released). */
   claim(): void {
     this.released = false;
+    this.yielded = false;
     if (this.current === 'backup') this.enterMaster('claimed');
   }
 
@@ -227,7 +245,10 @@ export class VirtualRouter {
     const higher =
       advert.priority > this.priority ||
       (advert.priority === this.priority && ipv4ToNumber(advert.source) > ipv4ToNumber(this.params.primaryAddress));
-    if (!higher) return;
+    if (!higher) {
+      this.reassertAddresses();
+      return;
+    }
     this.cancelTimers();
     this.masterAdverInterval = advert.maxAdverInt;
     this.masterAddress = advert.source;
@@ -235,6 +256,18 @@ export class VirtualRouter {
     this.output({ type: 'remove-addresses' });
     this.setState('backup', `higher priority master ${advert.source} (${advert.priority})`);
     this.armMasterDown(this.masterDownInterval);
+  }
+
+  /**
+   * Another router is Master too, at a lower priority (a split brain it loses): its gratuitous
+   * ARPs may have drawn the traffic away, so announce the addresses again, at most once per
+   * Master_Down_Interval (keepalived's garp_lower_prio_repeat does the same).
+   */
+  private reassertAddresses(): void {
+    const now = this.clock.now();
+    if (this.lowerMasterGarpAt !== undefined && now - this.lowerMasterGarpAt < this.masterDownInterval) return;
+    this.lowerMasterGarpAt = now;
+    this.output({ type: 'send-garp' });
   }
 
   private enterMaster(reason: string): void {

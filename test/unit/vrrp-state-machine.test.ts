@@ -204,6 +204,43 @@ describe('VRRP state machine (RFC 5798 §6.4)', () => {
     expect(t.r.state).toBe('master');
   });
 
+  it('a released router that becomes Master again runs at priority 1 and yields to the router it handed over to', () => {
+    const t = router({ priority: 200 });
+    t.r.startup();
+    t.clock.advance(4000);
+    t.r.release();
+    expect(t.r.hasYielded).toBe(true);
+    // The new master (priority 100) is slow: no advert within Master_Down_Interval.
+    t.clock.advance(t.r.masterDownInterval + 1);
+    expect(t.r.state).toBe('master');
+    expect(t.sent().at(-1)?.action).toEqual({ type: 'send-advert', priority: 1 });
+    // Its adverts resume: the split brain ends on its side, not on the configured priorities.
+    t.r.receive({ priority: 100, maxAdverInt: 100, source: '203.0.113.2' });
+    expect(t.r.state).toBe('backup');
+    expect(t.types().at(-1)).toBe('transition');
+    t.r.claim(); // handed back by a migration: the configured priority again
+    expect(t.r.hasYielded).toBe(false);
+    expect(t.r.priority).toBe(200);
+    expect(t.sent().at(-1)?.action).toEqual({ type: 'send-advert', priority: 200 });
+  });
+
+  it('a master hearing a lower-priority master announces its addresses again, once per Master_Down_Interval', () => {
+    const t = router({ priority: 200 });
+    t.r.startup();
+    t.clock.advance(4000);
+    const garps = () => t.actions.filter((a) => a.action.type === 'send-garp').length;
+    const before = garps();
+    for (let i = 0; i < 10; i++) {
+      t.r.receive({ priority: 1, maxAdverInt: 100, source: '203.0.113.2' });
+      t.clock.advance(100);
+    }
+    expect(t.r.state).toBe('master');
+    expect(garps() - before).toBe(1); // 1 s of adverts, Master_Down_Interval 3.2 s
+    t.clock.advance(t.r.masterDownInterval);
+    t.r.receive({ priority: 1, maxAdverInt: 100, source: '203.0.113.2' });
+    expect(garps() - before).toBe(2);
+  });
+
   it('fault on a tracked link removes the addresses; recovery restarts as Backup', () => {
     const t = router();
     t.r.startup();
