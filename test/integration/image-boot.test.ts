@@ -191,18 +191,36 @@ describe('vipshift appliance image under QEMU', () => {
     return `${path}.zst`;
   }
 
-  async function waitForStatus(vm: ApplianceVm, want: (s: FirmwareStatus) => boolean, seconds: number): Promise<FirmwareStatus> {
-    const deadline = Date.now() + seconds * 1000;
+  /** The kernel's uptime on the last line of the serial log that has one, and the slots booted. */
+  function serialProgress(vm: ApplianceVm, since = 0): string {
+    const log = vm.serialLog().slice(since);
+    const boots = [...log.matchAll(/\] Command line: .*?vipshift\.slot=([ab])/g)].map((m) => m[1]);
+    const uptime = [...log.matchAll(/^\[\s*(\d+\.\d+)\]/gm)].at(-1)?.[1];
+    return `kernel boots since the update: [${boots.join(', ')}], last kernel time ${uptime ?? '-'} s`;
+  }
+
+  /**
+   * Polls `firmware status` until `want`. The bound is generous (a reboot under TCG on a busy
+   * machine takes minutes); progress goes to stderr each minute so a slow run shows where it is.
+   */
+  async function waitForStatus(vm: ApplianceVm, want: (s: FirmwareStatus) => boolean, seconds: number, since = 0): Promise<FirmwareStatus> {
+    const started = Date.now();
+    const deadline = started + seconds * 1000;
     let last: FirmwareStatus | string = 'no answer';
+    let reported = started;
     while (Date.now() < deadline) {
       const r = vm.ssh('admin', ['firmware', 'status', '--json'], { timeout: 5 });
       if (r.status === 0) {
         last = JSON.parse(r.stdout) as FirmwareStatus;
         if (want(last)) return last;
       }
+      if (Date.now() - reported > 60_000) {
+        reported = Date.now();
+        process.stderr.write(`image tests: ${vm.name} after ${Math.round((reported - started) / 1000)} s: ${serialProgress(vm, since)}; status ${JSON.stringify(last).slice(0, 120)}\n`);
+      }
       await sleep(3000);
     }
-    throw new Error(`${vm.name}: status not reached in ${seconds}s, last: ${JSON.stringify(last)}\n${vm.serialLog().slice(-2000)}`);
+    throw new Error(`${vm.name}: status not reached in ${seconds}s (${accel}); ${serialProgress(vm, since)}; last: ${JSON.stringify(last)}\n${vm.serialLog().slice(-2000)}`);
   }
 
   it('updates the firmware into slot b, boots it, keeps the data partition, and falls back from a broken update', async () => {
@@ -210,13 +228,14 @@ describe('vipshift appliance image under QEMU', () => {
     const hostKey = uefi.hostKey();
     const good = updateImage(`${version}+update`);
     const started = Date.now();
+    const serialAtUpdate = uefi.serialLog().length;
     const update = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: readFileSync(good) });
     expect(update.status, update.stderr).toBe(0);
     expect(update.stdout).toMatch(/slot b: \d+ MiB written/);
     figures.updateWriteSeconds = (Date.now() - started) / 1000;
 
     // Trial boot of b, confirmed by the health check once sshd has been up for 10 s.
-    const s = await waitForStatus(uefi, (x) => x.booted === 'b' && x.default === 'b', bootTimeout + 60);
+    const s = await waitForStatus(uefi, (x) => x.booted === 'b' && x.default === 'b', 2 * bootTimeout + 60, serialAtUpdate);
     expect(s).toMatchObject({ version: `${version}+update`, trying: null });
     expect(uefi.hostKey()).toBe(hostKey); // host keys live on the data partition
     figures.updateToConfirmedSeconds = (Date.now() - started) / 1000;
@@ -229,9 +248,9 @@ describe('vipshift appliance image under QEMU', () => {
     expect(update2.stdout).toMatch(/slot a: \d+ MiB written/);
     // The kernel logs its command line once per boot (GRUB's own lines show twice under OVMF).
     const bootsSince = () => [...uefi.serialLog().slice(serialBefore).matchAll(/\] Command line: .*?vipshift\.slot=([ab])/g)].map((m) => m[1]);
-    const after = await waitForStatus(uefi, (x) => x.booted === 'b' && bootsSince().length >= 2, 2 * bootTimeout + 240);
+    const after = await waitForStatus(uefi, (x) => x.booted === 'b' && bootsSince().length >= 2, 3 * bootTimeout + 240, serialBefore);
     expect(after).toMatchObject({ version: `${version}+update`, default: 'b', trying: null });
     expect(bootsSince()).toEqual(['a', 'b']); // one trial of the broken slot, then back to b
     expect(uefi.hostKey()).toBe(hostKey);
-  }, 1_800_000);
+  }, 3_000_000);
 });
