@@ -142,16 +142,28 @@ image-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# FIRMWARE_KEY=FILE (required) signs the image: an Ed25519 private key in PEM, kept outside the
+# repository (openssl genpkey -algorithm ed25519 -out FILE); the box takes updates signed by it.
 # SSH_AUTHORIZED_KEYS=FILE puts admin keys on the configuration partition.
 image: deps image-deps
-	SSH_AUTHORIZED_KEYS="$(SSH_AUTHORIZED_KEYS)" bash image/build.sh
+	FIRMWARE_KEY="$(FIRMWARE_KEY)" SSH_AUTHORIZED_KEYS="$(SSH_AUTHORIZED_KEYS)" bash image/build.sh
 
 # make flash IMAGE=image/out/vipshift-VERSION-amd64.img[.zst] DEV=/dev/sdX
 flash:
 	bash image/flash.sh "$(IMAGE)" "$(DEV)"
 
 # make flash on loop devices; the image under QEMU (BIOS and UEFI), SSH, firmware update.
-test-image: image
+# Without FIRMWARE_KEY the image is signed with a throwaway key, deleted once it is built (the
+# test signs its updates with a key of its own, which it puts on the configuration partition).
+test-image: deps image-deps
+	@key="$(FIRMWARE_KEY)"; tmp=; \
+	if [ -z "$$key" ]; then \
+	  tmp=$$(mktemp -d); key=$$tmp/throwaway-firmware.pem; \
+	  node -e 'process.stdout.write(require("node:crypto").generateKeyPairSync("ed25519").privateKey.export({ type: "pkcs8", format: "pem" }))' > "$$key"; \
+	  echo "test-image: signing the image with a throwaway key"; \
+	fi; \
+	$(MAKE) --no-print-directory image FIRMWARE_KEY="$$key"; rc=$$?; \
+	[ -z "$$tmp" ] || rm -rf "$$tmp"; exit $$rc
 	npx vitest run test/integration/image-flash.test.ts test/integration/image-boot.test.ts
 
 bench-image: test-image

@@ -35,8 +35,12 @@ passwd -l admin >/dev/null     # no password: keys only
 passwd -l root >/dev/null
 systemctl enable systemd-networkd.service ssh.service vipshift-hostkeys.service \
   vipshift-import-config.service vipshift-conntrack-size.service vipshift-slot-health.service \
-  vipshift-appliance.service vipshift-keeper.service vipshift-controller.service >/dev/null 2>&1
+  vipshift-appliance.service vipshift-keeper.service vipshift-controller.service vipshift-etcd.service \
+  systemd-timesyncd.service >/dev/null 2>&1
 systemctl enable systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+# etcd runs only as the vipshift-etcd role, on the boxes configured for it.
+systemctl disable etcd.service >/dev/null 2>&1
+systemctl mask etcd.service >/dev/null 2>&1
 CHROOT
 
 # The login lands in the console: no Debian banner before it.

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the vipshift appliance disk image: image/out/vipshift-VERSION-amd64.img (+ .img.zst,
 # .sha256, .manifest.txt). Run as root from the repository root (`make image`).
+# FIRMWARE_KEY names the Ed25519 private key (PEM, kept outside the repository) that signs the
+# image; its public key goes onto the data partition, so that the box takes updates signed by it.
 # Every step says what it does; cached steps (debootstrap, base system, Node runtime) are
 # skipped when their inputs have not changed, so a rebuild only redoes the firmware layers.
 set -euo pipefail
@@ -13,6 +15,7 @@ NODE_VERSION=${NODE_VERSION:-$(node -p 'process.versions.node')}
 SUITE=bookworm
 IMG=$OUT/vipshift-$VERSION-amd64.img
 SSH_AUTHORIZED_KEYS=${SSH_AUTHORIZED_KEYS:-}
+FIRMWARE_KEY=${FIRMWARE_KEY:-}
 
 # Partition sizes in MiB (GPT, 1 MiB aligned). The data partition is last so that a later
 # version can grow it to the end of a bigger disk.
@@ -21,13 +24,28 @@ BIOS_MIB=1 ESP_MIB=64 SLOT_MIB=1280 CONFIG_MIB=32 DATA_MIB=256
 # Debian packages of the system slot. Anything named here ends up in the manifest.
 PACKAGES=(systemd systemd-sysv udev dbus kmod linux-image-amd64 initramfs-tools
   openssh-server nftables iptables conntrack iproute2 libpcap0.8 sudo procps
-  ca-certificates zstd e2fsprogs dosfstools iputils-ping less)
+  ca-certificates zstd e2fsprogs dosfstools iputils-ping less systemd-timesyncd etcd-server)
 
 STEP=0
 step() { STEP=$((STEP + 1)); printf '\n==> [%d] %s\n' "$STEP" "$*"; }
 t0=$(date +%s)
 
 [ "$(id -u)" = 0 ] || { echo "build.sh: must run as root (debootstrap, chroot, mkfs)" >&2; exit 1; }
+# Checked first: a build that cannot be signed is not started.
+if [ -z "$FIRMWARE_KEY" ] || [ ! -f "$FIRMWARE_KEY" ]; then
+  echo "build.sh: FIRMWARE_KEY='$FIRMWARE_KEY': no Ed25519 private key to sign the image with (make image FIRMWARE_KEY=FILE;" \
+    "make one outside the repository: openssl genpkey -algorithm ed25519 -out FILE)" >&2
+  exit 1
+fi
+case "$(readlink -f "$FIRMWARE_KEY")/" in
+  "$REPO"/*) echo "build.sh: FIRMWARE_KEY=$FIRMWARE_KEY is inside the repository: keep the signing key outside it" >&2; exit 1 ;;
+esac
+FIRMWARE_PUB=$(node -e '
+  const c = require("node:crypto");
+  const k = c.createPrivateKey(require("node:fs").readFileSync(process.argv[1]));
+  if (k.asymmetricKeyType !== "ed25519") throw new Error(`${process.argv[1]}: a ${k.asymmetricKeyType} key, not Ed25519`);
+  process.stdout.write(c.createPublicKey(k).export({ type: "spki", format: "pem" }));' "$FIRMWARE_KEY") ||
+  { echo "build.sh: FIRMWARE_KEY=$FIRMWARE_KEY is not an Ed25519 private key in PEM" >&2; exit 1; }
 mkdir -p "$WORK" "$OUT"
 
 # The mirror apt on this machine already uses (first non-security URI of its deb822 sources).
@@ -148,7 +166,10 @@ ESP_UUID=${ESP_ID:0:4}-${ESP_ID:4:4}
 # GRUB 2.06 cannot read ext4 with metadata_csum_seed or orphan_file (e2fsprogs 1.47 defaults).
 EXT4_OPTS=(-q -F -O ^metadata_csum_seed,^orphan_file -E root_owner=0:0)
 mkfs.ext4 "${EXT4_OPTS[@]}" -L vs-system -d "$ROOTFS" "$FS/system.ext4" "${SLOT_MIB}M"
-mkfs.ext4 "${EXT4_OPTS[@]}" -L vs-data "$FS/data.ext4" "${DATA_MIB}M"
+# The data partition starts with the public key of the build's signing key.
+install -d "$FS/data/firmware-keys"
+printf '%s\n' "$FIRMWARE_PUB" > "$FS/data/firmware-keys/image-build.pem"
+mkfs.ext4 "${EXT4_OPTS[@]}" -L vs-data -d "$FS/data" "$FS/data.ext4" "${DATA_MIB}M"
 
 grub_modules=(part_gpt fat ext2 normal configfile search search_fs_uuid loadenv test regexp echo
   linux serial terminal sleep reboot halt)
@@ -196,6 +217,11 @@ put "$FS/data.ext4" "${part_starts[5]}"
 # BIOS: boot.img in the protective MBR, core.img in the BIOS boot partition.
 (cd "$REPO" && npx tsx image/bios-boot.ts "$IMG.tmp" /usr/lib/grub/i386-pc/boot.img "$FS/core.img" $((part_starts[0] * 2048)))
 sgdisk -v "$IMG.tmp" | tail -1
+
+###############################################################################
+step "firmware signature (Ed25519 over the system partition's SHA-512)"
+node "$REPO/dist/cli.js" firmware sign "$IMG.tmp" --key "$FIRMWARE_KEY"
+node "$REPO/dist/cli.js" firmware verify "$IMG.tmp" --keys "$FS/data/firmware-keys"
 mv "$IMG.tmp" "$IMG"
 sgdisk -p "$IMG" | tail -n 7
 

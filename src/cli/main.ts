@@ -26,7 +26,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   events: { summary: 'an appliance\'s events as JSON lines (--follow: as they happen)', load: async () => (await import('./events.js')).eventsCommand },
   vrrp: { summary: 'the VRRP speaker alone (vrrp: section of --config FILE)', load: async () => (await import('./vrrp.js')).vrrp },
   keeper: { summary: 'keep table copies of appliances on a server (failover)', load: async () => (await import('./keeper.js')).keeper },
-  firmware: { summary: 'A/B system slots: update, commit, status', load: async () => (await import('./firmware.js')).firmware },
+  firmware: { summary: 'A/B system slots: update (signed images only), commit, status, sign, verify', load: async () => (await import('./firmware.js')).firmware },
 };
 
 export function usage(): string {

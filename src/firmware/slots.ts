@@ -3,12 +3,16 @@
  * that tells GRUB which one to boot (firmware/grub/grub.cfg): `slot` is the default, `try_slot`
  * is booted once. An update writes the slot that is not running and sets `try_slot`; the
  * booted system makes it the default only once it is healthy (vipshift-slot-health.service).
+ * Only an image signed by a key the box trusts (signature.ts) is ever made bootable.
  */
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { open, readFile, realpath, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { GPT_PREFIX_BYTES, parseGpt, partitionExtent } from './gpt.js';
 import { encodeGrubenv, GRUBENV_SIZE, parseGrubenv } from './grubenv.js';
+import { checkSignature, decodeSignature, keyFingerprint, PARTITION_DIGEST, SIGNATURE_END, SIGNATURE_OFFSET, SignatureError } from './signature.js';
+import { IMAGE_SYSTEM_PARTITION, loadTrustedKeys } from './trust.js';
 
 export type Slot = 'a' | 'b';
 
@@ -16,16 +20,16 @@ export interface SlotPaths {
   cmdline: string; // /proc/cmdline: vipshift.slot= tells the booted slot
   grubenv: string; // on the EFI system partition
   slotDevice: (slot: Slot) => string;
+  firmwareKeys: string; // folder of the Ed25519 public keys (PEM) an update must be signed by
 }
 
 export const applianceSlotPaths: SlotPaths = {
   cmdline: '/proc/cmdline',
   grubenv: '/boot/efi/grub/grubenv',
   slotDevice: (slot) => `/dev/disk/by-partlabel/vs-system-${slot}`,
+  firmwareKeys: '/var/lib/vipshift/firmware-keys',
 };
 
-/** The system slot an image file carries (images are always built into slot a). */
-export const IMAGE_SYSTEM_PARTITION = 'vs-system-a';
 const ZSTD_MAGIC = Buffer.from([0x28, 0xb5, 0x2f, 0xfd]);
 const EXT4_MAGIC_OFFSET = 1024 + 56;
 
@@ -120,11 +124,15 @@ export interface UpdateResult {
   slot: Slot;
   bytes: number;
   seconds: number;
+  signer: string; // the trusted key's fingerprint and file
 }
 
 /**
  * Writes the system slot of an image (raw or zstd, read once from start to slot end) into
- * the slot that is not running, then sets it to be booted once.
+ * the slot that is not running, then sets it to be booted once. An image without a signature,
+ * or signed by a key the box does not trust, or whose signature does not verify, is refused
+ * before anything is written; a system partition whose SHA-512 differs from the signed one is
+ * found once written, and the slot is then not made bootable.
  */
 export async function updateInactiveSlot(
   input: Readable,
@@ -144,9 +152,17 @@ export async function updateInactiveSlot(
   const target = otherSlot(state.booted);
   const device = paths.slotDevice(target);
   const capacity = await deviceBytes(device);
-
-  // A half-written slot must never be tried: no trial until the write has completed.
-  await editEnv(paths, (env) => env.delete('try_slot'));
+  const trusted = await loadTrustedKeys(paths.firmwareKeys, progress);
+  if (trusted.length === 0) {
+    throw new SignatureError(
+      `no firmware keys on this box (${paths.firmwareKeys}): no update can be checked; ` +
+        `put the signer's public key (PEM) in firmware-keys/ on the configuration partition`,
+    );
+  }
+  const prefix = Math.max(GPT_PREFIX_BYTES, SIGNATURE_END);
+  const digest = createHash(PARTITION_DIGEST);
+  let signed: Buffer | null = null;
+  let signer = '';
 
   let buffered = Buffer.alloc(0);
   let position = 0; // bytes of the image consumed
@@ -158,13 +174,30 @@ export async function updateInactiveSlot(
       let data = chunk;
       if (!extent) {
         buffered = Buffer.concat([buffered, data]);
-        if (buffered.length < GPT_PREFIX_BYTES) continue;
+        if (buffered.length < prefix) continue;
         const part = parseGpt(buffered, source).find((p) => p.name === IMAGE_SYSTEM_PARTITION);
         if (!part) throw new Error(`${source}: no partition named ${IMAGE_SYSTEM_PARTITION} (not a vipshift image)`);
-        extent = partitionExtent(part);
-        if (extent.length > capacity) {
-          throw new Error(`${source}: system partition of ${extent.length} bytes does not fit slot ${target} (${capacity} bytes)`);
+        const found = partitionExtent(part);
+        if (found.length > capacity) {
+          throw new Error(`${source}: system partition of ${found.length} bytes does not fit slot ${target} (${capacity} bytes)`);
         }
+        const signature = decodeSignature(buffered.subarray(SIGNATURE_OFFSET, SIGNATURE_END), source);
+        if (!signature) {
+          throw new SignatureError(`${source}: unsigned image (no firmware signature at byte ${SIGNATURE_OFFSET}): refused, nothing written`);
+        }
+        const key = checkSignature(signature, trusted, source);
+        if (signature.offset !== found.offset || signature.length !== found.length) {
+          throw new SignatureError(
+            `${source}: the signature covers ${signature.length} bytes at ${signature.offset}, ` +
+              `the partition table puts the system at ${found.length} bytes at ${found.offset}: refused`,
+          );
+        }
+        signed = signature.digest;
+        signer = `${keyFingerprint(signature.publicKey)} (${key.name})`;
+        extent = found;
+        progress(`signed by ${signer}`);
+        // A half-written slot must never be tried: no trial until the write has completed.
+        await editEnv(paths, (env) => env.delete('try_slot'));
         progress(`writing the image's system (${(extent.length / 2 ** 20).toFixed(0)} MiB) to slot ${target} (${device})`);
         data = buffered;
         buffered = Buffer.alloc(0);
@@ -183,11 +216,12 @@ export async function updateInactiveSlot(
         const magic = piece.readUInt16LE(EXT4_MAGIC_OFFSET - at);
         if (magic !== 0xef53) throw new Error(`${source}: the system partition holds no ext4 file system`);
       }
+      digest.update(piece);
       await out.write(piece, 0, piece.length, at);
       written += piece.length;
       if (written === extent.length) break;
     }
-    if (!extent) throw new Error(`${source}: ended after ${position + buffered.length} bytes, before its partition table`);
+    if (!extent) throw new Error(`${source}: ended after ${position + buffered.length} bytes, before its partition table and signature`);
     if (written !== extent.length) {
       throw new Error(`${source}: ended after ${written} of ${extent.length} bytes of the system partition`);
     }
@@ -195,6 +229,12 @@ export async function updateInactiveSlot(
   } finally {
     await out.close();
   }
+  if (!signed || !digest.digest().equals(signed)) {
+    throw new SignatureError(
+      `${source}: the system partition is not what ${signer} signed (its SHA-512 differs): ` +
+        `slot ${target} was written but is NOT made bootable; the next boot is slot ${state.booted} as before`,
+    );
+  }
   await editEnv(paths, (env) => env.set('try_slot', target));
-  return { slot: target, bytes: written, seconds: (Date.now() - started) / 1000 };
+  return { slot: target, bytes: written, seconds: (Date.now() - started) / 1000, signer };
 }

@@ -3,10 +3,12 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-export const ROLES = ['appliance', 'keeper', 'controller'] as const;
+/** Each role runs when the data partition holds its configuration (etcd: the controllers' store member). */
+export const ROLES = ['appliance', 'keeper', 'controller', 'etcd'] as const;
 
 export interface RoleUnit {
   unit: string;
+  loaded: boolean; // the system slot has this unit
   configured: boolean; // its configuration file exists (ConditionPathExists)
   active: string; // ActiveState/SubState
   restarts: number;
@@ -30,7 +32,7 @@ export async function roleUnits(logLines = 10): Promise<RoleUnit[]> {
     ROLES.map(async (role) => {
       const unit = `vipshift-${role}.service`;
       const { stdout } = await run('systemctl', ['show', unit, '-p',
-        'ActiveState,SubState,NRestarts,MemoryCurrent,ExecMainStartTimestampMonotonic,ConditionResult']);
+        'LoadState,ActiveState,SubState,NRestarts,MemoryCurrent,ExecMainStartTimestampMonotonic,ConditionResult']);
       const p = parseShow(stdout);
       const memory = Number(p.get('MemoryCurrent'));
       const start = Number(p.get('ExecMainStartTimestampMonotonic'));
@@ -42,6 +44,7 @@ export async function roleUnits(logLines = 10): Promise<RoleUnit[]> {
         .then((entries) => entries.find((e) => typeof e.MESSAGE === 'string' && e.MESSAGE.startsWith('Started ')), () => undefined);
       return {
         unit,
+        loaded: p.get('LoadState') === 'loaded',
         configured: p.get('ConditionResult') === 'yes',
         active: `${p.get('ActiveState')}/${p.get('SubState')}`,
         restarts: Number(p.get('NRestarts') ?? 0),

@@ -1,15 +1,19 @@
 /**
  * The appliance image under QEMU: BIOS and UEFI boot, SSH as admin into the console,
- * refused password and root logins, first-boot host keys, the configuration partition, and an
- * A/B firmware update with its fallback. Needs the image: `make test-image` builds it first
- * (cached). Figures go to bench/results/image.json.
+ * refused password and root logins, first-boot host keys, the configuration partition, the time
+ * client and the etcd role, and an A/B firmware update (signed images only) with its fallback.
+ * Needs the image: `make test-image` builds it first (cached). Figures go to bench/results/image.json.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ApplianceVm, freshDisk, kvmWorks, must, partition, run, sleep, type FirmwareStatus } from './image-vm.js';
 import { PEERS_FILE, createClusterCredentials, keyFile } from '../../src/api/auth.js';
+import { decodeSignature, keyFingerprint, SIGNATURE_END, SIGNATURE_OFFSET } from '../../src/firmware/signature.js';
+import { signImageFile } from '../../src/firmware/trust.js';
 
 const repo = join(import.meta.dirname, '../..');
 const version = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version as string;
@@ -20,6 +24,12 @@ const key = join(work, 'admin_key');
 const cliCommands = run('node', [join(repo, 'dist/cli.js'), 'help']).stdout;
 const hasAppliance = /^ {2}appliance /m.test(cliCommands);
 const hasConsole = /^ {2}console /m.test(cliCommands);
+// The test's own firmware key (the build's private key is gone once the image is made): its
+// public key goes onto the configuration partition, and the test signs its updates with it.
+const firmwareKey = generateKeyPairSync('ed25519');
+const firmwareKeyPem = firmwareKey.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+// Documentation addresses: the VM's user networking is restricted, no packet reaches them.
+const ntpServers = ['198.51.100.123', '203.0.113.123'];
 
 // The guest has one network port (eth0: the kernel runs with net.ifnames=0): the VIP's
 // outside and inside addresses both go there, and the agent listens on every address.
@@ -58,10 +68,17 @@ beforeAll(async () => {
   }
   if (!existsSync(image)) {
     // Run outside `make test-image` (plain vitest): build the image first (cached layers).
-    process.stderr.write(`image tests: ${image} missing, building it\n`);
-    for (const [cmd, args] of [['make', ['-C', repo, 'image-deps']], ['bash', [join(repo, 'image/build.sh')]]] as const) {
-      const r = spawnSync(cmd, [...args], { stdio: 'inherit', timeout: 1_500_000 });
-      if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}`);
+    process.stderr.write(`image tests: ${image} missing, building it (signed with a throwaway key)\n`);
+    const keyDir = mkdtempSync(join(tmpdir(), 'vtimg-key-'));
+    const buildKey = join(keyDir, 'throwaway-firmware.pem');
+    writeFileSync(buildKey, generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });
+    try {
+      for (const [cmd, args] of [['make', ['-C', repo, 'image-deps']], ['bash', [join(repo, 'image/build.sh')]]] as const) {
+        const r = spawnSync(cmd, [...args], { stdio: 'inherit', timeout: 1_500_000, env: { ...process.env, FIRMWARE_KEY: buildKey } });
+        if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: exit ${r.status}`);
+      }
+    } finally {
+      rmSync(keyDir, { recursive: true, force: true });
     }
   }
   mkdirSync(work, { recursive: true });
@@ -108,6 +125,7 @@ describe('vipshift appliance image under QEMU', () => {
       'appliance.yaml': applianceYaml,
       ...clusterFiles('lb1'),
       hostname: 'lb1-test',
+      ntp: `${ntpServers.join(' ')}\n`,
     });
     const vm = new ApplianceVm('vtimg-bios', disk, 'bios', accel, key);
     vms.push(vm);
@@ -119,6 +137,18 @@ describe('vipshift appliance image under QEMU', () => {
     expect(s).toMatchObject({ version, booted: 'a', default: 'a', trying: null });
     expect(role(s, 'keeper').configured).toBe(false); // no keeper.yaml: the role is not started
     expect(s.data.totalBytes).toBeLessThan(256 * 2 ** 20); // the disk is the image: nothing to grow
+    // The etcd role is there, and not started on a box whose configuration does not ask for it.
+    expect(role(s, 'etcd')).toMatchObject({ loaded: true, configured: false, active: 'inactive/dead' });
+    // The time client runs with the configuration partition's servers (and no Internet fallback).
+    expect(s.time).toMatchObject({ unit: 'systemd-timesyncd.service', enabled: true, active: 'active/running', source: 'configuration', servers: ntpServers });
+    // The box trusts the key that signed its own image (put on the data partition by the build).
+    const head = Buffer.alloc(SIGNATURE_END);
+    const fd = openSync(image, 'r');
+    readSync(fd, head, 0, head.length, 0);
+    closeSync(fd);
+    const signature = decodeSignature(head.subarray(SIGNATURE_OFFSET), image);
+    expect(signature, 'the built image is signed').not.toBeNull();
+    expect(s.firmwareKeys).toEqual([{ file: '/var/lib/vipshift/firmware-keys/image-build.pem', fingerprint: keyFingerprint(signature!.publicKey) }]);
     const a = role(s, 'appliance');
     figures.applianceFirstStartAfterBootSeconds = a.firstStartedAfterBootSeconds;
     figures.applianceRestarts = a.restarts;
@@ -151,7 +181,10 @@ describe('vipshift appliance image under QEMU', () => {
   let uefi: ApplianceVm;
   it('boots a second fresh copy by UEFI with host keys of its own', async () => {
     expect(biosHostKey, 'the BIOS test ran first').not.toBe('');
-    const disk = freshDisk(image, join(work, 'uefi.img'), { authorized_keys: readFileSync(`${key}.pub`, 'utf8') });
+    const disk = freshDisk(image, join(work, 'uefi.img'), {
+      authorized_keys: readFileSync(`${key}.pub`, 'utf8'),
+      'firmware-keys/image-test.pem': firmwareKeyPem,
+    });
     must('truncate', ['-s', '+1G', disk]); // a disk bigger than the image: the data partition takes the rest
     uefi = new ApplianceVm('vtimg-uefi', disk, 'uefi', accel, key);
     vms.push(uefi);
@@ -161,14 +194,36 @@ describe('vipshift appliance image under QEMU', () => {
     const s = uefi.status();
     expect(s).toMatchObject({ booted: 'a', default: 'a' });
     expect(role(s, 'appliance').configured).toBe(false); // no appliance.yaml on this one
+    expect(s.time).toMatchObject({ enabled: true, active: 'active/running', source: 'fallback' }); // no ntp file, no DHCP servers
+    expect(s.firmwareKeys.map((k) => k.file.replace(/.*\//, ''))).toEqual(['image-build.pem', 'image-test.pem']);
     expect(s.data.totalBytes).toBeGreaterThan(1.1 * 2 ** 30); // 256 MiB in the image + 1 GiB of disk
     const hostKey = uefi.hostKey();
     expect(hostKey).toMatch(/^ssh-ed25519 /);
     expect(hostKey).not.toBe(biosHostKey);
   }, 900_000);
 
-  /** A copy of the image whose system slot says `label` in VERSION, plus `extra` files. */
-  function updateImage(label: string, extra: Record<string, string> = {}): string {
+  it('refuses an unsigned and a badly signed image before writing anything', () => {
+    expect(uefi, 'the UEFI test ran first').toBeDefined();
+    // The start of the image is enough: the box refuses it before the system partition.
+    const head = Buffer.alloc(2 << 20);
+    const fd = openSync(image, 'r');
+    readSync(fd, head, 0, head.length, 0);
+    closeSync(fd);
+    const unsigned = Buffer.from(head);
+    unsigned.fill(0, SIGNATURE_OFFSET, SIGNATURE_END);
+    const u = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: unsigned });
+    expect(u.status, u.stdout).toBe(1);
+    expect(u.stderr).toMatch(/firmware update refused: standard input: unsigned image \(no firmware signature at byte 65536\): refused, nothing written/);
+    const altered = Buffer.from(head);
+    altered[SIGNATURE_OFFSET + 100]! ^= 1; // a bit of the signed SHA-512: the build key's signature no longer matches
+    const a = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: altered });
+    expect(a.status, a.stdout).toBe(1);
+    expect(a.stderr).toMatch(/firmware update refused: standard input: the firmware signature by SHA256:\S+ does not verify/);
+    expect(uefi.status()).toMatchObject({ booted: 'a', default: 'a', trying: null });
+  }, 120_000);
+
+  /** A copy of the image whose system slot says `label` in VERSION, plus `extra` files; signed with the test's key. */
+  async function updateImage(label: string, extra: Record<string, string> = {}): Promise<string> {
     const path = join(work, `update-${label}.img`);
     must('cp', ['--sparse=always', image, path]);
     const { offset, length } = partition(path, 'vs-system-a');
@@ -186,6 +241,7 @@ describe('vipshift appliance image under QEMU', () => {
     writeFileSync(`${path}.debugfs`, `${commands.join('\n')}\n`);
     run('debugfs', ['-w', '-f', `${path}.debugfs`, fs]); // `rm` of a missing file only complains
     must('dd', [`if=${fs}`, `of=${path}`, 'bs=1M', `seek=${offset / 2 ** 20}`, 'conv=notrunc,sparse', 'status=none']);
+    await signImageFile(path, firmwareKey.privateKey.export({ type: 'pkcs8', format: 'pem' }));
     must('zstd', ['-q', '-T0', '-3', '-f', path, '-o', `${path}.zst`]);
     rmSync(fs);
     return `${path}.zst`;
@@ -226,12 +282,12 @@ describe('vipshift appliance image under QEMU', () => {
   it('updates the firmware into slot b, boots it, keeps the data partition, and falls back from a broken update', async () => {
     expect(uefi, 'the UEFI test ran first').toBeDefined();
     const hostKey = uefi.hostKey();
-    const good = updateImage(`${version}+update`);
+    const good = await updateImage(`${version}+update`);
     const started = Date.now();
     const serialAtUpdate = uefi.serialLog().length;
     const update = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: readFileSync(good) });
     expect(update.status, update.stderr).toBe(0);
-    expect(update.stdout).toMatch(/slot b: \d+ MiB written/);
+    expect(update.stdout).toMatch(/slot b: \d+ MiB written in [\d.]+ s, signed by SHA256:\S+ \(\/var\/lib\/vipshift\/firmware-keys\/image-test\.pem\)/);
     figures.updateWriteSeconds = (Date.now() - started) / 1000;
 
     // Trial boot of b, confirmed by the health check once sshd has been up for 10 s.
@@ -241,7 +297,7 @@ describe('vipshift appliance image under QEMU', () => {
     figures.updateToConfirmedSeconds = (Date.now() - started) / 1000;
 
     // A system whose sshd cannot start: the health check gives up and GRUB returns to slot b.
-    const broken = updateImage('broken', { '/etc/ssh/sshd_config.d/zz-broken.conf': 'ThisIsNotAnOption yes\n' });
+    const broken = await updateImage('broken', { '/etc/ssh/sshd_config.d/zz-broken.conf': 'ThisIsNotAnOption yes\n' });
     const serialBefore = uefi.serialLog().length;
     const update2 = uefi.ssh('admin', ['firmware', 'update', '-', '--reboot'], { input: readFileSync(broken) });
     expect(update2.status, update2.stderr).toBe(0);

@@ -111,7 +111,8 @@ export class ApplianceVm {
     const args = ['-name', this.name, '-accel', this.accel, '-machine', 'q35', '-m', '1024', '-smp', '2',
       '-display', 'none', '-serial', `file:${this.serial}`,
       '-drive', `file=${this.disk},format=raw,if=virtio`,
-      '-netdev', `user,id=mgmt,net=192.0.2.0/24,hostfwd=tcp:127.0.0.1:${this.port}-:22`,
+      // restrict=on: nothing the guest sends leaves the host (its time client, DNS); only the SSH forward.
+      '-netdev', `user,id=mgmt,net=192.0.2.0/24,restrict=on,hostfwd=tcp:127.0.0.1:${this.port}-:22`,
       '-device', 'virtio-net-pci,netdev=mgmt'];
     if (this.boot === 'uefi') {
       const vars = `${this.disk}.vars.fd`;
@@ -186,8 +187,11 @@ export interface FirmwareStatus {
   trying: 'a' | 'b' | null;
   memory: { totalBytes: number; usedBytes: number };
   data: { totalBytes: number; freeBytes: number };
+  time: { unit: string; enabled: boolean; active: string; servers: string[]; source: string; serverName: string | null; synchronized: boolean };
+  firmwareKeys: { file: string; fingerprint: string }[];
   roles: {
     unit: string;
+    loaded: boolean;
     configured: boolean;
     active: string;
     restarts: number;

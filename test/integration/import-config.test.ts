@@ -3,7 +3,7 @@
  * partition's files given as a folder (VIPSHIFT_CONFIG_DIR: this kernel has no vfat to mount;
  * the QEMU image test mounts the real one): what an import took and the partition no longer
  * has is removed — a key, a role's configuration, credentials — and what the partition never
- * held is left alone.
+ * held is left alone; the time servers, firmware keys and the etcd member's configuration.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +23,9 @@ describe('import-config', () => {
       mkdirSync(dirname(join(partition, name)), { recursive: true });
       writeFileSync(join(partition, name), text);
     };
-    const importOnce = () => execFileSync('sh', [SCRIPT], { encoding: 'utf8', env: { ...process.env, VIPSHIFT_DATA: data, VIPSHIFT_CONFIG_DIR: partition } });
+    const run = join(dir, 'run');
+    const importOnce = () =>
+      execFileSync('sh', [SCRIPT], { encoding: 'utf8', env: { ...process.env, VIPSHIFT_DATA: data, VIPSHIFT_CONFIG_DIR: partition, VIPSHIFT_RUN: run } });
     put('authorized_keys', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGJ1aWxkIGtleSBmb3IgdGVzdHM admin@test\r\n');
     put('appliance.yaml', 'appliance: lb1\n');
     put('cluster/lb1.key', 'private\n');
@@ -45,5 +47,26 @@ describe('import-config', () => {
     expect(readFileSync(join(data, 'keeper.yaml'), 'utf8')).toBe('keeper: srv1\n');
     // Unchanged partition: nothing imported, nothing removed.
     expect(importOnce()).not.toMatch(/importing|removed/);
+
+    // Time servers, firmware keys, an etcd member.
+    const timesyncd = join(run, 'systemd/timesyncd.conf.d/50-vipshift.conf');
+    put('ntp', '# the site\'s servers\r\n198.51.100.123, 203.0.113.123\n\nntp1.example.net # backup\n');
+    put('firmware-keys/site.pem', '-----BEGIN PUBLIC KEY-----\r\nMCowBQYDK2VwAyEA\r\n-----END PUBLIC KEY-----\r\n');
+    put('etcd.yaml', 'name: ctl1\n');
+    writeFileSync(join(data, 'firmware-keys/image-build.pem'), 'the build\'s key\n'); // put there by make image
+    expect(importOnce()).toMatch(/ntp: 198\.51\.100\.123 203\.0\.113\.123 ntp1\.example\.net\n/);
+    expect(readFileSync(timesyncd, 'utf8')).toBe('[Time]\nNTP=198.51.100.123 203.0.113.123 ntp1.example.net\nFallbackNTP=\n');
+    expect(readFileSync(join(data, 'firmware-keys/site.pem'), 'utf8')).not.toMatch(/\r/);
+    expect(readFileSync(join(data, 'etcd.yaml'), 'utf8')).toBe('name: ctl1\n');
+    // A bad server name: the file is refused, the servers stay as they were.
+    put('ntp', '198.51.100.123 $(reboot)\n');
+    importOnce();
+    expect(readFileSync(timesyncd, 'utf8')).toMatch(/^NTP=198\.51\.100\.123 203\.0\.113\.123 ntp1\.example\.net$/m);
+    for (const f of ['ntp', 'firmware-keys/site.pem', 'etcd.yaml']) rmSync(join(partition, f));
+    importOnce();
+    expect(existsSync(timesyncd)).toBe(false); // DHCP's servers, else Debian's pool again
+    expect(existsSync(join(data, 'firmware-keys/site.pem'))).toBe(false);
+    expect(existsSync(join(data, 'etcd.yaml'))).toBe(false); // the box is no etcd member any more
+    expect(readFileSync(join(data, 'firmware-keys/image-build.pem'), 'utf8')).toBe('the build\'s key\n');
   });
 });
