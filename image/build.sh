@@ -187,6 +187,7 @@ mcopy -i "$FS/esp.vfat" "$REPO/firmware/grub/grub.cfg" "$FS/grubenv" ::/grub/
 mkfs.vfat -n VSCONFIG -C "$FS/config.vfat" $((CONFIG_MIB * 1024)) >/dev/null
 mcopy -i "$FS/config.vfat" "$REPO/firmware/config/README.txt" ::/README.txt
 mcopy -i "$FS/config.vfat" "$REPO/firmware/config/appliance.example.yaml" ::/appliance.example.yaml
+mcopy -i "$FS/config.vfat" "$REPO/firmware/config/etcd.example.yaml" ::/etcd.example.yaml
 if [ -n "$SSH_AUTHORIZED_KEYS" ]; then
   mcopy -i "$FS/config.vfat" "$SSH_AUTHORIZED_KEYS" ::/authorized_keys
   echo "authorized keys for admin from $SSH_AUTHORIZED_KEYS"
