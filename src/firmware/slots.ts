@@ -108,8 +108,12 @@ async function* imageBytes(input: Readable): AsyncGenerator<Buffer> {
     }
     return;
   }
-  yield head;
-  for (let n = await iterator.next(); !n.done; n = await iterator.next()) yield n.value;
+  try {
+    yield head;
+    for (let n = await iterator.next(); !n.done; n = await iterator.next()) yield n.value;
+  } finally {
+    input.destroy(); // refused or done before its end: stop reading (standard input too)
+  }
 }
 
 /** Size of a block device (from sysfs: stat says 0), or of a regular file standing for one. */
