@@ -222,7 +222,7 @@ bench-api-latency: build
 # safe defaults — failover on by default, entries checked at the boundary, processes that come back
 .PHONY: test-defaults
 test-defaults: build
-	npx vitest run test/unit/vip-records.test.ts test/unit/replication-backlog.test.ts test/unit/vrrp-speaker.test.ts test/unit/image-firmware.test.ts test/unit/vrrp-bfd-session.test.ts test/unit/nat-config.test.ts test/unit/keepalived-tokenizer.test.ts
+	npx vitest run test/unit/vip-records.test.ts test/unit/replication-backlog.test.ts test/unit/vrrp-speaker.test.ts test/unit/image-firmware.test.ts test/unit/firmware-signature.test.ts test/unit/vrrp-bfd-session.test.ts test/unit/nat-config.test.ts test/unit/keepalived-tokenizer.test.ts
 	npx vitest run test/integration/entries-boundary.test.ts test/integration/import-config.test.ts
 	npx vitest run test/integration/appliance-restart.test.ts
 	npx vitest run test/integration/replication-failover.test.ts -t "default lab"
