@@ -51,7 +51,8 @@ export async function timeSync(): Promise<TimeSync> {
   const show = (cmd: string, args: string[]) => run(cmd, args, { timeout: 5000 }).then((r) => parseShow(r.stdout), () => new Map<string, string>());
   const [unit, timesync, clock] = await Promise.all([
     show('systemctl', ['show', TIME_UNIT, '-p', 'ActiveState,SubState,UnitFileState']),
-    show('timedatectl', ['show-timesync', '-p', 'SystemNTPServers,LinkNTPServers,FallbackNTPServers,ServerName']),
+    // timedatectl takes one property per -p (no comma lists as systemctl).
+    show('timedatectl', ['show-timesync', ...['SystemNTPServers', 'LinkNTPServers', 'FallbackNTPServers', 'ServerName'].flatMap((p) => ['-p', p])]),
     show('timedatectl', ['show', '-p', 'NTPSynchronized']),
   ]);
   return timeSyncFrom(unit, timesync, clock);
