@@ -6,7 +6,7 @@
  * held is left alone; the time servers, firmware keys and the etcd member's configuration.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -53,20 +53,29 @@ describe('import-config', () => {
     put('ntp', '# the site\'s servers\r\n198.51.100.123, 203.0.113.123\n\nntp1.example.net # backup\n');
     put('firmware-keys/site.pem', '-----BEGIN PUBLIC KEY-----\r\nMCowBQYDK2VwAyEA\r\n-----END PUBLIC KEY-----\r\n');
     put('etcd.yaml', 'name: ctl1\n');
+    put('cluster/etcd/ca.crt', 'ca\n');
+    put('cluster/etcd/member-ctl1.key', 'member key\n');
+    put('cluster/etcd/client-ctl1.key', 'the controller\'s key\n');
     writeFileSync(join(data, 'firmware-keys/image-build.pem'), 'the build\'s key\n'); // put there by make image
     expect(importOnce()).toMatch(/ntp: 198\.51\.100\.123 203\.0\.113\.123 ntp1\.example\.net\n/);
     expect(readFileSync(timesyncd, 'utf8')).toBe('[Time]\nNTP=198.51.100.123 203.0.113.123 ntp1.example.net\nFallbackNTP=\n');
     expect(readFileSync(join(data, 'firmware-keys/site.pem'), 'utf8')).not.toMatch(/\r/);
     expect(readFileSync(join(data, 'etcd.yaml'), 'utf8')).toBe('name: ctl1\n');
+    // The member's TLS files where the etcd user reads them; not the controller's client key.
+    const tls = join(data, 'etcd-tls');
+    expect(readdirSync(tls).sort()).toEqual(['ca.crt', 'member-ctl1.key']);
+    expect(statSync(tls).uid).toBe(Number(execFileSync('id', ['-u', 'etcd'], { encoding: 'utf8' })));
+    expect(statSync(join(tls, 'member-ctl1.key')).mode & 0o077).toBe(0);
     // A bad server name: the file is refused, the servers stay as they were.
     put('ntp', '198.51.100.123 $(reboot)\n');
     importOnce();
     expect(readFileSync(timesyncd, 'utf8')).toMatch(/^NTP=198\.51\.100\.123 203\.0\.113\.123 ntp1\.example\.net$/m);
-    for (const f of ['ntp', 'firmware-keys/site.pem', 'etcd.yaml']) rmSync(join(partition, f));
+    for (const f of ['ntp', 'firmware-keys/site.pem', 'etcd.yaml', 'cluster/etcd']) rmSync(join(partition, f), { recursive: true });
     importOnce();
     expect(existsSync(timesyncd)).toBe(false); // DHCP's servers, else Debian's pool again
     expect(existsSync(join(data, 'firmware-keys/site.pem'))).toBe(false);
     expect(existsSync(join(data, 'etcd.yaml'))).toBe(false); // the box is no etcd member any more
+    expect(existsSync(tls)).toBe(false);
     expect(readFileSync(join(data, 'firmware-keys/image-build.pem'), 'utf8')).toBe('the build\'s key\n');
   });
 });
