@@ -86,7 +86,7 @@ export class Failover implements AgentFailover {
     });
     this.replicator = new Replicator({
       config,
-      table: { subscribe: (o) => options.conntrack.subscribe(o), readRecords: (mark, onChunk) => options.appliance.readRecords(mark, onChunk) },
+      table: { subscribe: (o) => options.conntrack.subscribe(o), readRecords: (mark, onChunk) => options.appliance.readRecords(mark, onChunk), get: (orig) => options.conntrack.get(orig) },
       sinks,
       modes: options.modes,
       serving: (vip) => this.serving(vip.name),

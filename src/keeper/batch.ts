@@ -4,22 +4,23 @@
  *
  * Why binary and not JSON: the upserts ARE entry records (src/netlink/entry-record.ts), the
  * unit a takeover installs, so the keeper stores and returns them field for field without a
- * translation in between; 1,000 upserts are 40 KB here against ~200 KB of JSON, with no
+ * translation in between; 1,000 upserts are 80 KB here against ~200 KB of JSON, with no
  * per-entry object to build on the appliance's side. Deletes ride in the same body (not a
  * second JSON request) so one batch is one transaction: refused or applied as a whole.
  *
- * Body, version 1 (big-endian, like the records):
+ * Body, version 2 (big-endian, like the records):
  *   0  4  magic "VSCB"
- *   4  u16 version (1)
- *   6  u16 record size (40, RECORD_SIZE of entry-record.ts)
+ *   4  u16 version (2)
+ *   6  u16 record size (80, RECORD_SIZE of entry-record.ts: version-2 records)
  *   8  u32 number of upserts U
  *  12  u32 number of deletes D
- *  16  U entry records of 40 bytes
+ *  16  U entry records of 80 bytes
  *  ..  D keys of 16 bytes:
  *        0 u32 VIP address   4 u32 client address   8 u16 VIP port   10 u16 client port
  *       12 u8  protocol     13 3 bytes zero
  * A key is the entry's original tuple: (VIP, VIP port, client, client port, protocol). The body's
- * length must be exactly 16 + 40 U + 16 D. A key may not be both upserted and deleted in one
+ * length must be exactly 16 + 80 U + 16 D. Version 1 is the same with 40-byte version-1 records
+ * (the previous release's appliances): read, its records widened to version 2 without extensions. A key may not be both upserted and deleted in one
  * batch (the replicator sends each connection's last event only); upserts apply before deletes.
  */
 import {
@@ -27,14 +28,16 @@ import {
   IPPROTO_UDP,
   TCP_CONNTRACK_MAX,
 } from '../netlink/ctnetlink.js';
-import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
+import { EXT_SEQADJ, EXT_SYNPROXY, RECORD_SIZE, RECORD_V1_SIZE, rec, widenV1Records } from '../netlink/entry-record.js';
 import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 
 export const BATCH_MAGIC = 'VSCB';
-export const BATCH_VERSION = 1;
+export const BATCH_VERSION = 2;
+/** The previous release's batches, with version-1 records: still read. */
+export const BATCH_V1_VERSION = 1;
 export const BATCH_HEADER_SIZE = 16;
 export const KEY_SIZE = 16;
-/** Largest batch a keeper takes in one request (4 MB of records): bounds its memory per request. */
+/** Largest batch a keeper takes in one request (8 MB of records): bounds its memory per request. */
 export const MAX_BATCH_ITEMS = 100_000;
 /** conntrack's own ceiling for a timeout it accepts, in seconds (a u32, kept positive). */
 export const MAX_TIMEOUT = 0x7fffffff;
@@ -129,16 +132,18 @@ export function decodeBatch(body: Buffer): CopyBatch {
   const magic = body.toString('latin1', 0, 4);
   if (magic !== BATCH_MAGIC) throw new BatchError('body.magic', `${JSON.stringify(magic)}, expected "${BATCH_MAGIC}"`);
   const version = body.readUInt16BE(4);
-  if (version !== BATCH_VERSION) throw new BatchError('body.version', `${version}, this keeper reads version ${BATCH_VERSION}`);
+  if (version !== BATCH_VERSION && version !== BATCH_V1_VERSION) throw new BatchError('body.version', `${version}, this keeper reads versions ${BATCH_V1_VERSION} and ${BATCH_VERSION}`);
+  const size = version === BATCH_VERSION ? RECORD_SIZE : RECORD_V1_SIZE;
   const recordSize = body.readUInt16BE(6);
-  if (recordSize !== RECORD_SIZE) throw new BatchError('body.recordSize', `${recordSize}, this keeper reads ${RECORD_SIZE}-byte records`);
+  if (recordSize !== size) throw new BatchError('body.recordSize', `${recordSize}, version ${version} has ${size}-byte records`);
   const u = body.readUInt32BE(8);
   const d = body.readUInt32BE(12);
   if (u + d > MAX_BATCH_ITEMS) throw new BatchError('body', `${u} upserts and ${d} deletes exceed ${MAX_BATCH_ITEMS} items per batch`);
-  const expected = BATCH_HEADER_SIZE + u * RECORD_SIZE + d * KEY_SIZE;
+  const expected = BATCH_HEADER_SIZE + u * size + d * KEY_SIZE;
   if (body.length !== expected) throw new BatchError('body', `${body.length} bytes, but ${u} upserts and ${d} deletes make ${expected}`);
-  const upserts = body.subarray(BATCH_HEADER_SIZE, BATCH_HEADER_SIZE + u * RECORD_SIZE);
-  const deletes = body.subarray(BATCH_HEADER_SIZE + u * RECORD_SIZE);
+  const sent = body.subarray(BATCH_HEADER_SIZE, BATCH_HEADER_SIZE + u * size);
+  const upserts = size === RECORD_SIZE ? sent : widenV1Records(sent);
+  const deletes = body.subarray(BATCH_HEADER_SIZE + u * size);
   validateRecords(upserts, 'upserts');
   validateKeys(deletes, 'deletes');
   if (u > 0 && d > 0) {
@@ -179,6 +184,9 @@ export function validateRecords(records: Buffer, field: string): void {
     if (rec.wscaleOriginal(records, r) > MAX_WSCALE) bad('tcpWindow.wscaleOriginal', `${rec.wscaleOriginal(records, r)} exceeds ${MAX_WSCALE}`);
     if (rec.wscaleReply(records, r) > MAX_WSCALE) bad('tcpWindow.wscaleReply', `${rec.wscaleReply(records, r)} exceeds ${MAX_WSCALE}`);
     if (rec.timeout(records, r) > MAX_TIMEOUT) bad('timeout', `${rec.timeout(records, r)} s exceeds ${MAX_TIMEOUT}`);
+    const ext = rec.extensions(records, r);
+    if ((ext & ~(EXT_SEQADJ | EXT_SYNPROXY)) !== 0) bad('extensions', `0x${ext.toString(16)} has bits other than seqadj (${EXT_SEQADJ}) and synproxy (${EXT_SYNPROXY})`);
+    if (ext !== 0 && proto !== IPPROTO_TCP) bad('extensions', 'seqadj and synproxy are for TCP entries only');
   }
 }
 

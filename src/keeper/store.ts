@@ -17,7 +17,7 @@
 import Database from 'better-sqlite3';
 import type { Database as Db, Statement } from 'better-sqlite3';
 import { statSync } from 'node:fs';
-import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
+import { EXT_SEQADJ, EXT_SYNPROXY, RECORD_SIZE, rec } from '../netlink/entry-record.js';
 import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 import { KEY_SIZE, K_CLIENT_ADDR, K_CLIENT_PORT, K_PROTO, K_VIP_ADDR, K_VIP_PORT, validateKeys, validateRecords, type CopyBatch } from './batch.js';
 
@@ -63,6 +63,21 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE copies ADD COLUMN appliance TEXT NOT NULL DEFAULT '';
       CREATE INDEX copies_expiry ON copies (expires_at);`,
   },
+  {
+    version: 3,
+    description: "version-2 records: conntrack's seqadj and synproxy extensions (rows of version 2 read as without)",
+    sql: `
+      ALTER TABLE copies ADD COLUMN extensions INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN seqadj_original_pos INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN seqadj_original_before INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN seqadj_original_after INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN seqadj_reply_pos INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN seqadj_reply_before INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN seqadj_reply_after INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN synproxy_isn INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN synproxy_its INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE copies ADD COLUMN synproxy_tsoff INTEGER NOT NULL DEFAULT 0;`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
@@ -89,10 +104,17 @@ const addressString = (n: number): string => {
   return bytesToIpv4(b);
 };
 
+/** The extensions' columns, in the order of the record's blocks (bytes 44..79). */
+const EXTENSION_NAMES = [
+  'seqadj_original_pos', 'seqadj_original_before', 'seqadj_original_after', 'seqadj_reply_pos', 'seqadj_reply_before', 'seqadj_reply_after',
+  'synproxy_isn', 'synproxy_its', 'synproxy_tsoff',
+] as const;
+
 /** Columns an upsert binds, in bindRecord's order. */
 const UPSERT_NAMES = [
   'vip', 'vip_port', 'client', 'client_port', 'proto', 'server', 'server_port', 'inside', 'inside_port', 'tcp_state',
   'wscale_original', 'wscale_reply', 'flags_original', 'flags_reply', 'status', 'mark', 'updated_at', 'expires_at', 'appliance',
+  'extensions', ...EXTENSION_NAMES,
 ] as const;
 const UPSERT_COLUMNS = UPSERT_NAMES.length;
 const ROWS_PER_STATEMENT = 100;
@@ -126,11 +148,23 @@ function bindRecord(args: (number | string)[], at: number, b: Buffer, r: number,
   args[at + 16] = now;
   args[at + 17] = now + rec.timeout(b, r) * 1000;
   args[at + 18] = appliance;
+  const ext = rec.extensions(b, r);
+  args[at + 19] = ext;
+  const seqAdj = ext & EXT_SEQADJ ? rec.seqAdj(b, r) : undefined;
+  const sp = ext & EXT_SYNPROXY ? rec.synproxy(b, r) : undefined;
+  args[at + 20] = seqAdj?.original.correctionPos ?? 0;
+  args[at + 21] = seqAdj?.original.offsetBefore ?? 0;
+  args[at + 22] = seqAdj?.original.offsetAfter ?? 0;
+  args[at + 23] = seqAdj?.reply.correctionPos ?? 0;
+  args[at + 24] = seqAdj?.reply.offsetBefore ?? 0;
+  args[at + 25] = seqAdj?.reply.offsetAfter ?? 0;
+  args[at + 26] = sp?.isn ?? 0;
+  args[at + 27] = sp?.its ?? 0;
+  args[at + 28] = sp?.tsoff ?? 0;
 }
 
 /** Columns of a restore, in the order recordsOfVip reads them. */
-const RESTORE_COLUMNS =
-  'client, vip, server, inside, client_port, vip_port, server_port, inside_port, proto, tcp_state, wscale_original, wscale_reply, flags_original, flags_reply, status, expires_at, mark';
+const RESTORE_COLUMNS = `client, vip, server, inside, client_port, vip_port, server_port, inside_port, proto, tcp_state, wscale_original, wscale_reply, flags_original, flags_reply, status, expires_at, mark, extensions, ${EXTENSION_NAMES.join(', ')}`;
 
 export class CopyStore {
   readonly path: string;
@@ -241,6 +275,14 @@ export class CopyStore {
         rec.setStatus(out, o, row[14]!);
         rec.setTimeout(out, o, Math.max(1, Math.ceil((row[15]! - now) / 1000)));
         rec.setMark(out, o, row[16]!);
+        const ext = row[17]!;
+        if (ext & EXT_SEQADJ) {
+          rec.setSeqAdj(out, o, {
+            original: { correctionPos: row[18]!, offsetBefore: row[19]!, offsetAfter: row[20]! },
+            reply: { correctionPos: row[21]!, offsetBefore: row[22]!, offsetAfter: row[23]! },
+          });
+        }
+        if (ext & EXT_SYNPROXY) rec.setSynproxy(out, o, { isn: row[24]!, its: row[25]!, tsoff: row[26]! });
         o += RECORD_SIZE;
       }
       return out;

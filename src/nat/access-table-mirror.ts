@@ -33,7 +33,7 @@
 import type { Logger } from 'pino';
 import type { Conntrack, ConntrackEvents, CreateFailure } from '../netlink/conntrack.js';
 import { IPCTNL_MSG_CT_DELETE, IPPROTO_TCP, IPPROTO_UDP, IPS_ASSURED, IPS_DYING, ctnlType } from '../netlink/ctnetlink.js';
-import { RECORD_SIZE, rec, copyRecordKeepingTcp } from '../netlink/entry-record.js';
+import { RECORD_SIZE, rec, applyRecordUpdate } from '../netlink/entry-record.js';
 import { decodeEntryRecord } from '../netlink/entry-record-ctnetlink.js';
 import { NetlinkParseError, type NetlinkMessage } from '../netlink/message.js';
 
@@ -184,13 +184,9 @@ class VipEntries {
       return;
     }
     this.seen[slot] = this.now();
-    if (rec.protocol(src, o) === IPPROTO_TCP && rec.tcpState(src, o) === 0) {
-      // An update without CTA_PROTOINFO (no state change): the TCP state and window stay.
-      const d = slot * RECORD_SIZE;
-      copyRecordKeepingTcp(src, o, this.records, d);
-    } else {
-      src.copy(this.records, slot * RECORD_SIZE, o, o + RECORD_SIZE);
-    }
+    // An event carries what changed: no CTA_PROTOINFO keeps the TCP state and window, no
+    // CTA_SEQ_ADJ_* / CTA_SYNPROXY keeps those.
+    applyRecordUpdate(src, o, this.records, slot * RECORD_SIZE);
   }
 
   remove(src: Buffer, o: number): void {

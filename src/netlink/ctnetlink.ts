@@ -60,9 +60,20 @@ export const CTA_COUNTERS_REPLY = 10;
 export const CTA_USE = 11;
 export const CTA_ID = 12;
 export const CTA_NAT_DST = 13;
+export const CTA_SEQ_ADJ_ORIG = 15;
+export const CTA_SEQ_ADJ_REPLY = 16;
 export const CTA_ZONE = 18;
 export const CTA_TIMESTAMP = 20;
 export const CTA_MARK_MASK = 21;
+export const CTA_SYNPROXY = 24;
+
+export const CTA_SEQADJ_CORRECTION_POS = 1;
+export const CTA_SEQADJ_OFFSET_BEFORE = 2;
+export const CTA_SEQADJ_OFFSET_AFTER = 3;
+
+export const CTA_SYNPROXY_ISN = 1;
+export const CTA_SYNPROXY_ITS = 2;
+export const CTA_SYNPROXY_TSOFF = 3;
 // enum ctattr_tuple
 export const CTA_TUPLE_IP = 1;
 export const CTA_TUPLE_PROTO = 2;
@@ -157,6 +168,25 @@ export interface TcpWindow {
   flagsReply: number;
 }
 
+/**
+ * One direction of conntrack's sequence adjustment (the seqadj extension, struct nf_ct_seqadj):
+ * sequence numbers at or after `correctionPos` move by `offsetAfter`, earlier ones by
+ * `offsetBefore`. SYNPROXY sets the reply direction's to its cookie minus the server's ISN.
+ * Values are the kernel's u32 (the offsets are s32 there).
+ */
+export interface SeqAdj {
+  correctionPos: number;
+  offsetBefore: number;
+  offsetAfter: number;
+}
+
+/** conntrack's synproxy extension (struct nf_conn_synproxy): cookie ISN, timestamp and its offset. */
+export interface SynproxyState {
+  isn: number;
+  its: number;
+  tsoff: number;
+}
+
 export interface ConntrackCounters {
   origPackets: number;
   origBytes: number;
@@ -176,6 +206,10 @@ export interface ConntrackEntry {
   tcpWindow?: TcpWindow;
   id?: number;
   counters?: ConntrackCounters;
+  /** CTA_SEQ_ADJ_ORIG / CTA_SEQ_ADJ_REPLY: present when IPS_SEQ_ADJUST is set (an event: when it changed). */
+  seqAdj?: { original: SeqAdj; reply: SeqAdj };
+  /** CTA_SYNPROXY: present when the entry has the extension (an event: when it changed). */
+  synproxy?: SynproxyState;
 }
 
 /** A NAT binding of a created entry (one address and port, as min = max). */
@@ -202,6 +236,8 @@ export interface ConntrackCreate {
   mark: number;
   tcpState?: number;
   tcpWindow?: TcpWindow;
+  seqAdj?: { original: SeqAdj; reply: SeqAdj };
+  synproxy?: SynproxyState;
 }
 
 export type ConntrackEventType = 'new' | 'update' | 'destroy';
@@ -285,6 +321,15 @@ export function encodeCreate(entry: ConntrackCreate, seq: number, ack = true): B
         }),
       );
     }
+    // ctnetlink gives every entry it creates the seqadj and synproxy extensions; these set their values.
+    const seqAdj = (type: number, v: SeqAdj): void =>
+      void w.nest(type, (w) => w.u32be(CTA_SEQADJ_CORRECTION_POS, v.correctionPos).u32be(CTA_SEQADJ_OFFSET_BEFORE, v.offsetBefore).u32be(CTA_SEQADJ_OFFSET_AFTER, v.offsetAfter));
+    if (entry.seqAdj) {
+      seqAdj(CTA_SEQ_ADJ_ORIG, entry.seqAdj.original);
+      seqAdj(CTA_SEQ_ADJ_REPLY, entry.seqAdj.reply);
+    }
+    const sp = entry.synproxy;
+    if (sp) w.nest(CTA_SYNPROXY, (w) => w.u32be(CTA_SYNPROXY_ISN, sp.isn).u32be(CTA_SYNPROXY_ITS, sp.its).u32be(CTA_SYNPROXY_TSOFF, sp.tsoff));
   });
 }
 
@@ -356,6 +401,15 @@ function decodeCounters(value: Buffer | undefined, name: string): [number, numbe
   return [u64(c.get(CTA_COUNTERS_PACKETS), `${name}.CTA_COUNTERS_PACKETS`), u64(c.get(CTA_COUNTERS_BYTES), `${name}.CTA_COUNTERS_BYTES`)];
 }
 
+function decodeSeqAdj(value: Buffer | undefined, name: string): SeqAdj {
+  const s = attrs(fixed(value, 0, name), name);
+  return {
+    correctionPos: u32(s.get(CTA_SEQADJ_CORRECTION_POS), `${name}.CTA_SEQADJ_CORRECTION_POS`),
+    offsetBefore: u32(s.get(CTA_SEQADJ_OFFSET_BEFORE), `${name}.CTA_SEQADJ_OFFSET_BEFORE`),
+    offsetAfter: u32(s.get(CTA_SEQADJ_OFFSET_AFTER), `${name}.CTA_SEQADJ_OFFSET_AFTER`),
+  };
+}
+
 /** True for a ctnetlink message that carries an entry (dump answer or event). */
 export function isEntryMessage(msg: NetlinkMessage): boolean {
   return msg.type === ctnlType(IPCTNL_MSG_CT_NEW) || msg.type === ctnlType(IPCTNL_MSG_CT_DELETE);
@@ -394,6 +448,17 @@ export function decodeEntry(msg: NetlinkMessage): ConntrackEntry | undefined {
         };
       }
     }
+  }
+  if (a.has(CTA_SEQ_ADJ_ORIG) && a.has(CTA_SEQ_ADJ_REPLY)) {
+    entry.seqAdj = { original: decodeSeqAdj(a.get(CTA_SEQ_ADJ_ORIG), 'CTA_SEQ_ADJ_ORIG'), reply: decodeSeqAdj(a.get(CTA_SEQ_ADJ_REPLY), 'CTA_SEQ_ADJ_REPLY') };
+  }
+  if (a.has(CTA_SYNPROXY)) {
+    const sp = attrs(fixed(a.get(CTA_SYNPROXY), 0, 'CTA_SYNPROXY'), 'CTA_SYNPROXY');
+    entry.synproxy = {
+      isn: u32(sp.get(CTA_SYNPROXY_ISN), 'CTA_SYNPROXY_ISN'),
+      its: u32(sp.get(CTA_SYNPROXY_ITS), 'CTA_SYNPROXY_ITS'),
+      tsoff: u32(sp.get(CTA_SYNPROXY_TSOFF), 'CTA_SYNPROXY_TSOFF'),
+    };
   }
   if (a.has(CTA_COUNTERS_ORIG) && a.has(CTA_COUNTERS_REPLY)) {
     const [origPackets, origBytes] = decodeCounters(a.get(CTA_COUNTERS_ORIG), 'CTA_COUNTERS_ORIG');

@@ -26,7 +26,16 @@ import {
   CTA_PROTO_DST_PORT,
   CTA_PROTO_NUM,
   CTA_PROTO_SRC_PORT,
+  CTA_SEQADJ_CORRECTION_POS,
+  CTA_SEQADJ_OFFSET_AFTER,
+  CTA_SEQADJ_OFFSET_BEFORE,
+  CTA_SEQ_ADJ_ORIG,
+  CTA_SEQ_ADJ_REPLY,
   CTA_STATUS,
+  CTA_SYNPROXY,
+  CTA_SYNPROXY_ISN,
+  CTA_SYNPROXY_ITS,
+  CTA_SYNPROXY_TSOFF,
   CTA_TIMEOUT,
   CTA_TUPLE_IP,
   CTA_TUPLE_ORIG,
@@ -54,8 +63,20 @@ import {
   align4,
 } from './message.js';
 import {
+  EXT_SEQADJ,
+  EXT_SYNPROXY,
   RECORD_SIZE,
   RecordFormatError,
+  R_EXTENSIONS,
+  R_SEQADJ_ORIGINAL,
+  R_SEQADJ_REPLY,
+  R_SYNPROXY,
+  SEQADJ_CORRECTION_POS,
+  SEQADJ_OFFSET_AFTER,
+  SEQADJ_OFFSET_BEFORE,
+  SYNPROXY_ISN,
+  SYNPROXY_ITS,
+  SYNPROXY_TSOFF,
   R_CLIENT_ADDR,
   R_CLIENT_PORT,
   R_FLAGS_ORIGINAL,
@@ -119,6 +140,8 @@ export function entryRecordOf(e: ConntrackEntry, destroyed: boolean): Buffer {
       rec.setFlagsOriginal(r, 0, w.flagsOriginal);
       rec.setFlagsReply(r, 0, w.flagsReply);
     }
+    if (e.seqAdj) rec.setSeqAdj(r, 0, e.seqAdj);
+    if (e.synproxy) rec.setSynproxy(r, 0, e.synproxy);
   }
   return r;
 }
@@ -236,6 +259,30 @@ function decodeProtoinfo(b: Buffer, start: number, end: number, out: Buffer, o: 
 }
 
 /**
+ * Copies the three u32 of a nest at [start, end) into the block at `at` of `out`, each to the
+ * offset `slot(type)` gives (-1: not ours). Returns how many of the three it found.
+ */
+function decodeU32Nest(b: Buffer, start: number, end: number, out: Buffer, at: number, slot: (type: number) => number): number {
+  let found = 0;
+  for (let p = start; p + NLA_HDRLEN <= end; ) {
+    const len = attrLength(b, p, end);
+    const s = slot(le16(b, p + 2) & NLA_TYPE_MASK);
+    if (s >= 0) {
+      need(b, p, len, 4);
+      copy4(b, p + NLA_HDRLEN, out, at + s);
+      found++;
+    }
+    p += align4(len);
+  }
+  return found;
+}
+
+const seqAdjSlot = (t: number): number =>
+  t === CTA_SEQADJ_CORRECTION_POS ? SEQADJ_CORRECTION_POS : t === CTA_SEQADJ_OFFSET_BEFORE ? SEQADJ_OFFSET_BEFORE : t === CTA_SEQADJ_OFFSET_AFTER ? SEQADJ_OFFSET_AFTER : -1;
+const synproxySlot = (t: number): number =>
+  t === CTA_SYNPROXY_ISN ? SYNPROXY_ISN : t === CTA_SYNPROXY_ITS ? SYNPROXY_ITS : t === CTA_SYNPROXY_TSOFF ? SYNPROXY_TSOFF : -1;
+
+/**
  * Decodes the entry message at [start, end) into the record at `o` of `out`.
  * False if it is not an IPv4 TCP/UDP entry (skipped); malformed → NetlinkParseError.
  */
@@ -245,6 +292,8 @@ function decodeIntoRecord(b: Buffer, start: number, end: number, out: Buffer, o:
   out.fill(0, o, o + RECORD_SIZE);
   let origProto = -2;
   let replyProto = -2;
+  let seqAdj = 0;
+  let synproxy = 0;
   for (let p = start + NFGENMSG_LEN; p + NLA_HDRLEN <= end; ) {
     const len = attrLength(b, p, end);
     const type = le16(b, p + 2) & NLA_TYPE_MASK;
@@ -271,6 +320,15 @@ function decodeIntoRecord(b: Buffer, start: number, end: number, out: Buffer, o:
       case CTA_PROTOINFO:
         decodeProtoinfo(b, v, p + len, out, o);
         break;
+      case CTA_SEQ_ADJ_ORIG:
+        seqAdj += decodeU32Nest(b, v, p + len, out, o + R_SEQADJ_ORIGINAL, seqAdjSlot);
+        break;
+      case CTA_SEQ_ADJ_REPLY:
+        seqAdj += decodeU32Nest(b, v, p + len, out, o + R_SEQADJ_REPLY, seqAdjSlot);
+        break;
+      case CTA_SYNPROXY:
+        synproxy = decodeU32Nest(b, v, p + len, out, o + R_SYNPROXY, synproxySlot);
+        break;
     }
     p += align4(len);
   }
@@ -278,6 +336,11 @@ function decodeIntoRecord(b: Buffer, start: number, end: number, out: Buffer, o:
   if (origProto !== IPPROTO_TCP && origProto !== IPPROTO_UDP) return false;
   if (replyProto === -1) return false;
   out[o + R_PROTO] = origProto;
+  // The kernel sends both directions' seqadj with all three fields, or none; anything less is left out.
+  if (seqAdj === 6) out[o + R_EXTENSIONS] = out[o + R_EXTENSIONS]! | EXT_SEQADJ;
+  else out.fill(0, o + R_SEQADJ_ORIGINAL, o + R_SYNPROXY);
+  if (synproxy === 3 && (out.readUInt32BE(o + R_SYNPROXY) | out.readUInt32BE(o + R_SYNPROXY + 4) | out.readUInt32BE(o + R_SYNPROXY + 8)) !== 0) out[o + R_EXTENSIONS] = out[o + R_EXTENSIONS]! | EXT_SYNPROXY;
+  else out.fill(0, o + R_SYNPROXY, o + RECORD_SIZE);
   // dnat: the reply goes back to the client itself, so there is no inside address.
   if (
     out[o + R_INSIDE_ADDR] === out[o + R_CLIENT_ADDR] &&
@@ -377,6 +440,10 @@ interface Template {
   wscaleReply: number;
   flagsOriginal: number;
   flagsReply: number;
+  /** Where the seqadj blocks (original, reply) and the synproxy block start: three u32 each. */
+  seqAdjOriginal: number;
+  seqAdjReply: number;
+  synproxy: number;
 }
 
 /** Writes fixed-size attributes and remembers where each value went. */
@@ -405,6 +472,8 @@ class TemplateLayout {
 const V_UDP = 1;
 const V_DNAT = 2;
 const V_SNAT = 4;
+const V_SEQADJ = 8;
+const V_SYNPROXY = 16;
 
 function buildTemplate(variant: number, ack: boolean): Template {
   const l = new TemplateLayout();
@@ -456,6 +525,22 @@ function buildTemplate(variant: number, ack: boolean): Template {
       }),
     );
   }
+  // The kernel gives every entry it creates both extensions; these set their values.
+  t.seqAdjOriginal = t.seqAdjReply = t.synproxy = -1;
+  const u32Nest = (type: number, a: number, b: number, c: number): number => {
+    let first = -1;
+    l.nest(type, () => {
+      first = l.attr(a, 4);
+      l.attr(b, 4);
+      l.attr(c, 4);
+    });
+    return first;
+  };
+  if (variant & V_SEQADJ) {
+    t.seqAdjOriginal = u32Nest(CTA_SEQ_ADJ_ORIG, CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER);
+    t.seqAdjReply = u32Nest(CTA_SEQ_ADJ_REPLY, CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER);
+  }
+  if (variant & V_SYNPROXY) t.synproxy = u32Nest(CTA_SYNPROXY, CTA_SYNPROXY_ISN, CTA_SYNPROXY_ITS, CTA_SYNPROXY_TSOFF);
   const bytes = Buffer.from(l.buf.subarray(0, l.used));
   bytes.writeUInt32LE(l.used, 0);
   bytes.writeUInt16LE(CT_NEW_TYPE, 4);
@@ -465,8 +550,8 @@ function buildTemplate(variant: number, ack: boolean): Template {
   return { ...(t as Template), bytes };
 }
 
-/** The largest create message (TCP, DNAT and SNAT): the batch buffer's unit. */
-const MAX_CREATE_BYTES = buildTemplate(V_DNAT | V_SNAT, false).bytes.length;
+/** The largest create message (TCP, DNAT, SNAT and both extensions): the batch buffer's unit. */
+const MAX_CREATE_BYTES = buildTemplate(V_DNAT | V_SNAT | V_SEQADJ | V_SYNPROXY, false).bytes.length;
 
 /**
  * Turns records into ctnetlink create messages, many per buffer: the reply tuple is
@@ -511,7 +596,8 @@ export class CreateEncoder {
         records.readUInt32BE(r + R_SERVER_ADDR) !== records.readUInt32BE(r + R_VIP_ADDR) ||
         records.readUInt16BE(r + R_SERVER_PORT) !== records.readUInt16BE(r + R_VIP_PORT);
       const snat = records.readUInt32BE(r + R_INSIDE_ADDR) !== 0;
-      const variant = (proto === IPPROTO_UDP ? V_UDP : 0) | (dnat ? V_DNAT : 0) | (snat ? V_SNAT : 0);
+      const ext = records[r + R_EXTENSIONS]!;
+      const variant = (proto === IPPROTO_UDP ? V_UDP : 0) | (dnat ? V_DNAT : 0) | (snat ? V_SNAT : 0) | (ext & EXT_SEQADJ ? V_SEQADJ : 0) | (ext & EXT_SYNPROXY ? V_SYNPROXY : 0);
       const t = (this.templates[variant] ??= buildTemplate(variant, this.ackEach));
       out.set(t.bytes, o);
       out.writeUInt32LE((firstSeq + i) >>> 0, o + 8);
@@ -545,6 +631,14 @@ export class CreateEncoder {
         out[o + t.flagsOriginal] = records[r + R_FLAGS_ORIGINAL]!;
         out[o + t.flagsReply] = records[r + R_FLAGS_REPLY]!;
       }
+      if (t.seqAdjOriginal >= 0) {
+        // Each u32 attribute takes 8 bytes: header, then the value.
+        for (let k = 0; k < 3; k++) {
+          copy4(records, r + R_SEQADJ_ORIGINAL + 4 * k, out, o + t.seqAdjOriginal + 8 * k);
+          copy4(records, r + R_SEQADJ_REPLY + 4 * k, out, o + t.seqAdjReply + 8 * k);
+        }
+      }
+      if (t.synproxy >= 0) for (let k = 0; k < 3; k++) copy4(records, r + R_SYNPROXY + 4 * k, out, o + t.synproxy + 8 * k);
       last = o;
       o += t.bytes.length;
     }

@@ -1,5 +1,5 @@
 /**
- * The entry record: one access-table entry in 40 fixed bytes, the unit a migration
+ * The entry record: one access-table entry in 80 fixed bytes, the unit a migration
  * moves. A dump decodes straight from the kernel's datagrams into records (no object
  * per entry) and creates are built by copying a preallocated ctnetlink template and
  * patching fixed offsets, so 100,000 entries cost tens of milliseconds of JavaScript
@@ -12,10 +12,14 @@
  *
  * Stream: an 8-byte header, then records back to back.
  *   0  4  magic "VSCT"
- *   4  u16 version (1)
- *   6  u16 record size in bytes (40); a reader refuses other versions and sizes
+ *   4  u16 version (2)
+ *   6  u16 record size in bytes (80)
+ * A reader takes version 2 and version 1 (40-byte records, read as version 2 without
+ * extensions: what an appliance or keeper of the previous release sends) and refuses others,
+ * naming both; a version-1 reader refuses version 2 the same way.
  *
- * Record, version 1 (every multi-byte field big-endian, as ctnetlink carries them):
+ * Record, version 2 (every multi-byte field big-endian, as ctnetlink carries them). Bytes
+ * 0..39 are version 1's record unchanged:
  *   0  u32 client address      original source
  *   4  u32 VIP address         original destination
  *   8  u32 server address      the NAT'd destination (reply source); = VIP if not DNAT'd
@@ -33,6 +37,22 @@
  *  30  u16 status              IPS_* bits 0..15
  *  32  u32 timeout             seconds left
  *  36  u32 mark                ct mark: the VIP's id
+ * then conntrack's extensions a connection opened by SYNPROXY cannot go on without (SYNPROXY
+ * answered the client with its own initial sequence number, the cookie; the kernel shifts
+ * every later sequence number of the server's by the difference, and its timestamps by tsoff):
+ *  40  u8  extensions          EXT_SEQADJ | EXT_SYNPROXY: which blocks below hold values
+ *  41  3 bytes zero
+ *  44  u32 seqadj original: correction_pos   (CTA_SEQ_ADJ_ORIG)
+ *  48  u32 seqadj original: offset_before
+ *  52  u32 seqadj original: offset_after
+ *  56  u32 seqadj reply: correction_pos      (CTA_SEQ_ADJ_REPLY)
+ *  60  u32 seqadj reply: offset_before
+ *  64  u32 seqadj reply: offset_after
+ *  68  u32 synproxy isn                      (CTA_SYNPROXY)
+ *  72  u32 synproxy its
+ *  76  u32 synproxy tsoff
+ * A block whose bit is clear is zero. The synproxy block is flagged only when not all zero:
+ * ctnetlink gives every entry it creates the extension, zeroed, so zero and absent are alike.
  */
 import {
   IPPROTO_TCP,
@@ -42,13 +62,18 @@ import {
   TCP_CONNTRACK_SYN_RECV,
   TCP_CONNTRACK_SYN_SENT,
   TCP_CONNTRACK_SYN_SENT2,
+  type SeqAdj,
+  type SynproxyState,
   type TcpWindow,
 } from './ctnetlink.js';
 import { bytesToIpv4, ipv4ToBytes } from '../packet/ipv4.js';
 import { TCP_TIMEOUT_SYN_RECV_S, TCP_TIMEOUT_SYN_SENT_S } from '../kernel/sysctl.js';
 
-export const RECORD_VERSION = 1;
-export const RECORD_SIZE = 40;
+export const RECORD_VERSION = 2;
+export const RECORD_SIZE = 80;
+/** The previous release's records: read (as version 2 without extensions), never written. */
+export const RECORD_V1_VERSION = 1;
+export const RECORD_V1_SIZE = 40;
 export const RECORD_STREAM_MAGIC = 'VSCT';
 export const RECORD_STREAM_HEADER_SIZE = 8;
 
@@ -70,6 +95,22 @@ export const R_FLAGS_REPLY = 29;
 export const R_STATUS = 30;
 export const R_TIMEOUT = 32;
 export const R_MARK = 36;
+export const R_EXTENSIONS = 40;
+export const R_SEQADJ_ORIGINAL = 44;
+export const R_SEQADJ_REPLY = 56;
+export const R_SYNPROXY = 68;
+/** Within a seqadj block. */
+export const SEQADJ_CORRECTION_POS = 0;
+export const SEQADJ_OFFSET_BEFORE = 4;
+export const SEQADJ_OFFSET_AFTER = 8;
+/** Within the synproxy block. */
+export const SYNPROXY_ISN = 0;
+export const SYNPROXY_ITS = 4;
+export const SYNPROXY_TSOFF = 8;
+
+/** Bits of the extensions byte. */
+export const EXT_SEQADJ = 1;
+export const EXT_SYNPROXY = 2;
 
 /**
  * The fields of the record at byte `o` of `b`, read and written by name: every module but
@@ -93,6 +134,7 @@ export const rec = {
   status: (b: Buffer, o = 0): number => b.readUInt16BE(o + R_STATUS),
   timeout: (b: Buffer, o = 0): number => b.readUInt32BE(o + R_TIMEOUT),
   mark: (b: Buffer, o = 0): number => b.readUInt32BE(o + R_MARK),
+  extensions: (b: Buffer, o = 0): number => b[o + R_EXTENSIONS]!,
   setClientAddress: (b: Buffer, o: number, v: number): void => void b.writeUInt32BE(v >>> 0, o + R_CLIENT_ADDR),
   setVipAddress: (b: Buffer, o: number, v: number): void => void b.writeUInt32BE(v >>> 0, o + R_VIP_ADDR),
   setServerAddress: (b: Buffer, o: number, v: number): void => void b.writeUInt32BE(v >>> 0, o + R_SERVER_ADDR),
@@ -110,15 +152,56 @@ export const rec = {
   setStatus: (b: Buffer, o: number, v: number): void => void b.writeUInt16BE(v, o + R_STATUS),
   setTimeout: (b: Buffer, o: number, v: number): void => void b.writeUInt32BE(v >>> 0, o + R_TIMEOUT),
   setMark: (b: Buffer, o: number, v: number): void => void b.writeUInt32BE(v >>> 0, o + R_MARK),
+  /** Sets both directions' seqadj and its bit. */
+  setSeqAdj: (b: Buffer, o: number, v: { original: SeqAdj; reply: SeqAdj }): void => {
+    writeSeqAdj(b, o + R_SEQADJ_ORIGINAL, v.original);
+    writeSeqAdj(b, o + R_SEQADJ_REPLY, v.reply);
+    b[o + R_EXTENSIONS] = b[o + R_EXTENSIONS]! | EXT_SEQADJ;
+  },
+  /** Sets the synproxy block, and its bit unless all of it is zero. */
+  setSynproxy: (b: Buffer, o: number, v: SynproxyState): void => {
+    b.writeUInt32BE(v.isn >>> 0, o + R_SYNPROXY + SYNPROXY_ISN);
+    b.writeUInt32BE(v.its >>> 0, o + R_SYNPROXY + SYNPROXY_ITS);
+    b.writeUInt32BE(v.tsoff >>> 0, o + R_SYNPROXY + SYNPROXY_TSOFF);
+    if ((v.isn | v.its | v.tsoff) !== 0) b[o + R_EXTENSIONS] = b[o + R_EXTENSIONS]! | EXT_SYNPROXY;
+  },
+  seqAdj: (b: Buffer, o = 0): { original: SeqAdj; reply: SeqAdj } | undefined =>
+    b[o + R_EXTENSIONS]! & EXT_SEQADJ ? { original: readSeqAdj(b, o + R_SEQADJ_ORIGINAL), reply: readSeqAdj(b, o + R_SEQADJ_REPLY) } : undefined,
+  synproxy: (b: Buffer, o = 0): SynproxyState | undefined =>
+    b[o + R_EXTENSIONS]! & EXT_SYNPROXY
+      ? { isn: b.readUInt32BE(o + R_SYNPROXY + SYNPROXY_ISN), its: b.readUInt32BE(o + R_SYNPROXY + SYNPROXY_ITS), tsoff: b.readUInt32BE(o + R_SYNPROXY + SYNPROXY_TSOFF) }
+      : undefined,
 };
 
+function writeSeqAdj(b: Buffer, at: number, v: SeqAdj): void {
+  b.writeUInt32BE(v.correctionPos >>> 0, at + SEQADJ_CORRECTION_POS);
+  b.writeUInt32BE(v.offsetBefore >>> 0, at + SEQADJ_OFFSET_BEFORE);
+  b.writeUInt32BE(v.offsetAfter >>> 0, at + SEQADJ_OFFSET_AFTER);
+}
+
+function readSeqAdj(b: Buffer, at: number): SeqAdj {
+  return { correctionPos: b.readUInt32BE(at + SEQADJ_CORRECTION_POS), offsetBefore: b.readUInt32BE(at + SEQADJ_OFFSET_BEFORE), offsetAfter: b.readUInt32BE(at + SEQADJ_OFFSET_AFTER) };
+}
+
 /**
- * Copies the record at `so` of `src` over the one at `do` of `dst` but for its TCP state and
- * window (bytes 25..29): an update that carries no protocol info changes neither.
+ * Applies an update (the record at `so` of `src`, decoded from an event) to the record at `d`
+ * of `dst`: an event carries only what changed, so a TCP update without protocol info (TCP
+ * state 0) keeps the state and window (bytes 25..29), and an extension the update does not
+ * carry keeps its block (SYNPROXY's offsets come in events of their own, after the one that
+ * made the connection ESTABLISHED).
  */
-export function copyRecordKeepingTcp(src: Buffer, so: number, dst: Buffer, d: number): void {
-  src.copy(dst, d, so, so + R_TCP_STATE);
-  src.copy(dst, d + R_FLAGS_REPLY + 1, so + R_FLAGS_REPLY + 1, so + RECORD_SIZE);
+export function applyRecordUpdate(src: Buffer, so: number, dst: Buffer, d: number): void {
+  const keepTcp = src[so + R_PROTO] === IPPROTO_TCP && src[so + R_TCP_STATE] === 0;
+  if (keepTcp) {
+    src.copy(dst, d, so, so + R_TCP_STATE);
+    src.copy(dst, d + R_FLAGS_REPLY + 1, so + R_FLAGS_REPLY + 1, so + R_EXTENSIONS);
+  } else {
+    src.copy(dst, d, so, so + R_EXTENSIONS);
+  }
+  const ext = src[so + R_EXTENSIONS]!;
+  if (ext & EXT_SEQADJ) src.copy(dst, d + R_SEQADJ_ORIGINAL, so + R_SEQADJ_ORIGINAL, so + R_SYNPROXY);
+  if (ext & EXT_SYNPROXY) src.copy(dst, d + R_SYNPROXY, so + R_SYNPROXY, so + RECORD_SIZE);
+  dst[d + R_EXTENSIONS] = dst[d + R_EXTENSIONS]! | ext;
 }
 
 export class RecordFormatError extends Error {
@@ -146,6 +229,10 @@ export interface EntryRecord {
   status: number;
   timeout: number;
   mark: number;
+  /** conntrack's sequence adjustment, both directions (CTA_SEQ_ADJ_ORIG / _REPLY). */
+  seqAdj?: { original: SeqAdj; reply: SeqAdj };
+  /** conntrack's synproxy extension (CTA_SYNPROXY); absent when all zero. */
+  synproxy?: SynproxyState;
 }
 
 export function encodeStreamHeader(): Buffer {
@@ -156,25 +243,40 @@ export function encodeStreamHeader(): Buffer {
   return b;
 }
 
-/** Checks a stream header; throws RecordFormatError naming what does not match. */
-export function checkStreamHeader(b: Buffer): void {
+/**
+ * Checks a stream header; throws RecordFormatError naming what does not match. Returns the
+ * size of the stream's records: RECORD_SIZE, or RECORD_V1_SIZE for a version-1 stream.
+ */
+export function checkStreamHeader(b: Buffer): number {
   if (b.length < RECORD_STREAM_HEADER_SIZE) throw new RecordFormatError(`record stream header is ${b.length} bytes, expected ${RECORD_STREAM_HEADER_SIZE}`);
   const magic = b.toString('latin1', 0, 4);
   if (magic !== RECORD_STREAM_MAGIC) throw new RecordFormatError(`record stream magic is ${JSON.stringify(magic)}, expected "${RECORD_STREAM_MAGIC}"`);
   const version = b.readUInt16BE(4);
   const size = b.readUInt16BE(6);
-  if (version !== RECORD_VERSION || size !== RECORD_SIZE) {
-    throw new RecordFormatError(`record stream version ${version} with ${size}-byte records; this build reads version ${RECORD_VERSION} with ${RECORD_SIZE}-byte records`);
-  }
+  if (version === RECORD_VERSION && size === RECORD_SIZE) return RECORD_SIZE;
+  if (version === RECORD_V1_VERSION && size === RECORD_V1_SIZE) return RECORD_V1_SIZE;
+  throw new RecordFormatError(
+    `record stream version ${version} with ${size}-byte records; this build reads version ${RECORD_VERSION} with ${RECORD_SIZE}-byte records (and version ${RECORD_V1_VERSION} with ${RECORD_V1_SIZE})`,
+  );
+}
+
+/** Version-1 records (40 bytes each) as version-2 records without extensions. */
+export function widenV1Records(v1: Buffer): Buffer {
+  if (v1.length % RECORD_V1_SIZE !== 0) throw new RecordFormatError(`${v1.length} bytes are not a whole number of ${RECORD_V1_SIZE}-byte version-1 records`);
+  const n = v1.length / RECORD_V1_SIZE;
+  const out = Buffer.alloc(n * RECORD_SIZE);
+  for (let i = 0; i < n; i++) v1.copy(out, i * RECORD_SIZE, i * RECORD_V1_SIZE, (i + 1) * RECORD_V1_SIZE);
+  return out;
 }
 
 /**
  * Reassembles a record stream that arrives in arbitrary pieces (an HTTP body):
- * checks the header, then hands out whole records only.
+ * checks the header, then hands out whole records only, as version 2.
  */
 export class RecordStreamReader {
   private pending = Buffer.alloc(0);
   private headerSeen = false;
+  private size = RECORD_SIZE;
   records = 0;
 
   /** Whole records in this piece (possibly none). */
@@ -185,20 +287,21 @@ export class RecordStreamReader {
         this.pending = Buffer.from(data);
         return Buffer.alloc(0);
       }
-      checkStreamHeader(data);
+      this.size = checkStreamHeader(data);
       this.headerSeen = true;
       data = data.subarray(RECORD_STREAM_HEADER_SIZE);
     }
-    const whole = data.length - (data.length % RECORD_SIZE);
+    const whole = data.length - (data.length % this.size);
     this.pending = Buffer.from(data.subarray(whole));
-    this.records += whole / RECORD_SIZE;
-    return data.subarray(0, whole);
+    this.records += whole / this.size;
+    const records = data.subarray(0, whole);
+    return this.size === RECORD_SIZE ? records : widenV1Records(records);
   }
 
   /** Call at the end of the stream: a missing header or a partial record is an error. */
   end(): void {
     if (!this.headerSeen) throw new RecordFormatError('record stream ended before its header');
-    if (this.pending.length) throw new RecordFormatError(`record stream ended inside a record (${this.pending.length} of ${RECORD_SIZE} bytes)`);
+    if (this.pending.length) throw new RecordFormatError(`record stream ended inside a record (${this.pending.length} of ${this.size} bytes)`);
   }
 }
 
@@ -224,8 +327,14 @@ export function readRecord(b: Buffer, offset = 0): EntryRecord {
     status: b.readUInt16BE(r + R_STATUS),
     timeout: b.readUInt32BE(r + R_TIMEOUT),
     mark: b.readUInt32BE(r + R_MARK),
+    ...optional('seqAdj', rec.seqAdj(b, r)),
+    ...optional('synproxy', rec.synproxy(b, r)),
   };
 }
+
+const optional = <K extends string, V>(key: K, value: V | undefined): { [k in K]?: V } => (value === undefined ? {} : ({ [key]: value } as { [k in K]: V }));
+
+const fields = rec;
 
 export function writeRecord(b: Buffer, offset: number, rec: EntryRecord): void {
   const r = offset;
@@ -249,6 +358,8 @@ export function writeRecord(b: Buffer, offset: number, rec: EntryRecord): void {
   b.writeUInt16BE(rec.status & 0xffff, r + R_STATUS);
   b.writeUInt32BE(rec.timeout >>> 0, r + R_TIMEOUT);
   b.writeUInt32BE(rec.mark >>> 0, r + R_MARK);
+  if (rec.seqAdj) fields.setSeqAdj(b, r, rec.seqAdj);
+  if (rec.synproxy) fields.setSynproxy(b, r, rec.synproxy);
 }
 
 // ---- which entries carry a connection ----

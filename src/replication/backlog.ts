@@ -9,7 +9,7 @@
  */
 import type { CopyBatch } from '../keeper/batch.js';
 import { keysOfRecords } from '../keeper/batch.js';
-import { RECORD_SIZE, rec } from '../netlink/entry-record.js';
+import { RECORD_SIZE, applyRecordUpdate, rec } from '../netlink/entry-record.js';
 
 /**
  * A connection's identity in a record: its original tuple (client, VIP, client port, VIP
@@ -84,6 +84,20 @@ export class Backlog {
    */
   refresh(record: Buffer, at: number): boolean {
     return this.changes.has(recordKey(record)) ? true : this.put(record, false, at);
+  }
+
+  /**
+   * Applies an update that carries part of a connection (entry-record.ts, applyRecordUpdate) to
+   * its waiting upsert; false when none waits (taken out, deleted, or never put).
+   */
+  amend(update: Buffer): boolean {
+    const prior = this.changes.get(recordKey(update));
+    if (!prior || prior.deleted) return false;
+    // A fresh copy: the waiting record may be a view into a refresh's chunk.
+    const merged = Buffer.from(prior.record.subarray(0, RECORD_SIZE));
+    applyRecordUpdate(update, 0, merged, 0);
+    prior.record = merged;
+    return true;
   }
 
   /** Takes up to `max` of the oldest changes out, as one copies batch. */

@@ -69,6 +69,8 @@ export interface AccessTableEvents {
 export interface AccessTable {
   subscribe(options: SubscribeOptions): AccessTableEvents;
   readRecords(mark: number, onChunk: (records: Buffer) => void): Promise<unknown>;
+  /** One entry, whole, from the kernel (Conntrack.get). */
+  get: Conntrack['get'];
 }
 
 export interface ReplicatorOptions {
@@ -156,6 +158,11 @@ class KeeperLink {
 
   refresh(record: Buffer, at: number): void {
     if (!this.backlog.refresh(record, at)) this.overflowed();
+  }
+
+  /** An update of the connection's waiting copy; false if none waits. */
+  amend(update: Buffer): boolean {
+    return this.backlog.amend(update);
   }
 
   private overflowed(): void {
@@ -409,6 +416,10 @@ export class Replicator {
   private onEvent(e: ConntrackEntry, destroyed: boolean): void {
     const vip = this.replicated.get(e.mark);
     const proto = e.orig.proto;
+    if (vip && !destroyed && proto === IPPROTO_TCP && e.tcpState === undefined && (e.seqAdj || e.synproxy)) {
+      this.onExtensions(e);
+      return;
+    }
     // An update of a TCP entry matters when it reaches ESTABLISHED (updates without
     // CTA_PROTOINFO carry no state and are skipped too).
     if (!vip || (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) || (!destroyed && proto === IPPROTO_TCP && e.tcpState !== TCP_CONNTRACK_ESTABLISHED)) {
@@ -427,6 +438,36 @@ export class Replicator {
     }
     this.counts.copied++;
     link.change(record, destroyed, this.now());
+  }
+
+  /**
+   * An update that carries conntrack's seqadj or synproxy extension and no TCP state: SYNPROXY
+   * sets the sequence offset of a connection it opened just after the event that made it
+   * ESTABLISHED (and copied it). A takeover needs the offset, so it joins that copy while it
+   * waits for its batch (nearly always: the two events are microseconds apart, a batch waits
+   * batchInterval); if the copy went out already, the entry is read whole from the kernel.
+   */
+  private onExtensions(e: ConntrackEntry): void {
+    const update = entryRecordOf(e, false);
+    if (rec.extensions(update) === 0 || !handshakeCompleted(update)) {
+      this.counts.ignored++;
+      return;
+    }
+    const link = this.linkByServer.get(rec.serverAddress(update, 0));
+    if (!link) {
+      this.counts.unrouted++;
+      return;
+    }
+    this.counts.copied++;
+    if (link.amend(update)) return;
+    void this.options.table.get(e.orig).then(
+      (whole) => {
+        const record = whole && entryRecordOf(whole, false);
+        // Only where no newer change waits (a destroy meanwhile wins).
+        if (record && handshakeCompleted(record)) link.refresh(record, this.now());
+      },
+      (err: Error) => this.log.warn({ err: err.message }, 'reading an entry whose sequence offset changed failed: the next refresh copies it'),
+    );
   }
 
   private onOverrun(): void {

@@ -6,6 +6,7 @@ import {
   IPS_ASSURED,
   IPS_DST_NAT,
   IPS_SEEN_REPLY,
+  IPS_SEQ_ADJUST,
   IPS_SRC_NAT,
   TCP_CONNTRACK_ESTABLISHED,
   type ConntrackCreate,
@@ -93,6 +94,34 @@ describe('Conntrack (ctnetlink) in a namespace', () => {
     expect(await ct.delete(dnatEntry(40000, 1).orig)).toBe(true);
     expect(await ct.delete(dnatEntry(40000, 1).orig)).toBe(false);
     expect(await ct.get(dnatEntry(40000, 1).orig)).toBeUndefined();
+  });
+
+  it("accepts a create with conntrack's seqadj and synproxy extensions (a connection SYNPROXY opened) and dumps them back as given", async () => {
+    await ct.flush();
+    const seqAdj = { original: { correctionPos: 0, offsetBefore: 0, offsetAfter: 0 }, reply: { correctionPos: 0, offsetBefore: 0x9abcdef0, offsetAfter: 0x9abcdef0 } };
+    const synproxy = { isn: 0x12345678, its: 0x0badf00d, tsoff: 0xfffffff0 };
+    const base = readRecord(fullnatRecords(1, 4, 51000));
+    const input = recordsOf([
+      { ...base, seqAdj, synproxy },
+      { ...base, client: { ...base.client, port: 51001 }, inside: { address: '198.18.0.13', port: 51001 }, synproxy },
+      { ...base, client: { ...base.client, port: 51002 }, inside: { address: '198.18.0.13', port: 51002 } },
+    ]);
+    expect(await ct.createFromRecords(input)).toEqual({ created: 3, existing: 0, failures: [] });
+    const chunks: Buffer[] = [];
+    await ct.dumpRecords(4, (c) => chunks.push(c));
+    const back = Buffer.concat(chunks);
+    const byPort = new Map<number, EntryRecord>();
+    for (let o = 0; o < back.length; o += RECORD_SIZE) byPort.set(readRecord(back, o).client.port, readRecord(back, o));
+    expect(byPort.get(51000)!.seqAdj).toEqual(seqAdj);
+    expect(byPort.get(51000)!.status & IPS_SEQ_ADJUST).toBe(IPS_SEQ_ADJUST);
+    expect(byPort.get(51000)!.synproxy).toEqual(synproxy);
+    expect(byPort.get(51001)!.seqAdj).toBeUndefined();
+    expect(byPort.get(51001)!.synproxy).toEqual(synproxy);
+    // Every created entry has the extension, zeroed: read as none.
+    expect(byPort.get(51002)!.seqAdj).toBeUndefined();
+    expect(byPort.get(51002)!.synproxy).toBeUndefined();
+    // The object decoder agrees.
+    expect((await ct.get({ src: '198.51.100.20', dst: '203.0.113.13', sport: 51000, dport: 7, proto: IPPROTO_TCP }))!.seqAdj).toEqual(seqAdj);
   });
 
   it('reports a refused create by index and errno', async () => {

@@ -51,7 +51,7 @@ describe('keeper API', () => {
     expect((await lb1.copies('203.0.113.10', 'copies')).equals(got)).toBe(true);
 
     const status = await lb1.status();
-    expect(status).toMatchObject({ keeper: 'srv1', schemaVersion: 2, sockdiag: false, copies: 2003 });
+    expect(status).toMatchObject({ keeper: 'srv1', schemaVersion: 3, sockdiag: false, copies: 2003 });
     expect(status.vips.map((v) => [v.name, v.copies])).toEqual([
       ['vip1', 2000],
       ['vip4', 3],

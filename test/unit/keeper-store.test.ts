@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BatchError, KEY_SIZE, decodeBatch, encodeBatch, keysOfRecords, readKey, writeKey } from '../../src/keeper/batch.js';
 import { CopyStore, MIGRATIONS, SCHEMA_VERSION } from '../../src/keeper/store.js';
-import { RECORD_SIZE, readRecord, rec } from '../../src/netlink/entry-record.js';
+import { RECORD_SIZE, RECORD_V1_SIZE, readRecord, rec } from '../../src/netlink/entry-record.js';
 import { entry, many, records } from './keeper-helpers.js';
 
 const none = Buffer.alloc(0);
@@ -38,7 +38,13 @@ describe('batch codec', () => {
     const udp = encodeBatch({ upserts: many(2), deletes: none });
     rec.setProtocol(udp, 16 + RECORD_SIZE, 1);
     expect(() => decodeBatch(udp)).toThrow(/^upserts\[1\]\.proto: 1 is neither TCP/);
-    expect(() => decodeBatch(encodeBatch({ upserts: many(2), deletes: none }).subarray(0, 50))).toThrow(/^body: 50 bytes, but 2 upserts and 0 deletes make 96/);
+    expect(() => decodeBatch(encodeBatch({ upserts: many(2), deletes: none }).subarray(0, 50))).toThrow(/^body: 50 bytes, but 2 upserts and 0 deletes make 176/);
+    const future = encodeBatch({ upserts: many(1), deletes: none });
+    future.writeUInt16BE(3, 4);
+    expect(() => decodeBatch(future)).toThrowError(new BatchError('body.version', '3, this keeper reads versions 1 and 2'));
+    const ext = encodeBatch({ upserts: many(2), deletes: none });
+    ext[16 + RECORD_SIZE + 40] = 4;
+    expect(() => decodeBatch(ext)).toThrow(/^upserts\[1\]\.extensions: 0x4 has bits other than/);
     const magic = encodeBatch({ upserts: none, deletes: none });
     magic.write('XXXX', 0, 'latin1');
     expect(() => decodeBatch(magic)).toThrow(/^body\.magic/);
@@ -47,6 +53,47 @@ describe('batch codec', () => {
     const key = Buffer.alloc(KEY_SIZE);
     writeKey(key, 0, { vip: '203.0.113.10', vipPort: 80, client: '198.51.100.1', clientPort: 0, proto: 6 });
     expect(() => decodeBatch(encodeBatch({ upserts: none, deletes: key }))).toThrow(/^deletes\[0\]\.clientPort: is 0/);
+  });
+});
+
+describe('batch versions', () => {
+  it('reads a version-1 batch (40-byte records, the previous release) as version-2 records without extensions', () => {
+    const v2 = many(3);
+    const v1 = Buffer.concat([0, 1, 2].map((i) => v2.subarray(i * RECORD_SIZE, i * RECORD_SIZE + RECORD_V1_SIZE)));
+    const keys = keysOfRecords(many(2, '203.0.113.11'));
+    const header = Buffer.alloc(16);
+    header.write('VSCB', 0, 'latin1');
+    header.writeUInt16BE(1, 4);
+    header.writeUInt16BE(40, 6);
+    header.writeUInt32BE(3, 8);
+    header.writeUInt32BE(2, 12);
+    const batch = decodeBatch(Buffer.concat([header, v1, keys]));
+    expect(batch.upserts.equals(v2)).toBe(true);
+    expect(batch.deletes.equals(keys)).toBe(true);
+    // A version-1 header with version-2 records is refused, naming both.
+    header.writeUInt16BE(80, 6);
+    expect(() => decodeBatch(Buffer.concat([header, v2, keys]))).toThrowError(new BatchError('body.recordSize', '80, version 1 has 40-byte records'));
+  });
+
+  it("stores and restores a connection SYNPROXY opened with its sequence adjustment; a copy without keeps none", () => {
+    const s = open('ext.sqlite');
+    const synproxied = entry(1, '203.0.113.10', {
+      seqAdj: { original: { correctionPos: 0, offsetBefore: 0, offsetAfter: 0 }, reply: { correctionPos: 0, offsetBefore: 0xfedcba98, offsetAfter: 0xfedcba98 } },
+      synproxy: { isn: 0x80000001, its: 77, tsoff: 0xffffff00 },
+    });
+    s.apply({ upserts: records([entry(0), synproxied]), deletes: none }, 'lb1');
+    const back = s.recordsOfVip('203.0.113.10');
+    const byPort = [0, 1].map((i) => readRecord(back, i * RECORD_SIZE)).sort((a, b) => a.client.port - b.client.port);
+    expect(byPort[0]!.seqAdj).toBeUndefined();
+    expect(byPort[0]!.synproxy).toBeUndefined();
+    expect(byPort[1]).toEqual({ ...synproxied, timeout: 432000 });
+    // A later copy of the same connection replaces the extensions with its own.
+    s.apply({ upserts: records([{ ...synproxied, seqAdj: undefined }]), deletes: none }, 'lb1');
+    const again = s.recordsOfVip('203.0.113.10');
+    const r = [0, 1].map((i) => readRecord(again, i * RECORD_SIZE)).find((x) => x.client.port === synproxied.client.port)!;
+    expect(r.seqAdj).toBeUndefined();
+    expect(r.synproxy).toEqual(synproxied.synproxy);
+    s.close();
   });
 });
 
@@ -154,9 +201,12 @@ describe('CopyStore', () => {
     old.close();
 
     const s = new CopyStore(file, { now });
-    expect(s.schemaVersion).toBe(2);
+    expect(s.schemaVersion).toBe(3);
     const r = readRecord(s.recordsOfVip('203.0.113.10'));
     expect(r).toMatchObject({ client: { address: '198.51.100.5', port: 40000 }, server: { address: '198.18.0.101', port: 80 }, tcpState: 3, timeout: 60, mark: 1 });
+    // Rows from before the extensions read as copies without them.
+    expect(r.seqAdj).toBeUndefined();
+    expect(r.synproxy).toBeUndefined();
     s.apply({ upserts: many(1), deletes: none }, 'lb2');
     expect(s.countOfVip('203.0.113.10')).toBe(2);
     s.close();
@@ -171,6 +221,6 @@ describe('CopyStore', () => {
     const db = new Database(file);
     db.exec(`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (${SCHEMA_VERSION + 1})`);
     db.close();
-    expect(() => new CopyStore(file)).toThrow(/schema version 3 is newer than this keeper's 2/);
+    expect(() => new CopyStore(file)).toThrow(/schema version 4 is newer than this keeper's 3/);
   });
 });

@@ -27,6 +27,22 @@ function record(clientPort: number, over: Partial<EntryRecord> = {}): Buffer {
 }
 
 describe('Backlog', () => {
+  it("joins SYNPROXY's sequence offset (an event of its own, no TCP state) to the connection's waiting copy", () => {
+    const b = new Backlog(100);
+    const synproxy = { isn: 0x11111111, its: 5, tsoff: 9 };
+    const seqAdj = { original: { correctionPos: 0, offsetBefore: 0, offsetAfter: 0 }, reply: { correctionPos: 0, offsetBefore: 0x7fff0000, offsetAfter: 0x7fff0000 } };
+    b.put(record(1000, { synproxy }), false, 1);
+    const update = record(1000, { tcpState: 0, tcpWindow: { wscaleOriginal: 0, wscaleReply: 0, flagsOriginal: 0, flagsReply: 0 }, seqAdj });
+    expect(b.amend(update)).toBe(true);
+    // None waits for another connection, nor once the copy went out.
+    expect(b.amend(record(1001, { seqAdj }))).toBe(false);
+    const taken = b.take(10)!;
+    expect(readRecord(taken.batch.upserts)).toEqual(readRecord(record(1000, { synproxy, seqAdj })));
+    expect(b.amend(update)).toBe(false);
+    // The joined copy is one a keeper takes.
+    expect(() => decodeBatch(encodeBatch(taken.batch))).not.toThrow();
+  });
+
   it('keeps one change per connection, the last one, in order of first change', () => {
     const b = new Backlog(100);
     b.put(record(1000), false, 1);
