@@ -99,9 +99,9 @@ export class Failover implements AgentFailover {
       keepers,
       peers,
       logger: logger.child({ part: 'takeover' }),
-      onActivated: (vip) => {
+      onActivated: (vip, report) => {
         this.replicator.syncModes();
-        options.events?.emit({ event: 'takeover', vip });
+        options.events?.emit({ event: 'takeover', vip, ...(report.notInstalled ? { reason: report.notInstalled.reason } : {}) });
       },
     });
     for (const instance of config.vrrp?.instances ?? []) {

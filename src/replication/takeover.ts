@@ -11,6 +11,13 @@
  *   2. installs what came back (the peers' entries first: they are the freshest; a copy of a
  *      connection already installed is skipped by the kernel as existing);
  *   3. activates the VIP: `normal`, then the held packets are released in arrival order.
+ *
+ * A standby whose conntrack table is full (or that cannot create some entries for another
+ * reason) installs what fits and still activates: unlike a migration, whose source keeps the
+ * VIP when the target cannot take it, a takeover has no owner to give the VIP back to — the
+ * old one went silent. Holding the VIP would stall every connection instead of some. So it says
+ * so: the report's `notInstalled` (how many, whether the table was full), an error in the log
+ * naming the consequence, and the reason of the `takeover` event.
  */
 import type { Logger } from 'pino';
 import type { Readable } from 'node:stream';
@@ -48,7 +55,7 @@ export interface TakeoverOptions {
   peers: EntrySource[];
   logger: Logger;
   /** Called once a VIP is `normal` here (the replicator starts on it at once). */
-  onActivated?: (vip: string) => void;
+  onActivated?: (vip: string, report: TakeoverReport) => void;
 }
 
 export interface SourceReport {
@@ -76,6 +83,8 @@ export interface TakeoverReport {
   released: number;
   /** From the call to each step's end. */
   ms: { fetched: number; installed: number; activated: number };
+  /** Connections whose entries the kernel refused: activated without them (see the module's comment). */
+  notInstalled?: { entries: number; tableFull: boolean; reason: string };
 }
 
 export class Takeover {
@@ -195,12 +204,15 @@ export class Takeover {
     const keeperRecords = await Promise.all(fromKeepers);
     report.ms.fetched = since();
 
+    let tableFull = 0;
     for (const fetched of [...peerRecords, ...keeperRecords]) {
       if (!fetched || fetched.records.length === 0) continue;
       const r = await this.options.appliance.installEntries(name, fetched.records, { kind: fetched.kind, source: fetched.report.name });
       report.created += r.created;
       report.existing += r.existing;
       report.failed += r.failures.length;
+      // conntrack answers a create it has no room for (its table full of connections: it evicts unassured entries first) with ENOMEM.
+      tableFull += r.failures.filter((f) => f.code === 'ENOMEM').length;
       if (r.refused > 0) {
         fetched.report.refused = r.refused;
         report.refused += r.refused;
@@ -209,10 +221,18 @@ export class Takeover {
       if (r.failures.length > 0) this.options.logger.warn({ vip: name, failures: r.failures.slice(0, 5) }, 'takeover: some entries were refused by the kernel');
     }
     report.ms.installed = since();
+    if (report.failed > 0) {
+      const reason = `${report.failed} of ${report.created + report.existing + report.failed} entries not installed${tableFull > 0 ? ` (${tableFull} for a full conntrack table)` : ''}`;
+      report.notInstalled = { entries: report.failed, tableFull: tableFull > 0, reason };
+      this.options.logger.error(
+        { vip: name, notInstalled: report.failed, tableFull: tableFull > 0 },
+        `takeover of ${name}: ${reason}; activating with the rest (no other owner to give it back to): those connections' next packets find no entry and are answered with a reset`,
+      );
+    }
 
     report.released = (await this.options.appliance.activate(name)).released;
     report.ms.activated = since();
-    this.options.onActivated?.(name);
+    this.options.onActivated?.(name, report);
     this.done.push(report);
     if (this.done.length > 16) this.done.shift();
     this.options.logger.info(report, `takeover of ${name}`);
