@@ -39,6 +39,7 @@ import {
   TCP_CONNTRACK_ESTABLISHED,
   ctnlType,
   type ConntrackEntry,
+  type ConntrackTuple,
 } from '../netlink/ctnetlink.js';
 import { NLA_HDRLEN, NLA_TYPE_MASK, type NetlinkMessage } from '../netlink/message.js';
 import { RECORD_SIZE, handshakeCompleted, selectRecords, rec } from '../netlink/entry-record.js';
@@ -69,8 +70,8 @@ export interface AccessTableEvents {
 export interface AccessTable {
   subscribe(options: SubscribeOptions): AccessTableEvents;
   readRecords(mark: number, onChunk: (records: Buffer) => void): Promise<unknown>;
-  /** One entry, whole, from the kernel (Conntrack.get). */
-  get: Conntrack['get'];
+  /** One entry, whole, from the kernel (Conntrack.get); without it a missed sequence offset waits for the next refresh. */
+  get?(orig: ConntrackTuple): Promise<ConntrackEntry | undefined>;
 }
 
 export interface ReplicatorOptions {
@@ -460,7 +461,7 @@ export class Replicator {
     }
     this.counts.copied++;
     if (link.amend(update)) return;
-    void this.options.table.get(e.orig).then(
+    void this.options.table.get?.(e.orig).then(
       (whole) => {
         const record = whole && entryRecordOf(whole, false);
         // Only where no newer change waits (a destroy meanwhile wins).
