@@ -77,7 +77,9 @@ export class LeaderClient {
         return await work(this.clients[this.current]!);
       } catch (err) {
         last = err;
-        const unreachable = err instanceof ApiError && err.status === 0;
+        // A controller that answers a read with 5xx cannot reach its store (cut off from etcd):
+        // no better than one that does not answer.
+        const unreachable = err instanceof ApiError && (err.status === 0 || (!write && err.status >= 500));
         const misdirected = err instanceof ApiError && err.status === 421;
         if (!unreachable && !misdirected) throw err;
         // A read went unanswered: any other controller can answer it.
