@@ -13,28 +13,73 @@ import type { Logger } from 'pino';
 import type { Credentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { KeeperClient } from '../keeper/client.js';
-import type { Appliance } from './appliance.js';
 import type { AgentFailover } from './agent.js';
 import type { MigrationStepName } from './agent-api.js';
 import type { ApplianceConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
-import type { Conntrack } from '../netlink/conntrack.js';
 import type { TransitionEvent } from '../vrrp/speaker.js';
 import type { EventSink } from '../log/events.js';
-import { Replicator, type KeeperSink, type ReplicationStatus } from '../replication/replicator.js';
-import { Takeover, readRecordStream, type EntrySource, type TakeoverReport } from '../replication/takeover.js';
+import { Replicator, type AccessTable, type KeeperSink, type ReplicationStatus } from '../replication/replicator.js';
+import { Takeover, readRecordStream, type EntrySource, type TakeoverAppliance, type TakeoverReport } from '../replication/takeover.js';
+
+/** What failover needs of the appliance: a takeover's, and the VIP's addresses claimed here (an operator's takeover). */
+export interface FailoverAppliance extends TakeoverAppliance {
+  claimAddress(name: string): Promise<void>;
+}
+
+/** Where entries go to and come from: the keepers (pushed copies, read copies) and the other appliances' agents. */
+export interface FailoverSources {
+  /** One sink per keeper, by the keeper's name (the replicator's pushes). */
+  sinks: Map<string, KeeperSink>;
+  /** The keeper of each server, by the server's address (a takeover's reads). */
+  keepers: Map<string, EntrySource>;
+  /** The other appliances' agents. */
+  peers: EntrySource[];
+  close(): void;
+}
+
+/** The real sources: HTTP clients of the keepers' and the peers' APIs. */
+export function httpSources(config: ApplianceConfig, credentials: Credentials): FailoverSources {
+  const clients: { close(): void }[] = [];
+  const sinks = new Map<string, KeeperSink>();
+  const keepers = new Map<string, EntrySource>();
+  for (const k of config.keepers) {
+    const push = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.replication.pushTimeoutMs });
+    // Restores get their own connections: never queued behind a push.
+    const fetch = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.failover.fetchTimeoutMs });
+    clients.push(push, fetch);
+    sinks.set(k.name, push);
+    keepers.set(k.server, {
+      name: k.name,
+      entries: async (vip, signal) =>
+        readRecordStream(await fetch.api.stream('GET', `/v1/vips/${encodeURIComponent(vip.address)}/copies?source=merged`, undefined, { signal }), signal),
+    });
+  }
+  const peers: EntrySource[] = config.failover.peers.map((p) => {
+    const client = new ApiClient(p.api, credentials, { peer: p.name });
+    clients.push(client);
+    return {
+      name: p.name,
+      entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries`, undefined, { signal }), signal),
+    };
+  });
+  return { sinks, keepers, peers, close: () => clients.forEach((c) => c.close()) };
+}
 
 export interface FailoverOptions {
   config: ApplianceConfig;
-  credentials: Credentials;
-  appliance: Appliance;
-  conntrack: Conntrack;
+  appliance: FailoverAppliance;
+  /** The access table the replicator copies: conntrack's events and the appliance's reader. */
+  table: AccessTable;
+  sources: FailoverSources;
   modes: () => Map<string, VipMode>;
   /** The VRRP speaker: its transitions to master start takeovers. */
   speaker?: { on(event: 'transition', listener: (e: TransitionEvent) => void): unknown } | undefined;
   logger: Logger;
   /** Where VRRP transitions, takeovers and the end of migrations are reported (hooks, `vipshift events`). */
   events?: EventSink;
+  /** Monotonic milliseconds (performance.now by default): how long a planned migration shields its VIP. */
+  now?: () => number;
 }
 
 /** How often a standby re-arms VIPs that left this appliance (a migration away, an abort). */
@@ -45,7 +90,7 @@ const PLANNED_MS = 60_000;
 export class Failover implements AgentFailover {
   readonly replicator: Replicator;
   readonly takeover: Takeover;
-  private readonly clients: { close(): void }[] = [];
+  private readonly now: () => number;
   private armTimer: NodeJS.Timeout | undefined;
   private arming: Promise<unknown> = Promise.resolve();
   /** VRRP instance → the VIP whose address (or inside address) it carries, and back. */
@@ -61,33 +106,12 @@ export class Failover implements AgentFailover {
   private readonly planned = new Map<string, number>();
 
   constructor(private readonly options: FailoverOptions) {
-    const { config, credentials, logger } = options;
-    const sinks = new Map<string, KeeperSink>();
-    const keepers = new Map<string, EntrySource>();
-    for (const k of config.keepers) {
-      const push = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.replication.pushTimeoutMs });
-      // Restores get their own connections: never queued behind a push.
-      const fetch = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.failover.fetchTimeoutMs });
-      this.clients.push(push, fetch);
-      sinks.set(k.name, push);
-      keepers.set(k.server, {
-        name: k.name,
-        entries: async (vip, signal) =>
-          readRecordStream(await fetch.api.stream('GET', `/v1/vips/${encodeURIComponent(vip.address)}/copies?source=merged`, undefined, { signal }), signal),
-      });
-    }
-    const peers: EntrySource[] = config.failover.peers.map((p) => {
-      const client = new ApiClient(p.api, credentials, { peer: p.name });
-      this.clients.push(client);
-      return {
-        name: p.name,
-        entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries`, undefined, { signal }), signal),
-      };
-    });
+    const { config, logger, sources } = options;
+    this.now = options.now ?? (() => performance.now());
     this.replicator = new Replicator({
       config,
-      table: { subscribe: (o) => options.conntrack.subscribe(o), readRecords: (mark, onChunk) => options.appliance.readRecords(mark, onChunk), get: (orig) => options.conntrack.get(orig) },
-      sinks,
+      table: options.table,
+      sinks: sources.sinks,
       modes: options.modes,
       serving: (vip) => this.serving(vip.name),
       logger: logger.child({ part: 'replication' }),
@@ -96,8 +120,8 @@ export class Failover implements AgentFailover {
       config,
       appliance: options.appliance,
       modes: options.modes,
-      keepers,
-      peers,
+      keepers: sources.keepers,
+      peers: sources.peers,
       logger: logger.child({ part: 'takeover' }),
       onActivated: (vip, report) => {
         this.replicator.syncModes();
@@ -149,7 +173,7 @@ export class Failover implements AgentFailover {
     this.replicator.syncModes();
     if (before === after || !this.options.config.failover.standby) return;
     const since = this.planned.get(vip);
-    if (since !== undefined && performance.now() - since < PLANNED_MS) return;
+    if (since !== undefined && this.now() - since < PLANNED_MS) return;
     const fail = (what: string) => (err: Error) => this.options.logger.error({ vip, err: err.message, reason: event.reason }, `${what} failed`);
     if (after) {
       if (this.options.modes().get(vip) !== 'normal') this.takeover.becameMaster(vip).catch(fail('takeover'));
@@ -175,7 +199,7 @@ export class Failover implements AgentFailover {
 
   /** Steps 1 and 2 open a migration here (target, source); step 4, an abort or a forget close it. */
   stepStarted(vip: string, step: MigrationStepName): void {
-    if (step === 'prepare' || step === 'address') this.planned.set(vip, performance.now());
+    if (step === 'prepare' || step === 'address') this.planned.set(vip, this.now());
   }
 
   stepEnded(vip: string, step: MigrationStepName, succeeded: boolean): void {
@@ -208,6 +232,6 @@ export class Failover implements AgentFailover {
     await this.arming;
     this.takeover.stop();
     this.replicator.stop();
-    for (const c of this.clients) c.close();
+    this.options.sources.close();
   }
 }

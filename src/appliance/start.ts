@@ -24,7 +24,7 @@ import { DirectAddressing, VrrpAddressing } from './addressing.js';
 import { AGENT_ROLES, EpochFence, FileEpochStore, agentRoutes, peerClients } from './agent.js';
 import { Announcer } from './announce.js';
 import { Appliance } from './appliance.js';
-import { Failover } from './failover.js';
+import { Failover, httpSources } from './failover.js';
 import { backendChecks } from './health.js';
 import { healthTargets } from '../health/targets.js';
 import { Hooks, eventsRoute } from './hooks.js';
@@ -110,7 +110,16 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
       logger.error({ err: (err as Error).message }, 'health checks not updated after the configuration change');
     }
   });
-  const failover = new Failover({ config, credentials, appliance: box, conntrack, modes: () => engine.modeTable(), speaker, logger, events });
+  const failover = new Failover({
+    config,
+    appliance: box,
+    table: { subscribe: (o) => conntrack.subscribe(o), readRecords: (mark, onChunk) => box.readRecords(mark, onChunk), get: (orig) => conntrack.get(orig) },
+    sources: httpSources(config, credentials),
+    modes: () => engine.modeTable(),
+    speaker,
+    logger,
+    events,
+  });
   failover.listen();
   if (speaker) {
     await speaker.start();

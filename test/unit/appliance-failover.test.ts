@@ -1,0 +1,201 @@
+/**
+ * The appliance's failover decisions without root: a fake appliance (mode table, hold, access
+ * table), fake keepers and peers, a fake VRRP speaker and an injected clock. When a VRRP
+ * transition takes a VIP over, when it is step 2 of a planned migration instead, when a VIP
+ * is given up because another appliance became master, and where its entries come from.
+ */
+import { EventEmitter } from 'node:events';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { Failover, type FailoverAppliance, type FailoverSources } from '../../src/appliance/failover.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
+import type { EventInput } from '../../src/log/events.js';
+import type { VipMode } from '../../src/nat/ruleset.js';
+import { RECORD_SIZE } from '../../src/netlink/entry-record.js';
+import type { EntrySource } from '../../src/replication/takeover.js';
+import type { TransitionEvent } from '../../src/vrrp/speaker.js';
+
+const configText = (failover: string) => `appliance: lb2
+api: { listen: "192.0.2.12:8441" }
+interfaces: { external: ext0, internal: int0 }
+vips:
+  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }
+  - { name: vip2, id: 2, address: 203.0.113.11, insideAddress: 198.18.0.11, ports: [7], mode: dnat, backends: [{ address: 198.18.0.102 }], owner: lb2 }
+keepers:
+  - { name: srv1, server: 198.18.0.101, api: "http://192.0.2.21:8442" }
+  - { name: srv2, server: 198.18.0.102, api: "http://192.0.2.22:8442" }
+failover: ${failover}
+vrrp:
+  instances:
+    - { name: vip1-ext, vrid: 1, interface: ext0, addresses: [203.0.113.10/24] }
+    - { name: vip1-int, vrid: 1, interface: int0, addresses: [198.18.0.10/24] }
+`;
+
+/** The appliance's side: a mode table and a log of what was asked, in order. */
+class FakeAppliance implements FailoverAppliance {
+  readonly modes = new Map<string, VipMode>();
+  readonly log: string[] = [];
+  constructor(private readonly config: ReturnType<typeof parseApplianceConfig>) {}
+  vip(name: string) {
+    return this.config.vips.find((v) => v.name === name)!;
+  }
+  async prepare(name: string) {
+    this.log.push(`prepare ${name}`);
+    this.modes.set(name, 'migrating');
+  }
+  async claimAddress(name: string) {
+    this.log.push(`claim ${name}`);
+  }
+  async activate(name: string) {
+    this.log.push(`activate ${name}`);
+    this.modes.set(name, 'normal');
+    return { released: 0 };
+  }
+  async deleteEntries(name: string) {
+    this.log.push(`delete ${name}`);
+  }
+  async installEntries(vip: string, records: Buffer, from: { kind: 'keeper' | 'peer'; source: string }) {
+    this.log.push(`install ${vip} ${records.length / RECORD_SIZE} from ${from.kind} ${from.source}`);
+    return { created: records.length / RECORD_SIZE, existing: 0, failures: [], refused: 0 };
+  }
+  async dropPrecopy() {}
+}
+
+const source = (name: string, records: number): EntrySource => ({ name, entries: async () => Buffer.alloc(records * RECORD_SIZE) });
+
+function failover(settings = '{ peerTimeoutMs: 200 }') {
+  const config = parseApplianceConfig(configText(settings), 'lb2.yaml');
+  const appliance = new FakeAppliance(config);
+  const speaker = new EventEmitter();
+  const events: EventInput[] = [];
+  const clock = { ms: 0 };
+  const closed: string[] = [];
+  const sources: FailoverSources = {
+    sinks: new Map(['srv1', 'srv2'].map((k) => [k, { push: async () => undefined, copies: async () => Buffer.alloc(0) }])),
+    keepers: new Map([
+      ['198.18.0.101', source('srv1', 4)],
+      ['198.18.0.102', source('srv2', 8)],
+    ]),
+    peers: [source('lb1', 2)],
+    close: () => closed.push('sources'),
+  };
+  const f = new Failover({
+    config,
+    appliance,
+    table: { subscribe: () => { throw new Error('not listening in these tests'); }, readRecords: async () => undefined },
+    sources,
+    modes: () => appliance.modes,
+    speaker,
+    logger: pino({ level: 'silent' }),
+    events: { emit: (e) => events.push(e) },
+    now: () => clock.ms,
+  });
+  const transition = (instance: string, to: TransitionEvent['to']) =>
+    speaker.emit('transition', { instance, vrid: 1, from: to === 'master' ? 'backup' : 'master', to, reason: 'test', at: clock.ms } satisfies TransitionEvent);
+  /** Lets the takeover (or the giving up) a transition started run to its end. */
+  const settle = () => new Promise((resolve) => setTimeout(resolve, 20));
+  return { f, appliance, events, clock, closed, transition, settle };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('Failover', () => {
+  it('a standby that becomes master of a held VIP takes it over: the peers\' entries, then its servers\' keepers\' only', async () => {
+    const { f, appliance, events, transition, settle } = failover();
+    await f.takeover.arm();
+    appliance.log.length = 0;
+    expect(f.serving('vip1')).toBe(false);
+    transition('vip1-ext', 'master');
+    await settle();
+    expect(f.serving('vip1')).toBe(true);
+    // vip1's backend is 198.18.0.101: srv1's copies, not srv2's (vip2's server).
+    expect(appliance.log).toEqual(['install vip1 2 from peer lb1', 'install vip1 4 from keeper srv1', 'activate vip1']);
+    expect(events).toEqual([
+      { event: 'master', instance: 'vip1-ext', vip: 'vip1', reason: 'test' },
+      { event: 'takeover', vip: 'vip1' },
+    ]);
+    expect(f.status().takeovers).toEqual([expect.objectContaining({ vip: 'vip1', created: 6, outcome: 'activated' })]);
+    // Its second instance (the inside address) following is no second takeover.
+    transition('vip1-int', 'master');
+    await settle();
+    expect(appliance.log.filter((l) => l.startsWith('activate'))).toHaveLength(1);
+  });
+
+  it('a planned migration\'s claim is not a failover until the migration is 60 s stale; its end is reported', async () => {
+    const { f, appliance, events, clock, transition, settle } = failover();
+    await f.takeover.arm();
+    appliance.log.length = 0;
+    f.stepStarted('vip1', 'prepare');
+    clock.ms = 59_000;
+    transition('vip1-ext', 'master');
+    await settle();
+    expect(appliance.log).toEqual([]);
+    f.stepEnded('vip1', 'activate', true);
+    expect(events.at(-1)).toEqual({ event: 'migrationDone', vip: 'vip1' });
+
+    // A migration started here and never finished stops shielding the VIP after 60 s.
+    transition('vip1-ext', 'backup');
+    f.stepStarted('vip1', 'address');
+    clock.ms += 60_000;
+    transition('vip1-ext', 'master');
+    await settle();
+    expect(appliance.log).toContain('activate vip1');
+    f.stepEnded('vip1', 'abort', true);
+    expect(events.at(-1)).toEqual({ event: 'migrationAborted', vip: 'vip1' });
+  });
+
+  it('another appliance becomes master: held again at once, entries deleted after the grace; one instance of two lost is not giving up', async () => {
+    const { f, appliance, transition, settle } = failover('{ peerTimeoutMs: 0 }');
+    appliance.modes.set('vip1', 'normal');
+    transition('vip1-ext', 'master');
+    transition('vip1-int', 'master');
+    transition('vip1-int', 'backup');
+    await settle();
+    expect(f.serving('vip1')).toBe(true);
+    expect(appliance.log).toEqual([]);
+
+    vi.useFakeTimers();
+    transition('vip1-ext', 'backup');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(f.serving('vip1')).toBe(false);
+    expect(appliance.modes.get('vip1')).toBe('migrating');
+    expect(appliance.log).toEqual(['prepare vip1']);
+    // The new master reads our entries first: they stay for max(2 s, 4 × peerTimeoutMs).
+    await vi.advanceTimersByTimeAsync(1999);
+    expect(appliance.log).toEqual(['prepare vip1']);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(appliance.log).toEqual(['prepare vip1', 'delete vip1']);
+    await f.stop();
+  });
+
+  it('not a standby: VRRP moves addresses only, nothing is taken over or given up', async () => {
+    const { appliance, events, transition, settle } = failover('{ standby: false }');
+    transition('vip1-ext', 'master');
+    await settle();
+    appliance.modes.set('vip1', 'normal');
+    transition('vip1-ext', 'backup');
+    await settle();
+    expect(appliance.log).toEqual([]);
+    expect(events.map((e) => e.event)).toEqual(['master', 'backup']);
+  });
+
+  it('a VIP already normal when its instance becomes master is left alone', async () => {
+    const { appliance, events, transition, settle } = failover();
+    appliance.modes.set('vip1', 'normal');
+    transition('vip1-ext', 'master');
+    await settle();
+    expect(appliance.log).toEqual([]);
+    expect(events.map((e) => e.event)).toEqual(['master']);
+  });
+
+  it('an operator\'s takeover of a VIP not held here: held, address claimed, then taken over; stop closes the sources', async () => {
+    const { f, appliance, closed } = failover('{ standby: false, peerTimeoutMs: 0 }');
+    const report = await f.takeOver('vip2');
+    expect(appliance.log).toEqual(['prepare vip2', 'claim vip2', 'install vip2 8 from keeper srv2', 'activate vip2']);
+    expect(report).toMatchObject({ vip: 'vip2', outcome: 'activated', created: 8, peers: [] });
+    await f.stop();
+    expect(closed).toEqual(['sources']);
+  });
+});
