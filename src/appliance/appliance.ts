@@ -6,8 +6,7 @@
 import type { Readable } from 'node:stream';
 import type { Conntrack, CreateResult } from '../netlink/conntrack.js';
 import { IPS_DYING, IPS_SEEN_REPLY } from '../netlink/ctnetlink.js';
-import { ipv4ToNumber } from '../packet/ipv4.js';
-import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader, handshakeCompleted, selectRecords, worthMoving, rec } from '../netlink/entry-record.js';
+import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader, handshakeCompleted, readRecord, selectRecords, worthMoving, rec } from '../netlink/entry-record.js';
 import type { BfdStatus } from '../vrrp/bfd-peers.js';
 import type { InstanceStatus } from '../vrrp/speaker.js';
 import type { AccessTableMirror, Difference, MirrorStatus } from '../nat/access-table-mirror.js';
@@ -315,42 +314,44 @@ export class Appliance {
 
   /**
    * What a backend's health check says, applied to the VIP's pool as one nft transaction
-   * (only the slots that change hands). A backend going down also loses the entries of
-   * handshakes it never answered (a SYN sent to it, no reply): they are no connection yet,
-   * and left in place (SYN_SENT lasts 120 s) they would catch the client's retransmitted SYN,
-   * and any new connection that reuses the tuple, and send it to the dead backend again;
-   * deleted, that SYN is a new connection and meets the new pool. Under `onDown: reset` its
-   * live connections' entries go too, so each client's next packet gets a reset.
+   * (only the slots that change hands). A backend going down under `onDown: reset` also
+   * loses its live connections' entries, so each client's next packet gets a reset.
    * `backend.port` names a backend configured with that port, or one without a port (it
    * serves the VIP's ports) when it is one of the VIP's ports.
+   *
+   * And in every case a TCP VIP loses the entries of the handshakes nobody answered yet
+   * (SEEN_REPLY clear): the dead backend's are no connection, and conntrack keeps them in
+   * SYN_SENT for 120 s, where they catch the client's retransmitted SYN (and any new
+   * connection reusing the tuple) and send it to the dead backend again; deleted, that SYN
+   * is a new connection and meets the new pool. One request, filtered inside the kernel by
+   * the VIP's mark and the status bit (a dump would walk the whole table to userspace); it
+   * also takes the few handshakes to live backends still waiting for their SYN-ACK at that
+   * instant, which then complete on the client's retransmitted SYN, a second late.
    */
   async setBackendHealth(name: string, backend: { address: string; port: number }, up: boolean, reason: string): Promise<void> {
     const vip = this.vip(name);
     const b = findBackend(vip, backend.address, backend.port);
     if (!b) throw new UnknownBackendError(name, `${backend.address}:${backend.port}`);
     const { state } = await this.engine.setBackendHealth(name, backendKey(b), { up, reason });
-    if (state === 'down') await this.dropEntries(vip, b, vip.onDown === 'reset' ? 'all' : 'unanswered');
+    if (state !== 'down') return;
+    if (vip.protocol === 'tcp') await this.conntrack.deleteByMark(vip.id, 0xffffffff, { value: 0, mask: IPS_SEEN_REPLY });
+    if (vip.onDown === 'reset') await this.resetConnections(vip, b);
+    this.counts.invalidate();
   }
 
-  /**
-   * Deletes entries of `vip`'s connections to backend `b`: every one, or those the backend
-   * never answered. Read from the kernel's table, not the mirror: the mirror learns an
-   * entry only from its first answer (access-table-mirror.ts).
-   */
-  private async dropEntries(vip: VipConfig, b: VipConfig['backends'][number], which: 'all' | 'unanswered'): Promise<number> {
-    const address = ipv4ToNumber(b.address);
-    const doomed: Buffer[] = [];
-    await this.conntrack.dumpRecords(vip.id, (chunk) => {
-      const picked = selectRecords(chunk, (r, o) => {
-        if (rec.serverAddress(r, o) !== address) return false;
-        const port = rec.serverPort(r, o);
-        if (b.port === undefined ? !vip.ports.includes(port) : port !== b.port) return false;
-        return which === 'all' || (rec.status(r, o) & IPS_SEEN_REPLY) === 0;
-      });
-      if (picked.length > 0) doomed.push(picked);
+  /** Deletes the entries of `vip`'s connections to backend `b`: their clients learn at once. */
+  private async resetConnections(vip: VipConfig, b: VipConfig['backends'][number]): Promise<number> {
+    const doomed: { src: string; dst: string; sport: number; dport: number; proto: number }[] = [];
+    await this.readRecords(vip.id, (chunk) => {
+      for (let o = 0; o + RECORD_SIZE <= chunk.length; o += RECORD_SIZE) {
+        const r = readRecord(chunk, o);
+        if (r.server.address === b.address && (b.port === undefined ? vip.ports.includes(r.server.port) : r.server.port === b.port)) {
+          doomed.push({ src: r.client.address, dst: r.vip.address, sport: r.client.port, dport: r.vip.port, proto: r.proto });
+        }
+      }
     });
-    if (doomed.length === 0) return 0;
-    const { deleted } = await this.conntrack.deleteRecords(Buffer.concat(doomed));
+    let deleted = 0;
+    for (const tuple of doomed) if (await this.conntrack.delete(tuple)) deleted++;
     this.counts.invalidate();
     this.connections.delete(vip.name);
     return deleted;

@@ -19,6 +19,7 @@ import {
   encodeCreate,
   encodeDelete,
   encodeDeleteByMark,
+  type StatusFilter,
   encodeDump,
   encodeFlush,
   encodeGet,
@@ -313,11 +314,14 @@ export class Conntrack {
     return result;
   }
 
-  /** Deletes every entry of a ct mark inside the kernel, in one request; other marks stay. */
-  async deleteByMark(mark: number, mask = 0xffffffff): Promise<void> {
+  /**
+   * Deletes every entry of a ct mark inside the kernel, in one request; other marks stay.
+   * With `status`, only those whose status bits match (e.g. never answered: SEEN_REPLY clear).
+   */
+  async deleteByMark(mark: number, mask = 0xffffffff, status?: StatusFilter): Promise<void> {
     // Acked with 0 also when nothing matched (measured on 6.x), so a repeated step is fine.
     const seq = this.socket.reserveSeq();
-    await this.socket.request(`delete of ct mark ${mark}`, encodeDeleteByMark(mark, seq, mask), seq);
+    await this.socket.request(`delete of ct mark ${mark}${status ? ` with status & ${status.mask} = ${status.value}` : ''}`, encodeDeleteByMark(mark, seq, mask, status), seq);
   }
 
   /** Deletes every entry in the namespace. */

@@ -66,6 +66,7 @@ export const CTA_ZONE = 18;
 export const CTA_TIMESTAMP = 20;
 export const CTA_MARK_MASK = 21;
 export const CTA_SYNPROXY = 24;
+export const CTA_STATUS_MASK = 26;
 
 export const CTA_SEQADJ_CORRECTION_POS = 1;
 export const CTA_SEQADJ_OFFSET_BEFORE = 2;
@@ -342,8 +343,18 @@ export function encodeDelete(orig: ConntrackTuple, seq: number): Buffer {
  * Deletes, in one message and inside the kernel, every entry whose mark & mask === mark
  * (a DELETE without a tuple is a flush; the mark filters it). Other marks stay.
  */
-export function encodeDeleteByMark(mark: number, seq: number, mask = 0xffffffff): Buffer {
-  return message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, AF_UNSPEC, (w) => writeMark(w, mark, mask));
+export function encodeDeleteByMark(mark: number, seq: number, mask = 0xffffffff, status?: StatusFilter): Buffer {
+  return message(IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | NLM_F_ACK, seq, AF_UNSPEC, (w) => {
+    writeMark(w, mark, mask);
+    // The kernel's filter (5.19+): status & mask === value. A mask of 0 is refused (EINVAL).
+    if (status) w.u32be(CTA_STATUS, status.value >>> 0).u32be(CTA_STATUS_MASK, status.mask >>> 0);
+  });
+}
+
+/** Entries whose IPS_* status bits under `mask` are `value`. */
+export interface StatusFilter {
+  value: number;
+  mask: number;
 }
 
 /** Deletes every entry of every family in the namespace. */

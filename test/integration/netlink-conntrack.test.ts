@@ -9,10 +9,11 @@ import {
   IPS_SEQ_ADJUST,
   IPS_SRC_NAT,
   TCP_CONNTRACK_ESTABLISHED,
+  TCP_CONNTRACK_SYN_SENT,
   type ConntrackCreate,
   type ConntrackEntry,
 } from '../../src/netlink/ctnetlink.js';
-import { RECORD_SIZE, readRecord, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
+import { RECORD_SIZE, readRecord, rec, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { createNs, deleteNs, inNs, removeLeftovers, sh } from './netlink-netns.js';
 
 const window = { wscaleOriginal: 7, wscaleReply: 7, flagsOriginal: 0x23, flagsReply: 0x23 };
@@ -163,6 +164,16 @@ describe('Conntrack (ctnetlink) in a namespace', () => {
     await ct.deleteByMark(4);
     expect([await ct.count(4), await ct.count(5), await ct.count(1)]).toEqual([0, 300, 1]);
     await ct.deleteByMark(4); // nothing left: still fine
+    // Filtered by status too, inside the kernel: the entries of mark 5 never answered go, the others stay.
+    const unanswered = fullnatRecords(20, 5, 31000);
+    for (let o = 0; o < unanswered.length; o += RECORD_SIZE) {
+      rec.setStatus(unanswered, o, IPS_DST_NAT | IPS_SRC_NAT);
+      rec.setTcpState(unanswered, o, TCP_CONNTRACK_SYN_SENT);
+    }
+    expect((await ct.createFromRecords(unanswered)).created).toBe(20);
+    expect(await ct.count(5)).toBe(320);
+    await ct.deleteByMark(5, 0xffffffff, { value: 0, mask: IPS_SEEN_REPLY });
+    expect([await ct.count(5), await ct.count(1)]).toEqual([300, 1]);
     // Re-created from the dumped records, they are whole again.
     expect(await ct.createFromRecords(records)).toEqual({ created: 1200, existing: 0, failures: [] });
     expect(await ct.count(4)).toBe(1200);
