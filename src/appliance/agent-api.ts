@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import { endpoint, noBody, okAnswer } from '../api/contract.js';
 import { SORT_KEYS } from '../nat/access-page.js';
-import { MAX_WEIGHT } from '../config/appliance.js';
+import { backendChangeSchema } from '../config/edit.js';
 
 const count = z.number().int().min(0);
 
@@ -61,16 +61,7 @@ export const vipStatusSchema = z.object({
 });
 
 /** A change to one backend of a VIP (config/edit.ts): applied, then written to the configuration file. */
-export const backendChangeSchema = z
-  .object({
-    action: z.enum(['add', 'remove', 'weight', 'drain']),
-    address: z.ipv4(),
-    /** Absent: the backend configured without a port. */
-    port: z.number().int().min(1).max(65535).optional(),
-    weight: z.number().int().min(0).max(MAX_WEIGHT).optional(),
-  })
-  .strict()
-  .refine((b) => b.action !== 'weight' || b.weight !== undefined, { message: 'is required to set a weight', path: ['weight'] });
+export { backendChangeSchema };
 export type BackendChangeRequest = z.infer<typeof backendChangeSchema>;
 
 /** What a reload or a backend change did: VIPs by name. */

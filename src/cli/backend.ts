@@ -1,8 +1,9 @@
 /**
  * `vipshift backend add|remove|weight|drain VIP ADDRESS[:PORT] [--weight N]` and
  * `vipshift reload [--appliance NAME]`: through the controller, on every appliance (each
- * applies the change as one nft transaction and writes it to its own configuration file).
- * Exit 0 when every appliance applied it, 1 when one refused or did not answer.
+ * applies the change as one nft transaction and writes it to its own configuration file) and,
+ * for a backend change, every keeper that has the VIP (written to its file too).
+ * Exit 0 when every box applied it, 1 when one refused or did not answer.
  */
 import { parseArgs } from 'node:util';
 import { call } from '../api/contract.js';
@@ -51,11 +52,18 @@ export async function backend(args: string[]): Promise<number> {
     return 2;
   }
   const body = { action, ...target, ...(weight === undefined ? {} : { weight }) };
-  const { appliances } = await call(controllerClient(values), controllerApi.backends, { params: { name: vip! }, body });
-  return report(appliances, values.json ?? false, (r) => {
-    const b = r?.backends.find((x) => x.address === target.address && (target.port === undefined || x.port === target.port));
-    return action === 'remove' ? `${name} removed from ${vip}` : b ? `${name} of ${vip}: weight ${b.weight}, ${b.state}` : `${action} done`;
-  });
+  const answer = await call(controllerClient(values), controllerApi.backends, { params: { name: vip! }, body });
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(answer, null, 2)}\n`);
+  } else {
+    report(answer.appliances, false, (r) => {
+      const b = r?.backends.find((x) => x.address === target.address && (target.port === undefined || x.port === target.port));
+      return action === 'remove' ? `${name} removed from ${vip}` : b ? `${name} of ${vip}: weight ${b.weight}, ${b.state}` : `${action} done`;
+    });
+    for (const k of answer.keepers) process.stdout.write(`keeper ${k.keeper}: ${!k.ok ? `refused: ${k.error}` : k.skipped ? `nothing to change (${k.skipped})` : 'written'}\n`);
+  }
+  const boxes = [...answer.appliances, ...answer.keepers];
+  return answer.appliances.length > 0 && boxes.every((o) => o.ok) ? 0 : 1;
 }
 
 export async function reload(args: string[]): Promise<number> {

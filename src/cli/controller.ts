@@ -11,6 +11,8 @@ import { ApiClient } from '../api/client.js';
 import { createApiServer } from '../api/server.js';
 import { AgentClient } from '../controller/agent-client.js';
 import { loadControllerConfig } from '../config/controller.js';
+import { KeeperClient } from '../keeper/client.js';
+import type { BackendChange } from '../config/edit.js';
 import { CONTROLLER_ROLES, controllerRoutes } from '../controller/routes.js';
 import { Controller, PAUSE_ENV, pauseFromEnv } from '../controller/controller.js';
 import { SqliteStore } from '../controller/sqlite-store.js';
@@ -41,6 +43,12 @@ async function start(configFile: string, credentialsOption: string | undefined):
       new AgentClient(a.name, a.api, new ApiClient(a.api, credentials, { peer: a.name, timeoutMs: 30_000 }), leadership),
     ]),
   );
+  const keepers = new Map(
+    config.keepers.map((k) => {
+      const client = new KeeperClient(k.api, credentials, { peer: k.name });
+      return [k.name, { name: k.name, changeBackend: (vip: string, change: BackendChange) => client.changeBackend(vip, change) }];
+    }),
+  );
   const pause = pauseFromEnv(process.env[PAUSE_ENV], logger);
   let store: ControllerStore;
   if (etcd && leadership) {
@@ -50,6 +58,7 @@ async function start(configFile: string, credentialsOption: string | undefined):
     store = onEtcd;
   } else store = new SqliteStore(config.journal);
   const site = new Controller(config, agents, store, logger, {
+    keepers,
     ...(pause ? { pause } : {}),
     ...(leadership && etcd ? { leadership, controlPlane: { controllers: () => leadership.controllers(), health: () => etcd.health() } } : {}),
   });

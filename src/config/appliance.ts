@@ -215,60 +215,70 @@ const applianceSchema = z
         else keeperKeys.set(key, i);
       }
     });
-    const names = new Map<string | number, number>();
-    const ids = new Map<string | number, number>();
-    const addresses = new Map<string, number>();
-    const services = new Map<string, number>();
-    const dnatServers = new Map<string, number>();
-    config.vips.forEach((vip, i) => {
-      const at = (...rest: (string | number)[]) => ['vips', i, ...rest];
-      const dup = (map: Map<string | number, number>, key: string | number, path: (string | number)[], what: string) => {
-        const first = map.get(key);
-        if (first !== undefined) ctx.addIssue({ code: 'custom', path, message: `${what} already used by vips[${first}]` });
-        else map.set(key, i);
-      };
-      dup(names, vip.name, at('name'), `name '${vip.name}'`);
-      dup(ids, vip.id, at('id'), `id ${vip.id}`);
-      // A VIP's address and its inside address each belong to one VIP: the hold and the
-      // address moves are per VIP.
-      dup(addresses, vip.address, at('address'), `address ${vip.address}`);
-      dup(addresses, vip.insideAddress, at('insideAddress'), `address ${vip.insideAddress}`);
-      const ports = new Set<number>();
-      vip.ports.forEach((p, j) => {
-        if (ports.has(p)) ctx.addIssue({ code: 'custom', path: at('ports', j), message: `port ${p} is listed twice` });
-        ports.add(p);
-        dup(services, `${vip.address}/${vip.protocol}/${p}`, at('ports', j), `${vip.protocol} port ${p} of ${vip.address}`);
-      });
-      if (vip.backends.length === 0 && !vip.sorryServer) ctx.addIssue({ code: 'custom', path: at('backends'), message: 'a VIP has at least one backend (weight 0 drains one) or a sorryServer' });
-      const backends = new Map<string, number>();
-      vip.backends.forEach((b, j) => {
-        const key = backendKey(b);
-        const first = backends.get(key);
-        if (first !== undefined) ctx.addIssue({ code: 'custom', path: at('backends', j, 'address'), message: `backend ${key} already listed as backends[${first}]` });
-        else backends.set(key, j);
-      });
-      if (vip.mode === 'dnat') {
-        // A dnat backend routes its replies through its VIP's inside address (its gateway), so
-        // it serves one dnat VIP; the hold also recognises its replies by their source.
-        const own = new Set<string>();
-        for (const [j, b] of vip.backends.entries()) {
-          if (own.has(b.address)) continue;
-          own.add(b.address);
-          dup(dnatServers, b.address, at('backends', j, 'address'), `dnat backend ${b.address}`);
-        }
-        if (vip.snatPorts !== undefined) ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'only fullnat VIPs have snatPorts' });
+    checkVipList(config.vips, ctx);
+  });
+
+/**
+ * The rules a site's VIP list obeys as a whole, wherever it is written (an appliance's
+ * configuration, a keeper's): names, ids and addresses unique, ports and backends listed once,
+ * at least one backend or a sorry server, a dnat backend serving one VIP, snatPorts exactly
+ * for fullnat VIPs. Each problem is an issue at its field (vips[i]...).
+ */
+export function checkVipList(vips: readonly VipConfig[], ctx: z.RefinementCtx): void {
+  const names = new Map<string | number, number>();
+  const ids = new Map<string | number, number>();
+  const addresses = new Map<string, number>();
+  const services = new Map<string, number>();
+  const dnatServers = new Map<string, number>();
+  vips.forEach((vip, i) => {
+    const at = (...rest: (string | number)[]) => ['vips', i, ...rest];
+    const dup = (map: Map<string | number, number>, key: string | number, path: (string | number)[], what: string) => {
+      const first = map.get(key);
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path, message: `${what} already used by vips[${first}]` });
+      else map.set(key, i);
+    };
+    dup(names, vip.name, at('name'), `name '${vip.name}'`);
+    dup(ids, vip.id, at('id'), `id ${vip.id}`);
+    // A VIP's address and its inside address each belong to one VIP: the hold and the
+    // address moves are per VIP.
+    dup(addresses, vip.address, at('address'), `address ${vip.address}`);
+    dup(addresses, vip.insideAddress, at('insideAddress'), `address ${vip.insideAddress}`);
+    const ports = new Set<number>();
+    vip.ports.forEach((p, j) => {
+      if (ports.has(p)) ctx.addIssue({ code: 'custom', path: at('ports', j), message: `port ${p} is listed twice` });
+      ports.add(p);
+      dup(services, `${vip.address}/${vip.protocol}/${p}`, at('ports', j), `${vip.protocol} port ${p} of ${vip.address}`);
+    });
+    if (vip.backends.length === 0 && !vip.sorryServer) ctx.addIssue({ code: 'custom', path: at('backends'), message: 'a VIP has at least one backend (weight 0 drains one) or a sorryServer' });
+    const backends = new Map<string, number>();
+    vip.backends.forEach((b, j) => {
+      const key = backendKey(b);
+      const first = backends.get(key);
+      if (first !== undefined) ctx.addIssue({ code: 'custom', path: at('backends', j, 'address'), message: `backend ${key} already listed as backends[${first}]` });
+      else backends.set(key, j);
+    });
+    if (vip.mode === 'dnat') {
+      // A dnat backend routes its replies through its VIP's inside address (its gateway), so
+      // it serves one dnat VIP; the hold also recognises its replies by their source.
+      const own = new Set<string>();
+      for (const [j, b] of vip.backends.entries()) {
+        if (own.has(b.address)) continue;
+        own.add(b.address);
+        dup(dnatServers, b.address, at('backends', j, 'address'), `dnat backend ${b.address}`);
+      }
+      if (vip.snatPorts !== undefined) ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'only fullnat VIPs have snatPorts' });
+    } else {
+      if (vip.snatPorts === undefined) {
+        ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'is required for a fullnat VIP (e.g. "20000-29999")' });
       } else {
-        if (vip.snatPorts === undefined) {
-          ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: 'is required for a fullnat VIP (e.g. "20000-29999")' });
-        } else {
-          const [first, last] = vip.snatPorts.split('-').map(Number) as [number, number];
-          if (first < 1 || last > 65535 || first > last) {
-            ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: `expected first-last with 1 <= first <= last <= 65535, got "${vip.snatPorts}"` });
-          }
+        const [first, last] = vip.snatPorts.split('-').map(Number) as [number, number];
+        if (first < 1 || last > 65535 || first > last) {
+          ctx.addIssue({ code: 'custom', path: at('snatPorts'), message: `expected first-last with 1 <= first <= last <= 65535, got "${vip.snatPorts}"` });
         }
       }
-    });
+    }
   });
+}
 
 export type ApplianceConfig = z.infer<typeof applianceSchema>;
 /** A configuration as written in a file, before defaults are applied. */

@@ -12,11 +12,13 @@
  * `vips` lets an operator or an appliance name a VIP (`/v1/vips/vip1/copies`), gives the
  * socket-table rebuild what the server cannot see: the VIP's address, ports and mark, and
  * bounds what is stored: copies of other VIPs, or that break a VIP's rules
- * (config/vip-records.ts), are refused.
+ * (config/vip-records.ts), are refused. The controller's backend changes are written into
+ * the file (config/edit.ts), so it stays the keeper's last copy of the site's VIPs.
  */
 import { z } from 'zod';
 import { loadConfigFile, parseConfigText, type RenamedField } from './load.js';
-import { VIP_RENAMES, vipSchema } from './appliance.js';
+import { ConfigFile } from './edit.js';
+import { VIP_RENAMES, checkVipList, vipSchema } from './appliance.js';
 import { bounded, listenAddress, memberName } from './fields.js';
 import { DEFAULT_CREDENTIALS_DIR } from '../api/auth.js';
 import { METRICS_DEFAULT, metricsListenerSchema } from './metrics.js';
@@ -39,19 +41,8 @@ const keeperSchema = z
      */
     addresses: z.array(z.ipv4({ error: 'expected an IPv4 address (a.b.c.d)' }), { error: 'expected a list of addresses' }).min(1, { error: 'expected at least one address' }).optional(),
   })
-  .superRefine((config, ctx) => {
-    const seen = new Map<string, number>();
-    config.vips.forEach((vip, i) => {
-      for (const [key, field] of [
-        [vip.name, 'name'],
-        [vip.address, 'address'],
-      ] as const) {
-        const first = seen.get(key);
-        if (first !== undefined) ctx.addIssue({ code: 'custom', path: ['vips', i, field], message: `'${key}' already used by vips[${first}]` });
-        else seen.set(key, i);
-      }
-    });
-  });
+  // The same rules for the VIP list as in the appliance's configuration: it is the same list.
+  .superRefine((config, ctx) => checkVipList(config.vips, ctx));
 
 export type KeeperConfig = z.infer<typeof keeperSchema>;
 
@@ -64,4 +55,11 @@ export function parseKeeperConfig(text: string, fileName: string): KeeperConfig 
 
 export function loadKeeperConfig(path: string): Promise<KeeperConfig> {
   return loadConfigFile(path, keeperSchema, { renamed: KEEPER_RENAMES });
+}
+
+/** The keeper's configuration file: backend changes from the controller are written there. */
+export class KeeperConfigFile extends ConfigFile<KeeperConfig> {
+  constructor(path: string) {
+    super(path, parseKeeperConfig);
+  }
 }

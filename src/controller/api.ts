@@ -143,12 +143,22 @@ export const controllerApi = {
     response: z.object({ appliance: z.string(), migrations: z.array(migrationProgressSchema), waiting: z.array(z.object({ vip: z.string(), reason: z.string() })), remaining: z.array(z.string()) }),
     roles: ADMIN,
   }),
-  /** Applied on every appliance, each answering for itself. */
+  /** Applied on every appliance and keeper, each answering for itself (a keeper without the VIP: skipped). */
   backends: endpoint({
     method: 'POST',
     path: '/v1/vips/:name/backends',
     body: backendChangeSchema,
-    response: outcomes(z.object({ vip: z.string(), backends: z.array(z.object({ address: z.string(), port: z.number().int().optional(), weight: count, state: z.string() })) })),
+    response: outcomes(z.object({ vip: z.string(), backends: z.array(z.object({ address: z.string(), port: z.number().int().optional(), weight: count, state: z.string() })) })).extend({
+      keepers: z.array(
+        z.object({
+          keeper: z.string(),
+          ok: z.boolean(),
+          result: z.object({ vip: z.string(), backends: z.array(z.object({ address: z.string(), port: z.number().int().optional(), weight: count })) }).optional(),
+          skipped: z.string().optional(),
+          error: z.string().optional(),
+        }),
+      ),
+    }),
     roles: ADMIN,
   }),
   reload: endpoint({

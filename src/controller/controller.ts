@@ -38,6 +38,21 @@ export interface ApplianceOutcome {
   error?: string;
 }
 
+/** What the controller needs of a keeper: the backend changes of the VIPs it keeps copies of. */
+export interface KeeperAgent {
+  readonly name: string;
+  changeBackend(vip: string, change: BackendChange): Promise<unknown>;
+}
+
+/** What one keeper answered to a backend change; `skipped`: the VIP is not one of its VIPs. */
+export interface KeeperOutcome {
+  keeper: string;
+  ok: boolean;
+  result?: unknown;
+  skipped?: string;
+  error?: string;
+}
+
 /** The controllers of the site and the health of their store, for the operator. */
 export interface ControlPlaneStatus {
   self: string;
@@ -131,6 +146,8 @@ export interface ControllerOptions {
   /** Several controllers on etcd: who leads (default: this one, always). */
   leadership?: Leadership;
   controlPlane?: ControlPlane;
+  /** The keepers of the configuration: backend changes reach them too. */
+  keepers?: Map<string, KeeperAgent>;
 }
 
 export class Controller {
@@ -548,13 +565,39 @@ export class Controller {
   // Backends and configuration
 
   /**
-   * A backend change sent to every appliance: each holds the site's VIPs (the one owning a
-   * VIP and those standing by for it alike), applies it and writes it to its own file, so each
-   * runs on its last copy while the controller is away. One appliance refusing or unreachable
-   * does not stop the others: every outcome is reported.
+   * A backend change sent to every appliance and every keeper: each appliance holds the
+   * site's VIPs (the one owning a VIP and those standing by for it alike), each keeper the VIPs
+   * whose copies it accepts (a copy of a connection to a server that is not one of its VIP's
+   * backends is refused there). Each applies the change and writes it to its own file, so
+   * each runs on its last copy while the controller is away. A keeper without the VIP has
+   * nothing to change (skipped). An added backend reaches the keepers first, so that the
+   * copies of its first connections are accepted; any other change reaches the appliances
+   * first. One box refusing or unreachable does not stop the others: every outcome is reported.
    */
-  changeBackend(vip: string, change: BackendChange): Promise<ApplianceOutcome[]> {
-    return this.everyAppliance((agent) => agent.changeBackend(vip, change));
+  async changeBackend(vip: string, change: BackendChange): Promise<{ appliances: ApplianceOutcome[]; keepers: KeeperOutcome[] }> {
+    const appliances = () => this.everyAppliance((agent) => agent.changeBackend(vip, change));
+    const keepers = () => this.everyKeeper(vip, change);
+    if (change.action === 'add') {
+      const k = await keepers();
+      return { appliances: await appliances(), keepers: k };
+    }
+    const a = await appliances();
+    return { appliances: a, keepers: await keepers() };
+  }
+
+  private everyKeeper(vip: string, change: BackendChange): Promise<KeeperOutcome[]> {
+    return Promise.all(
+      [...(this.options.keepers?.values() ?? [])].map(async (keeper): Promise<KeeperOutcome> => {
+        try {
+          return { keeper: keeper.name, ok: true, result: await keeper.changeBackend(vip, change) };
+        } catch (err) {
+          const e = err as Error & { status?: number; field?: string };
+          if (e.status === 404 && e.field === 'vip') return { keeper: keeper.name, ok: true, skipped: e.message };
+          this.logger.warn({ keeper: keeper.name, vip, action: change.action, address: change.address, port: change.port, err: e.message }, 'a keeper did not take a backend change');
+          return { keeper: keeper.name, ok: false, error: e.message };
+        }
+      }),
+    );
   }
 
   /** `vipshift reload`: every appliance (or the one named) re-reads its configuration file. */

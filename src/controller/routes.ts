@@ -59,7 +59,7 @@ export function controllerRoutes(site: Controller): Route[] {
     serve(api.pin, (ctx) => refusals(() => site.setPinned(ctx.params.name ?? '', ctx.body.pinned))),
     serve(api.maintenance, (ctx) => refusals(() => site.setMaintenance(ctx.params.name ?? '', ctx.body.on))),
     serve(api.drain, (ctx) => refusals(() => site.drain(ctx.params.name ?? ''))),
-    serve(api.backends, async (ctx) => ({ appliances: await site.changeBackend(ctx.params.name ?? '', ctx.body) })),
+    serve(api.backends, (ctx) => site.changeBackend(ctx.params.name ?? '', ctx.body)),
     serve(api.reload, async (ctx) => ({ appliances: await refusals(() => site.reload(ctx.body.appliance)) })),
   ];
 }

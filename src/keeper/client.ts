@@ -1,12 +1,14 @@
 /**
- * A keeper's API from the appliance's side (replication pushes, takeover restores), over
- * src/api's ApiClient: requests signed by the appliance, answers checked to come from the keeper.
+ * A keeper's API from the appliance's side (replication pushes, takeover restores) and the
+ * controller's (backend changes), over src/api's ApiClient: requests signed by the caller,
+ * answers checked to come from the keeper.
  */
 import { Readable } from 'node:stream';
 import type { Credentials } from '../api/auth.js';
 import { ApiClient, type ApiClientOptions } from '../api/client.js';
 import { RECORD_SIZE, RecordStreamReader } from '../netlink/entry-record.js';
 import { encodeBatch, type CopyBatch } from './batch.js';
+import type { BackendChange } from '../config/edit.js';
 import type { CopiesSource, Keeper } from './keeper.js';
 
 export type KeeperStatus = ReturnType<Keeper['status']>;
@@ -38,6 +40,11 @@ export class KeeperClient {
 
   deleteVip(vip: string): Promise<{ deleted: number }> {
     return this.api.delete(`/v1/vips/${encodeURIComponent(vip)}/copies`);
+  }
+
+  /** A backend change of a VIP it keeps copies of (the controller's fan-out): written into its configuration. */
+  changeBackend(vip: string, change: BackendChange): Promise<Awaited<ReturnType<Keeper['changeBackend']>>> {
+    return this.api.post(`/v1/vips/${encodeURIComponent(vip)}/backends`, change);
   }
 
   status(): Promise<KeeperStatus> {

@@ -10,10 +10,19 @@
  *                                   → an entry-record stream (entry-record.ts: "VSCT" header, 40-byte records)
  *   DELETE /v1/vips/:vip/copies     → { deleted }
  *   GET    /v1/status               → counts per VIP, database size, schema version
+ *   POST   /v1/vips/:vip/backends   body: a backend change (config/edit.ts), from the controller
+ *                                   → { vip, backends }: applied to the VIP rules at once and
+ *                                   written into the keeper's configuration file
  * `:vip` is a VIP's name from the configuration or its address.
  * `merged` = every copy, plus a rebuilt entry for each ESTABLISHED socket of a dnat VIP that no
  * copy covers (connections younger than the replication interval); `copies` and
  * `socket-table` give one source only.
+ *
+ * The keeper's VIPs bound what it stores (config/vip-records.ts: a copy of a connection to a
+ * server that is not one of its VIP's backends is refused). A backend added or removed
+ * through the controller reaches the keeper too: the change is written into its file (edited
+ * in place, validated, replaced atomically), so a restarted keeper runs on its last copy
+ * while the controller is away.
  */
 import { networkInterfaces } from 'node:os';
 import { Readable } from 'node:stream';
@@ -22,6 +31,8 @@ import { Counter, register as defaultRegistry, type Registry } from 'prom-client
 import { z } from 'zod';
 import { Authenticator, type Credentials } from '../api/auth.js';
 import { checkRecords } from '../config/vip-records.js';
+import { backendChangeSchema, editVipBackends, type BackendChange, type ConfigFile } from '../config/edit.js';
+import { ConfigError } from '../config/load.js';
 import { HttpError, createApiServer, type ApiServer, type RouteRoles } from '../api/server.js';
 import { metricsRoute } from '../metrics/metrics.js';
 import type { VipConfig } from '../config/appliance.js';
@@ -42,6 +53,7 @@ export const KEEPER_ROLES: RouteRoles = {
   'GET /v1/vips/:vip/copies': ['appliance', 'admin'],
   'DELETE /v1/vips/:vip/copies': ['appliance', 'admin'],
   'GET /v1/status': ['admin', 'appliance', 'monitor'],
+  'POST /v1/vips/:vip/backends': ['admin', 'controller'],
   'GET /metrics': ['admin', 'monitor'],
 };
 
@@ -69,6 +81,8 @@ export interface SocketTable {
 
 export interface KeeperOptions {
   credentials: Credentials;
+  /** Its configuration file, where backend changes are written (without it they are refused). */
+  configFile?: ConfigFile<KeeperConfig>;
   /** The server's socket table; required when config.sockdiag is on. */
   socketTable?: SocketTable;
   logger?: Logger;
@@ -97,24 +111,25 @@ export class Keeper {
   readonly store: CopyStore;
   private readonly api: ApiServer;
   private readonly logger: Logger;
-  private readonly vipsByName = new Map<string, VipConfig>();
-  private readonly vipsByAddress = new Map<string, VipConfig>();
-  private readonly insideAddresses: Set<string>;
+  /** The configuration running now: a backend change replaces its VIPs. */
+  private current: KeeperConfig;
+  private vipsByName = new Map<string, VipConfig>();
+  private vipsByAddress = new Map<string, VipConfig>();
+  private insideAddresses = new Set<string>();
+  /** Backend changes, one at a time (each reads and writes the file). */
+  private changing: Promise<unknown> = Promise.resolve();
   /** This server's addresses as numbers: the only servers whose connections are stored here. */
   private readonly ownServers: Set<number>;
   private expiryTimer: NodeJS.Timeout | undefined;
 
   constructor(
-    readonly config: KeeperConfig,
+    config: KeeperConfig,
     private readonly options: KeeperOptions,
   ) {
     if (config.sockdiag && !options.socketTable) throw new Error('keeper: sockdiag is on but no socket table was given');
     this.logger = options.logger ?? pino({ name: 'keeper' });
-    for (const v of config.vips) {
-      this.vipsByName.set(v.name, v);
-      this.vipsByAddress.set(v.address, v);
-    }
-    this.insideAddresses = new Set(config.vips.map((v) => v.insideAddress));
+    this.current = config;
+    this.useVips(config.vips);
     this.ownServers = new Set((config.addresses ?? hostAddresses()).map((a) => a.split('.').reduce((n, o) => n * 256 + Number(o), 0)));
     this.store = new CopyStore(config.database, options.now ? { now: options.now } : {});
     const registry = options.metrics ?? defaultRegistry;
@@ -193,6 +208,22 @@ export class Keeper {
           },
         },
         { method: 'GET', path: '/v1/status', handler: () => this.status() },
+        {
+          method: 'POST',
+          path: '/v1/vips/:vip/backends',
+          body: backendChangeSchema,
+          handler: async (ctx) => {
+            const change = ctx.body as BackendChange;
+            try {
+              const result = await this.changeBackend(ctx.params.vip!, change);
+              this.logger.info({ peer: ctx.peer, vip: result.vip, action: `backend ${change.action}`, backend: change.port === undefined ? change.address : `${change.address}:${change.port}`, weight: change.weight }, `backend ${change.action} ${result.vip}`);
+              return result;
+            } catch (err) {
+              if (err instanceof ConfigError) throw new HttpError(400, err.message);
+              throw err;
+            }
+          },
+        },
         metricsRoute(registry),
       ],
     });
@@ -216,6 +247,39 @@ export class Keeper {
 
   get url(): string {
     return this.api.url;
+  }
+
+  get config(): KeeperConfig {
+    return this.current;
+  }
+
+  private useVips(vips: VipConfig[]): void {
+    this.vipsByName = new Map(vips.map((v) => [v.name, v]));
+    this.vipsByAddress = new Map(vips.map((v) => [v.address, v]));
+    this.insideAddresses = new Set(vips.map((v) => v.insideAddress));
+  }
+
+  /**
+   * Adds, removes, weights or drains a backend of a VIP of this keeper: the configuration
+   * file is edited, validated and replaced, then the VIP rules follow. Nothing changes if the
+   * VIP or the backend is not there or the result is invalid (ConfigError).
+   */
+  changeBackend(vip: string, change: BackendChange): Promise<{ vip: string; backends: { address: string; port?: number; weight: number }[] }> {
+    const run = this.changing.then(async () => {
+      const file = this.options.configFile;
+      if (!file) throw new HttpError(409, `keeper ${this.current.keeper} was started without a configuration file to write the change to`, 'vip');
+      const name = this.resolve(vip).vip?.name;
+      if (!name) throw new HttpError(404, `VIP '${vip}' is not in this keeper's configuration`, 'vip');
+      const { text } = await file.read();
+      const edited = editVipBackends(file.parse, text, file.path, name, change);
+      await file.write(edited.text);
+      this.current = { ...this.current, vips: edited.config.vips };
+      this.useVips(edited.config.vips);
+      const backends = this.vipsByName.get(name)!.backends.map((b) => ({ address: b.address, ...(b.port === undefined ? {} : { port: b.port }), weight: b.weight }));
+      return { vip: name, backends };
+    });
+    this.changing = run.catch(() => undefined);
+    return run;
   }
 
   /** Deletes expired copies now; returns how many. */

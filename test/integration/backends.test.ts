@@ -2,8 +2,8 @@
  * Backends on the kernel: a fullnat VIP and a dnat VIP, each with a pool on port 443 mapped to
  * the servers' 8443, under steady load from real TCP clients; drain, health down with
  * `onDown` keep and reset, no backend up, a reload that adds a backend, removes another and
- * adds a VIP under load, an invalid reload, and Maglev's retention against source hash when one
- * of ten backends goes. Topology (namespaces made and removed here):
+ * adds a VIP under load, an invalid reload, Maglev's retention against source hash when one
+ * of ten backends goes, and a change kept across a restart of the appliance. Topology (namespaces made and removed here):
  *   client  198.51.100.10/24 (+ 198.51.100.100-239 for the hash probes), default via .1
  *   lb      e0 198.51.100.1/24 (+ VIPs)  ─  i0 198.18.0.2/24 (+ inside addresses)
  *   srv     i0 198.18.0.101-110/24: ten backends in one namespace, default via 198.18.0.10
@@ -215,5 +215,19 @@ describe('backends on the kernel', () => {
     expect(Object.values(after.ring).some((b) => b.startsWith('failed') || b.startsWith('198.18.0.104:'))).toBe(false);
     expect(kept('ring')).toBeGreaterThanOrEqual(0.85);
     expect(kept('mod')).toBeLessThan(kept('ring'));
+  });
+
+  it('a backend change is kept across a restart: the appliance runs on its file, with no controller to ask', async () => {
+    await call(appliance, 'changeBackend', { vip: 'shop', change: { action: 'drain', address: '198.18.0.105', port: 8443 } });
+    await appliance.stop();
+    appliance = new Proc(ns.lb, 'backends-appliance.ts');
+    await call(appliance, 'start', { file });
+    expect((await status('shop')).backends.map((b: any) => [b.address, b.weight, b.state])).toEqual([
+      ['198.18.0.104', 1, 'up'],
+      ['198.18.0.105', 0, 'drained'],
+    ]);
+    const after = await load('203.0.113.10', 10, 10, 100);
+    expect(failed(after)).toEqual([]);
+    expect(hits(after)).toEqual(new Set(['198.18.0.104:8443']));
   });
 });

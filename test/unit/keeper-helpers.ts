@@ -3,13 +3,13 @@ import { RECORD_SIZE, writeRecord, type EntryRecord } from '../../src/netlink/en
 import { IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_SEEN_REPLY, TCP_CONNTRACK_ESTABLISHED } from '../../src/netlink/ctnetlink.js';
 
 /**
- * The VIPs the keeper tests configure (a keeper stores copies of its VIPs only): vip1 and vip2
- * dnat, vip4 fullnat, all served by 198.18.0.101 on ports 7 and 80.
+ * The VIPs the keeper tests configure (a keeper stores copies of its VIPs only): vip1 dnat,
+ * vip2 and vip4 fullnat (a dnat server serves one VIP), all served by 198.18.0.101 on ports 7 and 80.
  */
 export const TEST_VIPS = `
 vips:
   - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7, 80], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }
-  - { name: vip2, id: 2, address: 203.0.113.11, insideAddress: 198.18.0.11, ports: [7, 80], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }
+  - { name: vip2, id: 2, address: 203.0.113.11, insideAddress: 198.18.0.11, ports: [7, 80], mode: fullnat, backends: [{ address: 198.18.0.101 }], snatPorts: "30000-39999", owner: lb1 }
   - { name: vip4, id: 4, address: 203.0.113.13, insideAddress: 198.18.0.13, ports: [7, 80], mode: fullnat, backends: [{ address: 198.18.0.101 }], scheduler: roundrobin, snatPorts: "20000-29999", owner: lb1 }
 `;
 const MARKS: Record<string, number> = { '203.0.113.10': 1, '203.0.113.11': 2, '203.0.113.13': 4 };
