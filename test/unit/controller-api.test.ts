@@ -15,7 +15,7 @@ function fake(answer: unknown): JsonApi & { asked: string[] } {
 
 describe('controller API contract', () => {
   it('fills paths and queries from the declaration and parses the answer', async () => {
-    const api = fake({ appliances: [{ appliance: 'lb1', ok: true, result: { vip: 'vip1', backends: [{ address: '198.18.0.101', weight: 0, state: 'drained', extra: 1 }] } }] });
+    const api = fake({ appliances: [{ appliance: 'lb1', ok: true, result: { vip: 'vip1', backends: [{ address: '198.18.0.101', weight: 0, state: 'drained', extra: 1 }] } }], keepers: [] });
     const r = await call(api, controllerApi.backends, { params: { name: 'vip 1' }, body: { action: 'drain', address: '198.18.0.101' } });
     expect(api.asked).toEqual(['/v1/vips/vip%201/backends {"action":"drain","address":"198.18.0.101"}']);
     expect(r.appliances[0]?.result?.backends[0]).toEqual({ address: '198.18.0.101', weight: 0, state: 'drained' });
