@@ -7,7 +7,7 @@
  *   POST   /v1/copies               body: a copies batch (batch.ts), binary, streamed as signed frames
  *                                   → { upserted, deleted }; a malformed batch → 400 naming the field
  *   GET    /v1/vips/:vip/copies     ?source=merged|copies|socket-table (default merged)
- *                                   → an entry-record stream (entry-record.ts: "VSCT" header, 40-byte records)
+ *                                   → an entry-record stream (entry-record.ts: "VSCT" header, 80-byte records)
  *   DELETE /v1/vips/:vip/copies     → { deleted }
  *   GET    /v1/status               → counts per VIP, database size, schema version
  *   POST   /v1/vips/:vip/backends   body: a backend change (config/edit.ts), from the controller

@@ -1,6 +1,6 @@
 /**
  * Pages of a VIP's access table for the operator's console: sorted, filtered and cut in
- * the appliance from the 40-byte entry records of one kernel dump (entry-record.ts), so a
+ * the appliance from the 80-byte entry records of one kernel dump (entry-record.ts), so a
  * console never receives more than the rows it draws, whatever the table's size.
  *
  * Reading 100,000 entries and sorting them for the views being watched costs ~0.1–0.3 s of
