@@ -1,10 +1,7 @@
-import { EventEmitter } from 'node:events';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { ConntrackEvents } from '../../src/netlink/conntrack.js';
 import {
   IPCTNL_MSG_CT_DELETE,
-  IPCTNL_MSG_CT_NEW,
   IPPROTO_TCP,
   IPPROTO_UDP,
   IPS_ASSURED,
@@ -13,63 +10,10 @@ import {
   TCP_CONNTRACK_CLOSE_WAIT,
   TCP_CONNTRACK_ESTABLISHED,
   TCP_CONNTRACK_TIME_WAIT,
-  ctnlType,
 } from '../../src/netlink/ctnetlink.js';
-import { CreateEncoder } from '../../src/netlink/entry-record-ctnetlink.js';
-import { RECORD_SIZE, readRecord, writeRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
-import { parseMessages } from '../../src/netlink/message.js';
-import { AccessTableMirror, BARRIER_MARK, REFRESH_BELOW_S, type MirroredTable } from '../../src/nat/access-table-mirror.js';
-
-const MARK = 1;
-const window = { wscaleOriginal: 7, wscaleReply: 7, flagsOriginal: 0x23, flagsReply: 0x23 };
-
-function entry(port: number, proto: number, tcpState: number, timeout: number): EntryRecord {
-  return {
-    client: { address: '198.51.100.10', port },
-    vip: { address: '203.0.113.10', port: 80 },
-    server: { address: '198.18.0.101', port: 80 },
-    proto,
-    tcpState: proto === IPPROTO_TCP ? tcpState : 0,
-    tcpWindow: proto === IPPROTO_TCP ? window : { wscaleOriginal: 0, wscaleReply: 0, flagsOriginal: 0, flagsReply: 0 },
-    status: IPS_SEEN_REPLY | IPS_ASSURED,
-    timeout,
-    mark: MARK,
-  };
-}
-
-function records(...entries: EntryRecord[]): Buffer {
-  const b = Buffer.alloc(entries.length * RECORD_SIZE);
-  entries.forEach((e, i) => writeRecord(b, i * RECORD_SIZE, e));
-  return b;
-}
-
-/** The kernel's event message for an entry (a create message carries the same attributes). */
-function event(e: EntryRecord, type: number) {
-  const [msg] = parseMessages(new CreateEncoder(1, false).encode(records(e), 0, 1, 1));
-  return { ...msg!, type: ctnlType(type) };
-}
-
-/**
- * A conntrack table in memory: the dump hands out `table`, the barrier's sentinel comes back
- * as a destroy event, and the test sends the events the kernel would.
- */
-function fakeTable(table: EntryRecord[]) {
-  const events = new EventEmitter();
-  const fake: MirroredTable = {
-    subscribe: () => Object.assign(events, { close: () => undefined }) as unknown as ConntrackEvents,
-    dumpAllRecords: async (onChunk) => {
-      onChunk(records(...table));
-      return { records: table.length, skipped: 0 };
-    },
-    create: async () => ({ created: 1, existing: 0, failures: [] }),
-    delete: async (orig) => {
-      const sentinel = { ...entry(orig.sport, IPPROTO_UDP, 0, 1), client: { address: '0.0.0.0', port: orig.sport }, vip: { address: '0.0.0.0', port: 9 }, server: { address: '0.0.0.0', port: 9 }, mark: BARRIER_MARK };
-      queueMicrotask(() => events.emit('message', event(sentinel, IPCTNL_MSG_CT_DELETE)));
-      return true;
-    },
-  };
-  return { fake, send: (e: EntryRecord, type = IPCTNL_MSG_CT_NEW) => events.emit('message', event(e, type)) };
-}
+import { RECORD_SIZE, readRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
+import { AccessTableMirror, REFRESH_BELOW_S } from '../../src/nat/access-table-mirror.js';
+import { MARK, entry, fakeTable } from '../support/mirror-table.js';
 
 /** The difference's records by client port. */
 function byPort(buf: Buffer): Map<number, EntryRecord> {
