@@ -151,7 +151,9 @@ chroot "$ROOTFS" /usr/local/bin/vipshift help >/dev/null
 chroot "$ROOTFS" /opt/vipshift/node/bin/node -e '
   const { createRequire } = require("node:module");
   const req = createRequire("/opt/vipshift/package.json");
-  for (const dep of Object.keys(require("/opt/vipshift/package.json").dependencies)) req(dep);
+  const deps = Object.keys(require("/opt/vipshift/package.json").dependencies);
+  // @peculiar/x509 needs the Reflect metadata API loaded first, as src/api/etcd-pki.ts does.
+  for (const dep of ["reflect-metadata", ...deps.filter((d) => d !== "reflect-metadata")]) req(dep);
   req("better-sqlite3")(":memory:").prepare("select 1").get();
   console.log("node", process.version, "loads", Object.keys(require("/opt/vipshift/package.json").dependencies).join(" "));'
 
