@@ -13,11 +13,16 @@ vips:
   - { name: vip4, id: 4, address: 203.0.113.13, insideAddress: 198.18.0.13, ports: [7, 80], mode: fullnat, backends: [{ address: 198.18.0.101 }], scheduler: roundrobin, snatPorts: "20000-29999", owner: lb1 }
 `;
 const MARKS: Record<string, number> = { '203.0.113.10': 1, '203.0.113.11': 2, '203.0.113.13': 4 };
+/** The fullnat VIPs' inside address and first SNAT port (TEST_VIPS). */
+const FULLNAT: Record<string, { address: string; firstPort: number }> = {
+  '203.0.113.11': { address: '198.18.0.11', firstPort: 30000 },
+  '203.0.113.13': { address: '198.18.0.13', firstPort: 20000 },
+};
 
 /** A copy of connection `i` of the VIP at address `vip` (its mark; its inside address in fullnat). */
 export function entry(i: number, vip = '203.0.113.10', overrides: Partial<EntryRecord> = {}): EntryRecord {
   return {
-    ...(vip === '203.0.113.13' ? { inside: { address: '198.18.0.13', port: 20000 + (i % 10000) } } : {}),
+    ...(FULLNAT[vip] ? { inside: { address: FULLNAT[vip]!.address, port: FULLNAT[vip]!.firstPort + (i % 10000) } } : {}),
     client: { address: `198.51.100.${10 + Math.floor(i / 64000)}`, port: 1024 + (i % 64000) },
     vip: { address: vip, port: 80 },
     server: { address: '198.18.0.101', port: 80 },
