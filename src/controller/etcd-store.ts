@@ -261,11 +261,14 @@ export class EtcdLeadership implements Leadership {
     if (!this.lease) {
       const lease = this.cluster.ns.lease(this.cluster.settings.leaseSeconds, { autoKeepAlive: false });
       const sent = this.now();
-      this.leaseId = await withTimeout('lease grant', this.ttlMs, lease.grant());
+      const leaseId = await withTimeout('lease grant', this.ttlMs, lease.grant());
+      // Bounded like the grant: a request to a cluster still electing its own leader can hang,
+      // and a round that never ends stops every later one (they wait for it).
+      await withTimeout('controller registration', this.ttlMs, lease.put(`controllers/${this.self.name}`).value(JSON.stringify(this.self)).exec());
+      this.leaseId = leaseId;
       this.lease = lease;
       this.aliveSince = sent;
       this.lastKeepalive = sent;
-      await lease.put(`controllers/${this.self.name}`).value(JSON.stringify(this.self));
     } else if (this.now() - this.lastKeepalive >= this.ttlMs / 6) {
       const sent = this.now();
       // A failed keep-alive (a member down: the client tries another) is retried at the next tick.
@@ -286,7 +289,7 @@ export class EtcdLeadership implements Leadership {
     const lease = this.lease;
     if (!lease) return;
     const ns = this.cluster.ns;
-    const r = await ns.if(LEADER, 'Create', '==', 0).then(lease.put(LEADER).value(JSON.stringify(this.self))).else(ns.get(LEADER)).commit();
+    const r = await withTimeout('campaign', this.ttlMs, ns.if(LEADER, 'Create', '==', 0).then(lease.put(LEADER).value(JSON.stringify(this.self))).else(ns.get(LEADER)).commit());
     if (r.succeeded) {
       const epoch = Number(r.header.revision);
       if (this.now() >= this.aliveSince + this.validMs) return; // the lease may lapse before we could act: next round
