@@ -38,27 +38,13 @@ export interface ScrapedSpec<L extends string> {
  */
 export function scrapedMetric<L extends string>(registry: Registry, kind: 'counter' | 'gauge', spec: ScrapedSpec<L>): void {
   const { name, help, labelNames = [], samples } = spec;
-  if (kind === 'gauge') {
-    new Gauge({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const [labels, value] of await samples()) this.set(labels, value);
-      },
-    });
-  } else {
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers: [registry],
-      async collect() {
-        this.reset();
-        for (const [labels, value] of await samples()) this.inc(labels, value);
-      },
-    });
-  }
+  // Each scrape replaces the metric's values by the source's: a gauge is set to them, a counter
+  // (which prom-client only lets grow) is incremented from zero to them.
+  const refill = async (metric: { reset(): void }, write: (labels: Partial<Record<L, string>>, value: number) => void) => {
+    metric.reset();
+    for (const [labels, value] of await samples()) write(labels, value);
+  };
+  const config = { name, help, labelNames, registers: [registry] };
+  if (kind === 'gauge') new Gauge<L>({ ...config, collect() { return refill(this, (l, v) => this.set(l, v)); } });
+  else new Counter<L>({ ...config, collect() { return refill(this, (l, v) => this.inc(l, v)); } });
 }
