@@ -97,6 +97,19 @@ export interface ApplianceParts {
   loadConfig?: () => Promise<ApplianceConfig>;
   /** The configuration file: re-read by a reload, written by backend changes made at run time. */
   configFile?: ApplianceConfigFile;
+  /** The other parts built from the configuration, which follow a change made at run time (start.ts). */
+  followers?: readonly ConfigFollower[];
+}
+
+/**
+ * A part built from the configuration (the access table mirror, replication, the health
+ * checks...) that follows a reload or a backend change once the NAT engine and the addresses
+ * have. startAppliance composes them; each says which top-level fields it takes at run time.
+ */
+export interface ConfigFollower {
+  /** Top-level fields of the configuration this part takes at run time: a change of any other is refused. */
+  readonly fields?: readonly string[];
+  follow(next: ApplianceConfig, change: ReconfigureResult): void | Promise<void>;
 }
 
 /** A backend named by a request (a health check, the CLI) that the VIP does not have. */
@@ -135,7 +148,6 @@ export class Appliance {
   private readonly migrations = new Map<string, number>();
   /** Reloads and backend changes run one at a time (each reads, changes and writes the file). */
   private changing: Promise<unknown> = Promise.resolve();
-  private readonly configListeners: ((config: ApplianceConfig, change: ReconfigureResult) => void)[] = [];
   private readonly connections = new Map<string, { at: number; counts: Promise<Map<string, number>> }>();
   private readonly refused = new Map<string, RefusedEntries>();
   private readonly mirror: AccessTableMirror | undefined;
@@ -164,11 +176,6 @@ export class Appliance {
     return this.current;
   }
 
-  /** Called after every configuration change applied at run time (a health monitor follows the backends). */
-  onConfigChange(listener: (config: ApplianceConfig, change: ReconfigureResult) => void): void {
-    this.configListeners.push(listener);
-  }
-
   private migrating(name: string, on: boolean): void {
     if (on) this.migrations.set(name, performance.now());
     else this.migrations.delete(name);
@@ -181,9 +188,9 @@ export class Appliance {
 
   /**
    * `vipshift reload` and SIGHUP: re-reads the configuration file and applies the difference
-   * (VIPs added and removed, backends changed) as one nft transaction. An invalid file
-   * (ConfigError, file:line:field) or a change that cannot be made at run time
-   * (ReconfigureError) changes nothing.
+   * (VIPs added and removed, backends changed, keepers) to the NAT engine, then to every part
+   * that follows the configuration. An invalid file (ConfigError, file:line:field) or a change
+   * that cannot be made at run time (ReconfigureError, naming the field) changes nothing.
    */
   reload(): Promise<ReconfigureResult> {
     return this.serially(async () => {
@@ -222,11 +229,12 @@ export class Appliance {
   private async applyConfig(next: ApplianceConfig): Promise<ReconfigureResult> {
     const before = this.current;
     const problems: string[] = [];
-    const { vips: _before, ...restBefore } = before;
-    const { vips: _after, ...restAfter } = next;
-    for (const key of new Set([...Object.keys(restBefore), ...Object.keys(restAfter)])) {
-      const a = JSON.stringify((restBefore as Record<string, unknown>)[key]);
-      const b = JSON.stringify((restAfter as Record<string, unknown>)[key]);
+    const followers = this.parts.followers ?? [];
+    const changeable = new Set(['vips', ...followers.flatMap((f) => f.fields ?? [])]);
+    for (const key of new Set([...Object.keys(before), ...Object.keys(next)])) {
+      if (changeable.has(key)) continue;
+      const a = JSON.stringify((before as unknown as Record<string, unknown>)[key]);
+      const b = JSON.stringify((next as unknown as Record<string, unknown>)[key]);
       if (a !== b) problems.push(`${key}: cannot change at run time (restart the appliance)`);
     }
     const after = new Map(next.vips.map((v) => [v.name, v]));
@@ -251,7 +259,7 @@ export class Appliance {
       await this.addressing.claim(vip);
       await this.engine.setMode(name, 'normal');
     }
-    for (const listener of this.configListeners) listener(next, result);
+    for (const follower of followers) await follower.follow(next, result);
     return result;
   }
 

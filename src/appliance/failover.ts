@@ -35,35 +35,73 @@ export interface FailoverSources {
   keepers: Map<string, EntrySource>;
   /** The other appliances' agents. */
   peers: EntrySource[];
+  /**
+   * A reload changed the keepers: `sinks` and `keepers` follow the configuration in place (the
+   * takeover reads the same map); clients of an unchanged keeper are kept, the others closed.
+   */
+  setKeepers(config: ApplianceConfig): void;
   close(): void;
 }
 
 /** The real sources: HTTP clients of the keepers' and the peers' APIs. */
 export function httpSources(config: ApplianceConfig, credentials: Credentials): FailoverSources {
-  const clients: { close(): void }[] = [];
+  /** Each keeper's clients (pushes; restores on their own connections), by name, server and API. */
+  const keeperClients = new Map<string, { push: KeeperClient; fetch: KeeperClient }>();
   const sinks = new Map<string, KeeperSink>();
   const keepers = new Map<string, EntrySource>();
-  for (const k of config.keepers) {
-    const push = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.replication.pushTimeoutMs });
-    // Restores get their own connections: never queued behind a push.
-    const fetch = new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: config.failover.fetchTimeoutMs });
-    clients.push(push, fetch);
-    sinks.set(k.name, push);
-    keepers.set(k.server, {
-      name: k.name,
-      entries: async (vip, signal) =>
-        readRecordStream(await fetch.api.stream('GET', `/v1/vips/${encodeURIComponent(vip.address)}/copies?source=merged`, undefined, { signal }), signal),
-    });
-  }
+  const setKeepers = (next: ApplianceConfig): void => {
+    const key = (k: ApplianceConfig['keepers'][number]) => `${k.name}\0${k.server}\0${k.api}`;
+    const wanted = new Set(next.keepers.map(key));
+    for (const [k, c] of keeperClients) {
+      if (wanted.has(k)) continue;
+      c.push.close();
+      c.fetch.close();
+      keeperClients.delete(k);
+    }
+    sinks.clear();
+    keepers.clear();
+    for (const k of next.keepers) {
+      let c = keeperClients.get(key(k));
+      if (!c) {
+        c = {
+          push: new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: next.replication.pushTimeoutMs }),
+          // Restores get their own connections: never queued behind a push.
+          fetch: new KeeperClient(k.api, credentials, { peer: k.name, timeoutMs: next.failover.fetchTimeoutMs }),
+        };
+        keeperClients.set(key(k), c);
+      }
+      const fetch = c.fetch;
+      sinks.set(k.name, c.push);
+      keepers.set(k.server, {
+        name: k.name,
+        entries: async (vip, signal) =>
+          readRecordStream(await fetch.api.stream('GET', `/v1/vips/${encodeURIComponent(vip.address)}/copies?source=merged`, undefined, { signal }), signal),
+      });
+    }
+  };
+  setKeepers(config);
+  const peerClients: ApiClient[] = [];
   const peers: EntrySource[] = config.failover.peers.map((p) => {
     const client = new ApiClient(p.api, credentials, { peer: p.name });
-    clients.push(client);
+    peerClients.push(client);
     return {
       name: p.name,
       entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries`, undefined, { signal }), signal),
     };
   });
-  return { sinks, keepers, peers, close: () => clients.forEach((c) => c.close()) };
+  return {
+    sinks,
+    keepers,
+    peers,
+    setKeepers,
+    close: () => {
+      for (const c of peerClients) c.close();
+      for (const c of keeperClients.values()) {
+        c.push.close();
+        c.fetch.close();
+      }
+    },
+  };
 }
 
 export interface FailoverOptions {
@@ -128,6 +166,17 @@ export class Failover implements AgentFailover {
         options.events?.emit({ event: 'takeover', vip, ...(report.notInstalled ? { reason: report.notInstalled.reason } : {}) });
       },
     });
+    this.mapInstances(config);
+    options.speaker?.on('transition', (event: TransitionEvent) => {
+      this.report(event);
+      this.onTransition(event);
+    });
+  }
+
+  /** VRRP instance → the VIP whose address (or inside address) it carries, and back. */
+  private mapInstances(config: ApplianceConfig): void {
+    this.vipOfInstance.clear();
+    this.instancesOfVip.clear();
     for (const instance of config.vrrp?.instances ?? []) {
       const carried = new Set(instance.addresses.map((a) => a.address.split('/')[0]));
       const vip = config.vips.find((v) => carried.has(v.address) || carried.has(v.insideAddress));
@@ -135,10 +184,20 @@ export class Failover implements AgentFailover {
       this.vipOfInstance.set(instance.name, vip.name);
       this.instancesOfVip.set(vip.name, [...(this.instancesOfVip.get(vip.name) ?? []), instance.name]);
     }
-    options.speaker?.on('transition', (event: TransitionEvent) => {
-      this.report(event);
-      this.onTransition(event);
-    });
+  }
+
+  /**
+   * A reload (the appliance's configuration already switched to `next`): the keepers copies go
+   * to and restores come from, the VIPs replicated, and on a standby the VIPs added are held
+   * at once (pre-armed) like those it started with.
+   */
+  async reconfigure(next: ApplianceConfig): Promise<void> {
+    this.mapInstances(next);
+    this.options.sources.setKeepers(next);
+    this.replicator.reconfigure(next, this.options.sources.sinks);
+    const arm = this.arming.then(() => this.takeover.arm());
+    this.arming = arm.catch((err: Error) => this.options.logger.error({ err: err.message }, 'standby: arming failed'));
+    await arm;
   }
 
   /**

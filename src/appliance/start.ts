@@ -14,7 +14,7 @@ import { metricsRoute, processRegistry } from '../metrics/metrics.js';
 import { startMetricsListener } from '../metrics/listener.js';
 import { AccessTableMirror } from '../nat/access-table-mirror.js';
 import { TableWatch } from './table-watch.js';
-import { NatEngine } from '../nat/engine.js';
+import { NatEngine, type ReconfigureResult } from '../nat/engine.js';
 import { Conntrack } from '../netlink/conntrack.js';
 import { Addresses } from '../netlink/route.js';
 import { registerReplicationMetrics } from '../replication/metrics.js';
@@ -23,7 +23,7 @@ import { SpeakerProcess } from '../vrrp/process.js';
 import { DirectAddressing, VrrpAddressing } from './addressing.js';
 import { AGENT_ROLES, EpochFence, FileEpochStore, agentRoutes, peerClients } from './agent.js';
 import { Announcer } from './announce.js';
-import { Appliance } from './appliance.js';
+import { Appliance, type ConfigFollower } from './appliance.js';
 import { Failover, httpSources } from './failover.js';
 import { backendChecks } from './health.js';
 import { healthTargets } from '../health/targets.js';
@@ -91,25 +91,35 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
     events,
     registry: metrics,
   });
+  // The one reconfiguration path (a reload, SIGHUP, a backend change): the appliance applies
+  // the NAT engine's part and the addresses, then each of these in turn. Whatever else is
+  // built from the file (the API, VRRP, flood limits, hold, replication's settings...) cannot
+  // change at run time: the appliance refuses such a reload, naming the field.
+  const follow = (part: string, work: (next: ApplianceConfig, change: ReconfigureResult) => void | Promise<void>) => async (next: ApplianceConfig, change: ReconfigureResult) => {
+    try {
+      await work(next, change);
+    } catch (err) {
+      logger.error({ part, err: (err as Error).message }, 'could not follow the configuration change');
+    }
+  };
+  const followers: ConfigFollower[] = [
+    // The mirror keeps the VIPs' tables: one added is filled from a dump of its mark alone.
+    { follow: follow('mirror', (next) => mirror.setMarks(next.vips.map((v) => v.id))) },
+    // The checks follow the backends (a kept one keeps its state).
+    { follow: follow('health', (next) => checks.setTargets(healthTargets(next.vips))) },
+  ];
   const box: Appliance = new Appliance(config, engine, conntrack, addressing, {
     vrrpState: () => speaker?.state() ?? [],
     bfdState: () => speaker?.bfdStatus(),
     mirror,
     table,
     checks,
+    followers,
     ...(options.loadConfig ? { loadConfig: options.loadConfig } : {}),
     ...(options.configFile ? { configFile: options.configFile } : {}),
   });
   // Replication listens before any address is here (conntrack reports only entries created
   // while someone listens); a VRRP takeover of a standby VIP installs the keepers' copies.
-  // A reload or a backend change: the checks follow the backends (a kept one keeps its state).
-  box.onConfigChange((next) => {
-    try {
-      checks.setTargets(healthTargets(next.vips));
-    } catch (err) {
-      logger.error({ err: (err as Error).message }, 'health checks not updated after the configuration change');
-    }
-  });
   const failover = new Failover({
     config,
     appliance: box,
@@ -121,6 +131,8 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
     events,
   });
   failover.listen();
+  // Replication's VIPs and keepers, the takeover's keepers, a standby's held VIPs.
+  followers.push({ fields: ['keepers'], follow: follow('failover', (next) => failover.reconfigure(next)) });
   if (speaker) {
     await speaker.start();
     // Without its speaker the appliance must not go on holding addresses nobody defends.

@@ -37,7 +37,7 @@ import { RECORD_SIZE, rec, applyRecordUpdate } from '../netlink/entry-record.js'
 import { decodeEntryRecord } from '../netlink/entry-record-ctnetlink.js';
 import { NetlinkParseError, type NetlinkMessage } from '../netlink/message.js';
 
-export type MirroredTable = Pick<Conntrack, 'subscribe' | 'dumpAllRecords' | 'create' | 'delete'>;
+export type MirroredTable = Pick<Conntrack, 'subscribe' | 'dumpAllRecords' | 'dumpRecords' | 'create' | 'delete'>;
 
 /** The sentinel's ct mark: one past the largest VIP id (config.ts), so it is nobody's entry. */
 export const BARRIER_MARK = 0x10000;
@@ -298,10 +298,12 @@ export class AccessTableMirror {
   private settleTimer: NodeJS.Timeout | undefined;
   /** Change journals by VIP mark (one migration per VIP at a time). */
   private readonly journals = new Map<number, ChangeJournal>();
+  /** VIPs added at run time whose table is filled from a dump of their mark; their events wait meanwhile. */
+  private readonly filling = new Map<number, { table: VipEntries; queued: NetlinkMessage[] }>();
 
   constructor(
     private readonly table: MirroredTable,
-    private readonly marks: readonly number[],
+    private marks: readonly number[],
     private readonly log: Logger,
     private readonly options: { eventBufferBytes?: number; now?: () => number } = {},
   ) {
@@ -330,9 +332,53 @@ export class AccessTableMirror {
    * call is in the mirror; undefined if the mirror cannot vouch for that (then dump).
    */
   async snapshot(mark: number): Promise<Buffer | undefined> {
-    const vip = this.vips.get(mark);
-    if (!vip || !this.synced || !(await this.barrier()) || !this.synced) return undefined;
+    if (!this.complete(mark) || !(await this.barrier()) || !this.complete(mark)) return undefined;
     return this.vips.get(mark)!.snapshot();
+  }
+
+  /** Whether the mirror vouches for the VIP's table: no event lost, not being filled. */
+  private complete(mark: number): boolean {
+    return this.synced && this.vips.has(mark) && !this.filling.has(mark);
+  }
+
+  /**
+   * The VIPs mirrored from now on (a reload added or removed some). A VIP gone loses its table
+   * and its journal; a VIP added is filled from a dump of its mark (entries a VIP with the same
+   * id left behind), the events of its entries applied after, while every other VIP's table,
+   * journal and migration go on untouched: no whole rebuild.
+   */
+  async setMarks(marks: readonly number[]): Promise<void> {
+    const next = new Set(marks);
+    for (const mark of this.marks) {
+      if (next.has(mark)) continue;
+      this.endTracking(mark);
+      this.vips.delete(mark);
+      this.filling.delete(mark);
+    }
+    const added = marks.filter((m) => !this.marks.includes(m));
+    this.marks = [...marks];
+    await Promise.all(added.map((m) => this.fill(m)));
+  }
+
+  private async fill(mark: number): Promise<void> {
+    const table = new VipEntries(this.clock);
+    const filling = { table, queued: [] as NetlinkMessage[] };
+    this.filling.set(mark, filling);
+    this.vips.set(mark, table);
+    try {
+      await this.table.dumpRecords(mark, (records) => {
+        for (let o = 0; o < records.length; o += RECORD_SIZE) table.upsert(records, o);
+      });
+    } catch (err) {
+      this.log.warn({ mark, err: (err as Error).message }, 'access table mirror: dump of an added VIP failed, rebuilding');
+      void this.resync();
+    } finally {
+      if (this.filling.get(mark) === filling) {
+        this.filling.delete(mark);
+        // A rebuild meanwhile replaced the table with its own, which needs none of these.
+        if (this.vips.get(mark) === table) for (const msg of filling.queued) this.apply(msg);
+      }
+    }
   }
 
   /**
@@ -341,7 +387,7 @@ export class AccessTableMirror {
    * if the mirror cannot vouch for being complete.
    */
   async track(mark: number, migration: string): Promise<Buffer | undefined> {
-    if (!this.vips.get(mark) || !this.synced || !(await this.barrier()) || !this.synced) return undefined;
+    if (!this.complete(mark) || !(await this.barrier()) || !this.complete(mark)) return undefined;
     // The journal starts and the snapshot is taken in one synchronous run: no event between.
     const vip = this.vips.get(mark)!;
     const journal = new ChangeJournal(migration, this.clock());
@@ -430,7 +476,7 @@ export class AccessTableMirror {
 
   /** The VIP's entry count, or undefined while the mirror is not complete. */
   count(mark: number): number | undefined {
-    return this.synced ? this.vips.get(mark)?.size : undefined;
+    return this.complete(mark) ? this.vips.get(mark)?.size : undefined;
   }
 
   status(): MirrorStatus {
@@ -469,6 +515,11 @@ export class AccessTableMirror {
     }
     const vip = this.vips.get(mark);
     if (!vip) return;
+    const filling = this.filling.get(mark);
+    if (filling?.table === vip) {
+      filling.queued.push(msg);
+      return;
+    }
     if (msg.type === DELETE_TYPE) vip.remove(r, 0);
     else vip.upsert(r, 0);
   }

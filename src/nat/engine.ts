@@ -30,7 +30,7 @@ import {
 } from './ruleset.js';
 import { type NftBatch } from '../kernel/nft.js';
 import { applySysctls } from '../kernel/sysctl.js';
-import { floodCommands, sourceLimitedCounter, synproxiedCounter, vipLimitedCounter } from './flood.js';
+import { floodCommands, floodVipCommands, sourceLimitedCounter, synproxiedCounter, vipLimitedCounter } from './flood.js';
 
 export interface VipCounters {
   /** Packets and bytes of the VIP's connections forwarded by this appliance, both directions. */
@@ -61,9 +61,10 @@ export interface NatEngineOptions {
   holdMethod?: HoldMethod;
   nft?: NftRunner;
   /**
-   * Applies mode changes (element commands only). Default: one nf_tables netlink
-   * transaction from this process, which saves the spawn of `nft` on a migration's
-   * critical path; the full ruleset at start and stop stays with `nft`.
+   * Applies mode and pool changes (element commands only). Default: one nf_tables netlink
+   * transaction from this process, which saves the spawn of `nft` on a migration's critical
+   * path and nft's parsing of a reload's thousands of slots; the full ruleset at start and
+   * stop, and the objects of VIPs added or removed at run time, stay with `nft`.
    */
   elements?: ElementWriter;
 }
@@ -225,7 +226,7 @@ export class NatEngine {
     const to = poolTable(vip, healths);
     const batch = buildPoolChange(vip, from, to, { table: this.table });
     if (batch.nftables.length === 0) return false;
-    await this.runner.apply(batch);
+    await this.elements.apply(batch);
     this.pools.set(vip.name, to);
     return true;
   }
@@ -271,10 +272,12 @@ export class NatEngine {
       if (problems.length > 0) throw new ReconfigureError(problems);
 
       const options = { table: this.table, hold: method };
-      const cmds: NftBatch['nftables'] = [];
+      // The pools (and held modes) of the VIPs that stay: element changes only, one netlink
+      // transaction however many slots change hands.
+      const elements: NftBatch['nftables'] = [];
+      const undo: NftBatch['nftables'] = [];
       const pools = new Map<string, PoolTable>();
       const healths = new Map<string, Map<string, Health>>();
-      for (const name of result.removed) cmds.push(...buildVipDelete(before.get(name)!, this.pools.get(name) ?? poolTable(before.get(name)!), this.modes.get(name), options));
       for (const name of result.changed) {
         const vip = after.get(name)!;
         // A backend that stays keeps what its check said; a new one starts up.
@@ -282,21 +285,40 @@ export class NatEngine {
         const kept = new Map([...(this.health.get(name) ?? [])].filter(([k]) => keys.has(k)));
         healths.set(name, kept);
         const to = poolTable(vip, kept);
+        const from = this.pools.get(name) ?? { targets: [], slots: [], unavailable: false };
         pools.set(name, to);
-        cmds.push(...buildPoolChange(vip, this.pools.get(name) ?? { targets: [], slots: [], unavailable: false }, to, { table: this.table }).nftables);
+        elements.push(...buildPoolChange(vip, from, to, { table: this.table }).nftables);
+        undo.push(...buildPoolChange(before.get(name)!, to, from, { table: this.table }).nftables);
         // A held VIP's elements name its dnat backends (their replies are held too).
         const mode = this.modes.get(name);
-        if (mode) {
-          const change = [...buildModeChange(before.get(name)!, mode, 'absent', { table: this.table }).nftables, ...buildModeChange(vip, 'absent', mode, { table: this.table }).nftables];
-          if (JSON.stringify([...modeElements(before.get(name)!, mode)]) !== JSON.stringify([...modeElements(vip, mode)])) cmds.push(...change);
+        if (mode && JSON.stringify([...modeElements(before.get(name)!, mode)]) !== JSON.stringify([...modeElements(vip, mode)])) {
+          elements.push(...buildModeChange(before.get(name)!, mode, 'absent', { table: this.table }).nftables, ...buildModeChange(vip, 'absent', mode, { table: this.table }).nftables);
+          undo.push(...buildModeChange(vip, mode, 'absent', { table: this.table }).nftables, ...buildModeChange(before.get(name)!, 'absent', mode, { table: this.table }).nftables);
         }
       }
-      for (const name of result.added) {
-        const pool = poolTable(after.get(name)!);
-        pools.set(name, pool);
-        cmds.push(...buildVipAdd(after.get(name)!, pool, undefined, options));
+      // The VIPs added and removed: their chains, maps and counters with the elements that hook
+      // them in, one nft transaction. No packet of a VIP that stays goes through them.
+      const objects: NftBatch['nftables'] = [];
+      for (const name of result.removed) {
+        const vip = before.get(name)!;
+        objects.push(...buildVipDelete(vip, this.pools.get(name) ?? poolTable(vip), this.modes.get(name), options), ...floodVipCommands(config, vip, this.table, 'delete'));
       }
-      await this.runner.apply({ nftables: cmds });
+      for (const name of result.added) {
+        const vip = after.get(name)!;
+        const pool = poolTable(vip);
+        pools.set(name, pool);
+        objects.push(...buildVipAdd(vip, pool, undefined, options), ...floodVipCommands(next, vip, this.table, 'add'));
+      }
+      await this.elements.apply({ nftables: elements });
+      if (objects.length > 0) {
+        try {
+          await this.runner.apply({ nftables: objects });
+        } catch (e) {
+          // Nothing changed but the pools: put them back, so the refusal changes nothing.
+          await this.elements.apply({ nftables: undo });
+          throw e;
+        }
+      }
 
       for (const name of result.removed) {
         this.hold?.remove(before.get(name)!);

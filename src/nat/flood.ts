@@ -45,6 +45,32 @@ const inSet = (set: string): Expr => match(VIP_KEY, `@${set}`);
 const countPerVip = (map: string): Expr => ({ counter: { map: { key: VIP_KEY, data: `@${map}` } } });
 const limitOver = (rate: number): Expr => ({ limit: { rate, burst: rate, per: 'second', inv: true } });
 
+/** The per-VIP counters the section's rules count in (by VIP port, through a map), by map. */
+function counterMaps(config: ApplianceConfig): [map: string, name: (v: VipConfig) => string][] {
+  const { synproxy, newConnectionsPerVip, connectionsPerSource } = config.flood;
+  return [
+    ...(synproxy.enabled ? [['synproxied_counters', synproxiedCounter] as [string, (v: VipConfig) => string]] : []),
+    ...(newConnectionsPerVip > 0 ? [['vip_limited_counters', vipLimitedCounter] as [string, (v: VipConfig) => string]] : []),
+    ...(connectionsPerSource > 0 ? [['source_limited_counters', sourceLimitedCounter] as [string, (v: VipConfig) => string]] : []),
+  ];
+}
+
+/**
+ * A VIP added to or removed from a running table: its counters of this section and their map
+ * elements. Without them a rule's counter lookup misses and the rule stops there: a VIP added
+ * at run time would get no SYNPROXY and no limit.
+ */
+export function floodVipCommands(config: ApplianceConfig, vip: VipConfig, table: string, verb: 'add' | 'delete'): NftCommand[] {
+  const t = { family: 'ip', table };
+  const counters: NftCommand[] = [];
+  const elements: NftCommand[] = [];
+  for (const [map, name] of counterMaps(config)) {
+    counters.push({ [verb]: { counter: { ...t, name: name(vip) } } });
+    elements.push({ [verb]: { element: { ...t, name: map, elem: vipKeys(vip).map((k) => (verb === 'add' ? [k, name(vip)] : k)) } } });
+  }
+  return verb === 'add' ? [...counters, ...elements] : [...elements, ...counters];
+}
+
 /** The flood section's commands for table `table` (after buildRuleset's, in the same batch). */
 export function floodCommands(config: ApplianceConfig, table: string): NftCommand[] {
   const { synproxy, newConnectionsPerVip, connectionsPerSource } = config.flood;
@@ -52,14 +78,13 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
   const add = (kind: string, body: Record<string, unknown>): NftCommand => ({ add: { [kind]: { ...t, ...body } } });
   const rule = (chain: string, expr: Expr[], comment: string): NftCommand => add('rule', { chain, expr, comment });
   const cmds: NftCommand[] = [];
-  const counters = (name: (v: VipConfig) => string, map: string): void => {
+  for (const [map, name] of counterMaps(config)) {
     for (const vip of config.vips) cmds.push(add('counter', { name: name(vip) }));
     const elem = config.vips.flatMap((v) => vipKeys(v).map((k) => [k, name(v)]));
     cmds.push(add('map', { name: map, type: SERVICE_TYPE, map: 'counter', ...(elem.length ? { elem } : {}) }));
-  };
+  }
 
   if (synproxy.enabled) {
-    counters(synproxiedCounter, 'synproxied_counters');
     cmds.push(
       add('set', { name: 'syn_rate', type: SERVICE_TYPE, size: SET_SIZE, }),
       add('set', { name: 'synproxy_active', type: SERVICE_TYPE, size: SET_SIZE, flags: ['timeout'] }),
@@ -124,12 +149,10 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
 
   const limits: Expr[][] = [];
   if (newConnectionsPerVip > 0) {
-    counters(vipLimitedCounter, 'vip_limited_counters');
     cmds.push(add('set', { name: 'vip_new_rate', type: SERVICE_TYPE, size: SET_SIZE, }));
     limits.push([{ set: { op: 'add', elem: VIP_KEY, set: '@vip_new_rate', stmt: [limitOver(newConnectionsPerVip)] } }, countPerVip('vip_limited_counters'), { drop: null }]);
   }
   if (connectionsPerSource > 0) {
-    counters(sourceLimitedCounter, 'source_limited_counters');
     cmds.push(add('set', { name: 'source_conns', type: 'ipv4_addr', size: SET_SIZE, }));
     limits.push([
       { set: { op: 'add', elem: payload('ip', 'saddr'), set: '@source_conns', stmt: [{ 'ct count': { val: connectionsPerSource, inv: true } }] } },

@@ -100,11 +100,11 @@ const REPLY_KEY = concat(payload('ip', 'saddr'), meta('l4proto'), payload('th', 
 const INSIDE_KEY = concat(payload('ip', 'daddr'), meta('l4proto'));
 const SERVICE_TYPE = ['ipv4_addr', 'inet_proto', 'inet_service'];
 
-/** The key field types nft knows the mode sets by, and what a map's elements map to. */
-export type ModeSetField = 'ipv4_addr' | 'inet_proto' | 'inet_service';
+/** The key field types nft knows the element-written sets by, and what a map's elements map to. */
+export type ModeSetField = 'ipv4_addr' | 'inet_proto' | 'inet_service' | 'mark';
 export interface ModeSet {
   type: readonly ModeSetField[];
-  map?: 'mark' | 'verdict';
+  map?: 'mark' | 'verdict' | 'ipv4_addr' | 'inet_service';
 }
 /** The sets and maps a mode change writes elements into (declared once, here). */
 export const MODE_SETS: Readonly<Record<string, ModeSet>> = {
@@ -114,6 +114,23 @@ export const MODE_SETS: Readonly<Record<string, ModeSet>> = {
   replies_migrating: { type: ['ipv4_addr', 'inet_proto', 'inet_service'], map: 'mark' },
   inside_migrating: { type: ['ipv4_addr', 'inet_proto'], map: 'mark' },
 };
+/** The maps a VIP's pool lives in (its own three, declared in vipObjects) and the set of VIPs with none up. */
+const POOL_SETS: readonly [prefix: string, set: ModeSet][] = [
+  ['slots_', { type: ['mark'], map: 'mark' }],
+  ['pool_', { type: ['mark'], map: 'ipv4_addr' }],
+  ['ports_', { type: ['mark', 'inet_service'], map: 'inet_service' }],
+];
+const UNAVAILABLE_SET: ModeSet = { type: ['ipv4_addr', 'inet_proto', 'inet_service'] };
+
+/**
+ * The declaration of a set or map whose elements a mode change or a pool change writes
+ * (nft-elements.ts sends those straight to the kernel); undefined for any other.
+ */
+export function elementSet(name: string): ModeSet | undefined {
+  if (Object.hasOwn(MODE_SETS, name)) return MODE_SETS[name];
+  if (name === 'vips_unavailable') return UNAVAILABLE_SET;
+  return POOL_SETS.find(([prefix]) => name.startsWith(prefix) && name.length > prefix.length)?.[1];
+}
 
 /** The packets a VIP's elements match: each port of its VIP address. */
 export const vipKeys = (vip: VipConfig): Expr[] => vip.ports.map((port) => concat(vip.address, vip.protocol, port));
@@ -172,15 +189,20 @@ export function buildPoolChange(vip: VipConfig, from: PoolTable, to: PoolTable, 
   const table = options.table ?? TABLE;
   const deletes = new Map<string, Expr[]>();
   const adds = new Map<string, Expr[]>();
-  const push = (m: Map<string, Expr[]>, set: string, e: Expr) => m.set(set, [...(m.get(set) ?? []), e]);
-  const diff = <T>(set: string, a: readonly T[], b: readonly T[], keyOf: (i: number) => Expr = (i) => i, valueOf: (v: T) => Expr = (v) => v as Expr) => {
+  // Values are numbers and strings (a slot's target, an address, a port): compared as they are,
+  // since a Maglev pool has 4,093 slots and a reload may change 100 pools.
+  const diff = <T>(set: string, a: readonly T[], b: readonly T[], keyOf: (i: number) => Expr = (i) => i, valueOf: (v: T) => number | string = (v) => v as number) => {
+    const dels: Expr[] = [];
+    const ads: Expr[] = [];
     for (let i = 0; i < Math.max(a.length, b.length); i++) {
-      const before = a[i] === undefined ? undefined : JSON.stringify(valueOf(a[i]!));
-      const after = b[i] === undefined ? undefined : JSON.stringify(valueOf(b[i]!));
+      const before = a[i] === undefined ? undefined : valueOf(a[i]!);
+      const after = b[i] === undefined ? undefined : valueOf(b[i]!);
       if (before === after) continue;
-      if (before !== undefined) push(deletes, set, keyOf(i));
-      if (after !== undefined) push(adds, set, [keyOf(i), valueOf(b[i]!)]);
+      if (before !== undefined) dels.push(keyOf(i));
+      if (after !== undefined) ads.push([keyOf(i), after]);
     }
+    if (dels.length > 0) deletes.set(set, [...(deletes.get(set) ?? []), ...dels]);
+    if (ads.length > 0) adds.set(set, [...(adds.get(set) ?? []), ...ads]);
   };
   diff(slotsMap(vip), from.slots, to.slots);
   diff(poolMap(vip), from.targets, to.targets, undefined, (t) => t.address);

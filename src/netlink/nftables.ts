@@ -6,7 +6,7 @@
  * Attribute values are big-endian unless a field says otherwise (a `mark` is host order).
  */
 import { endianness } from 'node:os';
-import { AF_UNSPEC, AttributeWriter, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, encodeMessage, nfgenmsg } from './message.js';
+import { AF_UNSPEC, AttributeWriter, align4, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, encodeMessage, nfgenmsg } from './message.js';
 
 // nfnetlink.h
 export const NFNL_SUBSYS_NFTABLES = 10;
@@ -76,23 +76,27 @@ export function protoField(proto: number): Buffer {
   return b;
 }
 
-/** inet_service: two bytes big-endian, padded to its register with zeros. */
-export function serviceField(port: number): Buffer {
-  const b = Buffer.alloc(4);
+/** inet_service: two bytes big-endian, padded to its register with zeros (`alone`: not padded, outside a concatenation). */
+export function serviceField(port: number, alone = false): Buffer {
+  // allocUnsafe takes from Node's pool: a reload encodes ~100,000 of these.
+  const b = Buffer.allocUnsafe(alone ? 2 : 4);
   b.writeUInt16BE(port, 0);
+  if (!alone) b.writeUInt16BE(0, 2);
   return b;
 }
 
+const LITTLE_ENDIAN = endianness() === 'LE';
+
 /** A `mark` value: the kernel compares it with meta mark, a u32 in host byte order. */
 export function markValue(mark: number): Buffer {
-  const b = Buffer.alloc(4);
-  if (endianness() === 'LE') b.writeUInt32LE(mark >>> 0, 0);
+  const b = Buffer.allocUnsafe(4);
+  if (LITTLE_ENDIAN) b.writeUInt32LE(mark >>> 0, 0);
   else b.writeUInt32BE(mark >>> 0, 0);
   return b;
 }
 
 function setElementMessage(change: SetElementChange, seq: number): Buffer {
-  const w = new AttributeWriter(128 + change.elements.length * 64);
+  const w = new AttributeWriter(128 + change.elements.reduce((n, e) => n + elementBytes(e), 0));
   w.raw(nfgenmsg(NFPROTO_IPV4, 0));
   w.string(NFTA_SET_ELEM_LIST_TABLE, change.table);
   w.string(NFTA_SET_ELEM_LIST_SET, change.set);
@@ -116,16 +120,48 @@ function setElementMessage(change: SetElementChange, seq: number): Buffer {
   return encodeMessage(nftType(change.verb === 'add' ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM), flags, seq, w.toBuffer());
 }
 
+/** An element's bytes in NFTA_SET_ELEM_LIST_ELEMENTS: its NFTA_LIST_ELEM with key and data. */
+function elementBytes(e: SetElement): number {
+  const data = e.data === undefined ? 0 : Buffer.isBuffer(e.data) ? 8 + align4(e.data.length) : 4 + 4 + 8 + 4 + align4(Buffer.byteLength(e.data.chain) + 1);
+  return 4 + 8 + align4(e.key.length) + data;
+}
+
+/** An attribute's length is 16 bits: a change whose element list passes this goes in several messages. */
+const MAX_LIST_BYTES = 60_000;
+
+/** The changes as messages whose element lists fit an attribute (same verb and set: the same transaction). */
+export function splitSetElementChanges(changes: SetElementChange[]): SetElementChange[] {
+  return changes.filter((c) => c.elements.length > 0).flatMap(pieces);
+}
+
+function pieces(change: SetElementChange): SetElementChange[] {
+  const out: SetElementChange[] = [];
+  let from = 0;
+  let bytes = 0;
+  change.elements.forEach((e, i) => {
+    const size = elementBytes(e);
+    if (bytes + size > MAX_LIST_BYTES && i > from) {
+      out.push({ ...change, elements: change.elements.slice(from, i) });
+      from = i;
+      bytes = 0;
+    }
+    bytes += size;
+  });
+  out.push(from === 0 ? change : { ...change, elements: change.elements.slice(from) });
+  return out;
+}
+
 /**
  * One transaction: BATCH_BEGIN (seq firstSeq), the changes (firstSeq+1 ..), BATCH_END.
  * Begin and end ask for no ack: an ack of them cannot be counted on (6.18 acknowledges an
  * END that asks but never a BEGIN; older kernels neither), and the kernel answers a batch
  * it refuses as a whole (EPERM, ENOMEM) at the BEGIN's seq whether asked or not.
- * Every change message asks for an ack. Empty changes are left out. Returns the buffer
- * and how many change messages it holds (sequence numbers firstSeq+1 .. firstSeq+count).
+ * Every change message asks for an ack. Empty changes are left out; a change too large for
+ * one message is split over several. Returns the buffer and the change messages it holds
+ * (sequence numbers firstSeq+1 .. firstSeq+count).
  */
 export function encodeSetElementBatch(changes: SetElementChange[], firstSeq: number): { buffer: Buffer; count: number; changes: SetElementChange[] } {
-  const sent = changes.filter((c) => c.elements.length > 0);
+  const sent = splitSetElementChanges(changes);
   const parts = [encodeMessage(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, firstSeq, nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES))];
   sent.forEach((c, i) => parts.push(setElementMessage(c, firstSeq + 1 + i)));
   parts.push(encodeMessage(NFNL_MSG_BATCH_END, NLM_F_REQUEST, firstSeq + 1 + sent.length, nfgenmsg(AF_UNSPEC, NFNL_SUBSYS_NFTABLES)));

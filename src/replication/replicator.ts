@@ -145,7 +145,7 @@ class KeeperLink {
   constructor(
     readonly name: string,
     readonly server: string,
-    private readonly sink: KeeperSink,
+    readonly sink: KeeperSink,
     private readonly owner: Replicator,
   ) {
     this.backlog = new Backlog(owner.settings.backlog);
@@ -318,9 +318,9 @@ export class Replicator {
   readonly settings: ApplianceConfig['replication'];
   readonly log: Logger;
   readonly now: () => number;
-  private readonly links: KeeperLink[] = [];
+  private links: KeeperLink[] = [];
   private readonly linkByServer = new Map<number, KeeperLink>();
-  private readonly vipsByName: Map<string, VipConfig>;
+  private vipsByName: Map<string, VipConfig>;
   /** ct mark → VIP, for the VIPs `normal` here. */
   private readonly replicated = new Map<number, VipConfig>();
   private events: AccessTableEvents | undefined;
@@ -335,12 +335,57 @@ export class Replicator {
     this.log = options.logger;
     this.now = options.now ?? (() => performance.now());
     this.vipsByName = new Map(options.config.vips.map((v) => [v.name, v]));
-    for (const k of options.config.keepers) {
-      const sink = options.sinks.get(k.name);
+    this.setKeepers(options.config.keepers, options.sinks);
+  }
+
+  /** One link per keeper; a keeper kept (same name, server and client) keeps its link and backlog. */
+  private setKeepers(keepers: ApplianceConfig['keepers'], sinks: Map<string, KeeperSink>): KeeperLink[] {
+    const old = new Map(this.links.map((l) => [`${l.name}\0${l.server}`, l]));
+    const links: KeeperLink[] = [];
+    const fresh: KeeperLink[] = [];
+    for (const k of keepers) {
+      const sink = sinks.get(k.name);
       if (!sink) throw new Error(`replication: no client for keeper ${k.name}`);
-      const link = new KeeperLink(k.name, k.server, sink, this);
-      this.links.push(link);
-      this.linkByServer.set(link.serverU32, link);
+      let link = old.get(`${k.name}\0${k.server}`);
+      if (link?.sink === sink) old.delete(`${k.name}\0${k.server}`);
+      else {
+        link = new KeeperLink(k.name, k.server, sink, this);
+        fresh.push(link);
+      }
+      links.push(link);
+    }
+    for (const gone of old.values()) gone.close();
+    this.links = links;
+    this.linkByServer.clear();
+    for (const link of links) this.linkByServer.set(link.serverU32, link);
+    return fresh;
+  }
+
+  /**
+   * A reload: the VIPs (added, removed, their backends changed) and the keepers copies go to
+   * (`sinks`: a client for each; a keeper whose client is the same keeps its link and backlog). A VIP kept goes on being replicated
+   * with its new backends; one removed stops; one added starts once it is `normal` here
+   * (syncModes). A new keeper, and the keepers of a VIP's new backends, are resynchronised.
+   */
+  reconfigure(config: ApplianceConfig, sinks: Map<string, KeeperSink>): void {
+    const before = this.vipsByName;
+    this.vipsByName = new Map(config.vips.map((v) => [v.name, v]));
+    const fresh = new Set(this.setKeepers(config.keepers, sinks));
+    const servers = new Set<string>();
+    for (const [id, vip] of [...this.replicated]) {
+      const now = this.vipsByName.get(vip.name);
+      if (!now || now.id !== id) {
+        this.replicated.delete(id);
+        this.log.info({ vip: vip.name }, 'no longer replicating: removed from the configuration');
+        continue;
+      }
+      this.replicated.set(id, now);
+      const had = new Set(before.get(vip.name)?.backends.map((b) => b.address));
+      for (const b of now.backends) if (!had.has(b.address)) servers.add(b.address);
+    }
+    if (this.events) {
+      for (const link of this.links) if (fresh.has(link) || servers.has(link.server)) link.requestResync();
+      this.syncModes();
     }
   }
 

@@ -29,6 +29,8 @@ import { RECORD_SIZE, RecordStreamReader } from '../netlink/entry-record.js';
 /** Where a VIP's entries may come from on a takeover. */
 /** What a takeover needs of the appliance: its VIPs, the mode table's hold and the access table. */
 export interface TakeoverAppliance {
+  /** The configuration running now (a reload replaces it): the VIPs a standby holds. */
+  readonly config: Pick<ApplianceConfig, 'vips'>;
   vip(name: string): VipConfig;
   prepare(name: string): Promise<void>;
   activate(name: string): Promise<{ released: number }>;
@@ -106,7 +108,7 @@ export class Takeover {
     if (!this.settings.standby) return [];
     const modes = this.options.modes();
     const armed: string[] = [];
-    for (const vip of this.options.config.vips) {
+    for (const vip of this.options.appliance.config.vips) {
       if (modes.has(vip.name) || this.running.has(vip.name)) continue;
       await this.options.appliance.prepare(vip.name);
       armed.push(vip.name);

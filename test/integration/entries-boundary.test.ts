@@ -106,7 +106,7 @@ describe('entries checked at the boundary (real conntrack)', () => {
     const takeover = new Takeover({
       config,
       // The mode table is not this test's: the hold and activation are recorded only.
-      appliance: { vip: (n) => box.vip(n), prepare: async () => undefined, activate: async () => ({ released: 0 }), deleteEntries: (n) => box.deleteEntries(n), dropPrecopy: (n) => box.dropPrecopy(n), installEntries: (v, b, from) => box.installEntries(v, b, from) },
+      appliance: { config, vip: (n) => box.vip(n), prepare: async () => undefined, activate: async () => ({ released: 0 }), deleteEntries: (n) => box.deleteEntries(n), dropPrecopy: (n) => box.dropPrecopy(n), installEntries: (v, b, from) => box.installEntries(v, b, from) },
       modes: () => new Map([['vip4', 'migrating']]),
       keepers: new Map([
         ['198.18.0.101', source('srv1', encode([fullnat(10, { server: { address: '198.18.0.101', port: 7 } }), dnat(11)]))],

@@ -52,6 +52,11 @@ export function fakeTable(table: EntryRecord[]) {
       onChunk(records(...table));
       return { records: table.length, skipped: 0 };
     },
+    dumpRecords: async (mark, onChunk) => {
+      const mine = table.filter((e) => e.mark === mark);
+      onChunk(records(...mine));
+      return { records: mine.length, skipped: 0 };
+    },
     create: async () => ({ created: 1, existing: 0, failures: [] }),
     delete: async (orig) => {
       const sentinel = { ...entry(orig.sport, IPPROTO_UDP, 0, 1), client: { address: '0.0.0.0', port: orig.sport }, vip: { address: '0.0.0.0', port: 9 }, server: { address: '0.0.0.0', port: 9 }, mark: BARRIER_MARK };

@@ -35,7 +35,8 @@ vrrp:
 class FakeAppliance implements FailoverAppliance {
   readonly modes = new Map<string, VipMode>();
   readonly log: string[] = [];
-  constructor(private readonly config: ReturnType<typeof parseApplianceConfig>) {}
+  /** The configuration running now (a reload replaces it). */
+  constructor(public config: ReturnType<typeof parseApplianceConfig>) {}
   vip(name: string) {
     return this.config.vips.find((v) => v.name === name)!;
   }
@@ -70,15 +71,23 @@ function failover(settings = '{ peerTimeoutMs: 200 }') {
   const events: EventInput[] = [];
   const clock = { ms: 0 };
   const closed: string[] = [];
+  // Each keeper's copies of the VIPs of its server.
+  const copies: Record<string, number> = { srv1: 4, srv2: 8, srv3: 3 };
   const sources: FailoverSources = {
-    sinks: new Map(['srv1', 'srv2'].map((k) => [k, { push: async () => undefined, copies: async () => Buffer.alloc(0) }])),
-    keepers: new Map([
-      ['198.18.0.101', source('srv1', 4)],
-      ['198.18.0.102', source('srv2', 8)],
-    ]),
+    sinks: new Map(),
+    keepers: new Map(),
     peers: [source('lb1', 2)],
+    setKeepers: (next) => {
+      sources.sinks.clear();
+      sources.keepers.clear();
+      for (const k of next.keepers) {
+        sources.sinks.set(k.name, { push: async () => undefined, copies: async () => Buffer.alloc(0) });
+        sources.keepers.set(k.server, source(k.name, copies[k.name] ?? 0));
+      }
+    },
     close: () => closed.push('sources'),
   };
+  sources.setKeepers(config);
   const f = new Failover({
     config,
     appliance,
@@ -188,6 +197,26 @@ describe('Failover', () => {
     await settle();
     expect(appliance.log).toEqual([]);
     expect(events.map((e) => e.event)).toEqual(['master']);
+  });
+
+  it('a reload that adds a VIP, its keeper and its VRRP instance: a standby holds the VIP at once and takes it over from the new keeper', async () => {
+    const { f, appliance, transition, settle } = failover('{ peerTimeoutMs: 0 }');
+    await f.takeover.arm();
+    appliance.log.length = 0;
+    const next = parseApplianceConfig(
+      configText('{ peerTimeoutMs: 0 }')
+        .replace('\nkeepers:\n', '\n  - { name: vip3, id: 3, address: 203.0.113.12, insideAddress: 198.18.0.12, ports: [7], mode: dnat, backends: [{ address: 198.18.0.103 }], owner: lb1 }\nkeepers:\n')
+        .replace('\nfailover:', '\n  - { name: srv3, server: 198.18.0.103, api: "http://192.0.2.23:8442" }\nfailover:')
+        .concat('    - { name: vip3-ext, vrid: 3, interface: ext0, addresses: [203.0.113.12/24] }\n'),
+      'lb2.yaml',
+    );
+    appliance.config = next;
+    await f.reconfigure(next);
+    expect(appliance.log).toEqual(['prepare vip3']);
+    expect(f.replicator.status().keepers.map((k) => k.name)).toEqual(['srv1', 'srv2', 'srv3']);
+    transition('vip3-ext', 'master');
+    await settle();
+    expect(appliance.log).toEqual(['prepare vip3', 'install vip3 3 from keeper srv3', 'activate vip3']);
   });
 
   it('an operator\'s takeover of a VIP not held here: held, address claimed, then taken over; stop closes the sources', async () => {

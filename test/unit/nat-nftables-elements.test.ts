@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { parseApplianceConfig } from '../../src/config/appliance.js';
 import { elementChanges } from '../../src/nat/nft-elements.js';
-import { buildModeChange } from '../../src/nat/ruleset.js';
+import { buildModeChange, buildPoolChange } from '../../src/nat/ruleset.js';
+import { poolTable } from '../../src/nat/pool.js';
 import { type NftBatch } from '../../src/kernel/nft.js';
 import { parseAttributes, parseMessages, type Attribute } from '../../src/netlink/message.js';
-import { encodeSetElementBatch } from '../../src/netlink/nftables.js';
+import { encodeSetElementBatch, markValue } from '../../src/netlink/nftables.js';
 
 const config = parseApplianceConfig(
   JSON.stringify({
@@ -105,6 +106,34 @@ describe('nf_tables set-element batch', () => {
     expect(only(v, 2).value).toEqual(Buffer.from('vip_vip1\0')); // NFTA_VERDICT_CHAIN
   });
 
+  it('writes a pool change: slots and targets by mark, ports by mark . service, a lone service as two bytes', () => {
+    const v = vip('vip4');
+    const from = poolTable(v);
+    const to = poolTable({ ...v, backends: [v.backends[0]!, { address: '198.18.0.103', port: 8080, weight: 1 }] });
+    const changes = elementChanges(buildPoolChange(v, from, to));
+    const bySet = (verb: string, set: string) => changes.find((c) => c.verb === verb && c.set === set);
+    // Target 1 changes: its address and its port for VIP port 80; no slot changes hands.
+    expect(changes.map((c) => `${c.verb} ${c.set}`)).toEqual(['delete pool_vip4', 'delete ports_vip4', 'add pool_vip4', 'add ports_vip4']);
+    expect(bySet('delete', 'pool_vip4')!.elements).toEqual([{ key: markValue(1) }]);
+    expect(bySet('add', 'pool_vip4')!.elements).toEqual([{ key: markValue(1), data: hex('c6120067') }]);
+    expect(bySet('add', 'ports_vip4')!.elements).toEqual([{ key: Buffer.concat([markValue(1), hex('00500000')]), data: hex('1f90') }]);
+    const drained = elementChanges(buildPoolChange(v, from, poolTable({ ...v, backends: [v.backends[0]!, { ...v.backends[1]!, weight: 0 }] })));
+    const slots = drained.find((c) => c.verb === 'add' && c.set === 'slots_vip4')!.elements;
+    expect(slots.length).toBe(128);
+    expect(slots.every((e) => e.key.length === 4 && (e.data as Buffer).equals(markValue(0)))).toBe(true);
+  });
+
+  it('splits a change whose element list would not fit one attribute (16-bit length) over several messages', () => {
+    const elements = Array.from({ length: 10_000 }, (_, i) => ({ key: markValue(i), data: markValue(i % 10) }));
+    const { buffer, count, changes } = encodeSetElementBatch([{ verb: 'add', table: 'vipshift', set: 'slots_big', elements }], 1);
+    expect(count).toBeGreaterThan(1);
+    expect(changes.reduce((n, c) => n + c.elements.length, 0)).toBe(10_000);
+    const messages = parseMessages(buffer);
+    expect(messages).toHaveLength(count + 2);
+    const keys = messages.slice(1, -1).flatMap((m) => elementsOf(m.payload).map((e) => e.key));
+    expect(keys).toEqual(elements.map((e) => e.key));
+  });
+
   it('leaves out changes without elements', () => {
     const { buffer, count } = encodeSetElementBatch([{ verb: 'add', table: 'vipshift', set: 'vips_normal', elements: [] }], 5);
     expect(count).toBe(0);
@@ -113,7 +142,7 @@ describe('nf_tables set-element batch', () => {
 
   it('refuses what it does not know, naming the set', () => {
     const el = (name: string, elem: unknown[]): NftBatch => ({ nftables: [{ add: { element: { family: 'ip', table: 'vipshift', name, elem } } }] });
-    expect(() => elementChanges(el('traffic_counters', [[1, 'traffic_vip1']]))).toThrow(/set traffic_counters: not a set a mode change writes/);
+    expect(() => elementChanges(el('traffic_counters', [[1, 'traffic_vip1']]))).toThrow(/set traffic_counters: not a set a mode or pool change writes/);
     expect(() => elementChanges(el('vips_normal', [{ concat: ['203.0.113.10', 'tcp'] }]))).toThrow(/set vips_normal: .* not a concatenation of ipv4_addr \. inet_proto \. inet_service/);
     expect(() => elementChanges(el('vips_normal', [{ concat: ['203.0.113.300', 'tcp', 7] }]))).toThrow(/set vips_normal: "203.0.113.300" is not an ipv4_addr/);
     expect(() => elementChanges(el('vips_normal', [{ concat: ['203.0.113.10', 'sctp', 7] }]))).toThrow(/set vips_normal: "sctp" is not an inet_proto/);

@@ -21,6 +21,7 @@ function standby(room: number) {
   let installed = 0;
   const calls: string[] = [];
   const appliance: TakeoverAppliance = {
+    config,
     vip: () => vip,
     prepare: async (name) => void modes.set(name, 'migrating'),
     activate: async (name) => {

@@ -26,7 +26,7 @@ failover: ${failover}
 class FakeAppliance implements TakeoverAppliance {
   readonly modes = new Map<string, VipMode>();
   readonly log: string[] = [];
-  constructor(private readonly config: ReturnType<typeof parseApplianceConfig>) {}
+  constructor(readonly config: ReturnType<typeof parseApplianceConfig>) {}
   vip(name: string) {
     return this.config.vips.find((v) => v.name === name)!;
   }
