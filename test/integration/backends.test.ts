@@ -2,19 +2,26 @@
  * Backends on the kernel: a fullnat VIP and a dnat VIP, each with a pool on port 443 mapped to
  * the servers' 8443, under steady load from real TCP clients; drain, health down with
  * `onDown` keep and reset, no backend up, a reload that adds a backend, removes another and
- * adds a VIP under load, an invalid reload, Maglev's retention against source hash when one
- * of ten backends goes, and a change kept across a restart of the appliance. Topology (namespaces made and removed here):
+ * adds a VIP under load (the new VIP's connections in the access table mirror and, through a
+ * keeper the same reload adds, on that keeper), an invalid reload, Maglev's retention against
+ * source hash when one of ten backends goes, and a change kept across a restart of the
+ * appliance. The appliance runs as `vipshift appliance` composes it (startAppliance).
+ * Topology (namespaces made and removed here):
  *   client  198.51.100.10/24 (+ 198.51.100.100-239 for the hash probes), default via .1
- *   lb      e0 198.51.100.1/24 (+ VIPs)  ─  i0 198.18.0.2/24 (+ inside addresses)
+ *   lb      e0 198.51.100.1/24 (+ VIPs)  ─  i0 198.18.0.2/24 (+ inside addresses); lo 192.0.2.11 (agent API)
  *   srv     i0 198.18.0.101-110/24: ten backends in one namespace, default via 198.18.0.10
- *           (the dnat VIP's inside address: its replies go back through the appliance)
+ *           (the dnat VIP's inside address: its replies go back through the appliance);
+ *           the keeper of server 198.18.0.107 on 198.18.0.107:9443
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Proc, inNs, sh, sleep } from './helpers/nat-lab.js';
+import { createClusterCredentials } from '../../src/api/auth.js';
 
 const PREFIX = 'vtbk';
 const tag = randomBytes(3).toString('hex');
@@ -25,6 +32,9 @@ const SOURCES = Array.from({ length: 140 }, (_, i) => `198.51.100.${100 + i}`);
 let appliance: Proc;
 let client: Proc;
 let server: Proc;
+let keeper: ChildProcess | undefined;
+const pki = join(dir, 'pki');
+const KEEPER = 'http://198.18.0.107:9443';
 
 const backends = (from: number, to: number, extra = '') =>
   Array.from({ length: to - from + 1 }, (_, i) => `      - { address: 198.18.0.${from + i}, port: 8443${extra} }`).join('\n');
@@ -36,12 +46,12 @@ const vip = (name: string, id: number, address: string, inside: string, mode: st
     mode: ${mode}
     owner: lb1
 ${mode === 'fullnat' ? `    snatPorts: "${20000 + id * 1000}-${20999 + id * 1000}"\n` : ''}${body}`;
-const config = (vips: string[]) => `# the backends test's appliance
+const config = (vips: string[], keepers = '') => `# the backends test's appliance
 appliance: lb1
 api: { listen: "192.0.2.11:8441" }
 interfaces: { external: e0, internal: i0 }
 failover: { standby: false }
-vips:
+${keepers}vips:
 ${vips.join('\n')}
 `;
 const web = vip('web', 13, '203.0.113.13', '198.18.0.13', 'fullnat', `    backends:\n${backends(101, 103)}\n`);
@@ -76,15 +86,39 @@ beforeAll(async () => {
   for (const [n, ifs] of [[ns.client, ['e0']], [ns.lb, ['e0', 'i0']], [ns.srv, ['i0']]] as const) for (const i of ifs) ip(n, 'link', 'set', i, 'up');
   ip(ns.client, 'route', 'add', 'default', 'via', '198.51.100.1');
   ip(ns.srv, 'route', 'add', 'default', 'via', '198.18.0.10');
+  ip(ns.lb, 'addr', 'add', '192.0.2.11/32', 'dev', 'lo');
+  createClusterCredentials(pki, { lb1: 'appliance', srv7: 'keeper' });
   server = new Proc(ns.srv, 'backends-peer.ts', ['server', '8443']);
   await server.waitFor((e) => e.event === 'listening');
   client = new Proc(ns.client, 'backends-peer.ts', ['client']);
   writeFileSync(file, config([web, shop, ring, mod]));
   appliance = new Proc(ns.lb, 'backends-appliance.ts');
-  await call(appliance, 'start', { file });
+  await call(appliance, 'start', { file, credentialsDir: pki });
 }, 60_000);
 
+/** `vipshift keeper` for server 198.18.0.107, knowing the VIPs the appliance will have. */
+async function startKeeper(vips: string[]): Promise<void> {
+  const keeperFile = join(dir, 'srv7.yaml');
+  writeFileSync(keeperFile, `keeper: srv7\napi: { listen: "198.18.0.107:9443" }\ndatabase: ${join(dir, 'srv7.sqlite')}\naddresses: [198.18.0.107]\nvips:\n${vips.join('\n')}\n`);
+  const root = resolve(__dirname, '../..');
+  const child = spawn('ip', ['netns', 'exec', ns.srv, process.execPath, '--import', 'tsx', join(root, 'src/cli.ts'), 'keeper', '--config', keeperFile, '--credentials', pki], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  keeper = child;
+  let stderr = '';
+  child.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  await new Promise<void>((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`keeper did not start: ${stderr}`)), 30_000);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line.includes('"keeper started"')) {
+        clearTimeout(timer);
+        res();
+      }
+    });
+    child.once('exit', (code) => rej(new Error(`keeper exited with ${code}: ${stderr}`)));
+  });
+}
+
 afterAll(async () => {
+  keeper?.kill();
   for (const p of [appliance, client, server]) await p?.stop();
   for (const n of Object.values(ns)) {
     try {
@@ -173,21 +207,46 @@ describe('backends on the kernel', () => {
     expect(failed(await load('203.0.113.10', 10, 10, 100))).toEqual([]);
   });
 
-  it('a reload adding a backend, removing another and adding a VIP loses no connection under load', async () => {
+  it('a reload adding a backend, removing another, a VIP and a keeper loses no connection under load; the new VIP is mirrored and replicated', async () => {
+    const extra = vip('extra', 30, '203.0.113.30', '198.18.0.30', 'fullnat', `    backends:\n${backends(107, 108)}\n`);
+    await startKeeper([web, shop, ring, mod, extra]);
+    const held = ['w1', 'w2', 'w3', 'w4', 'w5', 'w6'];
+    const live: { backend: string }[] = [];
+    for (const conn of held) live.push(await call(client, 'open', { conn, host: '203.0.113.13', port: 443 }));
+    // Round robin over three: one at least is on the backend the reload removes.
+    expect(live.some((l) => l.backend === '198.18.0.103:8443')).toBe(true);
     const during = load('203.0.113.13', 60, 20, 800);
     await sleep(300);
     const web2 = vip('web', 13, '203.0.113.13', '198.18.0.13', 'fullnat', `    backends:\n${backends(101, 102)}\n${backends(106, 106)}\n`);
-    const extra = vip('extra', 30, '203.0.113.30', '198.18.0.30', 'fullnat', `    backends:\n${backends(107, 108)}\n`);
-    writeFileSync(file, config([web2, shop, ring, mod, extra]));
+    writeFileSync(file, config([web2, shop, ring, mod, extra], `keepers:\n  - { name: srv7, server: 198.18.0.107, api: "${KEEPER}" }\n`));
     expect(await call(appliance, 'reload')).toEqual({ added: ['extra'], removed: [], changed: ['web'] });
     const fates = await during;
     expect(failed(fates)).toEqual([]);
     expect(hits(fates).has('198.18.0.103:8443')).toBe(true); // before the reload
+    // Live connections, those on the removed backend too, go on.
+    for (const conn of held) expect(await call(client, 'ping', { conn })).toEqual({ ok: true });
     const after = await Promise.all([load('203.0.113.13', 30, 10, 100), load('203.0.113.30', 10, 10, 100)]);
     expect(failed(after.flat())).toEqual([]);
     expect(hits(after[0])).toEqual(new Set(['198.18.0.101:8443', '198.18.0.102:8443', '198.18.0.106:8443']));
     expect(hits(after[1])).toEqual(new Set(['198.18.0.107:8443', '198.18.0.108:8443']));
     expect(await call(appliance, 'modeTable')).toMatchObject({ web: 'normal', extra: 'normal' });
+
+    // The new VIP's live connections: in the mirror, and those to 198.18.0.107 on its keeper.
+    const opened = await Promise.all(['x1', 'x2', 'x3', 'x4', 'x5', 'x6'].map((conn) => call(client, 'open', { conn, host: '203.0.113.30', port: 443 })));
+    const mine = opened.filter((o) => o.backend === '198.18.0.107:8443').map((o) => o.port).sort((a, b) => a - b);
+    expect(mine.length).toBeGreaterThan(0);
+    const ports = opened.map((o) => o.port).sort((a, b) => a - b);
+    let seen: { entries: { from: string; clientPorts: number[] }; copies: number[] } | undefined;
+    for (let t0 = Date.now(); Date.now() - t0 < 4000; await sleep(100)) {
+      seen = { entries: await call(appliance, 'entries', { vip: 'extra' }), copies: await call(appliance, 'keeperCopies', { url: KEEPER, address: '203.0.113.30' }) };
+      if (seen.entries.from === 'mirror' && mine.every((p) => seen!.copies.includes(p))) break;
+    }
+    expect(seen!.entries.from).toBe('mirror');
+    expect(seen!.entries.clientPorts.filter((p) => ports.includes(p))).toEqual(ports);
+    // (The keeper also holds the copies of the closed connections above until their entries end.)
+    expect(seen!.copies).toEqual(expect.arrayContaining(mine));
+    expect(seen!.copies.filter((p) => ports.includes(p))).toEqual(mine);
+    for (const conn of [...held, 'x1', 'x2', 'x3', 'x4', 'x5', 'x6']) await call(client, 'close', { conn });
   });
 
   it('an invalid reload changes nothing and says where', async () => {
@@ -221,7 +280,7 @@ describe('backends on the kernel', () => {
     await call(appliance, 'changeBackend', { vip: 'shop', change: { action: 'drain', address: '198.18.0.105', port: 8443 } });
     await appliance.stop();
     appliance = new Proc(ns.lb, 'backends-appliance.ts');
-    await call(appliance, 'start', { file });
+    await call(appliance, 'start', { file, credentialsDir: pki });
     expect((await status('shop')).backends.map((b: any) => [b.address, b.weight, b.state])).toEqual([
       ['198.18.0.104', 1, 'up'],
       ['198.18.0.105', 0, 'drained'],

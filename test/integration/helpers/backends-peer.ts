@@ -102,7 +102,7 @@ if (role === 'server') {
     async open({ conn, host, port }) {
       const c = new Conn(host, port);
       conns.set(conn, c);
-      return { backend: await c.hello };
+      return { backend: await c.hello, port: c.sock.localPort };
     },
     async ping({ conn }) {
       const c = conns.get(conn)!;
