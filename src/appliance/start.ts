@@ -103,8 +103,9 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
     }
   };
   const followers: ConfigFollower[] = [
-    // The mirror keeps the VIPs' tables: one added is filled from a dump of its mark alone.
-    { follow: follow('mirror', (next) => mirror.setMarks(next.vips.map((v) => v.id))) },
+    // The mirror keeps the VIPs' tables: one added is filled from a dump of its mark alone,
+    // not waited for (its reads dump until then).
+    { follow: follow('mirror', (next) => void mirror.setMarks(next.vips.map((v) => v.id))) },
     // The checks follow the backends (a kept one keeps its state).
     { follow: follow('health', (next) => checks.setTargets(healthTargets(next.vips))) },
   ];

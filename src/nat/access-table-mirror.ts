@@ -345,9 +345,10 @@ export class AccessTableMirror {
    * The VIPs mirrored from now on (a reload added or removed some). A VIP gone loses its table
    * and its journal; a VIP added is filled from a dump of its mark (entries a VIP with the same
    * id left behind), the events of its entries applied after, while every other VIP's table,
-   * journal and migration go on untouched: no whole rebuild.
+   * journal and migration go on untouched: no whole rebuild. The fill runs on its own (a
+   * reload does not wait on a dump); until it ends the VIP's reads dump. Resolves with it.
    */
-  async setMarks(marks: readonly number[]): Promise<void> {
+  setMarks(marks: readonly number[]): Promise<void> {
     const next = new Set(marks);
     for (const mark of this.marks) {
       if (next.has(mark)) continue;
@@ -357,7 +358,7 @@ export class AccessTableMirror {
     }
     const added = marks.filter((m) => !this.marks.includes(m));
     this.marks = [...marks];
-    await Promise.all(added.map((m) => this.fill(m)));
+    return Promise.all(added.map((m) => this.fill(m))).then(() => undefined);
   }
 
   private async fill(mark: number): Promise<void> {
