@@ -174,10 +174,12 @@ async function configRefusals<T>(work: () => Promise<T>): Promise<T> {
 export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[] {
   const { peerClient, logger, failover } = options;
   const fence = options.fence ?? new EpochFence();
+  // A refusal names who sent what: a deposed leader's late request is told apart from a forgery.
+  const fenceLog = (ctx: RequestContext<unknown, unknown>): Logger => logger.child({ caller: ctx.peer, request: `${ctx.req.method ?? ''} ${ctx.req.url ?? ''}` });
   // Every VIP route names a VIP of the configuration; an unknown one is a 404 on `name`.
   const vipOf = (ctx: RequestContext<unknown, unknown>): string => {
     const epoch = (ctx.query as { epoch?: unknown } | undefined)?.epoch;
-    fence.check(typeof epoch === 'number' ? epoch : undefined, logger);
+    fence.check(typeof epoch === 'number' ? epoch : undefined, fenceLog(ctx));
     const name = ctx.params.name ?? '';
     try {
       appliance.vip(name);
@@ -225,7 +227,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       }
     }),
     serve(agentApi.announceEpoch, async (ctx) => {
-      fence.check(ctx.query.epoch, logger);
+      fence.check(ctx.query.epoch, fenceLog(ctx));
       return { ...(await appliance.status()), ...failover?.statusSections(), controllerEpoch: fence.status() };
     }),
     serve(agentApi.prepare, async (ctx) => {

@@ -6,7 +6,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { RequestOptions } from '../api/client.js';
+import { ApiError, type RequestOptions } from '../api/client.js';
 import { PHASES, migrate, recover, type MigrationAgent, type MigrationOptions, type MigrationProgress, type Phase } from '../migration/migration.js';
 import type { AgentStatus } from '../appliance/agent-api.js';
 import { FULL_RATIO } from '../appliance/table-watch.js';
@@ -740,6 +740,12 @@ export class Controller {
       ...(expectedEntries !== undefined ? { expectedEntries } : {}),
       journal: { step: (step) => this.store.step(id, step), commit: () => this.store.commit(id) },
       ...(this.options.pause ? { pause: this.options.pause } : {}),
+      // A request of a step given up may still arrive (held by the network) and be answered.
+      onLate: (step, err) =>
+        log.warn(
+          err === undefined ? { step, ok: true } : { step, ok: false, ...(err instanceof ApiError ? { status: err.status } : {}), error: err instanceof Error ? err.message : String(err) },
+          'a step given up on its timeout was answered late',
+        ),
       onProgress: (p) => {
         const entry = this.running.get(id);
         const was = entry?.progress.step;

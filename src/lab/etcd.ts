@@ -35,6 +35,9 @@ export function etcdCommand(site: Site, member: string): string[] {
     `--peer-key-file=${tls.key}`,
     `--peer-trusted-ca-file=${tls.ca}`,
     '--peer-client-cert-auth',
+    // A member back from a partition asks before it campaigns, instead of forcing an election
+    // with its higher term (which stalls every lease keep-alive and deposes a sound leader).
+    '--pre-vote',
     '--log-level=warn',
   ];
 }

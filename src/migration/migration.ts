@@ -142,6 +142,11 @@ export interface MigrationOptions {
   now?: () => number;
   onProgress?: (p: MigrationProgress) => void;
   /**
+   * How a step's work ended after the step was given up on its timeout: `error` undefined when
+   * it succeeded (its request may still reach the appliance, and the answer say what it did).
+   */
+  onLate?: (step: Phase, error: unknown) => void;
+  /**
    * The source's entry count as last seen (the controller's statistics), for the
    * progress total until step 3 knows it exactly. Counting now would cost the source a
    * second dump of its table in the middle of the move.
@@ -160,10 +165,16 @@ class StepTimeout extends Error {
   }
 }
 
-function withTimeout<T>(step: Phase, ms: number, work: Promise<T>): Promise<T> {
+function withTimeout<T>(step: Phase, ms: number, work: Promise<T>, onLate?: MigrationOptions['onLate']): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StepTimeout(step, ms)), ms);
+    timer = setTimeout(() => {
+      reject(new StepTimeout(step, ms));
+      work.then(
+        () => onLate?.(step, undefined),
+        (err: unknown) => onLate?.(step, err ?? new Error('rejected without a reason')),
+      );
+    }, ms);
   });
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
@@ -211,7 +222,7 @@ export async function migrate(
     progress.step = reached = step;
     report();
     const t0 = now();
-    const result = await withTimeout(step, options.stepTimeoutMs, work());
+    const result = await withTimeout(step, options.stepTimeoutMs, work(), options.onLate);
     progress.steps[`${step}_ms`] = Math.round((now() - t0) * 100) / 100;
     return result;
   };
@@ -227,10 +238,15 @@ export async function migrate(
       const t0 = now();
       const ms = () => Math.round((now() - t0) * 100) / 100;
       try {
-        const r = await withTimeout('precopy', options.precopyTimeoutMs ?? options.stepTimeoutMs * 10, target.precopy(vip, source, id, (moved) => {
-          progress.entries.moved = moved;
-          report();
-        }));
+        const r = await withTimeout(
+          'precopy',
+          options.precopyTimeoutMs ?? options.stepTimeoutMs * 10,
+          target.precopy(vip, source, id, (moved) => {
+            progress.entries.moved = moved;
+            report();
+          }),
+          options.onLate,
+        );
         if (r.failed > 0) throw new Error(`${r.failed} entries could not be created on ${target.name}`);
         progress.precopy = { ms: ms(), entries: r.created, rounds: r.rounds };
         precopied = true;

@@ -111,6 +111,19 @@ describe('the four-step migration', () => {
     expect([a.hasAddress, a.entries.size, b.mode]).toEqual([true, 5, 'absent']);
   });
 
+  it("a step given up on its timeout reports its request's late answer", async () => {
+    const { a, b } = site();
+    let answer: (err: Error) => void = () => undefined;
+    b.claimAddress = () => new Promise((_, reject) => (answer = reject));
+    const late: [string, unknown][] = [];
+    const p = await migrate('m5', 'vip1', a, b, { stepTimeoutMs: 50, onLate: (step, err) => late.push([step, err]) });
+    expect(p.error).toMatch(/move_address did not finish within 50 ms/);
+    expect(late).toEqual([]);
+    answer(new Error('controller epoch 3 is older than 14'));
+    await new Promise((r) => setImmediate(r));
+    expect(late).toEqual([['move_address', new Error('controller epoch 3 is older than 14')]]);
+  });
+
   it('a failure after the source began deleting is finished forward, never rolled back', async () => {
     const { a, b } = site();
     a.failOn = 'forget';
