@@ -2,7 +2,8 @@
  * Backends: (1) clients kept on their backend when one of ten goes, Maglev against source
  * hash, from the slot tables the kernel is given (a client's slot is a hash of its address,
  * so the share of slots kept is the share of clients kept); (2) on the kernel, an appliance
- * with 1,000 backends over 100 fullnat VIPs, run as `vipshift appliance` composes it: the time
+ * with 1,000 backends over 100 fullnat VIPs, run as `vipshift appliance` composes it (each
+ * backend checked, as by default; every backend port answers): the time
  * of a reload that changes a backend of every VIP (its pools' elements in one nf_tables netlink
  * transaction), and what TCP connections through one VIP lose meanwhile (failed connections;
  * the client's retransmitted segments, each a packet lost or late).
@@ -65,6 +66,7 @@ const retransmitted = (): number => Number(/TcpRetransSegs\s+(\d+)/.exec(inNs(ns
 const procs: Proc[] = [];
 const rounds: { round: number; reloadMs: number; connections: number; failed: number; retransmitted: number }[] = [];
 let startMs = 0;
+let backendsNotUp = 0;
 try {
   for (const n of Object.values(ns)) {
     sh('ip', ['netns', 'add', n]);
@@ -82,10 +84,13 @@ try {
   for (const [n, ifs] of [[ns.client, ['e0']], [ns.lb, ['e0', 'i0']], [ns.srv, ['i0']]] as const) for (const i of ifs) ip(n, 'link', 'set', i, 'up');
   ip(ns.client, 'route', 'add', 'default', 'via', '198.51.100.1');
   ip(ns.srv, 'route', 'add', 'default', 'via', '198.18.0.2');
-  // VIP v0's backends: 8000 on every server address, and 9000 for the swapped one.
-  const server = new Proc(ns.srv, 'backends-peer.ts', ['server', '8000', '9000']);
+  // Every backend port answers, the swapped ones too (8000+v and 9000+v on every server
+  // address): the appliance checks each backend by default, and a pool that lost its
+  // backends to failed checks would make a reload of a different size.
+  const ports = Array.from({ length: VIPS }, (_, v) => [8000 + v, 9000 + v]).flat();
+  const server = new Proc(ns.srv, 'backends-peer.ts', ['server', ...ports.map(String)]);
   procs.push(server);
-  await server.waitFor((e) => e.event === 'listening' && e.port === 9000);
+  await server.waitFor(() => server.events.filter((e) => e.event === 'listening').length === ports.length);
   const client = new Proc(ns.client, 'backends-peer.ts', ['client']);
   const appliance = new Proc(ns.lb, 'backends-appliance.ts');
   procs.push(client, appliance);
@@ -107,6 +112,10 @@ try {
     const fates = await load;
     rounds.push({ round, reloadMs, connections: fates.length, failed: fates.filter((f) => f.fate !== 'ok').length, retransmitted: retransmitted() - before });
   }
+  // Every pool kept its backends through the rounds: no check failed meanwhile.
+  const status = (await appliance.call('status')) as { vips: { backends: { state: string }[] }[] };
+  backendsNotUp = status.vips.reduce((n, v) => n + v.backends.filter((b) => b.state !== 'up').length, 0);
+  if (backendsNotUp > 0) throw new Error(`${backendsNotUp} backends not up after the rounds: the reloads did not all change the same pools`);
 } finally {
   for (const p of procs) await p.stop();
   for (const n of Object.values(ns)) {
@@ -123,13 +132,13 @@ const load = loadavg().map((x) => Math.round(x * 100) / 100);
 console.log('clients kept on their backend when one of ten goes (each of the ten in turn)');
 console.log(['scheduler', 'slots', 'mean', 'min', 'max'].map((c) => c.padStart(11)).join(''));
 for (const r of remap) console.log([r.scheduler, r.slots, ...[r.keptMean, r.keptMin, r.keptMax].map((x) => `${(x * 100).toFixed(1)} %`)].map((v) => String(v).padStart(11)).join(''));
-console.log(`\nreload: ${VIPS * PER_VIP} backends over ${VIPS} VIPs, a backend of every VIP replaced (one netlink transaction); start took ${startMs} ms`);
+console.log(`\nreload: ${VIPS * PER_VIP} backends over ${VIPS} VIPs, each checked (the default), a backend of every VIP replaced (one netlink transaction); start took ${startMs} ms; backends not up after the rounds: ${backendsNotUp}`);
 console.log(['round', 'reload ms', 'conns', 'failed', 'retransmits'].map((c) => c.padStart(12)).join(''));
 for (const r of rounds) console.log([r.round, r.reloadMs, r.connections, r.failed, r.retransmitted].map((v) => String(v).padStart(12)).join(''));
 console.log(`load average ${load.join(' ')}`);
 writeFileSync(
   new URL('./results/backends.json', import.meta.url),
-  `${JSON.stringify({ at: new Date().toISOString(), loadAverage: load, remap, reload: { vips: VIPS, backends: VIPS * PER_VIP, startMs, rounds } }, null, 2)}\n`,
+  `${JSON.stringify({ at: new Date().toISOString(), loadAverage: load, remap, reload: { vips: VIPS, backends: VIPS * PER_VIP, checked: true, backendsNotUp, startMs, rounds } }, null, 2)}\n`,
 );
 // The figures are written: end here (a handle left open kept the process waiting for minutes).
 process.exit(0);
