@@ -6,6 +6,11 @@
  * documentation range; 1, 2 and 4 senders stand for the asked 10k / 50k / 100k SYN/s — each
  * level reports the rate it reached (two shared cores bound it). Legitimate clients: new
  * connections at 100/s (connect, one echo, close). Each flood lasts 4 s.
+ *
+ * `--migration`: the pause alone, in rounds: vip2 with 100,000 synthetic entries and 100 live
+ * connections migrated lb1 → lb2 → lb1 → lb2 → lb1, the middle two under a 2-sender flood
+ * (each condition once in each direction), merged into bench/results/synflood.json as
+ * `migrationPause`.
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -142,6 +147,61 @@ async function floods(synproxy: boolean): Promise<{ rows: FloodRow[]; migrations
     await labDown({ name });
   }
   return { rows, migrations };
+}
+
+/** Round after round of the same VIP's migration, flooded or not (see the module's comment). */
+async function migrationPause(rounds: number): Promise<Record<string, unknown>[]> {
+  const name = 'vbsynmig';
+  const up = await labUp({ name, owned: true });
+  const vip = up.status.vips.find((x) => x.name === 'vip2')!;
+  const client = `${name}-client`;
+  const out: Record<string, unknown>[] = [];
+  const lb1 = new Conntrack({ netns: `${name}-lb1` });
+  try {
+    await cli(name, 'rebalance', 'manual');
+    await lb1.createFromRecords(synthetic(100_000, vip, vip.servers[0]!.address));
+    await rebuildMirror(siteFor(name), 'lb1');
+    const live = startTraffic(client, { address: vip.address, port: 7, connections: 100, intervalMs: 20, timeoutMs: 5000 });
+    await live.established;
+    let at = 'lb1';
+    for (let round = 0; round < rounds; round++) {
+      for (const flooded of [false, true, true, false]) {
+        const flood = flooded ? startSynFlood({ namespace: client, address: vip.address, port: 7, sources: ['198.51.100.201', '198.51.100.202'], ratePerSource: 0 }) : undefined;
+        if (flood) await sleep(4000); // past the handshake window: the onset's junk is junk
+        const to = at === 'lb1' ? 'lb2' : 'lb1';
+        const m = await cli<MigrationProgress>(name, 'migrate', 'vip2', '--to', to);
+        await sleep(1000);
+        const sent = flood ? (await flood.stop()).sent : 0;
+        const status = await cli<SiteStatus>(name, 'status');
+        const row = { round, from: at, to, flood: flooded, floodSent: sent, state: m.state, totalMs: m.totalMs, steps: m.steps, moved: m.entries.moved, synproxiedOnTarget: status.appliances.find((a) => a.name === to)!.vips.find((v) => v.name === 'vip2')!.synproxied, loadAvg1m: r1(os.loadavg()[0]!) };
+        out.push(row);
+        console.log(JSON.stringify(row));
+        at = to;
+        await sleep(2000);
+      }
+    }
+    const l = await live.stop();
+    out.push({ live: { connections: l.connections, errors: l.errors, gapMs: l.gapMs } });
+    console.log(JSON.stringify(out.at(-1)));
+  } finally {
+    lb1.close();
+    await labDown({ name });
+  }
+  return out;
+}
+
+if (process.argv.includes('--migration')) {
+  const file = 'bench/results/synflood.json';
+  const rows = await migrationPause(Number(process.env.ROUNDS ?? 1));
+  const previous = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
+  const label = process.env.LABEL ?? 'migrationPause';
+  fs.writeFileSync(file, `${JSON.stringify({ ...previous, [label]: { at: new Date().toISOString(), rows } }, null, 2)}\n`);
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  for (const flooded of [false, true]) {
+    const ms = rows.filter((r) => r.flood === flooded && r.state === 'done') as { totalMs: number; steps: { activate_ms: number } }[];
+    console.log(`flood ${flooded}: ${ms.length} migrations, total median ${median(ms.map((m) => m.totalMs))} ms, activate median ${median(ms.map((m) => m.steps.activate_ms))} ms`);
+  }
+  process.exit(0);
 }
 
 const on = await floods(true);

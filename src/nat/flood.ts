@@ -21,8 +21,14 @@
  * address a number of connections at once (`ct count`, `source_conns`). Over either, the
  * packet is dropped (the entry is never confirmed) and counted per VIP.
  *
- * A migrating VIP is in none of the sets read here: its packets are held before (−300) and
- * meet this section on the target once it is `normal` there.
+ * A migrating VIP (a migration's target during its hold, a standby taking over) is held before
+ * (−300) and meets the rest of this section once it is `normal` here. Two rules put first in
+ * the hold chain keep a flood out of the hold: a migrating VIP port whose address is already
+ * here has its own SYN rate meter (the same `aboveRate`), and a pure SYN to a port in
+ * `synproxy_active` is not held but goes on to SYNPROXY, which answers it with a cookie
+ * without any entry — so it needs none of the entries the hold waits for. Held, a flood's
+ * SYNs were released into the table at activation, lengthening step 4 (docs/synflood.md). The
+ * cookie ACK of a real client is held like any other packet and reaches SYNPROXY on release.
  */
 import type { NftCommand } from '../kernel/nft.js';
 import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
@@ -42,6 +48,8 @@ const SET_SIZE = 65535;
 const TCP_SYN_ONLY = match({ '&': [payload('tcp', 'flags'), ['fin', 'syn', 'rst', 'ack']] }, 'syn');
 const TCP_ACK_ONLY = match({ '&': [payload('tcp', 'flags'), ['fin', 'syn', 'rst', 'ack']] }, 'ack');
 const inSet = (set: string): Expr => match(VIP_KEY, `@${set}`);
+/** The VIP address is on this appliance (a migration's target after step 2; a standby once master). */
+const ADDRESS_HERE = match({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
 const countPerVip = (map: string): Expr => ({ counter: { map: { key: VIP_KEY, data: `@${map}` } } });
 const limitOver = (rate: number): Expr => ({ limit: { rate, burst: rate, per: 'second', inv: true } });
 
@@ -77,6 +85,7 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
   const t = { family: 'ip', table };
   const add = (kind: string, body: Record<string, unknown>): NftCommand => ({ add: { [kind]: { ...t, ...body } } });
   const rule = (chain: string, expr: Expr[], comment: string): NftCommand => add('rule', { chain, expr, comment });
+  const insertRule = (chain: string, expr: Expr[], comment: string): NftCommand => ({ insert: { rule: { ...t, chain, expr, comment } } });
   const cmds: NftCommand[] = [];
   for (const [map, name] of counterMaps(config)) {
     for (const vip of config.vips) cmds.push(add('counter', { name: name(vip) }));
@@ -118,16 +127,20 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
         'SYN cookie out, cookie ACK checked',
       ),
       rule('synproxy_in', [match({ ct: { key: 'state' } }, ['invalid', 'untracked'], 'in'), match(meta('l4proto'), 'tcp'), inSet('synproxy_active'), { drop: null }], 'anything else without an entry'),
-      {
-        insert: {
-          rule: {
-            ...t,
-            chain: 'reject',
-            expr: [match({ ct: { key: 'state' } }, 'invalid', 'in'), match(meta('l4proto'), 'tcp'), TCP_ACK_ONLY, inSet('synproxy_active'), { accept: null }],
-            comment: 'a cookie ACK goes to SYNPROXY, not to a reset',
-          },
-        },
-      },
+      insertRule('reject', [match({ ct: { key: 'state' } }, 'invalid', 'in'), match(meta('l4proto'), 'tcp'), TCP_ACK_ONLY, inSet('synproxy_active'), { accept: null }], 'a cookie ACK goes to SYNPROXY, not to a reset'),
+      // Inserted at the head of the hold chain: the second one ends up first.
+      insertRule('hold', [TCP_SYN_ONLY, inSet('vips_migrating'), ADDRESS_HERE, inSet('synproxy_active'), { accept: null }], 'not held: SYNPROXY answers it (syn_raw, synproxy_in)'),
+      insertRule(
+        'hold',
+        [
+          TCP_SYN_ONLY,
+          inSet('vips_migrating'),
+          ADDRESS_HERE,
+          { set: { op: 'add', elem: VIP_KEY, set: '@syn_rate', stmt: [limitOver(synproxy.aboveRate)] } },
+          { set: { op: 'update', elem: { elem: { val: VIP_KEY, timeout: synproxy.holdSeconds } }, set: '@synproxy_active' } },
+        ],
+        'SYNs over the rate at a held VIP port: SYNPROXY on',
+      ),
       // SYNPROXY's own SYN towards the VIP leaves as a local packet: DNAT it like a forwarded one.
       add('chain', { name: 'nat_output', type: 'nat', hook: 'output', prio: -100, policy: 'accept' }),
       rule('nat_output', [{ vmap: { key: VIP_KEY, data: '@vip_dnat' } }], 'connections SYNPROXY opens'),

@@ -49,6 +49,23 @@ describe('the SYN flood section of the ruleset', () => {
     expect((map.elem as unknown[]).length).toBe(3);
   });
 
+  it("keeps a flood's SYNs out of the hold: a held VIP port whose address is here meters SYNs, and over the rate they go to SYNPROXY instead of the queue", () => {
+    const cmds = floodCommands(configWith(), 'vipshift');
+    const hold = cmds.flatMap((c) => (c.insert ? [c.insert.rule as { chain: string; expr: unknown[]; comment: string }] : [])).filter((r) => r.chain === 'hold');
+    // Each is inserted at the head: the meter, inserted last, runs first.
+    expect(hold.map((r) => r.comment)).toEqual(['not held: SYNPROXY answers it (syn_raw, synproxy_in)', 'SYNs over the rate at a held VIP port: SYNPROXY on']);
+    const [pass, meter] = hold.map((r) => JSON.stringify(r.expr));
+    for (const e of [pass!, meter!]) {
+      expect(e).toContain('"right":"@vips_migrating"');
+      expect(e).toContain('{"fib":{"result":"type","flags":["daddr"]}},"right":"local"');
+    }
+    expect(pass).toContain('"right":"@synproxy_active"');
+    expect(pass).toContain('{"accept":null}');
+    expect(meter).toContain('"rate":2000,"burst":2000');
+    expect(meter).toContain('"set":"@synproxy_active"');
+    expect(JSON.stringify(floodCommands(configWith({ synproxy: { enabled: false } }), 'vipshift'))).not.toContain('"chain":"hold"');
+  });
+
   it('leaves out what is switched off', () => {
     const cmds = floodCommands(configWith({ synproxy: { enabled: false }, newConnectionsPerVip: 0, connectionsPerSource: 0 }), 'vipshift');
     expect(chains(cmds)).toEqual(['mgmt_in', 'mgmt_out']);
