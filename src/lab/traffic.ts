@@ -88,6 +88,8 @@ export interface TrafficSummary {
   gapMs: { p50: number; p99: number; max: number };
   /** Send-to-echo time of every payload. */
   rttMs: { p50: number; p99: number; max: number };
+  /** The longest this generator itself was stalled (its timers late): part of any gap it measured then. */
+  stalledMs: number;
   perConnection?: ConnectionReport[];
 }
 
@@ -174,6 +176,7 @@ export async function runTraffic(
   let echoed = 0;
   let stopping = false;
   let settled = 0;
+  let stalledMs = 0;
 
   const progress = (): TrafficProgress => ({
     elapsedMs: Math.round(now()),
@@ -268,14 +271,23 @@ export async function runTraffic(
     });
   }
 
-  // Echoes overdue fail their connection; checked often enough for a 1/10 precision.
+  // Echoes overdue fail their connection; checked often enough for a 1/10 precision. A sweep
+  // that comes late means this process itself was stalled (a starved CPU): Node runs timers
+  // before it reads the sockets, so echoes that arrived meanwhile are still unread. Such a
+  // sweep judges nothing — the next one does, after the reads — and its lateness is reported.
+  const sweepMs = Math.max(10, Math.min(200, timeoutMs / 10));
+  let lastSweep = now();
   const sweeper = setInterval(() => {
     const t = now();
+    const late = t - lastSweep - sweepMs;
+    lastSweep = t;
+    if (late > stalledMs) stalledMs = late;
+    if (late > sweepMs) return;
     for (const c of conns) {
       const head = c.queue[0];
       if (head && !c.error && t - head.sentAt > timeoutMs) fail(c, 'timeout', 'ECHO_TIMEOUT');
     }
-  }, Math.max(10, Math.min(200, timeoutMs / 10)));
+  }, sweepMs);
 
   void allSettled.then(() => hooks.onEstablished?.(progress()));
   const ticker = o.progressMs && hooks.onProgress ? setInterval(() => hooks.onProgress!(progress()), o.progressMs) : undefined;
@@ -333,6 +345,7 @@ export async function runTraffic(
     errorCodes,
     gapMs: { p50: round(gaps.percentile(0.5)), p99: round(gaps.percentile(0.99)), max: round(gaps.max) },
     rttMs: { p50: round(rtt.percentile(0.5)), p99: round(rtt.percentile(0.99)), max: round(rtt.max) },
+    stalledMs: round(stalledMs),
     ...(o.perConnection
       ? {
           perConnection: conns.map((c) => ({
@@ -430,6 +443,7 @@ export function describeTraffic(s: TrafficSummary): string {
     `  errors       ${e}`,
     `  longest gap  p50 ${s.gapMs.p50} ms, p99 ${s.gapMs.p99} ms, max ${s.gapMs.max} ms`,
     `  echo time    p50 ${s.rttMs.p50} ms, p99 ${s.rttMs.p99} ms, max ${s.rttMs.max} ms`,
+    `  generator    stalled up to ${s.stalledMs} ms (its own timers late: part of any gap above)`,
     '',
   ].join('\n');
 }
