@@ -7,10 +7,12 @@
  * level reports the rate it reached (two shared cores bound it). Legitimate clients: new
  * connections at 100/s (connect, one echo, close). Each flood lasts 4 s.
  *
- * `--migration`: the pause alone, in rounds: vip2 with 100,000 synthetic entries and 100 live
- * connections migrated lb1 → lb2 → lb1 → lb2 → lb1, the middle two under a 2-sender flood
- * (each condition once in each direction), merged into bench/results/synflood.json as
- * `migrationPause`.
+ * `--migration`: the pause alone, in rounds (ROUNDS, default 1): vip2 with 100,000 synthetic
+ * entries migrated lb1 → lb2 → lb1 → lb2 → lb1, the middle two under a 2-sender flood (each
+ * condition once in each direction, interleaved so that the shared machine's load weighs on
+ * both alike); 100 live connections opened before each migration and closed after it give
+ * that migration's longest pause. Medians per condition, merged into
+ * bench/results/synflood.json as `migrationPause` (or LABEL).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -63,7 +65,8 @@ function synthetic(count: number, vip: { address: string; id: number }, server: 
   const b = Buffer.alloc(count * RECORD_SIZE);
   for (let i = 0; i < count; i++) {
     writeRecord(b, i * RECORD_SIZE, {
-      client: { address: `198.51.100.${20 + (i % 230)}`, port: 1024 + Math.floor(i / 230) },
+      // Clients 198.51.100.20–199: none is a flood's spoofed source (.201, .202).
+      client: { address: `198.51.100.${20 + (i % 180)}`, port: 1024 + Math.floor(i / 180) },
       vip: { address: vip.address, port: 7 },
       server: { address: server, port: 7 },
       proto: IPPROTO_TCP,
@@ -149,40 +152,86 @@ async function floods(synproxy: boolean): Promise<{ rows: FloodRow[]; migrations
   return { rows, migrations };
 }
 
+interface PauseRow {
+  round: number;
+  from: string;
+  to: string;
+  flood: boolean;
+  /** What the two senders reached (SYN/s) over the flood, migration included. */
+  floodSynPerSecond: number;
+  state: string;
+  totalMs: number;
+  steps: MigrationProgress['steps'];
+  moved: number;
+  /** Entries of the VIP on the source; the pre-copy, the difference step 3 moved, or why it copied the whole table. */
+  total: number;
+  precopy: MigrationProgress['precopy'];
+  difference: MigrationProgress['difference'];
+  fallback: string | undefined;
+  /** The target's hold over this migration: packets it released at activation and dropped for a full queue. */
+  held: { released: number; overflowed: number };
+  synproxiedOnTarget: number;
+  /** The live connections of this migration only (opened before it, closed after it). */
+  live: { connections: number; gapMaxMs: number; gapP99Ms: number; errors: Record<string, number>; generatorStalledMs: number };
+  loadAvg1m: number;
+}
+
 /** Round after round of the same VIP's migration, flooded or not (see the module's comment). */
-async function migrationPause(rounds: number): Promise<Record<string, unknown>[]> {
+async function migrationPause(rounds: number, floodRate: number): Promise<PauseRow[]> {
   const name = 'vbsynmig';
   const up = await labUp({ name, owned: true });
   const vip = up.status.vips.find((x) => x.name === 'vip2')!;
   const client = `${name}-client`;
-  const out: Record<string, unknown>[] = [];
+  const out: PauseRow[] = [];
   const lb1 = new Conntrack({ netns: `${name}-lb1` });
+  const onAppliance = (s: SiteStatus, appliance: string) => s.appliances.find((a) => a.name === appliance)!.vips.find((v) => v.name === 'vip2')!;
   try {
     await cli(name, 'rebalance', 'manual');
     await lb1.createFromRecords(synthetic(100_000, vip, vip.servers[0]!.address));
     await rebuildMirror(siteFor(name), 'lb1');
-    const live = startTraffic(client, { address: vip.address, port: 7, connections: 100, intervalMs: 20, timeoutMs: 5000 });
-    await live.established;
-    let at = 'lb1';
     for (let round = 0; round < rounds; round++) {
+      // Each condition once in each direction, interleaved: the machine's load weighs on both alike.
       for (const flooded of [false, true, true, false]) {
-        const flood = flooded ? startSynFlood({ namespace: client, address: vip.address, port: 7, sources: ['198.51.100.201', '198.51.100.202'], ratePerSource: 0 }) : undefined;
-        if (flood) await sleep(4000); // past the handshake window: the onset's junk is junk
+        const before = await cli<SiteStatus>(name, 'status');
+        const at = before.vips.find((v) => v.name === 'vip2')!.owner;
         const to = at === 'lb1' ? 'lb2' : 'lb1';
+        const live = startTraffic(client, { address: vip.address, port: 7, connections: 100, intervalMs: 20, timeoutMs: 5000 });
+        await live.established;
+        const floodStart = performance.now();
+        const flood = flooded ? startSynFlood({ namespace: client, address: vip.address, port: 7, sources: ['198.51.100.201', '198.51.100.202'], ratePerSource: floodRate }) : undefined;
+        if (flood) await sleep(4000); // past the handshake window: the onset's junk is junk
         const m = await cli<MigrationProgress>(name, 'migrate', 'vip2', '--to', to);
         await sleep(1000);
         const sent = flood ? (await flood.stop()).sent : 0;
-        const status = await cli<SiteStatus>(name, 'status');
-        const row = { round, from: at, to, flood: flooded, floodSent: sent, state: m.state, totalMs: m.totalMs, steps: m.steps, moved: m.entries.moved, synproxiedOnTarget: status.appliances.find((a) => a.name === to)!.vips.find((v) => v.name === 'vip2')!.synproxied, loadAvg1m: r1(os.loadavg()[0]!) };
+        const floodSeconds = (performance.now() - floodStart) / 1000;
+        const l = await live.stop();
+        const after = await cli<SiteStatus>(name, 'status');
+        const t0 = onAppliance(before, to);
+        const t1 = onAppliance(after, to);
+        const row: PauseRow = {
+          round,
+          from: at,
+          to,
+          flood: flooded,
+          floodSynPerSecond: flood ? Math.round(sent / floodSeconds) : 0,
+          state: m.state,
+          totalMs: m.totalMs ?? NaN,
+          steps: m.steps,
+          moved: m.entries.moved,
+          total: m.entries.total,
+          precopy: m.precopy,
+          difference: m.difference,
+          fallback: m.fallback,
+          held: { released: t1.released - t0.released, overflowed: t1.overflowed - t0.overflowed },
+          synproxiedOnTarget: t1.synproxied ?? 0,
+          live: { connections: l.connections.ok, gapMaxMs: l.gapMs.max, gapP99Ms: l.gapMs.p99, errors: l.errors, generatorStalledMs: l.stalledMs },
+          loadAvg1m: r1(os.loadavg()[0]!),
+        };
         out.push(row);
         console.log(JSON.stringify(row));
-        at = to;
         await sleep(2000);
       }
     }
-    const l = await live.stop();
-    out.push({ live: { connections: l.connections, errors: l.errors, gapMs: l.gapMs } });
-    console.log(JSON.stringify(out.at(-1)));
   } finally {
     lb1.close();
     await labDown({ name });
@@ -192,15 +241,35 @@ async function migrationPause(rounds: number): Promise<Record<string, unknown>[]
 
 if (process.argv.includes('--migration')) {
   const file = 'bench/results/synflood.json';
-  const rows = await migrationPause(Number(process.env.ROUNDS ?? 1));
+  // SYN/s per sender (FLOOD_RATE; 0: hping3 --flood, which takes both of the lab's cores).
+  const floodRate = Number(process.env.FLOOD_RATE ?? 20_000);
+  const rows = await migrationPause(Number(process.env.ROUNDS ?? 1), floodRate);
+  const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN);
+  const summary = Object.fromEntries(
+    [false, true].map((flooded) => {
+      const ms = rows.filter((r) => r.flood === flooded && r.state === 'done');
+      return [
+        flooded ? 'flood' : 'noFlood',
+        {
+          migrations: ms.length,
+          failed: rows.filter((r) => r.flood === flooded).length - ms.length,
+          liveGapMaxMedianMs: median(ms.map((r) => r.live.gapMaxMs)),
+          totalMedianMs: median(ms.map((r) => r.totalMs)),
+          moveEntriesMedianMs: median(ms.map((r) => r.steps.move_entries_ms ?? NaN)),
+          activateMedianMs: median(ms.map((r) => r.steps.activate_ms ?? NaN)),
+          releasedMedian: median(ms.map((r) => r.held.released)),
+          overflowed: ms.reduce((a, r) => a + r.held.overflowed, 0),
+          floodSynPerSecondMedian: median(ms.map((r) => r.floodSynPerSecond)),
+          liveErrors: ms.reduce((a, r) => a + Object.values(r.live.errors).reduce((x, y) => x + y, 0), 0),
+          loadAvg1m: { min: Math.min(...ms.map((r) => r.loadAvg1m)), median: median(ms.map((r) => r.loadAvg1m)), max: Math.max(...ms.map((r) => r.loadAvg1m)) },
+        },
+      ];
+    }),
+  );
   const previous = fs.existsSync(file) ? (JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>) : {};
   const label = process.env.LABEL ?? 'migrationPause';
-  fs.writeFileSync(file, `${JSON.stringify({ ...previous, [label]: { at: new Date().toISOString(), rows } }, null, 2)}\n`);
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  for (const flooded of [false, true]) {
-    const ms = rows.filter((r) => r.flood === flooded && r.state === 'done') as { totalMs: number; steps: { activate_ms: number } }[];
-    console.log(`flood ${flooded}: ${ms.length} migrations, total median ${median(ms.map((m) => m.totalMs))} ms, activate median ${median(ms.map((m) => m.steps.activate_ms))} ms`);
-  }
+  fs.writeFileSync(file, `${JSON.stringify({ ...previous, [label]: { at: new Date().toISOString(), floodRatePerSender: floodRate || 'hping3 --flood', summary, rows } }, null, 2)}\n`);
+  for (const [k, v] of Object.entries(summary)) console.log(`${k}: ${JSON.stringify(v)}`);
   process.exit(0);
 }
 
