@@ -49,7 +49,9 @@ export async function vrrp(args: string[]): Promise<number> {
   log.info({ instances: speaker.state() }, 'started');
   if (control) {
     // The appliance's child: served until the parent closes our stdin (or signals us).
-    await Promise.race([serveSpeaker(speaker, process.stdin, process.stdout), new Promise((r) => process.once('SIGTERM', r))]);
+    const stop = new AbortController();
+    process.once('SIGTERM', () => stop.abort());
+    await serveSpeaker(speaker, process.stdin, process.stdout, stop.signal);
     await speaker.stop();
     addresses.close();
     // Stopped by SIGTERM, the parent's pipe is still open: reading it would keep us alive.

@@ -37,8 +37,8 @@ type Message =
   | ({ type: 'transition' } & TransitionEvent)
   | { type: 'snapshot'; state: InstanceStatus[]; counters: SpeakerCounters; bfd?: BfdStatus };
 
-/** The child's side: serves a speaker over a line protocol until `input` ends. */
-export function serveSpeaker(speaker: Speaker, input: Readable, output: Writable): Promise<void> {
+/** The child's side: serves a speaker over a line protocol until `input` ends or `stop` aborts. */
+export function serveSpeaker(speaker: Speaker, input: Readable, output: Writable, stop?: AbortSignal): Promise<void> {
   const send = (m: Message) => output.write(`${JSON.stringify(m)}\n`);
   const snapshot = () => {
     const bfd = speaker.bfdStatus();
@@ -71,6 +71,9 @@ export function serveSpeaker(speaker: Speaker, input: Readable, output: Writable
       (err: unknown) => send({ type: 'reply', id: c.id, error: err instanceof Error ? err.message : String(err) }),
     );
   });
+  // Stopped by a signal, the parent's pipe stays open: the snapshots' timer would keep the
+  // process alive, and the appliance waiting for its exit, forever.
+  stop?.addEventListener('abort', () => lines.close(), { once: true });
   return new Promise((resolve) =>
     lines.once('close', () => {
       clearInterval(timer);
@@ -180,13 +183,20 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
     return this.lastBfd;
   }
 
-  /** SIGTERM: the child's masters send priority 0 and drop their addresses before it exits. */
-  stop(): Promise<void> {
+  /**
+   * SIGTERM: the child's masters send priority 0 and drop their addresses before it exits.
+   * A child still there after `graceMs` is killed: a stop must end (systemd waits for it).
+   */
+  stop(graceMs = 5000): Promise<void> {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     this.stopping = true;
     return new Promise((resolve) => {
-      child.once('exit', () => resolve());
+      const kill = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      child.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
       child.kill('SIGTERM');
     });
   }

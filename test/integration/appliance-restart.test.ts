@@ -3,8 +3,10 @@
  * supervisor that restarts it as systemd does (Restart=always, here RestartSec=1: systemd is
  * not running on the test machines), holding its VIPs again. The lab's appliances run under
  * that supervisor instead of `lab up`'s plain start. The newest controller epoch it was shown
- * survives the restart: a step of an older epoch is still refused.
+ * survives the restart: a step of an older epoch is still refused. SIGTERM'd with an idle
+ * keep-alive client on its API, it exits 0 at once (its speaker stops with it).
  */
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -71,6 +73,38 @@ describe('an appliance whose speaker dies', () => {
       expect((lb1 as AgentStatus & { controllerEpoch?: { newest: number } }).controllerEpoch?.newest).toBe(42);
       expect(await asController(site, 'lb1', '/v1/vips/vip1/abort?epoch=41')).toMatch(/^409 .*controller epoch 41 is older than 42/);
       expect(fs.readFileSync(exits, 'utf8').trim().split('\n')).toEqual(['lb1 1']);
+
+      // SIGTERM, with a client holding an idle keep-alive connection to its API (and lb2's
+      // own): it stops, its speaker too, and exits 0 promptly.
+      const holder = spawn('ip', ['netns', 'exec', host(site, 'ctl').namespace, process.execPath, '--input-type=module', '-e', `
+        const { loadCredentials } = await import(${JSON.stringify(path.join(path.dirname(CLI), 'api/auth.js'))});
+        const { ApiClient } = await import(${JSON.stringify(path.join(path.dirname(CLI), 'api/client.js'))});
+        const c = new ApiClient(${JSON.stringify(apiUrl(site.apis.appliances.lb1!))}, loadCredentials(${JSON.stringify(credentialsDir(site))}, 'ctl'), { peer: 'lb1' });
+        await c.get('/v1/status');
+        console.log('held');
+        setTimeout(() => c.close(), 30_000);`]);
+      try {
+        await new Promise<void>((resolve, reject) => {
+          holder.stdout.on('data', (d: Buffer) => d.toString().includes('held') && resolve());
+          holder.once('exit', (code) => reject(new Error(`the keep-alive client ended (${code})`)));
+        });
+        const held = await run('ip', ['netns', 'exec', host(site, 'lb1').namespace, 'ss', '-Htn', 'state', 'established', 'sport', '=', `${site.apis.appliances.lb1!.port}`]);
+        expect(held.stdout.trim().split('\n').length).toBeGreaterThanOrEqual(1);
+        const appliance = (await run('ip', ['netns', 'pids', host(site, 'lb1').namespace])).stdout.split(/\s+/).filter(Boolean).filter((pid) => {
+          const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+          return cmd.includes('appliance') && cmd.includes(CLI);
+        });
+        expect(appliance).toHaveLength(1);
+        const t0 = Date.now();
+        process.kill(Number(appliance[0]), 'SIGTERM');
+        // Under the 5 s after which the appliance kills a speaker that does not stop by itself.
+        await waitFor('lb1 to exit after SIGTERM', async () => fs.readFileSync(exits, 'utf8').trim().split('\n').length === 2, 4_000, 50);
+        const exitMs = Date.now() - t0;
+        expect(fs.readFileSync(exits, 'utf8').trim().split('\n')).toEqual(['lb1 1', 'lb1 0']);
+        console.log(`lb1 exited ${exitMs} ms after SIGTERM, an idle keep-alive client holding its API`);
+      } finally {
+        holder.kill();
+      }
     });
   }, 120_000);
 });
