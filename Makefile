@@ -253,4 +253,4 @@ bench-vrrp-scale: build
 	npx tsx bench/vrrp-scale.ts
 
 bench-migration-million: build
-	SIZES=1000000 ROUNDS=1 OUT=migration-1000000 npx tsx bench/migration.ts
+	BIG_TABLES=1 SIZES=1000000 ROUNDS=1 OUT=migration-1000000 npx tsx bench/migration.ts

@@ -24,8 +24,9 @@
  * of 1,000,000 entries alone takes minutes). Sizes above the host's nf_conntrack_max raise it
  * for the run (2 × the largest size + room), and put it back at the end.
  *
- * Environment: SIZES (default 1000,10000,100000,1000000), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20), REFERENCE_MAX (100000),
- * OUT (the results file's name, default migration: bench/results/<OUT>.json).
+ * Environment: SIZES (default 1000,10000,100000; above 100,000 only with BIG_TABLES=1), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20), REFERENCE_MAX (100000),
+ * PAGE_READERS (3: access table pages read during lb1's mirror rebuild), OUT (the results file's name,
+ * default migration: bench/results/<OUT>.json).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -42,11 +43,24 @@ import { type Lab, withLab } from '../test/helpers/lab.js';
 import { apiCall, rebuildMirror as rebuildMirrorOf } from '../test/integration/helpers/replication-lab.js';
 import { Conntrackd, sleep } from './conntrackd.js';
 
-const SIZES = (process.env.SIZES ?? '1000,10000,100000,1000000').split(',').map(Number);
+const SIZES = (process.env.SIZES ?? '1000,10000,100000').split(',').map(Number);
+/**
+ * Above this, only with BIG_TABLES=1 (`make bench-migration-million`), on a machine nobody else
+ * uses: deleting a lab's namespace that holds 1,000,000 entries stalls every namespace of the
+ * host for 10-37 minutes (docs/migration.md, "1,000,000 entries").
+ */
+const QUIET_MACHINE_ABOVE = 100_000;
+if (Math.max(...SIZES) > QUIET_MACHINE_ABOVE && process.env.BIG_TABLES !== '1') {
+  console.error(`SIZES ${SIZES.join(',')}: sizes above ${QUIET_MACHINE_ABOVE} need BIG_TABLES=1 and a machine nobody else uses (docs/migration.md)`);
+  process.exit(2);
+}
 const REFERENCE_MAX = Number(process.env.REFERENCE_MAX ?? 100_000);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 200);
 const INTERVAL_MS = Number(process.env.INTERVAL_MS ?? 20);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
+const PAGE_READERS = Number(process.env.PAGE_READERS ?? 3);
+/** lb1's VIPs at the start. */
+const PAGE_VIPS = ['vip1', 'vip2', 'vip4'];
 const VIP = 'vip1';
 const SOURCE = 'lb1';
 const TARGET = 'lb2';
@@ -70,6 +84,12 @@ interface Run {
   /** Every other failed connection, by kind (connect, timeout, mismatch, closed, other). */
   other_errors: Record<string, number>;
   max_gap_ms: number;
+  /**
+   * The longest gap before the migration began (the setup: synthetic creates on lb1's table
+   * under live traffic, conntrackd's reference, the rebuild). When max_gap_ms equals it, the
+   * migration's own pause was shorter than max_gap_ms and hold_window_ms says what it was.
+   */
+  max_gap_before_migration_ms: number;
   /** The pre-copy before step 1 (outside the hold): its time, each further round's difference, and why there was none. */
   precopy: { ms: number; entries: number; rounds: number[]; error?: string };
   /** What step 3 moved after the pre-copy: entries created or refreshed, deleted as ended; fallback: why the whole table moved. */
@@ -85,6 +105,13 @@ interface Run {
   verified: { target_entries: number; source_entries: number; reference_target_entries: number };
   /** Side measurements of the same lab, for "where the time goes". */
   probes: { create_synthetic_ms: number; dump_source_ms: number; delete_reference_ms: number };
+  /**
+   * lb1's mirror rebuild that reads the synthetic entries (POST /v1/mirror/rebuild), with the
+   * status read every second and PAGE_READERS console pages read meanwhile: its time, the status
+   * reads and the slowest, each page read's time, and the
+   * mirror's readers that came during rebuilds (waited for one, or dumped the table beside it).
+   */
+  rebuild: { ms: number; status_reads: number; status_read_max_ms: number; page_reads_ms: number[]; readers?: { waited: number; dumped: number } };
   /** Where the source read step 3's entries: 'mirror' (access-table-mirror.ts) or 'dump'. */
   exported_from: string;
   /**
@@ -199,12 +226,52 @@ async function holdCounters(labName: string): Promise<Run['hold']> {
  * real connection's first update): lb1 re-reads its table into its mirror, as an operator
  * would after `conntrack -I`. Checks that the mirror then holds all of the VIP's entries.
  */
-async function rebuildMirror(site: Site, entries: number): Promise<void> {
+async function rebuildMirror(site: Site, entries: number): Promise<Run['rebuild']> {
   // A rebuild reads the whole table: ~3 s a million entries on a quiet machine, far more on a loaded one.
-  const mirror = await rebuildMirrorOf(site, SOURCE, 600_000);
-  const status = await apiCall<{ vips: { name: string; entries: number }[] }>(site, apiUrl(site.apis.appliances[SOURCE]!), 'GET', '/v1/status', undefined, 120_000);
+  // Meanwhile the status is read every second, as the controller and an operator's console do:
+  // each read counts the VIP's entries per backend, which must not dump the table beside the rebuild.
+  const url = apiUrl(site.apis.appliances[SOURCE]!);
+  const t0 = performance.now();
+  let done = false;
+  const statusMs: number[] = [];
+  const polling = (async () => {
+    while (!done) {
+      await sleep(1000);
+      if (done) break;
+      const [, took] = await timed(() => apiCall(site, url, 'GET', '/v1/status', undefined, 600_000));
+      statusMs.push(took);
+    }
+  })();
+  // And PAGE_READERS operators open the VIP's access table page meanwhile (the console): each
+  // read of the VIP's entries during the rebuild either waits for it or dumps the table beside it.
+  const pageMs: number[] = [];
+  const pages = Promise.all(
+    Array.from({ length: PAGE_READERS }, async (_, i) => {
+      await sleep(200);
+      // Each a VIP of its own (a console shares one read per VIP); each read walks the whole table.
+      const vip = PAGE_VIPS[i % PAGE_VIPS.length]!;
+      const [, took] = await timed(() => apiCall(site, url, 'GET', `/v1/vips/${vip}/entries/page`, undefined, 600_000));
+      pageMs.push(took);
+    }),
+  );
+  let mirror: { synced: boolean };
+  try {
+    mirror = await rebuildMirrorOf(site, SOURCE, 600_000);
+  } finally {
+    done = true;
+  }
+  const rebuildMs = round2(performance.now() - t0);
+  await Promise.all([polling, pages]);
+  const status = await apiCall<{ vips: { name: string; entries: number }[]; mirror?: { readersDuringRebuild?: { waited: number; dumped: number } } }>(site, url, 'GET', '/v1/status', undefined, 120_000);
   const held = status.vips.find((v) => v.name === VIP)?.entries;
   if (!mirror.synced || held !== entries) throw new Error(`${SOURCE}'s access table mirror: synced ${mirror.synced}, ${held} entries of ${VIP}, expected ${entries}`);
+  return {
+    ms: rebuildMs,
+    status_reads: statusMs.length,
+    status_read_max_ms: statusMs.length ? Math.max(...statusMs) : 0,
+    page_reads_ms: pageMs,
+    ...(status.mirror?.readersDuringRebuild ? { readers: status.mirror.readersDuringRebuild } : {}),
+  };
 }
 
 /** How lb1 gave out the entries (its log): a pre-copy from the mirror then differences, or step 3's whole table (mirror or dump). */
@@ -276,7 +343,12 @@ async function oneSize(entries: number): Promise<Run> {
     const server = addressOn(lab.site, vip.servers[0]!, 'int');
     const source = new Conntrack({ netns: lab.ns(SOURCE) });
     const target = new Conntrack({ netns: lab.ns(TARGET) });
-    const traffic = lab.traffic({ address: vip.address, port: lab.site.service.echoPort, connections: CONNECTIONS, intervalMs: INTERVAL_MS });
+    // The longest gap so far, from the progress: what the setup (synthetic creates, conntrackd's
+    // commit, the rebuild) cost the live connections before the migration began.
+    let gapSoFar = 0;
+    const traffic = lab.traffic({ address: vip.address, port: lab.site.service.echoPort, connections: CONNECTIONS, intervalMs: INTERVAL_MS, progressMs: 100 }, (p) => {
+      gapSoFar = p.maxGapMs;
+    });
     try {
       const up = await traffic.established;
       if (up.established !== CONNECTIONS || up.active !== CONNECTIONS) throw new Error(`traffic: ${up.active} of ${CONNECTIONS} connections up: ${JSON.stringify(up.errors)}`);
@@ -299,9 +371,11 @@ async function oneSize(entries: number): Promise<Run> {
       const [, dumpMs] = await timed(() => source.dumpRecords(vip.id, () => {}));
 
       holdMethod = holdMethodOf(lab.site.stateDir);
-      await rebuildMirror(lab.site, entries);
+      const rebuild = await rebuildMirror(lab.site, entries);
       const sourceRss = await rssOf(lab, SOURCE);
       const load = os.loadavg()[0]!;
+      await sleep(300); // a progress report after the setup
+      const gapBefore = gapSoFar;
       const r = await run(process.execPath, [CLI, 'migrate', VIP, '--to', TARGET, '--json', '--lab', lab.name]);
       let m: MigrationProgress;
       try {
@@ -343,12 +417,14 @@ async function oneSize(entries: number): Promise<Run> {
         resets: reset,
         other_errors: others,
         max_gap_ms: summary.gapMs.max,
+        max_gap_before_migration_ms: gapBefore,
         reference_ms: ref.commit.ms,
         reference_wall_ms: ref.commit.wallMs,
         reference_committed: ref.commit.committed,
         reference_sync_ms: ref.syncMs,
         verified: { target_entries: onTarget, source_entries: onSource, reference_target_entries: ref.landed },
         probes: { create_synthetic_ms: createMs, dump_source_ms: dumpMs, delete_reference_ms: ref.deleteMs },
+        rebuild,
         exported_from: exportedFrom(lab.site.stateDir),
         inside: insideSteps(lab.site.stateDir),
         load_avg_1m: round2(load),
@@ -369,6 +445,16 @@ const CT_MAX = '/proc/sys/net/netfilter/nf_conntrack_max';
 const ctMaxBefore = Number(fs.readFileSync(CT_MAX, 'utf8'));
 const ctMaxNeeded = Math.max(...SIZES) * 2 + 100_000;
 if (ctMaxNeeded > ctMaxBefore) fs.writeFileSync(CT_MAX, String(ctMaxNeeded));
+/**
+ * The hash table is the host's, shared by every namespace: with 2,000,000 entries in 262,144
+ * buckets (the default here) each lookup and create walks chains of ~8. Big tables get one
+ * bucket per entry allowed (BIG_TABLES only: a resize rehashes every entry of the host under
+ * its lock, which the other labs feel).
+ */
+const HASHSIZE = '/sys/module/nf_conntrack/parameters/hashsize';
+const hashBefore = Number(fs.readFileSync(HASHSIZE, 'utf8'));
+const hashNeeded = process.env.BIG_TABLES === '1' ? ctMaxNeeded : 0;
+if (hashNeeded > hashBefore) fs.writeFileSync(HASHSIZE, String(hashNeeded));
 
 const runs: SizeResult[] = [];
 const startLoad = os.loadavg().map(round2);
@@ -404,6 +490,7 @@ for (const entries of SIZES) {
 }
 } finally {
   if (ctMaxNeeded > ctMaxBefore) fs.writeFileSync(CT_MAX, String(ctMaxBefore));
+  if (hashNeeded > hashBefore) fs.writeFileSync(HASHSIZE, String(hashBefore));
 }
 
 const cols: Array<[string, (r: SizeResult) => string | number]> = [

@@ -122,6 +122,18 @@ export class UnknownBackendError extends Error {
   }
 }
 
+/**
+ * How long a reader of a VIP's entries waits for a rebuild of the access table mirror under
+ * way before it dumps the kernel's table itself (a dump beside the rebuild walks the same
+ * table and slows both). `hold`: step 3's whole table inside the hold, and the entries of a
+ * backend going down whose clients must learn at once — a dump of one VIP costs the hold less
+ * than a rebuild of all of them. `precopy`: the pre-copy's snapshot, before the hold, within
+ * the target's request (a mirror that cannot vouch by then means a whole step 3).
+ * `console`: a person waiting for a page. `background`: the replicator's resynchronisations and
+ * refreshes of the keepers' copies, whose changes wait in the backlog meanwhile.
+ */
+export const READ_WAIT_MS = { hold: 0, precopy: 20_000, console: 20_000, background: 600_000 } as const;
+
 /** Per-backend connection counts are read at most this often (each reads the VIP's entries). */
 const CONNECTIONS_TTL_MS = 1000;
 /**
@@ -357,7 +369,7 @@ export class Appliance {
           doomed.push({ src: r.client.address, dst: r.vip.address, sport: r.client.port, dport: r.vip.port, proto: r.proto });
         }
       }
-    });
+    }, READ_WAIT_MS.hold);
     let deleted = 0;
     for (const tuple of doomed) if (await this.conntrack.delete(tuple)) deleted++;
     this.counts.invalidate();
@@ -365,10 +377,15 @@ export class Appliance {
     return deleted;
   }
 
-  /** Live entries per backend (backendKey) of a VIP, read at most once a second. */
+  /**
+   * Live entries per backend (backendKey) of a VIP, read at most once a second. While the
+   * mirror rebuilds, the last counts stand whatever their age: a status polled every few
+   * seconds would otherwise dump every VIP's table beside the rebuild (at most one dump per
+   * VIP when there are none yet: a status does not wait for a rebuild).
+   */
   private backendConnections(vip: VipConfig): Promise<Map<string, number>> {
     const cached = this.connections.get(vip.name);
-    if (cached && performance.now() - cached.at < CONNECTIONS_TTL_MS) return cached.counts;
+    if (cached && (performance.now() - cached.at < CONNECTIONS_TTL_MS || this.mirror?.rebuilding)) return cached.counts;
     const counts = (async () => {
       // Keyed by the server's address and port as numbers: a status may count 100,000 entries.
       const byServer = new Map<number, number>();
@@ -377,7 +394,7 @@ export class Appliance {
           const at = rec.serverAddress(chunk, o) * 65536 + rec.serverPort(chunk, o);
           byServer.set(at, (byServer.get(at) ?? 0) + 1);
         }
-      });
+      }, READ_WAIT_MS.hold);
       const out = new Map<string, number>();
       for (const b of vip.backends) {
         const address = b.address.split('.').reduce((n, x) => n * 256 + Number(x), 0);
@@ -409,10 +426,11 @@ export class Appliance {
   /**
    * A VIP's entries as record chunks (by its ct mark): from the mirror when it vouches for
    * being complete, else from a dump of the kernel's table. Step 3's export, the console's
-   * pages and the replicator's resynchronisations and refreshes all read here.
+   * pages and the replicator's resynchronisations and refreshes all read here, each waiting
+   * for a rebuild of the mirror under way as long as it may (READ_WAIT_MS).
    */
-  async readRecords(mark: number, onChunk: (records: Buffer) => void): Promise<{ records: number; from: 'mirror' | 'dump' }> {
-    const snapshot = await this.mirror?.snapshot(mark);
+  async readRecords(mark: number, onChunk: (records: Buffer) => void, waitMs: number = READ_WAIT_MS.hold): Promise<{ records: number; from: 'mirror' | 'dump' }> {
+    const snapshot = await this.mirror?.snapshot(mark, waitMs);
     if (!snapshot) return { records: (await this.conntrack.dumpRecords(mark, onChunk)).records, from: 'dump' };
     // Pieces of 1,000 records: a migration's target creates while the rest is on its way.
     const piece = 1000 * RECORD_SIZE;
@@ -429,11 +447,15 @@ export class Appliance {
     this.migrating(name, true);
     write(encodeStreamHeader());
     let records = 0;
-    const read = await this.readRecords(vip.id, (chunk) => {
-      const moving = selectRecords(chunk, worthMoving);
-      records += moving.length / RECORD_SIZE;
-      if (moving.length > 0) write(moving);
-    });
+    const read = await this.readRecords(
+      vip.id,
+      (chunk) => {
+        const moving = selectRecords(chunk, worthMoving);
+        records += moving.length / RECORD_SIZE;
+        if (moving.length > 0) write(moving);
+      },
+      READ_WAIT_MS.hold,
+    );
     return { records, skipped: read.records - records, from: read.from };
   }
 
@@ -536,7 +558,7 @@ export class Appliance {
    * migration in the mirror. Undefined when the mirror cannot vouch (then no pre-copy).
    */
   async trackEntries(name: string, migration: string): Promise<Buffer | undefined> {
-    const records = await this.mirror?.track(this.vip(name).id, migration);
+    const records = await this.mirror?.track(this.vip(name).id, migration, READ_WAIT_MS.precopy);
     // Connections only: a handshake in flight now is in a difference once it completes (or, young, by its short timeout).
     return records && selectRecords(records, handshakeCompleted);
   }
@@ -658,7 +680,7 @@ export class Appliance {
   /** The VIP's whole access table as entry records, for the console's pages (access-page.ts). */
   async entryRecords(name: string): Promise<Buffer> {
     const chunks: Buffer[] = [];
-    await this.readRecords(this.vip(name).id, (chunk) => chunks.push(chunk));
+    await this.readRecords(this.vip(name).id, (chunk) => chunks.push(chunk), READ_WAIT_MS.console);
     return Buffer.concat(chunks);
   }
 

@@ -81,6 +81,8 @@ export function registerApplianceMetrics(registry: Registry, status: () => Promi
   const mirror = ofStatus((s) => s.mirror);
   mirror('gauge', 'vipshift_access_table_mirror_synced', 'Whether the in-memory access table mirror holds every entry (1) or is rebuilding after lost events (0).', (m) => (m.synced ? 1 : 0));
   mirror('counter', 'vipshift_access_table_mirror_overruns_total', 'Conntrack event overruns (ENOBUFS) that made the mirror rebuild itself from a dump.', (m) => m.overruns);
+  mirror('counter', 'vipshift_access_table_mirror_rebuild_waits_total', "Reads of a VIP's entries that came during a rebuild of the mirror and waited for it.", (m) => m.readersDuringRebuild.waited);
+  mirror('counter', 'vipshift_access_table_mirror_rebuild_dumps_total', "Reads of a VIP's entries that came during a rebuild of the mirror and dumped the kernel's table instead (not allowed to wait that long: step 3 in the hold, a reset).", (m) => m.readersDuringRebuild.dumped);
   mirror('counter', 'vipshift_access_table_mirror_barrier_failures_total', 'Migration exports that fell back to a kernel dump because the mirror could not vouch for being complete.', (m) => m.barriers.failed);
 
   // The conntrack table's fill (table-watch.ts).

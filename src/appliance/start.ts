@@ -23,7 +23,7 @@ import { SpeakerProcess } from '../vrrp/process.js';
 import { DirectAddressing, VrrpAddressing } from './addressing.js';
 import { AGENT_ROLES, EpochFence, FileEpochStore, agentRoutes, peerClients } from './agent.js';
 import { Announcer } from './announce.js';
-import { Appliance, type ConfigFollower } from './appliance.js';
+import { Appliance, type ConfigFollower, READ_WAIT_MS } from './appliance.js';
 import { Failover, httpSources } from './failover.js';
 import { backendChecks } from './health.js';
 import { healthTargets } from '../health/targets.js';
@@ -124,7 +124,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   const failover = new Failover({
     config,
     appliance: box,
-    table: { subscribe: (o) => conntrack.subscribe(o), readRecords: (mark, onChunk) => box.readRecords(mark, onChunk), get: (orig) => conntrack.get(orig) },
+    table: { subscribe: (o) => conntrack.subscribe(o), readRecords: (mark, onChunk) => box.readRecords(mark, onChunk, READ_WAIT_MS.background), get: (orig) => conntrack.get(orig) },
     sources: httpSources(config, credentials),
     modes: () => engine.modeTable(),
     speaker,

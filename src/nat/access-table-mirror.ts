@@ -17,7 +17,10 @@
  *
  * The mirror is trusted only while no event was lost. After an overrun (ENOBUFS) it is
  * rebuilt from one dump of the whole table, the events that arrive meanwhile applied on
- * top; until then a snapshot answers undefined and the caller dumps the kernel's table.
+ * top. A reader that comes during the rebuild waits for it as long as it may (`waitMs`):
+ * a dump of its own would walk the same table beside the rebuild's and slow both (at
+ * 1,000,000 entries, overlapping readers' dumps kept a rebuild from ending in 10 minutes).
+ * One that may not wait that long (step 3 inside the hold) gets undefined and dumps.
  *
  * A snapshot first passes a barrier: it creates and deletes a sentinel entry and waits for
  * the sentinel's destroy event. Netlink delivers one socket's events in order, so every
@@ -104,6 +107,8 @@ export interface MirrorStatus {
   malformed: number;
   overruns: number;
   resyncs: number;
+  /** Readers that came while the mirror could not vouch: they waited for the rebuild, or dumped the kernel's table (could not wait that long). */
+  readersDuringRebuild: { waited: number; dumped: number };
   barriers: { passed: number; failed: number; lastMs: number };
 }
 
@@ -295,6 +300,7 @@ export class AccessTableMirror {
   private nextBarrierPort = 1;
   private readonly counters = { events: 0, malformed: 0, overruns: 0, resyncs: 0 };
   private readonly barriers = { passed: 0, failed: 0, lastMs: 0 };
+  private readonly readersDuringRebuild = { waited: 0, dumped: 0 };
   private settleTimer: NodeJS.Timeout | undefined;
   /** Change journals by VIP mark (one migration per VIP at a time). */
   private readonly journals = new Map<number, ChangeJournal>();
@@ -329,10 +335,11 @@ export class AccessTableMirror {
 
   /**
    * A copy of the VIP's entries as records, once every change the kernel made before this
-   * call is in the mirror; undefined if the mirror cannot vouch for that (then dump).
+   * call is in the mirror; undefined if the mirror cannot vouch for that (then dump). During a
+   * rebuild it waits up to `waitMs` for the rebuild to end.
    */
-  async snapshot(mark: number): Promise<Buffer | undefined> {
-    if (!this.complete(mark) || !(await this.barrier()) || !this.complete(mark)) return undefined;
+  async snapshot(mark: number, waitMs = 0): Promise<Buffer | undefined> {
+    if (!this.vips.has(mark) || !(await this.rebuilt(waitMs)) || !(await this.barrier()) || !this.complete(mark)) return undefined;
     return this.vips.get(mark)!.snapshot();
   }
 
@@ -383,12 +390,31 @@ export class AccessTableMirror {
   }
 
   /**
+   * Whether the mirror is complete, after waiting up to `waitMs` for a rebuild under way (or
+   * the rebuilds that follow it while events keep being lost). The barrier comes after this:
+   * what the kernel changed before the reader's call is in the rebuilt mirror all the same.
+   */
+  private async rebuilt(waitMs: number): Promise<boolean> {
+    if (this.synced) return true;
+    const t0 = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, waitMs)));
+    try {
+      while (!this.synced && this.resyncing && !this.closed && performance.now() - t0 < waitMs) await Promise.race([this.resyncing, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+    this.readersDuringRebuild[this.synced ? 'waited' : 'dumped']++;
+    return this.synced;
+  }
+
+  /**
    * A migration's pre-copy: the VIP's entries as snapshot() gives them, and from that very
    * moment a change journal for `migration` (replacing any older one of the VIP). Undefined
-   * if the mirror cannot vouch for being complete.
+   * if the mirror cannot vouch for being complete (after waiting up to `waitMs` for a rebuild).
    */
-  async track(mark: number, migration: string): Promise<Buffer | undefined> {
-    if (!this.complete(mark) || !(await this.barrier()) || !this.complete(mark)) return undefined;
+  async track(mark: number, migration: string, waitMs = 0): Promise<Buffer | undefined> {
+    if (!this.vips.has(mark) || !(await this.rebuilt(waitMs)) || !(await this.barrier()) || !this.complete(mark)) return undefined;
     // The journal starts and the snapshot is taken in one synchronous run: no event between.
     const vip = this.vips.get(mark)!;
     const journal = new ChangeJournal(migration, this.clock());
@@ -475,6 +501,11 @@ export class AccessTableMirror {
     this.vips.get(mark)?.settle();
   }
 
+  /** Whether a rebuild is under way (the mirror cannot vouch until it ends). */
+  get rebuilding(): boolean {
+    return !this.synced && this.resyncing !== undefined;
+  }
+
   /** The VIP's entry count, or undefined while the mirror is not complete. */
   count(mark: number): number | undefined {
     return this.complete(mark) ? this.vips.get(mark)?.size : undefined;
@@ -483,7 +514,7 @@ export class AccessTableMirror {
   status(): MirrorStatus {
     let entries = 0;
     for (const v of this.vips.values()) entries += v.size;
-    return { synced: this.synced, entries, ...this.counters, barriers: { ...this.barriers } };
+    return { synced: this.synced, entries, ...this.counters, readersDuringRebuild: { ...this.readersDuringRebuild }, barriers: { ...this.barriers } };
   }
 
   close(): void {

@@ -329,6 +329,7 @@ export class Replicator {
   private readonly counts = { received: 0, copied: 0, ignored: 0, unrouted: 0 };
   private overruns = 0;
   private refreshes = 0;
+  private refreshRun: Promise<void> | undefined;
 
   constructor(private readonly options: ReplicatorOptions) {
     this.settings = options.config.replication;
@@ -522,8 +523,19 @@ export class Replicator {
     for (const link of this.links) link.requestResync();
   }
 
-  /** Pushes every entry of the replicated VIPs again, where no newer change waits. */
-  async refresh(): Promise<void> {
+  /**
+   * Pushes every entry of the replicated VIPs again, where no newer change waits. A refresh
+   * still running (a large table, or one waiting for the mirror's rebuild) is the one a
+   * caller gets: refreshes never pile up, each holding its copy of the table.
+   */
+  refresh(): Promise<void> {
+    this.refreshRun ??= this.refreshOnce().finally(() => {
+      this.refreshRun = undefined;
+    });
+    return this.refreshRun;
+  }
+
+  private async refreshOnce(): Promise<void> {
     this.refreshes++;
     const at = this.now();
     for (const vip of [...this.replicated.values()]) {

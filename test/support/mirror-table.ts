@@ -42,13 +42,20 @@ export function event(e: EntryRecord, type: number) {
 
 /**
  * A conntrack table in memory: the dump hands out `table`, the barrier's sentinel comes back
- * as a destroy event, and the test sends the events the kernel would.
+ * as a destroy event, and the test sends the events the kernel would. `slowDumps()` makes
+ * every dump from then on wait (a dump of a large table) until the function it returns is
+ * called; `dumps` counts the dumps begun.
  */
 export function fakeTable(table: EntryRecord[]) {
   const events = new EventEmitter();
+  let gate: Promise<void> | undefined;
+  const state = { dumps: 0, barriers: 0 };
   const fake: MirroredTable = {
     subscribe: () => Object.assign(events, { close: () => undefined }) as unknown as ConntrackEvents,
     dumpAllRecords: async (onChunk) => {
+      state.dumps++;
+      // What the kernel's table holds when the dump walks it (after the wait).
+      await gate;
       onChunk(records(...table));
       return { records: table.length, skipped: 0 };
     },
@@ -59,10 +66,20 @@ export function fakeTable(table: EntryRecord[]) {
     },
     create: async () => ({ created: 1, existing: 0, failures: [] }),
     delete: async (orig) => {
+      state.barriers++;
       const sentinel = { ...entry(orig.sport, IPPROTO_UDP, 0, 1), client: { address: '0.0.0.0', port: orig.sport }, vip: { address: '0.0.0.0', port: 9 }, server: { address: '0.0.0.0', port: 9 }, mark: BARRIER_MARK };
       queueMicrotask(() => events.emit('message', event(sentinel, IPCTNL_MSG_CT_DELETE)));
       return true;
     },
   };
-  return { fake, send: (e: EntryRecord, type = IPCTNL_MSG_CT_NEW) => events.emit('message', event(e, type)) };
+  const slowDumps = (): (() => void) => {
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    gate = mine;
+    return () => {
+      if (gate === mine) gate = undefined;
+      release();
+    };
+  };
+  return { fake, state, slowDumps, send: (e: EntryRecord, type = IPCTNL_MSG_CT_NEW) => events.emit('message', event(e, type)) };
 }

@@ -14,7 +14,7 @@ describe('appliance metrics', () => {
       appliance: 'lb1',
       vips: [vip('vip1', 'normal', 3), vip('vip2', 'migrating', 0)],
       vrrp: [{ name: 'vip1-ext', vrid: 10, state: 'master', transitions: { backup: 1, master: 1 } } as unknown as ApplianceStatus['vrrp'][number]],
-      mirror: { synced: true, overruns: 2, barriers: { failed: 1 } } as unknown as NonNullable<ApplianceStatus['mirror']>,
+      mirror: { synced: true, overruns: 2, readersDuringRebuild: { waited: 4, dumped: 1 }, barriers: { failed: 1 } } as unknown as NonNullable<ApplianceStatus['mirror']>,
     };
     const registry = new Registry();
     registerApplianceMetrics(registry, async () => {
@@ -30,6 +30,8 @@ describe('appliance metrics', () => {
     expect(text).toMatch(/^vipshift_vrrp_state\{appliance="lb1",vrid="10",instance="vip1-ext",state="master"\} 1$/m);
     expect(text).toMatch(/^vipshift_vrrp_transitions_total\{appliance="lb1",vrid="10",instance="vip1-ext",to="backup"\} 1$/m);
     expect(text).toMatch(/^vipshift_access_table_mirror_overruns_total\{appliance="lb1"\} 2$/m);
+    expect(text).toMatch(/^vipshift_access_table_mirror_rebuild_waits_total\{appliance="lb1"\} 4$/m);
+    expect(text).toMatch(/^vipshift_access_table_mirror_rebuild_dumps_total\{appliance="lb1"\} 1$/m);
     expect(text).not.toMatch(/^vipshift_conntrack_entries\{/m); // no table watch: no sample
     // A VIP gone from the status is gone from the metrics; a counter follows its source.
     await new Promise((r) => setTimeout(r, 300));

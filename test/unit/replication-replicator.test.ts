@@ -75,11 +75,15 @@ class FakeKeeper implements KeeperSink {
   }
 }
 
-function replicator(keeper: FakeKeeper, ours: Buffer) {
+function replicator(keeper: FakeKeeper, ours: Buffer, reads = { count: 0, gate: Promise.resolve() }) {
   const events = new FakeEvents();
   const table: AccessTable = {
     subscribe: () => events,
-    readRecords: async (_mark, onChunk) => onChunk(ours),
+    readRecords: async (_mark, onChunk) => {
+      reads.count++;
+      await reads.gate;
+      onChunk(ours);
+    },
   };
   const r = new Replicator({ config, table, sinks: new Map([['srv1', keeper]]), modes: () => new Map([['vip1', 'normal']]), logger: pino({ level: 'silent' }) });
   return { r, events };
@@ -156,6 +160,27 @@ describe('Replicator', () => {
     events.emit('overrun');
     await vi.advanceTimersByTimeAsync(0);
     expect(r.status()).toMatchObject({ overruns: 1, keepers: [{ resyncs: 2 }] });
+    r.stop();
+  });
+
+  it('a refresh asked for while one still reads (a mirror rebuilding) is that one: no second read of the table', async () => {
+    const keeper = new FakeKeeper(records(1000));
+    const reads = { count: 0, gate: Promise.resolve() };
+    const { r } = replicator(keeper, records(1000), reads);
+    r.start();
+    await vi.advanceTimersByTimeAsync(0);
+    const before = reads.count; // the keeper's first resynchronisation
+    let release!: () => void;
+    reads.gate = new Promise<void>((resolve) => (release = resolve));
+    const first = r.refresh();
+    const second = r.refresh();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(reads.count - before).toBe(1);
+    release();
+    await Promise.all([first, second]);
+    expect(r.status().refreshes).toBe(1);
+    await r.refresh(); // once ended, the next refresh reads again
+    expect(reads.count - before).toBe(2);
     r.stop();
   });
 });
