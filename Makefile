@@ -254,3 +254,8 @@ bench-vrrp-scale: build
 
 bench-migration-million: build
 	BIG_TABLES=1 SIZES=1000000 ROUNDS=1 OUT=migration-1000000 npx tsx bench/migration.ts
+
+# Drain at scale: lb1 owning VIPS (default 125) VIPs with ENTRIES (1,000) entries each, drained to lb2
+.PHONY: bench-drain
+bench-drain: build
+	npx tsx bench/drain.ts

@@ -60,6 +60,8 @@ export interface UpOptions {
   keepers?: boolean;
   /** Controllers: 1 (default, SQLite) or 2–3 (on etcd, with an etcd member on each one's host). */
   controllers?: number;
+  /** VIPs beyond the site's four, all on lb1 (benchmarks at scale; site.ts, extraVip). */
+  extraVips?: number;
   /** Added to the controllers' environment (tests: the pause hook). */
   controllerEnv?: Record<string, string>;
   /** A disposable lab owned by this process (tests): the next test run may reap it once we are gone. */
@@ -90,20 +92,26 @@ interface StoredState extends LabState {
   daemons: Record<Daemon, DaemonStatus>;
   /** Absent in the default site (one controller). */
   controllers?: number;
+  /** Absent in the default site (four VIPs). */
+  extraVips?: number;
 }
 
 /** The site of a lab: its controller count as `up` recorded it unless given. */
-export function siteFor(name: string | undefined, stateBase?: string, controllers?: number): Site {
+export function siteFor(name: string | undefined, stateBase?: string, controllers?: number, extraVips?: number): Site {
   const base = stateBase ?? process.env.VIPSHIFT_LAB_DIR ?? DEFAULT_STATE_BASE;
   let count = controllers;
-  if (count === undefined) {
+  let extra = extraVips;
+  if (count === undefined || extra === undefined) {
+    let stored: StoredState | undefined;
     try {
-      count = (readState(defaultSite({ name, stateBase: base }).stateDir) as StoredState | undefined)?.controllers;
+      stored = readState(defaultSite({ name, stateBase: base }).stateDir) as StoredState | undefined;
     } catch {
-      count = undefined; // a broken state file: the default site
+      stored = undefined; // a broken state file: the default site
     }
+    count ??= stored?.controllers;
+    extra ??= stored?.extraVips;
   }
-  return defaultSite({ name, stateBase: base, ...(count ? { controllers: count } : {}) });
+  return defaultSite({ name, stateBase: base, ...(count ? { controllers: count } : {}), ...(extra ? { extraVips: extra } : {}) });
 }
 
 /**
@@ -119,7 +127,7 @@ export async function registeredCommands(): Promise<Set<string>> {
 
 export async function labUp(options: UpOptions = {}): Promise<UpResult> {
   const t0 = performance.now();
-  const site = siteFor(options.name, options.stateBase, options.controllers ?? 1);
+  const site = siteFor(options.name, options.stateBase, options.controllers ?? 1, options.extraVips ?? 0);
   const problems = siteProblems(site);
   if (problems.length) throw new Error(`lab ${site.name}: the site is inconsistent:\n  ${problems.join('\n  ')}`);
   if (!fs.existsSync(CLI)) throw new Error(`${CLI} does not exist: build first (npx tsc -p tsconfig.json)`);
@@ -136,6 +144,7 @@ export async function labUp(options: UpOptions = {}): Promise<UpResult> {
     owner: options.owned ? selfId() : null,
     namespaces: site.hosts.map((h) => h.namespace),
     ...(site.apis.controllers.length > 1 ? { controllers: site.apis.controllers.length } : {}),
+    ...(options.extraVips ? { extraVips: options.extraVips } : {}),
     processes: [],
     daemons: {
       appliance: want('appliance', options.appliances),

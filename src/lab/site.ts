@@ -115,7 +115,13 @@ export interface SiteOptions {
   stateBase?: string;
   /** 1 (the default: `ctl` on SQLite) or 2–3 (`ctl1`.. on etcd, an etcd member each). */
   controllers?: number;
+  /** VIPs beyond the four (benchmarks at scale): fullnat on every server, owned by lb1 (see extraVip). */
+  extraVips?: number;
 }
+
+/** Free addresses of the inside segment for extra VIPs' inside addresses (the rest: appliances, the four VIPs, servers). */
+const EXTRA_INSIDE_HOSTS = [...Array.from({ length: 80 }, (_, i) => 20 + i), ...Array.from({ length: 145 }, (_, i) => 110 + i)];
+export const MAX_EXTRA_VIPS = 200;
 
 export const MAX_CONTROLLERS = 3;
 
@@ -196,6 +202,8 @@ export function defaultSite(options: SiteOptions = {}): Site {
     { name: SWITCH_HOST, role: 'switch', namespace: ns(SWITCH_HOST), interfaces: [], routes: [], forwarding: false },
   ];
 
+  const extra = options.extraVips ?? 0;
+  if (!Number.isInteger(extra) || extra < 0 || extra > MAX_EXTRA_VIPS) throw new Error(`--vips ${extra}: expected 0 to ${MAX_EXTRA_VIPS} extra VIPs`);
   const vips: Vip[] = [
     dnatVip('vip1', 1, '203.0.113.10', '198.18.0.10', 'srv1', 'lb1'),
     dnatVip('vip2', 2, '203.0.113.11', '198.18.0.11', 'srv2', 'lb1'),
@@ -214,6 +222,7 @@ export function defaultSite(options: SiteOptions = {}): Site {
       snatPorts: '20000-29999',
       owner: 'lb1',
     },
+    ...Array.from({ length: extra }, (_, i) => extraVip(i)),
   ];
 
   return {
@@ -234,6 +243,29 @@ export function defaultSite(options: SiteOptions = {}): Site {
     },
     service: { echoPort: 7, httpPort: 80 },
     ...(controllerCount > 1 ? { etcd: { clientPort: 2379, peerPort: 2380, leaseSeconds: 3 } } : {}),
+  };
+}
+
+/**
+ * The i-th extra VIP: vip5, vip6.. (id = the number: VRIDs 5..204 on each interface),
+ * 203.0.113.20 on, fullnat (a dnat VIP needs its servers routed through its inside address,
+ * and a server has one gateway) on all three servers, owned by lb1.
+ */
+function extraVip(i: number): Vip {
+  const id = 5 + i;
+  return {
+    name: `vip${id}`,
+    id,
+    address: `203.0.113.${20 + i}`,
+    insideAddress: `198.18.0.${EXTRA_INSIDE_HOSTS[i]!}`,
+    prefixLength: 24,
+    protocol: 'tcp',
+    ports: [7, 80],
+    mode: 'fullnat',
+    servers: ['srv1', 'srv2', 'srv3'],
+    scheduler: 'roundrobin',
+    snatPorts: '20000-29999',
+    owner: 'lb1',
   };
 }
 

@@ -16,6 +16,21 @@ import {
 const site = defaultSite({ name: 'vs', stateBase: '/tmp/labs' });
 const clone = (s: Site): Site => structuredClone(s);
 
+describe('a site with extra VIPs (benchmarks at scale)', () => {
+  it('adds fullnat VIPs on lb1, each address and VRID once, within the segments and the VRRP range', () => {
+    const big = defaultSite({ name: 'vs', stateBase: '/tmp/labs', extraVips: 200 });
+    expect(siteProblems(big)).toEqual([]);
+    expect(big.vips).toHaveLength(204);
+    const addresses = [...big.hosts.flatMap((h) => h.interfaces.map((i) => i.address)), ...big.vips.flatMap((v) => [v.address, v.insideAddress])];
+    expect(new Set(addresses).size).toBe(addresses.length);
+    expect(new Set(big.vips.map((v) => v.id)).size).toBe(204);
+    expect(Math.max(...big.vips.map((v) => v.id))).toBeLessThanOrEqual(255);
+    expect(big.vips.slice(4).every((v) => v.owner === 'lb1' && v.mode === 'fullnat')).toBe(true);
+    expect(applianceConfig(big, 'lb2').vrrp?.instances).toHaveLength(408);
+    expect(() => defaultSite({ extraVips: 201 })).toThrow(/0 to 200/);
+  });
+});
+
 describe('the default site', () => {
   it('is consistent', () => {
     expect(siteProblems(site)).toEqual([]);
