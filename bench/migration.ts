@@ -25,7 +25,7 @@
  * for the run (2 × the largest size + room), and put it back at the end.
  *
  * Environment: SIZES (default 1000,10000,100000; above 100,000 only with BIG_TABLES=1), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20), REFERENCE_MAX (100000),
- * PAGE_READERS (3: access table pages read during lb1's mirror rebuild), OUT (the results file's name,
+ * PAGE_READERS (6: access table pages read during lb1's mirror rebuild, 250 ms apart), OUT (the results file's name,
  * default migration: bench/results/<OUT>.json).
  */
 import fs from 'node:fs';
@@ -58,7 +58,7 @@ const REFERENCE_MAX = Number(process.env.REFERENCE_MAX ?? 100_000);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 200);
 const INTERVAL_MS = Number(process.env.INTERVAL_MS ?? 20);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
-const PAGE_READERS = Number(process.env.PAGE_READERS ?? 3);
+const PAGE_READERS = Number(process.env.PAGE_READERS ?? 6);
 /** lb1's VIPs at the start. */
 const PAGE_VIPS = ['vip1', 'vip2', 'vip4'];
 const VIP = 'vip1';
@@ -247,7 +247,8 @@ async function rebuildMirror(site: Site, entries: number): Promise<Run['rebuild'
   const pageMs: number[] = [];
   const pages = Promise.all(
     Array.from({ length: PAGE_READERS }, async (_, i) => {
-      await sleep(200);
+      // Staggered over the rebuild's first seconds (each request starts a process: ~1 s here).
+      await sleep(250 * i);
       // Each a VIP of its own (a console shares one read per VIP); each read walks the whole table.
       const vip = PAGE_VIPS[i % PAGE_VIPS.length]!;
       const [, took] = await timed(() => apiCall(site, url, 'GET', `/v1/vips/${vip}/entries/page`, undefined, 600_000));
