@@ -18,7 +18,8 @@ import { rebuildMirror } from './helpers/replication-lab.js';
 import { ApiError } from '../../src/api/client.js';
 import { api, sleep, startController, writeControllerConfig } from './controller-helpers.js';
 
-const PAUSE_MS = 6000;
+/** The controller pauses after the pre-copy this long (ms) while the test makes its changes; PAUSE_MS raises it on a slow machine. */
+const PAUSE_MS = Number(process.env.PAUSE_MS ?? 6000);
 const errorsOf = (e: Record<string, number>) => Object.values(e).reduce((a, b) => a + b, 0);
 
 /** `count` ESTABLISHED entries of the VIP as a source holds them, clients from 198.51.100.0/24. */
