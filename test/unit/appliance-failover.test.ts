@@ -7,13 +7,13 @@
 import { EventEmitter } from 'node:events';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Failover, type FailoverAppliance, type FailoverSources } from '../../src/appliance/failover.js';
+import { Failover, type FailoverSources } from '../../src/appliance/failover.js';
 import { parseApplianceConfig } from '../../src/config/appliance.js';
 import type { EventInput } from '../../src/log/events.js';
-import type { VipMode } from '../../src/nat/ruleset.js';
 import { RECORD_SIZE } from '../../src/netlink/entry-record.js';
 import type { EntrySource } from '../../src/replication/takeover.js';
 import type { TransitionEvent } from '../../src/vrrp/speaker.js';
+import { FakeAppliance } from '../support/fake-appliance.js';
 
 const configText = (failover: string) => `appliance: lb2
 api: { listen: "192.0.2.12:8441" }
@@ -32,36 +32,6 @@ vrrp:
 `;
 
 /** The appliance's side: a mode table and a log of what was asked, in order. */
-class FakeAppliance implements FailoverAppliance {
-  readonly modes = new Map<string, VipMode>();
-  readonly log: string[] = [];
-  /** The configuration running now (a reload replaces it). */
-  constructor(public config: ReturnType<typeof parseApplianceConfig>) {}
-  vip(name: string) {
-    return this.config.vips.find((v) => v.name === name)!;
-  }
-  async prepare(name: string) {
-    this.log.push(`prepare ${name}`);
-    this.modes.set(name, 'migrating');
-  }
-  async claimAddress(name: string) {
-    this.log.push(`claim ${name}`);
-  }
-  async activate(name: string) {
-    this.log.push(`activate ${name}`);
-    this.modes.set(name, 'normal');
-    return { released: 0 };
-  }
-  async deleteEntries(name: string) {
-    this.log.push(`delete ${name}`);
-  }
-  async installEntries(vip: string, records: Buffer, from: { kind: 'keeper' | 'peer'; source: string }) {
-    this.log.push(`install ${vip} ${records.length / RECORD_SIZE} from ${from.kind} ${from.source}`);
-    return { created: records.length / RECORD_SIZE, existing: 0, failures: [], refused: 0 };
-  }
-  async dropPrecopy() {}
-}
-
 const source = (name: string, records: number): EntrySource => ({ name, entries: async () => Buffer.alloc(records * RECORD_SIZE) });
 
 function failover(settings = '{ peerTimeoutMs: 200 }') {
@@ -120,7 +90,7 @@ describe('Failover', () => {
     await settle();
     expect(f.serving('vip1')).toBe(true);
     // vip1's backend is 198.18.0.101: srv1's copies, not srv2's (vip2's server).
-    expect(appliance.log).toEqual(['install vip1 2 from peer lb1', 'install vip1 4 from keeper srv1', 'activate vip1']);
+    expect(appliance.log).toEqual(['drop precopy vip1', 'install vip1 2 from peer lb1', 'install vip1 4 from keeper srv1', 'activate vip1']);
     expect(events).toEqual([
       { event: 'master', instance: 'vip1-ext', vip: 'vip1', reason: 'test' },
       { event: 'takeover', vip: 'vip1' },
@@ -216,13 +186,13 @@ describe('Failover', () => {
     expect(f.replicator.status().keepers.map((k) => k.name)).toEqual(['srv1', 'srv2', 'srv3']);
     transition('vip3-ext', 'master');
     await settle();
-    expect(appliance.log).toEqual(['prepare vip3', 'install vip3 3 from keeper srv3', 'activate vip3']);
+    expect(appliance.log).toEqual(['prepare vip3', 'drop precopy vip3', 'install vip3 3 from keeper srv3', 'activate vip3']);
   });
 
   it('an operator\'s takeover of a VIP not held here: held, address claimed, then taken over; stop closes the sources', async () => {
     const { f, appliance, closed } = failover('{ standby: false, peerTimeoutMs: 0 }');
     const report = await f.takeOver('vip2');
-    expect(appliance.log).toEqual(['prepare vip2', 'claim vip2', 'install vip2 8 from keeper srv2', 'activate vip2']);
+    expect(appliance.log).toEqual(['prepare vip2', 'claim vip2', 'drop precopy vip2', 'install vip2 8 from keeper srv2', 'activate vip2']);
     expect(report).toMatchObject({ vip: 'vip2', outcome: 'activated', created: 8, peers: [] });
     await f.stop();
     expect(closed).toEqual(['sources']);

@@ -8,8 +8,8 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseApplianceConfig } from '../../src/config/appliance.js';
 import { RECORD_SIZE } from '../../src/netlink/entry-record.js';
-import type { VipMode } from '../../src/nat/ruleset.js';
-import { Takeover, type EntrySource, type TakeoverAppliance } from '../../src/replication/takeover.js';
+import { Takeover, type EntrySource } from '../../src/replication/takeover.js';
+import { FakeAppliance } from '../support/fake-appliance.js';
 
 const configText = (failover: string) => `appliance: lb2
 api: { listen: "192.0.2.12:8441" }
@@ -23,34 +23,6 @@ failover: ${failover}
 `;
 
 /** The appliance's side: a mode table and a log of what was asked, in order. */
-class FakeAppliance implements TakeoverAppliance {
-  readonly modes = new Map<string, VipMode>();
-  readonly log: string[] = [];
-  constructor(readonly config: ReturnType<typeof parseApplianceConfig>) {}
-  vip(name: string) {
-    return this.config.vips.find((v) => v.name === name)!;
-  }
-  async prepare(name: string) {
-    this.log.push(`prepare ${name}`);
-    this.modes.set(name, 'migrating');
-  }
-  async activate(name: string) {
-    this.log.push(`activate ${name}`);
-    this.modes.set(name, 'normal');
-    return { released: 3 };
-  }
-  async deleteEntries(name: string) {
-    this.log.push(`delete ${name}`);
-  }
-  async installEntries(vip: string, records: Buffer, from: { kind: 'keeper' | 'peer'; source: string }) {
-    this.log.push(`install ${vip} ${records.length / RECORD_SIZE} from ${from.kind} ${from.source}`);
-    return { created: records.length / RECORD_SIZE - 1, existing: 1, failures: [], refused: 0 };
-  }
-  async dropPrecopy(name: string) {
-    this.log.push(`drop precopy ${name}`);
-  }
-}
-
 const source = (name: string, records: number): EntrySource => ({ name, entries: async () => Buffer.alloc(records * RECORD_SIZE) });
 /** A peer that never answers (a power loss): only the signal ends its wait. */
 const deadPeer = (name: string): EntrySource => ({
@@ -60,7 +32,7 @@ const deadPeer = (name: string): EntrySource => ({
 
 function takeover(failover = '{}', peers: EntrySource[] = []) {
   const config = parseApplianceConfig(configText(failover), 'lb2.yaml');
-  const appliance = new FakeAppliance(config);
+  const appliance = new FakeAppliance(config, { released: 3, existing: 1 });
   const activated: string[] = [];
   const t = new Takeover({
     config,
