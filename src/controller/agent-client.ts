@@ -48,7 +48,7 @@ export class AgentClient implements MigrationAgent {
     return call(this.api, agentApi.status, {}, options);
   }
 
-  changeBackend(vip: string, change: BackendChange): Promise<unknown> {
+  changeBackend(vip: string, change: BackendChange): Promise<{ vip: string; backends: AgentStatus['vips'][number]['backends'] }> {
     return call(this.api, agentApi.backends, { params: { name: vip }, body: change });
   }
 

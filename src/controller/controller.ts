@@ -15,7 +15,7 @@ import type { ControllerConfig } from '../config/controller.js';
 import type { ControllerStore, InventoryAppliance, InventoryVip, JournalMigration, MigrationReason, RebalanceMode, VipTraffic } from './store.js';
 import { TrafficMeter, type ApplianceSample } from './statistics.js';
 import { NotLeaderError, type ControllerIdentity, type Leadership } from './leadership.js';
-import { backendChanges } from './backends.js';
+import { backendChanges, backendReplay, type ConfiguredBackend } from './backends.js';
 import type { BackendChange } from '../config/edit.js';
 import type { ReconfigureResult } from '../nat/engine.js';
 
@@ -24,8 +24,8 @@ export interface ApplianceAgent extends MigrationAgent {
   status(options?: RequestOptions): Promise<AgentStatus>;
   /** Tells the appliance the epoch of a new leader, so that it refuses the older ones from now on. */
   announceEpoch?(): Promise<void>;
-  /** Adds, removes, weights or drains a backend in the appliance's configuration (applied and written there). */
-  changeBackend(vip: string, change: BackendChange): Promise<unknown>;
+  /** Adds, removes, weights or drains a backend in the appliance's configuration (applied and written there); the VIP's backends afterwards. */
+  changeBackend(vip: string, change: BackendChange): Promise<{ vip: string; backends: ConfiguredBackend[] }>;
   /** The appliance re-reads its configuration file and applies the difference. */
   reload(): Promise<ReconfigureResult>;
 }
@@ -114,6 +114,19 @@ export type Drill = Pick<MigrationOptions, 'abortAt' | 'skipPrepare'>;
 export const PAUSE_ENV = 'VIPSHIFT_TEST_PAUSE_STEP';
 /** How often the leader prunes the store's history (and once when it starts leading). */
 const PRUNE_SECONDS = 600;
+/** The store's setting with each VIP's backends as last set through the controller (JSON, by VIP). */
+const DESIRED_BACKENDS = 'backends';
+/** The store's setting with each keeper's backend changes that did not reach it yet (JSON, by keeper, in order). */
+const KEEPER_BACKLOG = 'keeper-backends';
+
+/** A backend change of a VIP that a keeper has still to take. */
+interface KeeperChange {
+  vip: string;
+  change: BackendChange;
+}
+
+/** No answer (unreachable, timed out) or a server error: the keeper decided nothing, so the change is sent again. */
+const undecided = (e: { status?: number }) => e.status === undefined || e.status === 0 || e.status >= 500;
 
 /**
  * The test hook: `VIPSHIFT_TEST_PAUSE_STEP=STEP[:MS][,STEP[:MS]...]` (default 30000 ms) makes
@@ -167,6 +180,10 @@ export class Controller {
   private term = 0;
   /** Each appliance's answer to the last poll it answered. */
   private readonly lastStatuses = new Map<string, AgentStatus>();
+  /** Backend changes and their replays, one at a time: a replay never undoes a change under way. */
+  private backendWork: Promise<unknown> = Promise.resolve();
+  /** The last replay refused per appliance and VIP: said once, not at every poll. */
+  private readonly replayRefused = new Map<string, string>();
   /** Told of every migration that ends (metrics). */
   onFinished?: (final: MigrationProgress) => void;
 
@@ -418,6 +435,8 @@ export class Controller {
     );
     for (const a of answers) if (a.error) this.logger.warn({ appliance: a.agent.name, error: a.error }, 'appliance did not answer the poll');
     if (this.unrecovered.size > 0) await this.recoverUnfinished();
+    await this.replayBackends(answers.flatMap((a) => (a.status ? [{ agent: a.agent, status: a.status }] : [])));
+    await this.replayKeepers();
   }
 
   /** Up: answered since we started and not failed downAfterPolls polls in a row. */
@@ -574,30 +593,147 @@ export class Controller {
    * copies of its first connections are accepted; any other change reaches the appliances
    * first. One box refusing or unreachable does not stop the others: every outcome is reported.
    */
-  async changeBackend(vip: string, change: BackendChange): Promise<{ appliances: ApplianceOutcome[]; keepers: KeeperOutcome[] }> {
-    const appliances = () => this.everyAppliance((agent) => agent.changeBackend(vip, change));
-    const keepers = () => this.everyKeeper(vip, change);
-    if (change.action === 'add') {
-      const k = await keepers();
-      return { appliances: await appliances(), keepers: k };
-    }
-    const a = await appliances();
-    return { appliances: a, keepers: await keepers() };
+  changeBackend(vip: string, change: BackendChange): Promise<{ appliances: ApplianceOutcome[]; keepers: KeeperOutcome[] }> {
+    return this.backendsSerially(async () => {
+      const appliances = () => this.everyAppliance((agent) => agent.changeBackend(vip, change));
+      const keepers = () => this.everyKeeper(vip, change);
+      let k: KeeperOutcome[] | undefined;
+      if (change.action === 'add') k = await keepers();
+      const a = await appliances();
+      // What the appliances that took it have now is the VIP's backends from now on: one away
+      // or refusing gets the difference once a poll finds it (replayBackends).
+      const taken = a.find((o) => o.ok)?.result;
+      if (taken) {
+        const desired = await this.desiredBackends();
+        desired.set(vip, taken.backends.map((b) => ({ address: b.address, ...(b.port === undefined ? {} : { port: b.port }), weight: b.weight })));
+        await this.store.setSetting(DESIRED_BACKENDS, JSON.stringify(Object.fromEntries(desired)));
+      }
+      return { appliances: a, keepers: k ?? (await keepers()) };
+    });
   }
 
-  private everyKeeper(vip: string, change: BackendChange): Promise<KeeperOutcome[]> {
-    return Promise.all(
+  private backendsSerially<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.backendWork.then(work);
+    this.backendWork = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Each VIP's backends as last set through the controller (the store keeps them: a new leader replays them too). */
+  private desiredBackends(): Promise<Map<string, ConfiguredBackend[]>> {
+    return this.settingByName<ConfiguredBackend[]>(DESIRED_BACKENDS, 'the backends last set through the controller are unreadable: nothing is replayed until the next change');
+  }
+
+  /** A setting kept as JSON by name; an unreadable one is said (`unreadable`) and read as empty. */
+  private async settingByName<T>(key: string, unreadable: string): Promise<Map<string, T>> {
+    const text = await this.store.setting(key);
+    if (text === undefined) return new Map();
+    try {
+      return new Map(Object.entries(JSON.parse(text) as Record<string, T>));
+    } catch (err) {
+      this.logger.error({ setting: key, err: (err as Error).message }, unreadable);
+      return new Map();
+    }
+  }
+
+  /**
+   * An appliance whose backends of a VIP differ from those last set through the controller
+   * (it was down or unreachable when the change went out, or refused it) is given the
+   * difference, change by change, each applied and written to its file there. Only VIPs
+   * changed through the controller: until then each appliance's file is the truth.
+   */
+  private replayBackends(answered: { agent: ApplianceAgent; status: AgentStatus }[]): Promise<void> {
+    return this.backendsSerially(async () => {
+      const desired = await this.desiredBackends();
+      if (desired.size === 0) return;
+      for (const { agent, status } of answered) {
+        for (const v of status.vips) {
+          const want = desired.get(v.name);
+          if (!want) continue;
+          const key = `${agent.name}|${v.name}`;
+          const changes = backendReplay(want, v.backends);
+          if (changes.length === 0) this.replayRefused.delete(key);
+          for (const change of changes) {
+            try {
+              await agent.changeBackend(v.name, change);
+              this.replayRefused.delete(key);
+              this.logger.info({ appliance: agent.name, vip: v.name, ...change }, `backend change replayed on ${agent.name}`);
+            } catch (err) {
+              const message = (err as Error).message;
+              if (this.replayRefused.get(key) !== message) this.logger.warn({ appliance: agent.name, vip: v.name, ...change, err: message }, `${agent.name} did not take a replayed backend change`);
+              this.replayRefused.set(key, message);
+              break;
+            }
+          }
+        }
+      }
+    });
+  }
+
+  /**
+   * A keeper that does not answer (or answers a server error) keeps the change in its backlog
+   * in the store, sent again in order at each poll until it decides (replayKeepers); a change
+   * for a keeper with a backlog joins it, so that it never overtakes an earlier one.
+   */
+  private async everyKeeper(vip: string, change: BackendChange): Promise<KeeperOutcome[]> {
+    const backlog = await this.keeperBacklog();
+    const outcomes = await Promise.all(
       [...(this.options.keepers?.values() ?? [])].map(async (keeper): Promise<KeeperOutcome> => {
+        const waiting = backlog.get(keeper.name) ?? [];
+        if (waiting.length > 0) {
+          backlog.set(keeper.name, [...waiting, { vip, change }]);
+          return { keeper: keeper.name, ok: false, error: `queued behind ${waiting.length} earlier change(s) it has not taken yet: sent when it answers` };
+        }
         try {
           return { keeper: keeper.name, ok: true, result: await keeper.changeBackend(vip, change) };
         } catch (err) {
           const e = err as Error & { status?: number; field?: string };
           if (e.status === 404 && e.field === 'vip') return { keeper: keeper.name, ok: true, skipped: e.message };
           this.logger.warn({ keeper: keeper.name, vip, action: change.action, address: change.address, port: change.port, err: e.message }, 'a keeper did not take a backend change');
-          return { keeper: keeper.name, ok: false, error: e.message };
+          if (!undecided(e)) return { keeper: keeper.name, ok: false, error: e.message };
+          backlog.set(keeper.name, [{ vip, change }]);
+          return { keeper: keeper.name, ok: false, error: `${e.message} (queued: sent again when it answers)` };
         }
       }),
     );
+    if (backlog.size > 0) await this.saveKeeperBacklog(backlog);
+    return outcomes;
+  }
+
+  private keeperBacklog(): Promise<Map<string, KeeperChange[]>> {
+    return this.settingByName<KeeperChange[]>(KEEPER_BACKLOG, 'the keepers\' backlog of backend changes is unreadable: dropped');
+  }
+
+  private async saveKeeperBacklog(backlog: Map<string, KeeperChange[]>): Promise<void> {
+    await this.store.setSetting(KEEPER_BACKLOG, JSON.stringify(Object.fromEntries([...backlog].filter(([, changes]) => changes.length > 0))));
+  }
+
+  /** Each keeper's backlog sent in order: taken or refused changes leave it, the first unanswered one stops it. */
+  private replayKeepers(): Promise<void> {
+    return this.backendsSerially(async () => {
+      const backlog = await this.keeperBacklog();
+      if (backlog.size === 0) return;
+      for (const [name, changes] of backlog) {
+        const keeper = this.options.keepers?.get(name);
+        if (!keeper) {
+          this.logger.warn({ keeper: name, changes: changes.length }, 'backend changes for a keeper no longer configured dropped');
+          backlog.set(name, []);
+          continue;
+        }
+        while (changes.length > 0) {
+          const { vip, change } = changes[0]!;
+          try {
+            await keeper.changeBackend(vip, change);
+            this.logger.info({ keeper: name, vip, ...change }, `backend change replayed on keeper ${name}`);
+          } catch (err) {
+            const e = err as Error & { status?: number; field?: string };
+            if (undecided(e)) break;
+            if (!(e.status === 404 && e.field === 'vip')) this.logger.warn({ keeper: name, vip, ...change, err: e.message }, `keeper ${name} refused a replayed backend change`);
+          }
+          changes.shift();
+        }
+      }
+      await this.saveKeeperBacklog(backlog);
+    });
   }
 
   /** `vipshift reload`: every appliance (or the one named) re-reads its configuration file. */
@@ -606,11 +742,11 @@ export class Controller {
     return this.everyAppliance((agent) => agent.reload(), appliance);
   }
 
-  private everyAppliance(work: (agent: ApplianceAgent) => Promise<unknown>, only?: string): Promise<ApplianceOutcome[]> {
+  private everyAppliance<T>(work: (agent: ApplianceAgent) => Promise<T>, only?: string): Promise<(ApplianceOutcome & { result?: T })[]> {
     return Promise.all(
       [...this.agents.values()]
         .filter((a) => only === undefined || a.name === only)
-        .map(async (agent): Promise<ApplianceOutcome> => {
+        .map(async (agent): Promise<ApplianceOutcome & { result?: T }> => {
           try {
             return { appliance: agent.name, ok: true, result: await work(agent) };
           } catch (err) {
