@@ -32,6 +32,7 @@ import type { ZodType } from 'zod';
 import { Authenticator, HEADER, IDENTITY_PATH, STREAMING, sha256Hex } from './auth.js';
 import type { RefusalReason, Role } from './auth.js';
 import { FrameSigner, FrameVerifier } from './frames.js';
+import { issueAt } from './issue.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
@@ -402,7 +403,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
     if (route.query) {
       const r = route.query.safeParse(query);
       if (!r.success) {
-        const issue = r.error.issues[0]!;
+        const issue = issueAt(r.error.issues[0]!);
         return send(400, { error: issue.message, field: `query.${fieldPath(issue.path)}`.replace(/\.$/, '') });
       }
       parsedQuery = r.data;
@@ -440,7 +441,7 @@ export function createApiServer(options: ApiServerOptions): ApiServer {
         }
         const r = route.body.safeParse(json);
         if (!r.success) {
-          const issue = r.error.issues[0]!;
+          const issue = issueAt(r.error.issues[0]!);
           return send(400, { error: issue.message, field: fieldPath(issue.path) });
         }
         body = r.data;

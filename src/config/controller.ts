@@ -19,11 +19,11 @@ export const controllerConfigSchema = z
           api: apiUrl("the appliance's agent URL"),
           /** Capacity weight: an appliance of weight 2 is meant to carry twice the load. */
           capacity: z.number().positive().default(1),
-        }),
+        }).strict(),
       )
       .min(1),
     /** The keepers of the servers, for failover. */
-    keepers: z.array(z.object({ name: memberName("a keeper's name"), api: apiUrl("the keeper's API URL") })).default([]),
+    keepers: z.array(z.object({ name: memberName("a keeper's name"), api: apiUrl("the keeper's API URL") }).strict()).default([]),
     /** The controller's SQLite database: migration journal and inventory (src/controller/sqlite-store.ts), when `store` is sqlite. */
     journal: z.string().min(1).default('/var/lib/vipshift/controller.sqlite'),
     /**
@@ -54,10 +54,10 @@ export const controllerConfigSchema = z
           .strict(),
       ])
       .default('sqlite'),
-    vips: z.array(z.object({ name: z.string().min(1), address: z.string().optional(), owner: memberName("the owner's appliance name") })),
+    vips: z.array(z.object({ name: z.string().min(1), address: z.string().optional(), owner: memberName("the owner's appliance name") }).strict()),
     /** The listener a stock Prometheus scrapes (src/config/metrics.ts). */
     metrics: metricsListenerSchema.default(METRICS_DEFAULT),
-    migration: z.object({ stepTimeoutMs: z.number().int().positive() }).default({ stepTimeoutMs: 10_000 }),
+    migration: z.object({ stepTimeoutMs: z.number().int().positive() }).strict().default({ stepTimeoutMs: 10_000 }),
     statistics: z
       .object({
         /** Every appliance's counters are read this often. */
@@ -90,6 +90,8 @@ export const controllerConfigSchema = z
       .strict()
       .default({ mode: 'auto', algorithm: 'min-max-load', load: 'packets', threshold: 0.25, coolDownSeconds: 300, intervalSeconds: 30, maxConcurrent: 1, minLoad: 100 }),
   })
+  // Every field is the operator's: one this vipshift does not know is a mistake, not silence.
+  .strict()
   .superRefine((c, ctx) => {
     const names = new Set(c.appliances.map((a) => a.name));
     c.vips.forEach((v, i) => {

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, visit, type Document } from 'yaml';
 import type { ZodType } from 'zod';
+import { issueAt } from '../api/issue.js';
 
 /** One thing wrong in a configuration file, and where. */
 export interface ConfigIssue {
@@ -167,10 +168,7 @@ export function validateConfig<T>(value: unknown, schema: ZodType<T>, locate: Lo
   const result = schema.safeParse(value);
   if (result.success) return result.data;
   const issues = result.error.issues.map((issue): ConfigIssue => {
-    // An unknown key is reported on its parent; point at the key itself.
-    const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
-    const path = keys.length === 1 ? [...issue.path, keys[0] as string] : issue.path;
-    const message = issue.code === 'unrecognized_keys' ? (keys.length === 1 ? 'unknown field' : `unknown fields ${keys.join(', ')}`) : issue.message;
+    const { path, message } = issueAt(issue);
     return { ...locate(path), path: formatPath(path), message };
   });
   issues.sort((a, b) => (a.file === b.file ? (a.line ?? 0) - (b.line ?? 0) : a.file < b.file ? -1 : 1));

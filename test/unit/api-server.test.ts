@@ -17,10 +17,12 @@ const lb1 = cluster.creds('lb1');
 const FOUR_MB = randomBytes(4 * 1024 * 1024);
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
-const prepareBody = z.object({
-  timeoutMs: z.number().int().positive(),
-  servers: z.array(z.object({ address: z.string().regex(/^\d+\.\d+\.\d+\.\d+$/), weight: z.number().int().min(1) })).optional(),
-});
+const prepareBody = z
+  .object({
+    timeoutMs: z.number().int().positive(),
+    servers: z.array(z.object({ address: z.string().regex(/^\d+\.\d+\.\d+\.\d+$/), weight: z.number().int().min(1) }).strict()).optional(),
+  })
+  .strict();
 
 const routes: Route[] = [
   { method: 'GET', path: '/v1/vips/:name', handler: ({ params, peer }) => ({ name: params.name, peer }) },
@@ -30,7 +32,7 @@ const routes: Route[] = [
   {
     method: 'GET',
     path: '/v1/list',
-    query: z.object({ limit: z.coerce.number().int().max(100) }),
+    query: z.object({ limit: z.coerce.number().int().max(100) }).strict(),
     handler: ({ query }) => ({ limit: (query as { limit: number }).limit }),
   },
   { method: 'POST', path: '/v1/conflict', handler: () => { throw new HttpError(409, 'vip1 is migrating', 'name'); } },
@@ -130,6 +132,9 @@ describe('routing', () => {
     expect(bad.field).toBe('servers.1.address');
     const missing = await failure(client.post('/v1/vips/vip1/prepare', {}));
     expect(missing.field).toBe('timeoutMs');
+    // An unknown field is named itself, not the object that holds it.
+    const unknown = await failure(client.post('/v1/vips/vip1/prepare', { timeoutMs: 500, servers: [{ address: '198.18.0.101', weight: 1, colour: 'red' }] }));
+    expect([unknown.status, unknown.field, unknown.message]).toEqual([400, 'servers.0.colour', 'POST /v1/vips/vip1/prepare: unknown field']);
   });
 
   it('answers 400 for malformed JSON and 413 for a body over the limit', async () => {
@@ -145,6 +150,8 @@ describe('routing', () => {
     const bad = await failure(client.get('/v1/list?limit=1000'));
     expect(bad.status).toBe(400);
     expect(bad.field).toBe('query.limit');
+    const unknown = await failure(client.get('/v1/list?limit=7&colour=red'));
+    expect([unknown.status, unknown.field]).toEqual([400, 'query.colour']);
   });
 
   it("turns a handler's HttpError into its status and any other throw into 500 without a stack", async () => {
