@@ -7,7 +7,7 @@ import { ApiError } from '../api/client.js';
 import { call, type JsonApi } from '../api/contract.js';
 import { controllerApi as api } from '../controller/api.js';
 import { pageQuery } from '../appliance/agent-api.js';
-import { accessRows, selectedAppliance, selectedVip, valueOf, type Action, type ConsoleData, type Fetched, type PlanView, type Ui } from './model.js';
+import { accessRows, selectedAppliance, selectedVip, valueOf, type Action, type ConsoleData, type Fetched, type Ui } from './model.js';
 
 /**
  * Per request: refreshes never overlap, so a dead controller costs one timeout per refresh;

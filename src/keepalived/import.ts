@@ -182,7 +182,7 @@ export function importStatements(
   const problems: KeepalivedConfigError[] = [];
   const globals: Globals = { strict: false, version: 2 };
   // global_defs first: its settings are defaults for every instance, wherever it stands.
-  for (const s of statements) if (s.keyword === 'global_defs') readGlobals(s, globals, warn);
+  for (const s of statements) if (s.keyword === 'global_defs') readGlobals(s, globals);
 
   const instances: InstanceDraft[] = [];
   const syncGroups: VrrpSyncGroup[] = [];
@@ -331,7 +331,7 @@ function mapNotify(instances: InstanceDraft[], groups: InstanceDraft['notify'][]
 
 type Warn = (at: Position, message: string) => void;
 
-function readGlobals(s: Statement, g: Globals, warn: Warn): void {
+function readGlobals(s: Statement, g: Globals): void {
   for (const c of s.children ?? []) {
     const [a] = c.args;
     switch (c.keyword) {

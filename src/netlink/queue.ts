@@ -17,7 +17,6 @@ import {
   type NetlinkMessage,
   NFGENMSG_LEN,
   AF_UNSPEC,
-  AF_INET,
 } from './message.js';
 export { NFNETLINK_V0, NFGENMSG_LEN, AF_UNSPEC, AF_INET } from './message.js';
 

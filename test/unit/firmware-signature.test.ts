@@ -12,7 +12,6 @@ import {
   keyFingerprint,
   rawPublicKey,
   SIGNATURE_BYTES,
-  SIGNATURE_OFFSET,
   SignatureError,
   signPartition,
 } from '../../src/firmware/signature.js';
