@@ -210,6 +210,7 @@ test-synflood: build
 
 bench-synflood: build
 	npx tsx bench/synflood.ts
+	ROUNDS=2 npx tsx bench/synflood.ts --migration
 # trust — roles on every route, API connection limits, replay, the Prometheus scrape, hooks
 .PHONY: test-trust bench-api-latency
 test-trust: build
