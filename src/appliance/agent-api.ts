@@ -184,8 +184,11 @@ export const agentApi = {
   announceEpoch: endpoint({ method: 'POST', path: '/v1/controller/epoch', body: noBody, query: epochQuery, response: applianceStatusSchema, roles: STEP }),
   /** Step 2: the source releases the VIP's addresses, the target claims them. */
   address: endpoint({ method: 'POST', path: '/v1/vips/:name/address', body: z.object({ action: z.enum(['release', 'claim']) }).strict(), response: okAnswer, query: epochQuery, roles: STEP }),
-  /** Source side of step 3: the VIP's entry records, streamed. */
-  entries: endpoint({ method: 'GET', path: '/v1/vips/:name/entries', roles: ['appliance'] }),
+  /**
+   * Source side of step 3: the VIP's entry records, streamed. `for=takeover`: a peer taking
+   * the VIP over reads them, which is no migration here (the VIP's backends stay changeable).
+   */
+  entries: endpoint({ method: 'GET', path: '/v1/vips/:name/entries', query: z.strictObject({ for: z.enum(['migration', 'takeover']).default('migration') }), roles: ['appliance'] }),
   /**
    * Target side of step 3: pull from the source, answer JSON lines (importLine). `from` names
    * an appliance of the target's configuration (failover.peers); its URL comes from there.

@@ -246,7 +246,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       const vip = vipOf(ctx);
       const out = new PassThrough();
       const t0 = performance.now();
-      appliance.exportEntries(vip, (chunk) => out.write(chunk)).then(
+      appliance.exportEntries(vip, (chunk) => out.write(chunk), { migration: ctx.query.for === 'migration' }).then(
         ({ records, skipped, from }) => {
           logger.info({ vip, action: 'export', records, skipped, from, ms: Math.round((performance.now() - t0) * 100) / 100 }, `export ${vip}`);
           out.end();

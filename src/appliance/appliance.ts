@@ -441,10 +441,13 @@ export class Appliance {
   /**
    * Step 3 (source): the VIP's entries as a record stream (entry-record.ts) — the ones worth
    * moving: connections and handshakes in flight, not a SYN flood's half-open leftovers.
+   * A migration's read locks the VIP's configuration until its step 4; a takeover's read by a
+   * peer (`migration: false`) has no step 4 here, and must not keep reloads and backend
+   * changes of the VIP refused for MIGRATION_LOCK_MS.
    */
-  async exportEntries(name: string, write: (chunk: Buffer) => void): Promise<{ records: number; skipped: number; from: 'mirror' | 'dump' }> {
+  async exportEntries(name: string, write: (chunk: Buffer) => void, options: { migration?: boolean } = {}): Promise<{ records: number; skipped: number; from: 'mirror' | 'dump' }> {
     const vip = this.vip(name);
-    this.migrating(name, true);
+    if (options.migration ?? true) this.migrating(name, true);
     write(encodeStreamHeader());
     let records = 0;
     const read = await this.readRecords(

@@ -86,7 +86,7 @@ export function httpSources(config: ApplianceConfig, credentials: Credentials): 
     peerClients.push(client);
     return {
       name: p.name,
-      entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries`, undefined, { signal }), signal),
+      entries: async (vip, signal) => readRecordStream(await client.stream('GET', `/v1/vips/${encodeURIComponent(vip.name)}/entries?for=takeover`, undefined, { signal }), signal),
     };
   });
   return {
