@@ -11,16 +11,19 @@
  * stricter test than a minute at the default scale, in a third of the time.
  *
  * Also here (same lab): forged requests to the controller — no credentials, a key of another
- * cluster, a replayed capture — are refused and no VIP moves.
+ * cluster, a replayed capture — are refused and no VIP moves; and a backend change made while
+ * lb2's agent refuses connections reaches lb2 (and its file) once its poll answers again.
  */
 import { request } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createClusterCredentials, loadCredentials, sha256Hex, signRequest, type Credentials } from '../../src/api/auth.js';
 import type { MigrationProgress } from '../../src/migration/migration.js';
 import { credentialsDir } from '../../src/lab/lab.js';
+import { configPath } from '../../src/lab/site.js';
+import { parseApplianceConfig } from '../../src/config/appliance.js';
 import { withLab, type Lab } from '../helpers/lab.js';
 import { api, modesOf, siteStatus, sleep, startController, writeControllerConfig } from './controller-helpers.js';
 
@@ -51,7 +54,7 @@ describe('the controller rebalances by itself', () => {
         statistics: { intervalSeconds: 1, downAfterPolls: 3, smoothing: 0.5 },
         rebalance: { mode: 'auto', load: 'packets', threshold: 0.25, coolDownSeconds: 5, intervalSeconds: 2, maxConcurrent: 1, minLoad: 100 },
       });
-      await startController(lab, config);
+      const controller = await startController(lab, config);
       const address = (vip: string) => lab.info.vips.find((v) => v.name === vip)!.address;
       const t1 = lab.traffic({ address: address('vip1'), port: 7, connections: 40, intervalMs: 20, timeoutMs: 5000 });
       const t2 = lab.traffic({ address: address('vip2'), port: 7, connections: 40, intervalMs: 20, timeoutMs: 5000 });
@@ -110,6 +113,27 @@ describe('the controller rebalances by itself', () => {
       }
       const after = site.vips.filter((v) => v.name === 'vip1' || v.name === 'vip2').map((v) => `${v.name} ${v.traffic?.packetsPerSecond.toFixed(0)} packets/s`);
       console.log(`moved ${moved!.vip} after ${reactionMs} ms (migration ${moved!.totalMs} ms); ${after.join(', ')}; imbalance now ${(plan.imbalance.before * 100).toFixed(1)} %; longest stall ${Math.max(s1.gapMs.max, s2.gapMs.max)} ms`);
+
+      // A backend change while lb2's agent refuses connections reaches lb2 at its first poll back.
+      const agentPort = new URL(lab.info.appliances.find((a) => a.name === 'lb2')!.api).port;
+      const refuse = await lab.exec('lb2', ['nft', '-f', '-'], `table inet vtcut {\n chain in { type filter hook input priority 0; tcp dport ${agentPort} reject with tcp reset; }\n}\n`);
+      expect(refuse.code, refuse.stderr).toBe(0);
+      const weightOn = async (appliance: string, address: string) =>
+        (await siteStatus(lab)).appliances.find((a) => a.name === appliance)?.vips.find((v) => v.name === 'vip4')?.backends.find((b) => b.address === address)?.weight;
+      const backend = (await siteStatus(lab)).appliances.find((a) => a.name === 'lb1')!.vips.find((v) => v.name === 'vip4')!.backends.at(-1)!.address;
+      const change = await api(lab).post<{ appliances: { appliance: string; ok: boolean }[] }>('/v1/vips/vip4/backends', { action: 'weight', address: backend, weight: 5 });
+      expect(change.appliances.map((o) => [o.appliance, o.ok])).toEqual([['lb1', true], ['lb2', false]]);
+      expect(await weightOn('lb1', backend)).toBe(5);
+      const back = await lab.exec('lb2', ['nft', 'delete', 'table', 'inet', 'vtcut']);
+      expect(back.code, back.stderr).toBe(0);
+      const tBack = Date.now();
+      while ((await weightOn('lb2', backend)) !== 5 && Date.now() - tBack < 15_000) await sleep(250);
+      const said = () => readFileSync(controller.log, 'utf8').split('\n').filter((l) => /backend|replay/.test(l)).slice(-10).join('\n');
+      expect(await weightOn('lb2', backend), `lb2 did not get the change within 15 s of answering again; the controller said:\n${said()}`).toBe(5);
+      // Applied there and written to its own file: it runs on it without the controller.
+      const file = parseApplianceConfig(readFileSync(configPath(lab.site, 'lb2'), 'utf8'), 'lb2.yaml');
+      expect(file.vips.find((v) => v.name === 'vip4')?.backends.find((b) => b.address === backend)?.weight).toBe(5);
+      console.log(`lb2 caught up with a backend change ${Date.now() - tBack} ms after its agent answered again`);
     });
   }, 180_000);
 });
