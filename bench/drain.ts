@@ -100,6 +100,15 @@ const result = await withLab({ prefix: 'vtdrn', extraVips: VIPS - DEFAULT_ON_SOU
       if (up.established !== CONNECTIONS) throw new Error(`traffic on ${r.vip}: ${up.established} of ${CONNECTIONS} connections up: ${JSON.stringify(up.errors)}`);
     }
 
+    // The controller plans only with appliances whose status it has had answered (up).
+    const tu = performance.now();
+    for (;;) {
+      const site = await apiCall<{ appliances: { name: string; up: boolean }[] }>(lab.site, apiUrl(lab.site.apis.controller), 'GET', '/v1/status', undefined, 60_000);
+      if (site.appliances.every((a) => a.up)) break;
+      if (performance.now() - tu > 300_000) throw new Error(`the controller does not see every appliance up after 300 s: ${JSON.stringify(site.appliances)}`);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+    const controllerSawUpMs = round2(performance.now() - tu);
     const load = os.loadavg().map(round2);
     const td = performance.now();
     const drained = await apiCall<DrainAnswer>(lab.site, apiUrl(lab.site.apis.controller), 'POST', `/v1/appliances/${SOURCE}/drain`, {}, 3_600_000);
@@ -126,6 +135,7 @@ const result = await withLab({ prefix: 'vtdrn', extraVips: VIPS - DEFAULT_ON_SOU
       lab_up_ms: upMs,
       create_entries_ms: createMs,
       mirror_rebuild_ms: rebuildMs,
+      controller_saw_both_up_after_ms: controllerSawUpMs,
       drain_ms: drainMs,
       migrations: { done: done.length, failed: drained.migrations.length - done.length, remaining: drained.remaining, waiting: drained.waiting },
       migrations_started_within_ms: round2(Math.max(...starts) - Math.min(...starts)),

@@ -368,10 +368,13 @@ export const LAB_BFD = { minTxMs: 50, minRxMs: 50, multiplier: 3 };
  * taking its VIPs back from the peer that now holds their connections.
  */
 function vrrpFor(site: Site, appliance: string, external: string, internal: string): NonNullable<ApplianceConfigInput['vrrp']> {
+  // The backup sits out the first seconds so that at a cold start the owner claims first; an
+  // owner of many VIPs (a site with extra VIPs) takes longer to start, and a backup that became
+  // master of them meanwhile would take each over from the keepers.
+  const backupDelay = site.vips.length > 4 ? 2 + Math.ceil(site.vips.length / 10) : 2;
   const instances = site.vips.flatMap((v) => {
     const owner = v.owner === appliance;
-    // The backup sits out the first seconds so that at a cold start the owner claims first.
-    const common = { vrid: v.id, priority: owner ? 150 : 100, advertIntervalSeconds: LAB_ADVERT_INTERVAL, preempt: false, garpRepeat: 3, startupDelaySeconds: owner ? 0 : 2, bfd: LAB_BFD };
+    const common = { vrid: v.id, priority: owner ? 150 : 100, advertIntervalSeconds: LAB_ADVERT_INTERVAL, preempt: false, garpRepeat: 3, startupDelaySeconds: owner ? 0 : backupDelay, bfd: LAB_BFD };
     return [
       { ...common, name: `${v.name}-ext`, interface: external, addresses: [`${v.address}/${v.prefixLength}`] },
       { ...common, name: `${v.name}-int`, interface: internal, addresses: [`${v.insideAddress}/${v.prefixLength}`] },
