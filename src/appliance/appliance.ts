@@ -389,12 +389,16 @@ export class Appliance {
     const counts = (async () => {
       // Keyed by the server's address and port as numbers: a status may count 100,000 entries.
       const byServer = new Map<number, number>();
-      await this.readRecords(vip.id, (chunk) => {
+      const count = (chunk: Buffer) => {
         for (let o = 0; o + RECORD_SIZE <= chunk.length; o += RECORD_SIZE) {
           const at = rec.serverAddress(chunk, o) * 65536 + rec.serverPort(chunk, o);
           byServer.set(at, (byServer.get(at) ?? 0) + 1);
         }
-      }, READ_WAIT_MS.hold);
+      };
+      // From the mirror as it is (no barrier: a count); a dump only without a complete mirror.
+      const current = this.mirror?.current(vip.id);
+      if (current) count(current);
+      else await this.readRecords(vip.id, count, READ_WAIT_MS.hold);
       const out = new Map<string, number>();
       for (const b of vip.backends) {
         const address = b.address.split('.').reduce((n, x) => n * 256 + Number(x), 0);

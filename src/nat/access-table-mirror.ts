@@ -334,6 +334,16 @@ export class AccessTableMirror {
   }
 
   /**
+   * A copy of the VIP's entries as the mirror holds them now, without the barrier: for counts
+   * a status shows, which need no guarantee about changes of the last milliseconds (a barrier
+   * per VIP per status is a kernel round trip each, and one that times out under load would
+   * make the reader dump). Undefined while the mirror cannot vouch.
+   */
+  current(mark: number): Buffer | undefined {
+    return this.complete(mark) ? this.vips.get(mark)!.snapshot() : undefined;
+  }
+
+  /**
    * A copy of the VIP's entries as records, once every change the kernel made before this
    * call is in the mirror; undefined if the mirror cannot vouch for that (then dump). During a
    * rebuild it waits up to `waitMs` for the rebuild to end.

@@ -92,6 +92,18 @@ describe('access table mirror: readers during a rebuild', () => {
     mirror.close();
   });
 
+  it("a status's count reads the mirror as it is, without a barrier, and nothing during a rebuild", async () => {
+    const { mirror, state, send, release } = await rebuilding();
+    expect(mirror.current(MARK)).toBeUndefined();
+    release();
+    await mirror.rebuild();
+    send(live(1004));
+    const barriers = state.barriers;
+    expect(portsOf(mirror.current(MARK))).toEqual([1001, 1004]);
+    expect(state.barriers).toBe(barriers);
+    mirror.close();
+  });
+
   it("a pre-copy's snapshot waits too, and its change journal starts after the rebuild: its difference is vouched for", async () => {
     const { mirror, send, release } = await rebuilding();
     const snapshot = mirror.track(MARK, 'm1', 10_000);
