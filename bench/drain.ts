@@ -13,12 +13,12 @@
  * from step 2 to step 4) and pre-copy, and per sampled VIP the longest pause a live connection
  * saw and its resets (must be 0); lb1 and lb2 each run 2 × VIPS VRRP instances.
  *
- * Environment: VIPS (125), ENTRIES (1000), SAMPLE (6), CONNECTIONS (20), OUT (drain).
+ * Environment: VIPS (125), ENTRIES (1000), SAMPLE (6), CONNECTIONS (20), BFD_MS (the lab's 50), OUT (drain).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT } from '../src/lab/lab.js';
+import { REPO_ROOT, type UpOptions } from '../src/lab/lab.js';
 import { type Vip, addressOn, apiUrl } from '../src/lab/site.js';
 import type { TrafficRun, TrafficSummary } from '../src/lab/traffic.js';
 import type { MigrationProgress } from '../src/migration/migration.js';
@@ -70,7 +70,21 @@ interface DrainAnswer {
 
 const startLoad = os.loadavg().map(round2);
 const t0 = performance.now();
-const result = await withLab({ prefix: 'vtdrn', extraVips: VIPS - DEFAULT_ON_SOURCE, readyTimeoutMs: 120_000 }, async (lab) => {
+/**
+ * BFD_MS: the appliances' BFD intervals (ms, × 3) instead of the lab's 50. One BFD session per
+ * interface and peer speaks for every VRRP instance on it: when it times out (a stalled
+ * process on a loaded machine), all of them — 2 × VIPS — declare the master down at once.
+ */
+const BFD_MS = process.env.BFD_MS ? Number(process.env.BFD_MS) : undefined;
+const configure: UpOptions['configure'] = BFD_MS
+  ? {
+      appliance: (_name, config) => ({
+        ...config,
+        vrrp: config.vrrp && { ...config.vrrp, instances: (config.vrrp.instances ?? []).map((i) => ({ ...i, bfd: { minTxMs: BFD_MS, minRxMs: BFD_MS, multiplier: 3 } })) },
+      }),
+    }
+  : {};
+const result = await withLab({ prefix: 'vtdrn', extraVips: VIPS - DEFAULT_ON_SOURCE, readyTimeoutMs: 120_000, configure }, async (lab) => {
   const upMs = round2(performance.now() - t0);
   const owned = lab.site.vips.filter((v) => v.owner === SOURCE);
   if (owned.length !== VIPS) throw new Error(`${SOURCE} owns ${owned.length} VIPs, expected ${VIPS}`);
@@ -132,6 +146,7 @@ const result = await withLab({ prefix: 'vtdrn', extraVips: VIPS - DEFAULT_ON_SOU
       vips: VIPS,
       entries_per_vip: ENTRIES,
       vrrp_instances_per_appliance: 2 * lab.site.vips.length,
+      bfd_ms: BFD_MS ?? 'the lab\'s (50 ms x 3)',
       lab_up_ms: upMs,
       create_entries_ms: createMs,
       mirror_rebuild_ms: rebuildMs,
