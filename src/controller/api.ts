@@ -43,6 +43,8 @@ export const controlPlaneSchema = z.object({
   leader: identity.nullable(),
   leading: z.boolean(),
   epoch: z.number().int().nullable(),
+  /** When `leader`, `leading` and `epoch` were read (ms since the Unix epoch): leadership is a statement about a moment. */
+  asOf: z.number(),
   elections: count,
   controllers: z.array(identity),
   etcd: z.array(z.object({ endpoint: z.string(), healthy: z.boolean(), leader: z.boolean().optional(), version: z.string().optional(), error: z.string().optional() })).optional(),

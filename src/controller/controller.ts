@@ -60,6 +60,8 @@ export interface ControlPlaneStatus {
   leader: ControllerIdentity | null;
   leading: boolean;
   epoch: number | null;
+  /** When leader, leading and epoch were read (ms since the Unix epoch). */
+  asOf: number;
   elections: number;
   controllers: ControllerIdentity[];
   etcd?: { endpoint: string; healthy: boolean; leader?: boolean; version?: string; error?: string }[];
@@ -258,6 +260,7 @@ export class Controller {
       leader: this.leader() ?? null,
       leading: this.leading(),
       epoch: l?.epoch() ?? null,
+      asOf: Date.now(),
       elections: l?.elections ?? 1,
       controllers,
       ...(etcd ? { etcd } : {}),
