@@ -149,13 +149,26 @@ describe('a migration without step 1', () => {
     await withLab({ prefix: 'vtmign', configure }, async (lab) => {
       const cli = (...args: string[]) => run(process.execPath, [CLI, ...args, '--json', '--lab', lab.name]);
       await cli('rebalance', 'manual');
-      const traffic = lab.traffic({ address: lab.site.vips.find((v) => v.name === 'vip3')!.address, port: 7, connections: 200, intervalMs: 20, timeoutMs: 5000 });
+      let resets = 0;
+      const traffic = lab.traffic({ address: lab.site.vips.find((v) => v.name === 'vip3')!.address, port: 7, connections: 200, intervalMs: 20, timeoutMs: 5000, progressMs: 250 }, (p) => {
+        resets = p.errors.reset;
+      });
       await traffic.established;
-      const m = JSON.parse((await cli('migrate', 'vip3', '--to', 'lb1', '--unsafe-skip-prepare')).stdout) as MigrationProgress;
-      await new Promise((r) => setTimeout(r, 1000));
-      const summary = await traffic.stop();
-      expect(m.state).toBe('done');
-      expect(summary.errors.reset).toBeGreaterThan(0);
+      // A reset needs a client packet to reach the target between the address's move and the
+      // entries' arrival. One run in many saw none: a neighbour entry updated under a second
+      // before can ignore the gratuitous ARP (the kernel's neighbour locktime), and packets
+      // that still go to the source are forwarded on its entries. So the VIP goes back and forth,
+      // at most three times, until a move resets connections.
+      const states: string[] = [];
+      for (const to of ['lb1', 'lb2', 'lb1']) {
+        const m = JSON.parse((await cli('migrate', 'vip3', '--to', to, '--unsafe-skip-prepare')).stdout) as MigrationProgress;
+        states.push(m.state);
+        await new Promise((r) => setTimeout(r, 1000));
+        if (resets > 0) break;
+      }
+      resets = (await traffic.stop()).errors.reset;
+      expect(states.every((s) => s === 'done')).toBe(true);
+      expect(resets).toBeGreaterThan(0);
     });
   }, 120_000);
 });
