@@ -19,14 +19,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT, type UpOptions } from '../src/lab/lab.js';
-import { type Vip, addressOn, apiUrl } from '../src/lab/site.js';
+import { addressOn, apiUrl } from '../src/lab/site.js';
 import type { TrafficRun, TrafficSummary } from '../src/lab/traffic.js';
 import type { MigrationProgress } from '../src/migration/migration.js';
 import { Conntrack } from '../src/netlink/conntrack.js';
-import { IPS_ASSURED, IPS_SEEN_REPLY, IPPROTO_TCP, IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';
-import { RECORD_SIZE, writeRecord } from '../src/netlink/entry-record.js';
 import { withLab } from '../test/helpers/lab.js';
 import { apiCall, rebuildMirror } from '../test/integration/helpers/replication-lab.js';
+import { syntheticRecords } from './synthetic-entries.js';
 
 const VIPS = Number(process.env.VIPS ?? 125);
 const ENTRIES = Number(process.env.ENTRIES ?? 1000);
@@ -35,32 +34,7 @@ const CONNECTIONS = Number(process.env.CONNECTIONS ?? 20);
 const SOURCE = 'lb1';
 /** The default site's VIPs on lb1: vip1, vip2, vip4. */
 const DEFAULT_ON_SOURCE = 3;
-/** IP_CT_TCP_FLAG_MAXACK_SET: the window tracker has seen an ACK (live entries carry it). */
-const IP_CT_TCP_FLAG_MAXACK_SET = 0x20;
 const round2 = (x: number) => Math.round(x * 100) / 100;
-
-/** ENTRIES idle ESTABLISHED entries of a VIP as its own connections would leave them (fullnat: a SNAT port each, from the range's top down). */
-function syntheticRecords(vip: Vip, servers: string[], timeout: number): Buffer {
-  const hosts = 230; // 198.51.100.20 .. .249
-  const b = Buffer.alloc(ENTRIES * RECORD_SIZE);
-  const flags = IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM | IP_CT_TCP_FLAG_MAXACK_SET;
-  for (let i = 0; i < ENTRIES; i++) {
-    const port = i % 2 === 0 ? 7 : 80;
-    writeRecord(b, i * RECORD_SIZE, {
-      client: { address: `198.51.100.${20 + (i % hosts)}`, port: 1024 + Math.floor(i / hosts) },
-      vip: { address: vip.address, port },
-      server: { address: servers[i % servers.length]!, port },
-      ...(vip.mode === 'fullnat' ? { inside: { address: vip.insideAddress, port: 29999 - i } } : {}),
-      proto: IPPROTO_TCP,
-      tcpState: TCP_CONNTRACK_ESTABLISHED,
-      tcpWindow: { wscaleOriginal: 7, wscaleReply: 7, flagsOriginal: flags, flagsReply: flags },
-      status: IPS_SEEN_REPLY | IPS_ASSURED,
-      timeout: timeout - (i % 3600),
-      mark: vip.id,
-    });
-  }
-  return b;
-}
 
 interface DrainAnswer {
   migrations: MigrationProgress[];
@@ -94,7 +68,7 @@ const result = await withLab({ prefix: 'vtdrn', extraVips: VIPS - DEFAULT_ON_SOU
     const timeout = Number((await lab.exec(SOURCE, ['sysctl', '-n', 'net.netfilter.nf_conntrack_tcp_timeout_established'])).stdout.trim());
     const tc = performance.now();
     for (const vip of owned) {
-      const made = await source.createFromRecords(syntheticRecords(vip, vip.servers.map((s) => addressOn(lab.site, s, 'int')), timeout));
+      const made = await source.createFromRecords(syntheticRecords(ENTRIES, vip, vip.servers.map((s) => addressOn(lab.site, s, 'int')), timeout));
       if (made.failures.length || made.created !== ENTRIES) throw new Error(`${vip.name}: ${made.created} of ${ENTRIES} entries created, failures ${JSON.stringify(made.failures.slice(0, 3))}`);
     }
     const createMs = round2(performance.now() - tc);

@@ -37,11 +37,10 @@ import { type Site, addressOn, apiUrl, host } from '../src/lab/site.js';
 import type { TrafficSummary } from '../src/lab/traffic.js';
 import type { MigrationProgress } from '../src/migration/migration.js';
 import { Conntrack } from '../src/netlink/conntrack.js';
-import { IPS_ASSURED, IPS_SEEN_REPLY, IPPROTO_TCP, IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';
-import { RECORD_SIZE, writeRecord } from '../src/netlink/entry-record.js';
 import { type Lab, withLab } from '../test/helpers/lab.js';
 import { apiCall, rebuildMirror as rebuildMirrorOf } from '../test/integration/helpers/replication-lab.js';
 import { Conntrackd, sleep } from './conntrackd.js';
+import { syntheticRecords } from './synthetic-entries.js';
 
 const SIZES = (process.env.SIZES ?? '1000,10000,100000').split(',').map(Number);
 /**
@@ -64,8 +63,6 @@ const PAGE_VIPS = ['vip1', 'vip2', 'vip4'];
 const VIP = 'vip1';
 const SOURCE = 'lb1';
 const TARGET = 'lb2';
-/** IP_CT_TCP_FLAG_MAXACK_SET: the window tracker has seen an ACK (live entries carry it). */
-const IP_CT_TCP_FLAG_MAXACK_SET = 0x20;
 
 interface Run {
   entries: number;
@@ -124,33 +121,6 @@ interface Run {
 }
 
 const round2 = (x: number) => Math.round(x * 100) / 100;
-
-/**
- * ESTABLISHED entries of vip1 as lb1 would hold them after N real connections: clients
- * spread over 198.51.100.0/24 (away from the lab client's .10) and their ports, half on
- * port 7 and half on 80, DNAT'd to the server, window tracking as a live entry carries.
- */
-function syntheticRecords(count: number, vip: { address: string; id: number }, server: string, timeout: number): Buffer {
-  const hosts = 230; // 198.51.100.20 .. .249
-  const b = Buffer.alloc(count * RECORD_SIZE);
-  const flags = IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM | IP_CT_TCP_FLAG_MAXACK_SET;
-  for (let i = 0; i < count; i++) {
-    const port = i % 2 === 0 ? 7 : 80;
-    writeRecord(b, i * RECORD_SIZE, {
-      client: { address: `198.51.100.${20 + (i % hosts)}`, port: 1024 + Math.floor(i / hosts) },
-      vip: { address: vip.address, port },
-      server: { address: server, port },
-      proto: IPPROTO_TCP,
-      tcpState: TCP_CONNTRACK_ESTABLISHED,
-      tcpWindow: { wscaleOriginal: 7, wscaleReply: 7, flagsOriginal: flags, flagsReply: flags },
-      status: IPS_SEEN_REPLY | IPS_ASSURED,
-      // Idle for up to an hour of the established timeout.
-      timeout: timeout - (i % 3600),
-      mark: vip.id,
-    });
-  }
-  return b;
-}
 
 async function timed<T>(work: () => Promise<T>): Promise<[T, number]> {
   const t = performance.now();
@@ -357,7 +327,7 @@ async function oneSize(entries: number): Promise<Run> {
       if (live > entries) throw new Error(`${live} live entries already exceed ${entries}`);
 
       const timeout = Number(await sysctlIn(lab, SOURCE, 'net.netfilter.nf_conntrack_tcp_timeout_established'));
-      const records = syntheticRecords(entries - live, vip, server, timeout);
+      const records = syntheticRecords(entries - live, { address: vip.address, id: vip.id }, [server], timeout);
       const [made, createMs] = await timed(() => source.createFromRecords(records));
       if (made.failures.length || made.existing) throw new Error(`synthetic entries on ${SOURCE}: ${made.created} created, ${made.existing} existed, failures ${JSON.stringify(made.failures.slice(0, 3))}`);
       const before = await source.count(vip.id);

@@ -60,7 +60,7 @@ export interface UpOptions {
   keepers?: boolean;
   /** Controllers: 1 (default, SQLite) or 2–3 (on etcd, with an etcd member on each one's host). */
   controllers?: number;
-  /** VIPs beyond the site's four, all on lb1 (benchmarks at scale; site.ts, extraVip). */
+  /** VIPs beyond the site's four, all on lb1 (benchmarks at scale; site.ts, fullnatVip). */
   extraVips?: number;
   /** Added to the controllers' environment (tests: the pause hook). */
   controllerEnv?: Record<string, string>;

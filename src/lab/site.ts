@@ -115,7 +115,7 @@ export interface SiteOptions {
   stateBase?: string;
   /** 1 (the default: `ctl` on SQLite) or 2–3 (`ctl1`.. on etcd, an etcd member each). */
   controllers?: number;
-  /** VIPs beyond the four (benchmarks at scale): fullnat on every server, owned by lb1 (see extraVip). */
+  /** VIPs beyond the four (benchmarks at scale): fullnat on every server, owned by lb1 (see fullnatVip). */
   extraVips?: number;
 }
 
@@ -208,21 +208,8 @@ export function defaultSite(options: SiteOptions = {}): Site {
     dnatVip('vip1', 1, '203.0.113.10', '198.18.0.10', 'srv1', 'lb1'),
     dnatVip('vip2', 2, '203.0.113.11', '198.18.0.11', 'srv2', 'lb1'),
     dnatVip('vip3', 3, '203.0.113.12', '198.18.0.12', 'srv3', 'lb2'),
-    {
-      name: 'vip4',
-      id: 4,
-      address: '203.0.113.13',
-      insideAddress: '198.18.0.13',
-      prefixLength: 24,
-      protocol: 'tcp',
-      ports: [7, 80],
-      mode: 'fullnat',
-      servers: ['srv1', 'srv2', 'srv3'],
-      scheduler: 'roundrobin',
-      snatPorts: '20000-29999',
-      owner: 'lb1',
-    },
-    ...Array.from({ length: extra }, (_, i) => extraVip(i)),
+    fullnatVip('vip4', 4, '203.0.113.13', '198.18.0.13'),
+    ...Array.from({ length: extra }, (_, i) => fullnatVip(`vip${5 + i}`, 5 + i, `203.0.113.${20 + i}`, `198.18.0.${EXTRA_INSIDE_HOSTS[i]!}`)),
   ];
 
   return {
@@ -246,31 +233,17 @@ export function defaultSite(options: SiteOptions = {}): Site {
   };
 }
 
-/**
- * The i-th extra VIP: vip5, vip6.. (id = the number: VRIDs 5..204 on each interface),
- * 203.0.113.20 on, fullnat (a dnat VIP needs its servers routed through its inside address,
- * and a server has one gateway) on all three servers, owned by lb1.
- */
-function extraVip(i: number): Vip {
-  const id = 5 + i;
-  return {
-    name: `vip${id}`,
-    id,
-    address: `203.0.113.${20 + i}`,
-    insideAddress: `198.18.0.${EXTRA_INSIDE_HOSTS[i]!}`,
-    prefixLength: 24,
-    protocol: 'tcp',
-    ports: [7, 80],
-    mode: 'fullnat',
-    servers: ['srv1', 'srv2', 'srv3'],
-    scheduler: 'roundrobin',
-    snatPorts: '20000-29999',
-    owner: 'lb1',
-  };
-}
-
 function dnatVip(name: string, id: number, address: string, insideAddress: string, server: string, owner: string): Vip {
   return { name, id, address, insideAddress, prefixLength: 24, protocol: 'tcp', ports: [7, 80], mode: 'dnat', servers: [server], owner };
+}
+
+/**
+ * A fullnat VIP on all three servers, owned by lb1: vip4, and the extra VIPs of a site at
+ * scale (vip5.., VRIDs 5..204 on each interface, 203.0.113.20 on; fullnat because a dnat VIP
+ * needs its servers routed through its inside address, and a server has one gateway).
+ */
+function fullnatVip(name: string, id: number, address: string, insideAddress: string): Vip {
+  return { name, id, address, insideAddress, prefixLength: 24, protocol: 'tcp', ports: [7, 80], mode: 'fullnat', servers: ['srv1', 'srv2', 'srv3'], scheduler: 'roundrobin', snatPorts: '20000-29999', owner: 'lb1' };
 }
 
 // --- lookups -------------------------------------------------------------------------------

@@ -60,3 +60,19 @@ export class FakeAppliance implements FailoverAppliance {
     this.log.push(`drop precopy ${name}`);
   }
 }
+
+/**
+ * lb2 of a site with vip1 (owned by lb1) and vip2 (owned by lb2), each on its own server with
+ * a keeper: the appliance whose takeovers the unit tests follow. `tail` adds sections (vrrp).
+ */
+export const lb2ConfigText = (failover: string, tail = '') => `appliance: lb2
+api: { listen: "192.0.2.12:8441" }
+interfaces: { external: ext0, internal: int0 }
+vips:
+  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }
+  - { name: vip2, id: 2, address: 203.0.113.11, insideAddress: 198.18.0.11, ports: [7], mode: dnat, backends: [{ address: 198.18.0.102 }], owner: lb2 }
+keepers:
+  - { name: srv1, server: 198.18.0.101, api: "http://192.0.2.21:8442" }
+  - { name: srv2, server: 198.18.0.102, api: "http://192.0.2.22:8442" }
+failover: ${failover}
+${tail}`;

@@ -9,20 +9,10 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseApplianceConfig } from '../../src/config/appliance.js';
 import { RECORD_SIZE } from '../../src/netlink/entry-record.js';
 import { Takeover, type EntrySource } from '../../src/replication/takeover.js';
-import { FakeAppliance } from '../support/fake-appliance.js';
+import { FakeAppliance, lb2ConfigText } from '../support/fake-appliance.js';
 
-const configText = (failover: string) => `appliance: lb2
-api: { listen: "192.0.2.12:8441" }
-interfaces: { external: ext0, internal: int0 }
-vips:
-  - { name: vip1, id: 1, address: 203.0.113.10, insideAddress: 198.18.0.10, ports: [7], mode: dnat, backends: [{ address: 198.18.0.101 }], owner: lb1 }
-  - { name: vip2, id: 2, address: 203.0.113.11, insideAddress: 198.18.0.11, ports: [7], mode: dnat, backends: [{ address: 198.18.0.102 }], owner: lb2 }
-keepers:
-  - { name: srv1, server: 198.18.0.101, api: "http://192.0.2.21:8442" }
-failover: ${failover}
-`;
+const configText = (failover: string) => lb2ConfigText(failover);
 
-/** The appliance's side: a mode table and a log of what was asked, in order. */
 const source = (name: string, records: number): EntrySource => ({ name, entries: async () => Buffer.alloc(records * RECORD_SIZE) });
 /** A peer that never answers (a power loss): only the signal ends its wait. */
 const deadPeer = (name: string): EntrySource => ({
