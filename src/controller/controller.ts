@@ -177,7 +177,14 @@ export class Controller {
   private readonly algorithm: AssignmentAlgorithm;
   private readonly now: () => number;
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Rounds of the loops running now: a stop waits for them (a poll writes to the store). */
+  private readonly rounds = new Set<Promise<void>>();
   private stopped = false;
+  /**
+   * Set until the journal's unfinished migrations are read (open()): the API listens before
+   * that, and a migration started then would not see that its VIP has one still to end.
+   */
+  private opening = true;
   /** Leadership terms started: the loops of an earlier term end by themselves. */
   private term = 0;
   /** Each appliance's answer to the last poll it answered. */
@@ -220,6 +227,7 @@ export class Controller {
    * learn the new epoch, and the loops start. Statistics are relearned from the next polls.
    */
   async lead(): Promise<void> {
+    this.opening = true;
     this.endTerm();
     this.stopped = false;
     this.unrecovered.clear();
@@ -287,6 +295,7 @@ export class Controller {
   async open(): Promise<void> {
     await this.store.syncConfiguration(this.config.appliances, this.config.vips);
     for (const m of await this.store.unfinished()) this.unrecovered.set(m.id, m);
+    this.opening = false;
     await this.recoverUnfinished();
     await this.reconcile();
   }
@@ -365,7 +374,10 @@ export class Controller {
     const every = (seconds: number, work: () => Promise<void>) => {
       const tick = async () => {
         if (over()) return;
-        await work().catch((err: unknown) => this.logger.error({ err }, 'controller loop failed'));
+        const round = work().catch((err: unknown) => this.logger.error({ err }, 'controller loop failed'));
+        this.rounds.add(round);
+        await round;
+        this.rounds.delete(round);
         if (over()) return;
         const t = setTimeout(() => {
           this.timers.delete(t);
@@ -386,12 +398,13 @@ export class Controller {
     if (r.migrations > 0 || r.compactedTo !== undefined) this.logger.info(r, 'journal pruned');
   }
 
-  /** Stops the loops and waits for the migrations under way (bounded by their step timeouts). */
+  /** Stops the loops and waits for their rounds and the migrations under way (bounded by their step timeouts). */
   async stop(): Promise<void> {
     this.stopped = true;
     this.term++;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    await Promise.all([...this.rounds]);
     await this.idle();
   }
 
@@ -820,6 +833,7 @@ export class Controller {
   async start(vip: string, to: string, drill: Drill = {}, reason: MigrationReason = 'operator'): Promise<{ progress: MigrationProgress; done: Promise<MigrationProgress> }> {
     // Claimed before the first await, so that two requests for one VIP cannot both pass the checks.
     this.mustLead();
+    if (this.opening) throw new MigrationRefused(`${vip} not moved: the controller is still reading its journal's unfinished migrations; try again in a moment`, 'vip', 503);
     if (this.migratingVips().has(vip)) throw new MigrationRefused(`${vip} is being migrated already`, 'vip');
     this.starting.add(vip);
     try {
