@@ -133,8 +133,9 @@ const undecided = (e: { status?: number }) => e.status === undefined || e.status
 /**
  * The test hook: `VIPSHIFT_TEST_PAUSE_STEP=STEP[:MS][,STEP[:MS]...]` (default 30000 ms) makes
  * every migration wait MS in the middle of each STEP named (see MigrationOptions.pause), so
- * that a test can kill the controller there. Read only when set; a wrong value stops the
- * controller at start. The pause counts against migration.stepTimeoutMs: set that above MS.
+ * that a test can kill the controller there, or act there and end the wait early with
+ * SIGUSR2. Read only when set; a wrong value stops the controller at start. The pause counts
+ * against migration.stepTimeoutMs: set that above MS.
  */
 export function pauseFromEnv(value: string | undefined, logger?: Logger): ((step: Phase) => Promise<void>) | undefined {
   if (value === undefined || value === '') return undefined;
@@ -145,11 +146,24 @@ export function pauseFromEnv(value: string | undefined, logger?: Logger): ((step
     if (!m || !step || !PHASES.includes(step)) throw new Error(`${PAUSE_ENV}=${value}: expected STEP[:MS][,STEP[:MS]...] with STEP one of ${PHASES.join(', ')}`);
     pauses.set(step, m[2] === undefined ? 30_000 : Number(m[2]));
   }
+  // Listened to for as long as the hook is set: a signal outside a pause must not end the process.
+  const waiting = new Set<() => void>();
+  process.on('SIGUSR2', () => {
+    for (const end of [...waiting]) end();
+  });
   return async (at) => {
     const ms = pauses.get(at);
     if (ms === undefined) return;
     logger?.warn({ step: at, ms }, `test hook ${PAUSE_ENV}: pausing in the middle of ${at}`);
-    await new Promise((r) => setTimeout(r, ms));
+    await new Promise<void>((resolve) => {
+      const end = () => {
+        clearTimeout(timer);
+        waiting.delete(end);
+        resolve();
+      };
+      const timer = setTimeout(end, ms);
+      waiting.add(end);
+    });
   };
 }
 

@@ -90,6 +90,17 @@ describe('journal', () => {
     expect(() => pauseFromEnv('move-entries')).toThrow(/VIPSHIFT_TEST_PAUSE_STEP=move-entries: expected STEP\[:MS\]/);
     expect(() => pauseFromEnv('activate:soon')).toThrow(/expected/);
   });
+
+  it('ends a pause early on SIGUSR2, and outlives the signal outside a pause', async () => {
+    const pause = pauseFromEnv('prepare:60000')!;
+    process.kill(process.pid, 'SIGUSR2');
+    const t0 = performance.now();
+    const paused = pause('prepare');
+    await new Promise((r) => setTimeout(r, 50));
+    process.kill(process.pid, 'SIGUSR2');
+    await paused;
+    expect(performance.now() - t0).toBeLessThan(10_000);
+  });
 });
 
 describe('recovery of a controller killed in the middle of a step', () => {
