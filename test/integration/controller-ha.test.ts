@@ -134,6 +134,11 @@ describe('three controllers on etcd', () => {
       // Every IP packet on its management link dropped (ARP left alone, so that what it sends
       // waits in TCP and arrives once the link is back, instead of failing at once).
       const cutRules = 'table inet vtcut {\n chain in { type filter hook input priority 0; iifname "mgmt0" drop; }\n chain out { type filter hook output priority 0; oifname "mgmt0" drop; }\n}\n';
+      // Its SYNs retried every second through the cut instead of TCP's backoff (1 s four times,
+      // then doubling: on a slow machine the retry after a cut of ~13 s came after the claim's
+      // 30 s timeout), so that the claim reaches the target within a second of the cut's end.
+      const linear = await lab.exec(cut, ['sysctl', '-q', '-w', 'net.ipv4.tcp_syn_linear_timeouts=60', 'net.ipv4.tcp_syn_retries=60']);
+      expect(linear.code, linear.stderr).toBe(0);
       const applied = await lab.exec(cut, ['nft', '-f', '-'], cutRules);
       expect(applied.code, applied.stderr).toBe(0);
       const tCut = Date.now();
