@@ -474,9 +474,10 @@ export class EtcdStore implements ControllerStore {
     await this.write(this.ns.put(`migrations/${id}`).value(JSON.stringify({ ...m, step })), this.eventOp(id, 'step', step));
   }
 
+  /** The commit point and step 4's record in one transaction (store.ts). */
   async commit(id: string): Promise<void> {
     const m = await this.stored(id);
-    await this.write(this.ns.put(`migrations/${id}`).value(JSON.stringify({ ...m, committed: true })), this.eventOp(id, 'commit', 'move_entries'));
+    await this.write(this.ns.put(`migrations/${id}`).value(JSON.stringify({ ...m, committed: true, step: 'activate' })), this.eventOp(id, 'commit', 'move_entries'));
   }
 
   async end(id: string, outcome: { state: 'done' | 'aborted'; error?: string; progress?: MigrationProgress; recovered?: boolean }): Promise<void> {

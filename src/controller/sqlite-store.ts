@@ -289,10 +289,10 @@ export class SqliteStore implements ControllerStore {
     })();
   }
 
-  /** Before the source deletes its entries: from here on, recovery finishes forward. */
+  /** The commit point and step 4's record in one transaction (store.ts): from here on, recovery finishes forward. */
   async commit(id: string): Promise<void> {
     this.db.transaction(() => {
-      this.db.prepare("UPDATE migrations SET committed = 1 WHERE id = ? AND state = 'running'").run(id);
+      this.db.prepare("UPDATE migrations SET committed = 1, step = 'activate' WHERE id = ? AND state = 'running'").run(id);
       this.event(id, 'commit', 'move_entries');
     })();
   }

@@ -99,7 +99,12 @@ export interface ControllerStore {
   begin(m: { id: string; vip: string; source: string; target: string; reason: MigrationReason }): Promise<void>;
   /** Before a step runs. */
   step(id: string, step: Phase): Promise<void>;
-  /** Before the source deletes its entries: from here on, recovery finishes forward. */
+  /**
+   * The commit point, before step 4 (the source forgets, then deletes its entries): from here
+   * on, recovery finishes forward. It is step 4's record too (the migration's step becomes
+   * `activate` in the same write; no `step` event of its own): the hold waits for one write
+   * there, not two.
+   */
   commit(id: string): Promise<void>;
   /** The end, with the VIP's owner from now on, at once: a `done` migration moves the VIP to its target. */
   end(id: string, outcome: { state: 'done' | 'aborted'; error?: string; progress?: MigrationProgress; recovered?: boolean }): Promise<void>;

@@ -129,7 +129,8 @@ export interface MigrationOptions {
   skipPrepare?: boolean;
   /**
    * The controller's journal: each step is written down before it runs, and the commit
-   * point before step 4; awaited, so nothing runs ahead of its record.
+   * point before step 4 (one record, which is step 4's too); awaited, so nothing runs ahead
+   * of its record.
    */
   journal?: MigrationJournal;
   /**
@@ -156,6 +157,10 @@ export interface MigrationOptions {
 
 export interface MigrationJournal {
   step(step: Phase): void | Promise<void>;
+  /**
+   * The commit point, and with it the record of step 4 (`activate`), which follows at once:
+   * one write, not two, between step 3's end and step 4's requests (inside the hold).
+   */
   commit(): void | Promise<void>;
 }
 
@@ -217,8 +222,9 @@ export async function migrate(
     await options.pause?.(step);
   };
 
-  const run = async <T>(step: Step, work: () => Promise<T>): Promise<T> => {
-    await options.journal?.step(step);
+  /** `recorded`: the journal has the step already (step 4's record is the commit point's). */
+  const run = async <T>(step: Step, work: () => Promise<T>, recorded = false): Promise<T> => {
+    if (!recorded) await options.journal?.step(step);
     progress.step = reached = step;
     report();
     const t0 = now();
@@ -295,11 +301,15 @@ export async function migrate(
     });
     // The source has given up the address and the target has the entries: the source
     // forgets the VIP while the target activates it, rather than one after the other.
-    await run('activate', async () => {
-      await pause('activate');
-      const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
-      progress.released = activated.released;
-    });
+    await run(
+      'activate',
+      async () => {
+        await pause('activate');
+        const [, activated] = await Promise.all([source.forget(vip), target.activate(vip)]);
+        progress.released = activated.released;
+      },
+      options.journal !== undefined,
+    );
     progress.totalMs = Math.round((now() - started) * 100) / 100;
     await cleanUp(vip, source, progress, now);
     progress.state = 'done';
