@@ -82,9 +82,15 @@ interface Run {
   other_errors: Record<string, number>;
   max_gap_ms: number;
   /**
+   * Each live connection's longest gap counting only gaps that end after the migration began
+   * (the traffic's resetGaps() just before `vipshift migrate`, until the traffic stops ~1 s
+   * after it): the pause the migration itself caused, whatever the setup cost before.
+   */
+  pause_in_migration_ms: { p50: number; p99: number; max: number };
+  /**
    * The longest gap before the migration began (the setup: synthetic creates on lb1's table
-   * under live traffic, conntrackd's reference, the rebuild). When max_gap_ms equals it, the
-   * migration's own pause was shorter than max_gap_ms and hold_window_ms says what it was.
+   * under live traffic, conntrackd's reference, the rebuild); pause_in_migration_ms is the
+   * migration's own.
    */
   max_gap_before_migration_ms: number;
   /** The pre-copy before step 1 (outside the hold): its time, each further round's difference, and why there was none. */
@@ -347,6 +353,7 @@ async function oneSize(entries: number): Promise<Run> {
       const load = os.loadavg()[0]!;
       await sleep(300); // a progress report after the setup
       const gapBefore = gapSoFar;
+      traffic.resetGaps();
       const r = await run(process.execPath, [CLI, 'migrate', VIP, '--to', TARGET, '--json', '--lab', lab.name]);
       let m: MigrationProgress;
       try {
@@ -387,7 +394,8 @@ async function oneSize(entries: number): Promise<Run> {
         hold,
         resets: reset,
         other_errors: others,
-        max_gap_ms: summary.gapMs.max,
+        max_gap_ms: Math.max(gapBefore, summary.gapMs.max),
+        pause_in_migration_ms: summary.gapMs,
         max_gap_before_migration_ms: gapBefore,
         reference_ms: ref.commit.ms,
         reference_wall_ms: ref.commit.wallMs,
@@ -409,7 +417,18 @@ async function oneSize(entries: number): Promise<Run> {
 }
 
 /** A size's result: its median round (by steps_sum_ms), resets summed over every round, each round listed. */
-type SizeResult = Run & { rounds: Array<Pick<Run, 'total_ms' | 'steps_sum_ms' | 'held_packets' | 'resets' | 'reference_ms' | 'load_avg_1m' | 'max_gap_ms'> & { move_entries_ms: number; overflowed: number; precopy_ms: number; difference: number }> };
+type SizeResult = Run & {
+  rounds: Array<
+    Pick<Run, 'total_ms' | 'steps_sum_ms' | 'held_packets' | 'resets' | 'reference_ms' | 'load_avg_1m' | 'max_gap_ms'> & {
+      move_entries_ms: number;
+      overflowed: number;
+      precopy_ms: number;
+      difference: number;
+      pause_in_migration_ms: number;
+      hold_window_ms: number;
+    }
+  >;
+};
 
 /** Room for the largest size on lb1 and lb2 (one host limit per namespace's count) and the rest of the lab. */
 const CT_MAX = '/proc/sys/net/netfilter/nf_conntrack_max';
@@ -449,6 +468,8 @@ for (const entries of SIZES) {
       steps_sum_ms: r.steps_sum_ms,
       move_entries_ms: r.steps.move_entries_ms,
       max_gap_ms: r.max_gap_ms,
+      pause_in_migration_ms: r.pause_in_migration_ms.max,
+      hold_window_ms: r.inside.hold_window_ms ?? NaN,
       precopy_ms: r.precopy.ms,
       difference: r.difference.created + r.difference.ended,
       held_packets: r.held_packets,
@@ -479,6 +500,8 @@ const cols: Array<[string, (r: SizeResult) => string | number]> = [
   ['overflow', (r) => r.hold.overflowed],
   ['resets', (r) => r.resets],
   ['gap_ms', (r) => r.max_gap_ms],
+  ['pause_ms', (r) => r.pause_in_migration_ms.max],
+  ['hold_ms', (r) => r.inside.hold_window_ms ?? NaN],
   ['ref_ms', (r) => r.reference_ms],
   ['ref/steps', (r) => (r.reference_ms / r.steps_sum_ms).toFixed(2)],
   ['rss_mb', (r) => `${r.rss_mb.source_before}/${r.rss_mb.target_after}`],
@@ -486,8 +509,10 @@ const cols: Array<[string, (r: SizeResult) => string | number]> = [
 console.log(cols.map(([c]) => c.padStart(11)).join(''));
 for (const r of runs) console.log(cols.map(([, f]) => String(f(r)).padStart(11)).join(''));
 for (const r of runs) console.log(`${r.entries}: inside the appliances ${JSON.stringify(r.inside)}`);
+for (const r of runs) for (const [i, x] of r.rounds.entries()) console.log(`${r.entries} round ${i + 1}: pause ${x.pause_in_migration_ms} ms, hold window ${x.hold_window_ms} ms, steps ${x.steps_sum_ms} ms, load ${x.load_avg_1m}`);
 console.log(`\nmedian of ${ROUNDS} rounds per size (resets: all rounds); total_ms: the controller's report (the pre-copy included);`);
-console.log('precopy_ms: the pre-copy before step 1 (no hold); diff: entries in step 3\'s difference; gap_ms: the longest pause any live connection saw; rss_mb: lb1 before / lb2 after;');
+console.log('precopy_ms: the pre-copy before step 1 (no hold); diff: entries in step 3\'s difference; gap_ms: the longest pause any live connection saw (setup included);');
+console.log('pause_ms: the same, gaps ending after the migration began only; hold_ms: lb1 starting to release the address to lb2 having activated the VIP; rss_mb: lb1 before / lb2 after;');
 console.log(`steps_ms: step 1 start to step 4 end; ref_ms: conntrackd -c on ${TARGET}, its own "commit has taken".`);
 
 // The targets: the longest pause ≤ 50 ms at 100,000 and ≤ 100 ms at 1,000,000; steps 1-4 at
@@ -498,15 +523,16 @@ const clean = (r: SizeResult) => r.resets === 0 && Object.values(r.other_errors)
 const target = {
   ...(big && {
     at_100000: {
-      longest_pause_ms: big.max_gap_ms,
-      pause_at_most_50_ms: big.max_gap_ms <= 50,
+      longest_pause_ms: big.pause_in_migration_ms.max,
+      pause_at_most_50_ms: big.pause_in_migration_ms.max <= 50,
+      hold_window_ms: big.inside.hold_window_ms ?? NaN,
       steps_ms: big.steps_sum_ms,
       times_faster_than_conntrackd_commit: round2(big.reference_ms / big.steps_sum_ms),
       at_least_10x: big.reference_ms / big.steps_sum_ms >= 10,
       zero_errors: clean(big),
     },
   }),
-  ...(huge && { at_1000000: { longest_pause_ms: huge.max_gap_ms, pause_at_most_100_ms: huge.max_gap_ms <= 100, steps_ms: huge.steps_sum_ms, zero_errors: clean(huge) } }),
+  ...(huge && { at_1000000: { longest_pause_ms: huge.pause_in_migration_ms.max, pause_at_most_100_ms: huge.pause_in_migration_ms.max <= 100, steps_ms: huge.steps_sum_ms, zero_errors: clean(huge) } }),
 };
 console.log(`targets: ${JSON.stringify(target)}`);
 

@@ -1,5 +1,6 @@
 /** `vipshift lab ...`: the whole site in network namespaces on this machine (src/lab). */
 import { spawn } from 'node:child_process';
+import readline from 'node:readline';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { type LabStatus, labDown, labStatus, labUp, siteFor } from '../lab/lab.js';
@@ -23,7 +24,8 @@ const USAGE = `usage: vipshift lab SUBCOMMAND
           [--payload 64] [--timeout 5000] [--connect-timeout 5000] [--progress MS]
           [--per-connection] [--stop-on-eof] [--json]
          echo traffic from the current namespace (use inside lab exec client); without
-         --duration it runs until SIGTERM, SIGINT or (with --stop-on-eof) end of stdin
+         --duration it runs until SIGTERM, SIGINT or (with --stop-on-eof) end of stdin;
+         with --stop-on-eof a line 'reset-gaps' on stdin starts a new window of longest gaps
   churn  --vip ADDRESS --port PORT [--rate 50] [--timeout 10000] [--stop-on-eof]
          new connections at a steady rate (connect, one echo, close) until stopped; prints
          a JSON summary of failures by kind
@@ -242,8 +244,13 @@ async function traffic(args: string[]): Promise<number> {
   const stop = () => abort.abort();
   process.once('SIGTERM', stop);
   process.once('SIGINT', stop);
+  // With --stop-on-eof stdin is a control channel too: a line `reset-gaps` starts a new window of longest gaps.
+  let resetGaps = () => {};
   if (values['stop-on-eof']) {
     process.stdin.on('end', stop).on('close', stop).resume();
+    readline.createInterface({ input: process.stdin }).on('line', (l) => {
+      if (l.trim() === 'reset-gaps') resetGaps();
+    });
   }
   const line = (type: string, x: object) => process.stdout.write(JSON.stringify({ type, ...x }) + '\n');
   const summary = await runTraffic(
@@ -261,6 +268,7 @@ async function traffic(args: string[]): Promise<number> {
     },
     {
       signal: abort.signal,
+      control: (c) => (resetGaps = c.resetGaps),
       onEstablished: (p) => (values.json ? line('established', p) : process.stderr.write(`established ${p.established}/${values.connections} in ${p.elapsedMs} ms\n`)),
       onProgress: (p) =>
         values.json

@@ -157,7 +157,17 @@ function payloadFor(index: number, seq: number, size: number): Buffer {
  */
 export async function runTraffic(
   o: TrafficOptions,
-  hooks: { signal?: AbortSignal; onEstablished?: (p: TrafficProgress) => void; onProgress?: (p: TrafficProgress) => void } = {},
+  hooks: {
+    signal?: AbortSignal;
+    onEstablished?: (p: TrafficProgress) => void;
+    onProgress?: (p: TrafficProgress) => void;
+    /**
+     * Receives resetGaps(): from then on each connection's longest gap (progress, summary) counts
+     * only gaps that end after the call — the pause of what happens next (a migration), apart
+     * from the setup's. A gap under way at the call counts whole when it ends.
+     */
+    control?: (c: { resetGaps(): void }) => void;
+  } = {},
 ): Promise<TrafficSummary> {
   const payloadBytes = o.payloadBytes ?? 64;
   const timeoutMs = o.timeoutMs ?? 5000;
@@ -169,6 +179,11 @@ export async function runTraffic(
   const t0 = performance.now();
   const now = () => performance.now() - t0;
   const conns = Array.from({ length: o.connections }, (_, i) => new Connection(i));
+  hooks.control?.({
+    resetGaps: () => {
+      for (const c of conns) c.longestGapMs = 0;
+    },
+  });
   const errors: Record<ErrorKind, number> = { connect: 0, reset: 0, timeout: 0, mismatch: 0, closed: 0, other: 0 };
   const errorCodes: Record<string, number> = {};
   const rtt = new Histogram();
@@ -382,6 +397,8 @@ export interface TrafficRun {
   done: Promise<TrafficSummary>;
   /** Ends the run (closes the generator's stdin) and returns the summary. */
   stop(): Promise<TrafficSummary>;
+  /** Longest gaps from now on count only gaps that end after this (runTraffic's control). */
+  resetGaps(): void;
 }
 
 /**
@@ -429,6 +446,9 @@ export function startTraffic(namespace: string, o: TrafficOptions, onProgress?: 
     stop() {
       child.stdin.end();
       return done;
+    },
+    resetGaps() {
+      if (child.stdin.writable) child.stdin.write('reset-gaps\n');
     },
   };
 }
