@@ -131,7 +131,7 @@ export const accessPageSchema = z.object({
  */
 export const importLine = z.union([
   z.object({ error: z.string() }),
-  z.object({ created: count, failed: count, difference: z.object({ created: count, ended: count }).optional(), fallback: z.string().optional() }),
+  z.object({ created: count, failed: count, difference: z.object({ created: count, ended: count }).optional(), fallback: z.string().optional(), claimMs: z.number().optional() }),
   z.object({ moved: count }),
 ]);
 
@@ -192,8 +192,16 @@ export const agentApi = {
   /**
    * Target side of step 3: pull from the source, answer JSON lines (importLine). `from` names
    * an appliance of the target's configuration (failover.peers); its URL comes from there.
+   * `claim`: step 2's claim of the addresses first, in the same request (the summary says its
+   * `claimMs`): the source has released them, and the difference is taken after the claim.
    */
-  import: endpoint({ method: 'POST', path: '/v1/vips/:name/import', body: z.object({ from: z.string().min(1), migration: migrationId.optional() }).strict(), query: epochQuery, roles: STEP }),
+  import: endpoint({
+    method: 'POST',
+    path: '/v1/vips/:name/import',
+    body: z.object({ from: z.string().min(1), migration: migrationId.optional(), claim: z.literal(true).optional() }).strict(),
+    query: epochQuery,
+    roles: STEP,
+  }),
   /**
    * Before step 1, on the target: hold the VIP, pull the source's snapshot (which starts its
    * change journal for `migration`) and create it, then differences while they are large.

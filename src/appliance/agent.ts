@@ -261,6 +261,13 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       // makes the target start over from the whole table, as without a pre-copy.
       const vip = vipOf(ctx);
       const source = sourceOf(ctx.body.from);
+      // Step 2's claim first when the controller sends it with step 3: one round trip fewer in the hold.
+      const claimed: { claimMs?: number } = {};
+      if (ctx.body.claim) {
+        const c0 = performance.now();
+        await step(vip, 'address', 'claim address', () => appliance.claimAddress(vip));
+        claimed.claimMs = ms(c0);
+      }
       const t0 = performance.now();
       let fallback: string | undefined;
       if (ctx.body.migration !== undefined) {
@@ -274,7 +281,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
         if (difference) {
           const r = await appliance.applyDifference(vip, difference, ctx.body.from);
           logger.info({ vip, action: 'import-difference', from: ctx.body.from, ...r, ms: ms(t0) }, `import ${vip} (difference)`);
-          const summary = { created: r.total, failed: r.failed, difference: { created: r.created, ended: r.ended } };
+          const summary = { created: r.total, failed: r.failed, difference: { created: r.created, ended: r.ended }, ...claimed };
           return ctx.stream(Readable.from([`${JSON.stringify(summary)}\n`]), { contentType: 'application/x-ndjson' });
         }
         logger.warn({ vip, reason: fallback }, `import ${vip}: no difference, copying the whole table`);
@@ -287,7 +294,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
         .then(
           (result) => {
             logger.info({ vip, action: 'import', from: ctx.body.from, ...result, ms: ms(t0) }, `import ${vip}`);
-            progress.end(`${JSON.stringify({ ...result, ...(fallback ? { fallback } : {}) })}\n`);
+            progress.end(`${JSON.stringify({ ...result, ...(fallback ? { fallback } : {}), ...claimed })}\n`);
           },
           (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),
         );

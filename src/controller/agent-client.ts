@@ -9,7 +9,7 @@ import type { ApiClient, RequestOptions } from '../api/client.js';
 import { call, open } from '../api/contract.js';
 import { agentApi, importLine, precopyLine, type AgentStatus } from '../appliance/agent-api.js';
 import { NotLeaderError, type ControllerIdentity } from './leadership.js';
-import type { HoldRelease, ImportResult, MigrationAgent, PrecopyResult } from '../migration/migration.js';
+import type { HoldRelease, ImportOptions, ImportResult, MigrationAgent, PrecopyResult } from '../migration/migration.js';
 import type { AccessPage, PageQuery } from '../nat/access-page.js';
 import type { BackendChange } from '../config/edit.js';
 import type { ReconfigureResult } from '../nat/engine.js';
@@ -69,11 +69,11 @@ export class AgentClient implements MigrationAgent {
   }
 
   /** The target answers with one JSON line per batch created, then a summary line. */
-  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, precopied?: string): Promise<ImportResult> {
-    const body = { from: source.name, ...(precopied ? { migration: precopied } : {}) };
+  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, options: ImportOptions = {}): Promise<ImportResult> {
+    const body = { from: source.name, ...(options.precopied ? { migration: options.precopied } : {}), ...(options.claimFirst ? { claim: true as const } : {}) };
     const response = await open(this.api, agentApi.import, { params: { name: vip }, body, query: this.query });
-    const { difference, fallback, ...result } = await this.progressLines('importing', vip, response, importLine, onProgress);
-    return { ...result, ...(difference ? { difference } : {}), ...(fallback ? { fallback } : {}) };
+    const { difference, fallback, claimMs, ...result } = await this.progressLines('importing', vip, response, importLine, onProgress);
+    return { ...result, ...(difference ? { difference } : {}), ...(fallback ? { fallback } : {}), ...(claimMs !== undefined ? { claimMs } : {}) };
   }
 
   /** The same kind of lines as an import's: a pre-copy is an import before the hold, then its rounds. */

@@ -37,7 +37,7 @@ export interface MigrationAgent {
    * Step 3 on the target: pull the VIP's access-table entries straight from the source's
    * agent and create them here. Reports progress as entries arrive.
    */
-  importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, precopied?: string): Promise<ImportResult>;
+  importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, options?: ImportOptions): Promise<ImportResult>;
   /**
    * Before step 1 on the target: hold the VIP (no packet may meet what comes), create its
    * entries from the source's snapshot, which starts the source's change journal for
@@ -57,6 +57,13 @@ export interface MigrationAgent {
   readonly url: string;
 }
 
+export interface ImportOptions {
+  /** The migration whose pre-copy ran: only the difference since moves. */
+  precopied?: string;
+  /** Step 2's claim first, in the same request (claimAddress, then the import). */
+  claimFirst?: boolean;
+}
+
 export interface ImportResult {
   /** Entries the target holds for the VIP now (after a difference: pre-copied ones included). */
   created: number;
@@ -65,6 +72,8 @@ export interface ImportResult {
   difference?: { created: number; ended: number };
   /** Why the source could not vouch for a difference (step 3 copied the whole table). */
   fallback?: string;
+  /** With claimFirst: the target's claim of the addresses took this long (step 2's share). */
+  claimMs?: number;
 }
 
 export interface PrecopyResult {
@@ -273,9 +282,16 @@ export async function migrate(
       await pause('prepare');
       drill('prepare');
     });
+    // The target's claim (end of step 2) goes with step 3's request: it claims, then takes the
+    // difference, without a round trip to the controller between them inside the hold. The
+    // journal has step 3 before that request; a recovery from step 2 or 3 is the same (the
+    // address back to the source, the target aborts). A drill at the end of step 2 claims apart.
+    const claimFirst = options.abortAt !== 'move_address';
+    let claimMs: number | undefined;
     await run('move_address', async () => {
       await source.releaseAddress(vip);
       await pause('move_address');
+      if (claimFirst) return;
       await target.claimAddress(vip);
       drill('move_address');
     });
@@ -288,8 +304,9 @@ export async function migrate(
           if (moved > progress.entries.total) progress.entries.total = moved;
           report();
         },
-        precopied ? id : undefined,
+        { ...(precopied ? { precopied: id } : {}), ...(claimFirst ? { claimFirst } : {}) },
       );
+      claimMs = result.claimMs;
       if (result.failed > 0) throw new Error(`${result.failed} of ${result.created + result.failed} entries could not be created on ${target.name}`);
       progress.entries.moved = progress.entries.total = result.created;
       if (result.difference) progress.difference = result.difference;
@@ -299,6 +316,11 @@ export async function migrate(
       await options.journal?.commit();
       committed = true;
     });
+    // The claim's time is step 2's, as the target measured it.
+    if (claimMs !== undefined) {
+      progress.steps.move_address_ms = Math.round(((progress.steps.move_address_ms ?? 0) + claimMs) * 100) / 100;
+      progress.steps.move_entries_ms = Math.round(((progress.steps.move_entries_ms ?? 0) - claimMs) * 100) / 100;
+    }
     // The source has given up the address and the target has the entries: the source
     // forgets the VIP while the target activates it, rather than one after the other.
     await run(

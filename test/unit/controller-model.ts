@@ -5,7 +5,7 @@
  * appliance can be made unreachable.
  */
 import type { ApplianceAgent } from '../../src/controller/controller.js';
-import type { HoldRelease, ImportResult, MigrationAgent, PrecopyResult } from '../../src/migration/migration.js';
+import type { HoldRelease, ImportOptions, ImportResult, MigrationAgent, PrecopyResult } from '../../src/migration/migration.js';
 import type { ApplianceStatus } from '../../src/appliance/appliance.js';
 
 export class ModelSite {
@@ -143,8 +143,9 @@ export class ModelAgent implements ApplianceAgent {
     this.check('end-tracking', vip);
     this.site.tracking.get(this.name)!.delete(vip);
   }
-  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, precopied?: string): Promise<ImportResult> {
-    this.check(precopied ? 'import-difference' : 'import', vip);
+  async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, options: ImportOptions = {}): Promise<ImportResult> {
+    if (options.claimFirst) await this.claimAddress(vip);
+    this.check(options.precopied ? 'import-difference' : 'import', vip);
     if (this.site.down.has(source.name)) throw new Error(`${source.name} does not answer`);
     const n = this.site.entries.get(source.name)!.get(vip) ?? 0;
     this.entries.set(vip, n);

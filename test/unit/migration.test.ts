@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { migrate, type HoldRelease, type ImportResult, type MigrationAgent, type MigrationProgress } from '../../src/migration/migration.js';
+import { migrate, type HoldRelease, type ImportOptions, type ImportResult, type MigrationAgent, type MigrationProgress } from '../../src/migration/migration.js';
 
 /**
  * An appliance reduced to what the four steps change: its mode table, whether it has
@@ -30,11 +30,12 @@ class ModelAppliance implements MigrationAgent {
     this.step('releaseAddress');
     this.hasAddress = false;
   }
-  async claimAddress() {
+  async claimAddress(_vip: string) {
     this.step('claimAddress');
     this.hasAddress = true;
   }
-  async importEntries(_vip: string, source: MigrationAgent, onProgress: (n: number) => void): Promise<ImportResult> {
+  async importEntries(vip: string, source: MigrationAgent, onProgress: (n: number) => void, options: ImportOptions = {}): Promise<ImportResult> {
+    if (options.claimFirst) await this.claimAddress(vip);
     this.step('importEntries');
     for (const e of (source as ModelAppliance).entries) this.entries.add(e);
     onProgress(this.entries.size);
@@ -117,11 +118,33 @@ describe('the four-step migration', () => {
     b.claimAddress = () => new Promise((_, reject) => (answer = reject));
     const late: [string, unknown][] = [];
     const p = await migrate('m5', 'vip1', a, b, { stepTimeoutMs: 50, onLate: (step, err) => late.push([step, err]) });
-    expect(p.error).toMatch(/move_address did not finish within 50 ms/);
+    // The claim goes with step 3's request (claim, then import): that step waits for it.
+    expect(p.error).toMatch(/move_entries did not finish within 50 ms/);
     expect(late).toEqual([]);
     answer(new Error('controller epoch 3 is older than 14'));
     await new Promise((r) => setImmediate(r));
-    expect(late).toEqual([['move_address', new Error('controller epoch 3 is older than 14')]]);
+    expect(late).toEqual([['move_entries', new Error('controller epoch 3 is older than 14')]]);
+    expect([a.hasAddress, a.entries.size, b.mode]).toEqual([true, 5, 'absent']);
+  });
+
+  it("step 3's request carries the claim; step 2's time counts the claim as the target measured it", async () => {
+    const { a, b } = site();
+    const claimed: boolean[] = [];
+    const importEntries = b.importEntries.bind(b);
+    b.importEntries = async (vip, source, onProgress, options) => {
+      claimed.push(options?.claimFirst === true);
+      return { ...(await importEntries(vip, source, onProgress, options)), claimMs: 7 };
+    };
+    let t = 0;
+    const p = await migrate('m6', 'vip1', a, b, { stepTimeoutMs: 1000, now: () => (t += 10) });
+    expect(claimed).toEqual([true]);
+    expect(p.steps.move_address_ms).toBe(10 + 7);
+    expect(p.steps.move_entries_ms).toBe(10 - 7);
+    // A drill at the end of step 2 claims apart, so that it fails between the claim and step 3.
+    const { a: a2, b: b2 } = site();
+    const drilled = await migrate('m7', 'vip1', a2, b2, { stepTimeoutMs: 1000, abortAt: 'move_address' });
+    expect(b2.calls).toEqual(['prepare', 'claimAddress', 'releaseAddress', 'abort']);
+    expect(drilled.state).toBe('aborted');
   });
 
   it('a failure after the source began deleting is finished forward, never rolled back', async () => {
