@@ -29,6 +29,19 @@
  * without any entry — so it needs none of the entries the hold waits for. Held, a flood's
  * SYNs were released into the table at activation, lengthening step 4 (docs/synflood.md). The
  * cookie ACK of a real client is held like any other packet and reaches SYNPROXY on release.
+ *
+ * SYNPROXY's ACK to the server (the third packet of the handshake it replays there) leaves
+ * with the right TSecr, the server's SYN-ACK TSval, and then meets the kernel's own timestamp
+ * shift for the connection (postrouting, priority INT_MAX - 1), which adds tsoff to it again.
+ * Servers on Linux 6.15 and later (and 6.14.y) check that TSecr in SYN_RECV against the
+ * SYN-ACKs they sent: they drop the ACK (TcpExtTSEcrRejected) and answer it with an ACK. When
+ * their 1 ms clock ticked in between, that answer's TSval is newer than any SYN-ACK, the client
+ * echoes it in every segment, and the server drops them all until its SYN-ACK retransmission a
+ * second later widens the range: a ~1.5 s stall right after the connection opens, for 5–9 of
+ * 200 connections in the lab. So the ACK is marked on its way out (sent by this appliance from
+ * an address not its own: nothing else leaves so) and its TSecr set to 0 after the shift — "no
+ * echo", which tcp_check_req does not check. Only that one packet of each connection is
+ * touched; the client's own segments are shifted once, as they should be.
  */
 import type { NftCommand } from '../kernel/nft.js';
 import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
@@ -38,6 +51,10 @@ import { REJECT_PRIORITY, VIP_KEY, match, meta, payload, vipKeys, type Expr } fr
 export const SYN_RAW_PRIORITY = -250;
 /** After the reject chain (−150), before the DNAT (−100): only a connection's first packet is `ct state new` here. */
 export const LIMITS_PRIORITY = -140;
+/** After the kernel's SYNPROXY hook in postrouting (NF_IP_PRI_CONNTRACK_CONFIRM - 1 = INT_MAX - 1). */
+export const AFTER_SYNPROXY_PRIORITY = 2147483647;
+/** On SYNPROXY's ACK to the server, from output to postrouting (the hold uses HOLD_MARK and the VIP id bits). */
+export const SYNPROXY_ACK_MARK = 0x20000000;
 
 export const synproxiedCounter = (vip: VipConfig): string => `synproxied_${vip.name}`;
 export const vipLimitedCounter = (vip: VipConfig): string => `limited_vip_${vip.name}`;
@@ -50,6 +67,8 @@ const TCP_ACK_ONLY = match({ '&': [payload('tcp', 'flags'), ['fin', 'syn', 'rst'
 const inSet = (set: string): Expr => match(VIP_KEY, `@${set}`);
 /** The VIP address is on this appliance (a migration's target after step 2; a standby once master). */
 const ADDRESS_HERE = match({ fib: { result: 'type', flags: ['daddr'] } }, 'local');
+/** Sent by this appliance from an address that is not its own: SYNPROXY speaking for a client. */
+const SOURCE_NOT_HERE = match({ fib: { result: 'type', flags: ['saddr'] } }, 'local', '!=');
 const countPerVip = (map: string): Expr => ({ counter: { map: { key: VIP_KEY, data: `@${map}` } } });
 const limitOver = (rate: number): Expr => ({ limit: { rate, burst: rate, per: 'second', inv: true } });
 
@@ -145,6 +164,15 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
       add('chain', { name: 'nat_output', type: 'nat', hook: 'output', prio: -100, policy: 'accept' }),
       rule('nat_output', [{ vmap: { key: VIP_KEY, data: '@vip_dnat' } }], 'connections SYNPROXY opens'),
     );
+    if (synproxy.timestamp) {
+      const marked = match({ '&': [meta('mark'), SYNPROXY_ACK_MARK] }, SYNPROXY_ACK_MARK);
+      cmds.push(
+        add('chain', { name: 'synproxy_ack_out', type: 'filter', hook: 'output', prio: 0, policy: 'accept' }),
+        rule('synproxy_ack_out', [TCP_ACK_ONLY, SOURCE_NOT_HERE, { mangle: { key: meta('mark'), value: { '|': [meta('mark'), SYNPROXY_ACK_MARK] } } }], "SYNPROXY's ACK to the server"),
+        add('chain', { name: 'synproxy_ack', type: 'filter', hook: 'postrouting', prio: AFTER_SYNPROXY_PRIORITY, policy: 'accept' }),
+        rule('synproxy_ack', [marked, TCP_ACK_ONLY, { mangle: { key: { 'tcp option': { name: 'timestamp', field: 'tsecr' } }, value: 0 } }], 'its TSecr, shifted twice by the kernel: 0'),
+      );
+    }
   }
 
   // The appliance's own management traffic (agent API, pulls from peers, pushes to keepers)

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/load.js';
 import { parseApplianceConfig } from '../../src/config/appliance.js';
-import { floodCommands } from '../../src/nat/flood.js';
+import { SYNPROXY_ACK_MARK, floodCommands } from '../../src/nat/flood.js';
+import { HOLD_MARK, VIP_ID_MASK } from '../../src/nat/ruleset.js';
 import type { NftCommand } from '../../src/kernel/nft.js';
 
 const configWith = (flood?: unknown) =>
@@ -31,7 +32,7 @@ describe('the SYN flood section of the ruleset', () => {
       connectionsPerSource: 20_000,
     });
     const cmds = floodCommands(config, 'vipshift');
-    expect(chains(cmds)).toEqual(['syn_raw', 'synproxy_in', 'nat_output', 'mgmt_in', 'mgmt_out', 'flood_limits', 'limits_in', 'limits_out']);
+    expect(chains(cmds)).toEqual(['syn_raw', 'synproxy_in', 'nat_output', 'synproxy_ack_out', 'synproxy_ack', 'mgmt_in', 'mgmt_out', 'flood_limits', 'limits_in', 'limits_out']);
     expect(JSON.stringify(cmds)).toContain('"right":"192.0.2.11"}},{"notrack":null}');
     const text = JSON.stringify(cmds);
     expect(text).toContain('"synproxy":{"mss":1460,"wscale":7,"flags":["timestamp","sack-perm"]}');
@@ -64,6 +65,28 @@ describe('the SYN flood section of the ruleset', () => {
     expect(meter).toContain('"rate":2000,"burst":2000');
     expect(meter).toContain('"set":"@synproxy_active"');
     expect(JSON.stringify(floodCommands(configWith({ synproxy: { enabled: false } }), 'vipshift'))).not.toContain('"chain":"hold"');
+  });
+
+  it("zeroes the TSecr of SYNPROXY's ACK to the server after the kernel's own timestamp shift, and touches nothing else", () => {
+    const cmds = floodCommands(configWith(), 'vipshift');
+    const chain = (name: string) => added(cmds, 'chain').find((c) => c.name === name)!;
+    const rules = (name: string) => added(cmds, 'rule').filter((r) => r.chain === name).map((r) => JSON.stringify(r.expr));
+    // Marked in output: a pure ACK this appliance sends from an address that is not its own.
+    expect(chain('synproxy_ack_out')).toMatchObject({ hook: 'output', type: 'filter' });
+    const [mark] = rules('synproxy_ack_out');
+    expect(mark).toContain('{"fib":{"result":"type","flags":["saddr"]}},"right":"local"');
+    expect(mark).toContain('"op":"!="');
+    expect(mark).toContain('"right":"ack"');
+    expect(mark).toContain(`{"|":[{"meta":{"key":"mark"}},${SYNPROXY_ACK_MARK}]}`);
+    // Zeroed in postrouting after the SYNPROXY hook (INT_MAX - 1), which shifts it.
+    expect(chain('synproxy_ack')).toMatchObject({ hook: 'postrouting', prio: 2147483647 });
+    const [zero] = rules('synproxy_ack');
+    expect(zero).toContain(`"right":${SYNPROXY_ACK_MARK}`);
+    expect(zero).toContain('{"mangle":{"key":{"tcp option":{"name":"timestamp","field":"tsecr"}},"value":0}}');
+    // The mark shares no bit with the hold's.
+    expect(SYNPROXY_ACK_MARK & (HOLD_MARK | VIP_ID_MASK)).toBe(0);
+    // Without timestamps SYNPROXY shifts nothing: no chains.
+    expect(chains(floodCommands(configWith({ synproxy: { timestamp: false } }), 'vipshift'))).not.toContain('synproxy_ack');
   });
 
   it('leaves out what is switched off', () => {
