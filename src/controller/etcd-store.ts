@@ -292,25 +292,36 @@ export class EtcdLeadership implements Leadership {
     const ns = this.cluster.ns;
     const r = await withTimeout('campaign', this.ttlMs, ns.if(LEADER, 'Create', '==', 0).then(lease.put(LEADER).value(JSON.stringify(this.self))).else(ns.get(LEADER)).commit());
     if (r.succeeded) {
-      const epoch = Number(r.header.revision);
-      if (this.now() >= this.aliveSince + this.validMs) return; // the lease may lapse before we could act: next round
-      this.ownEpoch = epoch;
-      this.lastTerm = epoch;
-      this.seen = { identity: this.self, epoch };
-      this.elections++;
-      this.logger.info({ epoch }, 'elected leader');
-      this.emit(true);
+      this.elected(Number(r.header.revision));
       return;
     }
     const kv = r.responses[0]?.response_range?.kvs?.[0];
     if (!kv) return;
     const epoch = Number(kv.create_revision);
+    // The key under our own lease: an earlier campaign won, but its answer came too late to
+    // lead on. Ours to take now that the lease is renewed, or nobody would lead while we
+    // keep it alive.
+    if (kv.lease === this.leaseId) {
+      this.elected(epoch);
+      return;
+    }
     if (this.seen?.epoch !== epoch) {
       const identity = JSON.parse(kv.value.toString()) as ControllerIdentity;
       this.seen = { identity, epoch };
       this.elections++;
       this.logger.info({ leader: identity.name, epoch }, 'following');
     }
+  }
+
+  /** Leads under `epoch`, unless the lease may lapse before this controller could act (then the next round). */
+  private elected(epoch: number): void {
+    if (this.now() >= this.aliveSince + this.validMs) return;
+    this.ownEpoch = epoch;
+    this.lastTerm = epoch;
+    this.seen = { identity: this.self, epoch };
+    this.elections++;
+    this.logger.info({ epoch }, 'elected leader');
+    this.emit(true);
   }
 
   /** A transaction that applies only while `epoch` is the leader's: the fence of every write. */

@@ -176,6 +176,39 @@ describe('the controller on etcd', () => {
     }
   });
 
+  it('a campaign won but answered too late to lead on: the controller takes its own key at the next round', async () => {
+    const cluster = new EtcdCluster({ endpoints: etcd.endpoints, prefix: '/t5/', leaseSeconds: 3 });
+    // The process stalls 3 s while its first campaign is in flight (the clock jumps): etcd
+    // made it leader, but by the answer its lease may have lapsed, so it must not act on it.
+    let skew = 0;
+    const leadership = new EtcdLeadership(cluster, { name: 'a', api: 'http://a' }, logger, () => performance.now() + skew);
+    const realIf = cluster.ns.if.bind(cluster.ns);
+    let campaigns = 0;
+    cluster.ns.if = ((...args: Parameters<typeof realIf>) => {
+      const txn = realIf(...args);
+      const commit = txn.commit.bind(txn);
+      txn.commit = async () => {
+        const r = await commit();
+        if (campaigns++ === 0) skew += 3000;
+        return r;
+      };
+      return txn;
+    }) as typeof cluster.ns.if;
+    try {
+      leadership.start();
+      await until('the first campaign answered', () => campaigns > 0);
+      const key = (await cluster.ns.get('leader').exec()).kvs[0];
+      expect(JSON.parse(key!.value.toString())).toMatchObject({ name: 'a' });
+      // Its own key, under its own live lease: nobody else could lead while it keeps the lease alive.
+      const tookMs = await until('a leads on its own key', () => leadership.leading(), 5000);
+      expect(leadership.epoch()).toBe(Number(key!.create_revision));
+      console.log(`led ${tookMs.toFixed(0)} ms after the late answer, under the key's epoch ${leadership.epoch()}`);
+    } finally {
+      await leadership.stop();
+      cluster.close();
+    }
+  });
+
   it('one member of three lost changes nothing; the quorum lost leaves no leader and refuses writes', async () => {
     const a = controller('a', '/t3/');
     try {
