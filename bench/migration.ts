@@ -87,6 +87,8 @@ interface Run {
    * after it): the pause the migration itself caused, whatever the setup cost before.
    */
   pause_in_migration_ms: { p50: number; p99: number; max: number };
+  /** The longest the traffic generator itself was stalled (its timers late): part of any gap it measured then. */
+  generator_stalled_ms: number;
   /**
    * The longest gap before the migration began (the setup: synthetic creates on lb1's table
    * under live traffic, conntrackd's reference, the rebuild); pause_in_migration_ms is the
@@ -396,6 +398,7 @@ async function oneSize(entries: number): Promise<Run> {
         other_errors: others,
         max_gap_ms: Math.max(gapBefore, summary.gapMs.max),
         pause_in_migration_ms: summary.gapMs,
+        generator_stalled_ms: summary.stalledMs,
         max_gap_before_migration_ms: gapBefore,
         reference_ms: ref.commit.ms,
         reference_wall_ms: ref.commit.wallMs,
@@ -426,6 +429,7 @@ type SizeResult = Run & {
       difference: number;
       pause_in_migration_ms: number;
       hold_window_ms: number;
+      generator_stalled_ms: number;
     }
   >;
 };
@@ -470,6 +474,7 @@ for (const entries of SIZES) {
       max_gap_ms: r.max_gap_ms,
       pause_in_migration_ms: r.pause_in_migration_ms.max,
       hold_window_ms: r.inside.hold_window_ms ?? NaN,
+      generator_stalled_ms: r.generator_stalled_ms,
       precopy_ms: r.precopy.ms,
       difference: r.difference.created + r.difference.ended,
       held_packets: r.held_packets,
@@ -509,7 +514,7 @@ const cols: Array<[string, (r: SizeResult) => string | number]> = [
 console.log(cols.map(([c]) => c.padStart(11)).join(''));
 for (const r of runs) console.log(cols.map(([, f]) => String(f(r)).padStart(11)).join(''));
 for (const r of runs) console.log(`${r.entries}: inside the appliances ${JSON.stringify(r.inside)}`);
-for (const r of runs) for (const [i, x] of r.rounds.entries()) console.log(`${r.entries} round ${i + 1}: pause ${x.pause_in_migration_ms} ms, hold window ${x.hold_window_ms} ms, steps ${x.steps_sum_ms} ms, load ${x.load_avg_1m}`);
+for (const r of runs) for (const [i, x] of r.rounds.entries()) console.log(`${r.entries} round ${i + 1}: pause ${x.pause_in_migration_ms} ms, hold window ${x.hold_window_ms} ms, steps ${x.steps_sum_ms} ms, generator stalled ${x.generator_stalled_ms} ms, load ${x.load_avg_1m}`);
 console.log(`\nmedian of ${ROUNDS} rounds per size (resets: all rounds); total_ms: the controller's report (the pre-copy included);`);
 console.log('precopy_ms: the pre-copy before step 1 (no hold); diff: entries in step 3\'s difference; gap_ms: the longest pause any live connection saw (setup included);');
 console.log('pause_ms: the same, gaps ending after the migration began only; hold_ms: lb1 starting to release the address to lb2 having activated the VIP; rss_mb: lb1 before / lb2 after;');
