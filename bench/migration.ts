@@ -89,6 +89,8 @@ interface Run {
   pause_in_migration_ms: { p50: number; p99: number; max: number };
   /** The longest the traffic generator itself was stalled (its timers late): part of any gap it measured then. */
   generator_stalled_ms: number;
+  /** When a live connection failed: where the lab's logs were copied before the lab went down. */
+  logs_kept?: string;
   /**
    * The longest gap before the migration began (the setup: synthetic creates on lb1's table
    * under live traffic, conntrackd's reference, the rebuild); pause_in_migration_ms is the
@@ -288,6 +290,15 @@ function insideSteps(stateDir: string): Record<string, number> {
   return out;
 }
 
+/** The lab's logs, copied out of its state directory (which goes with the lab): where to. */
+function keepLogs(lab: Lab): string {
+  const to = path.join(os.tmpdir(), `vipshift-bench-migration-${lab.name}`);
+  fs.mkdirSync(to, { recursive: true });
+  for (const f of fs.readdirSync(lab.site.stateDir).filter((f) => f.endsWith('.log'))) fs.copyFileSync(path.join(lab.site.stateDir, f), path.join(to, f));
+  console.error(`live connections failed: the lab's logs are in ${to}`);
+  return to;
+}
+
 /** Resident memory (MB) of an appliance's process in the lab (the `appliance` command in its namespace). */
 async function rssOf(lab: Lab, name: string): Promise<number> {
   const r = await run('ip', ['netns', 'pids', lab.ns(name)]);
@@ -371,6 +382,7 @@ async function oneSize(entries: number): Promise<Run> {
       const onTarget = await target.count(vip.id);
       const onSource = await source.count(vip.id);
       const summary: TrafficSummary = await traffic.stop();
+      const logsKept = Object.values(summary.errors).some((n) => n > 0) ? keepLogs(lab) : undefined;
       const hold = await holdCounters(lab.name);
       if (onTarget !== entries || onSource !== 0) throw new Error(`after the migration ${TARGET} holds ${onTarget} entries of ${VIP} (expected ${entries}), ${SOURCE} ${onSource} (expected 0)`);
 
@@ -399,6 +411,7 @@ async function oneSize(entries: number): Promise<Run> {
         max_gap_ms: Math.max(gapBefore, summary.gapMs.max),
         pause_in_migration_ms: summary.gapMs,
         generator_stalled_ms: summary.stalledMs,
+        ...(logsKept ? { logs_kept: logsKept } : {}),
         max_gap_before_migration_ms: gapBefore,
         reference_ms: ref.commit.ms,
         reference_wall_ms: ref.commit.wallMs,
