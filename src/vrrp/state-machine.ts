@@ -78,6 +78,8 @@ export class VirtualRouter {
   private yielded = false;
   /** When gratuitous ARPs last answered a lower-priority master (rate limit). */
   private lowerMasterGarpAt: number | undefined;
+  /** The answer's repetitions (see reassertAddresses). */
+  private reassertTimers: TimerHandle[] = [];
   readonly transitions: Record<VrrpState, number> = { initialize: 0, backup: 0, master: 0, fault: 0 };
   /** Who the last accepted advert came from, while Backup. */
   masterAddress: string | undefined;
@@ -261,13 +263,24 @@ export class VirtualRouter {
   /**
    * Another router is Master too, at a lower priority (a split brain it loses): its gratuitous
    * ARPs may have drawn the traffic away, so announce the addresses again, at most once per
-   * Master_Down_Interval (keepalived's garp_lower_prio_repeat does the same).
+   * Master_Down_Interval (keepalived's garp_lower_prio_repeat does the same). Its ARPs follow
+   * its first advert (it adds its addresses in between) and it falls silent as soon as it hears
+   * ours, so an answer to that advert alone can reach the network before them and lose: the
+   * answer is repeated one Master_Adver_Interval and one Master_Down_Interval later. Without
+   * the repetition the lab's router kept the loser's MAC after a BFD false positive under
+   * load, and the loser, a standby, held the VIP's packets until every connection timed out.
    */
   private reassertAddresses(): void {
     const now = this.clock.now();
     if (this.lowerMasterGarpAt !== undefined && now - this.lowerMasterGarpAt < this.masterDownInterval) return;
     this.lowerMasterGarpAt = now;
     this.output({ type: 'send-garp' });
+    for (const t of this.reassertTimers) t.cancel();
+    this.reassertTimers = [this.masterAdverInterval * 10, this.masterDownInterval].map((ms) =>
+      this.clock.setTimer(ms, () => {
+        if (this.current === 'master') this.output({ type: 'send-garp' });
+      }),
+    );
   }
 
   private enterMaster(reason: string): void {
@@ -314,6 +327,8 @@ export class VirtualRouter {
     this.masterDownTimer = undefined;
     this.adverTimer?.cancel();
     this.adverTimer = undefined;
+    for (const t of this.reassertTimers) t.cancel();
+    this.reassertTimers = [];
   }
 
   private setState(to: VrrpState, reason: string): void {

@@ -224,21 +224,36 @@ describe('VRRP state machine (RFC 5798 §6.4)', () => {
     expect(t.sent().at(-1)?.action).toEqual({ type: 'send-advert', priority: 200 });
   });
 
-  it('a master hearing a lower-priority master announces its addresses again, once per Master_Down_Interval', () => {
+  it('a master hearing a lower-priority master announces its addresses again, repeated, once per Master_Down_Interval', () => {
     const t = router({ priority: 200 });
     t.r.startup();
     t.clock.advance(4000);
     const garps = () => t.actions.filter((a) => a.action.type === 'send-garp').length;
     const before = garps();
+    // One advert of the loser (it falls silent on hearing ours): at once, after one
+    // Master_Adver_Interval (1 s here) and after one Master_Down_Interval, whatever its own ARPs raced.
+    t.r.receive({ priority: 1, maxAdverInt: 100, source: '203.0.113.2' });
+    expect(garps() - before).toBe(1);
+    t.clock.advance(1000);
+    expect(garps() - before).toBe(2);
+    t.clock.advance(t.r.masterDownInterval - 1000);
+    expect(garps() - before).toBe(3);
+    t.clock.advance(10_000);
+    expect(garps() - before).toBe(3);
+    // A loser that keeps advertising: one answer (and its repetitions) per Master_Down_Interval.
+    const again = garps();
     for (let i = 0; i < 10; i++) {
       t.r.receive({ priority: 1, maxAdverInt: 100, source: '203.0.113.2' });
       t.clock.advance(100);
     }
     expect(t.r.state).toBe('master');
-    expect(garps() - before).toBe(1); // 1 s of adverts, Master_Down_Interval 3.2 s
-    t.clock.advance(t.r.masterDownInterval);
-    t.r.receive({ priority: 1, maxAdverInt: 100, source: '203.0.113.2' });
-    expect(garps() - before).toBe(2);
+    expect(garps() - again).toBe(2); // 1 s of adverts: the answer and its repetition after 1 s
+    // Leaving Master ends the repetitions.
+    t.r.receive({ priority: 255, maxAdverInt: 100, source: '203.0.113.9' });
+    expect(t.r.state).toBe('backup');
+    const leaving = garps();
+    t.clock.advance(t.r.masterDownInterval - 500); // past the pending repetition, before Backup's own Master_Down_Timer
+    expect(t.actions.filter((a) => a.action.type === 'send-garp').length - leaving).toBe(0);
   });
 
   it('fault on a tracked link removes the addresses; recovery restarts as Backup', () => {
