@@ -5,8 +5,8 @@
  *    ends the migration by the recovery rules (given back before the commit point, finished
  *    after it), no connection reset;
  *  - the leader cut off from etcd (every packet on its management link dropped) stops leading within its lease and
- *    before anyone else is elected; its own claim, sent under its epoch while it led and
- *    delivered once the cut ends, is refused by the target (409), which changes nothing;
+ *    before anyone else is elected; its own step 4 (forget, activate), sent under its epoch while it led and
+ *    delivered once the cut ends, is refused by the appliances (409), which changes nothing;
  *  - never two controllers leading at once (every controller asked every 100 ms).
  * etcd losing one member or its quorum: controller-etcd.test.ts (real members on loopback).
  */
@@ -128,12 +128,16 @@ describe('three controllers on etcd', () => {
         restart(old);
       }
 
-      // The leader cut off from etcd (and everything else) in the middle of move_address.
+      // The leader cut off from etcd (and everything else) in the middle of activate: its
+      // requests at the end of that pause (the source's forget, the target's activation) follow
+      // no store write, so they leave under its epoch while it still leads. (At the end of
+      // move_address's pause a store write comes first, since step 2's claim rides in step 3's
+      // request: the cut blocks it, and no request would leave.)
       const cut = await leader();
       const oldEpoch = (await apis.get(cut)!.get<ControlPlaneStatus>('/v1/controllers')).epoch!;
       const to = from === 'lb1' ? 'lb2' : 'lb1';
       const fenced = await operator.post<MigrationProgress>('/v1/migrations', { vip: 'vip1', to });
-      await until('migration in move_address', async () => ((await operator.get<MigrationProgress>(`/v1/migrations/${fenced.id}`)).step === 'move_address' ? true : undefined));
+      await until('migration in activate', async () => ((await operator.get<MigrationProgress>(`/v1/migrations/${fenced.id}`)).step === 'activate' ? true : undefined));
       // Every IP packet on its management link dropped (ARP left alone, so that what it sends
       // waits in TCP and arrives once the link is back, instead of failing at once).
       const cutRules = 'table inet vtcut {\n chain in { type filter hook input priority 0; iifname "mgmt0" drop; }\n chain out { type filter hook output priority 0; oifname "mgmt0" drop; }\n}\n';
@@ -145,14 +149,16 @@ describe('three controllers on etcd', () => {
       const applied = await lab.exec(cut, ['nft', '-f', '-'], cutRules);
       expect(applied.code, applied.stderr).toBe(0);
       const tCut = Date.now();
-      // Its claim, due at the end of the pause, must not go on the connection kept alive since
-      // the target held: the target closes that connection after 5 s idle, and the claim held in
-      // TCP meets a closed socket after the cut and is reset by the target's kernel (safe, but
-      // the fence never sees it). Gone now (as when the target had closed it before the cut),
-      // the claim opens a new connection, whose SYN TCP repeats until the cut ends.
-      const target = new URL(lab.info.appliances.find((a) => a.name === to)!.api);
-      const killed = await lab.exec(cut, ['ss', '-K', 'dst', target.hostname, 'dport', '=', target.port]);
-      expect(killed.code, killed.stderr).toBe(0);
+      // Its requests, due at the end of the pause, must not go on the connections kept alive
+      // since step 3: an appliance closes such a connection after 5 s idle, and a request held in
+      // TCP meets a closed socket after the cut and is reset by the appliance's kernel (safe, but
+      // the fence never sees it). Gone now (as when the appliance had closed it before the cut),
+      // each request opens a new connection, whose SYN TCP repeats until the cut ends.
+      for (const name of [from, to]) {
+        const api = new URL(lab.info.appliances.find((a) => a.name === name)!.api);
+        const killed = await lab.exec(cut, ['ss', '-K', 'dst', api.hostname, 'dport', '=', api.port]);
+        expect(killed.code, killed.stderr).toBe(0);
+      }
       let stoppedMs: number | undefined;
       let electedMs: number | undefined;
       await until('the cut-off leader stops and another leads', async () => {
@@ -172,8 +178,8 @@ describe('three controllers on etcd', () => {
         const m = await operator.get<MigrationProgress>(`/v1/migrations/${fenced.id}`);
         return m.state === 'running' ? undefined : m;
       });
-      expect(given.state).toBe('aborted');
-      // The cut-off leader gives its step up on its own timeout (10 s), its claim still in TCP.
+      expect(given.state).toBe('done'); // past the commit point: finished forward
+      // The cut-off leader gives its step up on its own timeout (10 s), its requests still in TCP.
       const logOf = (name: string) =>
         fs.readFileSync(`${lab.site.stateDir}/${name}.log`, 'utf8').split('\n').flatMap((l) => {
           try {
@@ -185,21 +191,24 @@ describe('three controllers on etcd', () => {
       await until('the cut-off leader gave its step up', async () => (logOf(logs.get(cut)!).some((l) => l.msg === 'migration finished' && l.migration === fenced.id) ? true : undefined), 15_000);
       await lab.exec(cut, ['nft', 'delete', 'table', 'inet', 'vtcut']);
       const tUncut = Date.now();
-      // Its own claim, sent under its epoch while it led, now reaches the target: refused.
-      const refusal = await until(`${to} refused ${cut}'s late claim`, async () => logOf(`${to}-appliance`).find((l) => l.msg === 'refused a request of a deposed controller' && l.caller === cut));
-      expect(refusal).toMatchObject({ request: `POST /v1/vips/vip1/address?epoch=${oldEpoch}`, epoch: oldEpoch });
+      // Its own requests, sent under its epoch while it led, now reach the appliances: refused.
+      const refused = (name: string, request: string) =>
+        until(`${name} refused ${cut}'s late ${request}`, async () => logOf(`${name}-appliance`).find((l) => l.msg === 'refused a request of a deposed controller' && l.caller === cut && l.request === `POST /v1/vips/vip1/${request}?epoch=${oldEpoch}`));
+      const refusal = await refused(to, 'activate');
+      expect(refusal).toMatchObject({ epoch: oldEpoch });
       expect(refusal.newest).toBeGreaterThanOrEqual(newer);
+      expect((await refused(from, 'forget')).newest).toBeGreaterThanOrEqual(newer);
       const late = await until(`${cut} heard the refusal`, async () => logOf(logs.get(cut)!).find((l) => l.msg === 'a step given up on its timeout was answered late' && l.migration === fenced.id));
-      expect(late).toMatchObject({ step: 'move_address', ok: false, status: 409 });
-      expect(late.error).toMatch(new RegExp(`controller epoch ${oldEpoch} is older than ${refusal.newest as number}: a newer controller leads$`));
-      // Nothing changed: the address stays on the source, the target never claimed it.
+      expect(late).toMatchObject({ step: 'activate', ok: false, status: 409 });
+      expect(late.error).toMatch(new RegExp(`controller epoch ${oldEpoch} is older than \\d+: a newer controller leads$`));
+      // Nothing changed: the VIP stays where the new leader put it, on the target alone.
       await sleep(1000);
       const holds = async (name: string) => (await lab.exec(name, ['ip', '-o', 'addr', 'show'])).stdout.includes(` ${vip1.address}/`);
-      expect(await holds(to)).toBe(false);
-      expect(await holds(from)).toBe(true);
-      expect((await owner()).owner).toBe(from);
+      expect(await holds(to)).toBe(true);
+      expect(await holds(from)).toBe(false);
+      expect((await owner()).owner).toBe(to);
       expect((await owner()).mode).toBe('normal');
-      report.push(`${cut} cut off: it stopped leading after ${stoppedMs} ms, another led after ${electedMs} ms; its own claim under epoch ${oldEpoch} reached ${to} ${(refusal.time as number) - tCut} ms after the cut (${refusal.time as number - tUncut} ms after it ended) and was refused (409: ${late.error as string})`);
+      report.push(`${cut} cut off: it stopped leading after ${stoppedMs} ms, another led after ${electedMs} ms; its own activation under epoch ${oldEpoch} reached ${to} ${(refusal.time as number) - tCut} ms after the cut (${refusal.time as number - tUncut} ms after it ended) and was refused (409: ${late.error as string})`);
 
       watching = false;
       await watcher;
