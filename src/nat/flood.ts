@@ -24,7 +24,8 @@
  * A migrating VIP (a migration's target during its hold, a standby taking over) is held before
  * (−300) and meets the rest of this section once it is `normal` here. Two rules put first in
  * the hold chain keep a flood out of the hold: a migrating VIP port whose address is already
- * here has its own SYN rate meter (the same `aboveRate`), and a pure SYN to a port in
+ * here has its own SYN rate meter (`held_syn_rate`: the same `aboveRate`, a burst of a tenth
+ * of a second), and a pure SYN to a port in
  * `synproxy_active` is not held but goes on to SYNPROXY, which answers it with a cookie
  * without any entry — so it needs none of the entries the hold waits for. Held, a flood's
  * SYNs were released into the table at activation, lengthening step 4 (docs/synflood.md). The
@@ -70,7 +71,16 @@ const ADDRESS_HERE = match({ fib: { result: 'type', flags: ['daddr'] } }, 'local
 /** Sent by this appliance from an address that is not its own: SYNPROXY speaking for a client. */
 const SOURCE_NOT_HERE = match({ fib: { result: 'type', flags: ['saddr'] } }, 'local', '!=');
 const countPerVip = (map: string): Expr => ({ counter: { map: { key: VIP_KEY, data: `@${map}` } } });
-const limitOver = (rate: number): Expr => ({ limit: { rate, burst: rate, per: 'second', inv: true } });
+const limitOver = (rate: number, burst = rate): Expr => ({ limit: { rate, burst, per: 'second', inv: true } });
+
+/**
+ * The meter of a held VIP port lets a tenth of a second's worth of SYNs at `aboveRate` into
+ * the hold, not the normal meter's second: held, a flood's SYNs lengthen the hold they wait in
+ * (the appliance reads each from the queue) and its release, and can fill the queue before the
+ * live connections' packets (4,096 a VIP).
+ */
+export const HELD_SYN_BURST_SECONDS = 0.1;
+export const heldSynBurst = (aboveRate: number): number => Math.max(1, Math.ceil(aboveRate * HELD_SYN_BURST_SECONDS));
 
 /** The per-VIP counters the section's rules count in (by VIP port, through a map), by map. */
 function counterMaps(config: ApplianceConfig): [map: string, name: (v: VipConfig) => string][] {
@@ -115,6 +125,7 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
   if (synproxy.enabled) {
     cmds.push(
       add('set', { name: 'syn_rate', type: SERVICE_TYPE, size: SET_SIZE, }),
+      add('set', { name: 'held_syn_rate', type: SERVICE_TYPE, size: SET_SIZE, }),
       add('set', { name: 'synproxy_active', type: SERVICE_TYPE, size: SET_SIZE, flags: ['timeout'] }),
       add('chain', { name: 'syn_raw', type: 'filter', hook: 'prerouting', prio: SYN_RAW_PRIORITY, policy: 'accept' }),
       rule(
@@ -155,10 +166,10 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
           TCP_SYN_ONLY,
           inSet('vips_migrating'),
           ADDRESS_HERE,
-          { set: { op: 'add', elem: VIP_KEY, set: '@syn_rate', stmt: [limitOver(synproxy.aboveRate)] } },
+          { set: { op: 'add', elem: VIP_KEY, set: '@held_syn_rate', stmt: [limitOver(synproxy.aboveRate, heldSynBurst(synproxy.aboveRate))] } },
           { set: { op: 'update', elem: { elem: { val: VIP_KEY, timeout: synproxy.holdSeconds } }, set: '@synproxy_active' } },
         ],
-        'SYNs over the rate at a held VIP port: SYNPROXY on',
+        'SYNs over the rate at a held VIP port (a short burst): SYNPROXY on',
       ),
       // SYNPROXY's own SYN towards the VIP leaves as a local packet: DNAT it like a forwarded one.
       add('chain', { name: 'nat_output', type: 'nat', hook: 'output', prio: -100, policy: 'accept' }),

@@ -54,7 +54,7 @@ describe('the SYN flood section of the ruleset', () => {
     const cmds = floodCommands(configWith(), 'vipshift');
     const hold = cmds.flatMap((c) => (c.insert ? [c.insert.rule as { chain: string; expr: unknown[]; comment: string }] : [])).filter((r) => r.chain === 'hold');
     // Each is inserted at the head: the meter, inserted last, runs first.
-    expect(hold.map((r) => r.comment)).toEqual(['not held: SYNPROXY answers it (syn_raw, synproxy_in)', 'SYNs over the rate at a held VIP port: SYNPROXY on']);
+    expect(hold.map((r) => r.comment)).toEqual(['not held: SYNPROXY answers it (syn_raw, synproxy_in)', 'SYNs over the rate at a held VIP port (a short burst): SYNPROXY on']);
     const [pass, meter] = hold.map((r) => JSON.stringify(r.expr));
     for (const e of [pass!, meter!]) {
       expect(e).toContain('"right":"@vips_migrating"');
@@ -62,8 +62,12 @@ describe('the SYN flood section of the ruleset', () => {
     }
     expect(pass).toContain('"right":"@synproxy_active"');
     expect(pass).toContain('{"accept":null}');
-    expect(meter).toContain('"rate":2000,"burst":2000');
+    // Its own meter, whose burst is a tenth of a second at the rate, not the normal meter's second:
+    // a flood's SYNs held before SYNPROXY engages lengthen the hold and can fill its queue.
+    expect(meter).toContain('"set":"@held_syn_rate"');
+    expect(meter).toContain('"rate":2000,"burst":200');
     expect(meter).toContain('"set":"@synproxy_active"');
+    expect(JSON.stringify(floodCommands(configWith({ synproxy: { aboveRate: 5 } }), 'vipshift'))).toContain('"rate":5,"burst":1,');
     expect(JSON.stringify(floodCommands(configWith({ synproxy: { enabled: false } }), 'vipshift'))).not.toContain('"chain":"hold"');
   });
 
