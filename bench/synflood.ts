@@ -8,11 +8,15 @@
  * connections at 100/s (connect, one echo, close). Each flood lasts 4 s.
  *
  * `--migration`: the pause alone, in rounds (ROUNDS, default 1): vip2 with 100,000 synthetic
- * entries migrated lb1 → lb2 → lb1 → lb2 → lb1, the middle two under a 2-sender flood (each
- * condition once in each direction, interleaved so that the shared machine's load weighs on
- * both alike); 100 live connections opened before each migration (once SYNPROXY is off again:
- * plain connections in both conditions) and closed after it give
- * that migration's longest pause. Medians per condition, merged into
+ * entries migrated six times a round, there and back under each of three conditions (each
+ * once in each direction, interleaved so that the shared machine's load weighs on all alike):
+ * no flood; a 2-sender flood at vip2; and the same two senders aimed at an address the client's
+ * namespace routes into a veth pair of its own (`senderOnly`): the senders take the lab's two cores as
+ * in the flood, but no SYN reaches an appliance. The difference between the last two is what
+ * the flood costs the appliances; between the first and the last, what the lab's own sender
+ * costs on a machine where it shares the appliances' cores. 100 live connections opened before
+ * each migration (once SYNPROXY is off again: plain connections in every condition) and closed
+ * after it give that migration's longest pause. Medians per condition, merged into
  * bench/results/synflood.json as `migrationPause` (or LABEL).
  */
 import fs from 'node:fs';
@@ -157,7 +161,7 @@ interface PauseRow {
   round: number;
   from: string;
   to: string;
-  flood: boolean;
+  condition: Condition;
   /** What the two senders reached (SYN/s) over the flood, migration included. */
   floodSynPerSecond: number;
   state: string;
@@ -177,6 +181,11 @@ interface PauseRow {
   live: { connections: number; gapMaxMs: number; gapP99Ms: number; errors: Record<string, number>; generatorStalledMs: number };
   loadAvg1m: number;
 }
+
+type Condition = 'noFlood' | 'flood' | 'senderOnly';
+const CONDITIONS: Condition[] = ['noFlood', 'flood', 'senderOnly'];
+/** Where `senderOnly` aims: routed into a veth pair of the client's namespace whose far end drops it. */
+const NOWHERE = { address: '192.0.2.250', device: 'vsnowhere0', peer: 'vsnowhere1' };
 
 /** Round after round of the same VIP's migration, flooded or not (see the module's comment). */
 async function migrationPause(rounds: number, floodRate: number): Promise<PauseRow[]> {
@@ -207,9 +216,15 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
     await cli(name, 'rebalance', 'manual');
     await lb1.createFromRecords(synthetic(100_000, vip, vip.servers[0]!.address));
     await rebuildMirror(siteFor(name), 'lb1');
+    // A veth pair inside the client's namespace: the SYNs are sent and received as at the
+    // appliances, and the far end, which forwards nothing, drops them.
+    await run('ip', ['-n', client, 'link', 'add', NOWHERE.device, 'type', 'veth', 'peer', 'name', NOWHERE.peer]);
+    await run('ip', ['netns', 'exec', client, 'sysctl', '-qw', `net.ipv4.conf.${NOWHERE.peer}.forwarding=0`]);
+    for (const dev of [NOWHERE.device, NOWHERE.peer]) await run('ip', ['-n', client, 'link', 'set', dev, 'arp', 'off', 'up']);
+    await run('ip', ['-n', client, 'route', 'add', `${NOWHERE.address}/32`, 'dev', NOWHERE.device]);
     for (let round = 0; round < rounds; round++) {
-      // Each condition once in each direction, interleaved: the machine's load weighs on both alike.
-      for (const flooded of [false, true, true, false]) {
+      // Each condition once in each direction, interleaved: the machine's load weighs on all alike.
+      for (const condition of ['noFlood', 'flood', 'senderOnly', 'senderOnly', 'flood', 'noFlood'] as Condition[]) {
         const before = await status();
         const at = before.vips.find((v) => v.name === 'vip2')!.owner;
         const to = at === 'lb1' ? 'lb2' : 'lb1';
@@ -220,7 +235,8 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
         const live = startTraffic(client, { address: vip.address, port: 7, connections: 100, intervalMs: 20, timeoutMs: 5000 });
         await live.established;
         const floodStart = performance.now();
-        const flood = flooded ? startSynFlood({ namespace: client, address: vip.address, port: 7, sources: ['198.51.100.201', '198.51.100.202'], ratePerSource: floodRate }) : undefined;
+        const aim = condition === 'flood' ? vip.address : NOWHERE.address;
+        const flood = condition === 'noFlood' ? undefined : startSynFlood({ namespace: client, address: aim, port: 7, sources: ['198.51.100.201', '198.51.100.202'], ratePerSource: floodRate });
         if (flood) await sleep(4000); // past the handshake window: the onset's junk is junk
         const m = await cli<MigrationProgress>(name, 'migrate', 'vip2', '--to', to);
         await sleep(1000);
@@ -234,7 +250,7 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
           round,
           from: at,
           to,
-          flood: flooded,
+          condition,
           floodSynPerSecond: flood ? Math.round(sent / floodSeconds) : 0,
           state: m.state,
           error: m.error,
@@ -269,13 +285,13 @@ if (process.argv.includes('--migration')) {
   const rows = await migrationPause(Number(process.env.ROUNDS ?? 1), floodRate);
   const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN);
   const summary = Object.fromEntries(
-    [false, true].map((flooded) => {
-      const ms = rows.filter((r) => r.flood === flooded && r.state === 'done');
+    CONDITIONS.map((condition) => {
+      const ms = rows.filter((r) => r.condition === condition && r.state === 'done');
       return [
-        flooded ? 'flood' : 'noFlood',
+        condition,
         {
           migrations: ms.length,
-          failed: rows.filter((r) => r.flood === flooded).length - ms.length,
+          failed: rows.filter((r) => r.condition === condition).length - ms.length,
           liveGapMaxMedianMs: median(ms.map((r) => r.live.gapMaxMs)),
           totalMedianMs: median(ms.map((r) => r.totalMs)),
           moveEntriesMedianMs: median(ms.map((r) => r.steps.move_entries_ms ?? NaN)),
