@@ -26,7 +26,7 @@
  *
  * Environment: SIZES (default 1000,10000,100000; above 100,000 only with BIG_TABLES=1), ROUNDS (3), CONNECTIONS (200), INTERVAL_MS (20), REFERENCE_MAX (100000),
  * PAGE_READERS (6: access table pages read during lb1's mirror rebuild, 250 ms apart), OUT (the results file's name,
- * default migration: bench/results/<OUT>.json).
+ * default migration: bench/results/<OUT>.json), KEEP_LOGS (copy the lab's logs out after each round, not only after a failed one).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -83,10 +83,18 @@ interface Run {
   max_gap_ms: number;
   /**
    * Each live connection's longest gap counting only gaps that end after the migration began
-   * (the traffic's resetGaps() just before `vipshift migrate`, until the traffic stops ~1 s
-   * after it): the pause the migration itself caused, whatever the setup cost before.
+   * (the traffic's resetGaps() just before `vipshift migrate`, until the traffic stops 1 s after
+   * the source's clean-up, before the bench's own checks): the pause the migration itself
+   * caused, whatever the setup cost before.
    */
   pause_in_migration_ms: { p50: number; p99: number; max: number };
+  /**
+   * When the longest of those gaps ended, against the hold (lb1 starting to release the
+   * address, lb2 having activated): ms after the hold began and after the activation (negative:
+   * before). A gap ending before the hold began fell in the pre-copy; one ending well after the
+   * activation, in the source's clean-up.
+   */
+  longest_pause_ended: { after_hold_start_ms: number; after_activation_ms: number };
   /** The longest the traffic generator itself was stalled (its timers late): part of any gap it measured then. */
   generator_stalled_ms: number;
   /** When a live connection failed: where the lab's logs were copied before the lab went down. */
@@ -193,11 +201,17 @@ async function reference(lab: Lab, vipId: number, expected: number, target: Conn
 
 /** vip1's hold counters on the target, from `vipshift status`. */
 async function holdCounters(labName: string): Promise<Run['hold']> {
-  const r = await run(process.execPath, [CLI, 'status', '--json', '--lab', labName]);
-  if (r.code !== 0) throw new Error(`vipshift status: exit ${r.code}: ${r.stderr.trim()}`);
-  const site = JSON.parse(r.stdout) as { appliances: Array<{ name: string; vips?: Array<{ name: string } & Run['hold']> }> };
-  const v = site.appliances.find((a) => a.name === TARGET)?.vips?.find((x) => x.name === VIP);
-  if (!v) throw new Error(`vipshift status: no ${VIP} on ${TARGET}`);
+  // The site's status lacks an appliance whose own status did not answer in time (a million
+  // entries counted after a migration): ask again.
+  let v: ({ name: string } & Run['hold']) | undefined;
+  for (let attempt = 1; !v; attempt++) {
+    const r = await run(process.execPath, [CLI, 'status', '--json', '--lab', labName]);
+    if (r.code !== 0) throw new Error(`vipshift status: exit ${r.code}: ${r.stderr.trim()}`);
+    const site = JSON.parse(r.stdout) as { appliances: Array<{ name: string; vips?: Array<{ name: string } & Run['hold']> }> };
+    v = site.appliances.find((a) => a.name === TARGET)?.vips?.find((x) => x.name === VIP);
+    if (!v && attempt >= 5) throw new Error(`vipshift status: no ${VIP} on ${TARGET} (5 attempts)`);
+    if (!v) await sleep(2000);
+  }
   return { held: v.held, released: v.released, overflowed: v.overflowed, dropped: v.dropped };
 }
 
@@ -290,12 +304,42 @@ function insideSteps(stateDir: string): Record<string, number> {
   return out;
 }
 
+/** Resolves once the source logged its clean-up of the VIP's entries after `since` (at most 60 s). */
+async function cleanedUp(stateDir: string, since: number): Promise<void> {
+  const file = path.join(stateDir, `${SOURCE}-appliance.log`);
+  for (const until = Date.now() + 60_000; Date.now() < until; await sleep(100)) {
+    const done = fs
+      .readFileSync(file, 'utf8')
+      .split('\n')
+      .some((l) => l.includes(`"msg":"delete-entries ${VIP}"`) && (JSON.parse(l) as { time: number }).time >= since);
+    if (done) return;
+  }
+  throw new Error(`${SOURCE} did not delete ${VIP}'s entries within 60 s of the migration`);
+}
+
+/** When a gap that ended at `endedAt` (wall clock) ended, against the last migration's hold (appliance logs). */
+function pauseEnded(stateDir: string, endedAt: number): { after_hold_start_ms: number; after_activation_ms: number } {
+  const last = (name: string, msg: string) =>
+    fs
+      .readFileSync(path.join(stateDir, `${name}-appliance.log`), 'utf8')
+      .split('\n')
+      .filter((l) => l.includes(`"msg":"${msg}"`))
+      .map((l) => JSON.parse(l) as { time: number; ms: number })
+      .at(-1);
+  const release = last(SOURCE, `release address ${VIP}`);
+  const activate = last(TARGET, `activate ${VIP}`);
+  return {
+    after_hold_start_ms: release ? endedAt - (release.time - release.ms) : NaN,
+    after_activation_ms: activate ? endedAt - activate.time : NaN,
+  };
+}
+
 /** The lab's logs, copied out of its state directory (which goes with the lab): where to. */
-function keepLogs(lab: Lab): string {
+function keepLogs(lab: Lab, why: string): string {
   const to = path.join(os.tmpdir(), `vipshift-bench-migration-${lab.name}`);
   fs.mkdirSync(to, { recursive: true });
   for (const f of fs.readdirSync(lab.site.stateDir).filter((f) => f.endsWith('.log'))) fs.copyFileSync(path.join(lab.site.stateDir, f), path.join(to, f));
-  console.error(`live connections failed: the lab's logs are in ${to}`);
+  console.error(`${why}: the lab's logs are in ${to}`);
   return to;
 }
 
@@ -367,6 +411,7 @@ async function oneSize(entries: number): Promise<Run> {
       await sleep(300); // a progress report after the setup
       const gapBefore = gapSoFar;
       traffic.resetGaps();
+      const migrationStart = Date.now();
       const r = await run(process.execPath, [CLI, 'migrate', VIP, '--to', TARGET, '--json', '--lab', lab.name]);
       let m: MigrationProgress;
       try {
@@ -376,13 +421,17 @@ async function oneSize(entries: number): Promise<Run> {
       }
       if (m.state !== 'done' || m.error) throw new Error(`migration ${m.state}: ${m.error ?? '?'} (steps ${JSON.stringify(m.steps)})`);
 
-      // The connections keep talking through lb2 for a second: a late reset counts too.
+      // The connections keep talking through lb2 until the source has deleted the VIP's
+      // entries (its clean-up after step 4) and a second more: a late reset counts too. They
+      // stop before the checks below, whose dumps of the whole table would stall them.
+      await cleanedUp(lab.site.stateDir, migrationStart);
       await sleep(1000);
+      const summary: TrafficSummary = await traffic.stop();
       const targetRss = await rssOf(lab, TARGET);
       const onTarget = await target.count(vip.id);
       const onSource = await source.count(vip.id);
-      const summary: TrafficSummary = await traffic.stop();
-      const logsKept = Object.values(summary.errors).some((n) => n > 0) ? keepLogs(lab) : undefined;
+      const failed = Object.values(summary.errors).some((n) => n > 0);
+      const logsKept = failed || process.env.KEEP_LOGS ? keepLogs(lab, failed ? 'live connections failed' : 'KEEP_LOGS') : undefined;
       const hold = await holdCounters(lab.name);
       if (onTarget !== entries || onSource !== 0) throw new Error(`after the migration ${TARGET} holds ${onTarget} entries of ${VIP} (expected ${entries}), ${SOURCE} ${onSource} (expected 0)`);
 
@@ -410,6 +459,7 @@ async function oneSize(entries: number): Promise<Run> {
         other_errors: others,
         max_gap_ms: Math.max(gapBefore, summary.gapMs.max),
         pause_in_migration_ms: summary.gapMs,
+        longest_pause_ended: pauseEnded(lab.site.stateDir, summary.gapMaxEndedAt),
         generator_stalled_ms: summary.stalledMs,
         ...(logsKept ? { logs_kept: logsKept } : {}),
         max_gap_before_migration_ms: gapBefore,
@@ -441,6 +491,7 @@ type SizeResult = Run & {
       precopy_ms: number;
       difference: number;
       pause_in_migration_ms: number;
+      longest_pause_ended: Run['longest_pause_ended'];
       hold_window_ms: number;
       generator_stalled_ms: number;
     }
@@ -486,6 +537,7 @@ for (const entries of SIZES) {
       move_entries_ms: r.steps.move_entries_ms,
       max_gap_ms: r.max_gap_ms,
       pause_in_migration_ms: r.pause_in_migration_ms.max,
+      longest_pause_ended: r.longest_pause_ended,
       hold_window_ms: r.inside.hold_window_ms ?? NaN,
       generator_stalled_ms: r.generator_stalled_ms,
       precopy_ms: r.precopy.ms,
@@ -527,7 +579,7 @@ const cols: Array<[string, (r: SizeResult) => string | number]> = [
 console.log(cols.map(([c]) => c.padStart(11)).join(''));
 for (const r of runs) console.log(cols.map(([, f]) => String(f(r)).padStart(11)).join(''));
 for (const r of runs) console.log(`${r.entries}: inside the appliances ${JSON.stringify(r.inside)}`);
-for (const r of runs) for (const [i, x] of r.rounds.entries()) console.log(`${r.entries} round ${i + 1}: pause ${x.pause_in_migration_ms} ms, hold window ${x.hold_window_ms} ms, steps ${x.steps_sum_ms} ms, generator stalled ${x.generator_stalled_ms} ms, load ${x.load_avg_1m}`);
+for (const r of runs) for (const [i, x] of r.rounds.entries()) console.log(`${r.entries} round ${i + 1}: pause ${x.pause_in_migration_ms} ms (ended ${x.longest_pause_ended.after_hold_start_ms} ms after the hold began, ${x.longest_pause_ended.after_activation_ms} after the activation), hold window ${x.hold_window_ms} ms, steps ${x.steps_sum_ms} ms, generator stalled ${x.generator_stalled_ms} ms, load ${x.load_avg_1m}`);
 console.log(`\nmedian of ${ROUNDS} rounds per size (resets: all rounds); total_ms: the controller's report (the pre-copy included);`);
 console.log('precopy_ms: the pre-copy before step 1 (no hold); diff: entries in step 3\'s difference; gap_ms: the longest pause any live connection saw (setup included);');
 console.log('pause_ms: the same, gaps ending after the migration began only; hold_ms: lb1 starting to release the address to lb2 having activated the VIP; rss_mb: lb1 before / lb2 after;');
@@ -538,11 +590,16 @@ console.log(`steps_ms: step 1 start to step 4 end; ref_ms: conntrackd -c on ${TA
 const big = runs.find((r) => r.entries === 100_000);
 const huge = runs.find((r) => r.entries === 1_000_000);
 const clean = (r: SizeResult) => r.resets === 0 && Object.values(r.other_errors).every((n) => n === 0);
+// Judged on every round's own longest pause, not on the median round (chosen by its steps).
+const pauses = (r: SizeResult, bound: number) => {
+  const each = r.rounds.map((x) => x.pause_in_migration_ms);
+  return { longest_pause_ms: [...each].sort((a, b) => a - b)[Math.floor(each.length / 2)]!, longest_pause_each_round_ms: each, rounds_within: `${each.filter((x) => x <= bound).length} of ${each.length}` };
+};
 const target = {
   ...(big && {
     at_100000: {
-      longest_pause_ms: big.pause_in_migration_ms.max,
-      pause_at_most_50_ms: big.pause_in_migration_ms.max <= 50,
+      ...pauses(big, 50),
+      pause_at_most_50_ms_every_round: big.rounds.every((x) => x.pause_in_migration_ms <= 50),
       hold_window_ms: big.inside.hold_window_ms ?? NaN,
       steps_ms: big.steps_sum_ms,
       times_faster_than_conntrackd_commit: round2(big.reference_ms / big.steps_sum_ms),
@@ -550,7 +607,14 @@ const target = {
       zero_errors: clean(big),
     },
   }),
-  ...(huge && { at_1000000: { longest_pause_ms: huge.pause_in_migration_ms.max, pause_at_most_100_ms: huge.pause_in_migration_ms.max <= 100, steps_ms: huge.steps_sum_ms, zero_errors: clean(huge) } }),
+  ...(huge && {
+    at_1000000: {
+      ...pauses(huge, 100),
+      pause_at_most_100_ms_every_round: huge.rounds.every((x) => x.pause_in_migration_ms <= 100),
+      steps_ms: huge.steps_sum_ms,
+      zero_errors: clean(huge),
+    },
+  }),
 };
 console.log(`targets: ${JSON.stringify(target)}`);
 

@@ -86,6 +86,8 @@ export interface TrafficSummary {
   errorCodes: Record<string, number>;
   /** Distribution over connections of each one's longest gap between two echoes. */
   gapMs: { p50: number; p99: number; max: number };
+  /** Wall clock (ms since the epoch) at which the longest of those gaps ended: what it fell in. */
+  gapMaxEndedAt: number;
   /** Send-to-echo time of every payload. */
   rttMs: { p50: number; p99: number; max: number };
   /** The longest this generator itself was stalled (its timers late): part of any gap it measured then. */
@@ -111,6 +113,8 @@ class Connection {
   offset = 0;
   lastEcho = 0;
   longestGapMs = 0;
+  /** Wall clock (ms since the epoch) at which the longest gap ended. */
+  longestGapEndedAt = 0;
   error: ErrorKind | null = null;
   errorCode: string | null = null;
   timer: NodeJS.Timeout | undefined;
@@ -181,7 +185,10 @@ export async function runTraffic(
   const conns = Array.from({ length: o.connections }, (_, i) => new Connection(i));
   hooks.control?.({
     resetGaps: () => {
-      for (const c of conns) c.longestGapMs = 0;
+      for (const c of conns) {
+        c.longestGapMs = 0;
+        c.longestGapEndedAt = 0;
+      }
     },
   });
   const errors: Record<ErrorKind, number> = { connect: 0, reset: 0, timeout: 0, mismatch: 0, closed: 0, other: 0 };
@@ -244,7 +251,10 @@ export async function runTraffic(
       if (c.offset === head.payload.length) {
         const t = now();
         rtt.add(t - head.sentAt);
-        c.longestGapMs = Math.max(c.longestGapMs, t - c.lastEcho);
+        if (t - c.lastEcho > c.longestGapMs) {
+          c.longestGapMs = t - c.lastEcho;
+          c.longestGapEndedAt = Date.now();
+        }
         c.lastEcho = t;
         c.queue.shift();
         c.offset = 0;
@@ -323,7 +333,10 @@ export async function runTraffic(
   const end = now();
   for (const c of conns) {
     // Waiting at the end counts as a gap: a connection stuck when we stop shows it.
-    if (c.established && !c.error && c.queue.length > 0) c.longestGapMs = Math.max(c.longestGapMs, end - c.lastEcho);
+    if (c.established && !c.error && c.queue.length > 0 && end - c.lastEcho > c.longestGapMs) {
+      c.longestGapMs = end - c.lastEcho;
+      c.longestGapEndedAt = Date.now();
+    }
   }
   stopping = true;
   clearInterval(sweeper);
@@ -359,6 +372,7 @@ export async function runTraffic(
     errors,
     errorCodes,
     gapMs: { p50: round(gaps.percentile(0.5)), p99: round(gaps.percentile(0.99)), max: round(gaps.max) },
+    gapMaxEndedAt: conns.reduce((m, c) => (c.established && c.longestGapMs > m.longestGapMs ? c : m), { longestGapMs: -1, longestGapEndedAt: 0 }).longestGapEndedAt,
     rttMs: { p50: round(rtt.percentile(0.5)), p99: round(rtt.percentile(0.99)), max: round(rtt.max) },
     stalledMs: round(stalledMs),
     ...(o.perConnection
