@@ -33,8 +33,8 @@ import {
   type ConntrackEventType,
   type ConntrackTuple,
 } from './ctnetlink.js';
-import { CreateEncoder, RecordCollector } from './entry-record-ctnetlink.js';
-import { RECORD_SIZE, RecordFormatError, readRecord, rec } from './entry-record.js';
+import { CreateEncoder, RecordCollector, encodeDeletes } from './entry-record-ctnetlink.js';
+import { RECORD_SIZE, RecordFormatError, rec } from './entry-record.js';
 import { NETLINK_NETFILTER, NLMSG_HDRLEN, NetlinkParseError, align4, type NetlinkMessage } from './message.js';
 import { NetlinkError, NetlinkSocket, errnoName } from './socket.js';
 
@@ -300,12 +300,7 @@ export class Conntrack {
     for (let first = 0; first < total; first += 1000) {
       const count = Math.min(1000, total - first);
       const seq = this.socket.reserveSeq(count);
-      const messages: Buffer[] = [];
-      for (let i = 0; i < count; i++) {
-        const r = readRecord(records, (first + i) * RECORD_SIZE);
-        messages.push(encodeDelete({ src: r.client.address, dst: r.vip.address, sport: r.client.port, dport: r.vip.port, proto: r.proto }, seq + i));
-      }
-      const { failures } = await this.socket.batch(`delete of records ${first}..${first + count - 1}`, Buffer.concat(messages), seq, count);
+      const { failures } = await this.socket.batchLastAcked(`delete of records ${first}..${first + count - 1}`, encodeDeletes(records, first, count, seq, false), seq, count);
       for (const f of failures) {
         if (f.errno !== ENOENT) result.failures.push({ index: first + f.index, errno: f.errno, code: errnoName(f.errno), ...(f.kernelMessage ? { kernelMessage: f.kernelMessage } : {}) });
       }

@@ -41,6 +41,7 @@ import {
   CTA_TUPLE_ORIG,
   CTA_TUPLE_PROTO,
   CTA_TUPLE_REPLY,
+  IPCTNL_MSG_CT_DELETE,
   IPCTNL_MSG_CT_NEW,
   IPPROTO_TCP,
   IPPROTO_UDP,
@@ -645,4 +646,70 @@ export class CreateEncoder {
     if (!this.ackEach && count > 0) out.writeUInt16LE(out.readUInt16LE(last + 6) | NLM_F_ACK, last + 6);
     return out.subarray(0, o);
   }
+}
+
+// ---- records → delete messages ----
+
+/** A delete by original tuple (without NLM_F_ACK), and where its fields go. */
+interface DeleteTemplate {
+  bytes: Buffer;
+  proto: number;
+  src: number;
+  dst: number;
+  sport: number;
+  dport: number;
+}
+
+function buildDeleteTemplate(): DeleteTemplate {
+  const l = new TemplateLayout();
+  const t: Partial<DeleteTemplate> = {};
+  l.nest(CTA_TUPLE_ORIG, () => {
+    l.nest(CTA_TUPLE_IP, () => {
+      t.src = l.attr(CTA_IP_V4_SRC, 4);
+      t.dst = l.attr(CTA_IP_V4_DST, 4);
+    });
+    l.nest(CTA_TUPLE_PROTO, () => {
+      t.proto = l.attr(CTA_PROTO_NUM, 1);
+      t.sport = l.attr(CTA_PROTO_SRC_PORT, 2);
+      t.dport = l.attr(CTA_PROTO_DST_PORT, 2);
+    });
+  });
+  const bytes = Buffer.from(l.buf.subarray(0, l.used));
+  bytes.writeUInt32LE(l.used, 0);
+  bytes.writeUInt16LE(ctnlType(IPCTNL_MSG_CT_DELETE), 4);
+  bytes.writeUInt16LE(NLM_F_REQUEST, 6);
+  bytes[NLMSG_HDRLEN] = AF_INET;
+  bytes[NLMSG_HDRLEN + 1] = NFNETLINK_V0;
+  return { ...(t as DeleteTemplate), bytes };
+}
+
+const DELETE_TEMPLATE = buildDeleteTemplate();
+
+/**
+ * Delete messages for records[first, first + count), by each one's original tuple, sequence
+ * numbers from firstSeq: with `ackEach` the same bytes as encodeDelete() gives for each;
+ * without, only the last asks for an ack (the kernel still answers every failure). No object
+ * per record: readRecord and encodeDelete with an ack each took 9.3 µs an entry, kernel
+ * included, against 1.2 µs for the kernel's own delete by mark.
+ */
+export function encodeDeletes(records: Buffer, first: number, count: number, firstSeq: number, ackEach: boolean): Buffer {
+  if ((first + count) * RECORD_SIZE > records.length) throw new RecordFormatError(`records ${first}..${first + count - 1} run past the buffer of ${records.length / RECORD_SIZE} records`);
+  const t = DELETE_TEMPLATE;
+  const size = t.bytes.length;
+  const out = Buffer.allocUnsafe(count * size);
+  for (let i = 0; i < count; i++) {
+    const r = (first + i) * RECORD_SIZE;
+    const o = i * size;
+    const proto = records[r + R_PROTO]!;
+    if (proto !== IPPROTO_TCP && proto !== IPPROTO_UDP) throw new RecordFormatError(`record ${first + i}: protocol ${proto} is neither TCP nor UDP`);
+    out.set(t.bytes, o);
+    out.writeUInt32LE((firstSeq + i) >>> 0, o + 8);
+    out[o + t.proto] = proto;
+    copy4(records, r + R_CLIENT_ADDR, out, o + t.src);
+    copy4(records, r + R_VIP_ADDR, out, o + t.dst);
+    copy2(records, r + R_CLIENT_PORT, out, o + t.sport);
+    copy2(records, r + R_VIP_PORT, out, o + t.dport);
+    if (ackEach || i === count - 1) out.writeUInt16LE(NLM_F_REQUEST | NLM_F_ACK, o + 6);
+  }
+  return out;
 }

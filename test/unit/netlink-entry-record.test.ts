@@ -7,14 +7,16 @@ import {
   IPS_SEQ_ADJUST,
   decodeEntry,
   encodeCreate,
+  encodeDelete,
   type ConntrackCreate,
 } from '../../src/netlink/ctnetlink.js';
-import { CreateEncoder, RecordCollector, entryToRecord } from '../../src/netlink/entry-record-ctnetlink.js';
+import { CreateEncoder, RecordCollector, encodeDeletes, entryToRecord } from '../../src/netlink/entry-record-ctnetlink.js';
 import {
   EXT_SEQADJ,
   EXT_SYNPROXY,
   RECORD_SIZE,
   RECORD_V1_SIZE,
+  R_PROTO,
   RecordFormatError,
   RecordStreamReader,
   applyRecordUpdate,
@@ -92,6 +94,22 @@ function records(...rs: EntryRecord[]): Buffer {
 }
 
 describe('entry record', () => {
+  it('deletes by original tuple: the same bytes as the object encoder gives, record by record, with consecutive sequence numbers', () => {
+    const input = [dnat, fullnat, udp, synproxied, synproxyOnly, plain];
+    const b = records(...input);
+    const one = (r: EntryRecord, seq: number) => encodeDelete({ src: r.client.address, dst: r.vip.address, sport: r.client.port, dport: r.vip.port, proto: r.proto }, seq);
+    expect(encodeDeletes(b, 0, input.length, 70, true)).toEqual(Buffer.concat(input.map((r, i) => one(r, 70 + i))));
+    expect(encodeDeletes(b, 2, 3, 9, true)).toEqual(Buffer.concat(input.slice(2, 5).map((r, i) => one(r, 9 + i))));
+    // Without an ack each, only the last message asks for one; nothing else differs.
+    const lastOnly = parseMessages(encodeDeletes(b, 0, input.length, 70, false));
+    expect(lastOnly.map((m) => (m.flags & NLM_F_ACK) !== 0)).toEqual([false, false, false, false, false, true]);
+    expect(lastOnly.map((m) => m.seq)).toEqual([70, 71, 72, 73, 74, 75]);
+    expect(() => encodeDeletes(b, 5, 2, 1, true)).toThrow(RecordFormatError);
+    const icmp = Buffer.from(b.subarray(0, RECORD_SIZE));
+    icmp[R_PROTO] = 1;
+    expect(() => encodeDeletes(icmp, 0, 1, 1, true)).toThrow(/protocol 1/);
+  });
+
   it('is 80 bytes and round-trips every field, extensions included', () => {
     const b = records(dnat, fullnat, udp, synproxied, synproxyOnly);
     expect(RECORD_SIZE).toBe(80);
