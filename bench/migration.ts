@@ -45,8 +45,8 @@ import { syntheticRecords } from './synthetic-entries.js';
 const SIZES = (process.env.SIZES ?? '1000,10000,100000').split(',').map(Number);
 /**
  * Above this, only with BIG_TABLES=1 (`make bench-migration-million`), on a machine nobody else
- * uses: deleting a lab's namespace that holds 1,000,000 entries stalls every namespace of the
- * host for 10-37 minutes (docs/migration.md, "1,000,000 entries").
+ * uses: it raises the host's conntrack limit and hash table (every namespace's) and takes
+ * ~0.8 GB of kernel memory (docs/migration.md, "The 1,000,000 run").
  */
 const QUIET_MACHINE_ABOVE = 100_000;
 if (Math.max(...SIZES) > QUIET_MACHINE_ABOVE && process.env.BIG_TABLES !== '1') {

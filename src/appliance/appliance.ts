@@ -705,6 +705,9 @@ export class Appliance {
     this.mirror?.endTracking(id);
     this.precopied.delete(name);
     this.migrating(name, false);
+    // A large table goes a chunk at a time so that its destroy events do not overrun the
+    // event sockets; what is left (or all of it, small or unvouched for) goes by mark.
+    await this.mirror?.deletePaced(id, (records) => this.conntrack.deleteRecords(records));
     await this.conntrack.deleteByMark(id);
     this.counts.invalidate();
   }

@@ -42,6 +42,18 @@ import { NetlinkParseError, type NetlinkMessage } from '../netlink/message.js';
 
 export type MirroredTable = Pick<Conntrack, 'subscribe' | 'dumpAllRecords' | 'dumpRecords' | 'create' | 'delete'>;
 
+/**
+ * A VIP's entries are deleted this many at a time, the barrier after each chunk
+ * (deletePaced): the kernel sends one destroy event per entry to every socket listening (this
+ * mirror's and the replicator's, 32 and 8 MiB of receive buffer), and a whole VIP deleted in
+ * one request outruns their reader. After a migration of 100,000 entries the source's clean-up
+ * overran both every time: the mirror rebuilt itself from a dump and every keeper was
+ * resynchronised; at 1,000,000 the busy appliance also let its peer's BFD session expire.
+ */
+export const DELETE_CHUNK = 2000;
+/** deletePaced gives up pacing after this many barriers in a row did not pass. */
+const DELETE_BARRIER_FAILURES = 3;
+
 /** The sentinel's ct mark: one past the largest VIP id (config.ts), so it is nobody's entry. */
 export const BARRIER_MARK = 0x10000;
 /** A barrier whose sentinel does not come back by then fails; the caller dumps instead. */
@@ -351,6 +363,24 @@ export class AccessTableMirror {
   async snapshot(mark: number, waitMs = 0): Promise<Buffer | undefined> {
     if (!this.vips.has(mark) || !(await this.rebuilt(waitMs)) || !(await this.barrier()) || !this.complete(mark)) return undefined;
     return this.vips.get(mark)!.snapshot();
+  }
+
+  /**
+   * Deletes the VIP's entries that the mirror lists through `remove` (by tuple), DELETE_CHUNK
+   * at a time, each chunk's destroy events read (the barrier) before the next is sent. Does
+   * nothing for a table of one chunk or less, or when the mirror cannot vouch. A barrier that
+   * does not pass (its events still being read, under load) only delays the next chunk by its
+   * timeout; it stops after DELETE_BARRIER_FAILURES of them in a row, or once the mirror lost
+   * events anyway. Either way the caller deletes by mark after it: entries created meanwhile,
+   * or the rest at once.
+   */
+  async deletePaced(mark: number, remove: (records: Buffer) => Promise<unknown>): Promise<void> {
+    const records = this.complete(mark) ? this.vips.get(mark)!.snapshot() : undefined;
+    if (!records || records.length <= DELETE_CHUNK * RECORD_SIZE) return;
+    for (let o = 0, failed = 0; o < records.length && this.synced && failed < DELETE_BARRIER_FAILURES; o += DELETE_CHUNK * RECORD_SIZE) {
+      await remove(records.subarray(o, o + DELETE_CHUNK * RECORD_SIZE));
+      failed = (await this.barrier()) ? 0 : failed + 1;
+    }
   }
 
   /** Whether the mirror vouches for the VIP's table: no event lost, not being filled. */
