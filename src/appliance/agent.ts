@@ -285,7 +285,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
           return ctx.stream(Readable.from([`${JSON.stringify(summary)}\n`]), { contentType: 'application/x-ndjson' });
         }
         logger.warn({ vip, reason: fallback }, `import ${vip}: no difference, copying the whole table`);
-        await appliance.deleteEntries(vip);
+        await appliance.deleteEntries(vip, { inHold: true });
       }
       const records = await open(source, agentApi.entries, { params: { name: vip } });
       const progress = new PassThrough();

@@ -698,7 +698,11 @@ export class Appliance {
     await running?.work.catch(() => undefined);
   }
 
-  async deleteEntries(name: string): Promise<void> {
+  /**
+   * `inHold`: a target inside the hold (step 3 copying the whole table after all) deletes at
+   * once: the hold's length weighs more there than the rebuild an event overrun costs.
+   */
+  async deleteEntries(name: string, options: { inHold?: boolean } = {}): Promise<void> {
     const { id } = this.vip(name);
     await this.stopPrecopy(name);
     // The source's clean-up after a migration: its change journal would only fill with these.
@@ -707,7 +711,7 @@ export class Appliance {
     this.migrating(name, false);
     // A large table goes a chunk at a time so that its destroy events do not overrun the
     // event sockets; what is left (or all of it, small or unvouched for) goes by mark.
-    await this.mirror?.deletePaced(id, (records) => this.conntrack.deleteRecords(records));
+    if (!options.inHold) await this.mirror?.deletePaced(id, (records) => this.conntrack.deleteRecords(records));
     await this.conntrack.deleteByMark(id);
     this.counts.invalidate();
   }
