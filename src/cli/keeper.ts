@@ -7,7 +7,7 @@ import { pino } from 'pino';
 import { loadCredentials } from '../api/auth.js';
 import { KeeperConfigFile, loadKeeperConfig } from '../config/keeper.js';
 import { Keeper } from '../keeper/keeper.js';
-import { SockDiag } from '../netlink/sockdiag.js';
+import { ServerSockets } from '../keeper/server-sockets.js';
 import { processRegistry } from '../metrics/metrics.js';
 import { startMetricsListener } from '../metrics/listener.js';
 import { configRequired, runDaemon } from './daemon.js';
@@ -21,7 +21,7 @@ export function keeper(args: string[]): Promise<number> {
     const credentialsDir = values.credentials ?? config.pki;
     const credentials = loadCredentials(credentialsDir, config.keeper);
     const metrics = processRegistry();
-    const k = await Keeper.start(config, { credentials, logger, metrics, configFile: new KeeperConfigFile(values.config!), ...(config.sockdiag ? { socketTable: new SockDiag() } : {}) });
+    const k = await Keeper.start(config, { credentials, logger, metrics, configFile: new KeeperConfigFile(values.config!), ...(config.sockdiag ? { socketTable: new ServerSockets() } : {}) });
     const scrape = await startMetricsListener({ config: config.metrics, apiListen: config.api.listen, credentialsDir, registry: metrics, logger, name: 'keeper' });
     logger.info({ listen: k.url, database: config.database, copies: k.status().copies, sockdiag: config.sockdiag }, 'keeper started');
     return async () => {

@@ -73,9 +73,11 @@ export const SOURCES_HEADER = 'x-vipshift-copies-sources';
 
 export type CopiesSource = 'merged' | 'copies' | 'socket-table';
 
-/** What the keeper needs of sockdiag.ts's SockDiag. */
+/** What the keeper reads of its server for a rebuild (server-sockets.ts). */
 export interface SocketTable {
   tcpSockets(localPorts: number[]): Promise<DiagSocket[]>;
+  /** The networks of the server's interfaces, as CIDR ("198.18.0.101/24"). */
+  networks(): Promise<string[]>;
   close(): void;
 }
 
@@ -326,8 +328,9 @@ export class Keeper {
     for (let o = 0; o < copies.length; o += RECORD_SIZE) {
       covered.add(connectionKey(ipv4FromNumber(rec.clientAddress(copies, o)), rec.clientPort(copies, o), rec.vipPort(copies, o)));
     }
-    const sockets = await this.options.socketTable!.tcpSockets([...new Set(vip!.backends.flatMap((b) => vip!.ports.map((p) => b.port ?? p)))]);
-    return { copies, rebuilt: rebuildRecords(vip!, sockets, this.insideAddresses, covered) };
+    const table = this.options.socketTable!;
+    const [sockets, networks] = await Promise.all([table.tcpSockets([...new Set(vip!.backends.flatMap((b) => vip!.ports.map((p) => b.port ?? p)))]), table.networks()]);
+    return { copies, rebuilt: rebuildRecords(vip!, sockets, { insideAddresses: this.insideAddresses, networks }, covered) };
   }
 
   private resolve(param: string): { address: string; vip?: VipConfig } {

@@ -5,15 +5,15 @@
  * VIP's address (the client's destination; dnat keeps the port) and its id (the ct mark).
  *
  * A socket belongs to dnat VIP v when its local address and port are those a backend of v
- * serves one of v's ports on (the same port, or the backend's own), and its peer is not an
- * inside address (fullnat connections arrive from one, and are not rebuildable: their client
- * is hidden behind the SNAT). A backend port that serves several VIP ports does not say which
- * one the client asked for: such sockets are not rebuilt.
+ * serves one of v's ports on (the same port, or the backend's own), and its peer can be a
+ * client of an appliance (`NotClients`). A backend port that serves several VIP ports does not
+ * say which one the client asked for: such sockets are not rebuilt.
  */
 import { IP_CT_TCP_FLAG_SACK_PERM, IP_CT_TCP_FLAG_WINDOW_SCALE, IPPROTO_TCP, IPS_ASSURED, IPS_CONFIRMED, IPS_DST_NAT, IPS_DST_NAT_DONE, IPS_SEEN_REPLY, IPS_SRC_NAT_DONE, TCP_CONNTRACK_ESTABLISHED } from '../netlink/ctnetlink.js';
 import { RECORD_SIZE, writeRecord } from '../netlink/entry-record.js';
 import { TCPI_OPT_SACK, TCPI_OPT_WSCALE, TCP_ESTABLISHED, type DiagSocket } from '../netlink/sockdiag.js';
 import type { VipConfig } from '../config/appliance.js';
+import { inNetwork } from '../packet/ipv4.js';
 
 /** nf_conntrack_tcp_timeout_established's default (5 days): a rebuilt entry lives like a fresh one. */
 export const REBUILD_TIMEOUT = 432_000;
@@ -28,6 +28,18 @@ export class RebuildError extends Error {
   }
 }
 
+/**
+ * Peers whose connections are not a dnat VIP's. An inside address: fullnat connections arrive
+ * from one, their client hidden behind the SNAT. An address on one of the server's own
+ * networks: the appliances' health checks come from there, and a dnat client there could not
+ * be one, since the server would answer it directly, not through an appliance.
+ */
+export interface NotClients {
+  insideAddresses: ReadonlySet<string>;
+  /** The server's networks as CIDR ("198.18.0.101/24"). */
+  networks: readonly string[];
+}
+
 /** What identifies a dnat connection of one VIP on its server: the client's end and the port. */
 export const connectionKey = (client: string, clientPort: number, port: number): string => `${client}:${clientPort}:${port}`;
 
@@ -40,13 +52,13 @@ export function cannotRebuild(vip: VipConfig): string | undefined {
 
 /**
  * Entry records of `vip`'s connections among `sockets` (a dump of this server's ESTABLISHED TCP
- * sockets on the VIP's ports). `insideAddresses`: every VIP's inside address, whose connections
- * are fullnat ones. `skip`: connectionKey()s already covered by copies.
+ * sockets on the VIP's ports). `notClients`: the peers left out. `skip`: connectionKey()s
+ * already covered by copies.
  */
 export function rebuildRecords(
   vip: VipConfig,
   sockets: readonly DiagSocket[],
-  insideAddresses: ReadonlySet<string>,
+  notClients: NotClients,
   skip: ReadonlySet<string> = new Set(),
   timeout = REBUILD_TIMEOUT,
 ): Buffer {
@@ -64,7 +76,13 @@ export function rebuildRecords(
   const vipPort = (s: DiagSocket): number | null | undefined => served.get(`${s.src}:${s.sport}`);
   const mine = sockets.filter((s) => {
     const port = vipPort(s);
-    return s.state === TCP_ESTABLISHED && typeof port === 'number' && !insideAddresses.has(s.dst) && !skip.has(connectionKey(s.dst, s.dport, port));
+    return (
+      s.state === TCP_ESTABLISHED &&
+      typeof port === 'number' &&
+      !notClients.insideAddresses.has(s.dst) &&
+      !notClients.networks.some((n) => inNetwork(s.dst, n)) &&
+      !skip.has(connectionKey(s.dst, s.dport, port))
+    );
   });
   const out = Buffer.alloc(mine.length * RECORD_SIZE);
   mine.forEach((s, i) => {

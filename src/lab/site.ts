@@ -9,6 +9,7 @@ import type { ControllerConfigInput } from '../config/controller.js';
 import type { ApplianceConfigInput } from '../config/appliance.js';
 import type { Role } from '../api/auth.js';
 import { etcdClientFiles } from '../api/etcd-pki.js';
+import { inNetwork } from '../packet/ipv4.js';
 
 /** The three L2 segments; each is one bridge inside the `<lab>-sw` namespace. */
 export type SegmentName = 'ext' | 'int' | 'mgmt';
@@ -569,7 +570,7 @@ export function siteProblems(site: Site): string[] {
         const seg = site.segments.find((s) => s.name === (i.attach as { segment: SegmentName }).segment);
         if (!seg) problems.push(`${where}: no segment '${i.attach.segment}'`);
         else {
-          if (!inPrefix(i.address, seg.network, seg.prefixLength)) problems.push(`${where}: ${i.address} is outside segment ${seg.name} (${seg.network}/${seg.prefixLength})`);
+          if (!inNetwork(i.address, `${seg.network}/${seg.prefixLength}`)) problems.push(`${where}: ${i.address} is outside segment ${seg.name} (${seg.network}/${seg.prefixLength})`);
           const port = switchPortName(h.name, seg.name);
           if (port.length > IFNAMSIZ) problems.push(`${where}: switch port name '${port}' longer than ${IFNAMSIZ} characters`);
         }
@@ -590,8 +591,8 @@ export function siteProblems(site: Site): string[] {
   for (const v of site.vips) {
     claim(v.address, `VIP ${v.name}`);
     claim(v.insideAddress, `inside address of VIP ${v.name}`);
-    if (ext && !inPrefix(v.address, ext.network, ext.prefixLength)) problems.push(`VIP ${v.name}: ${v.address} is outside the external segment`);
-    if (int && !inPrefix(v.insideAddress, int.network, int.prefixLength)) problems.push(`VIP ${v.name}: inside address ${v.insideAddress} is outside the internal segment`);
+    if (ext && !inNetwork(v.address, `${ext.network}/${ext.prefixLength}`)) problems.push(`VIP ${v.name}: ${v.address} is outside the external segment`);
+    if (int && !inNetwork(v.insideAddress, `${int.network}/${int.prefixLength}`)) problems.push(`VIP ${v.name}: inside address ${v.insideAddress} is outside the internal segment`);
     if (!Number.isInteger(v.id) || v.id < 1 || v.id > 65535) problems.push(`VIP ${v.name}: id ${v.id} not in 1..65535`);
     if (ids.has(v.id)) problems.push(`VIP ${v.name}: id ${v.id} used twice`);
     ids.add(v.id);
@@ -609,17 +610,3 @@ export function siteProblems(site: Site): string[] {
   return problems;
 }
 
-export function inPrefix(address: string, network: string, prefixLength: number): boolean {
-  const mask = prefixLength === 0 ? 0 : (~0 << (32 - prefixLength)) >>> 0;
-  return ((ipv4ToInt(address) & mask) >>> 0) === ((ipv4ToInt(network) & mask) >>> 0);
-}
-
-export function ipv4ToInt(address: string): number {
-  const parts = address.split('.');
-  if (parts.length !== 4) throw new Error(`'${address}' is not an IPv4 address`);
-  return parts.reduce((acc, p) => {
-    const n = Number(p);
-    if (!/^\d{1,3}$/.test(p) || n > 255) throw new Error(`'${address}' is not an IPv4 address`);
-    return acc * 256 + n;
-  }, 0);
-}

@@ -191,11 +191,16 @@ export class Addresses {
   /** The IPv4 addresses of `ifname`, in the kernel's order. */
   async list(ifname: string): Promise<InterfaceAddress[]> {
     const ifindex = await this.ifindex(ifname);
+    return (await this.all()).filter((a) => a.ifindex === ifindex);
+  }
+
+  /** The IPv4 addresses of every interface (loopback's too), in the kernel's order. */
+  async all(): Promise<InterfaceAddress[]> {
     const seq = this.socket.reserveSeq();
     const out: InterfaceAddress[] = [];
     await this.socket.dump('RTM_GETADDR', encodeAddressDump(seq), seq, (msg) => {
       const a = decodeAddress(msg);
-      if (a && a.ifindex === ifindex) out.push(a);
+      if (a) out.push(a);
     });
     return out;
   }

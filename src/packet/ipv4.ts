@@ -26,6 +26,15 @@ export function ipv4ToNumber(address: string): number {
   return ipv4ToBytes(address).readUInt32BE(0);
 }
 
+/** Whether an IPv4 address lies in a network written as CIDR ("198.18.0.0/24", or an interface's "198.18.0.3/24"). */
+export function inNetwork(address: string, cidr: string): boolean {
+  const [network, bits] = cidr.split('/') as [string, string | undefined];
+  const n = bits === undefined ? 32 : Number(bits);
+  if (!Number.isInteger(n) || n < 0 || n > 32) throw new Error(`not a prefix length: '${cidr}'`);
+  const mask = n === 0 ? 0 : (0xffffffff << (32 - n)) >>> 0;
+  return ((ipv4ToNumber(address) & mask) >>> 0) === ((ipv4ToNumber(network) & mask) >>> 0);
+}
+
 let ipIdentification = 0;
 
 /** An IPv4 header (no options) for a payload of the given protocol. */

@@ -9,7 +9,6 @@
  * malformed and unmatched ones are counted by reason and dropped.
  */
 import { randomInt } from 'node:crypto';
-import { ipv4ToNumber } from '../packet/ipv4.js';
 import { decodeBfdControl, encodeBfdControl, type BadBfdReason, type BfdControlPacket } from './bfd-packet.js';
 import type { BfdSender, BfdTransport } from './bfd-link.js';
 import { BfdSession, type BfdSessionStatus, type BfdStateChange, type BfdTimers } from './bfd-session.js';
@@ -187,10 +186,3 @@ export class BfdPeers {
   }
 }
 
-/** Whether an IPv4 address lies in a CIDR network ("198.18.0.0/24" or "198.18.0.3/24"). */
-export function inNetwork(address: string, cidr: string): boolean {
-  const [net, bits] = cidr.split('/') as [string, string];
-  const n = Number(bits);
-  const mask = n === 0 ? 0 : (0xffffffff << (32 - n)) >>> 0;
-  return ((ipv4ToNumber(address) & mask) >>> 0) === ((ipv4ToNumber(net) & mask) >>> 0);
-}

@@ -21,7 +21,8 @@ import { ARPOP_REPLY, ARPOP_REQUEST, BROADCAST_MAC, ETHERTYPE_ARP, decodeArpFram
 import { VirtualAddresses, type AddressTable, type VirtualAddress } from './addresses.js';
 import { UdpBfdTransport, type BfdTransport } from './bfd-link.js';
 import { BfdDiag } from './bfd-packet.js';
-import { BfdPeers, inNetwork, type BfdPeer, type BfdStatus } from './bfd-peers.js';
+import { BfdPeers, type BfdPeer, type BfdStatus } from './bfd-peers.js';
+import { inNetwork } from '../packet/ipv4.js';
 import type { BfdStateChange, BfdTimers } from './bfd-session.js';
 import { vmacName, type VrrpConfig, type VrrpInstanceConfig } from '../config/vrrp.js';
 import { macvlanLinks, type VirtualMacLinks } from '../kernel/macvlan.js';

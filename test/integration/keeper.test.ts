@@ -21,6 +21,7 @@ import { Conntrack } from '../../src/netlink/conntrack.js';
 import { TCP_CONNTRACK_ESTABLISHED } from '../../src/netlink/ctnetlink.js';
 import { RECORD_SIZE, readRecord, type EntryRecord } from '../../src/netlink/entry-record.js';
 import { SockDiag, TCP_ESTABLISHED } from '../../src/netlink/sockdiag.js';
+import { ServerSockets } from '../../src/keeper/server-sockets.js';
 import { TEST_VIPS, many, records, entry } from '../unit/keeper-helpers.js';
 
 const ROOT = resolve(__dirname, '../..');
@@ -102,7 +103,7 @@ describe('keeper process', () => {
 /**
  * A server namespace (198.18.0.101, echo on 7 and 80, and a port no VIP has) and a client
  * namespace (198.51.100.10 as a dnat client, 198.18.0.13 as vip4's inside address for a
- * fullnat-looking connection) on one veth pair.
+ * fullnat-looking connection, 198.18.0.2 as an appliance's health check) on one veth pair.
  */
 describe('socket table of a real server', () => {
   const tag = randomBytes(3).toString('hex');
@@ -110,7 +111,7 @@ describe('socket table of a real server', () => {
   const cli = `${PREFIX}c${tag}`;
   let server: ChildProcess | undefined;
   let client: ChildProcess | undefined;
-  let clientPorts: { dnat: number[]; other: number[]; fullnat: number[] };
+  let clientPorts: { dnat: number[]; other: number[]; fullnat: number[]; check: number[] };
 
   beforeAll(async () => {
     sh('ip', ['netns', 'add', srv]);
@@ -118,7 +119,7 @@ describe('socket table of a real server', () => {
     inNs(srv, 'ip', ['link', 'add', 'int0', 'type', 'veth', 'peer', 'name', 'int0c', 'netns', cli]);
     for (const [ns, ifname, addrs, peerNet] of [
       [srv, 'int0', ['198.18.0.101/24'], '198.51.100.0/24'],
-      [cli, 'int0c', ['198.51.100.10/24', '198.18.0.13/24'], ''],
+      [cli, 'int0c', ['198.51.100.10/24', '198.18.0.13/24', '198.18.0.2/24'], ''],
     ] as const) {
       inNs(ns, 'ip', ['link', 'set', 'lo', 'up']);
       for (const a of addrs) inNs(ns, 'ip', ['addr', 'add', a, 'dev', ifname]);
@@ -139,7 +140,8 @@ describe('socket table of a real server', () => {
         for (let i = 0; i < 30; i++) dnat.push(await open(i % 2 ? 7 : 80, '198.51.100.10'));
         const other = [await open(9, '198.51.100.10')];
         const fullnat = [await open(80, '198.18.0.13')];
-        console.log(JSON.stringify({ dnat, other, fullnat }));
+        const check = [await open(80, '198.18.0.2')];
+        console.log(JSON.stringify({ dnat, other, fullnat, check }));
       })();
     `], { stdio: ['ignore', 'pipe', 'inherit'] });
     clientPorts = await new Promise((res) => createInterface({ input: client!.stdout! }).once('line', (l) => res(JSON.parse(l))));
@@ -165,6 +167,7 @@ describe('socket table of a real server', () => {
       const expected = [
         ...clientPorts.dnat.map((p, i) => `198.51.100.10:${p}>${i % 2 ? 7 : 80}`),
         `198.18.0.13:${clientPorts.fullnat[0]}>80`,
+        `198.18.0.2:${clientPorts.check[0]}>80`,
       ].sort();
       expect(seen).toEqual(expected);
       for (const s of sockets) {
@@ -190,7 +193,7 @@ vips:
 `,
       'rebuild.yaml',
     );
-    const keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), socketTable: new SockDiag({ netns: srv }), logger: pino({ level: 'silent' }), metrics: new Registry() });
+    const keeper = await Keeper.start(config, { credentials: loadCredentials(join(dir, 'pki'), 'srv1'), socketTable: new ServerSockets({ netns: srv }), logger: pino({ level: 'silent' }), metrics: new Registry() });
     const lb2 = new KeeperClient(keeper.url, loadCredentials(join(dir, 'pki'), 'lb2'));
     try {
       const rebuilt = await lb2.copies('vip1', 'socket-table');

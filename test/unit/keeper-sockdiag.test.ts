@@ -132,7 +132,7 @@ const vip1: VipConfig = {
   name: 'vip1', id: 1, address: '203.0.113.10', insideAddress: '198.18.0.10', prefixLength: 24, protocol: 'tcp', ports: [7, 80],
   mode: 'dnat', backends: [{ address: '198.18.0.101', weight: 1 }], onDown: 'keep', owner: 'lb1',
 };
-const inside = new Set(['198.18.0.10', '198.18.0.13']);
+const notClients = { insideAddresses: new Set(['198.18.0.10', '198.18.0.13']), networks: ['127.0.0.1/8', '198.18.0.101/24'] };
 
 describe('rebuild from the socket table', () => {
   it('makes one ESTABLISHED dnat record per client connection of the VIP', () => {
@@ -140,12 +140,13 @@ describe('rebuild from the socket table', () => {
       sock(),
       sock({ sport: 7, dport: 40001, tcpInfo: { state: 1, options: 0, sndWscale: 0, rcvWscale: 0, rttUs: 1 } }),
       sock({ dst: '198.18.0.13', dport: 20000 }), // fullnat: from vip4's inside address
+      sock({ dst: '198.18.0.2', dport: 41000 }), // an appliance's health check, from the server's own network
       sock({ sport: 22 }), // not a VIP port
       sock({ src: '192.0.2.21' }), // the management address
       sock({ state: TCP_LISTEN, dst: '0.0.0.0', dport: 0 }),
       sock({ dport: 40002, tcpInfo: undefined }),
     ];
-    const out = rebuildRecords(vip1, sockets, inside, new Set(['198.51.100.10:40002:80']));
+    const out = rebuildRecords(vip1, sockets, notClients, new Set(['198.51.100.10:40002:80']));
     expect(out.length).toBe(2 * RECORD_SIZE);
     const flags = IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM;
     expect(readRecord(out, 0)).toEqual({
@@ -163,6 +164,6 @@ describe('rebuild from the socket table', () => {
   });
 
   it('refuses a fullnat VIP', () => {
-    expect(() => rebuildRecords({ ...vip1, mode: 'fullnat', snatPorts: '20000-29999' }, [sock()], inside)).toThrow(RebuildError);
+    expect(() => rebuildRecords({ ...vip1, mode: 'fullnat', snatPorts: '20000-29999' }, [sock()], notClients)).toThrow(RebuildError);
   });
 });

@@ -7,7 +7,6 @@ import {
   controllerConfig,
   defaultSite,
   host,
-  inPrefix,
   keeperConfig,
   labInfo,
   siteProblems,
@@ -257,15 +256,5 @@ describe('the ip batches', () => {
       expect(s['net.ipv4.ip_forward']).toBe(h.role === 'router' || h.role === 'appliance' ? '1' : '0');
       expect(s['net.ipv4.conf.default.rp_filter']).toBe('0');
     }
-  });
-});
-
-describe('inPrefix', () => {
-  it('matches addresses to prefixes', () => {
-    expect(inPrefix('198.18.0.255', '198.18.0.0', 24)).toBe(true);
-    expect(inPrefix('198.18.1.0', '198.18.0.0', 24)).toBe(false);
-    expect(inPrefix('198.19.255.1', '198.18.0.0', 15)).toBe(true);
-    expect(inPrefix('10.0.0.1', '0.0.0.0', 0)).toBe(true);
-    expect(() => inPrefix('198.18.0.256', '198.18.0.0', 24)).toThrow(/not an IPv4 address/);
   });
 });
