@@ -215,6 +215,16 @@ export const agentApi = {
    * that ended marked IPS_DYING. 409: the journal cannot vouch for it (lost events, overflow).
    */
   precopyChanges: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/changes', body: z.object({ migration: migrationId, restart: z.boolean().default(false) }).strict() , roles: ['appliance'] }),
+  /**
+   * Source of a pre-copy: the VIP's ports SYNPROXY answers for (nftables' `synproxy_active`) and
+   * the seconds each has left, so that the target answers a flood the same way from the start.
+   */
+  synproxyPorts: endpoint({
+    method: 'GET',
+    path: '/v1/vips/:name/synproxy',
+    response: z.object({ ports: z.array(z.object({ port: z.number().int().min(1).max(65535), seconds: z.number().int().min(0).max(3600) }).strict()) }).strict(),
+    roles: ['appliance'],
+  }),
   /** Source: the VIP's change journal goes (the migration gave up). */
   precopyEnd: endpoint({ method: 'POST', path: '/v1/vips/:name/precopy/end', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
   deleteEntries: endpoint({ method: 'POST', path: '/v1/vips/:name/delete-entries', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),

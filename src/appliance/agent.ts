@@ -10,7 +10,7 @@ import { PassThrough, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Credentials } from '../api/auth.js';
 import { ApiClient, ApiError } from '../api/client.js';
-import { open, rolesOf, serve } from '../api/contract.js';
+import { call, open, rolesOf, serve } from '../api/contract.js';
 import { HttpError, type RequestContext, type Route, type RouteRoles } from '../api/server.js';
 import { AccessPages, PageQueryError } from '../nat/access-page.js';
 import { RECORD_SIZE, RecordStreamReader, encodeStreamHeader } from '../netlink/entry-record.js';
@@ -215,6 +215,18 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
     return source;
   };
   const ms = (t0: number) => Math.round((performance.now() - t0) * 100) / 100;
+  // A pre-copy's target answers a flood with SYN cookies from the start where its source does:
+  // held until its own meter counted past the rate, the flood's SYNs would lengthen the hold.
+  // Not carried, the meter still gets there: a failure here costs time, not a connection.
+  const carrySynproxy = async (vip: string, source: ApiClient): Promise<string[] | string> => {
+    try {
+      const { ports } = await call(source, agentApi.synproxyPorts, { params: { name: vip } });
+      await appliance.engageSynproxy(vip, ports);
+      return ports.map((p) => `${p.port} for ${p.seconds} s`);
+    } catch (err) {
+      return `not carried: ${(err as Error).message}`;
+    }
+  };
 
   return [
     serve(agentApi.status, async () => ({ ...(await appliance.status()), ...failover?.statusSections(), controllerEpoch: fence.status() })),
@@ -316,9 +328,10 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       const nextDifference = async () => readAll(await open(source, agentApi.precopyChanges, { params, body: { migration, restart: true } }));
       const progress = new PassThrough();
       appliance.precopy(vip, snapshot, nextDifference, (moved) => progress.write(`${JSON.stringify({ moved })}\n`), from).then(
-        (outcome) => {
+        async (outcome) => {
+          const synproxy = await carrySynproxy(vip, source);
           const summary = { ...outcome, ms: ms(t0) };
-          logger.info({ vip, action: 'precopy', from, migration, ...summary }, `pre-copy ${vip}`);
+          logger.info({ vip, action: 'precopy', from, migration, ...summary, synproxy }, `pre-copy ${vip}`);
           progress.end(`${JSON.stringify(summary)}\n`);
         },
         (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),
@@ -334,6 +347,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       logger.info({ vip, action: 'precopy-export', migration: ctx.body.migration, records: records.length / RECORD_SIZE, ms: ms(t0) }, `pre-copy export ${vip}`);
       return ctx.stream(recordStream(records), { contentType: 'application/octet-stream' });
     }),
+    serve(agentApi.synproxyPorts, async (ctx) => ({ ports: await appliance.synproxyPorts(vipOf(ctx)) })),
     serve(agentApi.precopyChanges, async (ctx) => {
       const vip = vipOf(ctx);
       const t0 = performance.now();

@@ -16,6 +16,7 @@ import { EntryCounts } from '../nat/entry-counts.js';
 import { backendKey, findBackend, type ApplianceConfig, type VipConfig } from '../config/appliance.js';
 import { checkRecords, type RecordRefusal } from '../config/vip-records.js';
 import { ReconfigureError, type BackendStatus, type NatEngine, type ReconfigureResult, type VipCounters } from '../nat/engine.js';
+import type { SynproxyPort } from '../nat/flood.js';
 import { editBackends, type ApplianceConfigFile, type BackendChange } from '../config/edit.js';
 import type { VipMode } from '../nat/ruleset.js';
 import type { BackendCheckStatus } from '../health/monitor.js';
@@ -668,6 +669,16 @@ export class Appliance {
    */
   async dropPrecopy(name: string): Promise<void> {
     if (this.precopied.has(name)) await this.deleteEntries(name);
+  }
+
+  /** The VIP's ports SYNPROXY answers for here, with their seconds left (a pre-copy's source hands them over). */
+  synproxyPorts(name: string): Promise<SynproxyPort[]> {
+    return this.engine.synproxyPorts(name);
+  }
+
+  /** A pre-copy's target: SYNPROXY answers here for the ports it did on the source, before the address moves. */
+  engageSynproxy(name: string, ports: readonly SynproxyPort[]): Promise<void> {
+    return this.engine.engageSynproxy(name, ports);
   }
 
   /** Fills the mirror again from one dump; its status once done (undefined: no mirror). */

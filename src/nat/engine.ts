@@ -30,7 +30,7 @@ import {
 } from './ruleset.js';
 import { type NftBatch } from '../kernel/nft.js';
 import { applySysctls } from '../kernel/sysctl.js';
-import { floodCommands, floodVipCommands, sourceLimitedCounter, synproxiedCounter, vipLimitedCounter } from './flood.js';
+import { floodCommands, floodVipCommands, sourceLimitedCounter, synproxiedCounter, synproxyEngageCommands, synproxyPortsOf, vipLimitedCounter, type SynproxyPort } from './flood.js';
 
 export interface VipCounters {
   /** Packets and bytes of the VIP's connections forwarded by this appliance, both directions. */
@@ -394,6 +394,24 @@ export class NatEngine {
     } catch (e) {
       change.reject(e as Error);
     }
+  }
+
+  /** The VIP's ports SYNPROXY answers for here, with their seconds left; none with SYNPROXY off. */
+  async synproxyPorts(name: string): Promise<SynproxyPort[]> {
+    const vip = this.vip(name);
+    if (!this.config?.flood.synproxy.enabled) return [];
+    return synproxyPortsOf(await this.runner.list(['set', 'ip', this.table, 'synproxy_active']), vip);
+  }
+
+  /**
+   * Puts the VIP's `ports` in SYNPROXY's hands here for the seconds they had left (a migration's
+   * target, from its source); a port already there keeps its own.
+   */
+  async engageSynproxy(name: string, ports: readonly SynproxyPort[]): Promise<void> {
+    const vip = this.vip(name);
+    if (!this.config?.flood.synproxy.enabled) return;
+    const commands = synproxyEngageCommands(vip, ports, this.table);
+    if (commands.length > 0) await this.exclusive(() => this.runner.apply({ nftables: commands }));
   }
 
   /** Accepts the VIP's held packets in the order they arrived; returns how many. */

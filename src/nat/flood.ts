@@ -44,9 +44,9 @@
  * echo", which tcp_check_req does not check. Only that one packet of each connection is
  * touched; the client's own segments are shifted once, as they should be.
  */
-import type { NftCommand } from '../kernel/nft.js';
+import type { NftBatch, NftCommand } from '../kernel/nft.js';
 import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
-import { REJECT_PRIORITY, VIP_KEY, match, meta, payload, vipKeys, type Expr } from './ruleset.js';
+import { REJECT_PRIORITY, VIP_KEY, concat, match, meta, payload, vipKeys, type Expr } from './ruleset.js';
 
 /** Before conntrack (−200), after the hold (−300): held packets never get here. */
 export const SYN_RAW_PRIORITY = -250;
@@ -224,4 +224,42 @@ export function floodCommands(config: ApplianceConfig, table: string): NftComman
     );
   }
   return cmds;
+}
+
+/** A VIP port SYNPROXY answers for (in `synproxy_active`), and the seconds it has left there. */
+export interface SynproxyPort {
+  port: number;
+  seconds: number;
+}
+
+/**
+ * The VIP's ports in `synproxy_active`, from `nft -j list set` of it (nft gives the seconds an
+ * element has left as `expires`). What a migration's source hands its target with the pre-copy:
+ * a flood that made the source answer with SYN cookies would otherwise reach the target's hold
+ * until the target's own meter counted past the rate (held, a flood's SYNs lengthen the hold).
+ */
+export function synproxyPortsOf(listing: NftBatch, vip: VipConfig): SynproxyPort[] {
+  const out: SynproxyPort[] = [];
+  for (const item of listing.nftables) {
+    const elems = (item.set as { name?: unknown; elem?: unknown } | undefined)?.name === 'synproxy_active' ? (item.set as { elem?: unknown }).elem : undefined;
+    if (!Array.isArray(elems)) continue;
+    for (const e of elems as unknown[]) {
+      const elem = (e as { elem?: { val?: { concat?: unknown[] }; expires?: unknown } } | null)?.elem;
+      const [address, protocol, port] = elem?.val?.concat ?? [];
+      if (address !== vip.address || protocol !== vip.protocol || typeof port !== 'number' || !vip.ports.includes(port)) continue;
+      out.push({ port, seconds: typeof elem?.expires === 'number' ? elem.expires : 0 });
+    }
+  }
+  return out;
+}
+
+/**
+ * Commands putting `ports` in `synproxy_active` here for the seconds they had left on the source
+ * (at least one); a port that is not the VIP's is left out (they come from a peer).
+ */
+export function synproxyEngageCommands(vip: VipConfig, ports: readonly SynproxyPort[], table: string): NftCommand[] {
+  const elem = ports
+    .filter((p) => vip.ports.includes(p.port) && Number.isInteger(p.seconds))
+    .map((p) => ({ elem: { val: concat(vip.address, vip.protocol, p.port), timeout: Math.max(1, p.seconds) } }));
+  return elem.length === 0 ? [] : [{ add: { element: { family: 'ip', table, name: 'synproxy_active', elem } } }];
 }

@@ -168,6 +168,10 @@ describe('a SYN flood', () => {
     expect(during.entries, `SYNPROXY engaged after ${engagedS} s`).toBeLessThan(100 + c.opened + ABOVE_RATE * (engagedS + 2));
     // The migration moved connections, not junk, with every client fine: no reset anywhere.
     expect(m.state, m.error).toBe('done');
+    // lb2 answered the flood with SYN cookies from before the address moved: lb1 handed it
+    // vip1's port with the pre-copy, so the flood's SYNs did not wait in lb2's hold.
+    const precopyLine = readFileSync(path.join(siteFor(name).stateDir, 'lb2-appliance.log'), 'utf8').split('\n').filter((l) => l.includes('"action":"precopy"') && l.includes('"vip":"vip1"')).pop();
+    expect(JSON.parse(precopyLine ?? '{}').synproxy, precopyLine).toEqual([expect.stringMatching(/^7 for \d+ s$/)]);
     // (the live ones, those SYNPROXY opened, the churn's; 50 for handshakes in flight)
     expect(m.entries.moved).toBeLessThan(100 + 40 + c.opened + a.opened + 50);
     expect(l.connections).toMatchObject({ established: 100, ok: 100, failed: 0 });

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../src/config/load.js';
 import { parseApplianceConfig } from '../../src/config/appliance.js';
-import { SYNPROXY_ACK_MARK, floodCommands } from '../../src/nat/flood.js';
+import { SYNPROXY_ACK_MARK, floodCommands, synproxyEngageCommands, synproxyPortsOf } from '../../src/nat/flood.js';
 import { HOLD_MARK, VIP_ID_MASK } from '../../src/nat/ruleset.js';
-import type { NftCommand } from '../../src/kernel/nft.js';
+import type { NftBatch, NftCommand } from '../../src/kernel/nft.js';
 
 const configWith = (flood?: unknown) =>
   parseApplianceConfig(
@@ -112,5 +112,50 @@ describe('the SYN flood section of the ruleset', () => {
     expect(() => configWith({ synproxy: { wscale: 15 } })).toThrow(/flood\.synproxy\.wscale/);
     expect(() => configWith({ connectionsPerSource: -1 })).toThrow(/flood\.connectionsPerSource/);
     expect(() => configWith({ synproxi: {} })).toThrow(/flood/);
+  });
+});
+
+describe("a pre-copy's source hands its target the ports SYNPROXY answers for", () => {
+  const [vip1, vip4] = configWith().vips as [ReturnType<typeof configWith>['vips'][number], ReturnType<typeof configWith>['vips'][number]];
+  // As nft 1.0 lists a set with timeouts (`nft -j list set ip vipshift synproxy_active`): seconds.
+  const listing: NftBatch = {
+    nftables: [
+      { metainfo: { version: '1.0.6', json_schema_version: 1 } },
+      {
+        set: {
+          family: 'ip', name: 'synproxy_active', table: 'vipshift', type: ['ipv4_addr', 'inet_proto', 'inet_service'], flags: ['timeout'],
+          elem: [
+            { elem: { val: { concat: ['203.0.113.10', 'tcp', 7] }, timeout: 30, expires: 21 } },
+            { elem: { val: { concat: ['203.0.113.13', 'tcp', 80] }, timeout: 30, expires: 3 } },
+            { elem: { val: { concat: ['203.0.113.10', 'tcp', 8080] }, timeout: 30, expires: 9 } }, // not a port of vip1
+            { elem: { val: { concat: ['203.0.113.10', 'udp', 80] }, timeout: 30 } }, // not its protocol
+            { nonsense: true },
+          ],
+        },
+      },
+    ],
+  };
+
+  it('reads the VIP\'s own ports and their seconds left from the listing', () => {
+    expect(synproxyPortsOf(listing, vip1)).toEqual([{ port: 7, seconds: 21 }]);
+    expect(synproxyPortsOf(listing, vip4)).toEqual([{ port: 80, seconds: 3 }]);
+    expect(synproxyPortsOf({ nftables: [{ set: { name: 'synproxy_active' } }] }, vip1)).toEqual([]);
+  });
+
+  it('puts them in synproxy_active for those seconds (at least one), leaving out what is not the VIP\'s', () => {
+    expect(synproxyEngageCommands(vip1, [{ port: 7, seconds: 21 }, { port: 80, seconds: 0 }, { port: 22, seconds: 5 }], 'vipshift')).toEqual([
+      {
+        add: {
+          element: {
+            family: 'ip', table: 'vipshift', name: 'synproxy_active',
+            elem: [
+              { elem: { val: { concat: ['203.0.113.10', 'tcp', 7] }, timeout: 21 } },
+              { elem: { val: { concat: ['203.0.113.10', 'tcp', 80] }, timeout: 1 } },
+            ],
+          },
+        },
+      },
+    ]);
+    expect(synproxyEngageCommands(vip1, [{ port: 22, seconds: 5 }], 'vipshift')).toEqual([]);
   });
 });
