@@ -46,7 +46,7 @@
  */
 import type { NftBatch, NftCommand } from '../kernel/nft.js';
 import type { ApplianceConfig, VipConfig } from '../config/appliance.js';
-import { REJECT_PRIORITY, VIP_KEY, concat, match, meta, payload, vipKeys, type Expr } from './ruleset.js';
+import { REJECT_PRIORITY, VIP_KEY, match, meta, payload, vipKey, vipKeys, type Expr } from './ruleset.js';
 
 /** Before conntrack (−200), after the hold (−300): held packets never get here. */
 export const SYN_RAW_PRIORITY = -250;
@@ -241,7 +241,8 @@ export interface SynproxyPort {
 export function synproxyPortsOf(listing: NftBatch, vip: VipConfig): SynproxyPort[] {
   const out: SynproxyPort[] = [];
   for (const item of listing.nftables) {
-    const elems = (item.set as { name?: unknown; elem?: unknown } | undefined)?.name === 'synproxy_active' ? (item.set as { elem?: unknown }).elem : undefined;
+    const set = item.set as { name?: unknown; elem?: unknown } | undefined;
+    const elems = set?.name === 'synproxy_active' ? set.elem : undefined;
     if (!Array.isArray(elems)) continue;
     for (const e of elems as unknown[]) {
       const elem = (e as { elem?: { val?: { concat?: unknown[] }; expires?: unknown } } | null)?.elem;
@@ -260,6 +261,6 @@ export function synproxyPortsOf(listing: NftBatch, vip: VipConfig): SynproxyPort
 export function synproxyEngageCommands(vip: VipConfig, ports: readonly SynproxyPort[], table: string): NftCommand[] {
   const elem = ports
     .filter((p) => vip.ports.includes(p.port) && Number.isInteger(p.seconds))
-    .map((p) => ({ elem: { val: concat(vip.address, vip.protocol, p.port), timeout: Math.max(1, p.seconds) } }));
+    .map((p) => ({ elem: { val: vipKey(vip, p.port), timeout: Math.max(1, p.seconds) } }));
   return elem.length === 0 ? [] : [{ add: { element: { family: 'ip', table, name: 'synproxy_active', elem } } }];
 }

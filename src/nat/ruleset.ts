@@ -132,8 +132,11 @@ export function elementSet(name: string): ModeSet | undefined {
   return POOL_SETS.find(([prefix]) => name.startsWith(prefix) && name.length > prefix.length)?.[1];
 }
 
+/** The key of one port of a VIP in the sets matched by `VIP_KEY`. */
+export const vipKey = (vip: VipConfig, port: number): Expr => concat(vip.address, vip.protocol, port);
+
 /** The packets a VIP's elements match: each port of its VIP address. */
-export const vipKeys = (vip: VipConfig): Expr[] => vip.ports.map((port) => concat(vip.address, vip.protocol, port));
+export const vipKeys = (vip: VipConfig): Expr[] => vip.ports.map((port) => vipKey(vip, port));
 
 /** Set and map elements that put a VIP in `mode`, by set name. */
 export function modeElements(vip: VipConfig, mode: VipMode): Map<string, Expr[]> {
