@@ -182,7 +182,7 @@ export const agentApi = {
   prepare: endpoint({ method: 'POST', path: '/v1/vips/:name/prepare', body: noBody, response: okAnswer, query: epochQuery, roles: STEP }),
   /** A newly elected controller shows its epoch before it acts, and learns the appliance's state. */
   announceEpoch: endpoint({ method: 'POST', path: '/v1/controller/epoch', body: noBody, query: epochQuery, response: applianceStatusSchema, roles: STEP }),
-  /** Step 2: the source releases the VIP's addresses, the target claims them. */
+  /** Step 2: the source releases the VIP's addresses; a rollback claims them back on the source. */
   address: endpoint({ method: 'POST', path: '/v1/vips/:name/address', body: z.object({ action: z.enum(['release', 'claim']) }).strict(), response: okAnswer, query: epochQuery, roles: STEP }),
   /**
    * Source side of step 3: the VIP's entry records, streamed. `for=takeover`: a peer taking
@@ -192,8 +192,10 @@ export const agentApi = {
   /**
    * Target side of step 3: pull from the source, answer JSON lines (importLine). `from` names
    * an appliance of the target's configuration (failover.peers); its URL comes from there.
-   * `claim`: step 2's claim of the addresses first, in the same request (the summary says its
+   * It first claims the addresses (the end of step 2, in the same request; the summary says its
    * `claimMs`): the source has released them, and the difference is taken after the claim.
+   * `claim: true` changes nothing here; the controller sends it because an appliance of the
+   * version before claimed only when asked.
    */
   import: endpoint({
     method: 'POST',

@@ -273,13 +273,10 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       // makes the target start over from the whole table, as without a pre-copy.
       const vip = vipOf(ctx);
       const source = sourceOf(ctx.body.from);
-      // Step 2's claim first when the controller sends it with step 3: one round trip fewer in the hold.
-      const claimed: { claimMs?: number } = {};
-      if (ctx.body.claim) {
-        const c0 = performance.now();
-        await step(vip, 'address', 'claim address', () => appliance.claimAddress(vip));
-        claimed.claimMs = ms(c0);
-      }
+      // Step 2's claim first, in step 3's request: one round trip to the controller fewer in the hold.
+      const c0 = performance.now();
+      await step(vip, 'address', 'claim address', () => appliance.claimAddress(vip));
+      const claimed = { claimMs: ms(c0) };
       const t0 = performance.now();
       let fallback: string | undefined;
       if (ctx.body.migration !== undefined) {

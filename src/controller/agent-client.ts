@@ -78,7 +78,8 @@ export class AgentClient implements MigrationAgent {
 
   /** The target answers with one JSON line per batch created, then a summary line. */
   async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, options: ImportOptions = {}): Promise<ImportResult> {
-    const body = { from: source.name, ...(options.precopied ? { migration: options.precopied } : {}), ...(options.claimFirst ? { claim: true as const } : {}) };
+    // `claim` for an appliance of the version before, which claimed only when asked (this one always does).
+    const body = { from: source.name, ...(options.precopied ? { migration: options.precopied } : {}), claim: true as const };
     const response = await open(this.api, agentApi.import, { params: { name: vip }, body, query: this.query });
     const { difference, fallback, claimMs, ...result } = await this.progressLines('importing', vip, response, importLine, onProgress);
     return { ...result, ...(difference ? { difference } : {}), ...(fallback ? { fallback } : {}), ...(claimMs !== undefined ? { claimMs } : {}) };

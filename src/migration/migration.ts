@@ -30,12 +30,14 @@ export interface MigrationAgent {
   readonly name: string;
   /** Step 1 on the target: the VIP enters the mode table as `migrating` (held). */
   prepare(vip: string): Promise<void>;
-  /** Step 2: the source gives up the VIP's addresses, the target takes them and announces them. */
+  /** Step 2 on the source: it gives up the VIP's addresses. */
   releaseAddress(vip: string): Promise<void>;
+  /** The addresses taken and announced: the source's, when a migration rolls back. */
   claimAddress(vip: string): Promise<void>;
   /**
-   * Step 3 on the target: pull the VIP's access-table entries straight from the source's
-   * agent and create them here. Reports progress as entries arrive.
+   * Steps 2 and 3 on the target, in one request: claim the VIP's addresses (end of step 2),
+   * then pull its access-table entries straight from the source's agent and create them here.
+   * Reports progress as entries arrive.
    */
   importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, options?: ImportOptions): Promise<ImportResult>;
   /**
@@ -60,8 +62,6 @@ export interface MigrationAgent {
 export interface ImportOptions {
   /** The migration whose pre-copy ran: only the difference since moves. */
   precopied?: string;
-  /** Step 2's claim first, in the same request (claimAddress, then the import). */
-  claimFirst?: boolean;
 }
 
 export interface ImportResult {
@@ -72,7 +72,7 @@ export interface ImportResult {
   difference?: { created: number; ended: number };
   /** Why the source could not vouch for a difference (step 3 copied the whole table). */
   fallback?: string;
-  /** With claimFirst: the target's claim of the addresses took this long (step 2's share). */
+  /** The target's claim of the addresses took this long (step 2's share). */
   claimMs?: number;
 }
 
@@ -285,14 +285,12 @@ export async function migrate(
     // The target's claim (end of step 2) goes with step 3's request: it claims, then takes the
     // difference, without a round trip to the controller between them inside the hold. The
     // journal has step 3 before that request; a recovery from step 2 or 3 is the same (the
-    // address back to the source, the target aborts). A drill at the end of step 2 claims apart.
-    const claimFirst = options.abortAt !== 'move_address';
+    // address back to the source, the target aborts), so a drill of step 2 ends it at the
+    // source's release.
     let claimMs: number | undefined;
     await run('move_address', async () => {
       await source.releaseAddress(vip);
       await pause('move_address');
-      if (claimFirst) return;
-      await target.claimAddress(vip);
       drill('move_address');
     });
     await run('move_entries', async () => {
@@ -304,7 +302,7 @@ export async function migrate(
           if (moved > progress.entries.total) progress.entries.total = moved;
           report();
         },
-        { ...(precopied ? { precopied: id } : {}), ...(claimFirst ? { claimFirst } : {}) },
+        precopied ? { precopied: id } : {},
       );
       claimMs = result.claimMs;
       if (result.failed > 0) throw new Error(`${result.failed} of ${result.created + result.failed} entries could not be created on ${target.name}`);

@@ -144,7 +144,7 @@ export class ModelAgent implements ApplianceAgent {
     this.site.tracking.get(this.name)!.delete(vip);
   }
   async importEntries(vip: string, source: MigrationAgent, onProgress: (moved: number) => void, options: ImportOptions = {}): Promise<ImportResult> {
-    if (options.claimFirst) await this.claimAddress(vip);
+    await this.claimAddress(vip); // the end of step 2 goes with step 3's request
     this.check(options.precopied ? 'import-difference' : 'import', vip);
     if (this.site.down.has(source.name)) throw new Error(`${source.name} does not answer`);
     const n = this.site.entries.get(source.name)!.get(vip) ?? 0;
