@@ -265,4 +265,4 @@ export const agentApi = {
 } as const;
 
 /** The steps of a migration the controller runs on this appliance, by endpoint. */
-export type MigrationStepName = 'prepare' | 'address' | 'activate' | 'abort' | 'forget';
+export type MigrationStepName = 'precopy' | 'prepare' | 'address' | 'activate' | 'abort' | 'forget';

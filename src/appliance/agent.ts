@@ -63,11 +63,15 @@ export function peerClients(peers: readonly { name: string; api: string }[], cre
   };
 }
 
+/** A migration step that cannot begin on this appliance now; the controller gives the VIP back. */
+export class StepRefused extends Error {}
+
 /**
  * Told of every migration step the controller runs here, before and after it: how failover
  * tells a planned move of a VIP's address from a failover.
  */
 export interface MigrationStepObserver {
+  /** Throws StepRefused when the step cannot begin here now (answered 409). */
   stepStarted(vip: string, step: MigrationStepName): void;
   stepEnded(vip: string, step: MigrationStepName, succeeded: boolean): void;
 }
@@ -190,8 +194,15 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
     return name;
   };
   // Each step's share on this appliance is logged with its time, and observed by failover.
+  const stepStarted = (vip: string, name: MigrationStepName): void => {
+    try {
+      failover?.stepStarted(vip, name);
+    } catch (err) {
+      throw err instanceof StepRefused ? new HttpError(409, err.message, 'name') : err;
+    }
+  };
   const step = async <T>(vip: string, name: MigrationStepName, action: string, work: () => Promise<T>): Promise<T> => {
-    failover?.stepStarted(vip, name);
+    stepStarted(vip, name);
     let succeeded = false;
     try {
       const result = await timed(vip, action, work);
@@ -313,6 +324,7 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
       const vip = vipOf(ctx);
       const { from, migration } = ctx.body;
       const source = sourceOf(from);
+      stepStarted(vip, 'precopy');
       const t0 = performance.now();
       const params = { name: vip };
       let snapshot: Readable;
@@ -329,9 +341,13 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
           const synproxy = await carrySynproxy(vip, source);
           const summary = { ...outcome, ms: ms(t0) };
           logger.info({ vip, action: 'precopy', from, migration, ...summary, synproxy }, `pre-copy ${vip}`);
+          failover?.stepEnded(vip, 'precopy', true);
           progress.end(`${JSON.stringify(summary)}\n`);
         },
-        (err: Error) => progress.end(`${JSON.stringify({ error: err.message })}\n`),
+        (err: Error) => {
+          failover?.stepEnded(vip, 'precopy', false);
+          progress.end(`${JSON.stringify({ error: err.message })}\n`);
+        },
       );
       return ctx.stream(progress, { contentType: 'application/x-ndjson' });
     }),

@@ -602,8 +602,11 @@ export class Appliance {
       records.destroy();
       throw new Error(`${name} is normal here: nothing to pre-copy`);
     }
-    // A repeated pre-copy starts from nothing: its difference will not know the old entries.
-    if (this.precopied.has(name) || this.precopying.has(name)) await this.deleteEntries(name);
+    // A repeated pre-copy starts from nothing: its difference will not know the old entries. So
+    // do entries left here by a takeover given up (a VRRP flap) or an aborted migration: the
+    // pre-copy's creates would find them existing and keep them as they were.
+    const left = this.mirror?.count(this.vip(name).id) ?? 1;
+    if (this.precopied.has(name) || this.precopying.has(name) || left > 0) await this.deleteEntries(name);
     const generation = ++this.generation;
     const live = () => this.precopying.get(name)?.generation === generation;
     // Started once registered below (a microtask later), so that live() holds from its first step.

@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { Credentials } from '../api/auth.js';
 import { ApiClient } from '../api/client.js';
 import { KeeperClient } from '../keeper/client.js';
-import type { AgentFailover } from './agent.js';
+import { StepRefused, type AgentFailover } from './agent.js';
 import type { MigrationStepName } from './agent-api.js';
 import type { ApplianceConfig } from '../config/appliance.js';
 import type { VipMode } from '../nat/ruleset.js';
@@ -122,6 +122,9 @@ export interface FailoverOptions {
 
 /** How often a standby re-arms VIPs that left this appliance (a migration away, an abort). */
 const ARM_POLL_MS = 200;
+/** The steps that open a migration on an appliance (MigrationStepObserver). */
+const OPENING: ReadonlySet<MigrationStepName> = new Set(['precopy', 'prepare', 'address']);
+
 /** A migration the controller started here and never finished stops shielding its VIP after this long. */
 const PLANNED_MS = 60_000;
 
@@ -256,13 +259,20 @@ export class Failover implements AgentFailover {
     }
   }
 
-  /** Steps 1 and 2 open a migration here (target, source); step 4, an abort or a forget close it. */
+  /**
+   * The pre-copy and steps 1 and 2 open a migration here (target, source); step 4, an abort or
+   * a forget close it. The pre-copy holds the VIP here for seconds: a VRRP flap then (a BFD
+   * session lost to a loaded machine) must not take the VIP over and drop the pre-copy.
+   */
   stepStarted(vip: string, step: MigrationStepName): void {
-    if (step === 'prepare' || step === 'address') this.planned.set(vip, this.now());
+    if (!OPENING.has(step)) return;
+    if (this.takeover.takingOver(vip)) throw new StepRefused(`a takeover of ${vip} is under way on this appliance: try the migration again once it has ended`);
+    this.planned.set(vip, this.now());
+    this.takeover.keepEntries(vip);
   }
 
   stepEnded(vip: string, step: MigrationStepName, succeeded: boolean): void {
-    if (step === 'prepare' || step === 'address') return;
+    if (OPENING.has(step)) return;
     this.planned.delete(vip);
     if (succeeded && step === 'activate') this.options.events?.emit({ event: 'migrationDone', vip });
     if (succeeded && step === 'abort') this.options.events?.emit({ event: 'migrationAborted', vip });

@@ -156,6 +156,20 @@ export class Takeover {
     this.deletions.set(vip, timer);
   }
 
+  /** Whether a takeover of `vip` is under way here. */
+  takingOver(vip: string): boolean {
+    return this.running.has(vip);
+  }
+
+  /**
+   * A migration of `vip` to this appliance begins: the entries of a VIP given up here are not
+   * deleted later under it (its pre-copy deletes them first, appliance.ts).
+   */
+  keepEntries(vip: string): void {
+    clearTimeout(this.deletions.get(vip));
+    this.deletions.delete(vip);
+  }
+
   /** Cancels pending deletions (the process stops). */
   stop(): void {
     for (const timer of this.deletions.values()) clearTimeout(timer);

@@ -142,6 +142,33 @@ describe('Failover', () => {
     await f.stop();
   });
 
+  it("a flap during a migration's pre-copy neither takes the VIP over nor deletes what it copied; a step cannot begin while a takeover runs", async () => {
+    const { f, appliance, transition } = failover('{ peerTimeoutMs: 0 }');
+    // A flap before the migration: taken over, then given up (entries deleted after the grace).
+    appliance.modes.set('vip1', 'migrating');
+    vi.useFakeTimers();
+    transition('vip1-ext', 'master');
+    // While that takeover runs, the controller's pre-copy to this appliance is refused.
+    expect(() => f.stepStarted('vip1', 'precopy')).toThrow(/takeover of vip1 is under way/);
+    await vi.advanceTimersByTimeAsync(0);
+    transition('vip1-ext', 'backup');
+    await vi.advanceTimersByTimeAsync(0);
+    expect(appliance.log).toEqual(['drop precopy vip1', 'install vip1 4 from keeper srv1', 'activate vip1', 'prepare vip1']);
+    appliance.log.length = 0;
+    // The controller tries again: the pre-copy begins; the given-up VIP's deletion no longer comes.
+    f.stepStarted('vip1', 'precopy');
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(appliance.log).toEqual([]);
+    // A flap of VRRP (master for a moment, then backup) in the pre-copy: the hold and its entries stay.
+    transition('vip1-ext', 'master');
+    transition('vip1-ext', 'backup');
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(appliance.log).toEqual([]);
+    expect(appliance.modes.get('vip1')).toBe('migrating');
+    f.stepEnded('vip1', 'precopy', true);
+    await f.stop();
+  });
+
   it('not a standby: VRRP moves addresses only, nothing is taken over or given up', async () => {
     const { appliance, events, transition, settle } = failover('{ standby: false }');
     transition('vip1-ext', 'master');
