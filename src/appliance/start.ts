@@ -136,6 +136,7 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   followers.push({ fields: ['keepers'], follow: follow('failover', (next) => failover.reconfigure(next)) });
   if (speaker) {
     await speaker.start();
+    if (speaker.priorityError) logger.warn({ err: speaker.priorityError }, 'the VRRP speaker runs at the normal priority (CAP_SYS_NICE missing): a loaded appliance may be taken for dead by its peers');
     // Without its speaker the appliance must not go on holding addresses nobody defends.
     speaker.once('exit', (err: Error) => options.onFatal(err));
   }

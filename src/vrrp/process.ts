@@ -92,6 +92,8 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
   private lastCounters: SpeakerCounters = emptySpeakerCounters();
   private lastBfd: BfdStatus | undefined;
   private stopping = false;
+  /** Why the child's priority could not be raised (the appliance logs it), if it could not. */
+  priorityError: string | undefined;
 
   constructor(
     private readonly command: string[],
@@ -109,8 +111,10 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
     if (child.pid) {
       try {
         setPriority(child.pid, this.niceness);
-      } catch {
-        // Not permitted (not root): the speaker still has its own event loop.
+      } catch (err) {
+        // Not permitted (no CAP_SYS_NICE): the speaker still has its own event loop, but a loaded
+        // box may delay its adverts and BFD packets past a peer's detection time.
+        this.priorityError = (err as Error).message;
       }
     }
     const lines = createInterface({ input: child.stdout!, terminal: false });
