@@ -80,9 +80,12 @@ test-controller: build
 	npx vitest run test/unit/controller-journal.test.ts test/unit/controller-statistics.test.ts test/unit/controller-auth.test.ts test/unit/api-assignment.test.ts
 	npx vitest run test/integration/controller-journal.test.ts test/integration/controller-rebalance.test.ts test/integration/controller-auth.test.ts
 # --- vrrp (src/vrrp: the VRRPv3 speaker) ---
-.PHONY: bench-vrrp test-vrrp
+.PHONY: bench-vrrp bench-vrrp-stall test-vrrp
 bench-vrrp: build
 	npx tsx bench/vrrp.ts
+
+bench-vrrp-stall: build
+	npx tsx bench/vrrp-stall.ts
 
 test-vrrp: build
 	npx vitest run test/unit/vrrp-advert.test.ts test/unit/vrrp-state-machine.test.ts test/unit/vrrp-config.test.ts test/unit/vrrp-speaker.test.ts test/integration/vrrp-keepalived.test.ts

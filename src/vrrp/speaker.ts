@@ -59,11 +59,27 @@ export interface SpeakerOptions {
  */
 export const BFD_ADVERTS_MISSING_AFTER = 1.5;
 
+/**
+ * Timers whose verdict waits for the packets already received: a timer fires in the event
+ * loop's timers phase, before the poll phase reads the sockets. After the process was not
+ * scheduled for a while (a loaded box), the Detection Time and Master_Down timers would
+ * expire first and the BFD packets and adverts waiting in the sockets be read only after —
+ * a live master taken for dead. Fired from setImmediate instead, they run after that poll;
+ * a packet read there re-arms (cancels) them.
+ */
 export const realClock: Clock = {
   now: () => performance.now(),
   setTimer(ms, fire) {
-    const t = setTimeout(fire, ms);
-    return { cancel: () => clearTimeout(t) };
+    let immediate: NodeJS.Immediate | undefined;
+    const t = setTimeout(() => {
+      immediate = setImmediate(fire);
+    }, ms);
+    return {
+      cancel: () => {
+        clearTimeout(t);
+        if (immediate) clearImmediate(immediate);
+      },
+    };
   },
 };
 
