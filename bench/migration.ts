@@ -40,6 +40,7 @@ import { Conntrack } from '../src/netlink/conntrack.js';
 import { type Lab, withLab } from '../test/helpers/lab.js';
 import { apiCall, rebuildMirror as rebuildMirrorOf } from '../test/integration/helpers/replication-lab.js';
 import { Conntrackd, sleep } from './conntrackd.js';
+import { keepLabLogs } from './lab-logs.js';
 import { syntheticRecords } from './synthetic-entries.js';
 
 const SIZES = (process.env.SIZES ?? '1000,10000,100000').split(',').map(Number);
@@ -334,15 +335,6 @@ function pauseEnded(stateDir: string, endedAt: number): { after_hold_start_ms: n
   };
 }
 
-/** The lab's logs, copied out of its state directory (which goes with the lab): where to. */
-function keepLogs(lab: Lab, why: string): string {
-  const to = path.join(os.tmpdir(), `vipshift-bench-migration-${lab.name}`);
-  fs.mkdirSync(to, { recursive: true });
-  for (const f of fs.readdirSync(lab.site.stateDir).filter((f) => f.endsWith('.log'))) fs.copyFileSync(path.join(lab.site.stateDir, f), path.join(to, f));
-  console.error(`${why}: the lab's logs are in ${to}`);
-  return to;
-}
-
 /** Resident memory (MB) of an appliance's process in the lab (the `appliance` command in its namespace). */
 async function rssOf(lab: Lab, name: string): Promise<number> {
   const r = await run('ip', ['netns', 'pids', lab.ns(name)]);
@@ -431,7 +423,7 @@ async function oneSize(entries: number): Promise<Run> {
       const onTarget = await target.count(vip.id);
       const onSource = await source.count(vip.id);
       const failed = Object.values(summary.errors).some((n) => n > 0);
-      const logsKept = failed || process.env.KEEP_LOGS ? keepLogs(lab, failed ? 'live connections failed' : 'KEEP_LOGS') : undefined;
+      const logsKept = failed || process.env.KEEP_LOGS ? keepLabLogs(lab.site.stateDir, `bench-migration-${lab.name}`, failed ? 'live connections failed' : 'KEEP_LOGS') : undefined;
       const hold = await holdCounters(lab.name);
       if (onTarget !== entries || onSource !== 0) throw new Error(`after the migration ${TARGET} holds ${onTarget} entries of ${VIP} (expected ${entries}), ${SOURCE} ${onSource} (expected 0)`);
 

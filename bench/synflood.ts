@@ -17,7 +17,9 @@
  * costs on a machine where it shares the appliances' cores. 100 live connections opened before
  * each migration (once SYNPROXY is off again: plain connections in every condition) and closed
  * after it give that migration's longest pause. Medians per condition, merged into
- * bench/results/synflood.json as `migrationPause` (or LABEL).
+ * bench/results/synflood.json as `migrationPause` (or LABEL). CONDITIONS (comma-separated)
+ * replaces a round's six; the lab's logs are copied out after a migration in which a live
+ * connection failed, or after every one with KEEP_LOGS (the row says where).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -32,9 +34,9 @@ import { startSynFlood } from '../src/lab/syn-flood.js';
 import { startTraffic } from '../src/lab/traffic.js';
 import type { MigrationProgress } from '../src/migration/migration.js';
 import { Conntrack } from '../src/netlink/conntrack.js';
-import { IPPROTO_TCP, IPS_ASSURED, IPS_SEEN_REPLY, TCP_CONNTRACK_ESTABLISHED } from '../src/netlink/ctnetlink.js';
-import { RECORD_SIZE, writeRecord } from '../src/netlink/entry-record.js';
 import { copiesOf, keeperStatus, rebuildMirror } from '../test/integration/helpers/replication-lab.js';
+import { keepLabLogs } from './lab-logs.js';
+import { syntheticRecords } from './synthetic-entries.js';
 
 const run = promisify(execFile);
 const CLI = path.resolve('dist/cli.js');
@@ -42,6 +44,10 @@ const SENDERS = [1, 2, 4];
 const FLOOD_MS = 4000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const r1 = (x: number) => Math.round(x * 10) / 10;
+/** The VIP's synthetic entries in `--migration`. */
+const ENTRIES = 100_000;
+/** Synthetic entries' clients: 198.51.100.20-199, none of them a flood's spoofed source (.201, .202). */
+const CLIENT_HOSTS = 180;
 
 interface FloodRow {
   synproxy: boolean;
@@ -64,25 +70,6 @@ function cpuOf(name: string, appliance: string): number {
 async function cli<T>(name: string, ...args: string[]): Promise<T> {
   const { stdout } = await run(process.execPath, [CLI, ...args, '--json', '--lab', name], { maxBuffer: 16 << 20 }).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '{}' }));
   return JSON.parse(stdout) as T;
-}
-
-function synthetic(count: number, vip: { address: string; id: number }, server: string): Buffer {
-  const b = Buffer.alloc(count * RECORD_SIZE);
-  for (let i = 0; i < count; i++) {
-    writeRecord(b, i * RECORD_SIZE, {
-      // Clients 198.51.100.20–199: none is a flood's spoofed source (.201, .202).
-      client: { address: `198.51.100.${20 + (i % 180)}`, port: 1024 + Math.floor(i / 180) },
-      vip: { address: vip.address, port: 7 },
-      server: { address: server, port: 7 },
-      proto: IPPROTO_TCP,
-      tcpState: TCP_CONNTRACK_ESTABLISHED,
-      tcpWindow: { wscaleOriginal: 7, wscaleReply: 7, flagsOriginal: 0x23, flagsReply: 0x23 },
-      status: IPS_SEEN_REPLY | IPS_ASSURED,
-      timeout: 3600,
-      mark: vip.id,
-    });
-  }
-  return b;
 }
 
 async function floods(synproxy: boolean): Promise<{ rows: FloodRow[]; migrations: Record<string, unknown>[] }> {
@@ -133,7 +120,7 @@ async function floods(synproxy: boolean): Promise<{ rows: FloodRow[]; migrations
         ] as const) {
           const owner = up.status.vips.find((x) => x.name === v)!.owner;
           if (owner !== 'lb1') await cli(name, 'migrate', v, '--to', 'lb1');
-          await lb1.createFromRecords(synthetic(100_000, vip(v), up.status.vips.find((x) => x.name === v)!.servers[0]!.address));
+          await lb1.createFromRecords(syntheticRecords(100_000, vip(v), [up.status.vips.find((x) => x.name === v)!.servers[0]!.address], 7200, CLIENT_HOSTS));
           await rebuildMirror(site, 'lb1');
           const live = startTraffic(client, { address: vip(v).address, port: 7, connections: 100, intervalMs: 20, timeoutMs: 5000 });
           await live.established;
@@ -180,10 +167,17 @@ interface PauseRow {
   /** The live connections of this migration only (opened before it, closed after it). */
   live: { connections: number; gapMaxMs: number; gapP99Ms: number; errors: Record<string, number>; generatorStalledMs: number };
   loadAvg1m: number;
+  /** Where the lab's logs were copied after this migration (a live connection failed, or KEEP_LOGS). */
+  logsKept?: string;
 }
 
 type Condition = 'noFlood' | 'flood' | 'senderOnly';
 const CONDITIONS: Condition[] = ['noFlood', 'flood', 'senderOnly'];
+/** A round's migrations: each condition once in each direction, or CONDITIONS' list (comma-separated) in its order. */
+const ORDER = (process.env.CONDITIONS?.split(',') ?? ['noFlood', 'flood', 'senderOnly', 'senderOnly', 'flood', 'noFlood']).map((c) => {
+  if (!(CONDITIONS as string[]).includes(c)) throw new Error(`CONDITIONS: ${c} is not one of ${CONDITIONS.join(', ')}`);
+  return c as Condition;
+});
 /** Where `senderOnly` aims: routed into a veth pair of the client's namespace whose far end drops it. */
 const NOWHERE = { address: '192.0.2.250', device: 'vsnowhere0', peer: 'vsnowhere1' };
 
@@ -214,7 +208,7 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
   };
   try {
     await cli(name, 'rebalance', 'manual');
-    await lb1.createFromRecords(synthetic(100_000, vip, vip.servers[0]!.address));
+    await lb1.createFromRecords(syntheticRecords(ENTRIES, vip, [vip.servers[0]!.address], 7200, CLIENT_HOSTS));
     await rebuildMirror(siteFor(name), 'lb1');
     // A veth pair inside the client's namespace: the SYNs are sent and received as at the
     // appliances, and the far end, which forwards nothing, drops them.
@@ -224,7 +218,7 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
     await run('ip', ['-n', client, 'route', 'add', `${NOWHERE.address}/32`, 'dev', NOWHERE.device]);
     for (let round = 0; round < rounds; round++) {
       // Each condition once in each direction, interleaved: the machine's load weighs on all alike.
-      for (const condition of ['noFlood', 'flood', 'senderOnly', 'senderOnly', 'flood', 'noFlood'] as Condition[]) {
+      for (const [i, condition] of ORDER.entries()) {
         const before = await status();
         const at = before.vips.find((v) => v.name === 'vip2')!.owner;
         const to = at === 'lb1' ? 'lb2' : 'lb1';
@@ -266,6 +260,8 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
           live: { connections: l.connections.ok, gapMaxMs: l.gapMs.max, gapP99Ms: l.gapMs.p99, errors: l.errors, generatorStalledMs: l.stalledMs },
           loadAvg1m: r1(os.loadavg()[0]!),
         };
+        const failed = Object.values(l.errors).some((n) => n > 0) || m.state !== 'done';
+        if (failed || process.env.KEEP_LOGS) row.logsKept = keepLabLogs(siteFor(name).stateDir, `bench-synflood-${name}-${round}-${i}`, failed ? `round ${round}, ${condition}: live connections failed` : 'KEEP_LOGS');
         out.push(row);
         console.log(JSON.stringify(row));
         await sleep(2000);
@@ -286,12 +282,16 @@ if (process.argv.includes('--migration')) {
   const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN);
   const summary = Object.fromEntries(
     CONDITIONS.map((condition) => {
-      const ms = rows.filter((r) => r.condition === condition && r.state === 'done');
+      // A migration that moved fewer than the 100,000 entries (the VIP's table was lost to a
+      // takeover before it) is not the pause at 100,000: counted, not in the medians.
+      const done = rows.filter((r) => r.condition === condition && r.state === 'done');
+      const ms = done.filter((r) => r.moved >= ENTRIES);
       return [
         condition,
         {
           migrations: ms.length,
-          failed: rows.filter((r) => r.condition === condition).length - ms.length,
+          failed: rows.filter((r) => r.condition === condition).length - done.length,
+          tableLost: done.length - ms.length,
           liveGapMaxMedianMs: median(ms.map((r) => r.live.gapMaxMs)),
           totalMedianMs: median(ms.map((r) => r.totalMs)),
           moveEntriesMedianMs: median(ms.map((r) => r.steps.move_entries_ms ?? NaN)),

@@ -1,7 +1,8 @@
 /**
  * Idle ESTABLISHED entries of a VIP as its own connections would leave them, for the
- * benchmarks that fill an appliance's access table (migration, drain): clients spread over
- * 198.51.100.20-249 (away from the lab client's .10) and their ports, half on port 7 and half
+ * benchmarks that fill an appliance's access table (migration, drain, synflood): clients spread
+ * over 198.51.100.20 and the `hosts - 1` addresses above it (away from the lab client's .10;
+ * bench-synflood keeps them below its spoofed sources, .201 and .202) and their ports, half on port 7 and half
  * on 80, to the servers in turn, window tracking as a live entry carries; a fullnat VIP's
  * entries take a SNAT port each, from the range's top down.
  */
@@ -16,8 +17,8 @@ export function syntheticRecords(
   vip: { address: string; id: number; mode?: 'dnat' | 'fullnat'; insideAddress?: string },
   servers: readonly string[],
   timeout: number,
+  hosts = 230, // 198.51.100.20 .. .249
 ): Buffer {
-  const hosts = 230; // 198.51.100.20 .. .249
   const b = Buffer.alloc(count * RECORD_SIZE);
   const flags = IP_CT_TCP_FLAG_WINDOW_SCALE | IP_CT_TCP_FLAG_SACK_PERM | IP_CT_TCP_FLAG_MAXACK_SET;
   for (let i = 0; i < count; i++) {
