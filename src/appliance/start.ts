@@ -68,9 +68,10 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   // A standby holds every VIP from the start: one becomes `normal` here only by a takeover
   // (its connections restored first) or a migration's step 4, never with an empty table.
   await engine.start(config, standby ? new Map(config.vips.map((v) => [v.name, 'migrating' as const])) : undefined);
-  // 4,000 creates per sendmsg (~800 KB): a migration's import of 100,000 entries makes 25
-  // round trips through this busy event loop instead of 100.
-  const conntrack = new Conntrack({ batchRecords: 4000 });
+  // 500 creates per sendmsg: the kernel runs a sendmsg's batch without a preemption point (a
+  // PREEMPT_NONE kernel, the lab's), and 4,000 creates with their events held a CPU for ~100 ms
+  // on a loaded box, long enough to starve the VRRP speaker past its peer's BFD detection time.
+  const conntrack = new Conntrack({ batchRecords: 500 });
   const addresses = new Addresses();
   const announcer = new Announcer();
   const direct = new DirectAddressing(config, addresses, (ifname, address) => announcer.announce(ifname, address));
