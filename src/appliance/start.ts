@@ -68,9 +68,11 @@ export async function startAppliance(options: ApplianceStartOptions): Promise<Ru
   // A standby holds every VIP from the start: one becomes `normal` here only by a takeover
   // (its connections restored first) or a migration's step 4, never with an empty table.
   await engine.start(config, standby ? new Map(config.vips.map((v) => [v.name, 'migrating' as const])) : undefined);
-  // 500 creates per sendmsg: the kernel runs a sendmsg's batch without a preemption point (a
-  // PREEMPT_NONE kernel, the lab's), and 4,000 creates with their events held a CPU for ~100 ms
-  // on a loaded box, long enough to starve the VRRP speaker past its peer's BFD detection time.
+  // 500 creates or deletes per sendmsg: the kernel runs a sendmsg's batch without a preemption
+  // point (a PREEMPT_NONE kernel, the lab's), and 4,000 creates or 1,000 deletes with their
+  // events held a CPU for ~100 ms on a loaded box (perf sched), long enough to starve the VRRP
+  // speaker past its peer's BFD detection time; 500 cost next to nothing in throughput
+  // (bench/conntrack.ts: creates at 500 / 1,000 per batch 208 / 205 ms per 100,000).
   const conntrack = new Conntrack({ batchRecords: 500 });
   const addresses = new Addresses();
   const announcer = new Announcer();

@@ -45,7 +45,10 @@ export interface ConntrackOptions {
   netns?: string;
   /** SO_RCVBUFFORCE of the request socket: dumps and acks of large batches land here. */
   receiveBufferBytes?: number;
-  /** Records per create batch (one sendmsg). */
+  /**
+   * Records per create or delete batch (one sendmsg). The kernel runs a batch without a
+   * preemption point, so a smaller one bounds how long it holds a CPU.
+   */
   batchRecords?: number;
   /** NLM_F_ACK on every create, or only on the last of each batch (failures come back either way). */
   ackEach?: boolean;
@@ -160,14 +163,6 @@ const GROUPS: Record<ConntrackEventType, number> = {
   update: NFNLGRP_CONNTRACK_UPDATE,
   destroy: NFNLGRP_CONNTRACK_DESTROY,
 };
-
-/**
- * Deletes per sendmsg. The kernel runs a batch without a preemption point: 1,000 deletes with
- * their destroy events held a CPU for ~100 ms on a loaded lab (perf sched), starving the VRRP
- * speaker; 500 cost next to nothing in throughput (bench/conntrack.ts: creates at 500 / 1,000
- * per batch 208 / 205 ms per 100,000).
- */
-const DELETE_BATCH = 500;
 
 export class Conntrack {
   private readonly socket: NetlinkSocket;
@@ -296,7 +291,7 @@ export class Conntrack {
   }
 
   /**
-   * Deletes the entry of each record's original tuple, DELETE_BATCH to a sendmsg; how many
+   * Deletes the entry of each record's original tuple, a batch to a sendmsg; how many
    * there were (a tuple without an entry is skipped). A migration's difference is a few thousand.
    */
   async deleteRecords(records: Buffer): Promise<{ deleted: number; failures: CreateFailure[] }> {
@@ -305,8 +300,8 @@ export class Conntrack {
     }
     const total = records.length / RECORD_SIZE;
     const result = { deleted: 0, failures: [] as CreateFailure[] };
-    for (let first = 0; first < total; first += DELETE_BATCH) {
-      const count = Math.min(DELETE_BATCH, total - first);
+    for (let first = 0; first < total; first += this.encoder.batchRecords) {
+      const count = Math.min(this.encoder.batchRecords, total - first);
       const seq = this.socket.reserveSeq(count);
       const { failures } = await this.socket.batchLastAcked(`delete of records ${first}..${first + count - 1}`, encodeDeletes(records, first, count, seq, false), seq, count);
       for (const f of failures) {
