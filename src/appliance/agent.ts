@@ -341,11 +341,11 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
           const synproxy = await carrySynproxy(vip, source);
           const summary = { ...outcome, ms: ms(t0) };
           logger.info({ vip, action: 'precopy', from, migration, ...summary, synproxy }, `pre-copy ${vip}`);
-          failover?.stepEnded(vip, 'precopy', true);
           progress.end(`${JSON.stringify(summary)}\n`);
         },
+        // Either way the migration stays open here (a failed pre-copy leaves step 3 the whole
+        // table): step 4 or an abort ends it, not this.
         (err: Error) => {
-          failover?.stepEnded(vip, 'precopy', false);
           progress.end(`${JSON.stringify({ error: err.message })}\n`);
         },
       );

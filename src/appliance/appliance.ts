@@ -596,7 +596,7 @@ export class Appliance {
    * ARP cache) waits in the hold like any other. Then the entries are created as they arrive.
    */
   async precopy(name: string, records: Readable, nextDifference: () => Promise<Buffer>, onBatch: (moved: number) => void, source = 'unknown'): Promise<PrecopyOutcome> {
-    this.vip(name);
+    const { id } = this.vip(name);
     const mode = this.engine.modeTable().get(name) ?? 'absent';
     if (mode === 'normal') {
       records.destroy();
@@ -605,7 +605,7 @@ export class Appliance {
     // A repeated pre-copy starts from nothing: its difference will not know the old entries. So
     // do entries left here by a takeover given up (a VRRP flap) or an aborted migration: the
     // pre-copy's creates would find them existing and keep them as they were.
-    const left = this.mirror?.count(this.vip(name).id) ?? 1;
+    const left = this.mirror?.count(id) ?? 1;
     if (this.precopied.has(name) || this.precopying.has(name) || left > 0) await this.deleteEntries(name);
     const generation = ++this.generation;
     const live = () => this.precopying.get(name)?.generation === generation;
