@@ -18,7 +18,7 @@ import { ConsoleSource } from '../src/console/source.js';
 import { controllerClient } from '../src/cli/controller-client.js';
 import type { AccessPage } from '../src/nat/access-page.js';
 import { labDown, labUp, siteFor } from '../src/lab/lab.js';
-import { readState } from '../src/lab/processes.js';
+import { labProcessPid, processCpuSeconds } from '../src/lab/processes.js';
 import { host } from '../src/lab/site.js';
 import { rebuildMirror } from '../test/integration/helpers/replication-lab.js';
 import { createSynthetic, syntheticRecords } from '../test/helpers/console-entries.js';
@@ -27,7 +27,6 @@ const LAB = 'vtconbench';
 const ENTRIES = 100_000;
 const ROUNDS = Number(process.env.ROUNDS ?? 60);
 const WATCH_S = Number(process.env.WATCH_S ?? 30);
-const TICKS = 100; // USER_HZ
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const pct = (xs: number[], p: number) => {
@@ -36,12 +35,7 @@ const pct = (xs: number[], p: number) => {
 };
 const round1 = (x: number) => Math.round(x * 10) / 10;
 
-/** utime + stime of a process and of its children waited for (the nft it runs), in seconds. */
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / TICKS;
-}
+const cpuSeconds = (pid: number) => processCpuSeconds(pid, { children: true });
 
 /** The node process under `ip netns exec` (the recorded pid may be the wrapper's, which execs). */
 function nodePid(pid: number): number {
@@ -100,7 +94,7 @@ try {
   screen.destroy();
 
   // The access-table pages alone at one a second (what the new route costs the appliance).
-  const lb1 = nodePid(readState(site.stateDir)!.processes.find((p) => p.name === 'lb1-appliance')!.pid);
+  const lb1 = nodePid(labProcessPid(site.stateDir, 'lb1-appliance'));
   const pages0 = cpuSeconds(lb1);
   const p0 = performance.now();
   for (let i = 0; i < WATCH_S; i++) {

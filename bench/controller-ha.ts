@@ -18,7 +18,7 @@ import { ApiClient } from '../src/api/client.js';
 import { controllerClient, operatorCredentials } from '../src/cli/controller-client.js';
 import type { ControlPlaneStatus, SiteStatus } from '../src/controller/controller.js';
 import { CLI, credentialsDir, labDown, labUp, siteFor } from '../src/lab/lab.js';
-import { startProcess } from '../src/lab/processes.js';
+import { readState, startProcess } from '../src/lab/processes.js';
 import { configPath, controllerSocket, host } from '../src/lab/site.js';
 import { startTraffic } from '../src/lab/traffic.js';
 import type { MigrationProgress, Step } from '../src/migration/migration.js';
@@ -69,8 +69,7 @@ try {
       (n): n is string => n !== undefined,
     );
   const operator = controllerClient({ lab: name });
-  const state = JSON.parse(fs.readFileSync(`${site.stateDir}/state.json`, 'utf8')) as { processes: { name: string; pid: number }[] };
-  const pids = new Map(state.processes.filter((p) => p.name.endsWith('-controller')).map((p) => [p.name.replace(/-controller$/, ''), p.pid]));
+  const pids = new Map(readState(site.stateDir)!.processes.filter((p) => p.name.endsWith('-controller')).map((p) => [p.name.replace(/-controller$/, ''), p.pid]));
   await until('a leader', async () => (await leaders())[0]);
   await operator.post('/v1/rebalance', { mode: 'manual' });
   const vip1 = site.vips.find((v) => v.name === 'vip1')!;

@@ -19,6 +19,7 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { labDown, labUp, siteFor } from '../src/lab/lab.js';
 import { run } from '../src/lab/netns.js';
+import { processCpuSeconds } from '../src/lab/processes.js';
 import { agentStatus, copiesOf, failoverLab, keeperStatus, waitFor } from '../test/integration/helpers/replication-lab.js';
 import { Conntrackd } from './conntrackd.js';
 
@@ -66,12 +67,7 @@ interface Round {
   replicatorCpuMs: number;
 }
 
-/** utime + stime of a process and its waited-for children, ms (proc(5): fields 14-17, clock ticks of 10 ms). */
-function cpuMs(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) * 10;
-}
+const cpuMs = (pid: number) => processCpuSeconds(pid, { children: true }) * 1000;
 
 async function round(i: number, mode: Mode): Promise<Round> {
   const replication = mode === 'on';

@@ -29,6 +29,7 @@ import { promisify } from 'node:util';
 import type { SiteStatus } from '../src/controller/controller.js';
 import type { ApplianceConfigInput } from '../src/config/appliance.js';
 import { labDown, labUp, siteFor } from '../src/lab/lab.js';
+import { labProcessPid, processCpuSeconds } from '../src/lab/processes.js';
 import { startChurn, type ChurnSummary } from '../src/lab/churn.js';
 import { startSynFlood } from '../src/lab/syn-flood.js';
 import { startTraffic } from '../src/lab/traffic.js';
@@ -60,12 +61,7 @@ interface FloodRow {
   loadAvg1m: number;
 }
 
-function cpuOf(name: string, appliance: string): number {
-  const state = JSON.parse(fs.readFileSync(path.join(siteFor(name).stateDir, 'state.json'), 'utf8')) as { processes: { name: string; pid: number }[] };
-  const pid = state.processes.find((p) => p.name === `${appliance}-appliance`)!.pid;
-  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
+const cpuOf = (name: string, appliance: string) => processCpuSeconds(labProcessPid(siteFor(name).stateDir, `${appliance}-appliance`));
 
 async function cli<T>(name: string, ...args: string[]): Promise<T> {
   const { stdout } = await run(process.execPath, [CLI, ...args, '--json', '--lab', name], { maxBuffer: 16 << 20 }).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? '{}' }));

@@ -15,6 +15,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { REPO_ROOT } from '../src/lab/lab.js';
+import { processCpuSeconds } from '../src/lab/processes.js';
 import { Segment, VipshiftVrrp, removeLeftovers, sh, sleep } from '../test/support/vrrp-segment.js';
 
 const INSTANCES = Number(process.env.INSTANCES ?? 250);
@@ -23,24 +24,21 @@ const WINDOW_S = Number(process.env.WINDOW_S ?? 20);
 const PREFIX = 'vtvsc';
 const HOSTS = { lb1: { ip: '203.0.113.2', priority: 200 }, lb2: { ip: '203.0.113.3', priority: 100 } } as const;
 const round2 = (x: number) => Math.round(x * 100) / 100;
-const TICK = 100; // USER_HZ
 
 /** VIP n's address: 198.18.x.y, one /32 per instance. */
 const vipAddress = (n: number) => `198.18.${Math.floor(n / 250)}.${(n % 250) + 1}`;
 
 /** CPU seconds used so far by every process in a namespace. */
 function cpuSeconds(ns: string): number {
-  let ticks = 0;
+  let seconds = 0;
   for (const pid of sh('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) {
     try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
+      seconds += processCpuSeconds(Number(pid));
     } catch {
       // gone meanwhile
     }
   }
-  return ticks / TICK;
+  return seconds;
 }
 
 function keepalivedConf(routerId: string, priority: number): string {

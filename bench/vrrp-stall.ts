@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { labDown, labUp, siteFor } from '../src/lab/lab.js';
+import { labProcessPid } from '../src/lab/processes.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const REPS = Number(process.env.REPS ?? 20);
@@ -21,8 +22,7 @@ const name = 'vbstall';
 await labUp({ name, owned: true });
 try {
   const dir = siteFor(name).stateDir;
-  const state = JSON.parse(fs.readFileSync(path.join(dir, 'state.json'), 'utf8')) as { processes: { name: string; pid: number }[] };
-  const appliance = state.processes.find((p) => p.name === 'lb2-appliance')!.pid;
+  const appliance = labProcessPid(dir, 'lb2-appliance');
   const children = fs.readFileSync(`/proc/${appliance}/task/${appliance}/children`, 'utf8').trim().split(/\s+/).map(Number);
   const speaker = children.find((pid) => fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('\0vrrp\0'));
   if (!speaker) throw new Error(`lb2's VRRP child not found among ${children.join(', ')}`);

@@ -64,6 +64,28 @@ export function writeState(stateDir: string, state: LabState): void {
   fs.renameSync(`${file}.tmp`, file);
 }
 
+/** The PID of the lab's process `name` (`lb1-appliance`, ...), from its state file. */
+export function labProcessPid(stateDir: string, name: string): number {
+  const found = readState(stateDir)?.processes.find((p) => p.name === name);
+  if (!found) throw new Error(`${path.join(stateDir, STATE_FILE)}: no process ${name}`);
+  return found.pid;
+}
+
+/** USER_HZ, the unit of /proc/PID/stat's times (100 on every Linux architecture we run on). */
+const CLOCK_TICKS_PER_S = 100;
+
+/**
+ * CPU seconds (user + system) process `pid` has used (proc(5), fields 14-15), with
+ * `children` also those of its children it waited for (fields 16-17: the nft it runs).
+ */
+export function processCpuSeconds(pid: number, options: { children?: boolean } = {}): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The command name (field 2) is in parentheses and may contain anything: split after it.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  const ticks = f[11]! + f[12]! + (options.children ? f[13]! + f[14]! : 0);
+  return ticks / CLOCK_TICKS_PER_S;
+}
+
 /** Field 22 of /proc/PID/stat, or undefined when there is no such process or it is a zombie. */
 export function processStartTime(pid: number): string | undefined {
   let stat: string;

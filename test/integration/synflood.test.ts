@@ -10,6 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SiteStatus } from '../../src/controller/controller.js';
 import { labDown, labUp, siteFor } from '../../src/lab/lab.js';
+import { labProcessPid, processCpuSeconds } from '../../src/lab/processes.js';
 import { startTraffic, type TrafficSummary } from '../../src/lab/traffic.js';
 import { startChurn } from '../../src/lab/churn.js';
 import { startSynFlood } from '../../src/lab/syn-flood.js';
@@ -114,12 +115,7 @@ async function deleteClosing(ct: Conntrack): Promise<number> {
 }
 
 /** CPU seconds (user + system) the appliance process has used. */
-function applianceCpu(appliance: string): number {
-  const state = JSON.parse(readFileSync(path.join(siteFor(name).stateDir, 'state.json'), 'utf8')) as { processes: { name: string; pid: number }[] };
-  const pid = state.processes.find((p) => p.name === `${appliance}-appliance`)!.pid;
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
+const applianceCpu = (appliance: string) => processCpuSeconds(labProcessPid(siteFor(name).stateDir, `${appliance}-appliance`));
 
 describe('a SYN flood', () => {
   beforeAll(async () => {
