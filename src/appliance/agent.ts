@@ -80,6 +80,8 @@ export interface MigrationStepObserver {
 export interface AgentFailover extends MigrationStepObserver {
   statusSections(): Record<string, object>;
   takeOver(vip: string): Promise<TakeoverReport>;
+  /** A migration's abort here: `abort`, or a takeover when VRRP made this appliance the VIP's master meanwhile. */
+  abortMigration(vip: string, abort: () => Promise<void>): Promise<void>;
 }
 
 export interface AgentOptions {
@@ -389,7 +391,8 @@ export function agentRoutes(appliance: Appliance, options: AgentOptions): Route[
     }),
     serve(agentApi.abort, async (ctx) => {
       const vip = vipOf(ctx);
-      await step(vip, 'abort', 'abort', () => appliance.abort(vip));
+      const abort = () => appliance.abort(vip);
+      await step(vip, 'abort', 'abort', () => (failover ? failover.abortMigration(vip, abort) : abort()));
       return ok;
     }),
     ...(failover

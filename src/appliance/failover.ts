@@ -278,6 +278,24 @@ export class Failover implements AgentFailover {
     if (succeeded && step === 'abort') this.options.events?.emit({ event: 'migrationAborted', vip });
   }
 
+  /**
+   * A migration's abort here. Its target gives the address back before it, so being VRRP
+   * master for the VIP now means the source did not take it back (it died mid-migration) and
+   * VRRP chose this appliance, a transition the migration's shield kept from taking the VIP
+   * over: that takeover happens now, from the peers' and keepers' copies, the VIP held
+   * throughout. Dropping the VIP instead would answer its packets with resets and leave it to
+   * nobody; a VIP already taken over so stays. Otherwise `abort` drops what the migration left here.
+   */
+  async abortMigration(vip: string, abort: () => Promise<void>): Promise<void> {
+    if (!this.options.config.failover.standby || !this.serving(vip)) return abort();
+    if (this.options.modes().get(vip) === 'normal') {
+      this.options.logger.warn({ vip }, 'VRRP master for the VIP and serving it: a migration\'s abort leaves it');
+      return;
+    }
+    this.options.logger.warn({ vip }, 'VRRP master for the VIP when its migration was aborted (the source did not take the address back): taking it over');
+    await this.takeover.becameMaster(vip);
+  }
+
   /** The agent's status carries replication and failover. */
   statusSections(): { replication: ReplicationStatus; failover: ReturnType<Failover['status']> } {
     return { replication: this.replicator.status(), failover: this.status() };

@@ -64,6 +64,10 @@ export class AgentClient implements MigrationAgent {
     return call(this.api, agentApi.reload);
   }
 
+  async serves(vip: string): Promise<boolean> {
+    return (await this.status({ timeoutMs: 5000 })).vips.find((v) => v.name === vip)?.mode === 'normal';
+  }
+
   async prepare(vip: string): Promise<void> {
     await this.step(agentApi.prepare, vip);
   }

@@ -55,6 +55,8 @@ export interface MigrationAgent {
   activate(vip: string): Promise<HoldRelease>;
   /** Abort on the target: forget the VIP, drop its imported entries and held packets (clients retransmit). */
   abort(vip: string): Promise<void>;
+  /** Whether the VIP is `normal` here: on a target before the commit point, only after a takeover. */
+  serves?(vip: string): Promise<boolean>;
   /** Where the source's entries can be read from (its agent's URL). */
   readonly url: string;
 }
@@ -396,12 +398,23 @@ export async function recover(vip: string, source: MigrationAgent, target: Migra
  * every entry of the VIP there, pre-copied ones included; the source's change journal ends.
  */
 async function giveBack(vip: string, reached: Phase, source: MigrationAgent, target: MigrationAgent): Promise<void> {
+  // A target that serves the VIP took it over: VRRP made it master when the source did not
+  // take the address back (it died), and its abort became a takeover. There is nothing to give
+  // back, and taking the address from the target now would drop the connections it serves.
+  if (await target.serves?.(vip).catch(() => false)) return;
+  let claimFailed: unknown;
   if (reached !== 'precopy' && reached !== 'prepare') {
     await target.releaseAddress(vip).catch(() => undefined);
-    await source.claimAddress(vip);
+    // A source that cannot claim the address back (it died mid-migration) still lets the
+    // target abort: held there, the VIP would be served by nobody, and the target's abort is
+    // what lets VRRP's choice of master take it over.
+    await source.claimAddress(vip).catch((err: unknown) => {
+      claimFailed = err;
+    });
   }
   await target.abort(vip);
   await source.endTracking?.(vip).catch(() => undefined);
+  if (claimFailed) throw claimFailed;
 }
 
 /** Failure after the commit point: the target has the entries and the address, so it takes the VIP. */

@@ -12,6 +12,7 @@ import type { MigrationProgress } from '../../src/migration/migration.js';
 import type { TrafficRun, TrafficSummary } from '../../src/lab/traffic.js';
 import { type Lab, withLab } from '../helpers/lab.js';
 import { type AgentStatus, agentStatus, copiesOf, failoverLab, keeperStatus, powerLoss, waitFor } from './helpers/replication-lab.js';
+import { api, startController, writeControllerConfig } from './controller-helpers.js';
 
 const VIP1 = '203.0.113.10';
 const VIP4 = '203.0.113.13';
@@ -145,6 +146,42 @@ describe('failover from table copies (power loss of lb1)', () => {
       // lb1 forgot vip1 and holds it again, ready to take it back.
       expect(modeOn(lb1, 'vip1')).toBe('migrating');
       expect(lb1.replication.vips).not.toContain('vip1');
+    });
+  }, 240_000);
+
+  it("the source's power is cut mid-migration, its address given up: the target, master by VRRP, takes the VIP over at the abort, every connection lives", async () => {
+    await withLab({ prefix: 'vtrepx', controller: false, configure: failoverLab({}) }, async (lab) => {
+      // Paused in step 2 (lb1 has released vip1's address) long enough to cut lb1's power there.
+      const config = writeControllerConfig(lab, { rebalance: { mode: 'manual' }, migration: { stepTimeoutMs: 3000 } });
+      const ctl = await startController(lab, config, { VIPSHIFT_TEST_PAUSE_STEP: 'move_address:3000' });
+      const client = api(lab);
+      try {
+        // Replies wait out the give-back's request to the dead source (30 s): a long patience.
+        const dnat = lab.traffic({ address: VIP1, port: 7, connections: 100, intervalMs: 50, timeoutMs: 60_000 });
+        await dnat.established;
+        await waitFor('copies of the 100 connections on srv1', async () => copiesOf(await keeperStatus(lab.site, 'srv1'), 'vip1') >= 100, 10_000);
+        const started = await client.post<MigrationProgress>('/v1/migrations', { vip: 'vip1', to: 'lb2' });
+        await waitFor('the migration to reach step 2', async () => (await client.get<MigrationProgress>(`/v1/migrations/${started.id}`)).step === 'move_address', 10_000, 20);
+        await powerLoss(lab.site, 'lb1');
+        let lb2: AgentStatus | undefined;
+        await waitFor('lb2 to serve vip1', async () => modeOn((lb2 = await agentStatus(lab.site, 'lb2')), 'vip1') === 'normal', 60_000, 250);
+        // The controller's next recovery finds lb2 serving vip1 and gives nothing back.
+        let m: MigrationProgress | undefined;
+        await waitFor('the migration to end', async () => (m = await client.get<MigrationProgress>(`/v1/migrations/${started.id}`)).state !== 'running', 30_000, 250);
+        await sleep(2000);
+        const s = await dnat.stop();
+        // The migration could not give the VIP back to a dead source, and says so.
+        expect(m!.state, JSON.stringify(m)).toBe('aborted');
+        expect(m!.error).toMatch(/recovering failed too/);
+        // lb2 took vip1 over (from srv1's keeper: lb1 is gone), and not one connection was lost.
+        expect(lb2!.failover.takeovers.filter((t) => t.vip === 'vip1').map((t) => t.outcome)).toEqual(['activated']);
+        expectIntact(s, 100);
+        console.log(JSON.stringify({ migration: { error: m!.error, steps: m!.steps }, gapMs: s.gapMs, takeover: lb2!.failover.takeovers.find((t) => t.vip === 'vip1') }));
+      } finally {
+        client.close();
+        process.kill(ctl.pid, 'SIGTERM');
+        await ctl.exited;
+      }
     });
   }, 240_000);
 });

@@ -169,6 +169,46 @@ describe('Failover', () => {
     await f.stop();
   });
 
+  it('an abort while VRRP made this target master (its source died mid-migration) takes the VIP over, held throughout; after the address went back, it drops the VIP', async () => {
+    const { f, appliance, transition, settle } = failover('{ peerTimeoutMs: 0 }');
+    await f.takeover.arm();
+    appliance.log.length = 0;
+    const aborts: string[] = [];
+    const abort = async () => {
+      aborts.push('vip1');
+      appliance.modes.delete('vip1');
+    };
+    // The target claims (step 2), gives the address back as the migration fails, and the dead
+    // source's silence makes it master again: the migration's shield holds that transition back.
+    f.stepStarted('vip1', 'address');
+    transition('vip1-ext', 'master');
+    transition('vip1-ext', 'backup');
+    transition('vip1-ext', 'master');
+    await settle();
+    expect(appliance.log).toEqual([]);
+    await f.abortMigration('vip1', abort);
+    f.stepEnded('vip1', 'abort', true);
+    expect(aborts).toEqual([]);
+    expect(appliance.log).toEqual(['drop precopy vip1', 'install vip1 4 from keeper srv1', 'activate vip1']);
+    expect(appliance.modes.get('vip1')).toBe('normal');
+    // An abort again (the controller's recovery of the previous version): the VIP served stays.
+    await f.abortMigration('vip1', abort);
+    expect(aborts).toEqual([]);
+    expect(appliance.modes.get('vip1')).toBe('normal');
+
+    // A migration that aborts with the source alive: the target is backup again by its abort.
+    transition('vip1-ext', 'backup');
+    await settle();
+    appliance.log.length = 0;
+    f.stepStarted('vip1', 'address');
+    await f.abortMigration('vip1', abort);
+    f.stepEnded('vip1', 'abort', true);
+    await settle();
+    expect(aborts).toEqual(['vip1']);
+    expect(appliance.log).toEqual([]);
+    await f.stop();
+  });
+
   it('not a standby: VRRP moves addresses only, nothing is taken over or given up', async () => {
     const { appliance, events, transition, settle } = failover('{ standby: false }');
     transition('vip1-ext', 'master');

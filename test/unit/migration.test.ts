@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { migrate, type HoldRelease, type ImportOptions, type ImportResult, type MigrationAgent, type MigrationProgress } from '../../src/migration/migration.js';
+import { migrate, recover, type HoldRelease, type ImportOptions, type ImportResult, type MigrationAgent, type MigrationProgress } from '../../src/migration/migration.js';
 
 /**
  * An appliance reduced to what the four steps change: its mode table, whether it has
@@ -55,6 +55,9 @@ class ModelAppliance implements MigrationAgent {
     const r = { released: this.held };
     this.held = 0;
     return r;
+  }
+  async serves() {
+    return this.mode === 'normal';
   }
   async abort() {
     this.step('abort');
@@ -144,6 +147,29 @@ describe('the four-step migration', () => {
     expect(b.calls).toEqual(['prepare', 'releaseAddress', 'abort']);
     expect(a.calls).toContain('claimAddress');
     expect([a.hasAddress, b.hasAddress]).toEqual([true, false]);
+  });
+
+  it('a source that cannot claim the address back (it died mid-migration) still lets the target abort; the migration says recovery failed', async () => {
+    const { a, b } = site();
+    b.failOn = 'importEntries';
+    a.failOn = 'claimAddress';
+    const p = await migrate('m8', 'vip1', a, b, { stepTimeoutMs: 1000 });
+    expect(p.state).toBe('aborted');
+    expect(p.recoveryFailed).toBe(true);
+    expect(p.error).toMatch(/lb2: importEntries failed; recovering failed too: lb1: claimAddress failed/);
+    // The target let the address go and dropped the VIP: it holds nothing for a dead source.
+    expect(b.calls.slice(-2)).toEqual(['releaseAddress', 'abort']);
+    expect([b.mode, b.hasAddress, b.entries.size]).toEqual(['absent', false, 0]);
+
+    // VRRP then made the target master and its abort took the VIP over: the controller's next
+    // recovery finds it serving and gives nothing back (its address and entries stay).
+    b.mode = 'normal';
+    b.hasAddress = true;
+    b.entries.add('c0');
+    const [aCalls, bCalls] = [a.calls.length, b.calls.length];
+    expect(await recover('vip1', a, b, { reached: 'move_entries', committed: false })).toBe('aborted');
+    expect([a.calls.length, b.calls.length]).toEqual([aCalls, bCalls]);
+    expect([b.mode, b.hasAddress, b.entries.size]).toEqual(['normal', true, 1]);
   });
 
   it('a failure after the source began deleting is finished forward, never rolled back', async () => {
