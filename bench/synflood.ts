@@ -163,6 +163,13 @@ interface PauseRow {
   /** The live connections of this migration only (opened before it, closed after it). */
   live: { connections: number; gapMaxMs: number; gapP99Ms: number; errors: Record<string, number>; generatorStalledMs: number };
   loadAvg1m: number;
+  /**
+   * From the live traffic's start to the row: packets the host's per-CPU input backlogs dropped
+   * (/proc/net/softnet_stat, every veth of every namespace queues there), and the VRRP
+   * takeovers the appliances' speakers started on a BFD Down (a false one when the master lives).
+   */
+  backlogDropped: number;
+  bfdTakeovers: number;
   /** Where the lab's logs were copied after this migration (a live connection failed, or KEEP_LOGS). */
   logsKept?: string;
 }
@@ -176,6 +183,27 @@ const ORDER = (process.env.CONDITIONS?.split(',') ?? ['noFlood', 'flood', 'sende
 });
 /** Where `senderOnly` aims: routed into a veth pair of the client's namespace whose far end drops it. */
 const NOWHERE = { address: '192.0.2.250', device: 'vsnowhere0', peer: 'vsnowhere1' };
+
+/** Packets the host's per-CPU input backlogs dropped since boot (column 2 of /proc/net/softnet_stat, summed). */
+function backlogDrops(): number {
+  return fs
+    .readFileSync('/proc/net/softnet_stat', 'utf8')
+    .trim()
+    .split('\n')
+    .reduce((sum, line) => sum + Number.parseInt(line.split(/\s+/)[1]!, 16), 0);
+}
+
+/** Lines of both appliances' logs since `sinceMs` (epoch) where a speaker took a VIP over on a BFD Down. */
+function bfdTakeoversSince(stateDir: string, sinceMs: number): number {
+  let n = 0;
+  for (const lb of ['lb1', 'lb2']) {
+    for (const line of fs.readFileSync(path.join(stateDir, `${lb}-appliance.log`), 'utf8').split('\n')) {
+      if (!line.includes('master down by BFD')) continue;
+      if ((JSON.parse(line) as { time: number }).time >= sinceMs) n++;
+    }
+  }
+  return n;
+}
 
 /** Round after round of the same VIP's migration, flooded or not (see the module's comment). */
 async function migrationPause(rounds: number, floodRate: number): Promise<PauseRow[]> {
@@ -222,6 +250,7 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
         // through it, and those pause ~1.5 s in any migration (docs/synflood.md). Measured
         // here: plain connections in both conditions, so wait for it to go off everywhere.
         await synproxyOff(vip.address);
+        const [drops0, since] = [backlogDrops(), Date.now()];
         const live = startTraffic(client, { address: vip.address, port: 7, connections: 100, intervalMs: 20, timeoutMs: 5000 });
         await live.established;
         const floodStart = performance.now();
@@ -255,6 +284,8 @@ async function migrationPause(rounds: number, floodRate: number): Promise<PauseR
           synproxiedOnTarget: t1.synproxied ?? 0,
           live: { connections: l.connections.ok, gapMaxMs: l.gapMs.max, gapP99Ms: l.gapMs.p99, errors: l.errors, generatorStalledMs: l.stalledMs },
           loadAvg1m: r1(os.loadavg()[0]!),
+          backlogDropped: backlogDrops() - drops0,
+          bfdTakeovers: bfdTakeoversSince(siteFor(name).stateDir, since),
         };
         const failed = Object.values(l.errors).some((n) => n > 0) || m.state !== 'done';
         if (failed || process.env.KEEP_LOGS) row.logsKept = keepLabLogs(siteFor(name).stateDir, `bench-synflood-${name}-${round}-${i}`, failed ? `round ${round}, ${condition}: live connections failed` : 'KEEP_LOGS');
@@ -296,6 +327,8 @@ if (process.argv.includes('--migration')) {
           overflowed: ms.reduce((a, r) => a + r.held.overflowed, 0),
           floodSynPerSecondMedian: median(ms.map((r) => r.floodSynPerSecond)),
           liveErrors: ms.reduce((a, r) => a + Object.values(r.live.errors).reduce((x, y) => x + y, 0), 0),
+          backlogDropped: rows.filter((r) => r.condition === condition).reduce((a, r) => a + r.backlogDropped, 0),
+          bfdTakeovers: rows.filter((r) => r.condition === condition).reduce((a, r) => a + r.bfdTakeovers, 0),
           loadAvg1m: { min: Math.min(...ms.map((r) => r.loadAvg1m)), median: median(ms.map((r) => r.loadAvg1m)), max: Math.max(...ms.map((r) => r.loadAvg1m)) },
         },
       ];
