@@ -12,6 +12,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import { writeFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
@@ -83,6 +84,15 @@ export function serveSpeaker(speaker: Speaker, input: Readable, output: Writable
 }
 
 
+/** The nice value of the scheduler's group of `pid`'s session (proc(5)); nothing where the kernel has no such groups. */
+function setAutogroupNice(pid: number, nice: number): void {
+  try {
+    writeFileSync(`/proc/${pid}/autogroup`, String(nice));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
 /** The parent's side: `vipshift vrrp --config FILE --control` as a child process. */
 export class SpeakerProcess extends EventEmitter implements SpeakerControl {
   private child: ChildProcess | undefined;
@@ -106,11 +116,18 @@ export class SpeakerProcess extends EventEmitter implements SpeakerControl {
   /** Resolves once the child has sent its first snapshot (its instances are running). */
   start(): Promise<void> {
     const [program, ...args] = this.command;
-    const child = spawn(program!, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    // A session of its own (setsid): where the scheduler groups tasks by session (autogroup, the
+    // default for processes outside a CPU cgroup, as in the lab), nice ranks a task only within
+    // its group and the groups share the CPUs as equals. In the appliance's group, a speaker
+    // waited for a CPU while the appliance's own work used up the group's share (perf sched: 90
+    // ms runnable). Its own group gets the speaker's nice too. It still ends with the appliance:
+    // its input closes then.
+    const child = spawn(program!, args, { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
     this.child = child;
     if (child.pid) {
       try {
         setPriority(child.pid, this.niceness);
+        setAutogroupNice(child.pid, this.niceness);
       } catch (err) {
         // Not permitted (no CAP_SYS_NICE): the speaker still has its own event loop, but a loaded
         // box may delay its adverts and BFD packets past a peer's detection time.
