@@ -386,6 +386,11 @@ export async function recover(vip: string, source: MigrationAgent, target: Migra
     await finishForward(vip, source, target);
     return 'done';
   }
+  // A target that serves the VIP took it over: VRRP made it master when the source did not
+  // take the address back (it died), and its abort became a takeover. There is nothing to give
+  // back, and taking the address from the target now would drop the connections it serves.
+  // (Not asked in a migration's own give-back: its shield keeps the target from taking over.)
+  if (await target.serves?.(vip).catch(() => false)) return 'aborted';
   await giveBack(vip, at.reached ?? 'prepare', source, target);
   return 'aborted';
 }
@@ -398,10 +403,6 @@ export async function recover(vip: string, source: MigrationAgent, target: Migra
  * every entry of the VIP there, pre-copied ones included; the source's change journal ends.
  */
 async function giveBack(vip: string, reached: Phase, source: MigrationAgent, target: MigrationAgent): Promise<void> {
-  // A target that serves the VIP took it over: VRRP made it master when the source did not
-  // take the address back (it died), and its abort became a takeover. There is nothing to give
-  // back, and taking the address from the target now would drop the connections it serves.
-  if (await target.serves?.(vip).catch(() => false)) return;
   let claimFailed: unknown;
   if (reached !== 'precopy' && reached !== 'prepare') {
     await target.releaseAddress(vip).catch(() => undefined);

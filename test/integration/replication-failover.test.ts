@@ -165,10 +165,15 @@ describe('failover from table copies (power loss of lb1)', () => {
         await powerLoss(lab.site, 'lb1');
         let lb2: AgentStatus | undefined;
         await waitFor('lb2 to serve vip1', async () => modeOn((lb2 = await agentStatus(lab.site, 'lb2')), 'vip1') === 'normal', 60_000, 250);
-        // The controller's next recovery finds lb2 serving vip1 and gives nothing back.
+        const served = performance.now();
+        // The give-back first waits out its last request to the dead source (ending its change
+        // journal, ~15 s), then the controller's next recovery finds lb2 serving vip1 and gives
+        // nothing back.
         let m: MigrationProgress | undefined;
-        await waitFor('the migration to end', async () => (m = await client.get<MigrationProgress>(`/v1/migrations/${started.id}`)).state !== 'running', 30_000, 250);
-        await sleep(2000);
+        await waitFor('the migration to end', async () => (m = await client.get<MigrationProgress>(`/v1/migrations/${started.id}`)).state !== 'running', 60_000, 250);
+        // TCP backed off through the ~33 s outage: a connection's next retransmission may come
+        // up to ~26 s after lb2 took over (RTO doubling from 200 ms). Every one has resumed by then.
+        await sleep(Math.max(2000, served + 30_000 - performance.now()));
         const s = await dnat.stop();
         // The migration could not give the VIP back to a dead source, and says so.
         expect(m!.state, JSON.stringify(m)).toBe('aborted');
